@@ -1,0 +1,233 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rdm/region.h - a region of guest RAM, its populated/discarded state,
+ * the changes to it and its listeners.
+ *
+ * A region is one guest-RAM range: IOVA base (= guest physical address),
+ * size, host virtual address and block size. Each block is either populated
+ * (usable by the guest) or discarded. All offsets and lengths in this header
+ * are bytes relative to the start of the region.
+ *
+ * Concurrency:
+ *
+ *   call                                  may run concurrently with
+ *   ------------------------------------  ----------------------------------
+ *   queries (is_populated, is_discarded,  everything, including each other and
+ *   populated_bytes, replay_*,            changes; never take a lock, never
+ *   granularity)                          block a writer
+ *   changes (populate, discard,           everything; changes to one region
+ *   discard_all, listener register /      are applied one at a time, in the
+ *   unregister)                           region's sequence order
+ *   rdm_region_destroy                    nothing on the same region except
+ *                                         calls already inside it, which it
+ *                                         waits for; new calls get -ECANCELED
+ *
+ * Each region has exactly one applier. Until the region is attached to an
+ * IOMMU worker (rdm/worker.h), the applier is the submitting thread, holding
+ * the region's writer lock while it applies; afterwards it is the worker.
+ *
+ * Readers use RCU (liburcu, bulletproof flavour): threads need no
+ * registration. A replay callback runs inside one read-side critical
+ * section; it may block, which delays reclamation of superseded state but
+ * never a writer. It must not call rdm_region_destroy().
+ */
+#ifndef RDM_REGION_H
+#define RDM_REGION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rdm/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct rdm_region;   /* opaque */
+struct rdm_listener; /* below; filled by the caller */
+
+/*
+ * Called with ranges that are discarded and unmapped from every backend: from
+ * this call on the memory may be freed (madvise, fallocate). Runs on the
+ * region's applier thread; must not block on rdm.
+ */
+typedef void (*rdm_release_fn)(void *opaque, uint64_t offset, uint64_t length);
+
+/* rdm_region_config.flags */
+enum {
+	/* virtio-mem's rule: populate needs every block discarded (else -EEXIST),
+	 * discard needs every block populated (else -ENOENT). Without it
+	 * (lenient), blocks already in the target state are left alone. */
+	RDM_REGION_STRICT = 1u << 0,
+	/* A map policy may close a DMA window briefly (unmap and remap the
+	 * survivors of a split mapping); every such byte is counted. */
+	RDM_REGION_ALLOW_WINDOWS = 1u << 1,
+	/* numa_node is meaningful; without it the region has no node. */
+	RDM_REGION_NUMA_NODE = 1u << 2,
+};
+
+/* How the IOMMU worker cuts populated ranges into mappings (rdm/worker.h). */
+enum rdm_map_policy {
+	RDM_POLICY_BLOCK = 0,  /* one mapping per discard unit; never a window */
+	RDM_POLICY_COALESCE,   /* larger mappings; a bisecting discard remaps survivors */
+	RDM_POLICY_DEFER,      /* larger mappings; bisected memory released later */
+};
+
+/*
+ * Creation arguments. Zero-initialise, set struct_size = sizeof(struct
+ * rdm_region_config) and fill what you need: a zero field means its default.
+ * Later versions only append fields; an older caller's smaller struct_size
+ * reads the missing fields as zero.
+ */
+struct rdm_region_config {
+	uint32_t struct_size;
+	uint32_t flags;          /* RDM_REGION_* */
+	uint64_t iova;           /* guest physical address of offset 0 */
+	uint64_t size;           /* bytes, a multiple of block_size, > 0 */
+	uint64_t block_size;     /* power of two >= host page size */
+	void *host_addr;         /* host virtual address of offset 0 */
+	rdm_release_fn release;  /* optional */
+	void *release_opaque;
+	/* Used once the region is attached to an IOMMU worker. */
+	uint32_t policy;         /* enum rdm_map_policy */
+	int32_t numa_node;       /* with RDM_REGION_NUMA_NODE */
+	uint64_t discard_unit;   /* 0 = block_size; else a power-of-two multiple */
+	uint64_t defer_limit;    /* RDM_POLICY_DEFER: bytes; 0 = no limit */
+};
+
+/*
+ * Create a region with every block discarded.
+ * Returns 0 and *out, or -EINVAL (NULL argument, struct_size too small or
+ * larger than known with non-zero unknown fields, unknown flag or policy,
+ * zero size, block size not a power of two or below the host page size, size
+ * not a multiple of the block size, iova + size overflowing, discard unit not
+ * a power-of-two multiple of the block size) or -ENOMEM.
+ */
+RDM_API int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **out);
+
+/*
+ * Destroy a region: new calls get -ECANCELED; waits until every accepted
+ * change is applied and every caller inside a region call has left;
+ * discards every populated block from the listeners still registered (they
+ * stay registered only in name: do not unregister them afterwards); unmaps
+ * rdm's own mappings, releases what no failed backend may still pin, frees.
+ * Returns 0, or -EINVAL for NULL. Not from a listener or replay callback.
+ */
+RDM_API int rdm_region_destroy(struct rdm_region *r);
+
+/* The block size. 0 for NULL. */
+RDM_API uint64_t rdm_region_granularity(const struct rdm_region *r);
+
+/* The region size in bytes. 0 for NULL. */
+RDM_API uint64_t rdm_region_size(const struct rdm_region *r);
+
+/*
+ * Queries. Lock-free; any thread; each answers from one version of the state.
+ *
+ * is_populated: true only if every block the range touches (rounded outwards
+ * to blocks) is populated. A range not wholly inside the region, or of zero
+ * length, answers false, as does a NULL region. is_discarded: likewise for
+ * discarded.
+ */
+RDM_API bool rdm_is_populated(const struct rdm_region *r, uint64_t offset, uint64_t length);
+RDM_API bool rdm_is_discarded(const struct rdm_region *r, uint64_t offset, uint64_t length);
+
+/*
+ * Populated bytes within the range, clipped to the region and rounded
+ * outwards to blocks. 0 for NULL or an empty intersection.
+ */
+RDM_API uint64_t rdm_populated_bytes(const struct rdm_region *r, uint64_t offset, uint64_t length);
+
+/* A replay callback: return 0 to go on, a negative errno to stop. */
+typedef int (*rdm_replay_fn)(void *opaque, uint64_t offset, uint64_t length);
+
+/*
+ * Call fn for every maximal populated (replay_populated) or discarded
+ * (replay_discarded) run inside the range, clipped to the region and rounded
+ * outwards to blocks, in ascending order, all from one consistent snapshot.
+ * Returns 0, the first negative value a callback returned (no further calls),
+ * or -EINVAL for a NULL region or fn.
+ */
+RDM_API int rdm_replay_populated(const struct rdm_region *r, uint64_t offset, uint64_t length,
+				 rdm_replay_fn fn, void *opaque);
+RDM_API int rdm_replay_discarded(const struct rdm_region *r, uint64_t offset, uint64_t length,
+				 rdm_replay_fn fn, void *opaque);
+
+/*
+ * Changes: whole blocks. Synchronous: they return when the change was applied
+ * and every listener (the IOMMU included, once attached) has completed.
+ *
+ * Returns 0, or
+ *   -EINVAL    NULL region, zero length, offset or length not block aligned,
+ *              offset + length overflowing
+ *   -ERANGE    range outside the region
+ *   -EEXIST    strict mode: populate of a block that is not discarded
+ *   -ENOENT    strict mode: discard of a block that is not populated
+ *   -ENOSPC    the IOMMU's mapping limit would be exceeded
+ *   -EIO       an attached IOMMU backend is marked failed (populate)
+ *   -ECANCELED the region is being destroyed
+ *   a listener's own negative errno when it refused a populate.
+ * On failure the state, the listeners and the mappings are as before.
+ *
+ * Populate: listeners are told first, in registration order, each clipped to
+ * its sub-range (only the blocks that change, in lenient mode); the new state
+ * becomes visible to readers once every listener accepted. If listener k
+ * refuses, listeners k-1..0 are told a discard of what they accepted, in
+ * that order, and the caller gets listener k's error.
+ * Discard: visible to readers first, then listeners are told (they cannot
+ * refuse), then the release callback gets the discarded blocks.
+ * discard_all: a discard of every populated block; valid in strict mode.
+ */
+RDM_API int rdm_populate(struct rdm_region *r, uint64_t offset, uint64_t length);
+RDM_API int rdm_discard(struct rdm_region *r, uint64_t offset, uint64_t length);
+RDM_API int rdm_discard_all(struct rdm_region *r);
+
+/*
+ * A listener: a consumer of the region's state on a sub-range. The caller
+ * owns the struct, fills ops, offset, length and opaque, and keeps it alive
+ * until rdm_listener_unregister() returns (or the region is destroyed).
+ * Offsets passed to the callbacks are region offsets inside the sub-range.
+ */
+struct rdm_listener_ops {
+	/* The range will be populated; return 0 to accept, or a negative errno
+	 * to refuse (the populate then fails with it). */
+	int (*populate)(struct rdm_listener *l, uint64_t offset, uint64_t length);
+	/* The range is discarded. Must accept ranges that span blocks it was
+	 * never told were populated, and of another size than the populates. */
+	void (*discard)(struct rdm_listener *l, uint64_t offset, uint64_t length);
+};
+
+struct rdm_listener {
+	const struct rdm_listener_ops *ops;
+	uint64_t offset;  /* sub-range, block aligned */
+	uint64_t length;
+	void *opaque;
+	/* Private to rdm. */
+	struct rdm_listener *rdm_next;
+	struct rdm_region *rdm_region;
+};
+
+/*
+ * Register: the listener joins the end of the region's list and is told a
+ * populate of every populated run inside its sub-range (in ascending order).
+ * If it refuses one, it is told a discard of what it accepted and
+ * registration fails with its error.
+ * Returns 0, -EINVAL (NULL, no ops or callbacks, sub-range not block aligned
+ * or empty, listener already registered), -ERANGE (sub-range outside the
+ * region), -ECANCELED, or the listener's error.
+ */
+RDM_API int rdm_listener_register(struct rdm_region *r, struct rdm_listener *l);
+
+/*
+ * Unregister: the listener is told a discard of every populated run inside
+ * its sub-range, then leaves the list. Returns 0, -EINVAL (NULL), -ENOENT
+ * (not registered on this region) or -ECANCELED.
+ */
+RDM_API int rdm_listener_unregister(struct rdm_region *r, struct rdm_listener *l);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RDM_REGION_H */
