@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iommu/mapset.c - a treap of non-overlapping mappings keyed by start block.
+ *
+ * A treap keeps expected O(log n) depth with random priorities and needs
+ * only split and merge, which keeps the code short. The planner looks up
+ * mappings by block (find), walks the mappings overlapping a range
+ * (first_ending_after, next) and inserts/removes whole mappings.
+ *
+ * Invariants:
+ *  1. In-order traversal yields strictly ascending start; mappings are
+ *     disjoint, so it also yields ascending ends.
+ *  2. Every node's prio is >= its children's (max-heap on prio).
+ *  3. count equals the number of nodes.
+ */
+#include "iommu/mapset.h"
+
+#include <stdlib.h>
+
+void rdm_mapset_init(struct rdm_mapset *s)
+{
+	s->root = NULL;
+	s->count = 0;
+	s->rng = 0x9e3779b9u;
+}
+
+static void free_tree(struct rdm_mapping *n)
+{
+	while (n) {
+		struct rdm_mapping *right = n->right;
+
+		free_tree(n->left);
+		free(n);
+		n = right;
+	}
+}
+
+void rdm_mapset_clear(struct rdm_mapset *s)
+{
+	free_tree(s->root);
+	s->root = NULL;
+	s->count = 0;
+}
+
+static uint32_t next_prio(struct rdm_mapset *s)
+{
+	uint32_t x = s->rng;
+
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	s->rng = x;
+	return x;
+}
+
+/* Split t into nodes with start < key (*l) and start >= key (*r). */
+static void split(struct rdm_mapping *t, uint64_t key, struct rdm_mapping **l, struct rdm_mapping **r)
+{
+	while (t) {
+		if (t->start < key) {
+			*l = t;
+			l = &t->right;
+			t = t->right;
+		} else {
+			*r = t;
+			r = &t->left;
+			t = t->left;
+		}
+	}
+	*l = NULL;
+	*r = NULL;
+}
+
+/* Merge l and r, where every key of l is below every key of r. */
+static struct rdm_mapping *merge(struct rdm_mapping *l, struct rdm_mapping *r)
+{
+	struct rdm_mapping *root = NULL, **link = &root;
+
+	while (l && r) {
+		if (l->prio >= r->prio) {
+			*link = l;
+			link = &l->right;
+			l = l->right;
+		} else {
+			*link = r;
+			link = &r->left;
+			r = r->left;
+		}
+	}
+	*link = l ? l : r;
+	return root;
+}
+
+struct rdm_mapping *rdm_mapset_insert(struct rdm_mapset *s, uint64_t start, uint64_t len, uint64_t live)
+{
+	struct rdm_mapping *n = malloc(sizeof(*n)), *l, *r;
+
+	if (!n)
+		return NULL;
+	n->start = start;
+	n->len = len;
+	n->live = live;
+	n->stamp = 0;
+	n->left = n->right = NULL;
+	n->prio = next_prio(s);
+	split(s->root, start, &l, &r);
+	s->root = merge(merge(l, n), r);
+	s->count++;
+	return n;
+}
+
+void rdm_mapset_remove(struct rdm_mapset *s, struct rdm_mapping *m)
+{
+	struct rdm_mapping **link = &s->root;
+
+	while (*link != m)
+		link = m->start < (*link)->start ? &(*link)->left : &(*link)->right;
+	*link = merge(m->left, m->right);
+	s->count--;
+	free(m);
+}
+
+/* The last mapping with start <= b. */
+static struct rdm_mapping *floor_node(const struct rdm_mapset *s, uint64_t b)
+{
+	struct rdm_mapping *t = s->root, *best = NULL;
+
+	while (t) {
+		if (t->start <= b) {
+			best = t;
+			t = t->right;
+		} else {
+			t = t->left;
+		}
+	}
+	return best;
+}
+
+/* The first mapping with start > b. */
+static struct rdm_mapping *above_node(const struct rdm_mapset *s, uint64_t b)
+{
+	struct rdm_mapping *t = s->root, *best = NULL;
+
+	while (t) {
+		if (t->start > b) {
+			best = t;
+			t = t->left;
+		} else {
+			t = t->right;
+		}
+	}
+	return best;
+}
+
+struct rdm_mapping *rdm_mapset_find(const struct rdm_mapset *s, uint64_t b)
+{
+	struct rdm_mapping *m = floor_node(s, b);
+
+	return m && b - m->start < m->len ? m : NULL;
+}
+
+struct rdm_mapping *rdm_mapset_first_ending_after(const struct rdm_mapset *s, uint64_t b)
+{
+	struct rdm_mapping *m = rdm_mapset_find(s, b);
+
+	return m ? m : above_node(s, b);
+}
+
+struct rdm_mapping *rdm_mapset_next(const struct rdm_mapset *s, const struct rdm_mapping *m)
+{
+	return above_node(s, m->start);
+}

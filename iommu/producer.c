@@ -1,0 +1,508 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iommu/producer.c - producers: submission, sequence numbers, tickets.
+ *
+ * Theory.
+ *
+ * A producer belongs to one thread. It owns one SPSC ring to each worker it
+ * uses (its "links", made on first use) and a table of ticket slots. A
+ * ticket number is (serial << 20 | slot index), so the worker finds the slot
+ * from the number alone and a stale number never matches a reused slot.
+ *
+ * Submission takes the region's submit_lock, takes the region's next
+ * sequence number and pushes the record before unlocking, so when the worker
+ * sees number k+1 of a region, k is already in some ring (or about to be
+ * published by a burst that holds it). A full ring makes a synchronous
+ * submit drop the lock, wait for room and retry (it has taken no number);
+ * an asynchronous one returns -EAGAIN.
+ *
+ * Completion edges:
+ *  C1 the worker writes slot->result, then stores slot->done = ticket with
+ *     release (worker.c, complete_record); the producer loads done with
+ *     acquire (slot_done) and then reads result.
+ *  C2 doorbell: the producer stores sleeping = 1, issues a seq_cst fence and
+ *     re-checks done before futex_wait; the worker stores done, issues a
+ *     seq_cst fence and loads sleeping; if set it bumps futex and wakes.
+ *     One of the two fences comes first, so either the producer sees done
+ *     or the worker sees sleeping: no lost wake-up.
+ *  C3 doorbell to the worker: after publishing, the producer fences
+ *     (seq_cst) and loads w->sleeping; the worker sets sleeping, fences and
+ *     re-checks every ring before sleeping (worker.c, idle()).
+ *
+ * Invariants:
+ *  1. A slot is BUSY from submit until its ticket is consumed (wait/poll) or
+ *     its callback ran (then RECLAIM until the producer takes it back).
+ *  2. outstanding counts BUSY slots; rdm_producer_destroy waits for 0.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/region_internal.h"
+#include "iommu/worker_internal.h"
+
+#define TICKET_SHIFT 20
+#define DEFAULT_SLOTS 1024u
+#define WAIT_SPIN 4096u
+
+static pthread_key_t implicit_key;
+static pthread_once_t implicit_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct rdm_producer *implicit_producer;
+
+static long futex(_Atomic uint32_t *addr, int op, uint32_t val)
+{
+	return syscall(SYS_futex, (uint32_t *)addr, op, val, NULL, NULL, 0);
+}
+
+static void implicit_destructor(void *arg)
+{
+	rdm_producer_destroy(arg);
+}
+
+static void implicit_init(void)
+{
+	pthread_key_create(&implicit_key, implicit_destructor);
+}
+
+static int producer_new(uint32_t nslots, struct rdm_producer **out)
+{
+	struct rdm_producer *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return rdm_fail(-ENOMEM, "out of memory creating a producer");
+	p->nslots = nslots;
+	p->slot_mask = nslots - 1;
+	p->slots = calloc(nslots, sizeof(*p->slots));
+	p->free_stack = malloc(nslots * sizeof(*p->free_stack));
+	if (!p->slots || !p->free_stack) {
+		free(p->slots);
+		free(p->free_stack);
+		free(p);
+		return rdm_fail(-ENOMEM, "out of memory creating a producer's ticket slots");
+	}
+	for (uint32_t i = 0; i < nslots; i++)
+		p->free_stack[i] = nslots - 1 - i;
+	p->nfree = nslots;
+	p->next_ticket = 1;
+	atomic_init(&p->refs, 1);
+	*out = p;
+	return 0;
+}
+
+int rdm_producer_create(struct rdm_producer **out)
+{
+	if (!out)
+		return rdm_fail(-EINVAL, "rdm_producer_create: out is NULL");
+	return producer_new(DEFAULT_SLOTS, out);
+}
+
+struct rdm_producer *rdm_producer_implicit(void)
+{
+	if (!implicit_producer) {
+		struct rdm_producer *p;
+
+		pthread_once(&implicit_once, implicit_init);
+		if (producer_new(64, &p))
+			return NULL;
+		p->implicit = true;
+		implicit_producer = p;
+		pthread_setspecific(implicit_key, p);
+	}
+	return implicit_producer;
+}
+
+void rdm_producer_put(struct rdm_producer *p)
+{
+	/* acq_rel: the last dropper sees every write of the others. */
+	if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+		free(p->slots);
+		free(p->free_stack);
+		free(p);
+	}
+}
+
+static bool slot_done(const struct rdm_slot *s, uint64_t ticket)
+{
+	/* C1: acquire, pairs with the worker's release store of done. */
+	return atomic_load_explicit(&s->done, memory_order_acquire) == ticket;
+}
+
+/* Take back slots whose callbacks ran (rare: only when the stack is empty). */
+static void reclaim_slots(struct rdm_producer *p)
+{
+	for (uint32_t i = 0; i < p->nslots; i++) {
+		struct rdm_slot *s = &p->slots[i];
+
+		/* Acquire: pairs with the worker's release store of RECLAIM. */
+		if (atomic_load_explicit(&s->state, memory_order_acquire) == SLOT_RECLAIM) {
+			atomic_store_explicit(&s->state, SLOT_FREE, memory_order_relaxed);
+			p->free_stack[p->nfree++] = i;
+			p->outstanding--;
+		}
+	}
+}
+
+static struct rdm_link *link_for(struct rdm_producer *p, struct rdm_worker *w, int *err)
+{
+	for (uint32_t i = 0; i < p->nlinks; i++)
+		if (p->links[i]->w == w)
+			return p->links[i];
+	if (p->nlinks == RDM_PRODUCER_MAX_LINKS) {
+		*err = rdm_fail(-ENOSPC, "a producer can use at most %d workers", RDM_PRODUCER_MAX_LINKS);
+		return NULL;
+	}
+	struct rdm_link *l = calloc(1, sizeof(*l));
+
+	if (!l) {
+		*err = rdm_fail(-ENOMEM, "out of memory creating a producer ring");
+		return NULL;
+	}
+	*err = rdm_ring_create(w->cfg.ring_capacity, sizeof(struct rdm_change_rec), &l->ring);
+	if (*err) {
+		free(l);
+		return NULL;
+	}
+	l->p = p;
+	l->w = w;
+	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+	*err = rdm_worker_add_link(w, l);
+	if (*err) {
+		rdm_ring_destroy(l->ring);
+		free(l);
+		atomic_fetch_sub_explicit(&p->refs, 1, memory_order_relaxed);
+		return NULL;
+	}
+	p->links[p->nlinks++] = l;
+	return l;
+}
+
+static int take_slot(struct rdm_producer *p, rdm_complete_fn cb, void *opaque, void *ctl, uint64_t *ticket)
+{
+	if (p->nfree == 0)
+		reclaim_slots(p);
+	if (p->nfree == 0)
+		return rdm_fail(-EAGAIN, "all %" PRIu32 " ticket slots are held by unconsumed tickets", p->nslots);
+	uint32_t idx = p->free_stack[--p->nfree];
+	struct rdm_slot *s = &p->slots[idx];
+
+	s->ticket = (p->next_ticket++ << TICKET_SHIFT) | idx;
+	s->cb = cb;
+	s->opaque = opaque;
+	s->ctl = ctl;
+	s->result = 0;
+	atomic_store_explicit(&s->state, SLOT_BUSY, memory_order_relaxed);
+	p->outstanding++;
+	*ticket = s->ticket;
+	return 0;
+}
+
+static void give_back_slot(struct rdm_producer *p, uint64_t ticket)
+{
+	uint32_t idx = (uint32_t)(ticket & ((1u << TICKET_SHIFT) - 1));
+
+	atomic_store_explicit(&p->slots[idx].state, SLOT_FREE, memory_order_relaxed);
+	p->free_stack[p->nfree++] = idx;
+	p->outstanding--;
+}
+
+static void kick_after_publish(struct rdm_worker *w)
+{
+	/* C3: the fence orders our publication (the ring's release store of
+	 * its tail) before the load of sleeping. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&w->sleeping, memory_order_relaxed))
+		rdm_worker_kick(w);
+}
+
+static struct rdm_slot *slot_of(struct rdm_producer *p, uint64_t ticket)
+{
+	uint32_t idx = (uint32_t)(ticket & ((1u << TICKET_SHIFT) - 1));
+
+	if (idx >= p->nslots || p->slots[idx].ticket != ticket ||
+	    atomic_load_explicit(&p->slots[idx].state, memory_order_relaxed) != SLOT_BUSY ||
+	    p->slots[idx].cb)
+		return NULL;
+	return &p->slots[idx];
+}
+
+static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket)
+{
+	for (unsigned i = 0; i < WAIT_SPIN; i++)
+		if (slot_done(s, ticket))
+			return 0;
+	for (;;) {
+		uint32_t seen = atomic_load_explicit(&p->futex, memory_order_relaxed);
+
+		atomic_store_explicit(&p->sleeping, 1, memory_order_relaxed);
+		/* C2: pairs with the worker's fence between done and sleeping. */
+		atomic_thread_fence(memory_order_seq_cst);
+		if (slot_done(s, ticket)) {
+			atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
+			return 0;
+		}
+		futex(&p->futex, FUTEX_WAIT_PRIVATE, seen);
+		atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
+		if (slot_done(s, ticket))
+			return 0;
+	}
+}
+
+int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint16_t op, uint64_t offset,
+			    uint64_t length, void *ctl, bool sync, rdm_complete_fn cb, void *opaque,
+			    uint64_t *ticket_out)
+{
+	struct rdm_worker *w = wr->w;
+	struct rdm_change_rec rec;
+	struct rdm_link *l;
+	uint64_t ticket;
+	int err = 0;
+
+	l = link_for(p, w, &err);
+	if (!l)
+		return err;
+	err = take_slot(p, cb, opaque, ctl, &ticket);
+	if (err)
+		return err;
+	rec.op = op;
+	rec.flags = 0;
+	rec.region = wr->id;
+	rec.offset = offset;
+	rec.length = length;
+	rec.ticket = ticket;
+	for (;;) {
+		pthread_mutex_lock(&wr->submit_lock);
+		rec.seq = wr->next_seq;
+		if (rdm_ring_push(l->ring, &rec)) {
+			wr->next_seq++;
+			pthread_mutex_unlock(&wr->submit_lock);
+			break;
+		}
+		pthread_mutex_unlock(&wr->submit_lock);
+		if (!sync) {
+			give_back_slot(p, ticket);
+			return rdm_fail(-EAGAIN, "the producer's ring to the worker is full (%" PRIu32 " records)",
+					w->cfg.ring_capacity);
+		}
+		kick_after_publish(w);
+		rdm_ring_wait_writable(l->ring, RDM_RING_DEFAULT_SPIN);
+	}
+	kick_after_publish(w);
+	if (!sync) {
+		if (ticket_out)
+			*ticket_out = ticket;
+		return 0;
+	}
+	struct rdm_slot *s = &p->slots[ticket & p->slot_mask];
+
+	wait_slot(p, s, ticket);
+	err = s->result;
+	give_back_slot(p, ticket);
+	return err;
+}
+
+static struct rdm_wregion *wregion_of(struct rdm_region *r, int *err)
+{
+	struct rdm_wregion *wr = rdm_region_get_applier_ctx(r);
+
+	if (!wr || rdm_region_get_applier_ops(r) != &rdm_worker_applier_ops) {
+		*err = rdm_fail(-EINVAL, "region is not attached to an IOMMU worker");
+		return NULL;
+	}
+	return wr;
+}
+
+int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsigned n, uint64_t *tickets)
+{
+	if (!p || (!c && n))
+		return rdm_fail(-EINVAL, "rdm_producer_submit: NULL producer or changes");
+	/* Validate everything first: all or nothing. */
+	for (unsigned i = 0; i < n; i++) {
+		int err = 0;
+
+		if (!c[i].region)
+			return rdm_fail(-EINVAL, "change %u: NULL region", i);
+		if (c[i].kind < RDM_CHANGE_POPULATE || c[i].kind > RDM_CHANGE_DISCARD_ALL)
+			return rdm_fail(-EINVAL, "change %u: unknown kind %" PRIu32, i, c[i].kind);
+		if (!c[i].done && !tickets)
+			return rdm_fail(-EINVAL, "change %u: neither a callback nor a ticket pointer", i);
+		if (!wregion_of(c[i].region, &err))
+			return err;
+		if (c[i].kind != RDM_CHANGE_DISCARD_ALL) {
+			err = rdm_region_check_range(c[i].region, c[i].offset, c[i].length);
+			if (err)
+				return rdm_fail(err, "change %u: %s", i, rdm_last_error());
+		}
+		err = rdm_region_check_alive(c[i].region);
+		if (err)
+			return err;
+	}
+	if (p->nfree < n)
+		reclaim_slots(p);
+	if (p->nfree < n)
+		return rdm_fail(-EAGAIN, "%u changes need ticket slots but only %" PRIu32 " are free", n, p->nfree);
+	/*
+	 * One record at a time under each region's lock, published per ring
+	 * once at the end: lock every region involved (in address order, so
+	 * two bursts cannot deadlock), check room in every ring, push.
+	 */
+	struct rdm_wregion *wrs[64];
+	unsigned nwr = 0;
+
+	if (n > 64)
+		return rdm_fail(-EINVAL, "a burst holds at most 64 changes, got %u", n);
+	for (unsigned i = 0; i < n; i++) {
+		int err = 0;
+		struct rdm_wregion *wr = wregion_of(c[i].region, &err);
+		unsigned k;
+
+		for (k = 0; k < nwr && wrs[k] != wr; k++)
+			;
+		if (k == nwr)
+			wrs[nwr++] = wr;
+	}
+	for (unsigned i = 1; i < nwr; i++)
+		for (unsigned k = i; k > 0 && (uintptr_t)wrs[k] < (uintptr_t)wrs[k - 1]; k--) {
+			struct rdm_wregion *t = wrs[k];
+
+			wrs[k] = wrs[k - 1];
+			wrs[k - 1] = t;
+		}
+	struct rdm_link *links[64];
+
+	for (unsigned i = 0; i < n; i++) {
+		int err = 0;
+
+		links[i] = link_for(p, wregion_of(c[i].region, &err)->w, &err);
+		if (!links[i])
+			return err;
+	}
+	for (unsigned k = 0; k < nwr; k++)
+		pthread_mutex_lock(&wrs[k]->submit_lock);
+	int err = 0;
+
+	for (uint32_t li = 0; li < p->nlinks && !err; li++) {
+		unsigned want = 0;
+
+		for (unsigned i = 0; i < n; i++)
+			want += links[i] == p->links[li];
+		if (want && rdm_ring_free_count(p->links[li]->ring) < want)
+			err = rdm_fail(-EAGAIN, "the producer's ring to the worker has no room for %u records", want);
+	}
+	if (!err) {
+		for (unsigned i = 0; i < n; i++) {
+			int e = 0;
+			struct rdm_wregion *wr = wregion_of(c[i].region, &e);
+			struct rdm_change_rec rec;
+			uint64_t t;
+
+			take_slot(p, c[i].done, c[i].opaque, NULL, &t);
+			rec.op = (uint16_t)c[i].kind;
+			rec.flags = 0;
+			rec.region = wr->id;
+			rec.seq = wr->next_seq++;
+			rec.offset = c[i].kind == RDM_CHANGE_DISCARD_ALL ? 0 : c[i].offset;
+			rec.length = c[i].kind == RDM_CHANGE_DISCARD_ALL ? 0 : c[i].length;
+			rec.ticket = t;
+			rdm_ring_stage(links[i]->ring, &rec);
+			if (!c[i].done)
+				tickets[i] = t;
+		}
+		for (uint32_t li = 0; li < p->nlinks; li++)
+			rdm_ring_push_publish(p->links[li]->ring);
+	}
+	for (unsigned k = nwr; k > 0; k--)
+		pthread_mutex_unlock(&wrs[k - 1]->submit_lock);
+	if (!err)
+		for (uint32_t li = 0; li < p->nlinks; li++)
+			kick_after_publish(p->links[li]->w);
+	return err;
+}
+
+int rdm_producer_populate(struct rdm_producer *p, struct rdm_region *r, uint64_t offset, uint64_t length,
+			  uint64_t *ticket)
+{
+	struct rdm_change c = {.region = r, .kind = RDM_CHANGE_POPULATE, .offset = offset, .length = length};
+
+	if (!ticket)
+		return rdm_fail(-EINVAL, "rdm_producer_populate: ticket is NULL");
+	return rdm_producer_submit(p, &c, 1, ticket);
+}
+
+int rdm_producer_discard(struct rdm_producer *p, struct rdm_region *r, uint64_t offset, uint64_t length,
+			 uint64_t *ticket)
+{
+	struct rdm_change c = {.region = r, .kind = RDM_CHANGE_DISCARD, .offset = offset, .length = length};
+
+	if (!ticket)
+		return rdm_fail(-EINVAL, "rdm_producer_discard: ticket is NULL");
+	return rdm_producer_submit(p, &c, 1, ticket);
+}
+
+int rdm_producer_wait(struct rdm_producer *p, uint64_t ticket, int *result)
+{
+	struct rdm_slot *s;
+
+	if (!p)
+		return rdm_fail(-EINVAL, "rdm_producer_wait: producer is NULL");
+	s = slot_of(p, ticket);
+	if (!s)
+		return rdm_fail(-EINVAL, "ticket %" PRIu64 " is not an outstanding ticket of this producer", ticket);
+	wait_slot(p, s, ticket);
+	if (result)
+		*result = s->result;
+	give_back_slot(p, ticket);
+	return 0;
+}
+
+int rdm_producer_poll(struct rdm_producer *p, uint64_t ticket, int *result)
+{
+	struct rdm_slot *s;
+
+	if (!p)
+		return rdm_fail(-EINVAL, "rdm_producer_poll: producer is NULL");
+	s = slot_of(p, ticket);
+	if (!s)
+		return rdm_fail(-EINVAL, "ticket %" PRIu64 " is not an outstanding ticket of this producer", ticket);
+	if (!slot_done(s, ticket))
+		return -EINPROGRESS;
+	if (result)
+		*result = s->result;
+	give_back_slot(p, ticket);
+	return 0;
+}
+
+void rdm_producer_destroy(struct rdm_producer *p)
+{
+	if (!p)
+		return;
+	/* Wait for every change in flight: tickets not yet consumed are
+	 * waited for and dropped, callbacks must have run. */
+	for (uint32_t i = 0; i < p->nslots; i++) {
+		struct rdm_slot *s = &p->slots[i];
+
+		if (atomic_load_explicit(&s->state, memory_order_relaxed) == SLOT_BUSY && !s->cb)
+			wait_slot(p, s, s->ticket);
+	}
+	for (;;) {
+		reclaim_slots(p);
+		bool busy = false;
+
+		for (uint32_t i = 0; i < p->nslots; i++)
+			if (atomic_load_explicit(&p->slots[i].state, memory_order_acquire) == SLOT_BUSY &&
+			    p->slots[i].cb)
+				busy = true;
+		if (!busy)
+			break;
+		sched_yield();
+	}
+	if (p == implicit_producer)
+		implicit_producer = NULL;
+	rdm_producer_close_links(p);
+	rdm_producer_put(p);
+}

@@ -1,0 +1,132 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iommu/worker_internal.h - what the worker thread (worker.c) and the
+ * producers (producer.c) share.
+ */
+#ifndef RDM_IOMMU_WORKER_INTERNAL_H
+#define RDM_IOMMU_WORKER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <rdm/ring.h>
+#include <rdm/worker.h>
+
+#include "iommu/planner.h"
+
+#define RDM_WORKER_MAX_BACKENDS 16
+#define RDM_PRODUCER_MAX_LINKS 8
+
+/* Record ops beyond the public RDM_CHANGE_*: control changes, in-process
+ * only (their payload pointer travels in the producer's ticket slot). */
+enum {
+	RDM_CTL_ATTACH = 16,
+	RDM_CTL_DETACH = 17,
+	RDM_CTL_REGISTER = 18,
+	RDM_CTL_UNREGISTER = 19,
+	RDM_CTL_DESTROY = 20,
+};
+
+/* One ticket slot of a producer. */
+enum { SLOT_FREE = 0, SLOT_BUSY = 1, SLOT_RECLAIM = 2 };
+struct rdm_slot {
+	/* Worker -> producer: the ticket number once complete. Release in
+	 * complete_record() (worker.c), acquire in slot_done() (producer.c). */
+	_Atomic uint64_t done;
+	int result;             /* written by the worker before `done` */
+	rdm_complete_fn cb;     /* written by the producer before the push */
+	void *opaque;
+	void *ctl;              /* control payload (listener or backend) */
+	uint64_t ticket;        /* producer-private */
+	/* SLOT_RECLAIM is stored by the worker (release) after a callback ran;
+	 * the producer reclaims with acquire. */
+	_Atomic uint32_t state;
+};
+
+struct rdm_link {
+	struct rdm_producer *p;
+	struct rdm_worker *w;
+	struct rdm_ring *ring;
+	/* Producer -> worker: no more records will come; worker frees the link.
+	 * Release in rdm_producer_destroy(), acquire in the worker's scan. */
+	_Atomic bool closed;
+};
+
+struct rdm_producer {
+	struct rdm_link *links[RDM_PRODUCER_MAX_LINKS];
+	uint32_t nlinks;
+	struct rdm_slot *slots;
+	uint32_t nslots, slot_mask;
+	uint32_t *free_stack;
+	uint32_t nfree;
+	uint64_t next_ticket;
+	uint64_t outstanding;   /* submitted and not yet completed+consumed */
+	/* Completion doorbell (Dekker with the worker, see producer.c). */
+	_Atomic uint32_t futex;
+	_Atomic uint32_t sleeping;
+	/* Owner + one per live link; the last to drop it frees. */
+	_Atomic uint32_t refs;
+	bool implicit;
+};
+
+enum {
+	RDM_WST_BATCHES, RDM_WST_CHANGES, RDM_WST_SUPERSEDED, RDM_WST_REMAPPED, RDM_WST_DEFERRED,
+	RDM_WST_DEFERRED_PEAK, RDM_WST_DEFER_EXCEEDED, RDM_WST_ENOSPC, RDM_WST_FAILED_BACKENDS,
+	RDM_WST_COUNT
+};
+
+struct rdm_wregion {
+	struct rdm_region *r;
+	struct rdm_worker *w;
+	uint32_t id;
+	/* Submission side: a number is taken and its record pushed together. */
+	pthread_mutex_t submit_lock;
+	uint64_t next_seq;
+	/* Applier side (worker thread only). */
+	uint64_t apply_seq;
+	struct rdm_planner planner;
+	struct rdm_listener tail;
+	bool tail_installed;
+};
+
+struct rdm_worker {
+	pthread_t thread;
+	struct rdm_worker_config cfg;
+
+	pthread_mutex_t lock;   /* links, regions, backends tables */
+	struct rdm_link **links;
+	uint32_t nlinks, links_cap;
+	_Atomic uint32_t links_gen;
+	struct rdm_wregion **regions;
+	uint32_t nregions, regions_cap;
+	struct rdm_wbackend *backends[RDM_WORKER_MAX_BACKENDS];
+	uint32_t nbackends;
+
+	/* Idle doorbell (Dekker with producers, see worker.c). */
+	_Atomic uint32_t futex;
+	_Atomic uint32_t sleeping;
+	_Atomic bool stop;
+
+	/* Stats: priv is written by the worker thread only (the planners point
+	 * into it); st is its copy published after every batch with relaxed
+	 * stores (independent counters, read for display). */
+	uint64_t priv[RDM_WST_COUNT];
+	_Atomic uint64_t st[RDM_WST_COUNT];
+};
+
+/* producer.c */
+struct rdm_producer *rdm_producer_implicit(void);
+int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint16_t op, uint64_t offset,
+			    uint64_t length, void *ctl, bool sync, rdm_complete_fn cb, void *opaque,
+			    uint64_t *ticket);
+void rdm_producer_put(struct rdm_producer *p);
+void rdm_producer_close_links(struct rdm_producer *p);
+void rdm_worker_kick(struct rdm_worker *w);
+int rdm_worker_add_link(struct rdm_worker *w, struct rdm_link *l);
+
+/* worker.c: the applier hooks installed on attached regions */
+extern const struct rdm_applier_ops rdm_worker_applier_ops;
+
+#endif /* RDM_IOMMU_WORKER_INTERNAL_H */

@@ -1,0 +1,488 @@
+/* test_worker.c - the IOMMU worker: policies, limits, failures, tickets, destroy. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rdm/backend.h>
+#include <rdm/region.h>
+#include <rdm/worker.h>
+
+#include "tests/check.h"
+
+#define MiB (1ull << 20)
+#define BS (2 * MiB)
+#define REGION (1024 * MiB)
+#define NB (REGION / BS)
+
+static char *host; /* fake host memory: only addresses are used */
+
+/* Release oracle: how often each block was released. */
+static unsigned released[NB];
+
+static void on_release(void *opaque, uint64_t off, uint64_t len)
+{
+	(void)opaque;
+	for (uint64_t b = off / BS; b < (off + len) / BS; b++)
+		released[b]++;
+}
+
+static uint64_t nreleased(uint64_t off, uint64_t len)
+{
+	uint64_t n = 0;
+
+	for (uint64_t b = off / BS; b < (off + len) / BS; b++)
+		n += released[b];
+	return n;
+}
+
+struct fixture {
+	struct rdm_backend *sim;
+	struct rdm_worker *w;
+	struct rdm_region *r;
+};
+
+static void setup(struct fixture *f, uint32_t policy, uint32_t flags, const struct rdm_sim_config *sc_in,
+		  uint64_t defer_limit)
+{
+	struct rdm_sim_config sc = {.struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2, .call_ns = 1};
+	struct rdm_region_config rc = {.struct_size = sizeof(rc)};
+
+	if (sc_in)
+		sc = *sc_in;
+	memset(released, 0, sizeof(released));
+	REQUIRE(rdm_backend_sim_create(&sc, &f->sim) == 0);
+	REQUIRE(rdm_worker_create(NULL, &f->w) == 0);
+	REQUIRE(rdm_worker_add_backend(f->w, f->sim, 0) == 0);
+	rc.flags = flags;
+	rc.iova = 1ull << 32;
+	rc.size = REGION;
+	rc.block_size = BS;
+	rc.host_addr = host;
+	rc.release = on_release;
+	rc.policy = policy;
+	rc.defer_limit = defer_limit;
+	REQUIRE(rdm_region_create(&rc, &f->r) == 0);
+	REQUIRE(rdm_worker_attach(f->w, f->r, f->sim) == 0);
+}
+
+static void teardown(struct fixture *f)
+{
+	CHECK(rdm_region_destroy(f->r) == 0);
+	CHECK(rdm_worker_destroy(f->w) == 0);
+	rdm_backend_destroy(f->sim);
+}
+
+static struct rdm_backend_stats stats(struct fixture *f)
+{
+	struct rdm_backend_stats st;
+
+	rdm_backend_get_stats(f->sim, &st);
+	return st;
+}
+
+static uint64_t IOVA(uint64_t off)
+{
+	return (1ull << 32) + off;
+}
+
+static uint64_t VA(uint64_t off)
+{
+	return (uint64_t)(uintptr_t)host + off;
+}
+
+static void test_block_policy(void)
+{
+	struct fixture f;
+
+	setup(&f, RDM_POLICY_BLOCK, 0, NULL, 0);
+	CHECK(rdm_populate(f.r, 0, 8 * MiB) == 0);
+	CHECK(stats(&f).map_calls == 4 && stats(&f).mappings == 4);
+	CHECK(rdm_sim_is_mapped(f.sim, IOVA(0), 8 * MiB, true, VA(0)));
+	CHECK(rdm_is_populated(f.r, 0, 8 * MiB));
+	/* Two adjacent whole mappings: one unmap call; released before completion. */
+	CHECK(rdm_discard(f.r, 2 * MiB, 4 * MiB) == 0);
+	CHECK(stats(&f).unmap_calls == 1 && stats(&f).mappings == 2);
+	CHECK(rdm_sim_is_unmapped(f.sim, IOVA(2 * MiB), 4 * MiB));
+	CHECK(nreleased(2 * MiB, 4 * MiB) == 2 && nreleased(0, 2 * MiB) == 0);
+	/* discard_all: the rest, one call over the two mappings and the hole. */
+	CHECK(rdm_discard_all(f.r) == 0);
+	CHECK(stats(&f).unmap_calls == 2 && stats(&f).mappings == 0);
+	CHECK(nreleased(0, 8 * MiB) == 4);
+	teardown(&f);
+}
+
+static void test_defer_policy(void)
+{
+	struct fixture f;
+	struct rdm_worker_stats ws;
+
+	setup(&f, RDM_POLICY_DEFER, 0, NULL, 0);
+	CHECK(rdm_populate(f.r, 0, 128 * MiB) == 0);
+	CHECK(stats(&f).map_calls == 1 && stats(&f).mappings == 1);
+	/* Top-down 2 MiB unplugs: no call, deferred, not released. */
+	CHECK(rdm_discard(f.r, 126 * MiB, 2 * MiB) == 0);
+	CHECK(rdm_discard(f.r, 124 * MiB, 2 * MiB) == 0);
+	CHECK(stats(&f).unmap_calls == 0);
+	CHECK(nreleased(0, 128 * MiB) == 0);
+	rdm_worker_get_stats(f.w, &ws);
+	CHECK(ws.deferred_bytes == 4 * MiB && ws.deferred_peak_bytes == 4 * MiB);
+	CHECK(!rdm_is_populated(f.r, 124 * MiB, 4 * MiB));
+	/* Populated again first: reuses the mapping, no call, never released. */
+	CHECK(rdm_populate(f.r, 126 * MiB, 2 * MiB) == 0);
+	CHECK(stats(&f).map_calls == 1);
+	rdm_worker_get_stats(f.w, &ws);
+	CHECK(ws.deferred_bytes == 2 * MiB);
+	/* The rest goes: one unmap of the whole mapping, everything discarded
+	 * is released once, after the unmap. */
+	CHECK(rdm_discard(f.r, 0, 124 * MiB) == 0);
+	CHECK(stats(&f).unmap_calls == 0); /* 126..128 still populated */
+	CHECK(rdm_discard(f.r, 126 * MiB, 2 * MiB) == 0);
+	CHECK(stats(&f).unmap_calls == 1 && stats(&f).mappings == 0);
+	CHECK(nreleased(0, 128 * MiB) == 64);
+	rdm_worker_get_stats(f.w, &ws);
+	CHECK(ws.deferred_bytes == 0 && ws.deferred_peak_bytes == 124 * MiB);
+	/* A populate never crosses a 128 MiB chunk with one mapping. */
+	CHECK(rdm_populate(f.r, 64 * MiB, 256 * MiB) == 0);
+	CHECK(stats(&f).map_calls == 1 + 3);
+	teardown(&f);
+}
+
+static void test_defer_limit_windows(void)
+{
+	struct fixture f;
+	struct rdm_worker_stats ws;
+
+	setup(&f, RDM_POLICY_DEFER, RDM_REGION_ALLOW_WINDOWS, NULL, 4 * MiB);
+	CHECK(rdm_populate(f.r, 0, 128 * MiB) == 0);
+	CHECK(rdm_discard(f.r, 126 * MiB, 2 * MiB) == 0);
+	CHECK(rdm_discard(f.r, 124 * MiB, 2 * MiB) == 0);
+	CHECK(stats(&f).unmap_calls == 0);
+	/* Past the limit: the oldest deferred mapping is split, counted. */
+	CHECK(rdm_discard(f.r, 122 * MiB, 2 * MiB) == 0);
+	rdm_worker_get_stats(f.w, &ws);
+	CHECK(ws.deferred_bytes == 0);
+	CHECK(ws.remapped_bytes == 122 * MiB);
+	CHECK(stats(&f).unmap_calls == 1 && stats(&f).map_calls == 2);
+	CHECK(rdm_sim_is_mapped(f.sim, IOVA(0), 122 * MiB, true, VA(0)));
+	CHECK(rdm_sim_is_unmapped(f.sim, IOVA(122 * MiB), 6 * MiB));
+	CHECK(nreleased(122 * MiB, 6 * MiB) == 3);
+	teardown(&f);
+
+	/* Without windows the limit is only counted. */
+	setup(&f, RDM_POLICY_DEFER, 0, NULL, 2 * MiB);
+	CHECK(rdm_populate(f.r, 0, 128 * MiB) == 0);
+	CHECK(rdm_discard(f.r, 126 * MiB, 2 * MiB) == 0);
+	CHECK(rdm_discard(f.r, 124 * MiB, 2 * MiB) == 0);
+	rdm_worker_get_stats(f.w, &ws);
+	CHECK(ws.defer_limit_exceeded == 1 && ws.remapped_bytes == 0 && ws.deferred_bytes == 4 * MiB);
+	teardown(&f);
+}
+
+static void test_coalesce_policy(void)
+{
+	struct fixture f;
+	struct rdm_worker_stats ws;
+	struct rdm_sim_config split = {.struct_size = sizeof(split), .semantics = RDM_SEM_TYPE1V2, .can_split = true};
+	struct rdm_backend *sim;
+	struct rdm_worker *w;
+	struct rdm_region *r;
+	struct rdm_region_config rc = {.struct_size = sizeof(rc), .size = REGION, .block_size = BS,
+				       .policy = RDM_POLICY_COALESCE};
+
+	/* Not usable on a kernel that cannot split, without windows. */
+	REQUIRE(rdm_backend_sim_create(NULL, &sim) == 0);
+	REQUIRE(rdm_worker_create(NULL, &w) == 0);
+	REQUIRE(rdm_worker_add_backend(w, sim, 0) == 0);
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	CHECK(rdm_worker_attach(w, r, sim) == -EINVAL);
+	CHECK(strstr(rdm_last_error(), "coalesce") != NULL);
+	CHECK(rdm_region_destroy(r) == 0);
+	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_backend_destroy(sim);
+
+	/* With windows: unmap and remap the survivors, counted. */
+	setup(&f, RDM_POLICY_COALESCE, RDM_REGION_ALLOW_WINDOWS, NULL, 0);
+	CHECK(rdm_populate(f.r, 0, 128 * MiB) == 0);
+	CHECK(rdm_discard(f.r, 64 * MiB, 2 * MiB) == 0);
+	CHECK(stats(&f).map_calls == 3 && stats(&f).unmap_calls == 1 && stats(&f).mappings == 2);
+	rdm_worker_get_stats(f.w, &ws);
+	CHECK(ws.remapped_bytes == 126 * MiB);
+	CHECK(nreleased(64 * MiB, 2 * MiB) == 1);
+	teardown(&f);
+
+	/* Split-capable kernel: one unmap, no window. */
+	setup(&f, RDM_POLICY_COALESCE, 0, &split, 0);
+	CHECK(rdm_populate(f.r, 0, 128 * MiB) == 0);
+	CHECK(rdm_discard(f.r, 64 * MiB, 2 * MiB) == 0);
+	CHECK(stats(&f).map_calls == 1 && stats(&f).unmap_calls == 1 && stats(&f).mappings == 2);
+	rdm_worker_get_stats(f.w, &ws);
+	CHECK(ws.remapped_bytes == 0);
+	CHECK(rdm_sim_is_mapped(f.sim, IOVA(0), 64 * MiB, true, VA(0)));
+	CHECK(rdm_sim_is_mapped(f.sim, IOVA(66 * MiB), 62 * MiB, true, VA(66 * MiB)));
+	teardown(&f);
+}
+
+static void test_limit(void)
+{
+	struct fixture f;
+	struct rdm_sim_config sc = {.struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2, .limit = 10};
+
+	setup(&f, RDM_POLICY_BLOCK, 0, &sc, 0);
+	CHECK(rdm_populate(f.r, 0, 16 * MiB) == 0);
+	CHECK(rdm_populate(f.r, 16 * MiB, 6 * MiB) == -ENOSPC);
+	CHECK(strstr(rdm_last_error(), "limit") != NULL);
+	CHECK(stats(&f).mappings == 8 && stats(&f).failed_calls == 0);
+	CHECK(rdm_is_discarded(f.r, 16 * MiB, 6 * MiB));
+	CHECK(rdm_populate(f.r, 16 * MiB, 4 * MiB) == 0);
+	CHECK(stats(&f).mappings == 10);
+	teardown(&f);
+}
+
+/* A listener that records what it was told. */
+static int told_populate, told_discard;
+static int lpop(struct rdm_listener *l, uint64_t o, uint64_t n)
+{
+	(void)l, (void)o, (void)n;
+	told_populate++;
+	return 0;
+}
+static void ldisc(struct rdm_listener *l, uint64_t o, uint64_t n)
+{
+	(void)l, (void)o, (void)n;
+	told_discard++;
+}
+static const struct rdm_listener_ops lops = {lpop, ldisc};
+
+static void test_map_failure_rolls_back(void)
+{
+	struct fixture f;
+	struct rdm_listener l = {.ops = &lops, .offset = 0, .length = REGION};
+
+	setup(&f, RDM_POLICY_BLOCK, 0, NULL, 0);
+	CHECK(rdm_listener_register(f.r, &l) == 0);
+	told_populate = told_discard = 0;
+	CHECK(rdm_sim_inject(f.sim, RDM_SIM_CALL_MAP, 3, -ENOMEM) == 0);
+	CHECK(rdm_populate(f.r, 0, 8 * MiB) == -ENOMEM);
+	CHECK(stats(&f).mappings == 0);
+	CHECK(rdm_is_discarded(f.r, 0, 8 * MiB));
+	CHECK(told_populate == 1 && told_discard == 1); /* rolled back */
+	CHECK(nreleased(0, REGION) == 0);
+	CHECK(rdm_populate(f.r, 0, 8 * MiB) == 0);
+	CHECK(stats(&f).mappings == 4);
+	CHECK(rdm_listener_unregister(f.r, &l) == 0);
+	teardown(&f);
+}
+
+static void test_unmap_failure_marks_backend(void)
+{
+	struct fixture f;
+	struct rdm_worker_stats ws;
+
+	setup(&f, RDM_POLICY_BLOCK, 0, NULL, 0);
+	CHECK(rdm_populate(f.r, 0, 4 * MiB) == 0);
+	/* Fails once: retried, fine. */
+	CHECK(rdm_sim_inject(f.sim, RDM_SIM_CALL_UNMAP, 1, -EFAULT) == 0);
+	CHECK(rdm_discard(f.r, 0, 2 * MiB) == 0);
+	CHECK(nreleased(0, 2 * MiB) == 1);
+	rdm_worker_get_stats(f.w, &ws);
+	CHECK(ws.failed_backends == 0);
+	/* Fails twice: the discard completes, its blocks are not released,
+	 * the backend is failed and later populates get -EIO. */
+	CHECK(rdm_sim_inject(f.sim, RDM_SIM_CALL_UNMAP, 1, -EFAULT) == 0);
+	CHECK(rdm_sim_inject(f.sim, RDM_SIM_CALL_UNMAP, 2, -EFAULT) == 0);
+	CHECK(rdm_discard(f.r, 2 * MiB, 2 * MiB) == 0);
+	CHECK(rdm_is_discarded(f.r, 2 * MiB, 2 * MiB));
+	CHECK(nreleased(2 * MiB, 2 * MiB) == 0);
+	rdm_worker_get_stats(f.w, &ws);
+	CHECK(ws.failed_backends == 1);
+	CHECK(rdm_populate(f.r, 8 * MiB, 2 * MiB) == -EIO);
+	CHECK(strstr(rdm_last_error(), "failed") != NULL);
+	teardown(&f);
+	/* Destroy did not release what the failed backend may pin. */
+	CHECK(nreleased(2 * MiB, 2 * MiB) == 0);
+}
+
+static int cb_calls, cb_last;
+static void on_done(void *opaque, int result)
+{
+	(void)opaque;
+	cb_calls++;
+	cb_last = result;
+}
+
+static void test_tickets(void)
+{
+	struct fixture f;
+	struct rdm_producer *p;
+	uint64_t t, t2;
+	int res = 1;
+
+	setup(&f, RDM_POLICY_BLOCK, RDM_REGION_STRICT, NULL, 0);
+	REQUIRE(rdm_producer_create(&p) == 0);
+	CHECK(rdm_producer_populate(p, f.r, 0, 2 * MiB, &t) == 0);
+	CHECK(rdm_producer_wait(p, t, &res) == 0 && res == 0);
+	CHECK(rdm_producer_wait(p, t, &res) == -EINVAL); /* consumed */
+	/* Strict mode errors come at application, through the ticket. */
+	CHECK(rdm_producer_populate(p, f.r, 0, 2 * MiB, &t) == 0);
+	CHECK(rdm_producer_wait(p, t, &res) == 0 && res == -EEXIST);
+	CHECK(rdm_producer_discard(p, f.r, 4 * MiB, 2 * MiB, &t) == 0);
+	do
+		res = 1;
+	while (rdm_producer_poll(p, t, &res) == -EINPROGRESS);
+	CHECK(res == -ENOENT);
+	/* Argument errors at submission. */
+	CHECK(rdm_producer_populate(p, f.r, 1, 2 * MiB, &t) == -EINVAL);
+	CHECK(rdm_producer_populate(p, f.r, REGION, 2 * MiB, &t) == -ERANGE);
+	CHECK(rdm_producer_populate(p, NULL, 0, 2 * MiB, &t) == -EINVAL);
+	CHECK(rdm_producer_populate(p, f.r, 0, 2 * MiB, NULL) == -EINVAL);
+	struct rdm_change bad = {.region = f.r, .kind = 99, .offset = 0, .length = BS};
+	CHECK(rdm_producer_submit(p, &bad, 1, &t) == -EINVAL);
+	/* Callbacks. */
+	struct rdm_change c[2] = {
+		{.region = f.r, .kind = RDM_CHANGE_POPULATE, .offset = 8 * MiB, .length = BS, .done = on_done},
+		{.region = f.r, .kind = RDM_CHANGE_DISCARD, .offset = 0, .length = BS, .done = on_done},
+	};
+	CHECK(rdm_producer_submit(p, c, 2, NULL) == 0);
+	/* Tickets of a second change keep flowing while callbacks run. */
+	CHECK(rdm_producer_populate(p, f.r, 10 * MiB, BS, &t2) == 0);
+	CHECK(rdm_producer_wait(p, t2, &res) == 0 && res == 0);
+	/* Every slot held: -EAGAIN. */
+	uint64_t *held = calloc(1024, sizeof(*held));
+	unsigned n;
+
+	for (n = 0; n < 1024; n++)
+		if (rdm_producer_populate(p, f.r, (100 + n % 100) * BS, BS, &held[n]) != 0)
+			break;
+	CHECK(n < 1024);
+	CHECK(rdm_producer_populate(p, f.r, 0, BS, &t) == -EAGAIN);
+	for (unsigned i = 0; i < n; i++)
+		CHECK(rdm_producer_wait(p, held[i], &res) == 0);
+	free(held);
+	rdm_producer_destroy(p);
+	CHECK(cb_calls == 2 && cb_last == 0);
+	teardown(&f);
+}
+
+static void test_superseded_in_batch(void)
+{
+	struct fixture f;
+	struct rdm_producer *p;
+	struct rdm_worker_stats ws;
+	uint64_t t[2];
+	int res;
+
+	setup(&f, RDM_POLICY_BLOCK, 0, NULL, 0);
+	REQUIRE(rdm_producer_create(&p) == 0);
+	struct rdm_change c[2] = {
+		{.region = f.r, .kind = RDM_CHANGE_POPULATE, .offset = 0, .length = 8 * MiB},
+		{.region = f.r, .kind = RDM_CHANGE_DISCARD, .offset = 0, .length = 8 * MiB},
+	};
+	CHECK(rdm_producer_submit(p, c, 2, t) == 0);
+	CHECK(rdm_producer_wait(p, t[0], &res) == 0 && res == 0);
+	CHECK(rdm_producer_wait(p, t[1], &res) == 0 && res == 0);
+	rdm_worker_get_stats(f.w, &ws);
+	CHECK(ws.superseded == 2);
+	CHECK(stats(&f).map_calls == 0 && stats(&f).unmap_calls == 0);
+	CHECK(rdm_is_discarded(f.r, 0, 8 * MiB));
+	rdm_producer_destroy(p);
+	teardown(&f);
+}
+
+static void test_two_backends(void)
+{
+	struct fixture f;
+	struct rdm_backend *sim2;
+	struct rdm_backend_stats s2;
+
+	setup(&f, RDM_POLICY_DEFER, 0, NULL, 0);
+	REQUIRE(rdm_backend_sim_create(NULL, &sim2) == 0);
+	REQUIRE(rdm_worker_add_backend(f.w, sim2, 0) == 0);
+	CHECK(rdm_populate(f.r, 0, 8 * MiB) == 0);
+	/* Attach replays the layout into the new backend. */
+	CHECK(rdm_worker_attach(f.w, f.r, sim2) == 0);
+	CHECK(rdm_worker_attach(f.w, f.r, sim2) == -EEXIST);
+	CHECK(rdm_sim_is_mapped(sim2, IOVA(0), 8 * MiB, true, VA(0)));
+	/* A failed map in the second backend rolls back the first. */
+	CHECK(rdm_sim_inject(sim2, RDM_SIM_CALL_MAP, 1, -EFAULT) == 0);
+	CHECK(rdm_populate(f.r, 256 * MiB, 8 * MiB) == -EFAULT);
+	CHECK(rdm_sim_is_unmapped(f.sim, IOVA(256 * MiB), 8 * MiB));
+	CHECK(rdm_sim_is_unmapped(sim2, IOVA(256 * MiB), 8 * MiB));
+	CHECK(rdm_discard(f.r, 0, 8 * MiB) == 0);
+	CHECK(rdm_sim_is_unmapped(sim2, IOVA(0), 8 * MiB) && rdm_sim_is_unmapped(f.sim, IOVA(0), 8 * MiB));
+	CHECK(rdm_populate(f.r, 0, 4 * MiB) == 0);
+	CHECK(rdm_worker_detach(f.w, f.r, sim2) == 0);
+	CHECK(rdm_worker_detach(f.w, f.r, sim2) == -ENOENT);
+	rdm_backend_get_stats(sim2, &s2);
+	CHECK(s2.mappings == 0);
+	teardown(&f);
+	rdm_backend_destroy(sim2);
+}
+
+static void test_destroy_in_flight(void)
+{
+	struct fixture f;
+	struct rdm_producer *p;
+	uint64_t t[200];
+	int res;
+
+	setup(&f, RDM_POLICY_BLOCK, 0, NULL, 0);
+	REQUIRE(rdm_producer_create(&p) == 0);
+	for (int i = 0; i < 200; i++)
+		CHECK(rdm_producer_populate(p, f.r, (uint64_t)(i % NB) * BS, BS, &t[i]) == 0);
+	CHECK(rdm_region_destroy(f.r) == 0);
+	/* Every accepted change was applied before the region went. */
+	for (int i = 0; i < 200; i++)
+		CHECK(rdm_producer_wait(p, t[i], &res) == 0 && res == 0);
+	CHECK(stats(&f).mappings == 0); /* destroy unmapped rdm's mappings */
+	rdm_producer_destroy(p);
+	CHECK(rdm_worker_destroy(f.w) == 0);
+	rdm_backend_destroy(f.sim);
+}
+
+static void test_bad_input(void)
+{
+	struct rdm_worker_config bad = {.struct_size = sizeof(bad), .ring_capacity = 3};
+	struct rdm_worker *w;
+	struct rdm_backend *sim;
+	struct rdm_region *r;
+	struct rdm_region_config rc = {.struct_size = sizeof(rc), .size = REGION, .block_size = BS};
+
+	CHECK(rdm_worker_create(&bad, &w) == -EINVAL);
+	CHECK(rdm_worker_create(NULL, NULL) == -EINVAL);
+	CHECK(rdm_worker_destroy(NULL) == -EINVAL);
+	REQUIRE(rdm_worker_create(NULL, &w) == 0);
+	REQUIRE(rdm_backend_sim_create(NULL, &sim) == 0);
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	CHECK(rdm_worker_add_backend(NULL, sim, 0) == -EINVAL);
+	CHECK(rdm_worker_attach(w, r, sim) == -EINVAL); /* not added */
+	CHECK(rdm_worker_add_backend(w, sim, 0) == 0);
+	CHECK(rdm_worker_add_backend(w, sim, 0) == -EEXIST);
+	CHECK(rdm_worker_attach(NULL, r, sim) == -EINVAL);
+	CHECK(rdm_worker_detach(w, r, sim) == -ENOENT);
+	CHECK(rdm_worker_attach(w, r, sim) == 0);
+	CHECK(rdm_worker_destroy(w) == -EBUSY);
+	CHECK(rdm_populate(r, 0, 1) == -EINVAL);
+	CHECK(rdm_populate(r, REGION, BS) == -ERANGE);
+	CHECK(rdm_region_destroy(r) == 0);
+	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_backend_destroy(sim);
+}
+
+int main(void)
+{
+	host = malloc(64); /* only addresses matter: the sim never touches memory */
+	test_block_policy();
+	test_defer_policy();
+	test_defer_limit_windows();
+	test_coalesce_policy();
+	test_limit();
+	test_map_failure_rolls_back();
+	test_unmap_failure_marks_backend();
+	test_tickets();
+	test_superseded_in_batch();
+	test_two_backends();
+	test_destroy_in_flight();
+	test_bad_input();
+	free(host);
+	return check_exit();
+}
