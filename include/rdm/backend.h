@@ -53,6 +53,10 @@ struct rdm_backend_stats {
 	uint64_t bytes_mapped;      /* total ever mapped */
 	uint64_t bytes_unmapped;    /* total ever unmapped */
 	uint64_t model_ns;          /* sim: modelled time of all calls (cost model) */
+	/* Policy-level counts recorded by the worker (not by the kernel or sim): */
+	uint64_t remapped_bytes;    /* total unmapped and mapped again to split a mapping */
+	uint64_t deferred_bytes;    /* current: discarded but still mapped (defer policy) */
+	uint64_t peak_deferred_bytes;
 };
 
 /*
