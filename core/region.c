@@ -466,6 +466,8 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 		for (size_t j = k; j-- > 0;)
 			tell_discard(r, listener_at(r, j), root, false, s, e);
 		rdm_tree_abort(&r->tree);
+		if (l == r->tail_l)
+			return ret; /* the IOMMU: its own message names the cause */
 		return rdm_fail(ret, "populate [%#llx, +%#llx): refused by listener %zu (error %d)",
 				(unsigned long long)(s << r->shift),
 				(unsigned long long)((e - s) << r->shift), k, ret);
@@ -537,7 +539,7 @@ static int apply_unregister(struct rdm_region *r, struct rdm_listener *l)
 	return 0;
 }
 
-static int apply_locked(struct rdm_region *r, enum rdm_change_op op, uint64_t offset,
+static int apply_locked(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset,
 			uint64_t length, struct rdm_listener *l)
 {
 	uint64_t s = nblocks_of(r, offset), e = nblocks_of(r, offset + length);
@@ -557,7 +559,7 @@ static int apply_locked(struct rdm_region *r, enum rdm_change_op op, uint64_t of
 	return rdm_fail(-EINVAL, "apply: unknown operation %d", (int)op);
 }
 
-int rdm_region_apply(struct rdm_region *r, enum rdm_change_op op, uint64_t offset,
+int rdm_region_apply(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset,
 		     uint64_t length, struct rdm_listener *l)
 {
 	int ret;
@@ -597,7 +599,7 @@ static void change_leave(struct rdm_region *r)
 	atomic_fetch_sub_explicit(&r->inflight, 1, memory_order_seq_cst);
 }
 
-static int submit(struct rdm_region *r, enum rdm_change_op op, uint64_t offset, uint64_t length,
+static int submit(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset, uint64_t length,
 		  struct rdm_listener *l, const char *what)
 {
 	const struct rdm_applier_ops *ops;
@@ -764,4 +766,61 @@ int rdm_region_destroy(struct rdm_region *r)
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 	return 0;
+}
+
+/* ---- for the applier (core/region_internal.h) ---- */
+
+const struct rdm_applier_ops *rdm_region_get_applier_ops(struct rdm_region *r)
+{
+	const struct rdm_applier_ops *ops;
+
+	pthread_mutex_lock(&r->lock);
+	ops = r->applier;
+	pthread_mutex_unlock(&r->lock);
+	return ops;
+}
+
+void *rdm_region_get_applier_ctx(struct rdm_region *r)
+{
+	void *ctx;
+
+	pthread_mutex_lock(&r->lock);
+	ctx = r->applier_ctx;
+	pthread_mutex_unlock(&r->lock);
+	return ctx;
+}
+
+int rdm_region_check_range(const struct rdm_region *r, uint64_t offset, uint64_t length)
+{
+	return check_range(r, offset, length, "change");
+}
+
+int rdm_region_enter(struct rdm_region *r)
+{
+	if (r == NULL)
+		return rdm_fail(-EINVAL, "NULL region");
+	return change_enter(r, "change");
+}
+
+void rdm_region_leave(struct rdm_region *r)
+{
+	change_leave(r);
+}
+
+int rdm_region_applier_runs(struct rdm_region *r, uint64_t offset, uint64_t length, bool populated,
+			    rdm_replay_fn fn, void *opaque)
+{
+	struct replay_ctx c = { .fn = fn, .opaque = opaque, .shift = r->shift };
+	uint64_t s, e;
+	int ret;
+
+	if (!clipped_blocks(r, offset, length, &s, &e))
+		return 0;
+	/* The applier's own view: no dying check (destroy's teardown runs on
+	 * the applier after dying is set). */
+	rcu_read_lock();
+	ret = rdm_tree_runs(&r->tree, rdm_tree_snapshot(&r->tree), s, e, populated, replay_cb, &c);
+	rdm_tree_read_done(&r->tree);
+	rcu_read_unlock();
+	return ret;
 }

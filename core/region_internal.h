@@ -12,13 +12,14 @@
 #ifndef RDM_CORE_REGION_INTERNAL_H
 #define RDM_CORE_REGION_INTERNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <rdm/region.h>
 
 #include "core/alloc.h"
 
-enum rdm_change_op {
+enum rdm_apply_op {
 	RDM_OP_POPULATE = 1,
 	RDM_OP_DISCARD = 2,
 	RDM_OP_DISCARD_ALL = 3,
@@ -32,7 +33,7 @@ struct rdm_applier_ops {
 	 * REGISTER/UNREGISTER, l is the listener (offset/length are 0); for
 	 * DISCARD_ALL offset is 0 and length the region size. Called on the
 	 * submitting thread with no rdm lock held. */
-	int (*submit)(void *ctx, struct rdm_region *r, enum rdm_change_op op, uint64_t offset,
+	int (*submit)(void *ctx, struct rdm_region *r, enum rdm_apply_op op, uint64_t offset,
 		      uint64_t length, struct rdm_listener *l);
 	/* rdm_region_destroy: new submissions already refused (-ECANCELED) and
 	 * every submit call has returned; the applier drains what it accepted,
@@ -68,7 +69,7 @@ int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *o
  * for REGISTER -EINVAL (already registered), for UNREGISTER -ENOENT (not
  * registered). Works while the region is being destroyed (for the drain).
  */
-int rdm_region_apply(struct rdm_region *r, enum rdm_change_op op, uint64_t offset,
+int rdm_region_apply(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset,
 		     uint64_t length, struct rdm_listener *l);
 
 /* Call the region's release callback (if any) for a range. Any thread. */
@@ -91,5 +92,23 @@ const struct rdm_region_config *rdm_region_get_config(const struct rdm_region *r
 /* The counted allocator of the region's state structure. */
 const struct rdm_mem *rdm_region_mem(const struct rdm_region *r);
 struct rdm_mem *rdm_region_mem_mut(struct rdm_region *r);
+
+/* The installed applier (NULL when none) and its context. */
+const struct rdm_applier_ops *rdm_region_get_applier_ops(struct rdm_region *r);
+void *rdm_region_get_applier_ctx(struct rdm_region *r);
+
+/* The argument checks of a populate/discard range: 0, -EINVAL or -ERANGE. */
+int rdm_region_check_range(const struct rdm_region *r, uint64_t offset, uint64_t length);
+
+/* Bracket a submission that bypasses the public change calls (asynchronous
+ * producers): enter fails with -ECANCELED once destroy began; destroy waits
+ * for every entered caller to leave before it calls the applier's destroy. */
+int rdm_region_enter(struct rdm_region *r);
+void rdm_region_leave(struct rdm_region *r);
+
+/* Replay for the applier itself: like rdm_replay_populated/discarded
+ * (populated selects which), but also while the region is being destroyed. */
+int rdm_region_applier_runs(struct rdm_region *r, uint64_t offset, uint64_t length, bool populated,
+			    rdm_replay_fn fn, void *opaque);
 
 #endif /* RDM_CORE_REGION_INTERNAL_H */

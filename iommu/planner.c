@@ -59,6 +59,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -440,11 +441,27 @@ static int collect_run(void *opaque, uint64_t offset, uint64_t length)
 	return vec_push(c->v, offset / c->bs, length / c->bs);
 }
 
+static int count_run(void *opaque, uint64_t offset, uint64_t length)
+{
+	(void)offset;
+	*(uint64_t *)opaque += length;
+	return 0;
+}
+
+/* Populated blocks inside [a, b). */
+static uint64_t populated_blocks(struct rdm_planner *p, uint64_t a, uint64_t b)
+{
+	uint64_t bytes = 0;
+
+	rdm_region_applier_runs(p->region, a * p->block_size, (b - a) * p->block_size, true, count_run, &bytes);
+	return bytes / p->block_size;
+}
+
 static int populated_runs(struct rdm_planner *p, uint64_t a, uint64_t b, struct rdm_range_vec *out)
 {
 	struct runs_ctx c = {out, p->block_size};
 
-	return rdm_replay_populated(p->region, a * p->block_size, (b - a) * p->block_size, collect_run, &c);
+	return rdm_region_applier_runs(p->region, a * p->block_size, (b - a) * p->block_size, true, collect_run, &c);
 }
 
 /*
@@ -571,17 +588,13 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 					for (uint32_t i = 0; i < p->nbe; i++)
 						p->be[i]->used--;
 					if (a > ms) {
-						uint64_t live = rdm_populated_bytes(p->region, ms * p->block_size,
-										    (a - ms) * p->block_size) /
-								p->block_size;
+						uint64_t live = populated_blocks(p, ms, a);
 						rdm_mapset_insert(&p->maps, ms, a - ms, live);
 						for (uint32_t i = 0; i < p->nbe; i++)
 							p->be[i]->used++;
 					}
 					if (me > b) {
-						uint64_t live = rdm_populated_bytes(p->region, b * p->block_size,
-										    (me - b) * p->block_size) /
-								p->block_size;
+						uint64_t live = populated_blocks(p, b, me);
 						rdm_mapset_insert(&p->maps, b, me - b, live);
 						for (uint32_t i = 0; i < p->nbe; i++)
 							p->be[i]->used++;

@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -48,6 +49,13 @@
 #include "iommu/worker_internal.h"
 
 #define TICKET_SHIFT 20
+
+/* A record in a buffer as large as any record size the ring's copy helper
+ * special-cases, so a copy of an unknown-at-compile-time size stays inside. */
+union rec_buf {
+	struct rdm_change_rec rec;
+	unsigned char bytes[64];
+};
 #define DEFAULT_SLOTS 1024u
 #define WAIT_SPIN 4096u
 
@@ -57,7 +65,7 @@ static _Thread_local struct rdm_producer *implicit_producer;
 
 static long futex(_Atomic uint32_t *addr, int op, uint32_t val)
 {
-	return syscall(SYS_futex, (uint32_t *)addr, op, val, NULL, NULL, 0);
+	return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
 }
 
 static void implicit_destructor(void *arg)
@@ -151,8 +159,11 @@ static void reclaim_slots(struct rdm_producer *p)
 static struct rdm_link *link_for(struct rdm_producer *p, struct rdm_worker *w, int *err)
 {
 	for (uint32_t i = 0; i < p->nlinks; i++)
-		if (p->links[i]->w == w)
+		/* Relaxed: w only ever changes to NULL, never to another worker
+		 * while this producer could still submit to it. */
+		if (atomic_load_explicit(&p->links[i]->w, memory_order_relaxed) == w)
 			return p->links[i];
+	rdm_producer_prune_links(p);
 	if (p->nlinks == RDM_PRODUCER_MAX_LINKS) {
 		*err = rdm_fail(-ENOSPC, "a producer can use at most %d workers", RDM_PRODUCER_MAX_LINKS);
 		return NULL;
@@ -169,7 +180,7 @@ static struct rdm_link *link_for(struct rdm_producer *p, struct rdm_worker *w, i
 		return NULL;
 	}
 	l->p = p;
-	l->w = w;
+	atomic_init(&l->w, w);
 	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 	*err = rdm_worker_add_link(w, l);
 	if (*err) {
@@ -258,7 +269,8 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint
 			    uint64_t *ticket_out)
 {
 	struct rdm_worker *w = wr->w;
-	struct rdm_change_rec rec;
+	union rec_buf rb = {0};
+	struct rdm_change_rec *recp = &rb.rec;
 	struct rdm_link *l;
 	uint64_t ticket;
 	int err = 0;
@@ -269,16 +281,16 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint
 	err = take_slot(p, cb, opaque, ctl, &ticket);
 	if (err)
 		return err;
-	rec.op = op;
-	rec.flags = 0;
-	rec.region = wr->id;
-	rec.offset = offset;
-	rec.length = length;
-	rec.ticket = ticket;
+	recp->op = op;
+	recp->flags = 0;
+	recp->region = wr->id;
+	recp->offset = offset;
+	recp->length = length;
+	recp->ticket = ticket;
 	for (;;) {
 		pthread_mutex_lock(&wr->submit_lock);
-		rec.seq = wr->next_seq;
-		if (rdm_ring_push(l->ring, &rec)) {
+		recp->seq = wr->next_seq;
+		if (rdm_ring_push(l->ring, &rb)) {
 			wr->next_seq++;
 			pthread_mutex_unlock(&wr->submit_lock);
 			break;
@@ -302,6 +314,8 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint
 
 	wait_slot(p, s, ticket);
 	err = s->result;
+	if (err < 0)
+		rdm_fail(err, "%s", s->msg);
 	give_back_slot(p, ticket);
 	return err;
 }
@@ -321,6 +335,10 @@ int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsi
 {
 	if (!p || (!c && n))
 		return rdm_fail(-EINVAL, "rdm_producer_submit: NULL producer or changes");
+	struct rdm_wregion *wr_of[64];
+
+	if (n > 64)
+		return rdm_fail(-EINVAL, "a burst holds at most 64 changes, got %u", n);
 	/* Validate everything first: all or nothing. */
 	for (unsigned i = 0; i < n; i++) {
 		int err = 0;
@@ -331,16 +349,14 @@ int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsi
 			return rdm_fail(-EINVAL, "change %u: unknown kind %" PRIu32, i, c[i].kind);
 		if (!c[i].done && !tickets)
 			return rdm_fail(-EINVAL, "change %u: neither a callback nor a ticket pointer", i);
-		if (!wregion_of(c[i].region, &err))
+		wr_of[i] = wregion_of(c[i].region, &err);
+		if (!wr_of[i])
 			return err;
 		if (c[i].kind != RDM_CHANGE_DISCARD_ALL) {
 			err = rdm_region_check_range(c[i].region, c[i].offset, c[i].length);
 			if (err)
 				return rdm_fail(err, "change %u: %s", i, rdm_last_error());
 		}
-		err = rdm_region_check_alive(c[i].region);
-		if (err)
-			return err;
 	}
 	if (p->nfree < n)
 		reclaim_slots(p);
@@ -354,11 +370,8 @@ int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsi
 	struct rdm_wregion *wrs[64];
 	unsigned nwr = 0;
 
-	if (n > 64)
-		return rdm_fail(-EINVAL, "a burst holds at most 64 changes, got %u", n);
 	for (unsigned i = 0; i < n; i++) {
-		int err = 0;
-		struct rdm_wregion *wr = wregion_of(c[i].region, &err);
+		struct rdm_wregion *wr = wr_of[i];
 		unsigned k;
 
 		for (k = 0; k < nwr && wrs[k] != wr; k++)
@@ -378,13 +391,22 @@ int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsi
 	for (unsigned i = 0; i < n; i++) {
 		int err = 0;
 
-		links[i] = link_for(p, wregion_of(c[i].region, &err)->w, &err);
+		links[i] = link_for(p, wr_of[i]->w, &err);
 		if (!links[i])
 			return err;
 	}
+	int err = 0;
+	unsigned entered;
+
+	for (entered = 0; entered < nwr && !err; entered++)
+		err = rdm_region_enter(wrs[entered]->r);
+	if (err) {
+		for (unsigned k = 0; k + 1 < entered; k++)
+			rdm_region_leave(wrs[k]->r);
+		return err;
+	}
 	for (unsigned k = 0; k < nwr; k++)
 		pthread_mutex_lock(&wrs[k]->submit_lock);
-	int err = 0;
 
 	for (uint32_t li = 0; li < p->nlinks && !err; li++) {
 		unsigned want = 0;
@@ -396,31 +418,32 @@ int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsi
 	}
 	if (!err) {
 		for (unsigned i = 0; i < n; i++) {
-			int e = 0;
-			struct rdm_wregion *wr = wregion_of(c[i].region, &e);
-			struct rdm_change_rec rec;
+			struct rdm_wregion *wr = wr_of[i];
+			union rec_buf rb = {0};
 			uint64_t t;
 
 			take_slot(p, c[i].done, c[i].opaque, NULL, &t);
-			rec.op = (uint16_t)c[i].kind;
-			rec.flags = 0;
-			rec.region = wr->id;
-			rec.seq = wr->next_seq++;
-			rec.offset = c[i].kind == RDM_CHANGE_DISCARD_ALL ? 0 : c[i].offset;
-			rec.length = c[i].kind == RDM_CHANGE_DISCARD_ALL ? 0 : c[i].length;
-			rec.ticket = t;
-			rdm_ring_stage(links[i]->ring, &rec);
+			rb.rec.op = (uint16_t)c[i].kind;
+			rb.rec.flags = 0;
+			rb.rec.region = wr->id;
+			rb.rec.seq = wr->next_seq++;
+			rb.rec.offset = c[i].kind == RDM_CHANGE_DISCARD_ALL ? 0 : c[i].offset;
+			rb.rec.length = c[i].kind == RDM_CHANGE_DISCARD_ALL ? 0 : c[i].length;
+			rb.rec.ticket = t;
+			rdm_ring_stage(links[i]->ring, &rb);
 			if (!c[i].done)
 				tickets[i] = t;
 		}
 		for (uint32_t li = 0; li < p->nlinks; li++)
 			rdm_ring_push_publish(p->links[li]->ring);
 	}
-	for (unsigned k = nwr; k > 0; k--)
+	for (unsigned k = nwr; k > 0; k--) {
 		pthread_mutex_unlock(&wrs[k - 1]->submit_lock);
+		rdm_region_leave(wrs[k - 1]->r);
+	}
 	if (!err)
 		for (uint32_t li = 0; li < p->nlinks; li++)
-			kick_after_publish(p->links[li]->w);
+			kick_after_publish(atomic_load_explicit(&p->links[li]->w, memory_order_relaxed));
 	return err;
 }
 
@@ -454,6 +477,8 @@ int rdm_producer_wait(struct rdm_producer *p, uint64_t ticket, int *result)
 	if (!s)
 		return rdm_fail(-EINVAL, "ticket %" PRIu64 " is not an outstanding ticket of this producer", ticket);
 	wait_slot(p, s, ticket);
+	if (s->result < 0)
+		rdm_fail(s->result, "%s", s->msg);
 	if (result)
 		*result = s->result;
 	give_back_slot(p, ticket);
@@ -471,6 +496,8 @@ int rdm_producer_poll(struct rdm_producer *p, uint64_t ticket, int *result)
 		return rdm_fail(-EINVAL, "ticket %" PRIu64 " is not an outstanding ticket of this producer", ticket);
 	if (!slot_done(s, ticket))
 		return -EINPROGRESS;
+	if (s->result < 0)
+		rdm_fail(s->result, "%s", s->msg);
 	if (result)
 		*result = s->result;
 	give_back_slot(p, ticket);

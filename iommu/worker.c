@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <linux/futex.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -52,6 +53,7 @@ struct item {
 	int result;
 	bool done;
 	bool superseded;
+	char msg[128]; /* rdm_last_error() of a failed application */
 };
 
 struct wstate {
@@ -68,7 +70,7 @@ static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static long futex(_Atomic uint32_t *addr, int op, uint32_t val)
 {
-	return syscall(SYS_futex, (uint32_t *)addr, op, val, NULL, NULL, 0);
+	return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
 }
 
 void rdm_worker_kick(struct rdm_worker *w)
@@ -123,6 +125,8 @@ static void complete_record(struct wstate *ws, struct item *it)
 		return;
 	}
 	s->result = it->result;
+	if (it->result < 0)
+		snprintf(s->msg, sizeof(s->msg), "%s", it->msg);
 	/* C1. Release: pairs with the acquire in slot_done() (producer.c). */
 	atomic_store_explicit(&s->done, t, memory_order_release);
 	/* C2. The fence orders the store of done before the load of sleeping. */
@@ -304,6 +308,7 @@ static void process(struct wstate *ws, uint32_t fresh)
 			for (uint32_t k = i; k < end; k++) {
 				ws->items[k].result = rdm_fail(-EINVAL, "record names region %" PRIu32
 								       " which the worker does not serve", id);
+				snprintf(ws->items[k].msg, sizeof(ws->items[k].msg), "%s", rdm_last_error());
 				rdm_log(RDM_LOG_WARNING, "worker: %s", rdm_last_error());
 				ws->items[k].done = true;
 			}
@@ -335,12 +340,17 @@ static void process(struct wstate *ws, uint32_t fresh)
 				}
 			}
 			apply_item(ws, wr, it);
+			if (it->result < 0)
+				snprintf(it->msg, sizeof(it->msg), "%s", rdm_last_error());
 			if (it->rec.op == RDM_CTL_DESTROY)
 				break;
 		}
 		rdm_planner_flush(&wr->planner);
 		i = end;
 	}
+	/* Stats first, so a caller woken by its ticket sees its change counted. */
+	w->priv[RDM_WST_BATCHES]++;
+	publish_stats(w);
 	/* Complete what was applied, keep the rest (in order) for later. */
 	uint32_t keep = 0;
 
@@ -354,8 +364,6 @@ static void process(struct wstate *ws, uint32_t fresh)
 	}
 	ws->nitems = keep;
 	ws->batch_no++;
-	w->priv[RDM_WST_BATCHES]++;
-	publish_stats(w);
 	if (w->cfg.on_batch)
 		w->cfg.on_batch(w->cfg.on_batch_opaque, ws->batch_no, fresh);
 }
@@ -422,7 +430,9 @@ static bool all_empty(struct wstate *ws)
 static uint32_t drain(struct wstate *ws)
 {
 	uint32_t max = ws->w->cfg.max_batch, got = 0;
-	struct rdm_change_rec recs[64];
+	/* Padded like producer.c's rec_buf: the ring's copy helper may use
+	 * a 64-byte move for the last record. */
+	struct rdm_change_rec recs[64 + 2];
 
 	if (ws->items_cap < ws->nitems + max) {
 		uint32_t cap = ws->nitems + max;
@@ -570,8 +580,9 @@ int rdm_worker_destroy(struct rdm_worker *w)
 			rdm_producer_put(l->p);
 			free(l);
 		} else {
-			/* The producer still holds l: it frees it when it closes. */
-			l->w = NULL;
+			/* The producer still holds l: it frees it when it closes
+			 * or prunes. */
+			atomic_store_explicit(&l->w, NULL, memory_order_relaxed);
 			rdm_producer_put(l->p);
 		}
 	}
@@ -711,11 +722,11 @@ static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wr
 	return 0;
 }
 
+static int attach_entered(struct rdm_worker *w, struct rdm_region *r, struct rdm_wbackend *wb);
+
 int rdm_worker_attach(struct rdm_worker *w, struct rdm_region *r, struct rdm_backend *b)
 {
 	struct rdm_wbackend *wb;
-	struct rdm_wregion *wr;
-	struct rdm_producer *p;
 	int err;
 
 	if (!w || !r || !b)
@@ -725,9 +736,19 @@ int rdm_worker_attach(struct rdm_worker *w, struct rdm_region *r, struct rdm_bac
 	pthread_mutex_unlock(&w->lock);
 	if (!wb)
 		return rdm_fail(-EINVAL, "backend %s was not added to this worker", rdm_backend_name(b));
-	err = rdm_region_check_alive(r);
+	err = rdm_region_enter(r);
 	if (err)
 		return err;
+	err = attach_entered(w, r, wb);
+	rdm_region_leave(r);
+	return err;
+}
+
+static int attach_entered(struct rdm_worker *w, struct rdm_region *r, struct rdm_wbackend *wb)
+{
+	struct rdm_wregion *wr = NULL;
+	struct rdm_producer *p;
+	int err;
 	const struct rdm_applier_ops *ops = rdm_region_get_applier_ops(r);
 
 	if (ops && (ops != &rdm_worker_applier_ops || ((struct rdm_wregion *)rdm_region_get_applier_ctx(r))->w != w))
@@ -770,9 +791,6 @@ int rdm_worker_detach(struct rdm_worker *w, struct rdm_region *r, struct rdm_bac
 
 	if (!w || !r || !b)
 		return rdm_fail(-EINVAL, "rdm_worker_detach: NULL worker, region or backend");
-	err = rdm_region_check_alive(r);
-	if (err)
-		return err;
 	pthread_mutex_lock(&w->lock);
 	wb = wbackend_of(w, b);
 	pthread_mutex_unlock(&w->lock);
@@ -783,8 +801,13 @@ int rdm_worker_detach(struct rdm_worker *w, struct rdm_region *r, struct rdm_bac
 	p = rdm_producer_implicit();
 	if (!p)
 		return rdm_fail(-ENOMEM, "out of memory creating this thread's producer");
-	return rdm_producer_submit_one(p, rdm_region_get_applier_ctx(r), RDM_CTL_DETACH, 0, 0, wb, true, NULL,
-				       NULL, NULL);
+	err = rdm_region_enter(r);
+	if (err)
+		return err;
+	err = rdm_producer_submit_one(p, rdm_region_get_applier_ctx(r), RDM_CTL_DETACH, 0, 0, wb, true, NULL,
+				      NULL, NULL);
+	rdm_region_leave(r);
+	return err;
 }
 
 void rdm_worker_get_stats(const struct rdm_worker *w, struct rdm_worker_stats *st)
@@ -797,7 +820,7 @@ void rdm_worker_get_stats(const struct rdm_worker *w, struct rdm_worker_stats *s
 	if (!w)
 		return;
 	for (int i = 0; i < RDM_WST_COUNT; i++)
-		v[i] = atomic_load_explicit(&((struct rdm_worker *)w)->st[i], memory_order_relaxed);
+		v[i] = atomic_load_explicit(&w->st[i], memory_order_relaxed);
 	st->batches = v[RDM_WST_BATCHES];
 	st->changes = v[RDM_WST_CHANGES];
 	st->superseded = v[RDM_WST_SUPERSEDED];
@@ -816,7 +839,7 @@ void rdm_producer_close_links(struct rdm_producer *p)
 	pthread_mutex_lock(&lifecycle_lock);
 	for (uint32_t i = 0; i < p->nlinks; i++) {
 		struct rdm_link *l = p->links[i];
-		struct rdm_worker *w = l->w;
+		struct rdm_worker *w = atomic_load_explicit(&l->w, memory_order_relaxed);
 
 		if (!w) {
 			/* The worker is gone (it dropped the link's reference):
@@ -830,5 +853,25 @@ void rdm_producer_close_links(struct rdm_producer *p)
 		atomic_store_explicit(&l->closed, true, memory_order_release);
 		rdm_worker_kick(w);
 	}
+	pthread_mutex_unlock(&lifecycle_lock);
+}
+
+void rdm_producer_prune_links(struct rdm_producer *p)
+{
+	uint32_t keep = 0;
+
+	pthread_mutex_lock(&lifecycle_lock);
+	for (uint32_t i = 0; i < p->nlinks; i++) {
+		struct rdm_link *l = p->links[i];
+
+		if (atomic_load_explicit(&l->w, memory_order_relaxed)) {
+			p->links[keep++] = l;
+			continue;
+		}
+		/* Its worker was destroyed and dropped the link's reference. */
+		rdm_ring_destroy(l->ring);
+		free(l);
+	}
+	p->nlinks = keep;
 	pthread_mutex_unlock(&lifecycle_lock);
 }

@@ -36,6 +36,7 @@ struct rdm_slot {
 	 * complete_record() (worker.c), acquire in slot_done() (producer.c). */
 	_Atomic uint64_t done;
 	int result;             /* written by the worker before `done` */
+	char msg[128];          /* the worker's message when result < 0 */
 	rdm_complete_fn cb;     /* written by the producer before the push */
 	void *opaque;
 	void *ctl;              /* control payload (listener or backend) */
@@ -47,7 +48,9 @@ struct rdm_slot {
 
 struct rdm_link {
 	struct rdm_producer *p;
-	struct rdm_worker *w;
+	/* Cleared (under worker.c's lifecycle lock) when the worker is
+	 * destroyed first; atomic because the producer compares it unlocked. */
+	_Atomic(struct rdm_worker *) w;
 	struct rdm_ring *ring;
 	/* Producer -> worker: no more records will come; worker frees the link.
 	 * Release in rdm_producer_destroy(), acquire in the worker's scan. */
@@ -123,6 +126,7 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint
 			    uint64_t *ticket);
 void rdm_producer_put(struct rdm_producer *p);
 void rdm_producer_close_links(struct rdm_producer *p);
+void rdm_producer_prune_links(struct rdm_producer *p);
 void rdm_worker_kick(struct rdm_worker *w);
 int rdm_worker_add_link(struct rdm_worker *w, struct rdm_link *l);
 

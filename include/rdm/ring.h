@@ -329,6 +329,22 @@ static inline bool rdm_ring_push(struct rdm_ring *r, const void *rec)
 	return true;
 }
 
+/*
+ * Write one record without publishing it (false when full). Staged records
+ * become visible together at the next rdm_ring_push_publish() or push: a
+ * producer that must interleave records with other work (taking a sequence
+ * number per record) publishes a whole burst with one release store.
+ */
+static inline bool rdm_ring_stage(struct rdm_ring *r, const void *rec)
+{
+	if (rdm_ring_prod_room(r, 1) == 0)
+		return false;
+	uint32_t rs = r->prod.record_size;
+	rdm_ring_copy_rec(r->prod.slots + (size_t)(r->prod.tail & r->prod.mask) * rs, rec, rs);
+	r->prod.tail++;
+	return true;
+}
+
 /* Push as many of the n records at recs as fit; publish once. Returns that count. */
 static inline unsigned rdm_ring_push_burst(struct rdm_ring *r, const void *recs, unsigned n)
 {
