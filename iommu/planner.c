@@ -547,6 +547,8 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 		uint64_t b = m->start + m->len < end ? m->start + m->len : end;
 		uint64_t ov = b - a;
 
+		uint64_t peak_before = *p->stat_deferred_peak;
+
 		next = rdm_mapset_next(&p->maps, m);
 		if (a > pos)
 			vec_push(&p->pending_release, pos, a - pos);
@@ -563,11 +565,15 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 			rdm_mapset_remove(&p->maps, m);
 			continue;
 		}
-		/* A discard inside a mapping that stays partly populated. */
+		/* A discard inside a mapping that stays partly populated: its
+		 * blocks are deferred unless coalesce splits the mapping now. */
 		if (m->live + ov == m->len)
 			m->stamp = ++p->defer_stamp;
 		update_deferred_stats(p, (int64_t)ov);
 		if (p->policy == RDM_POLICY_COALESCE) {
+			/* Not a real deferral if the split below happens: take it
+			 * back out of the peak. */
+			*p->stat_deferred_peak = peak_before;
 			if (all_can_split(p)) {
 				bool room = true;
 
@@ -602,6 +608,7 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 					(void)dl;
 				} else {
 					(*p->stat_defer_exceeded)++;
+					update_deferred_stats(p, 0);
 				}
 			} else if (p->allow_windows) {
 				bool room = true;
@@ -609,10 +616,12 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 				for (uint32_t i = 0; i < p->nbe; i++)
 					if (p->be[i]->used + 1 > p->be[i]->budget)
 						room = false;
-				if (room)
+				if (room) {
 					split_with_window(p, m);
-				else
+				} else {
 					(*p->stat_defer_exceeded)++;
+					update_deferred_stats(p, 0);
+				}
 			}
 		}
 	}
