@@ -66,9 +66,15 @@ struct quarantined {
 	size_t size, align;
 };
 
+/* Bounded: past this many bytes the oldest quarantined blocks are freed
+ * (reads long after a grace period are not the bugs the poison looks for,
+ * and AddressSanitizer builds catch those too). */
+#define QUARANTINE_MAX_BYTES (64u << 20)
+
 static atomic_bool quarantine_on;
 static pthread_mutex_t quarantine_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct quarantined *quarantine;
+static struct quarantined *quarantine, *quarantine_tail; /* oldest first */
+static size_t quarantine_bytes;
 
 void rdm_mem_free(struct rdm_mem *m, void *p, size_t size, size_t align)
 {
@@ -84,10 +90,28 @@ void rdm_mem_free(struct rdm_mem *m, void *p, size_t size, size_t align)
 			q->p = p;
 			q->size = size;
 			q->align = align;
+			struct quarantined *old = NULL;
+
+			q->next = NULL;
 			pthread_mutex_lock(&quarantine_lock);
-			q->next = quarantine;
-			quarantine = q;
+			if (quarantine_tail != NULL)
+				quarantine_tail->next = q;
+			else
+				quarantine = q;
+			quarantine_tail = q;
+			quarantine_bytes += size;
+			if (quarantine_bytes > QUARANTINE_MAX_BYTES) {
+				old = quarantine;
+				quarantine = old->next;
+				if (quarantine == NULL)
+					quarantine_tail = NULL;
+				quarantine_bytes -= old->size;
+			}
 			pthread_mutex_unlock(&quarantine_lock);
+			if (old != NULL) {
+				raw_free(old->p, old->size, old->align);
+				free(old);
+			}
 			return;
 		}
 	}
@@ -121,7 +145,8 @@ void rdm_mem_quarantine_drain(void)
 
 	pthread_mutex_lock(&quarantine_lock);
 	q = quarantine;
-	quarantine = NULL;
+	quarantine = quarantine_tail = NULL;
+	quarantine_bytes = 0;
 	pthread_mutex_unlock(&quarantine_lock);
 	while (q != NULL) {
 		struct quarantined *next = q->next;

@@ -41,8 +41,9 @@ void rdm_mem_reset_peak(struct rdm_mem *m);
 
 /*
  * Test hook (process-wide): while enabled, freed memory is overwritten with
- * RDM_MEM_POISON bytes and kept in a quarantine instead of being returned, so
- * a reader that dereferences reclaimed memory reads poison deterministically.
+ * RDM_MEM_POISON bytes and kept in a quarantine (the most recent 64 MiB)
+ * instead of being returned, so a reader that dereferences reclaimed memory
+ * reads poison rather than reused memory.
  * rdm_mem_quarantine_drain() returns the quarantined memory (call it once no
  * thread can touch any of it).
  */

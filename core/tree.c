@@ -247,6 +247,19 @@ void rdm_tree_read_done(const struct rdm_tree *t)
 	(void)t;
 }
 
+static inline unsigned popcount64(uint64_t x)
+{
+#ifdef __POPCNT__
+	return (unsigned)__builtin_popcountll(x);
+#else
+	/* Without the instruction the builtin is a slow library call. */
+	x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
+	x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
+	x = (x + (x >> 4)) & UINT64_C(0x0f0f0f0f0f0f0f0f);
+	return (unsigned)((x * UINT64_C(0x0101010101010101)) >> 56);
+#endif
+}
+
 /* ---- bitmap helpers (bit i of a leaf = block base + i) ---- */
 
 static bool bm_all(const uint64_t *w, unsigned a, unsigned b, bool val)
@@ -278,7 +291,7 @@ static uint64_t bm_count(const uint64_t *w, unsigned a, unsigned b)
 			m &= ~UINT64_C(0) << (a & 63);
 		if (i == i1 && (b & 63) != 0)
 			m &= ~UINT64_C(0) >> (64 - (b & 63));
-		n += (uint64_t)__builtin_popcountll(w[i] & m);
+		n += popcount64(w[i] & m);
 	}
 	return n;
 }
@@ -324,7 +337,7 @@ static unsigned bm_runs(const uint64_t *w)
 	uint64_t carry = 0;
 
 	for (unsigned i = 0; i < LEAF_WORDS; i++) {
-		runs += (unsigned)__builtin_popcountll(w[i] & ~((w[i] << 1) | carry));
+		runs += popcount64(w[i] & ~((w[i] << 1) | carry));
 		carry = w[i] >> 63;
 	}
 	return runs;
