@@ -110,7 +110,8 @@ RDM_API int rdm_backend_dma_avail(struct rdm_backend *b, uint64_t *avail);
 /* Capabilities (immutable) and a stats snapshot; any thread; NULL arguments: no-op. */
 RDM_API void rdm_backend_get_caps(const struct rdm_backend *b, struct rdm_backend_caps *caps);
 RDM_API void rdm_backend_get_stats(const struct rdm_backend *b, struct rdm_backend_stats *st);
-RDM_API const char *rdm_backend_name(const struct rdm_backend *b); /* "sim", "vfio-type1", "iommufd"; "" for NULL */
+/* "sim", "vfio-type1", "iommufd"; "" for NULL. */
+RDM_API const char *rdm_backend_name(const struct rdm_backend *b);
 
 /* Destroy the handle (NULL: no-op). Never unmaps anything itself; fds are
  * not closed. No other call may run on b concurrently or afterwards. */
