@@ -291,7 +291,8 @@ int rdm_vfio_open_group(const char *group_path, int *container_fd, int *group_fd
 	rc = rdm_default_ioctl(NULL, cfd, VFIO_GET_API_VERSION, NULL);
 	if (rc != VFIO_API_VERSION) {
 		rc = rc < 0 ? rc : -EINVAL;
-		rdm_fail(rc, "vfio open group: VFIO_GET_API_VERSION: %s", rc == -EINVAL ? "unknown API version" : errname(rc));
+		rdm_fail(rc, "vfio open group: VFIO_GET_API_VERSION: %s",
+			 rc == -EINVAL ? "unknown API version" : errname(rc));
 		goto fail;
 	}
 	rc = rdm_default_ioctl(NULL, cfd, VFIO_CHECK_EXTENSION, (void *)(uintptr_t)VFIO_TYPE1v2_IOMMU);

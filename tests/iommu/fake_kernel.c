@@ -128,11 +128,19 @@ static int t1_get_info(struct fake_kernel *fk, struct fake_call *c, void *arg)
 
 	/* Build the capability chain as the kernel lays it out: 8-aligned,
 	 * starting right after struct vfio_iommu_type1_info. */
-	unsigned char chain[1024];
+	unsigned char chain[8192];
 	size_t off = sizeof(info);
 	size_t prev = 0;
 	memset(chain, 0, sizeof(chain));
+	if (fk->cfg.pad_cap >= sizeof(struct vfio_info_cap_header) && fk->cfg.pad_cap <= 4096) {
+		struct vfio_info_cap_header h = { .id = 0x7777, .version = 1 };
+		memcpy(chain + off, &h, sizeof(h));
+		prev = off;
+		off += (fk->cfg.pad_cap + 7) & ~(size_t)7;
+	}
 	if (fk->cfg.migration_cap) {
+		if (prev)
+			((struct vfio_info_cap_header *)(void *)(chain + prev))->next = (uint32_t)off;
 		struct vfio_iommu_type1_info_cap_migration m = {
 			.header = { .id = VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, .version = 1 },
 			.pgsize_bitmap = 4096,

@@ -25,7 +25,7 @@
 
 enum fake_kernel_mode { FAKE_TYPE1 = 0, FAKE_IOMMUFD = 1 };
 
-#define FAKE_MAX_RANGES 4
+#define FAKE_MAX_RANGES 12
 
 struct fake_kernel_config {
 	int mode;          /* enum fake_kernel_mode */
@@ -36,6 +36,7 @@ struct fake_kernel_config {
 	bool dma_avail_cap;   /* type1: GET_INFO reports DMA_AVAIL */
 	bool migration_cap;   /* type1: GET_INFO chain starts with a MIGRATION cap */
 	bool bad_chain;       /* type1: the chain's last cap points backwards */
+	uint32_t pad_cap;     /* type1: an unknown cap of this many bytes first (a long chain) */
 	uint64_t pgsizes;  /* IOMMU page sizes (type1 bitmap; iommufd: alignment = lowest); 0 = 4096 */
 	uint64_t limit;    /* mapping limit, 0 = 65535 (type1) / none (iommufd) */
 	unsigned nranges;  /* allowed IOVA ranges (inclusive); 0 = no IOVA_RANGE cap / one full range */

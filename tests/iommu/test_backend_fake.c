@@ -71,6 +71,18 @@ static void test_type1_detect(void)
 	rdm_backend_destroy(b);
 	fake_kernel_fini(&fk);
 
+	/* A chain longer than the first buffer: the backend retries with the argsz the kernel asks for. */
+	cfg = (struct fake_kernel_config){ .mode = FAKE_TYPE1, .fd = FD, .pad_cap = 3000, .dma_avail_cap = true,
+					   .nranges = 1, .range_start = { 0x1000 }, .range_last = { 0xffffff } };
+	REQUIRE(fake_kernel_init(&fk, &cfg) == 0);
+	REQUIRE(rdm_backend_vfio_type1_create(FD, fake_kernel_ioctl, &fk, &b) == 0);
+	rdm_backend_get_caps(b, &caps);
+	CHECK(caps.has_dma_avail && caps.iova_min == 0x1000 && caps.iova_max == 0xffffff);
+	CHECK(count_req(&fk, VFIO_IOMMU_GET_INFO) == 2 && fk.calls[3].argsz > 3000);
+	CHECK(rdm_backend_dma_avail(b, &avail) == 0 && avail == 65535);
+	rdm_backend_destroy(b);
+	fake_kernel_fini(&fk);
+
 	/* 64 KiB IOMMU pages: the smallest page size becomes the alignment. */
 	cfg = (struct fake_kernel_config){ .mode = FAKE_TYPE1, .fd = FD, .pgsizes = 0x10000ull | 0x20000000ull };
 	REQUIRE(fake_kernel_init(&fk, &cfg) == 0);
@@ -230,12 +242,26 @@ static void test_iommufd(void)
 	CHECK(rdm_backend_iommufd_create(FD, 5, fake_kernel_ioctl, &fk, &b) == -EINVAL);
 	fake_kernel_fini(&fk);
 
-	/* Many ranges: the backend grows its array after EMSGSIZE; 64 KiB alignment. */
+	/* One full range (default) and 64 KiB alignment. */
 	cfg = (struct fake_kernel_config){ .mode = FAKE_IOMMUFD, .fd = FD, .ioas_id = 1, .pgsizes = 0x10000 };
 	REQUIRE(fake_kernel_init(&fk, &cfg) == 0);
 	REQUIRE(rdm_backend_iommufd_create(FD, 1, fake_kernel_ioctl, &fk, &b) == 0);
 	rdm_backend_get_caps(b, &caps);
-	CHECK(caps.page_size == 0x10000 && caps.iova_max == UINT64_MAX);
+	CHECK(caps.page_size == 0x10000 && caps.iova_min == 0 && caps.iova_max == UINT64_MAX);
+	rdm_backend_destroy(b);
+	fake_kernel_fini(&fk);
+
+	/* More ranges than the first array holds: EMSGSIZE, then a second call. */
+	cfg = (struct fake_kernel_config){ .mode = FAKE_IOMMUFD, .fd = FD, .ioas_id = 1, .nranges = 10 };
+	for (unsigned i = 0; i < 10; i++) {
+		cfg.range_start[i] = (uint64_t)(i + 1) << 30;
+		cfg.range_last[i] = ((uint64_t)(i + 1) << 30) + 0x3fffffff;
+	}
+	REQUIRE(fake_kernel_init(&fk, &cfg) == 0);
+	REQUIRE(rdm_backend_iommufd_create(FD, 1, fake_kernel_ioctl, &fk, &b) == 0);
+	rdm_backend_get_caps(b, &caps);
+	CHECK(caps.iova_min == 1ull << 30 && caps.iova_max == (11ull << 30) - 1);
+	CHECK(fk.ncalls == 2 && fk.calls[0].result == -EMSGSIZE && fk.calls[1].result == 0);
 	rdm_backend_destroy(b);
 	fake_kernel_fini(&fk);
 }
