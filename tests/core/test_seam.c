@@ -77,7 +77,7 @@ struct fake {
 	pthread_cond_t cond;
 	bool has_req, has_res, stop;
 	struct rdm_region *r;
-	enum rdm_change_op op;
+	enum rdm_apply_op op;
 	uint64_t off, len;
 	struct rdm_listener *l;
 	int res;
@@ -94,7 +94,7 @@ static void *worker(void *arg)
 			pthread_cond_wait(&f->cond, &f->lock);
 		if (f->has_req) {
 			struct rdm_region *r = f->r;
-			enum rdm_change_op op = f->op;
+			enum rdm_apply_op op = f->op;
 			uint64_t off = f->off, len = f->len;
 			struct rdm_listener *l = f->l;
 			int res;
@@ -117,7 +117,7 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-static int fake_submit(void *ctx, struct rdm_region *r, enum rdm_change_op op, uint64_t off,
+static int fake_submit(void *ctx, struct rdm_region *r, enum rdm_apply_op op, uint64_t off,
 		       uint64_t len, struct rdm_listener *l)
 {
 	struct fake *f = ctx;
