@@ -55,6 +55,11 @@ static void emit(enum rdm_log_level level, const char *msg)
 		h->fn(h->opaque, level, msg);
 }
 
+void rdm_error_clear(void)
+{
+	last_error[0] = '\0';
+}
+
 int rdm_fail(int err, const char *fmt, ...)
 {
 	va_list ap;

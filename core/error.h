@@ -12,6 +12,10 @@
  */
 int rdm_fail(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Forget the calling thread's message (so a later check can tell whether a
+ * callee recorded one). */
+void rdm_error_clear(void);
+
 /* Log a message that is not a call's failure (worker-side events). */
 void rdm_log(enum rdm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -457,6 +457,7 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 		return rdm_fail(ret, "populate: out of memory for the new state");
 
 	n = listener_count(r);
+	rdm_error_clear();
 	for (size_t k = 0; k < n; k++) {
 		struct rdm_listener *l = listener_at(r, k);
 
@@ -466,7 +467,7 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 		for (size_t j = k; j-- > 0;)
 			tell_discard(r, listener_at(r, j), root, false, s, e);
 		rdm_tree_abort(&r->tree);
-		if (l == r->tail_l)
+		if (l == r->tail_l && rdm_last_error()[0] != '\0')
 			return ret; /* the IOMMU: its own message names the cause */
 		return rdm_fail(ret, "populate [%#llx, +%#llx): refused by listener %zu (error %d)",
 				(unsigned long long)(s << r->shift),
