@@ -479,7 +479,7 @@ static void test_bad_input(void)
 
 int main(void)
 {
-	host = malloc(64); /* only addresses matter: the sim never touches memory */
+	host = aligned_alloc(4096, 4096); /* only addresses matter: the sim never touches memory */
 	test_block_policy();
 	test_defer_policy();
 	test_defer_limit_windows();

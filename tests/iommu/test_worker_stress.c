@@ -40,7 +40,7 @@ static struct rstate R[NREG];
 static struct rdm_backend *sim;
 static struct rdm_worker *worker;
 static uint32_t policy;
-static bool faults;
+static atomic_bool faults;
 static uint64_t seed;
 static unsigned ops_per_producer;
 static char *host;
@@ -290,7 +290,7 @@ static int run(uint32_t pol, bool with_faults, uint32_t flags, uint64_t defer_li
 	struct rdm_backend_stats st;
 
 	policy = pol;
-	faults = with_faults;
+	faults = false; /* armed only once every region is attached */
 	inject_rng = seed | 1;
 	memset(R, 0, sizeof(R));
 	REQUIRE(rdm_backend_sim_create(&sc, &sim) == 0);
@@ -321,6 +321,7 @@ static int run(uint32_t pol, bool with_faults, uint32_t flags, uint64_t defer_li
 		REQUIRE(rdm_worker_attach(worker, R[i].r, sim) == 0);
 		atomic_store(&R[i].attached, true);
 	}
+	faults = with_faults;
 	for (unsigned i = 0; i < NPROD; i++) {
 		memset(&args[i], 0, sizeof(args[i]));
 		args[i].id = i;
@@ -363,8 +364,11 @@ static int run(uint32_t pol, bool with_faults, uint32_t flags, uint64_t defer_li
 	       "%" PRIu64 " map + %" PRIu64 " unmap calls, remapped %" PRIu64 ", deferred peak %" PRIu64 "\n",
 	       pol, with_faults, ws.batches, ws.changes, ws.superseded, st.map_calls, st.unmap_calls,
 	       ws.remapped_bytes, ws.deferred_peak_bytes);
-	for (unsigned g = 0; g < NREG; g++)
+	for (unsigned g = 0; g < NREG; g++) {
+		/* The batch hook must stop looking at it first. */
+		atomic_store(&R[g].attached, false);
 		CHECK(rdm_region_destroy(R[g].r) == 0);
+	}
 	CHECK(rdm_worker_destroy(worker) == 0);
 	rdm_backend_destroy(sim);
 	return 0;
@@ -381,7 +385,7 @@ int main(int argc, char **argv)
 		seed = strtoull(argv[1], NULL, 0);
 	setvbuf(stdout, NULL, _IONBF, 0);
 	printf("seed %" PRIu64 " (RDM_STRESS_SEED), %u ops per producer\n", seed, ops_per_producer);
-	host = malloc(64);
+	host = aligned_alloc(4096, 4096); /* only addresses matter: the sim never touches memory */
 	run(RDM_POLICY_BLOCK, false, 0, 0);
 	run(RDM_POLICY_COALESCE, false, RDM_REGION_ALLOW_WINDOWS, 0);
 	run(RDM_POLICY_DEFER, false, 0, 0);
