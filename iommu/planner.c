@@ -64,6 +64,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "iommu/backend.h"
 #include "core/region_internal.h"
 
 #define CHUNK_BYTES (128ull << 20)
@@ -152,6 +153,8 @@ int rdm_planner_check_backend(const struct rdm_planner *p, const struct rdm_wbac
 static void update_deferred_stats(struct rdm_planner *p, int64_t delta_blocks)
 {
 	p->deferred_blocks = (uint64_t)((int64_t)p->deferred_blocks + delta_blocks);
+	for (uint32_t i = 0; i < p->nbe && delta_blocks; i++)
+		rdm_backend_note_deferred(p->be[i]->b, delta_blocks * (int64_t)p->block_size);
 	*p->stat_deferred_bytes = (uint64_t)((int64_t)*p->stat_deferred_bytes + delta_blocks * (int64_t)p->block_size);
 	if (*p->stat_deferred_bytes > *p->stat_deferred_peak)
 		*p->stat_deferred_peak = *p->stat_deferred_bytes;
@@ -498,6 +501,8 @@ static void split_with_window(struct rdm_planner *p, struct rdm_mapping *m)
 		}
 		rdm_mapset_insert(&p->maps, rr->start, rr->len, rr->len);
 		*p->stat_remapped_bytes += rr->len * p->block_size;
+		for (uint32_t j = 0; j < p->nbe; j++)
+			rdm_backend_note_remapped(p->be[j]->b, rr->len * p->block_size);
 	}
 	/* Everything of m that is not in a run is discarded: release it. */
 	uint64_t pos = ms;
