@@ -201,8 +201,10 @@ static void settle(struct prod_arg *a, const struct inflight *f, int got)
 		atomic_fetch_add(&invariant_failures, 1);
 	}
 	if (got == 0) {
-		for (uint64_t b = f->first; b < f->first + f->len; b++)
-			a->oracle[f->reg][b] = f->populate;
+		/* Without faults the oracle was updated at submission. */
+		if (atomic_load(&faults))
+			for (uint64_t b = f->first; b < f->first + f->len; b++)
+				a->oracle[f->reg][b] = f->populate;
 		a->ok++;
 	} else {
 		a->failed++;
@@ -227,9 +229,11 @@ static void *producer_main(void *arg)
 		f.len = 1 + rnd(&s) % MAXLEN;
 		f.first = own0 + rnd(&s) % (own - f.len);
 		f.populate = rnd(&s) % 2;
-		/* Outstanding changes of this producer touching the same blocks
-		 * make prediction order-dependent: settle them first. */
-		if (mode != 0) {
+		/* With faults a populate may fail unpredictably, so outstanding
+		 * changes touching the same blocks are settled first; without,
+		 * the producer's own order decides and the oracle predicts
+		 * every result at submission. */
+		if (mode != 0 && atomic_load(&faults)) {
 			bool clash = false;
 
 			for (unsigned k = 0; k < nfl; k++)
@@ -245,7 +249,54 @@ static void *producer_main(void *arg)
 				nfl = 0;
 			}
 		}
+		if (mode != 0 && nfl >= 14) {
+			for (unsigned k = 0; k < nfl; k++) {
+				int res;
+
+				REQUIRE(rdm_producer_wait(p, fl[k].ticket, &res) == 0);
+				settle(a, &fl[k], res);
+			}
+			nfl = 0;
+		}
 		f.expect = predict(a, f.reg, f.first, f.len, f.populate);
+		if (mode == 1 && !atomic_load(&faults) && rnd(&s) % 4 == 0) {
+			/* A populate and its exact undo in one burst: one batch, so
+			 * the worker may drop both (superseded); results alike. */
+			struct rdm_change c[2] = {
+				{.region = R[f.reg].r, .kind = RDM_CHANGE_POPULATE, .offset = f.first * BS, .length = f.len * BS},
+				{.region = R[f.reg].r, .kind = RDM_CHANGE_DISCARD, .offset = f.first * BS, .length = f.len * BS},
+			};
+			struct inflight g = f;
+			unsigned char orig[MAXLEN];
+			uint64_t t[2];
+
+			memcpy(orig, &a->oracle[f.reg][f.first], f.len);
+
+			f.populate = true;
+			f.expect = predict(a, f.reg, f.first, f.len, true);
+			if (f.expect == 0)
+				for (uint64_t b = f.first; b < f.first + f.len; b++)
+					a->oracle[f.reg][b] = 1;
+			g.populate = false;
+			g.expect = predict(a, g.reg, g.first, g.len, false);
+			if (g.expect == 0)
+				for (uint64_t b = g.first; b < g.first + g.len; b++)
+					a->oracle[g.reg][b] = 0;
+			int err = rdm_producer_submit(p, c, 2, t);
+
+			REQUIRE(err == 0 || err == -EAGAIN);
+			if (err) {
+				/* Nothing was submitted: undo the predictions. */
+				memcpy(&a->oracle[f.reg][f.first], orig, f.len);
+			}
+			if (err == 0) {
+				f.ticket = t[0];
+				g.ticket = t[1];
+				fl[nfl++] = f;
+				fl[nfl++] = g;
+			}
+			continue;
+		}
 		if (mode == 0) {
 			/* Synchronous, through the region API. */
 			for (unsigned k = 0; k < nfl; k++) {
@@ -258,6 +309,9 @@ static void *producer_main(void *arg)
 			f.expect = predict(a, f.reg, f.first, f.len, f.populate);
 			int got = f.populate ? rdm_populate(R[f.reg].r, f.first * BS, f.len * BS)
 					     : rdm_discard(R[f.reg].r, f.first * BS, f.len * BS);
+			if (!atomic_load(&faults) && f.expect == 0)
+				for (uint64_t b = f.first; b < f.first + f.len; b++)
+					a->oracle[f.reg][b] = f.populate;
 			settle(a, &f, got);
 			continue;
 		}
@@ -269,9 +323,9 @@ static void *producer_main(void *arg)
 			continue;
 		}
 		REQUIRE(err == 0);
-		/* The oracle must see this change before predicting the next
-		 * overlapping one: record the prediction's effect optimistically
-		 * only after settling, hence the clash rule above. */
+		if (!atomic_load(&faults) && f.expect == 0)
+			for (uint64_t b = f.first; b < f.first + f.len; b++)
+				a->oracle[f.reg][b] = f.populate;
 		fl[nfl++] = f;
 	}
 	for (unsigned k = 0; k < nfl; k++) {
