@@ -446,8 +446,8 @@ static const struct replay_gen_param sbm_params[] = {
 	{ "block", 2 * MiB, true, "device block size (subblock)" },
 	{ "memblock", 128 * MiB, true, "Linux memory block size" },
 	{ "steps", 24, false, "requested-size changes" },
-	{ "movable", 80, false, "% of fully plugged memory blocks unplugged whole" },
-	{ "busy", 10, false, "% of subblock unplug attempts that fail (busy pages)" },
+	{ "movable", 95, false, "% of fully plugged memory blocks unplugged whole" },
+	{ "busy", 5, false, "% of subblock unplug attempts that fail (busy pages)" },
 };
 static const struct replay_gen_param bbm_params[] = {
 	{ "region", 64 * GiB, true, "device region size" },

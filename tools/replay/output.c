@@ -316,7 +316,7 @@ int replay_write_plot(const char *path, const struct replay_workload_result *w, 
 		   "set logscale y 10\n"
 		   "set grid ytics mytics\n"
 		   "set key outside right top vertical\n"
-		   "set xtics rotate by -25 scale 0\n"
+		   "set xtics rotate by 30 right scale 0\n"
 		   "set multiplot layout 2,1 title 'rdm-replay: IOMMU calls and modelled time per strategy, one group per workload'\n"
 		   "set ylabel 'map + unmap calls (log)'\n"
 		   "plot for [i=2:%zu] ",
