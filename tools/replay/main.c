@@ -317,7 +317,8 @@ int main(int argc, char **argv)
 	for (int i = optind; i < argc; i++, k++) {
 		if (replay_trace_load(argv[i], &topts, &traces[k], err, sizeof(err)) < 0) {
 			fprintf(stderr, "%s: %s\n", prog, err);
-			return 1;
+			status = 1;
+			goto cleanup;
 		}
 		res[k].path = argv[i];
 	}
@@ -325,23 +326,27 @@ int main(int argc, char **argv)
 		const char *spec = i < nwork ? workloads[i] : replay_default_workloads[i - nwork];
 		if (replay_generate(spec, seed, &traces[k], err, sizeof(err)) < 0) {
 			fprintf(stderr, "%s: --workload %s: %s\n", prog, spec, err);
-			return 1;
+			status = 1;
+			goto cleanup;
 		}
 	}
 	for (size_t i = 0; i < nw; i++) {
 		if (replay_trace_scale(&traces[i], scale, err, sizeof(err)) < 0 ||
 		    replay_trace_validate(&traces[i], err, sizeof(err)) < 0) {
 			fprintf(stderr, "%s: %s\n", prog, err);
-			return 1;
+			status = 1;
+			goto cleanup;
 		}
 		if (traces[i].block_size < REPLAY_PAGE_SIZE) {
 			fprintf(stderr, "%s: %s: block size %" PRIu64 " is below the 4 KiB page%s\n", prog, traces[i].name,
 				traces[i].block_size, scale > 1 ? " after --scale" : "");
-			return 1;
+			status = 1;
+			goto cleanup;
 		}
 		if (be.iova + traces[i].region_size < be.iova) {
 			fprintf(stderr, "%s: %s: --iova + region size overflows\n", prog, traces[i].name);
-			return 1;
+			status = 1;
+			goto cleanup;
 		}
 	}
 
@@ -351,7 +356,8 @@ int main(int argc, char **argv)
 			const char *m = rdm_last_error();
 			fprintf(stderr, "%s: --backend vfio-type1:%s: %s%s%s\n", prog, be.group_path, strerror(-rc),
 				*m ? ": " : "", m);
-			return 1;
+			status = 1;
+			goto cleanup;
 		}
 	}
 
@@ -365,12 +371,14 @@ int main(int argc, char **argv)
 		w->rows = calloc(nsel + 1, sizeof(*w->rows));
 		if (!w->rows) {
 			fprintf(stderr, "%s: out of memory\n", prog);
-			return 1;
+			status = 1;
+			goto cleanup;
 		}
 		replay_progress("rdm-replay: [%zu/%zu] %s / lower-bound", ++step, steps, t->name);
 		if (replay_lower_bound(t, &w->lb) < 0) {
 			fprintf(stderr, "%s: %s: lower bound: out of memory\n", prog, t->name);
-			return 1;
+			status = 1;
+			goto cleanup;
 		}
 		replay_lower_bound_row(t, &w->lb, &be, &w->rows[w->nrows++]);
 		for (size_t s = 0; s < nsel; s++) {
@@ -416,15 +424,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: %s\n", prog, err);
 		status = 1;
 	}
+cleanup:
+	replay_progress_done();
 	for (size_t i = 0; i < nw; i++) {
 		free(res[i].rows);
 		replay_trace_free(&traces[i]);
 	}
 	free(res);
 	free(traces);
-	if (be.kind == REPLAY_BACKEND_VFIO_TYPE1) {
+	if (be.group_fd >= 0)
 		close(be.group_fd);
+	if (be.container_fd >= 0)
 		close(be.container_fd);
-	}
 	return status;
 }
