@@ -38,6 +38,8 @@ for args, frag in [
     (["--region-size", "12Q"], "--region-size"),
     (["--workload", "nope"], "--workload"),
     (["--sim-call-ns", "fast"], "--sim-call-ns"),
+    (["--jobs", "0"], "--jobs"),
+    (["--jobs", "2", "--backend", "vfio-type1:/dev/vfio/0"], "--jobs"),
 ]:
     rc, out, err = run(*args)
     check(rc == 2, f"{args}: exit {rc}, want 2")
@@ -78,6 +80,15 @@ try:
     check(rc1 == 0 and rc2 == 0 and s1 == s2 and len(s1) == 2, "--scale 64 keeps call counts")
     rc, out, err = run("--scale", "3", a)
     check(rc == 1 and "--scale 3" in err, f"--scale not dividing: {err!r}")
+
+    # --jobs: the same counts from parallel runs.
+    small = ["--workload", "sbm:region=2G", "--workload", "storm:region=256M,conversions=2000",
+             os.path.join(traces, "D_bbm2M_forced_movable.csv")]
+    rc1, out1, _ = run(*small)
+    rc2, out2, _ = run("--jobs", "2", *small)
+    s1 = [l for l in out1.splitlines() if l.startswith("SUMMARY")]
+    s2 = [l for l in out2.splitlines() if l.startswith("SUMMARY")]
+    check(rc1 == 0 and rc2 == 0 and s1 == s2 and len(s1) == 12, "--jobs 2 gives the same SUMMARY lines")
 
     # JSON schema, and the SUMMARY lines agree with it.
     js = os.path.join(tmp, "r.json")

@@ -4,6 +4,8 @@
 #include <getopt.h>
 #include <stdarg.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,60 @@
 #define MAX_STRATEGIES 32
 
 static const char *prog = "rdm-replay";
+
+/* The (workload, strategy) runs, handed out to --jobs threads. */
+struct job_ctx {
+	struct replay_trace *traces;
+	struct replay_workload_result *res;
+	const struct replay_strategy *const *sel;
+	size_t nsel, njobs;
+	struct replay_backend_spec *be;
+	atomic_size_t next;  /* next job index to hand out */
+	atomic_size_t done;  /* jobs finished, for the progress line */
+	atomic_bool failed;
+};
+
+static void run_job(struct job_ctx *c, size_t j)
+{
+	size_t i = j / c->nsel, s = j % c->nsel;
+	const struct replay_strategy *st = c->sel[s];
+	struct replay_trace *t = &c->traces[i];
+	struct replay_result *r = &c->res[i].rows[1 + s];
+	char err[REPLAY_ERR_LEN];
+
+	replay_progress("rdm-replay: [%zu/%zu] %s / %s",
+			atomic_load_explicit(&c->done, memory_order_relaxed) + 1, c->njobs, t->name, st->name);
+	if (replay_run_strategy(t, st, c->be, r, err, sizeof(err)) < 0) {
+		replay_progress_done();
+		fprintf(stderr, "%s: %s / %s: %s\n", prog, t->name, st->name, err);
+		atomic_store_explicit(&c->failed, true, memory_order_relaxed);
+	} else if (st->run_async && t->kind == REPLAY_KIND_STORM) {
+		replay_progress("rdm-replay: %s / %s, 4 producers", t->name, st->name);
+		if (replay_run_async(t, st, c->be, 4, r, err, sizeof(err)) < 0) {
+			replay_progress_done();
+			fprintf(stderr, "%s: %s / %s: asynchronous run: %s\n", prog, t->name, st->name, err);
+			atomic_store_explicit(&c->failed, true, memory_order_relaxed);
+		}
+	}
+	atomic_fetch_add_explicit(&c->done, 1, memory_order_relaxed);
+}
+
+/*
+ * Relaxed throughout: the counters only hand out distinct job indices and
+ * count for the progress line; each job writes its own result slot, and the
+ * main thread reads the slots after pthread_join(), which synchronises.
+ */
+static void *job_thread(void *arg)
+{
+	struct job_ctx *c = arg;
+
+	for (;;) {
+		size_t j = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+		if (j >= c->njobs)
+			return NULL;
+		run_job(c, j);
+	}
+}
 
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void usage_error(const char *fmt, ...)
@@ -76,6 +132,9 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "    --plot FILE         Plot calls and modelled time per strategy, one group per workload,\n"
 	       "                        log scale; FILE ends in .svg or .png. gnuplot draws it from FILE.dat\n"
 	       "                        and FILE.gp, which are kept beside it.\n"
+	       "    --jobs N            Run N (workload, strategy) replays at once, each on its own sim\n"
+	       "                        (default 1; at most 16; sim only). Call counts do not change; wall\n"
+	       "                        times and latencies are measured on a busier machine.\n"
 	       "    --sim-call-ns N     Sim cost model: nanoseconds per call (default %d).\n"
 	       "    --sim-page-ns N     Sim cost model: nanoseconds per 4 KiB page mapped or unmapped\n"
 	       "                        (default %d). Calibrate both from a real container: see README.\n"
@@ -158,7 +217,7 @@ static uint64_t parse_size_opt(const char *opt, const char *v)
 
 enum {
 	OPT_WORKLOAD = 256, OPT_POLICY, OPT_BACKEND, OPT_BLOCK, OPT_REGION, OPT_SCALE, OPT_SEED, OPT_JSON,
-	OPT_PLOT, OPT_CALL_NS, OPT_PAGE_NS, OPT_IOVA, OPT_LIST, OPT_HELP,
+	OPT_PLOT, OPT_JOBS, OPT_CALL_NS, OPT_PAGE_NS, OPT_IOVA, OPT_LIST, OPT_HELP,
 };
 
 static const struct option longopts[] = {
@@ -171,6 +230,7 @@ static const struct option longopts[] = {
 	{ "seed", required_argument, NULL, OPT_SEED },
 	{ "json", required_argument, NULL, OPT_JSON },
 	{ "plot", required_argument, NULL, OPT_PLOT },
+	{ "jobs", required_argument, NULL, OPT_JOBS },
 	{ "sim-call-ns", required_argument, NULL, OPT_CALL_NS },
 	{ "sim-page-ns", required_argument, NULL, OPT_PAGE_NS },
 	{ "iova", required_argument, NULL, OPT_IOVA },
@@ -196,7 +256,7 @@ int main(int argc, char **argv)
 	bool want_all_workloads = false;
 	struct replay_trace_opts topts = { 0 };
 	struct replay_backend_spec be = { .kind = REPLAY_BACKEND_SIM, .container_fd = -1, .group_fd = -1 };
-	uint64_t scale = 1, seed = 1;
+	uint64_t scale = 1, seed = 1, jobs = 1;
 	char err[REPLAY_ERR_LEN];
 	int c, status = 0;
 
@@ -225,6 +285,7 @@ int main(int argc, char **argv)
 		case OPT_SEED: seed = parse_count("--seed", optarg, false); break;
 		case OPT_JSON: json = optarg; break;
 		case OPT_PLOT: plot = optarg; break;
+		case OPT_JOBS: jobs = parse_count("--jobs", optarg, true); break;
 		case OPT_CALL_NS: be.call_ns = parse_count("--sim-call-ns", optarg, true); break;
 		case OPT_PAGE_NS: be.page_ns = parse_count("--sim-page-ns", optarg, true); break;
 		case OPT_IOVA: be.iova = parse_count("--iova", optarg, false); break;
@@ -247,6 +308,10 @@ int main(int argc, char **argv)
 	} else {
 		usage_error("--backend: unknown backend '%s' (sim or vfio-type1:GROUP_PATH)", backend);
 	}
+	if (jobs > 16)
+		usage_error("--jobs: %" PRIu64 " is more than 16", jobs);
+	if (jobs > 1 && be.kind != REPLAY_BACKEND_SIM)
+		usage_error("--jobs: runs share one container on --backend %s; use --jobs 1", backend);
 	if (be.iova % REPLAY_PAGE_SIZE)
 		usage_error("--iova: 0x%" PRIx64 " is not aligned to 4 KiB", be.iova);
 	if (plot) {
@@ -362,7 +427,6 @@ int main(int argc, char **argv)
 	}
 
 	replay_progress_enabled = isatty(STDERR_FILENO);
-	size_t step = 0, steps = nw * (nsel + 1);
 	for (size_t i = 0; i < nw; i++) {
 		struct replay_trace *t = &traces[i];
 		struct replay_workload_result *w = &res[i];
@@ -374,34 +438,29 @@ int main(int argc, char **argv)
 			status = 1;
 			goto cleanup;
 		}
-		replay_progress("rdm-replay: [%zu/%zu] %s / lower-bound", ++step, steps, t->name);
+		w->nrows = nsel + 1;
+		replay_progress("rdm-replay: %s / lower-bound", t->name);
 		if (replay_lower_bound(t, &w->lb) < 0) {
 			fprintf(stderr, "%s: %s: lower bound: out of memory\n", prog, t->name);
 			status = 1;
 			goto cleanup;
 		}
-		replay_lower_bound_row(t, &w->lb, &be, &w->rows[w->nrows++]);
-		for (size_t s = 0; s < nsel; s++) {
-			struct replay_result *r = &w->rows[w->nrows++];
-
-			replay_progress("rdm-replay: [%zu/%zu] %s / %s", ++step, steps, t->name, sel[s]->name);
-			if (replay_run_strategy(t, sel[s], &be, r, err, sizeof(err)) < 0) {
-				replay_progress_done();
-				fprintf(stderr, "%s: %s / %s: %s\n", prog, t->name, sel[s]->name, err);
-				status = 1;
-				continue;
-			}
-			if (sel[s]->run_async && t->kind == REPLAY_KIND_STORM) {
-				replay_progress("rdm-replay: [%zu/%zu] %s / %s, 4 producers", step, steps, t->name,
-						sel[s]->name);
-				if (replay_run_async(t, sel[s], &be, 4, r, err, sizeof(err)) < 0) {
-					replay_progress_done();
-					fprintf(stderr, "%s: %s / %s: asynchronous run: %s\n", prog, t->name, sel[s]->name, err);
-					status = 1;
-				}
-			}
-		}
+		replay_lower_bound_row(t, &w->lb, &be, &w->rows[0]);
 	}
+	struct job_ctx ctx = {
+		.traces = traces, .res = res, .sel = sel, .nsel = nsel, .njobs = nw * nsel, .be = &be,
+	};
+	pthread_t tids[16];
+	size_t nthreads = 0;
+	for (; nthreads + 1 < jobs && nthreads < 16; nthreads++) {
+		if (pthread_create(&tids[nthreads], NULL, job_thread, &ctx) != 0)
+			break;
+	}
+	job_thread(&ctx);
+	for (size_t i = 0; i < nthreads; i++)
+		pthread_join(tids[i], NULL); /* publishes every job's result to this thread */
+	if (atomic_load_explicit(&ctx.failed, memory_order_relaxed))
+		status = 1;
 	replay_progress_done();
 
 	replay_print_table(stdout, res, nw);

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@
 #include <rdm/error.h>
 
 bool replay_progress_enabled;
+/* The line is shared by the --jobs threads. */
+static pthread_mutex_t progress_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool progress_dirty;
 
 void replay_progress(const char *fmt, ...)
@@ -23,21 +26,27 @@ void replay_progress(const char *fmt, ...)
 
 	if (!replay_progress_enabled)
 		return;
+	pthread_mutex_lock(&progress_lock);
 	fputs("\r\033[K", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fflush(stderr);
 	progress_dirty = true;
+	pthread_mutex_unlock(&progress_lock);
 }
 
 void replay_progress_done(void)
 {
+	if (!replay_progress_enabled)
+		return;
+	pthread_mutex_lock(&progress_lock);
 	if (progress_dirty) {
 		fputs("\r\033[K", stderr);
 		fflush(stderr);
 		progress_dirty = false;
 	}
+	pthread_mutex_unlock(&progress_lock);
 }
 
 static uint64_t now_ns(void)
