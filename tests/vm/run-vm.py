@@ -182,7 +182,8 @@ def ensure_packages(tap):
             r = run(cmd, env=env)
             if r.returncode != 0:
                 r.stdout = u.stdout + r.stdout
-        why = "apt-get install failed:\n" + r.stdout.strip()[-2000:]
+        why = ("apt-get install failed:\n" + r.stdout.strip()[-2000:] if r.returncode != 0 else
+               "apt-get install succeeded but left them missing")
     still = [p for p in PACKAGES if not installed(p)]
     if "qemu-system-x86" in still:
         raise Skip(f"QEMU cannot be installed: {why}")
@@ -403,7 +404,7 @@ def boot(o, meta, image, work, tap):
             rc = kv.get("rc")
             complete = state["plan"] is not None and state["plan"] == state["count"]
             ok = rc == "0" and complete and state["bad"] == 0
-            what = (f"{state['count']} checks" if complete else
+            what = (f"{state['count']} checks" + (f", {state['bad']} failed" if state["bad"] else "") if complete else
                     f"{state['count']} checks of a plan of {state['plan']}" if state["plan"] is not None
                     else f"{state['count']} checks, no plan line (crashed?)")
             tap.line(ok, f"{name}: exited {rc} after {what} ({kv.get('secs')} s)")
