@@ -463,6 +463,7 @@ bool gu_edu_check_unmapped(struct gu_edu *e, uint64_t iova, void *host, uint32_t
 			goto out;
 		}
 	}
+	gu_dmar_fault_pace(want_fault);
 	if (gu_edu_dma_to_ram(e, 0, iova, len)) {
 		snprintf(why, whylen, "DMA device->RAM did not run");
 		goto out;
@@ -562,6 +563,40 @@ bool gu_dmar_fault_seen(int fd, uint64_t iova, bool write, int timeout_ms)
 		return false;
 	gu_tap_diag("dmesg: %s", line);
 	return true;
+}
+
+/* The kernel's window: dmar_fault() prints through one ratelimit state (DEFAULT_RATELIMIT_*:
+ * 10 lines per 5 s, about three per fault). A window opens at the first fault after the last one
+ * closed; a little slack covers the guest's timer granularity. */
+#define FAULT_WINDOW_S 5.3
+#define FAULTS_PER_WINDOW 3
+
+static double mono_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+void gu_dmar_fault_pace(bool must_log)
+{
+	static double window_start = -1e9;
+	static int faults;
+	double now = mono_s();
+
+	if (now - window_start >= FAULT_WINDOW_S) {
+		window_start = now;
+		faults = 0;
+	} else if (faults >= FAULTS_PER_WINDOW && must_log) {
+		double wait = window_start + FAULT_WINDOW_S - now;
+		struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
+
+		nanosleep(&ts, NULL);
+		window_start = mono_s();
+		faults = 0;
+	}
+	faults++;
 }
 
 void gu_kmsg_dump(int fd)

@@ -113,8 +113,8 @@ bool gu_edu_check_mapped(struct gu_edu *e, uint64_t iova, void *host, uint32_t l
  * I2 with the device: [iova, iova+len) is NOT mapped (host is the memory that used to be).
  * edu's buffer is loaded with a pattern through GU_EDU_SCRATCH_IOVA, then written to iova: true
  * when host memory is untouched and, if want_fault, the kernel logged a DMAR write fault for
- * iova's page within timeout_ms. The kernel rate-limits DMAR messages (10 lines, about 5 faults,
- * per 5 s): space fault checks out or pass want_fault=false for most of them.
+ * iova's page within timeout_ms. Goes through gu_dmar_fault_pace(want_fault): a fault check may
+ * wait up to 5 s for the kernel's rate limit, so most checks should pass want_fault=false.
  */
 bool gu_edu_check_unmapped(struct gu_edu *e, uint64_t iova, void *host, uint32_t len,
 			   bool want_fault, int timeout_ms, char *why, size_t whylen);
@@ -128,6 +128,13 @@ int gu_kmsg_mark(void);
 bool gu_kmsg_find(int fd, const char *const *needles, int timeout_ms, char *line, size_t linelen);
 /* A DMAR fault for the page of iova (write: "DMA Write", else "DMA Read") after the mark. */
 bool gu_dmar_fault_seen(int fd, uint64_t iova, bool write, int timeout_ms);
+/*
+ * The kernel logs DMAR faults through a rate limit (measured in the 6.1 guest: 3 faults logged,
+ * then none until 5 s after the first). Call this just before every DMA that will fault; with
+ * must_log it sleeps until the fault will be logged. Faults the caller does not announce here
+ * make a later must_log fault go unlogged.
+ */
+void gu_dmar_fault_pace(bool must_log);
 /* Print every record after the mark as "# dmesg: ..." diagnostics. */
 void gu_kmsg_dump(int fd);
 

@@ -212,6 +212,7 @@ static void check_edu(struct gu_vfio *v)
 	/* edu's buffer still holds pattern 4's bytes at offset 100..3100; RAM gets pattern 5. */
 	gu_pattern_fill(mem, KiB(8), 5);
 	kmsg = gu_kmsg_mark();
+	gu_dmar_fault_pace(true);
 	r = gu_edu_dma_to_ram(&e, 100, iova, 2048);
 	gu_tap_ok(r == 0 && gu_pattern_check(mem, KiB(8), 5) < 0,
 		  "after unmap, edu DMA device->RAM leaves memory untouched");
@@ -220,6 +221,7 @@ static void check_edu(struct gu_vfio *v)
 	if (kmsg >= 0)
 		close(kmsg);
 	kmsg = gu_kmsg_mark();
+	gu_dmar_fault_pace(true);
 	r = gu_edu_dma_from_ram(&e, iova + 4096, 0, 2048);
 	gu_tap_ok(r == 0 && kmsg >= 0 && gu_dmar_fault_seen(kmsg, iova + 4096, false, 3000),
 		  "after unmap, edu DMA RAM->device logs a DMAR read fault at 0x%" PRIx64, iova + 4096);
