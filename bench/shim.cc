@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: MIT
+// bench/shim.cc - the C API of bench/shim.h over Google Benchmark (>= 1.7).
+//
+// Each registered case owns a copy of its definition; the benchmark function
+// wraps the benchmark::State in a struct rdm_bench for the C code. Nothing in
+// here is timed beyond what Google Benchmark itself times.
+
+#include "shim.h"
+
+#include <benchmark/benchmark.h>
+
+#include <deque>
+#include <string>
+#include <vector>
+
+struct rdm_bench {
+	benchmark::State *st;
+};
+
+namespace {
+
+struct registered {
+	std::string name;
+	rdm_bench_def def;
+};
+
+// std::deque: stable addresses, the lambdas below keep pointers into it.
+std::deque<registered> &registry()
+{
+	static std::deque<registered> r;
+	return r;
+}
+
+std::vector<rdm_bench_finish_fn> &finish_hooks()
+{
+	static std::vector<rdm_bench_finish_fn> h;
+	return h;
+}
+
+} // namespace
+
+extern "C" void rdm_bench_register(const struct rdm_bench_def *def)
+{
+	registry().push_back(registered{def->name ? def->name : "unnamed", *def});
+	registered *r = &registry().back();
+	r->def.name = r->name.c_str();
+
+	benchmark::internal::Benchmark *b = benchmark::RegisterBenchmark(
+		r->name.c_str(), [r](benchmark::State &st) {
+			rdm_bench wrap{&st};
+			r->def.fn(&wrap, r->def.arg);
+		});
+	if (r->def.threads > 1)
+		b->Threads(r->def.threads);
+	if (r->def.real_time)
+		b->UseRealTime();
+	if (r->def.min_time_s > 0)
+		b->MinTime(r->def.min_time_s);
+	if (r->def.iterations > 0)
+		b->Iterations(r->def.iterations);
+	if (r->def.repetitions > 0)
+		b->Repetitions(r->def.repetitions);
+}
+
+extern "C" bool rdm_bench_running(struct rdm_bench *b)
+{
+	return b->st->KeepRunning();
+}
+
+extern "C" int64_t rdm_bench_iterations(const struct rdm_bench *b)
+{
+	return static_cast<int64_t>(b->st->iterations());
+}
+
+extern "C" int rdm_bench_thread_index(const struct rdm_bench *b)
+{
+	return b->st->thread_index();
+}
+
+extern "C" int rdm_bench_threads(const struct rdm_bench *b)
+{
+	return b->st->threads();
+}
+
+extern "C" void rdm_bench_pause(struct rdm_bench *b)
+{
+	b->st->PauseTiming();
+}
+
+extern "C" void rdm_bench_resume(struct rdm_bench *b)
+{
+	b->st->ResumeTiming();
+}
+
+extern "C" void rdm_bench_set_items(struct rdm_bench *b, int64_t items)
+{
+	b->st->SetItemsProcessed(items);
+}
+
+extern "C" void rdm_bench_set_counter(struct rdm_bench *b, const char *name, double value,
+				      enum rdm_bench_counter_kind kind)
+{
+	benchmark::Counter::Flags flags = benchmark::Counter::kDefaults;
+	if (kind == RDM_BENCH_COUNTER_RATE)
+		flags = benchmark::Counter::kIsRate;
+	else if (kind == RDM_BENCH_COUNTER_AVG_THREADS)
+		flags = benchmark::Counter::kAvgThreads;
+	b->st->counters[name] = benchmark::Counter(value, flags);
+}
+
+extern "C" void rdm_bench_fail(struct rdm_bench *b, const char *msg)
+{
+	b->st->SkipWithError(msg);
+}
+
+extern "C" void rdm_bench_on_finish(rdm_bench_finish_fn fn)
+{
+	finish_hooks().push_back(fn);
+}
+
+extern "C" void rdm_bench_keep(const void *p)
+{
+	benchmark::DoNotOptimize(p);
+	benchmark::ClobberMemory();
+}
+
+// Called by main.cc after RunSpecifiedBenchmarks().
+extern "C" void rdm_bench_run_finish_hooks(void);
+extern "C" void rdm_bench_run_finish_hooks(void)
+{
+	for (rdm_bench_finish_fn fn : finish_hooks())
+		fn();
+}

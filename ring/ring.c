@@ -1,0 +1,409 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ring/ring.c - creation, attachment and the sleeping side of the SPSC ring.
+ *
+ * Theory.
+ *
+ * Indices. `tail` counts records ever pushed, `head` records ever popped,
+ * both free-running uint32_t; a slot is index & (capacity - 1). Because the
+ * capacity is a power of two no larger than 2^28, tail - head (mod 2^32) is
+ * the fill level even across the wrap at UINT32_MAX, and a value above the
+ * capacity can only come from a corrupt index. Each side owns its index: the
+ * authoritative copy lives in its line of the local handle, the shared word
+ * is only ever stored from it (never read back), so the other process cannot
+ * move it. Each side caches the other's index and re-reads the shared word
+ * only when the cache says there is not enough room / data.
+ *
+ * Data edges. The producer writes slots, then release-stores the tail (R1);
+ * the consumer acquire-loads the tail (A1) and then reads the slots below it.
+ * The consumer reads slots, then release-stores the head (R2); the producer
+ * acquire-loads the head (A2) before writing the slots it frees. A stale
+ * cache only under-states what the other side allows, so it is always safe.
+ *
+ * Sleeping (the io_uring need-wakeup idea). A side that wants to sleep sets
+ * its need-wakeup flag, issues a seq_cst fence, then rechecks the other
+ * side's index; only if it is unchanged does it FUTEX_WAIT on that very
+ * index word with the value it saw. The other side, after publishing its
+ * index, issues a seq_cst fence and reads the flag; only if it is set does it
+ * clear it (exchange) and FUTEX_WAKE.
+ *
+ * Why no wake-up is lost (consumer asleep; the producer side is symmetric).
+ * Let P = "store tail; F1; load flag" and C = "store flag=1; F2'; load tail".
+ * The two fences are totally ordered. If F1 precedes F2', C's load sees the
+ * new tail and C does not sleep. If F2' precedes F1, P's load sees flag=1
+ * (or a later value: only P clears it, after which it wakes) and P wakes.
+ * If the wake comes before C has entered FUTEX_WAIT, the kernel compares the
+ * tail word with the value C saw, finds it changed and returns at once.
+ *
+ * Invariants.
+ *  1. Only the producer stores the shared tail, only the consumer the head;
+ *     neither reads its own shared index after creation/attachment.
+ *  2. For the local copies, 0 <= tail - head_cache <= capacity on the
+ *     producer side and 0 <= tail_cache - head <= capacity on the consumer
+ *     side; an index of the other side that breaks this is rejected, not
+ *     cached, so every slot address is slots + (i & mask) * record_size,
+ *     inside the mapping.
+ *  3. Capacity, mask and record size are copied once (creation, or
+ *     validated at attach) and never re-read from shared memory.
+ *  4. A need-wakeup flag is set only by its sleeper and cleared only by the
+ *     waker (exchange) or by the sleeper itself once awake; a set flag costs
+ *     at most one spurious FUTEX_WAKE.
+ *  5. The memfd is sealed against shrinking, so the mapping cannot lose
+ *     its pages under us (no SIGBUS).
+ */
+#include "ring/ring_internal.h"
+
+#include "core/error.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define RING_DATA_OFFSET ((uint64_t)sizeof(struct rdm_ring_shared))
+
+_Static_assert(sizeof(struct rdm_ring_shared) % 64 == 0, "records start on a cache line");
+_Static_assert(offsetof(struct rdm_ring_shared, tail) - offsetof(struct rdm_ring_shared, hdr) >=
+		       RDM_RING_LINE,
+	       "tail on its own line");
+_Static_assert(offsetof(struct rdm_ring, cons) - offsetof(struct rdm_ring, prod) >= RDM_RING_LINE,
+	       "producer and consumer state on separate lines");
+
+static bool is_pow2(uint32_t x)
+{
+	return x && !(x & (x - 1));
+}
+
+static int check_geometry(uint32_t capacity, uint32_t record_size)
+{
+	if (!is_pow2(capacity) || capacity < RDM_RING_MIN_CAPACITY ||
+	    capacity > RDM_RING_MAX_CAPACITY)
+		return rdm_fail(-EINVAL, "ring capacity %u is not a power of two in [%u, %u]",
+				capacity, RDM_RING_MIN_CAPACITY, RDM_RING_MAX_CAPACITY);
+	if (record_size < 8 || record_size > RDM_RING_MAX_RECORD || record_size % 8)
+		return rdm_fail(-EINVAL, "ring record size %u is not a multiple of 8 in [8, %u]",
+				record_size, RDM_RING_MAX_RECORD);
+	if ((uint64_t)capacity * record_size > RDM_RING_MAX_DATA)
+		return rdm_fail(-EINVAL, "ring of %u records of %u bytes exceeds %llu bytes",
+				capacity, record_size, (unsigned long long)RDM_RING_MAX_DATA);
+	return 0;
+}
+
+static size_t map_size_of(uint32_t capacity, uint32_t record_size)
+{
+	return (size_t)(RING_DATA_OFFSET + (uint64_t)capacity * record_size);
+}
+
+static void init_shared(struct rdm_ring_shared *sh, uint32_t capacity, uint32_t record_size)
+{
+	sh->hdr.magic = RDM_RING_MAGIC;
+	sh->hdr.version = RDM_RING_LAYOUT_VERSION;
+	sh->hdr.record_size = record_size;
+	sh->hdr.capacity = capacity;
+	sh->hdr.reserved = 0;
+	sh->hdr.data_offset = RING_DATA_OFFSET;
+	sh->hdr.total_size = map_size_of(capacity, record_size);
+	/* Relaxed: nobody else can see the mapping yet. */
+	atomic_store_explicit(&sh->tail, 0, memory_order_relaxed);
+	atomic_store_explicit(&sh->head, 0, memory_order_relaxed);
+	atomic_store_explicit(&sh->consumer_sleeping, 0, memory_order_relaxed);
+	atomic_store_explicit(&sh->producer_sleeping, 0, memory_order_relaxed);
+}
+
+/* Fill a handle from validated values and indices. */
+static struct rdm_ring *new_handle(void *map, size_t map_size, uint32_t capacity,
+				   uint32_t record_size, uint32_t head, uint32_t tail,
+				   int futex_private, int side)
+{
+	struct rdm_ring *r = aligned_alloc(RDM_RING_LINE, sizeof(*r));
+	if (!r)
+		return NULL;
+	memset(r, 0, sizeof(*r));
+	struct rdm_ring_shared *sh = map;
+	unsigned char *slots = (unsigned char *)map + RING_DATA_OFFSET;
+
+	r->prod.tail = tail;
+	r->prod.head_cache = head;
+	r->prod.capacity = capacity;
+	r->prod.mask = capacity - 1;
+	r->prod.record_size = record_size;
+	r->prod.slots = slots;
+	r->prod.sh = sh;
+
+	r->cons.head = head;
+	r->cons.tail_cache = head; /* shows nothing readable: the first pop reads the tail */
+	r->cons.capacity = capacity;
+	r->cons.mask = capacity - 1;
+	r->cons.record_size = record_size;
+	r->cons.slots = slots;
+	r->cons.sh = sh;
+
+	r->ctl.map = map;
+	r->ctl.map_size = map_size;
+	r->ctl.futex_private = futex_private;
+	r->ctl.side = side;
+	return r;
+}
+
+int rdm_ring_create(uint32_t capacity, uint32_t record_size, struct rdm_ring **out)
+{
+	if (!out)
+		return rdm_fail(-EINVAL, "rdm_ring_create: out is NULL");
+	int err = check_geometry(capacity, record_size);
+	if (err)
+		return err;
+	size_t size = map_size_of(capacity, record_size);
+	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (map == MAP_FAILED)
+		return rdm_fail(-ENOMEM, "ring: cannot map %zu bytes", size);
+	init_shared(map, capacity, record_size);
+	struct rdm_ring *r = new_handle(map, size, capacity, record_size, 0, 0, 1, 0);
+	if (!r) {
+		munmap(map, size);
+		return rdm_fail(-ENOMEM, "ring: out of memory for the handle");
+	}
+	*out = r;
+	return 0;
+}
+
+int rdm_ring_create_shared(uint32_t capacity, uint32_t record_size, int *memfd_out,
+			   struct rdm_ring **out)
+{
+	if (!out || !memfd_out)
+		return rdm_fail(-EINVAL, "rdm_ring_create_shared: NULL out argument");
+	int err = check_geometry(capacity, record_size);
+	if (err)
+		return err;
+	size_t size = map_size_of(capacity, record_size);
+	int fd = memfd_create("rdm-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return rdm_fail(-errno, "ring: memfd_create failed (errno %d)", errno);
+	if (ftruncate(fd, (off_t)size) < 0) {
+		err = -errno;
+		close(fd);
+		return rdm_fail(err, "ring: cannot size the memfd to %zu bytes (errno %d)", size, -err);
+	}
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+		err = -errno;
+		close(fd);
+		return rdm_fail(err, "ring: cannot seal the memfd (errno %d)", -err);
+	}
+	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		err = -errno;
+		close(fd);
+		return rdm_fail(err, "ring: cannot map the memfd (errno %d)", -err);
+	}
+	init_shared(map, capacity, record_size);
+	struct rdm_ring *r = new_handle(map, size, capacity, record_size, 0, 0, 0, 0);
+	if (!r) {
+		munmap(map, size);
+		close(fd);
+		return rdm_fail(-ENOMEM, "ring: out of memory for the handle");
+	}
+	*memfd_out = fd;
+	*out = r;
+	return 0;
+}
+
+int rdm_ring_attach(int memfd, enum rdm_ring_side side, struct rdm_ring **out)
+{
+	if (!out)
+		return rdm_fail(-EINVAL, "rdm_ring_attach: out is NULL");
+	if (side != RDM_RING_PRODUCER && side != RDM_RING_CONSUMER)
+		return rdm_fail(-EINVAL, "rdm_ring_attach: unknown side %d", (int)side);
+	if (memfd < 0)
+		return rdm_fail(-EINVAL, "rdm_ring_attach: bad fd %d", memfd);
+
+	int seals = fcntl(memfd, F_GET_SEALS);
+	if (seals < 0)
+		return rdm_fail(-errno, "ring attach: cannot read the memfd's seals (errno %d)", errno);
+	if (!(seals & F_SEAL_SHRINK))
+		return rdm_fail(-EPERM, "ring attach: memfd not sealed against shrinking");
+	struct stat st;
+	if (fstat(memfd, &st) < 0)
+		return rdm_fail(-errno, "ring attach: fstat failed (errno %d)", errno);
+	if (st.st_size < (off_t)RING_DATA_OFFSET ||
+	    (uint64_t)st.st_size > RING_DATA_OFFSET + RDM_RING_MAX_DATA)
+		return rdm_fail(-EPROTO, "ring attach: memfd size %lld does not fit a ring",
+				(long long)st.st_size);
+	size_t size = (size_t)st.st_size;
+	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (map == MAP_FAILED)
+		return rdm_fail(-errno, "ring attach: mmap failed (errno %d)", errno);
+	struct rdm_ring_shared *sh = map;
+
+	/* One copy of the header: the other process may change it at any
+	 * time, so only the copy is validated and used (invariant 3). */
+	struct rdm_ring_header h;
+	memcpy(&h, &sh->hdr, sizeof(h));
+	int err = 0;
+	if (h.magic != RDM_RING_MAGIC)
+		err = rdm_fail(-EPROTO, "ring attach: bad magic %#llx", (unsigned long long)h.magic);
+	else if (h.version != RDM_RING_LAYOUT_VERSION)
+		err = rdm_fail(-EPROTONOSUPPORT, "ring attach: layout version %u, expected %u",
+			       h.version, RDM_RING_LAYOUT_VERSION);
+	else if (h.record_size < 8 || h.record_size > RDM_RING_MAX_RECORD || h.record_size % 8)
+		err = rdm_fail(-EMSGSIZE, "ring attach: record size %u is not a multiple of 8 in [8, %u]",
+			       h.record_size, RDM_RING_MAX_RECORD);
+	else if (!is_pow2(h.capacity) || h.capacity < RDM_RING_MIN_CAPACITY ||
+		 h.capacity > RDM_RING_MAX_CAPACITY)
+		err = rdm_fail(-EPROTO, "ring attach: capacity %u is not a power of two in range",
+			       h.capacity);
+	else if (h.data_offset != RING_DATA_OFFSET)
+		err = rdm_fail(-EPROTO, "ring attach: data offset %llu, expected %llu",
+			       (unsigned long long)h.data_offset,
+			       (unsigned long long)RING_DATA_OFFSET);
+	else if (h.total_size != RING_DATA_OFFSET + (uint64_t)h.capacity * h.record_size ||
+		 h.total_size > (uint64_t)size)
+		err = rdm_fail(-EPROTO,
+			       "ring attach: total size %llu does not match %u records of %u bytes "
+			       "in a %zu-byte memfd",
+			       (unsigned long long)h.total_size, h.capacity, h.record_size, size);
+	if (err) {
+		munmap(map, size);
+		return err;
+	}
+
+	/* Acquire: pairs with R1/R2 of the side that last published, so a
+	 * consumer attaching to a ring with records sees them written. */
+	uint32_t tail = atomic_load_explicit(&sh->tail, memory_order_acquire);
+	uint32_t head = atomic_load_explicit(&sh->head, memory_order_acquire);
+	if (tail - head > h.capacity) {
+		munmap(map, size);
+		return rdm_fail(-EBADMSG, "ring attach: indices out of range (head %u, tail %u, capacity %u)",
+				head, tail, h.capacity);
+	}
+	struct rdm_ring *r = new_handle(map, size, h.capacity, h.record_size, head, tail, 0, side);
+	if (!r) {
+		munmap(map, size);
+		return rdm_fail(-ENOMEM, "ring attach: out of memory for the handle");
+	}
+	*out = r;
+	return 0;
+}
+
+void rdm_ring_destroy(struct rdm_ring *r)
+{
+	if (!r)
+		return;
+	munmap(r->ctl.map, r->ctl.map_size);
+	free(r);
+}
+
+static long futex_op(struct rdm_ring *r, _Atomic uint32_t *word, int op, uint32_t val)
+{
+	if (r->ctl.futex_private)
+		op |= FUTEX_PRIVATE_FLAG;
+	return syscall(SYS_futex, word, op, val, NULL, NULL, 0);
+}
+
+void rdm_ring_wake_consumer_slow(struct rdm_ring *r)
+{
+	/* Invariant 4: only one waker per sleep issues the system call.
+	 * Relaxed: the caller's F1 already ordered its tail store before. */
+	if (atomic_exchange_explicit(&r->prod.sh->consumer_sleeping, 0, memory_order_relaxed))
+		futex_op(r, &r->prod.sh->tail, FUTEX_WAKE, INT_MAX);
+}
+
+void rdm_ring_wake_producer_slow(struct rdm_ring *r)
+{
+	/* As rdm_ring_wake_consumer_slow, with F2. */
+	if (atomic_exchange_explicit(&r->cons.sh->producer_sleeping, 0, memory_order_relaxed))
+		futex_op(r, &r->cons.sh->head, FUTEX_WAKE, INT_MAX);
+}
+
+int rdm_ring_corrupt_slow(struct rdm_ring *r, uint32_t tail)
+{
+	return rdm_fail(-EBADMSG, "ring: producer index out of range (head %u, tail %u, capacity %u)",
+			r->cons.head, tail, r->cons.capacity);
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ volatile("yield");
+#endif
+}
+
+int rdm_ring_wait_readable(struct rdm_ring *r, unsigned spin)
+{
+	for (unsigned i = 0;; i++) {
+		int64_t n = rdm_ring_cons_avail(r, 1);
+		if (n != 0)
+			return (int)n;
+		if (i >= spin)
+			break;
+		cpu_relax();
+	}
+	struct rdm_ring_shared *sh = r->cons.sh;
+	/* Relaxed: F2' below orders it before the recheck. */
+	atomic_store_explicit(&sh->consumer_sleeping, 1, memory_order_relaxed);
+	/* F2'. seq_cst: pairs with F1 in rdm_ring_push_publish (theory). */
+	atomic_thread_fence(memory_order_seq_cst);
+	/* A1 again (acquire, pairs with R1). */
+	uint32_t seen = atomic_load_explicit(&sh->tail, memory_order_acquire);
+	if (seen == r->cons.head)
+		futex_op(r, &sh->tail, FUTEX_WAIT, seen);
+	/* Awake (or never slept): drop the request; a producer that still
+	 * sees it costs one spurious wake at most (invariant 4). */
+	atomic_store_explicit(&sh->consumer_sleeping, 0, memory_order_relaxed);
+	int64_t n = rdm_ring_cons_avail(r, 1);
+	return (int)n;
+}
+
+int rdm_ring_wait_writable(struct rdm_ring *r, unsigned spin)
+{
+	uint32_t cap = r->prod.capacity;
+	for (unsigned i = 0;; i++) {
+		uint32_t room = rdm_ring_prod_room(r, 1);
+		if (room)
+			return (int)room;
+		/* Room 0: full, or a corrupt head. */
+		uint32_t head = atomic_load_explicit(&r->prod.sh->head, memory_order_acquire);
+		if (r->prod.tail - head > cap)
+			return rdm_fail(-EBADMSG, "ring: consumer index out of range (head %u, tail %u)",
+					head, r->prod.tail);
+		if (i >= spin)
+			break;
+		cpu_relax();
+	}
+	struct rdm_ring_shared *sh = r->prod.sh;
+	/* Relaxed: F1' below orders it before the recheck. */
+	atomic_store_explicit(&sh->producer_sleeping, 1, memory_order_relaxed);
+	/* F1'. seq_cst: pairs with F2 in rdm_ring_pop_publish (theory). */
+	atomic_thread_fence(memory_order_seq_cst);
+	/* A2 again (acquire, pairs with R2). */
+	uint32_t seen = atomic_load_explicit(&sh->head, memory_order_acquire);
+	if (r->prod.tail - seen == cap)
+		futex_op(r, &sh->head, FUTEX_WAIT, seen);
+	atomic_store_explicit(&sh->producer_sleeping, 0, memory_order_relaxed);
+	uint32_t room = rdm_ring_prod_room(r, 1);
+	if (room == 0) {
+		uint32_t head = atomic_load_explicit(&sh->head, memory_order_acquire);
+		if (r->prod.tail - head > cap)
+			return rdm_fail(-EBADMSG, "ring: consumer index out of range (head %u, tail %u)",
+					head, r->prod.tail);
+	}
+	return (int)room;
+}
+
+int rdm_ring_set_index_for_test(struct rdm_ring *r, uint32_t index)
+{
+	if (r->prod.tail != r->cons.head)
+		return -EBUSY;
+	/* Relaxed: no other call may be running (the caller's contract). */
+	atomic_store_explicit(&r->prod.sh->tail, index, memory_order_relaxed);
+	atomic_store_explicit(&r->prod.sh->head, index, memory_order_relaxed);
+	r->prod.tail = index;
+	r->prod.head_cache = index;
+	r->cons.head = index;
+	r->cons.tail_cache = index;
+	return 0;
+}

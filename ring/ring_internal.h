@@ -1,0 +1,15 @@
+/* SPDX-License-Identifier: MIT */
+/* ring/ring_internal.h - test hooks of the SPSC ring (not part of the API). */
+#ifndef RDM_RING_INTERNAL_H
+#define RDM_RING_INTERNAL_H
+
+#include <rdm/ring.h>
+
+/*
+ * Move both indices of an EMPTY ring to `index` (e.g. just below UINT32_MAX,
+ * to test wrap-around). Returns 0, or -EBUSY if the ring is not empty.
+ * No other call on r may be running.
+ */
+int rdm_ring_set_index_for_test(struct rdm_ring *r, uint32_t index);
+
+#endif /* RDM_RING_INTERNAL_H */
