@@ -192,8 +192,10 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 	out->peak_mappings = bst.peak_mappings;
 	out->limit_exceeded = bst.peak_mappings > REPLAY_MAPPING_LIMIT ? bst.peak_mappings - REPLAY_MAPPING_LIMIT : 0;
 	out->model_ns = bst.model_ns;
-	out->remapped_bytes = sst.remapped_bytes;
-	out->deferred_peak_bytes = sst.deferred_peak_bytes;
+	/* The IOMMU worker records its policy counts in the backend's stats; a strategy may report its own. */
+	out->remapped_bytes = sst.remapped_bytes > bst.remapped_bytes ? sst.remapped_bytes : bst.remapped_bytes;
+	out->deferred_peak_bytes = sst.deferred_peak_bytes > bst.peak_deferred_bytes ? sst.deferred_peak_bytes
+										       : bst.peak_deferred_bytes;
 	if (sst.failed_requests > out->failed_requests)
 		out->failed_requests = sst.failed_requests;
 	out->lat_p50_ns = replay_quantile(lat, t->n, 0.50);
