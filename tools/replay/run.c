@@ -182,10 +182,11 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 			replay_progress("rdm-replay: %s / %s: request %zu of %zu", t->name, s->name, i + 1, t->n);
 	}
 	out->wall_ns = now_ns() - t0;
+	/* Counted up to the last request's completion: what destroy() does afterwards is not. */
+	rdm_backend_get_stats(b, &bst);
 	if (s->stats)
 		s->stats(state, &sst);
 	s->destroy(state);
-	rdm_backend_get_stats(b, &bst);
 	out->map_calls = bst.map_calls;
 	out->unmap_calls = bst.unmap_calls;
 	out->calls = bst.map_calls + bst.unmap_calls;

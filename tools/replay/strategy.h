@@ -77,7 +77,8 @@ struct replay_strategy {
 	int (*apply)(void *state, const struct replay_req *req);
 	/* Optional: fill what only the strategy knows (see the struct). */
 	void (*stats)(void *state, struct replay_strategy_stats *st);
-	/* Release the state. Must not unmap: the harness tears the backend down. */
+	/* Release the state. It may unmap what it mapped (an rdm region's destroy
+	 * does): the harness has read the backend's stats before this call. */
 	void (*destroy)(void *state);
 
 	/*
