@@ -94,10 +94,45 @@ static void test_limited_sim(void)
 	replay_trace_free(&t);
 }
 
+/* The run_async hook: called on a fresh backend with the workload and the producer count. */
+static int fake_async(const struct replay_geometry *g, struct rdm_backend *b, const struct replay_trace *t,
+		      unsigned producers, struct replay_async_result *out)
+{
+	struct rdm_backend_stats st;
+
+	rdm_backend_get_stats(b, &st);
+	if (st.map_calls || g->size != t->region_size || g->block_size != t->block_size)
+		return -EINVAL;
+	out->producers = producers;
+	out->requests = t->n;
+	return 0;
+}
+
+static void test_async_hook(void)
+{
+	struct replay_strategy s = replay_strategy_qemu;
+	struct replay_backend_spec be = { .kind = REPLAY_BACKEND_SIM, .container_fd = -1, .group_fd = -1 };
+	struct replay_trace t;
+	struct replay_result r;
+	char err[REPLAY_ERR_LEN];
+
+	s.name = "rdm-fake";
+	s.baseline = false;
+	s.run_async = fake_async;
+	small_trace(&t);
+	REQUIRE(replay_run_strategy(&t, &s, &be, &r, err, sizeof(err)) == 0);
+	CHECK(!r.has_async);
+	CHECK(replay_run_async(&t, &s, &be, 4, &r, err, sizeof(err)) == 0);
+	CHECK(r.has_async && r.async.producers == 4 && r.async.requests == t.n);
+	CHECK(r.calls == 12); /* the synchronous counts stay */
+	replay_trace_free(&t);
+}
+
 int main(void)
 {
 	test_counts();
 	test_limit_exceeded();
 	test_limited_sim();
+	test_async_hook();
 	return check_exit();
 }

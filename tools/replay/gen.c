@@ -221,7 +221,6 @@ static int gen_reset(const uint64_t *v, uint64_t seed, struct replay_trace *t, c
 	if (s.total == 0)
 		sbm_plug(&s, s.nblocks / 2);
 	replay_trace_push(t, REPLAY_DISCARD_ALL, 0, v[0]);
-	sbm_mark(&s, 0, 0, false);
 	for (uint64_t i = 0; i < s.nblocks; i++)
 		if (bm_test(s.plugged, i))
 			sbm_mark(&s, i, 1, false);
