@@ -107,8 +107,8 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "\n"
 	       "    With TRACE.csv arguments it replays those traces (format: README, \"Trace format\"); the\n"
 	       "    geometry comes from the sibling NAME.meta.json unless --block-size and --region-size are\n"
-	       "    given. Every trace is parsed and checked before anything runs. Without traces, and with\n"
-	       "    --workload, it runs built-in generators.\n"
+	       "    given. Every trace is parsed and checked before anything runs. Without traces it runs\n"
+	       "    the default built-in workloads; --workload adds built-in workloads to the traces.\n"
 	       "\n"
 	       "OPTIONS\n"
 	       "    --workload SPEC     Run a built-in workload, SPEC = NAME[:KEY=VALUE[,KEY=VALUE...]];\n"
@@ -144,6 +144,8 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "\n"
 	       "STRATEGIES\n",
 	       REPLAY_DEFAULT_CALL_NS, REPLAY_DEFAULT_PAGE_NS);
+	if (!replay_rdm_strategies[0])
+		printf("    %-19s %s\n", "rdm-*", "rdm's own policies (rdm-block, rdm-coalesce, rdm-defer): not in this build yet");
 	for (size_t i = 0; i < nall; i++)
 		printf("    %-19s %s\n", all[i]->name, all[i]->help);
 	printf("    %-19s %s\n", "lower-bound", "offline: cut populates where later discards cut them; one unmap per discard");
