@@ -174,6 +174,9 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 	return 0;
 }
 
+static int change_enter(struct rdm_region *r, const char *what);
+static void change_leave(struct rdm_region *r);
+
 /* ---- small accessors ---- */
 
 uint64_t rdm_region_granularity(const struct rdm_region *r)
@@ -567,6 +570,35 @@ int rdm_region_apply(struct rdm_region *r, enum rdm_change_op op, uint64_t offse
 	pthread_mutex_lock(&r->lock);
 	ret = apply_locked(r, op, offset, length, l);
 	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t first, uint64_t *words),
+		    void *opaque)
+{
+	int ret;
+
+	if (r == NULL || get == NULL)
+		return rdm_fail(-EINVAL, "region load: NULL %s", r == NULL ? "region" : "source");
+	ret = change_enter(r, "region load");
+	if (ret != 0)
+		return ret;
+	pthread_mutex_lock(&r->lock);
+	if (r->listeners != NULL || r->tail_l != NULL || r->applier != NULL ||
+	    !rdm_tree_all(&r->tree, rdm_tree_snapshot(&r->tree), 0, r->nblocks, false)) {
+		ret = rdm_fail(-EBUSY, "region load: the region has populated blocks, listeners or an "
+				       "applier");
+	} else {
+		ret = rdm_tree_prepare_load(&r->tree, get, opaque);
+		if (ret != 0) {
+			ret = rdm_fail(ret, "region load: out of memory");
+		} else {
+			rdm_tree_publish(&r->tree);
+			rdm_tree_retire(&r->tree);
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	change_leave(r);
 	return ret;
 }
 

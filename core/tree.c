@@ -904,6 +904,73 @@ int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated)
 	return 0;
 }
 
+/* Bottom-up construction from a bitmap source (rdm_tree_prepare_load). */
+static uintptr_t load_rec(struct wctx *c, unsigned level, uint64_t base, rdm_tree_load_fn get,
+			  void *opaque)
+{
+	if (level == 0) {
+		uint64_t w[LEAF_WORDS];
+		uint64_t r[2 * EXT_MAX];
+		size_t m = 0;
+		unsigned b = 0;
+
+		memset(w, 0, sizeof(w));
+		get(opaque, base, w);
+		if (base + LEAF_BITS > c->t->nblocks)
+			bm_set(w, (unsigned)(c->t->nblocks - base), LEAF_BITS, false);
+		if (bm_runs(w) > EXT_MAX) {
+			uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
+
+			if (nw == NULL)
+				return EMPTY;
+			memcpy(nw, w, sizeof(w));
+			return (uintptr_t)nw | T_BITMAP;
+		}
+		while (b < LEAF_BITS) {
+			unsigned rs = bm_find(w, b, LEAF_BITS, true);
+			unsigned re = bm_find(w, rs, LEAF_BITS, false);
+
+			if (rs < re) {
+				r[2 * m] = base + rs;
+				r[2 * m + 1] = base + re;
+				m++;
+			}
+			b = re;
+		}
+		return build(c, 0, base, r, m);
+	}
+	{
+		uintptr_t ch[FAN];
+		unsigned cs = span_shift(level - 1);
+
+		for (unsigned i = 0; i < FAN; i++) {
+			uint64_t cb = base + ((uint64_t)i << cs);
+
+			ch[i] = cb < c->t->nblocks ? load_rec(c, level - 1, cb, get, opaque) : EMPTY;
+			if (c->err != 0)
+				return EMPTY;
+		}
+		return normalize(c, ch, level, base);
+	}
+}
+
+int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque)
+{
+	struct wctx c = { .t = t, .err = 0 };
+
+	/* Relaxed: only this (the single) writer stores the root. */
+	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
+	t->fresh.n = 0;
+	t->retired.n = 0;
+	retire(&c, t->old_root, false);
+	t->new_root = load_rec(&c, t->root_level, 0, get, opaque);
+	if (c.err != 0) {
+		rdm_tree_abort(t);
+		return c.err;
+	}
+	return 0;
+}
+
 void rdm_tree_abort(struct rdm_tree *t)
 {
 	for (size_t i = 0; i < t->fresh.n; i++)
