@@ -232,13 +232,6 @@ void rdm_tree_fini(struct rdm_tree *t)
 	vec_reset(t, &t->retired);
 }
 
-uintptr_t rdm_tree_snapshot(const struct rdm_tree *t)
-{
-	/* Acquire: pairs with the release store in rdm_tree_publish(); the nodes
-	 * of the version are complete before the reader follows the root. */
-	return atomic_load_explicit(&t->root, memory_order_acquire);
-}
-
 void rdm_tree_read_done(const struct rdm_tree *t)
 {
 	/* Release: pairs with the acquire in retire_cb() / rdm_tree_fini(), the
@@ -262,7 +255,7 @@ static inline unsigned popcount64(uint64_t x)
 
 /* ---- bitmap helpers (bit i of a leaf = block base + i) ---- */
 
-static bool bm_all(const uint64_t *w, unsigned a, unsigned b, bool val)
+static inline bool bm_all(const uint64_t *w, unsigned a, unsigned b, bool val)
 {
 	unsigned i0 = a >> 6, i1 = (b - 1) >> 6;
 
@@ -345,23 +338,25 @@ static unsigned bm_runs(const uint64_t *w)
 
 /* ---- extent-leaf helpers ---- */
 
-/* Index of the first run whose end is > s (n if none). */
+/* Index of the first run whose end is > s (n if none). Branch-free: the
+ * halving step compiles to a conditional move, which matters on the query
+ * path where the comparisons are unpredictable. */
 static inline uint32_t ext_search(const struct ext_leaf *x, uint64_t s)
 {
-	uint32_t lo = 0, hi = x->n;
+	uint32_t base = 0, len = x->n;
 
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
+	if (len == 0)
+		return 0;
+	while (len > 1) {
+		uint32_t half = len / 2;
 
-		if (x->r[2 * mid + 1] > s)
-			hi = mid;
-		else
-			lo = mid + 1;
+		base = x->r[2 * (base + half - 1) + 1] <= s ? base + half : base;
+		len -= half;
 	}
-	return lo;
+	return base + (x->r[2 * base + 1] <= s);
 }
 
-static bool ext_all(const struct ext_leaf *x, uint64_t s, uint64_t e, bool val)
+static inline bool ext_all(const struct ext_leaf *x, uint64_t s, uint64_t e, bool val)
 {
 	uint32_t i = ext_search(x, s);
 

@@ -60,7 +60,12 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem);
  * synchronize_rcu() and before rcu_barrier() + freeing mem. */
 void rdm_tree_fini(struct rdm_tree *t);
 
-uintptr_t rdm_tree_snapshot(const struct rdm_tree *t);
+static inline uintptr_t rdm_tree_snapshot(const struct rdm_tree *t)
+{
+	/* Acquire: pairs with the release store in rdm_tree_publish(); the nodes
+	 * of the version are complete before the reader follows the root. */
+	return atomic_load_explicit(&t->root, memory_order_acquire);
+}
 void rdm_tree_read_done(const struct rdm_tree *t);
 
 /* Queries on a snapshot; block range [s, e), s < e <= nblocks. */
