@@ -51,8 +51,14 @@
  * rdm's MIT licence is LGPL-compatible, which liburcu's README names as the
  * condition for _LGPL_SOURCE: the read-side lock and unlock are inlined
  * instead of being two library calls with their TLS lookups per query.
+ * Sanitizer builds keep the library calls: inlined, liburcu's own accesses
+ * would be reported in rdm's frames (UBSan flags liburcu's under-aligned
+ * reader records; TSan its plain counter accesses, which the suppressions
+ * may only hide inside liburcu).
  */
+#if !defined(__SANITIZE_ADDRESS__) && !defined(RDM_TSAN)
 #define _LGPL_SOURCE
+#endif
 #include <errno.h>
 #include <numa.h>
 #include <pthread.h>
@@ -799,6 +805,7 @@ int rdm_region_destroy(struct rdm_region *r)
 	rdm_tree_fini(&r->tree);
 	/* Retire callbacks of earlier changes reference r->mem and r->tree. */
 	rcu_barrier();
+	rdm_tree_barrier_done(&r->tree);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 	return 0;

@@ -997,13 +997,16 @@ struct retire_batch {
 static void retire_cb(struct rcu_head *head)
 {
 	struct retire_batch *b = caa_container_of(head, struct retire_batch, head);
-	struct rdm_mem *m = b->t->mem;
+	struct rdm_tree *t;
+	struct rdm_mem *m;
 
 	/* Acquire: pairs with the release in rdm_tree_retire() (the hand-off to
 	 * this thread) and with every reader's rdm_tree_read_done() (the grace
 	 * period has ended). */
 	rdm_tsan_acquire(b);
-	rdm_tsan_acquire(&b->t->gp);
+	t = b->t;
+	m = t->mem;
+	rdm_tsan_acquire(&t->gp);
 	for (size_t i = 0; i < b->n; i++) {
 		if (b->v[i] & RETIRE_NODE_ONLY)
 			free_node(m, b->v[i] & ~RETIRE_NODE_ONLY);
@@ -1011,6 +1014,16 @@ static void retire_cb(struct rcu_head *head)
 			free_subtree(m, b->v[i]);
 	}
 	rdm_mem_free(m, b, sizeof(*b) + b->n * sizeof(uintptr_t), 16);
+	/* Release: pairs with the acquire in rdm_tree_barrier_done(), the edge
+	 * rcu_barrier() provides but TSan cannot see. */
+	rdm_tsan_release(&t->reclaimed);
+}
+
+void rdm_tree_barrier_done(struct rdm_tree *t)
+{
+	/* Acquire: pairs with the release at the end of retire_cb(). */
+	rdm_tsan_acquire(&t->reclaimed);
+	(void)t;
 }
 
 void rdm_tree_retire(struct rdm_tree *t)

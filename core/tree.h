@@ -51,14 +51,19 @@ struct rdm_tree {
 	/* Writer-only state of the change in progress. */
 	uintptr_t old_root, new_root;
 	struct rdm_tree_vec fresh, retired;
-	/* TSan sync object of the reader -> reclaim edge (core/tsan.h). */
+	/* TSan sync objects (core/tsan.h): gp for the reader -> reclaim edge;
+	 * reclaimed for the edge from a finished retire callback to whoever frees
+	 * the tree after rcu_barrier(). */
 	char gp;
+	char reclaimed;
 };
 
 void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem);
 /* Free every node now. No reader may hold a snapshot; call after
- * synchronize_rcu() and before rcu_barrier() + freeing mem. */
+ * synchronize_rcu() and before rcu_barrier() + rdm_tree_barrier_done() +
+ * freeing the tree and mem. */
 void rdm_tree_fini(struct rdm_tree *t);
+void rdm_tree_barrier_done(struct rdm_tree *t);
 
 static inline uintptr_t rdm_tree_snapshot(const struct rdm_tree *t)
 {
