@@ -37,15 +37,18 @@
  * Why these sizes (measured, see bench_state.c and tests/core):
  *  - 4096-block bitmap leaves (512 B) and 64-way inner nodes (512 B) keep a
  *    change in the fragmented 2^20-block state to one leaf + two inner copies
- *    (~1.5 KiB), so a writer at 500k changes/s keeps well under 16 MiB
- *    waiting for reclamation; larger leaves would cut the index overhead but
- *    multiply the copy per change.
+ *    (~1.5 KiB); larger leaves would cut the index overhead but multiply the
+ *    copy per change. Measured on a loaded 2-core machine, one call_rcu per
+ *    change is the writer's bottleneck: ~60-170k changes/s and 11-28 MiB
+ *    waiting for reclamation at the writer100k/500k cases (goal: 500k/s and
+ *    <= 16 MiB); batching several changes' retire lists into one call_rcu is
+ *    the next step.
  *  - Fully fragmented 1 TiB at 4 KiB blocks (2^28 blocks, alternating):
  *    2^16 bitmap leaves = 32 MiB, exactly the plain bitmap, plus 1024 + 16 + 1
  *    inner nodes = 520.5 KiB: 1.59% MORE than the bitmap. The goal "no more
  *    than the bitmap" is missed by that index overhead.
  *  - Sparse: an extent costs 16 B in its leaf plus 8 B of leaf header shared
- *    by up to 31; ~1,000 random extents in 2^20 blocks measure ~18 B per
+ *    by up to 31; ~1,000 random extents in 2^20 blocks measure 21-22 B per
  *    extent; a few extents in a 1 TiB region are one extent leaf (24 B + 16 B
  *    per extent). The worst sparse case is 32 runs crammed into one 4096-block
  *    span of a huge region: one bitmap plus one inner node per level above it
