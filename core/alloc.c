@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/* core/alloc.c - the counted allocator (see alloc.h). */
+#include "core/alloc.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef RDM_HAVE_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#endif
+
+void rdm_mem_init(struct rdm_mem *m)
+{
+	atomic_init(&m->cur, 0);
+	atomic_init(&m->peak, 0);
+	atomic_init(&m->allocs, 0);
+}
+
+static void *raw_alloc(size_t size, size_t align)
+{
+#ifdef RDM_HAVE_JEMALLOC
+	return mallocx(size, MALLOCX_ALIGN(align));
+#else
+	void *p = NULL;
+
+	if (align < sizeof(void *))
+		align = sizeof(void *);
+	return posix_memalign(&p, align, size) == 0 ? p : NULL;
+#endif
+}
+
+static void raw_free(void *p, size_t size, size_t align)
+{
+#ifdef RDM_HAVE_JEMALLOC
+	sdallocx(p, size, MALLOCX_ALIGN(align));
+#else
+	(void)size;
+	(void)align;
+	free(p);
+#endif
+}
+
+void *rdm_mem_alloc(struct rdm_mem *m, size_t size, size_t align)
+{
+	void *p = raw_alloc(size, align);
+	size_t cur, peak;
+
+	if (p == NULL)
+		return NULL;
+	/* Relaxed: statistics only (see alloc.h). */
+	cur = atomic_fetch_add_explicit(&m->cur, size, memory_order_relaxed) + size;
+	atomic_fetch_add_explicit(&m->allocs, 1, memory_order_relaxed);
+	peak = atomic_load_explicit(&m->peak, memory_order_relaxed);
+	while (cur > peak &&
+	       !atomic_compare_exchange_weak_explicit(&m->peak, &peak, cur, memory_order_relaxed,
+						      memory_order_relaxed))
+		;
+	return p;
+}
+
+/* The quarantine: a list of poisoned blocks, kept apart from the blocks. */
+struct quarantined {
+	struct quarantined *next;
+	void *p;
+	size_t size, align;
+};
+
+/* Bounded: past this many bytes the oldest quarantined blocks are freed
+ * (reads long after a grace period are not the bugs the poison looks for,
+ * and AddressSanitizer builds catch those too). */
+#define QUARANTINE_MAX_BYTES (64u << 20)
+
+static atomic_bool quarantine_on;
+static pthread_mutex_t quarantine_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct quarantined *quarantine, *quarantine_tail; /* oldest first */
+static size_t quarantine_bytes;
+
+void rdm_mem_free(struct rdm_mem *m, void *p, size_t size, size_t align)
+{
+	if (p == NULL)
+		return;
+	atomic_fetch_sub_explicit(&m->cur, size, memory_order_relaxed);
+	/* Relaxed: a test switches the hook while no state exists. */
+	if (atomic_load_explicit(&quarantine_on, memory_order_relaxed)) {
+		struct quarantined *q = malloc(sizeof(*q));
+
+		memset(p, RDM_MEM_POISON, size);
+		if (q != NULL) {
+			q->p = p;
+			q->size = size;
+			q->align = align;
+			struct quarantined *old = NULL;
+
+			q->next = NULL;
+			pthread_mutex_lock(&quarantine_lock);
+			if (quarantine_tail != NULL)
+				quarantine_tail->next = q;
+			else
+				quarantine = q;
+			quarantine_tail = q;
+			quarantine_bytes += size;
+			if (quarantine_bytes > QUARANTINE_MAX_BYTES) {
+				old = quarantine;
+				quarantine = old->next;
+				if (quarantine == NULL)
+					quarantine_tail = NULL;
+				quarantine_bytes -= old->size;
+			}
+			pthread_mutex_unlock(&quarantine_lock);
+			if (old != NULL) {
+				raw_free(old->p, old->size, old->align);
+				free(old);
+			}
+			return;
+		}
+	}
+	raw_free(p, size, align);
+}
+
+size_t rdm_mem_current(const struct rdm_mem *m)
+{
+	return atomic_load_explicit(&m->cur, memory_order_relaxed);
+}
+
+size_t rdm_mem_peak(const struct rdm_mem *m)
+{
+	return atomic_load_explicit(&m->peak, memory_order_relaxed);
+}
+
+void rdm_mem_reset_peak(struct rdm_mem *m)
+{
+	atomic_store_explicit(&m->peak, atomic_load_explicit(&m->cur, memory_order_relaxed),
+			      memory_order_relaxed);
+}
+
+void rdm_mem_set_quarantine(bool on)
+{
+	atomic_store_explicit(&quarantine_on, on, memory_order_relaxed);
+}
+
+void rdm_mem_quarantine_drain(void)
+{
+	struct quarantined *q;
+
+	pthread_mutex_lock(&quarantine_lock);
+	q = quarantine;
+	quarantine = quarantine_tail = NULL;
+	quarantine_bytes = 0;
+	pthread_mutex_unlock(&quarantine_lock);
+	while (q != NULL) {
+		struct quarantined *next = q->next;
+
+		raw_free(q->p, q->size, q->align);
+		free(q);
+		q = next;
+	}
+}

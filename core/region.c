@@ -1,0 +1,812 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * core/region.c - a region: its state (core/tree.c), its changes, its
+ * listeners and its applier.
+ *
+ * Theory
+ *
+ * Readers (queries, replays) never lock: each enters an RCU read-side
+ * section, checks the dying flag, loads the tree's root once and answers
+ * from that version. Changes go through the region's applier: without an
+ * installed applier the submitting thread applies under the writer lock
+ * (r->lock); with one, the public call only checks its arguments and hands
+ * the change to ops->submit, and the applier calls rdm_region_apply(),
+ * which takes the same lock. So every change, listener registration and
+ * unregistration is applied one at a time, against the state every earlier
+ * change produced.
+ *
+ * Applying a change:
+ *   populate: strict check; nothing to do if every block is populated; build
+ *     the new version (not visible); tell each listener (registration order,
+ *     then the tail listener) the discarded runs of the old version inside
+ *     its sub-range; on a refusal discard what was told, in reverse order,
+ *     drop the new version and fail; otherwise publish it.
+ *   discard: strict check; nothing to do if every block is discarded; build
+ *     and publish the new version (visible before anyone is told, so nobody
+ *     starts using the memory); tell each listener the populated runs of the
+ *     old version inside its sub-range; release them (no applier); then hand
+ *     the old version's nodes to RCU.
+ * Because the populated runs told are those of the old version restricted to
+ * the change, strict and lenient mode share the code: in strict mode the
+ * runs are the whole range.
+ *
+ * Destroy: set dying (new public calls get -ECANCELED), synchronize_rcu()
+ * (readers that missed the flag have left), wait until no public change
+ * call is in flight, let the applier drain and forget the region, tell the
+ * remaining listeners a discard of every populated run, free the state
+ * (rcu_barrier() so no retire callback still references it).
+ *
+ * Invariants
+ *  1. r->listeners, r->tail_l, r->applier and the tree's writer state are
+ *     touched only under r->lock.
+ *  2. A listener is told exactly the blocks that change, clipped to its
+ *     sub-range; after a refused populate every listener has been told a
+ *     discard of everything it accepted in that change.
+ *  3. The published version changes only by rdm_tree_publish(), once per
+ *     applied change, so each change is atomic to readers.
+ *  4. After dying is set and synchronize_rcu() returned, no reader touches
+ *     the tree; after inflight reached 0, no public change call runs.
+ */
+/*
+ * rdm's MIT licence is LGPL-compatible, which liburcu's README names as the
+ * condition for _LGPL_SOURCE: the read-side lock and unlock are inlined
+ * instead of being two library calls with their TLS lookups per query.
+ * Sanitizer builds keep the library calls: inlined, liburcu's own accesses
+ * would be reported in rdm's frames (UBSan flags liburcu's under-aligned
+ * reader records; TSan its plain counter accesses, which the suppressions
+ * may only hide inside liburcu).
+ */
+#if !defined(__SANITIZE_ADDRESS__) && !defined(RDM_TSAN)
+#define _LGPL_SOURCE
+#endif
+#include <errno.h>
+#include <numa.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <urcu-bp.h>
+
+#include "core/error.h"
+#include "core/region_internal.h"
+#include "core/tree.h"
+
+#define CONFIG_MIN_SIZE offsetof(struct rdm_region_config, policy)
+#define CONFIG_MAX_SIZE 4096u
+#define KNOWN_FLAGS (RDM_REGION_STRICT | RDM_REGION_ALLOW_WINDOWS | RDM_REGION_NUMA_NODE)
+
+struct rdm_region {
+	struct rdm_region_config cfg;
+	unsigned shift;
+	uint64_t nblocks;
+	/* Set once by destroy (seq_cst: the Dekker pair with inflight). */
+	atomic_bool dying;
+	/* Public change calls in progress (see change_enter()). */
+	atomic_uint inflight;
+	pthread_mutex_t lock; /* the writer lock */
+	struct rdm_listener *listeners;
+	struct rdm_listener *tail_l;
+	const struct rdm_applier_ops *applier;
+	void *applier_ctx;
+	struct rdm_mem mem;
+	struct rdm_tree tree;
+};
+
+static uint64_t nblocks_of(const struct rdm_region *r, uint64_t bytes)
+{
+	return bytes >> r->shift;
+}
+
+/* ---- creation ---- */
+
+static bool is_pow2(uint64_t x)
+{
+	return x != 0 && (x & (x - 1)) == 0;
+}
+
+int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **out)
+{
+	struct rdm_region_config c;
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	struct rdm_region *r;
+
+	if (cfg == NULL || out == NULL)
+		return rdm_fail(-EINVAL, "region create: NULL %s", cfg == NULL ? "config" : "out");
+	if (cfg->struct_size < CONFIG_MIN_SIZE || cfg->struct_size > CONFIG_MAX_SIZE)
+		return rdm_fail(-EINVAL, "region create: struct_size %u outside [%zu, %u]",
+				cfg->struct_size, CONFIG_MIN_SIZE, CONFIG_MAX_SIZE);
+	for (size_t i = sizeof(c); i < cfg->struct_size; i++) {
+		if (((const unsigned char *)cfg)[i] != 0)
+			return rdm_fail(-EINVAL,
+					"region create: unknown config byte %zu is set (struct_size %u, "
+					"known %zu)",
+					i, cfg->struct_size, sizeof(c));
+	}
+	memset(&c, 0, sizeof(c));
+	memcpy(&c, cfg, cfg->struct_size < sizeof(c) ? cfg->struct_size : sizeof(c));
+	c.struct_size = sizeof(c);
+
+	if (c.flags & ~(uint32_t)KNOWN_FLAGS)
+		return rdm_fail(-EINVAL, "region create: unknown flags %#x",
+				c.flags & ~(uint32_t)KNOWN_FLAGS);
+	if (c.policy > RDM_POLICY_DEFER)
+		return rdm_fail(-EINVAL, "region create: unknown map policy %u", c.policy);
+	if (c.size == 0)
+		return rdm_fail(-EINVAL, "region create: zero size");
+	if (!is_pow2(c.block_size) || c.block_size < page)
+		return rdm_fail(-EINVAL,
+				"region create: block size %#llx is not a power of two >= the page "
+				"size %#llx",
+				(unsigned long long)c.block_size, (unsigned long long)page);
+	if (c.size % c.block_size != 0)
+		return rdm_fail(-EINVAL, "region create: size %#llx not a multiple of block size %#llx",
+				(unsigned long long)c.size, (unsigned long long)c.block_size);
+	if (c.size - 1 > UINT64_MAX - c.iova)
+		return rdm_fail(-EINVAL, "region create: iova %#llx + size %#llx overflows",
+				(unsigned long long)c.iova, (unsigned long long)c.size);
+	if (c.iova % page != 0 || (uintptr_t)c.host_addr % page != 0)
+		return rdm_fail(-EINVAL, "region create: iova %#llx or host address %p not page aligned",
+				(unsigned long long)c.iova, c.host_addr);
+	if (c.discard_unit == 0)
+		c.discard_unit = c.block_size;
+	if (!is_pow2(c.discard_unit) || c.discard_unit < c.block_size ||
+	    c.size % c.discard_unit != 0)
+		return rdm_fail(-EINVAL,
+				"region create: discard unit %#llx is not a power-of-two multiple of "
+				"the block size that divides the size",
+				(unsigned long long)c.discard_unit);
+	if (c.flags & RDM_REGION_NUMA_NODE) {
+		int max = numa_available() < 0 ? 0 : numa_max_node();
+
+		if (c.numa_node < 0 || c.numa_node > max)
+			return rdm_fail(-EINVAL, "region create: NUMA node %d outside [0, %d]",
+					c.numa_node, max);
+	} else {
+		c.numa_node = -1;
+	}
+
+	r = calloc(1, sizeof(*r));
+	if (r == NULL)
+		return rdm_fail(-ENOMEM, "region create: out of memory");
+	r->cfg = c;
+	r->shift = (unsigned)__builtin_ctzll(c.block_size);
+	r->nblocks = c.size >> r->shift;
+	atomic_init(&r->dying, false);
+	atomic_init(&r->inflight, 0);
+	if (pthread_mutex_init(&r->lock, NULL) != 0) {
+		free(r);
+		return rdm_fail(-ENOMEM, "region create: cannot initialise the writer lock");
+	}
+	rdm_mem_init(&r->mem);
+	rdm_tree_init(&r->tree, r->nblocks, &r->mem);
+	*out = r;
+	return 0;
+}
+
+static int change_enter(struct rdm_region *r, const char *what);
+static void change_leave(struct rdm_region *r);
+
+/* ---- small accessors ---- */
+
+uint64_t rdm_region_granularity(const struct rdm_region *r)
+{
+	return r == NULL ? 0 : r->cfg.block_size;
+}
+
+uint64_t rdm_region_size(const struct rdm_region *r)
+{
+	return r == NULL ? 0 : r->cfg.size;
+}
+
+const struct rdm_region_config *rdm_region_get_config(const struct rdm_region *r)
+{
+	return &r->cfg;
+}
+
+const struct rdm_mem *rdm_region_mem(const struct rdm_region *r)
+{
+	return &r->mem;
+}
+
+struct rdm_mem *rdm_region_mem_mut(struct rdm_region *r)
+{
+	return &r->mem;
+}
+
+/* ---- readers ---- */
+
+static inline bool reader_enter(const struct rdm_region *r)
+{
+	rcu_read_lock();
+	/* Relaxed: destroy stores dying and then waits for a grace period; a
+	 * reader that misses the store is inside a read-side section that the
+	 * grace period waits for, one that starts after it sees the store. */
+	if (atomic_load_explicit(&r->dying, memory_order_relaxed)) {
+		rcu_read_unlock();
+		return false;
+	}
+	return true;
+}
+
+static inline void reader_leave(const struct rdm_region *r)
+{
+	rdm_tree_read_done(&r->tree);
+	rcu_read_unlock();
+}
+
+/* Block range of a query that must lie wholly inside the region. */
+static bool whole_blocks(const struct rdm_region *r, uint64_t offset, uint64_t length,
+			 uint64_t *s, uint64_t *e)
+{
+	if (r == NULL || length == 0 || offset >= r->cfg.size || length > r->cfg.size - offset)
+		return false;
+	*s = offset >> r->shift;
+	*e = ((offset + length - 1) >> r->shift) + 1;
+	return true;
+}
+
+/* Block range of a query clipped to the region; false if empty. */
+static bool clipped_blocks(const struct rdm_region *r, uint64_t offset, uint64_t length,
+			   uint64_t *s, uint64_t *e)
+{
+	uint64_t end;
+
+	if (length == 0 || offset >= r->cfg.size)
+		return false;
+	end = length > r->cfg.size - offset ? r->cfg.size : offset + length;
+	*s = offset >> r->shift;
+	*e = ((end - 1) >> r->shift) + 1;
+	return true;
+}
+
+static bool query_all(const struct rdm_region *r, uint64_t offset, uint64_t length, bool val)
+{
+	uint64_t s, e;
+	bool ret;
+
+	if (!whole_blocks(r, offset, length, &s, &e) || !reader_enter(r))
+		return false;
+	ret = rdm_tree_all(&r->tree, rdm_tree_snapshot(&r->tree), s, e, val);
+	reader_leave(r);
+	return ret;
+}
+
+bool rdm_is_populated(const struct rdm_region *r, uint64_t offset, uint64_t length)
+{
+	return query_all(r, offset, length, true);
+}
+
+bool rdm_is_discarded(const struct rdm_region *r, uint64_t offset, uint64_t length)
+{
+	return query_all(r, offset, length, false);
+}
+
+uint64_t rdm_populated_bytes(const struct rdm_region *r, uint64_t offset, uint64_t length)
+{
+	uint64_t s, e, n;
+
+	if (r == NULL || !clipped_blocks(r, offset, length, &s, &e) || !reader_enter(r))
+		return 0;
+	n = rdm_tree_count(&r->tree, rdm_tree_snapshot(&r->tree), s, e);
+	reader_leave(r);
+	return n << r->shift;
+}
+
+struct replay_ctx {
+	rdm_replay_fn fn;
+	void *opaque;
+	unsigned shift;
+};
+
+static int replay_cb(void *opaque, uint64_t s, uint64_t e)
+{
+	struct replay_ctx *c = opaque;
+	int ret = c->fn(c->opaque, s << c->shift, (e - s) << c->shift);
+
+	/* A callback stops the replay with a negative value; a positive one is
+	 * not part of the contract and is treated as "go on". */
+	return ret < 0 ? ret : 0;
+}
+
+static int replay(const struct rdm_region *r, uint64_t offset, uint64_t length, rdm_replay_fn fn,
+		  void *opaque, bool val)
+{
+	struct replay_ctx c = { .fn = fn, .opaque = opaque };
+	uint64_t s, e;
+	int ret;
+
+	if (r == NULL || fn == NULL)
+		return rdm_fail(-EINVAL, "replay: NULL %s", r == NULL ? "region" : "callback");
+	c.shift = r->shift;
+	if (!clipped_blocks(r, offset, length, &s, &e))
+		return 0;
+	if (!reader_enter(r))
+		return rdm_fail(-ECANCELED, "replay: the region is being destroyed");
+	ret = rdm_tree_runs(&r->tree, rdm_tree_snapshot(&r->tree), s, e, val, replay_cb, &c);
+	reader_leave(r);
+	return ret;
+}
+
+int rdm_replay_populated(const struct rdm_region *r, uint64_t offset, uint64_t length,
+			 rdm_replay_fn fn, void *opaque)
+{
+	return replay(r, offset, length, fn, opaque, true);
+}
+
+int rdm_replay_discarded(const struct rdm_region *r, uint64_t offset, uint64_t length,
+			 rdm_replay_fn fn, void *opaque)
+{
+	return replay(r, offset, length, fn, opaque, false);
+}
+
+/* ---- listeners (all under r->lock) ---- */
+
+static size_t listener_count(const struct rdm_region *r)
+{
+	size_t n = r->tail_l != NULL;
+
+	for (const struct rdm_listener *l = r->listeners; l != NULL; l = l->rdm_next)
+		n++;
+	return n;
+}
+
+/* The i-th listener told of changes: the registered ones, then the tail. */
+static struct rdm_listener *listener_at(const struct rdm_region *r, size_t i)
+{
+	struct rdm_listener *l = r->listeners;
+
+	while (l != NULL && i > 0) {
+		l = l->rdm_next;
+		i--;
+	}
+	return l != NULL ? l : r->tail_l;
+}
+
+static bool listed(const struct rdm_region *r, const struct rdm_listener *l)
+{
+	for (const struct rdm_listener *x = r->listeners; x != NULL; x = x->rdm_next) {
+		if (x == l)
+			return true;
+	}
+	return false;
+}
+
+/* The listener's sub-range intersected with [s, e), in blocks. */
+static bool clip_to(const struct rdm_region *r, const struct rdm_listener *l, uint64_t s,
+		    uint64_t e, uint64_t *cs, uint64_t *ce)
+{
+	uint64_t ls = nblocks_of(r, l->offset), le = nblocks_of(r, l->offset + l->length);
+
+	*cs = s > ls ? s : ls;
+	*ce = e < le ? e : le;
+	return *cs < *ce;
+}
+
+struct tell {
+	struct rdm_region *r;
+	struct rdm_listener *l;
+	uint64_t refused_at;
+};
+
+static int tell_populate_cb(void *opaque, uint64_t s, uint64_t e)
+{
+	struct tell *t = opaque;
+	int ret = t->l->ops->populate(t->l, s << t->r->shift, (e - s) << t->r->shift);
+
+	if (ret != 0) {
+		t->refused_at = s;
+		/* The contract asks for a negative errno; anything else refuses
+		 * too and is reported as a protocol error. */
+		return ret < 0 ? ret : -EPROTO;
+	}
+	return 0;
+}
+
+static int tell_discard_cb(void *opaque, uint64_t s, uint64_t e)
+{
+	struct tell *t = opaque;
+
+	t->l->ops->discard(t->l, s << t->r->shift, (e - s) << t->r->shift);
+	return 0;
+}
+
+static int release_cb(void *opaque, uint64_t s, uint64_t e)
+{
+	struct rdm_region *r = opaque;
+
+	rdm_region_release(r, s << r->shift, (e - s) << r->shift);
+	return 0;
+}
+
+/*
+ * Tell l a populate of the runs of `val` state in `root` inside [s, e)
+ * clipped to its sub-range. On refusal, l is told a discard of the runs it
+ * accepted and the listener's error is returned.
+ */
+static int tell_populate(struct rdm_region *r, struct rdm_listener *l, uintptr_t root, bool val,
+			 uint64_t s, uint64_t e)
+{
+	struct tell t = { .r = r, .l = l };
+	uint64_t cs, ce;
+	int ret;
+
+	if (!clip_to(r, l, s, e, &cs, &ce))
+		return 0;
+	ret = rdm_tree_runs(&r->tree, root, cs, ce, val, tell_populate_cb, &t);
+	if (ret != 0 && t.refused_at > cs)
+		rdm_tree_runs(&r->tree, root, cs, t.refused_at, val, tell_discard_cb, &t);
+	return ret;
+}
+
+/* Tell l a discard of the runs of `val` state in `root` inside [s, e). */
+static void tell_discard(struct rdm_region *r, struct rdm_listener *l, uintptr_t root, bool val,
+			 uint64_t s, uint64_t e)
+{
+	struct tell t = { .r = r, .l = l };
+	uint64_t cs, ce;
+
+	if (clip_to(r, l, s, e, &cs, &ce))
+		rdm_tree_runs(&r->tree, root, cs, ce, val, tell_discard_cb, &t);
+}
+
+/* ---- applying changes (under r->lock) ---- */
+
+static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
+{
+	uintptr_t root = rdm_tree_snapshot(&r->tree);
+	size_t n;
+	int ret;
+
+	if ((r->cfg.flags & RDM_REGION_STRICT) && !rdm_tree_all(&r->tree, root, s, e, false))
+		return rdm_fail(-EEXIST,
+				"populate [%#llx, +%#llx): a block is not discarded (strict mode)",
+				(unsigned long long)(s << r->shift),
+				(unsigned long long)((e - s) << r->shift));
+	if (rdm_tree_all(&r->tree, root, s, e, true))
+		return 0;
+	ret = rdm_tree_prepare(&r->tree, s, e, true);
+	if (ret != 0)
+		return rdm_fail(ret, "populate: out of memory for the new state");
+
+	n = listener_count(r);
+	for (size_t k = 0; k < n; k++) {
+		struct rdm_listener *l = listener_at(r, k);
+
+		ret = tell_populate(r, l, root, false, s, e);
+		if (ret == 0)
+			continue;
+		for (size_t j = k; j-- > 0;)
+			tell_discard(r, listener_at(r, j), root, false, s, e);
+		rdm_tree_abort(&r->tree);
+		return rdm_fail(ret, "populate [%#llx, +%#llx): refused by listener %zu (error %d)",
+				(unsigned long long)(s << r->shift),
+				(unsigned long long)((e - s) << r->shift), k, ret);
+	}
+	rdm_tree_publish(&r->tree);
+	rdm_tree_retire(&r->tree);
+	return 0;
+}
+
+static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool strict)
+{
+	uintptr_t root = rdm_tree_snapshot(&r->tree);
+	size_t n;
+	int ret;
+
+	if (strict && !rdm_tree_all(&r->tree, root, s, e, true))
+		return rdm_fail(-ENOENT,
+				"discard [%#llx, +%#llx): a block is not populated (strict mode)",
+				(unsigned long long)(s << r->shift),
+				(unsigned long long)((e - s) << r->shift));
+	if (rdm_tree_all(&r->tree, root, s, e, false))
+		return 0;
+	ret = rdm_tree_prepare(&r->tree, s, e, false);
+	if (ret != 0)
+		return rdm_fail(ret, "discard: out of memory for the new state");
+	rdm_tree_publish(&r->tree);
+
+	n = listener_count(r);
+	for (size_t k = 0; k < n; k++)
+		tell_discard(r, listener_at(r, k), root, true, s, e);
+	if (r->applier == NULL && r->cfg.release != NULL)
+		rdm_tree_runs(&r->tree, root, s, e, true, release_cb, r);
+	rdm_tree_retire(&r->tree);
+	return 0;
+}
+
+static int apply_register(struct rdm_region *r, struct rdm_listener *l)
+{
+	uintptr_t root = rdm_tree_snapshot(&r->tree);
+	struct rdm_listener **pp;
+	int ret;
+
+	if (listed(r, l) || l == r->tail_l)
+		return rdm_fail(-EINVAL, "listener register: already registered");
+	ret = tell_populate(r, l, root, true, 0, r->nblocks);
+	if (ret != 0)
+		return rdm_fail(ret, "listener register: the listener refused the replay (error %d)",
+				ret);
+	l->rdm_next = NULL;
+	l->rdm_region = r;
+	for (pp = &r->listeners; *pp != NULL; pp = &(*pp)->rdm_next)
+		;
+	*pp = l;
+	return 0;
+}
+
+static int apply_unregister(struct rdm_region *r, struct rdm_listener *l)
+{
+	struct rdm_listener **pp;
+
+	if (!listed(r, l))
+		return rdm_fail(-ENOENT, "listener unregister: not registered on this region");
+	tell_discard(r, l, rdm_tree_snapshot(&r->tree), true, 0, r->nblocks);
+	for (pp = &r->listeners; *pp != l; pp = &(*pp)->rdm_next)
+		;
+	*pp = l->rdm_next;
+	l->rdm_next = NULL;
+	l->rdm_region = NULL;
+	return 0;
+}
+
+static int apply_locked(struct rdm_region *r, enum rdm_change_op op, uint64_t offset,
+			uint64_t length, struct rdm_listener *l)
+{
+	uint64_t s = nblocks_of(r, offset), e = nblocks_of(r, offset + length);
+
+	switch (op) {
+	case RDM_OP_POPULATE:
+		return apply_populate(r, s, e);
+	case RDM_OP_DISCARD:
+		return apply_discard(r, s, e, (r->cfg.flags & RDM_REGION_STRICT) != 0);
+	case RDM_OP_DISCARD_ALL:
+		return apply_discard(r, 0, r->nblocks, false);
+	case RDM_OP_REGISTER:
+		return apply_register(r, l);
+	case RDM_OP_UNREGISTER:
+		return apply_unregister(r, l);
+	}
+	return rdm_fail(-EINVAL, "apply: unknown operation %d", (int)op);
+}
+
+int rdm_region_apply(struct rdm_region *r, enum rdm_change_op op, uint64_t offset,
+		     uint64_t length, struct rdm_listener *l)
+{
+	int ret;
+
+	if (r == NULL)
+		return rdm_fail(-EINVAL, "apply: NULL region");
+	pthread_mutex_lock(&r->lock);
+	ret = apply_locked(r, op, offset, length, l);
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t first, uint64_t *words),
+		    void *opaque)
+{
+	int ret;
+
+	if (r == NULL || get == NULL)
+		return rdm_fail(-EINVAL, "region load: NULL %s", r == NULL ? "region" : "source");
+	ret = change_enter(r, "region load");
+	if (ret != 0)
+		return ret;
+	pthread_mutex_lock(&r->lock);
+	if (r->listeners != NULL || r->tail_l != NULL || r->applier != NULL ||
+	    !rdm_tree_all(&r->tree, rdm_tree_snapshot(&r->tree), 0, r->nblocks, false)) {
+		ret = rdm_fail(-EBUSY, "region load: the region has populated blocks, listeners or an "
+				       "applier");
+	} else {
+		ret = rdm_tree_prepare_load(&r->tree, get, opaque);
+		if (ret != 0) {
+			ret = rdm_fail(ret, "region load: out of memory");
+		} else {
+			rdm_tree_publish(&r->tree);
+			rdm_tree_retire(&r->tree);
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	change_leave(r);
+	return ret;
+}
+
+void rdm_region_release(struct rdm_region *r, uint64_t offset, uint64_t length)
+{
+	if (r->cfg.release != NULL)
+		r->cfg.release(r->cfg.release_opaque, offset, length);
+}
+
+/* ---- public change calls ---- */
+
+static int change_enter(struct rdm_region *r, const char *what)
+{
+	/* Seq_cst, the Dekker pair with rdm_region_destroy(): either this load
+	 * sees dying, or destroy's load of inflight sees this increment. */
+	atomic_fetch_add_explicit(&r->inflight, 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&r->dying, memory_order_seq_cst)) {
+		atomic_fetch_sub_explicit(&r->inflight, 1, memory_order_seq_cst);
+		return rdm_fail(-ECANCELED, "%s: the region is being destroyed", what);
+	}
+	return 0;
+}
+
+static void change_leave(struct rdm_region *r)
+{
+	/* Seq_cst: pairs with destroy's wait; everything this call did happens
+	 * before destroy goes on (also ordered by r->lock). */
+	atomic_fetch_sub_explicit(&r->inflight, 1, memory_order_seq_cst);
+}
+
+static int submit(struct rdm_region *r, enum rdm_change_op op, uint64_t offset, uint64_t length,
+		  struct rdm_listener *l, const char *what)
+{
+	const struct rdm_applier_ops *ops;
+	void *ctx;
+	int ret = change_enter(r, what);
+
+	if (ret != 0)
+		return ret;
+	pthread_mutex_lock(&r->lock);
+	ops = r->applier;
+	ctx = r->applier_ctx;
+	if (ops == NULL) {
+		ret = apply_locked(r, op, offset, length, l);
+		pthread_mutex_unlock(&r->lock);
+	} else {
+		pthread_mutex_unlock(&r->lock);
+		ret = ops->submit(ctx, r, op, offset, length, l);
+	}
+	change_leave(r);
+	return ret;
+}
+
+static int check_range(const struct rdm_region *r, uint64_t offset, uint64_t length,
+		       const char *what)
+{
+	if (r == NULL)
+		return rdm_fail(-EINVAL, "%s: NULL region", what);
+	if (length == 0)
+		return rdm_fail(-EINVAL, "%s: zero length", what);
+	if (((offset | length) & (r->cfg.block_size - 1)) != 0)
+		return rdm_fail(-EINVAL, "%s [%#llx, +%#llx): not aligned to the block size %#llx",
+				what, (unsigned long long)offset, (unsigned long long)length,
+				(unsigned long long)r->cfg.block_size);
+	if (offset + length < offset)
+		return rdm_fail(-EINVAL, "%s [%#llx, +%#llx): offset + length overflows", what,
+				(unsigned long long)offset, (unsigned long long)length);
+	if (offset + length > r->cfg.size)
+		return rdm_fail(-ERANGE, "%s [%#llx, +%#llx): outside the region (size %#llx)", what,
+				(unsigned long long)offset, (unsigned long long)length,
+				(unsigned long long)r->cfg.size);
+	return 0;
+}
+
+int rdm_populate(struct rdm_region *r, uint64_t offset, uint64_t length)
+{
+	int ret = check_range(r, offset, length, "populate");
+
+	return ret != 0 ? ret : submit(r, RDM_OP_POPULATE, offset, length, NULL, "populate");
+}
+
+int rdm_discard(struct rdm_region *r, uint64_t offset, uint64_t length)
+{
+	int ret = check_range(r, offset, length, "discard");
+
+	return ret != 0 ? ret : submit(r, RDM_OP_DISCARD, offset, length, NULL, "discard");
+}
+
+int rdm_discard_all(struct rdm_region *r)
+{
+	if (r == NULL)
+		return rdm_fail(-EINVAL, "discard_all: NULL region");
+	return submit(r, RDM_OP_DISCARD_ALL, 0, r->cfg.size, NULL, "discard_all");
+}
+
+int rdm_listener_register(struct rdm_region *r, struct rdm_listener *l)
+{
+	int ret;
+
+	if (l == NULL)
+		return rdm_fail(-EINVAL, "listener register: NULL listener");
+	if (l->ops == NULL || l->ops->populate == NULL || l->ops->discard == NULL)
+		return rdm_fail(-EINVAL, "listener register: missing ops or callbacks");
+	ret = check_range(r, l->offset, l->length, "listener register");
+	return ret != 0 ? ret : submit(r, RDM_OP_REGISTER, 0, 0, l, "listener register");
+}
+
+int rdm_listener_unregister(struct rdm_region *r, struct rdm_listener *l)
+{
+	if (r == NULL || l == NULL)
+		return rdm_fail(-EINVAL, "listener unregister: NULL %s",
+				r == NULL ? "region" : "listener");
+	return submit(r, RDM_OP_UNREGISTER, 0, 0, l, "listener unregister");
+}
+
+int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *ops, void *ctx)
+{
+	int ret;
+
+	if (r == NULL)
+		return rdm_fail(-EINVAL, "set applier: NULL region");
+	if (ops != NULL && (ops->submit == NULL || ops->destroy == NULL))
+		return rdm_fail(-EINVAL, "set applier: ops without submit or destroy");
+	ret = change_enter(r, "set applier");
+	if (ret != 0)
+		return ret;
+	pthread_mutex_lock(&r->lock);
+	if (ops != NULL && r->applier != NULL) {
+		ret = rdm_fail(-EBUSY, "set applier: the region already has an applier");
+	} else {
+		r->applier = ops;
+		r->applier_ctx = ops != NULL ? ctx : NULL;
+	}
+	pthread_mutex_unlock(&r->lock);
+	change_leave(r);
+	return ret;
+}
+
+void rdm_region_set_tail_listener(struct rdm_region *r, struct rdm_listener *l)
+{
+	pthread_mutex_lock(&r->lock);
+	r->tail_l = l;
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- destroy ---- */
+
+int rdm_region_destroy(struct rdm_region *r)
+{
+	const struct rdm_applier_ops *ops;
+	void *ctx;
+	uintptr_t root;
+
+	if (r == NULL)
+		return rdm_fail(-EINVAL, "region destroy: NULL region");
+	/* Seq_cst: the Dekker pair with change_enter(). */
+	if (atomic_exchange_explicit(&r->dying, true, memory_order_seq_cst))
+		return rdm_fail(-ECANCELED, "region destroy: already being destroyed");
+	/* Every reader that may have missed the flag leaves its section. */
+	synchronize_rcu();
+	/* Seq_cst: pairs with change_enter()/change_leave(). */
+	while (atomic_load_explicit(&r->inflight, memory_order_seq_cst) != 0) {
+		struct timespec ts = { 0, 20000 };
+
+		nanosleep(&ts, NULL);
+	}
+
+	pthread_mutex_lock(&r->lock);
+	ops = r->applier;
+	ctx = r->applier_ctx;
+	pthread_mutex_unlock(&r->lock);
+	if (ops != NULL)
+		ops->destroy(ctx, r);
+
+	pthread_mutex_lock(&r->lock);
+	root = rdm_tree_snapshot(&r->tree);
+	for (struct rdm_listener *l = r->listeners, *next; l != NULL; l = next) {
+		next = l->rdm_next;
+		tell_discard(r, l, root, true, 0, r->nblocks);
+		l->rdm_next = NULL;
+		l->rdm_region = NULL;
+	}
+	r->listeners = NULL;
+	if (ops == NULL) {
+		if (r->tail_l != NULL)
+			tell_discard(r, r->tail_l, root, true, 0, r->nblocks);
+		if (r->cfg.release != NULL)
+			rdm_tree_runs(&r->tree, root, 0, r->nblocks, true, release_cb, r);
+	}
+	pthread_mutex_unlock(&r->lock);
+
+	rdm_tree_fini(&r->tree);
+	/* Retire callbacks of earlier changes reference r->mem and r->tree. */
+	rcu_barrier();
+	rdm_tree_barrier_done(&r->tree);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+	return 0;
+}

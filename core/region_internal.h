@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * core/region_internal.h - the seam between a region and its applier (the
+ * IOMMU worker), and read access for rdm's other parts, tests and benchmarks.
+ *
+ * Each region has exactly one applier (DESIGN.md "The change model").
+ * Without an installed applier the submitting thread applies its own change
+ * under the region's writer lock. With one, the public change calls check
+ * their arguments and hand the change to ops->submit; the applier applies
+ * changes one at a time with rdm_region_apply(), in its own order.
+ */
+#ifndef RDM_CORE_REGION_INTERNAL_H
+#define RDM_CORE_REGION_INTERNAL_H
+
+#include <stdint.h>
+
+#include <rdm/region.h>
+
+#include "core/alloc.h"
+
+enum rdm_change_op {
+	RDM_OP_POPULATE = 1,
+	RDM_OP_DISCARD = 2,
+	RDM_OP_DISCARD_ALL = 3,
+	RDM_OP_REGISTER = 4,
+	RDM_OP_UNREGISTER = 5,
+};
+
+struct rdm_applier_ops {
+	/* A change passed the argument checks (-EINVAL/-ERANGE are found before
+	 * this); route it to the applier and return its result. For
+	 * REGISTER/UNREGISTER, l is the listener (offset/length are 0); for
+	 * DISCARD_ALL offset is 0 and length the region size. Called on the
+	 * submitting thread with no rdm lock held. */
+	int (*submit)(void *ctx, struct rdm_region *r, enum rdm_change_op op, uint64_t offset,
+		      uint64_t length, struct rdm_listener *l);
+	/* rdm_region_destroy: new submissions already refused (-ECANCELED) and
+	 * every submit call has returned; the applier drains what it accepted,
+	 * unmaps, releases, and forgets the region before this returns. The
+	 * region's listeners are told their discards after this returns. */
+	void (*destroy)(void *ctx, struct rdm_region *r);
+};
+
+/*
+ * Install (ops != NULL) or remove (ops == NULL) the applier. While installed,
+ * the public change calls (populate, discard, discard_all, listener
+ * register/unregister) check arguments and then call ops->submit instead of
+ * applying themselves. Takes the writer lock, so a change being applied by
+ * a submitting thread finishes first. Returns 0, -EINVAL (NULL region, or
+ * ops without submit or destroy), -EBUSY (another applier is installed) or
+ * -ECANCELED (the region is being destroyed).
+ */
+int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *ops, void *ctx);
+
+/*
+ * Apply one change now, on the calling thread, which must be the region's
+ * applier: the installed applier, or (without one) any thread; the call
+ * takes the region's writer lock itself, so it must not be called from a
+ * listener callback or with that lock held. Arguments are NOT checked
+ * (the submitter did). Does the strict-mode checks against the current
+ * state, tells listeners (then the tail listener) with rollback, publishes to
+ * readers with the visibility rules of DESIGN.md (a discard is visible
+ * before listeners are told, a populate once all accepted). When an applier
+ * is installed it does NOT call the release callback (the applier releases
+ * after unmapping); without one, a discard calls release for the blocks it
+ * discarded before returning.
+ * Returns 0, -EEXIST / -ENOENT (strict mode), -ENOMEM, a listener's error,
+ * for REGISTER -EINVAL (already registered), for UNREGISTER -ENOENT (not
+ * registered). Works while the region is being destroyed (for the drain).
+ */
+int rdm_region_apply(struct rdm_region *r, enum rdm_change_op op, uint64_t offset,
+		     uint64_t length, struct rdm_listener *l);
+
+/*
+ * Load the whole state from a bitmap in one change (an incoming migration
+ * restoring a plug bitmap; benchmarks building large states): get() fills
+ * the 64 words of the 4096 blocks starting at block `first` (bit i of word j
+ * = block first + 64 j + i; the words come zeroed; bits past the region are
+ * ignored). Only on a region with every block discarded and no listener, no
+ * tail listener and no applier (nobody needs telling); the new state becomes
+ * visible to readers at once. Returns 0, -EINVAL (NULL), -EBUSY (state or
+ * listeners present), -ECANCELED or -ENOMEM.
+ */
+int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t first, uint64_t *words),
+		    void *opaque);
+
+/* Call the region's release callback (if any) for a range. Any thread. */
+void rdm_region_release(struct rdm_region *r, uint64_t offset, uint64_t length);
+
+/*
+ * The internal listener (the IOMMU) that is told after every registered
+ * listener of each populate and discard, and can refuse a populate like any
+ * listener (the others are then rolled back). It is not told registration
+ * replays of other listeners. NULL removes it. Installing or removing it
+ * replays nothing (its owner maps what is populated itself). Takes the
+ * writer lock.
+ */
+void rdm_region_set_tail_listener(struct rdm_region *r, struct rdm_listener *l);
+
+/* The creation config (struct_size = sizeof, defaults filled in:
+ * discard_unit = block_size; numa_node = -1 without RDM_REGION_NUMA_NODE). */
+const struct rdm_region_config *rdm_region_get_config(const struct rdm_region *r);
+
+/* The counted allocator of the region's state structure. */
+const struct rdm_mem *rdm_region_mem(const struct rdm_region *r);
+struct rdm_mem *rdm_region_mem_mut(struct rdm_region *r);
+
+#endif /* RDM_CORE_REGION_INTERNAL_H */

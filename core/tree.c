@@ -1,0 +1,1095 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * core/tree.c - the range structure: a copy-on-write radix tree over block
+ * indices whose slots adapt to the state below them.
+ *
+ * Theory
+ *
+ * Shape. A slot covers an aligned span of blocks: 2^12 at level 0 and 64
+ * times more per level up (2^(12 + 6L)). The root slot sits at the lowest
+ * level whose span covers the region. A slot's value is one word:
+ *
+ *   EMPTY (0)           every block of the span discarded
+ *   FULL (3)            every block populated
+ *   ptr | 2  extent     sorted, disjoint, non-adjacent [start, end) pairs of
+ *                       absolute block indices, at most EXT_MAX = 31 of them
+ *   ptr | 1  bitmap     level 0 only: 4096 bits, 512 bytes, 64-byte aligned
+ *   ptr | 0  inner      level > 0 only: 64 child slots, 512 bytes
+ *
+ * The representation is canonical (invariant 2), a function of the state
+ * alone: a span with no populated block is EMPTY, with all populated FULL,
+ * with 1..31 maximal runs an extent leaf, and with more runs a bitmap (level
+ * 0) or an inner node. So sparse state is a handful of extent leaves whatever
+ * the region size, and dense fragmented state is bitmaps under a thin index.
+ *
+ * Copy on write. A change [s, e) never modifies a published node. It walks
+ * down the (at most two per level) slots that the range covers partly, copies
+ * each touched inner node into a local array, recomputes its children (a
+ * slot the range covers wholly becomes FULL or EMPTY outright, dropping its
+ * whole old subtree), re-canonicalises bottom up (collapsing an inner node
+ * whose subtree now has <= 31 runs into one extent leaf; splitting an extent
+ * leaf that would exceed 31 runs into an inner node) and ends with a new root
+ * slot. Publishing is one release store of the root: a reader that loaded the
+ * root once sees one complete version, before or after the whole change. The
+ * replaced nodes are handed to call_rcu in one batch per change and freed
+ * after a grace period.
+ *
+ * Why these sizes (measured, see bench_state.c and tests/core):
+ *  - 4096-block bitmap leaves (512 B) and 64-way inner nodes (512 B) keep a
+ *    change in the fragmented 2^20-block state to one leaf + two inner copies
+ *    (~1.5 KiB); larger leaves would cut the index overhead but multiply the
+ *    copy per change. Measured on a loaded 2-core machine, one call_rcu per
+ *    change is the writer's bottleneck: ~60-170k changes/s and 11-28 MiB
+ *    waiting for reclamation at the writer100k/500k cases (goal: 500k/s and
+ *    <= 16 MiB); batching several changes' retire lists into one call_rcu is
+ *    the next step.
+ *  - Fully fragmented 1 TiB at 4 KiB blocks (2^28 blocks, alternating):
+ *    2^16 bitmap leaves = 32 MiB, exactly the plain bitmap, plus 1024 + 16 + 1
+ *    inner nodes = 520.5 KiB: 1.59% MORE than the bitmap. The goal "no more
+ *    than the bitmap" is missed by that index overhead.
+ *  - Sparse: an extent costs 16 B in its leaf plus 8 B of leaf header shared
+ *    by up to 31; ~1,000 random extents in 2^20 blocks measure 21-22 B per
+ *    extent; a few extents in a 1 TiB region are one extent leaf (24 B + 16 B
+ *    per extent). The worst sparse case is 32 runs crammed into one 4096-block
+ *    span of a huge region: one bitmap plus one inner node per level above it
+ *    (2 KiB for 32 runs at 1 TiB/4 KiB, 64 B per extent; more in larger
+ *    regions), since inner nodes are not compressed.
+ *  - Lookups descend one slot per level (at most 8 for 2^52 blocks, 3 for
+ *    1 TiB at 4 KiB) without a search; only an extent leaf is searched
+ *    (binary search over <= 31 pairs), so lookups are O(log n).
+ *
+ * Invariants
+ *  1. A published node is never written again; it is freed only by the
+ *     call_rcu callback of the change that replaced it, or by fini.
+ *  2. Every slot is canonical: EMPTY iff no block of its span is populated,
+ *     FULL iff all are, an extent leaf iff it has 1..EXT_MAX maximal runs and
+ *     is not FULL, otherwise a bitmap (level 0) or an inner node (level > 0).
+ *  3. Blocks at or beyond nblocks are never populated.
+ *  4. Extent leaves hold disjoint, non-adjacent, ascending runs inside their
+ *     slot's span.
+ *  5. Every node reachable from the published root is reachable through
+ *     exactly one slot of that version; a change retires exactly the nodes
+ *     the new version no longer reaches, each once.
+ */
+#include "core/tree.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu-bp.h>
+
+#include "core/tsan.h"
+
+#define LEAF_SHIFT 12
+#define LEAF_BITS (1u << LEAF_SHIFT)
+#define LEAF_WORDS (LEAF_BITS / 64)
+#define FAN_SHIFT 6
+#define FAN (1u << FAN_SHIFT)
+#define EXT_MAX 31
+#define NODE_BYTES 512
+#define NODE_ALIGN 64
+
+#define EMPTY ((uintptr_t)0)
+#define FULL ((uintptr_t)3)
+#define T_INNER 0u
+#define T_BITMAP 1u
+#define T_EXT 2u
+/* In a retire list: free this inner node only, not its children. */
+#define RETIRE_NODE_ONLY ((uintptr_t)4)
+
+struct ext_leaf {
+	uint32_t n;
+	uint32_t pad;
+	uint64_t r[]; /* r[2i] start, r[2i+1] end */
+};
+
+static inline unsigned tag_of(uintptr_t v)
+{
+	return (unsigned)(v & 3);
+}
+
+static inline bool is_node(uintptr_t v)
+{
+	return v != EMPTY && v != FULL;
+}
+
+static inline bool is_inner(uintptr_t v)
+{
+	return v != EMPTY && tag_of(v) == T_INNER;
+}
+
+static inline void *ptr_of(uintptr_t v)
+{
+	return (void *)(v & ~(uintptr_t)15);
+}
+
+static inline unsigned span_shift(unsigned level)
+{
+	return LEAF_SHIFT + FAN_SHIFT * level;
+}
+
+static inline size_t ext_bytes(uint32_t n)
+{
+	return sizeof(struct ext_leaf) + 16 * (size_t)n;
+}
+
+static inline uint64_t min64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+static inline uint64_t max64(uint64_t a, uint64_t b)
+{
+	return a > b ? a : b;
+}
+
+/* ---- freeing ---- */
+
+static void free_node(struct rdm_mem *m, uintptr_t v)
+{
+	void *p = ptr_of(v);
+
+	switch (tag_of(v)) {
+	case T_EXT:
+		rdm_mem_free(m, p, ext_bytes(((struct ext_leaf *)p)->n), 16);
+		break;
+	default:
+		rdm_mem_free(m, p, NODE_BYTES, NODE_ALIGN);
+		break;
+	}
+}
+
+static void free_subtree(struct rdm_mem *m, uintptr_t v)
+{
+	if (!is_node(v))
+		return;
+	if (is_inner(v)) {
+		const uintptr_t *ch = ptr_of(v);
+
+		for (unsigned i = 0; i < FAN; i++)
+			free_subtree(m, ch[i]);
+	}
+	free_node(m, v);
+}
+
+/* ---- the writer's scratch lists ---- */
+
+static void vec_reset(struct rdm_tree *t, struct rdm_tree_vec *v)
+{
+	if (v->v != v->inline_v)
+		rdm_mem_free(t->mem, v->v, v->cap * sizeof(uintptr_t), 8);
+	v->v = v->inline_v;
+	v->cap = RDM_TREE_VEC_INLINE;
+	v->n = 0;
+}
+
+static int vec_push(struct rdm_tree *t, struct rdm_tree_vec *v, uintptr_t x)
+{
+	if (v->n == v->cap) {
+		size_t cap = v->cap * 2;
+		uintptr_t *nv = rdm_mem_alloc(t->mem, cap * sizeof(uintptr_t), 8);
+
+		if (nv == NULL)
+			return -ENOMEM;
+		memcpy(nv, v->v, v->n * sizeof(uintptr_t));
+		if (v->v != v->inline_v)
+			rdm_mem_free(t->mem, v->v, v->cap * sizeof(uintptr_t), 8);
+		v->v = nv;
+		v->cap = cap;
+	}
+	v->v[v->n++] = x;
+	return 0;
+}
+
+/* ---- init / fini / reading the root ---- */
+
+void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
+{
+	unsigned level = 0;
+
+	while (span_shift(level) < 64 && (UINT64_C(1) << span_shift(level)) < nblocks)
+		level++;
+	atomic_init(&t->root, EMPTY);
+	t->nblocks = nblocks;
+	t->root_level = level;
+	t->mem = mem;
+	t->old_root = t->new_root = EMPTY;
+	t->fresh.v = t->fresh.inline_v;
+	t->fresh.cap = RDM_TREE_VEC_INLINE;
+	t->fresh.n = 0;
+	t->retired.v = t->retired.inline_v;
+	t->retired.cap = RDM_TREE_VEC_INLINE;
+	t->retired.n = 0;
+}
+
+void rdm_tree_fini(struct rdm_tree *t)
+{
+	/* Pairs with every reader's rdm_tree_read_done(); the caller waited for
+	 * a grace period, which TSan cannot see. */
+	rdm_tsan_acquire(&t->gp);
+	/* Relaxed: no reader or writer runs any more. */
+	free_subtree(t->mem, atomic_load_explicit(&t->root, memory_order_relaxed));
+	atomic_store_explicit(&t->root, EMPTY, memory_order_relaxed);
+	vec_reset(t, &t->fresh);
+	vec_reset(t, &t->retired);
+}
+
+void rdm_tree_read_done(const struct rdm_tree *t)
+{
+	/* Release: pairs with the acquire in retire_cb() / rdm_tree_fini(), the
+	 * edge that the grace period provides but TSan cannot see. */
+	rdm_tsan_release(&t->gp);
+	(void)t;
+}
+
+static inline unsigned popcount64(uint64_t x)
+{
+#ifdef __POPCNT__
+	return (unsigned)__builtin_popcountll(x);
+#else
+	/* Without the instruction the builtin is a slow library call. */
+	x = x - ((x >> 1) & UINT64_C(0x5555555555555555));
+	x = (x & UINT64_C(0x3333333333333333)) + ((x >> 2) & UINT64_C(0x3333333333333333));
+	x = (x + (x >> 4)) & UINT64_C(0x0f0f0f0f0f0f0f0f);
+	return (unsigned)((x * UINT64_C(0x0101010101010101)) >> 56);
+#endif
+}
+
+/* ---- bitmap helpers (bit i of a leaf = block base + i) ---- */
+
+static inline bool bm_all(const uint64_t *w, unsigned a, unsigned b, bool val)
+{
+	unsigned i0 = a >> 6, i1 = (b - 1) >> 6;
+
+	for (unsigned i = i0; i <= i1; i++) {
+		uint64_t m = ~UINT64_C(0);
+
+		if (i == i0)
+			m &= ~UINT64_C(0) << (a & 63);
+		if (i == i1 && (b & 63) != 0)
+			m &= ~UINT64_C(0) >> (64 - (b & 63));
+		if (((val ? ~w[i] : w[i]) & m) != 0)
+			return false;
+	}
+	return true;
+}
+
+static uint64_t bm_count(const uint64_t *w, unsigned a, unsigned b)
+{
+	unsigned i0 = a >> 6, i1 = (b - 1) >> 6;
+	uint64_t n = 0;
+
+	for (unsigned i = i0; i <= i1; i++) {
+		uint64_t m = ~UINT64_C(0);
+
+		if (i == i0)
+			m &= ~UINT64_C(0) << (a & 63);
+		if (i == i1 && (b & 63) != 0)
+			m &= ~UINT64_C(0) >> (64 - (b & 63));
+		n += popcount64(w[i] & m);
+	}
+	return n;
+}
+
+static void bm_set(uint64_t *w, unsigned a, unsigned b, bool val)
+{
+	unsigned i0 = a >> 6, i1 = (b - 1) >> 6;
+
+	for (unsigned i = i0; i <= i1; i++) {
+		uint64_t m = ~UINT64_C(0);
+
+		if (i == i0)
+			m &= ~UINT64_C(0) << (a & 63);
+		if (i == i1 && (b & 63) != 0)
+			m &= ~UINT64_C(0) >> (64 - (b & 63));
+		if (val)
+			w[i] |= m;
+		else
+			w[i] &= ~m;
+	}
+}
+
+/* First bit >= from and < end equal to val, or end. */
+static unsigned bm_find(const uint64_t *w, unsigned from, unsigned end, bool val)
+{
+	while (from < end) {
+		unsigned i = from >> 6;
+		uint64_t x = (val ? w[i] : ~w[i]) & (~UINT64_C(0) << (from & 63));
+
+		if (x != 0) {
+			unsigned b = (i << 6) + (unsigned)__builtin_ctzll(x);
+
+			return b < end ? b : end;
+		}
+		from = (i + 1) << 6;
+	}
+	return end;
+}
+
+static unsigned bm_runs(const uint64_t *w)
+{
+	unsigned runs = 0;
+	uint64_t carry = 0;
+
+	for (unsigned i = 0; i < LEAF_WORDS; i++) {
+		runs += popcount64(w[i] & ~((w[i] << 1) | carry));
+		carry = w[i] >> 63;
+	}
+	return runs;
+}
+
+/* ---- extent-leaf helpers ---- */
+
+/* Index of the first run whose end is > s (n if none). Branch-free: the
+ * halving step compiles to a conditional move, which matters on the query
+ * path where the comparisons are unpredictable. */
+static inline uint32_t ext_search(const struct ext_leaf *x, uint64_t s)
+{
+	uint32_t base = 0, len = x->n;
+
+	if (len == 0)
+		return 0;
+	while (len > 1) {
+		uint32_t half = len / 2;
+
+		base = x->r[2 * (base + half - 1) + 1] <= s ? base + half : base;
+		len -= half;
+	}
+	return base + (x->r[2 * base + 1] <= s);
+}
+
+static inline bool ext_all(const struct ext_leaf *x, uint64_t s, uint64_t e, bool val)
+{
+	uint32_t i = ext_search(x, s);
+
+	if (val)
+		return i < x->n && x->r[2 * i] <= s && x->r[2 * i + 1] >= e;
+	return i == x->n || x->r[2 * i] >= e;
+}
+
+/* Apply "set [s,e) to val" to a canonical run list; returns the new count. */
+static size_t runs_apply(const uint64_t *in, size_t n, uint64_t s, uint64_t e, bool val,
+			 uint64_t *out)
+{
+	size_t m = 0, i = 0;
+
+	if (val) {
+		uint64_t ns = s, ne = e;
+
+		for (; i < n && in[2 * i + 1] < s; i++, m++) {
+			out[2 * m] = in[2 * i];
+			out[2 * m + 1] = in[2 * i + 1];
+		}
+		for (; i < n && in[2 * i] <= e; i++) {
+			ns = min64(ns, in[2 * i]);
+			ne = max64(ne, in[2 * i + 1]);
+		}
+		out[2 * m] = ns;
+		out[2 * m + 1] = ne;
+		m++;
+		for (; i < n; i++, m++) {
+			out[2 * m] = in[2 * i];
+			out[2 * m + 1] = in[2 * i + 1];
+		}
+		return m;
+	}
+	for (; i < n; i++) {
+		uint64_t rs = in[2 * i], re = in[2 * i + 1];
+
+		if (re <= s || rs >= e) {
+			out[2 * m] = rs;
+			out[2 * m + 1] = re;
+			m++;
+			continue;
+		}
+		if (rs < s) {
+			out[2 * m] = rs;
+			out[2 * m + 1] = s;
+			m++;
+		}
+		if (re > e) {
+			out[2 * m] = e;
+			out[2 * m + 1] = re;
+			m++;
+		}
+	}
+	return m;
+}
+
+/* ---- readers ---- */
+
+static bool all_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s, uint64_t e, bool val)
+{
+	if (v == EMPTY)
+		return !val;
+	if (v == FULL)
+		return val;
+	switch (tag_of(v)) {
+	case T_BITMAP:
+		return bm_all(ptr_of(v), (unsigned)(s - base), (unsigned)(e - base), val);
+	case T_EXT:
+		return ext_all(ptr_of(v), s, e, val);
+	default: {
+		const uintptr_t *ch = ptr_of(v);
+		unsigned cs = span_shift(level - 1);
+		uint64_t i0 = (s - base) >> cs, i1 = (e - 1 - base) >> cs;
+
+		for (uint64_t i = i0; i <= i1; i++) {
+			uint64_t cb = base + (i << cs);
+
+			if (!all_rec(ch[i], level - 1, cb, max64(s, cb),
+				     min64(e, cb + (UINT64_C(1) << cs)), val))
+				return false;
+		}
+		return true;
+	}
+	}
+}
+
+bool rdm_tree_all(const struct rdm_tree *t, uintptr_t v, uint64_t s, uint64_t e, bool val)
+{
+	unsigned level = t->root_level;
+	uint64_t base = 0;
+
+	/* Descend while the range stays inside one child: the common query. */
+	for (;;) {
+		unsigned cs;
+		uint64_t i;
+
+		if (v == EMPTY)
+			return !val;
+		if (v == FULL)
+			return val;
+		if (tag_of(v) == T_BITMAP)
+			return bm_all(ptr_of(v), (unsigned)(s - base), (unsigned)(e - base), val);
+		if (tag_of(v) == T_EXT)
+			return ext_all(ptr_of(v), s, e, val);
+		cs = span_shift(level - 1);
+		i = (s - base) >> cs;
+		if (((e - 1 - base) >> cs) != i)
+			return all_rec(v, level, base, s, e, val);
+		base += i << cs;
+		v = ((const uintptr_t *)ptr_of(v))[i];
+		level--;
+	}
+}
+
+static uint64_t count_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s, uint64_t e)
+{
+	if (v == EMPTY)
+		return 0;
+	if (v == FULL)
+		return e - s;
+	switch (tag_of(v)) {
+	case T_BITMAP:
+		return bm_count(ptr_of(v), (unsigned)(s - base), (unsigned)(e - base));
+	case T_EXT: {
+		const struct ext_leaf *x = ptr_of(v);
+		uint64_t n = 0;
+
+		for (uint32_t i = ext_search(x, s); i < x->n && x->r[2 * i] < e; i++)
+			n += min64(e, x->r[2 * i + 1]) - max64(s, x->r[2 * i]);
+		return n;
+	}
+	default: {
+		const uintptr_t *ch = ptr_of(v);
+		unsigned cs = span_shift(level - 1);
+		uint64_t i0 = (s - base) >> cs, i1 = (e - 1 - base) >> cs, n = 0;
+
+		for (uint64_t i = i0; i <= i1; i++) {
+			uint64_t cb = base + (i << cs);
+
+			n += count_rec(ch[i], level - 1, cb, max64(s, cb),
+				       min64(e, cb + (UINT64_C(1) << cs)));
+		}
+		return n;
+	}
+	}
+}
+
+uint64_t rdm_tree_count(const struct rdm_tree *t, uintptr_t root, uint64_t s, uint64_t e)
+{
+	return count_rec(root, t->root_level, 0, s, e);
+}
+
+struct run_acc {
+	rdm_tree_run_fn fn;
+	void *opaque;
+	uint64_t rs, re;
+	bool have;
+	bool val;
+	int err;
+};
+
+static void emit(struct run_acc *a, uint64_t s, uint64_t e)
+{
+	if (a->err != 0 || s >= e)
+		return;
+	if (a->have && a->re == s) {
+		a->re = e;
+		return;
+	}
+	if (a->have)
+		a->err = a->fn(a->opaque, a->rs, a->re);
+	a->rs = s;
+	a->re = e;
+	a->have = true;
+}
+
+static void runs_rec(struct run_acc *a, uintptr_t v, unsigned level, uint64_t base, uint64_t s,
+		     uint64_t e)
+{
+	if (a->err != 0)
+		return;
+	if (v == EMPTY || v == FULL) {
+		if ((v == FULL) == a->val)
+			emit(a, s, e);
+		return;
+	}
+	switch (tag_of(v)) {
+	case T_BITMAP: {
+		const uint64_t *w = ptr_of(v);
+		unsigned b = (unsigned)(s - base), end = (unsigned)(e - base);
+
+		while (b < end && a->err == 0) {
+			unsigned rs = bm_find(w, b, end, a->val);
+			unsigned re = bm_find(w, rs, end, !a->val);
+
+			if (rs < re)
+				emit(a, base + rs, base + re);
+			b = re;
+		}
+		return;
+	}
+	case T_EXT: {
+		const struct ext_leaf *x = ptr_of(v);
+		uint64_t cur = s;
+
+		for (uint32_t i = ext_search(x, s); i < x->n && x->r[2 * i] < e; i++) {
+			uint64_t rs = max64(s, x->r[2 * i]), re = min64(e, x->r[2 * i + 1]);
+
+			if (a->val)
+				emit(a, rs, re);
+			else
+				emit(a, cur, rs);
+			cur = re;
+		}
+		if (!a->val)
+			emit(a, cur, e);
+		return;
+	}
+	default: {
+		const uintptr_t *ch = ptr_of(v);
+		unsigned cs = span_shift(level - 1);
+		uint64_t i0 = (s - base) >> cs, i1 = (e - 1 - base) >> cs;
+
+		for (uint64_t i = i0; i <= i1 && a->err == 0; i++) {
+			uint64_t cb = base + (i << cs);
+
+			runs_rec(a, ch[i], level - 1, cb, max64(s, cb),
+				 min64(e, cb + (UINT64_C(1) << cs)));
+		}
+		return;
+	}
+	}
+}
+
+int rdm_tree_runs(const struct rdm_tree *t, uintptr_t root, uint64_t s, uint64_t e, bool populated,
+		  rdm_tree_run_fn fn, void *opaque)
+{
+	struct run_acc a = { .fn = fn, .opaque = opaque, .val = populated };
+
+	runs_rec(&a, root, t->root_level, 0, s, e);
+	if (a.err == 0 && a.have)
+		a.err = fn(opaque, a.rs, a.re);
+	return a.err;
+}
+
+/* ---- writer ---- */
+
+struct wctx {
+	struct rdm_tree *t;
+	int err;
+};
+
+static void *node_alloc(struct wctx *c, size_t size, size_t align, unsigned tag)
+{
+	void *p = rdm_mem_alloc(c->t->mem, size, align);
+
+	if (p == NULL) {
+		c->err = -ENOMEM;
+		return NULL;
+	}
+	if (vec_push(c->t, &c->t->fresh, (uintptr_t)p | tag) != 0) {
+		rdm_mem_free(c->t->mem, p, size, align);
+		c->err = -ENOMEM;
+		return NULL;
+	}
+	return p;
+}
+
+static void retire(struct wctx *c, uintptr_t v, bool node_only)
+{
+	if (!is_node(v) || c->err != 0)
+		return;
+	if (vec_push(c->t, &c->t->retired, node_only && is_inner(v) ? v | RETIRE_NODE_ONLY : v) != 0)
+		c->err = -ENOMEM;
+}
+
+/* A slot at `level` holding the canonical form of m runs (all inside the
+ * span [base, base + 2^span_shift(level))). */
+static uintptr_t build(struct wctx *c, unsigned level, uint64_t base, const uint64_t *r, size_t m)
+{
+	unsigned sh = span_shift(level);
+
+	if (m == 0)
+		return EMPTY;
+	if (m == 1 && r[0] == base && sh < 64 && r[1] - base == UINT64_C(1) << sh)
+		return FULL;
+	if (m <= EXT_MAX) {
+		struct ext_leaf *x = node_alloc(c, ext_bytes((uint32_t)m), 16, T_EXT);
+
+		if (x == NULL)
+			return EMPTY;
+		x->n = (uint32_t)m;
+		x->pad = 0;
+		memcpy(x->r, r, 16 * m);
+		return (uintptr_t)x | T_EXT;
+	}
+	if (level == 0) {
+		uint64_t *w = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
+
+		if (w == NULL)
+			return EMPTY;
+		memset(w, 0, NODE_BYTES);
+		for (size_t i = 0; i < m; i++)
+			bm_set(w, (unsigned)(r[2 * i] - base), (unsigned)(r[2 * i + 1] - base), true);
+		return (uintptr_t)w | T_BITMAP;
+	}
+	{
+		uintptr_t *ch = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_INNER);
+		unsigned cs = span_shift(level - 1);
+		uint64_t sub[2 * (EXT_MAX + 1)];
+		size_t j = 0;
+
+		if (ch == NULL)
+			return EMPTY;
+		for (unsigned i = 0; i < FAN; i++) {
+			uint64_t cb = base + ((uint64_t)i << cs), ce = cb + (UINT64_C(1) << cs);
+			size_t k = 0;
+
+			while (j < m && r[2 * j + 1] <= cb)
+				j++;
+			for (size_t q = j; q < m && r[2 * q] < ce; q++) {
+				sub[2 * k] = max64(cb, r[2 * q]);
+				sub[2 * k + 1] = min64(ce, r[2 * q + 1]);
+				k++;
+			}
+			ch[i] = build(c, level - 1, cb, sub, k);
+			if (c->err != 0)
+				return EMPTY;
+		}
+		return (uintptr_t)ch | T_INNER;
+	}
+}
+
+/* The runs of a leaf slot (EMPTY, FULL or extent) as a list; returns count. */
+static size_t slot_runs(uintptr_t v, unsigned level, uint64_t base, uint64_t *r)
+{
+	if (v == EMPTY)
+		return 0;
+	if (v == FULL) {
+		r[0] = base;
+		r[1] = base + (UINT64_C(1) << span_shift(level));
+		return 1;
+	}
+	{
+		const struct ext_leaf *x = ptr_of(v);
+
+		memcpy(r, x->r, 16 * (size_t)x->n);
+		return x->n;
+	}
+}
+
+static uintptr_t write_rec(struct wctx *c, uintptr_t v, unsigned level, uint64_t base, uint64_t s,
+			   uint64_t e, bool val);
+
+static uintptr_t write_leaf(struct wctx *c, uintptr_t v, uint64_t base, uint64_t s, uint64_t e,
+			    bool val)
+{
+	uint64_t w[LEAF_WORDS];
+	uintptr_t nv;
+
+	if (v == EMPTY || v == FULL) {
+		memset(w, v == FULL ? 0xff : 0, sizeof(w));
+	} else if (tag_of(v) == T_BITMAP) {
+		memcpy(w, ptr_of(v), sizeof(w));
+	} else {
+		const struct ext_leaf *x = ptr_of(v);
+
+		memset(w, 0, sizeof(w));
+		for (uint32_t i = 0; i < x->n; i++)
+			bm_set(w, (unsigned)(x->r[2 * i] - base), (unsigned)(x->r[2 * i + 1] - base),
+			       true);
+	}
+	bm_set(w, (unsigned)(s - base), (unsigned)(e - base), val);
+
+	if (bm_runs(w) > EXT_MAX) {
+		uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
+
+		if (nw == NULL)
+			return v;
+		memcpy(nw, w, sizeof(w));
+		nv = (uintptr_t)nw | T_BITMAP;
+	} else {
+		uint64_t r[2 * EXT_MAX];
+		size_t m = 0;
+		unsigned b = 0;
+
+		while (b < LEAF_BITS) {
+			unsigned rs = bm_find(w, b, LEAF_BITS, true);
+			unsigned re = bm_find(w, rs, LEAF_BITS, false);
+
+			if (rs < re) {
+				r[2 * m] = base + rs;
+				r[2 * m + 1] = base + re;
+				m++;
+			}
+			b = re;
+		}
+		nv = build(c, 0, base, r, m);
+		if (c->err != 0)
+			return v;
+	}
+	retire(c, v, false);
+	return nv;
+}
+
+static uintptr_t write_runs(struct wctx *c, uintptr_t v, unsigned level, uint64_t base, uint64_t s,
+			    uint64_t e, bool val)
+{
+	uint64_t in[2 * EXT_MAX], out[2 * (EXT_MAX + 1)];
+	size_t n = slot_runs(v, level, base, in);
+	size_t m = runs_apply(in, n, s, e, val, out);
+	uintptr_t nv = build(c, level, base, out, m);
+
+	if (c->err != 0)
+		return v;
+	retire(c, v, false);
+	return nv;
+}
+
+/* Canonical slot for an inner node's new children (invariant 2). */
+static uintptr_t normalize(struct wctx *c, const uintptr_t *ch, unsigned level, uint64_t base)
+{
+	bool all_empty = true, all_full = true, small = true;
+	size_t total = 0;
+
+	for (unsigned i = 0; i < FAN; i++) {
+		uintptr_t v = ch[i];
+
+		all_empty &= v == EMPTY;
+		all_full &= v == FULL;
+		if (v == FULL)
+			total++;
+		else if (is_node(v) && tag_of(v) == T_EXT)
+			total += ((const struct ext_leaf *)ptr_of(v))->n;
+		else if (is_node(v))
+			small = false;
+	}
+	if (all_empty)
+		return EMPTY;
+	if (all_full)
+		return FULL;
+	if (small && total <= EXT_MAX + FAN) {
+		/* Merge runs across child boundaries; collapse if few enough. */
+		uint64_t r[2 * (EXT_MAX + FAN)];
+		unsigned cs = span_shift(level - 1);
+		size_t m = 0;
+
+		for (unsigned i = 0; i < FAN; i++) {
+			uint64_t tmp[2 * EXT_MAX];
+			size_t k = slot_runs(ch[i], level - 1, base + ((uint64_t)i << cs), tmp);
+
+			for (size_t q = 0; q < k; q++) {
+				if (m > 0 && r[2 * m - 1] == tmp[2 * q]) {
+					r[2 * m - 1] = tmp[2 * q + 1];
+				} else {
+					r[2 * m] = tmp[2 * q];
+					r[2 * m + 1] = tmp[2 * q + 1];
+					m++;
+				}
+			}
+		}
+		if (m <= EXT_MAX) {
+			uintptr_t nv = build(c, level, base, r, m);
+
+			if (c->err != 0)
+				return EMPTY;
+			for (unsigned i = 0; i < FAN; i++)
+				retire(c, ch[i], false);
+			return nv;
+		}
+	}
+	{
+		uintptr_t *n = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_INNER);
+
+		if (n == NULL)
+			return EMPTY;
+		memcpy(n, ch, NODE_BYTES);
+		return (uintptr_t)n | T_INNER;
+	}
+}
+
+static uintptr_t write_inner(struct wctx *c, uintptr_t v, unsigned level, uint64_t base,
+			     uint64_t s, uint64_t e, bool val)
+{
+	uintptr_t ch[FAN], nv;
+	unsigned cs = span_shift(level - 1);
+	uint64_t i0 = (s - base) >> cs, i1 = (e - 1 - base) >> cs;
+
+	memcpy(ch, ptr_of(v), sizeof(ch));
+	for (uint64_t i = i0; i <= i1; i++) {
+		uint64_t cb = base + (i << cs);
+
+		ch[i] = write_rec(c, ch[i], level - 1, cb, max64(s, cb),
+				  min64(e, cb + (UINT64_C(1) << cs)), val);
+		if (c->err != 0)
+			return v;
+	}
+	nv = normalize(c, ch, level, base);
+	if (c->err != 0)
+		return v;
+	retire(c, v, true);
+	return nv;
+}
+
+/* The new value of slot v (span at `level` from base) after setting the
+ * blocks [s, e) (inside the span) to val. On failure c->err is set. */
+static uintptr_t write_rec(struct wctx *c, uintptr_t v, unsigned level, uint64_t base, uint64_t s,
+			   uint64_t e, bool val)
+{
+	unsigned sh = span_shift(level);
+	uintptr_t want = val ? FULL : EMPTY;
+
+	if (s == base && sh < 64 && e - base == UINT64_C(1) << sh) {
+		retire(c, v, false);
+		return c->err != 0 ? v : want;
+	}
+	if (v == want)
+		return v;
+	if (level == 0)
+		return write_leaf(c, v, base, s, e, val);
+	if (is_inner(v))
+		return write_inner(c, v, level, base, s, e, val);
+	return write_runs(c, v, level, base, s, e, val);
+}
+
+int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated)
+{
+	struct wctx c = { .t = t, .err = 0 };
+
+	/* Relaxed: only this (the single) writer stores the root. */
+	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
+	t->fresh.n = 0;
+	t->retired.n = 0;
+	t->new_root = write_rec(&c, t->old_root, t->root_level, 0, s, e, populated);
+	if (c.err != 0) {
+		rdm_tree_abort(t);
+		return c.err;
+	}
+	return 0;
+}
+
+/* Bottom-up construction from a bitmap source (rdm_tree_prepare_load). */
+static uintptr_t load_rec(struct wctx *c, unsigned level, uint64_t base, rdm_tree_load_fn get,
+			  void *opaque)
+{
+	if (level == 0) {
+		uint64_t w[LEAF_WORDS];
+		uint64_t r[2 * EXT_MAX];
+		size_t m = 0;
+		unsigned b = 0;
+
+		memset(w, 0, sizeof(w));
+		get(opaque, base, w);
+		if (base + LEAF_BITS > c->t->nblocks)
+			bm_set(w, (unsigned)(c->t->nblocks - base), LEAF_BITS, false);
+		if (bm_runs(w) > EXT_MAX) {
+			uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
+
+			if (nw == NULL)
+				return EMPTY;
+			memcpy(nw, w, sizeof(w));
+			return (uintptr_t)nw | T_BITMAP;
+		}
+		while (b < LEAF_BITS) {
+			unsigned rs = bm_find(w, b, LEAF_BITS, true);
+			unsigned re = bm_find(w, rs, LEAF_BITS, false);
+
+			if (rs < re) {
+				r[2 * m] = base + rs;
+				r[2 * m + 1] = base + re;
+				m++;
+			}
+			b = re;
+		}
+		return build(c, 0, base, r, m);
+	}
+	{
+		uintptr_t ch[FAN];
+		unsigned cs = span_shift(level - 1);
+
+		for (unsigned i = 0; i < FAN; i++) {
+			uint64_t cb = base + ((uint64_t)i << cs);
+
+			ch[i] = cb < c->t->nblocks ? load_rec(c, level - 1, cb, get, opaque) : EMPTY;
+			if (c->err != 0)
+				return EMPTY;
+		}
+		return normalize(c, ch, level, base);
+	}
+}
+
+int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque)
+{
+	struct wctx c = { .t = t, .err = 0 };
+
+	/* Relaxed: only this (the single) writer stores the root. */
+	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
+	t->fresh.n = 0;
+	t->retired.n = 0;
+	retire(&c, t->old_root, false);
+	t->new_root = load_rec(&c, t->root_level, 0, get, opaque);
+	if (c.err != 0) {
+		rdm_tree_abort(t);
+		return c.err;
+	}
+	return 0;
+}
+
+void rdm_tree_abort(struct rdm_tree *t)
+{
+	for (size_t i = 0; i < t->fresh.n; i++)
+		free_node(t->mem, t->fresh.v[i]);
+	vec_reset(t, &t->fresh);
+	vec_reset(t, &t->retired);
+	t->new_root = t->old_root;
+}
+
+void rdm_tree_publish(struct rdm_tree *t)
+{
+	/* Release: pairs with the acquire in rdm_tree_snapshot(); every node of
+	 * the new version is written before a reader can reach it. */
+	atomic_store_explicit(&t->root, t->new_root, memory_order_release);
+}
+
+uintptr_t rdm_tree_old_root(const struct rdm_tree *t)
+{
+	return t->old_root;
+}
+
+struct retire_batch {
+	struct rcu_head head;
+	struct rdm_tree *t;
+	size_t n;
+	uintptr_t v[];
+};
+
+static void retire_cb(struct rcu_head *head)
+{
+	struct retire_batch *b = caa_container_of(head, struct retire_batch, head);
+	struct rdm_tree *t;
+	struct rdm_mem *m;
+
+	/* Acquire: pairs with the release in rdm_tree_retire() (the hand-off to
+	 * this thread) and with every reader's rdm_tree_read_done() (the grace
+	 * period has ended). */
+	rdm_tsan_acquire(b);
+	t = b->t;
+	m = t->mem;
+	rdm_tsan_acquire(&t->gp);
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->v[i] & RETIRE_NODE_ONLY)
+			free_node(m, b->v[i] & ~RETIRE_NODE_ONLY);
+		else
+			free_subtree(m, b->v[i]);
+	}
+	rdm_mem_free(m, b, sizeof(*b) + b->n * sizeof(uintptr_t), 16);
+	/* Release: pairs with the acquire in rdm_tree_barrier_done(), the edge
+	 * rcu_barrier() provides but TSan cannot see. */
+	rdm_tsan_release(&t->reclaimed);
+}
+
+void rdm_tree_barrier_done(struct rdm_tree *t)
+{
+	/* Acquire: pairs with the release at the end of retire_cb(). */
+	rdm_tsan_acquire(&t->reclaimed);
+	(void)t;
+}
+
+void rdm_tree_retire(struct rdm_tree *t)
+{
+	size_t n = t->retired.n;
+	struct retire_batch *b;
+
+	t->fresh.n = 0;
+	vec_reset(t, &t->fresh);
+	t->old_root = t->new_root;
+	if (n == 0) {
+		vec_reset(t, &t->retired);
+		return;
+	}
+	b = rdm_mem_alloc(t->mem, sizeof(*b) + n * sizeof(uintptr_t), 16);
+	if (b == NULL) {
+		/* No memory for the batch: wait for the grace period here. */
+		synchronize_rcu();
+		rdm_tsan_acquire(&t->gp);
+		for (size_t i = 0; i < n; i++) {
+			if (t->retired.v[i] & RETIRE_NODE_ONLY)
+				free_node(t->mem, t->retired.v[i] & ~RETIRE_NODE_ONLY);
+			else
+				free_subtree(t->mem, t->retired.v[i]);
+		}
+		vec_reset(t, &t->retired);
+		return;
+	}
+	b->t = t;
+	b->n = n;
+	memcpy(b->v, t->retired.v, n * sizeof(uintptr_t));
+	vec_reset(t, &t->retired);
+	/* Release: pairs with the acquire in retire_cb() on the call_rcu thread. */
+	rdm_tsan_release(b);
+	call_rcu(&b->head, retire_cb);
+}
+
+static void stats_rec(uintptr_t v, struct rdm_tree_stats *st)
+{
+	if (v == FULL) {
+		st->extents++;
+		return;
+	}
+	if (!is_node(v))
+		return;
+	switch (tag_of(v)) {
+	case T_BITMAP:
+		st->bitmap++;
+		return;
+	case T_EXT:
+		st->ext++;
+		st->extents += ((const struct ext_leaf *)ptr_of(v))->n;
+		return;
+	default:
+		st->inner++;
+		for (unsigned i = 0; i < FAN; i++)
+			stats_rec(((const uintptr_t *)ptr_of(v))[i], st);
+	}
+}
+
+void rdm_tree_stats(const struct rdm_tree *t, struct rdm_tree_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	/* Relaxed: writer-side diagnostics. */
+	stats_rec(atomic_load_explicit(&t->root, memory_order_relaxed), st);
+}
