@@ -47,6 +47,18 @@
  *  4. After dying is set and synchronize_rcu() returned, no reader touches
  *     the tree; after inflight reached 0, no public change call runs.
  */
+/*
+ * rdm's MIT licence is LGPL-compatible, which liburcu's README names as the
+ * condition for _LGPL_SOURCE: the read-side lock and unlock are inlined
+ * instead of being two library calls with their TLS lookups per query.
+ * Sanitizer builds keep the library calls: inlined, liburcu's own accesses
+ * would be reported in rdm's frames (UBSan flags liburcu's under-aligned
+ * reader records; TSan its plain counter accesses, which the suppressions
+ * may only hide inside liburcu).
+ */
+#if !defined(__SANITIZE_ADDRESS__) && !defined(RDM_TSAN)
+#define _LGPL_SOURCE
+#endif
 #include <errno.h>
 #include <numa.h>
 #include <pthread.h>
@@ -174,6 +186,9 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 	return 0;
 }
 
+static int change_enter(struct rdm_region *r, const char *what);
+static void change_leave(struct rdm_region *r);
+
 /* ---- small accessors ---- */
 
 uint64_t rdm_region_granularity(const struct rdm_region *r)
@@ -203,7 +218,7 @@ struct rdm_mem *rdm_region_mem_mut(struct rdm_region *r)
 
 /* ---- readers ---- */
 
-static bool reader_enter(const struct rdm_region *r)
+static inline bool reader_enter(const struct rdm_region *r)
 {
 	rcu_read_lock();
 	/* Relaxed: destroy stores dying and then waits for a grace period; a
@@ -216,7 +231,7 @@ static bool reader_enter(const struct rdm_region *r)
 	return true;
 }
 
-static void reader_leave(const struct rdm_region *r)
+static inline void reader_leave(const struct rdm_region *r)
 {
 	rdm_tree_read_done(&r->tree);
 	rcu_read_unlock();
@@ -573,6 +588,35 @@ int rdm_region_apply(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset
 	return ret;
 }
 
+int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t first, uint64_t *words),
+		    void *opaque)
+{
+	int ret;
+
+	if (r == NULL || get == NULL)
+		return rdm_fail(-EINVAL, "region load: NULL %s", r == NULL ? "region" : "source");
+	ret = change_enter(r, "region load");
+	if (ret != 0)
+		return ret;
+	pthread_mutex_lock(&r->lock);
+	if (r->listeners != NULL || r->tail_l != NULL || r->applier != NULL ||
+	    !rdm_tree_all(&r->tree, rdm_tree_snapshot(&r->tree), 0, r->nblocks, false)) {
+		ret = rdm_fail(-EBUSY, "region load: the region has populated blocks, listeners or an "
+				       "applier");
+	} else {
+		ret = rdm_tree_prepare_load(&r->tree, get, opaque);
+		if (ret != 0) {
+			ret = rdm_fail(ret, "region load: out of memory");
+		} else {
+			rdm_tree_publish(&r->tree);
+			rdm_tree_retire(&r->tree);
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	change_leave(r);
+	return ret;
+}
+
 void rdm_region_release(struct rdm_region *r, uint64_t offset, uint64_t length)
 {
 	if (r->cfg.release != NULL)
@@ -764,6 +808,7 @@ int rdm_region_destroy(struct rdm_region *r)
 	rdm_tree_fini(&r->tree);
 	/* Retire callbacks of earlier changes reference r->mem and r->tree. */
 	rcu_barrier();
+	rdm_tree_barrier_done(&r->tree);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 	return 0;

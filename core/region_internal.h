@@ -72,6 +72,19 @@ int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *o
 int rdm_region_apply(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset,
 		     uint64_t length, struct rdm_listener *l);
 
+/*
+ * Load the whole state from a bitmap in one change (an incoming migration
+ * restoring a plug bitmap; benchmarks building large states): get() fills
+ * the 64 words of the 4096 blocks starting at block `first` (bit i of word j
+ * = block first + 64 j + i; the words come zeroed; bits past the region are
+ * ignored). Only on a region with every block discarded and no listener, no
+ * tail listener and no applier (nobody needs telling); the new state becomes
+ * visible to readers at once. Returns 0, -EINVAL (NULL), -EBUSY (state or
+ * listeners present), -ECANCELED or -ENOMEM.
+ */
+int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t first, uint64_t *words),
+		    void *opaque);
+
 /* Call the region's release callback (if any) for a range. Any thread. */
 void rdm_region_release(struct rdm_region *r, uint64_t offset, uint64_t length);
 

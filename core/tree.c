@@ -37,15 +37,18 @@
  * Why these sizes (measured, see bench_state.c and tests/core):
  *  - 4096-block bitmap leaves (512 B) and 64-way inner nodes (512 B) keep a
  *    change in the fragmented 2^20-block state to one leaf + two inner copies
- *    (~1.5 KiB), so a writer at 500k changes/s keeps well under 16 MiB
- *    waiting for reclamation; larger leaves would cut the index overhead but
- *    multiply the copy per change.
+ *    (~1.5 KiB); larger leaves would cut the index overhead but multiply the
+ *    copy per change. Measured on a loaded 2-core machine, one call_rcu per
+ *    change is the writer's bottleneck: ~60-170k changes/s and 11-28 MiB
+ *    waiting for reclamation at the writer100k/500k cases (goal: 500k/s and
+ *    <= 16 MiB); batching several changes' retire lists into one call_rcu is
+ *    the next step.
  *  - Fully fragmented 1 TiB at 4 KiB blocks (2^28 blocks, alternating):
  *    2^16 bitmap leaves = 32 MiB, exactly the plain bitmap, plus 1024 + 16 + 1
  *    inner nodes = 520.5 KiB: 1.59% MORE than the bitmap. The goal "no more
  *    than the bitmap" is missed by that index overhead.
  *  - Sparse: an extent costs 16 B in its leaf plus 8 B of leaf header shared
- *    by up to 31; ~1,000 random extents in 2^20 blocks measure ~18 B per
+ *    by up to 31; ~1,000 random extents in 2^20 blocks measure 21-22 B per
  *    extent; a few extents in a 1 TiB region are one extent leaf (24 B + 16 B
  *    per extent). The worst sparse case is 32 runs crammed into one 4096-block
  *    span of a huge region: one bitmap plus one inner node per level above it
@@ -232,13 +235,6 @@ void rdm_tree_fini(struct rdm_tree *t)
 	vec_reset(t, &t->retired);
 }
 
-uintptr_t rdm_tree_snapshot(const struct rdm_tree *t)
-{
-	/* Acquire: pairs with the release store in rdm_tree_publish(); the nodes
-	 * of the version are complete before the reader follows the root. */
-	return atomic_load_explicit(&t->root, memory_order_acquire);
-}
-
 void rdm_tree_read_done(const struct rdm_tree *t)
 {
 	/* Release: pairs with the acquire in retire_cb() / rdm_tree_fini(), the
@@ -262,7 +258,7 @@ static inline unsigned popcount64(uint64_t x)
 
 /* ---- bitmap helpers (bit i of a leaf = block base + i) ---- */
 
-static bool bm_all(const uint64_t *w, unsigned a, unsigned b, bool val)
+static inline bool bm_all(const uint64_t *w, unsigned a, unsigned b, bool val)
 {
 	unsigned i0 = a >> 6, i1 = (b - 1) >> 6;
 
@@ -345,23 +341,25 @@ static unsigned bm_runs(const uint64_t *w)
 
 /* ---- extent-leaf helpers ---- */
 
-/* Index of the first run whose end is > s (n if none). */
+/* Index of the first run whose end is > s (n if none). Branch-free: the
+ * halving step compiles to a conditional move, which matters on the query
+ * path where the comparisons are unpredictable. */
 static inline uint32_t ext_search(const struct ext_leaf *x, uint64_t s)
 {
-	uint32_t lo = 0, hi = x->n;
+	uint32_t base = 0, len = x->n;
 
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
+	if (len == 0)
+		return 0;
+	while (len > 1) {
+		uint32_t half = len / 2;
 
-		if (x->r[2 * mid + 1] > s)
-			hi = mid;
-		else
-			lo = mid + 1;
+		base = x->r[2 * (base + half - 1) + 1] <= s ? base + half : base;
+		len -= half;
 	}
-	return lo;
+	return base + (x->r[2 * base + 1] <= s);
 }
 
-static bool ext_all(const struct ext_leaf *x, uint64_t s, uint64_t e, bool val)
+static inline bool ext_all(const struct ext_leaf *x, uint64_t s, uint64_t e, bool val)
 {
 	uint32_t i = ext_search(x, s);
 
@@ -904,6 +902,73 @@ int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated)
 	return 0;
 }
 
+/* Bottom-up construction from a bitmap source (rdm_tree_prepare_load). */
+static uintptr_t load_rec(struct wctx *c, unsigned level, uint64_t base, rdm_tree_load_fn get,
+			  void *opaque)
+{
+	if (level == 0) {
+		uint64_t w[LEAF_WORDS];
+		uint64_t r[2 * EXT_MAX];
+		size_t m = 0;
+		unsigned b = 0;
+
+		memset(w, 0, sizeof(w));
+		get(opaque, base, w);
+		if (base + LEAF_BITS > c->t->nblocks)
+			bm_set(w, (unsigned)(c->t->nblocks - base), LEAF_BITS, false);
+		if (bm_runs(w) > EXT_MAX) {
+			uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
+
+			if (nw == NULL)
+				return EMPTY;
+			memcpy(nw, w, sizeof(w));
+			return (uintptr_t)nw | T_BITMAP;
+		}
+		while (b < LEAF_BITS) {
+			unsigned rs = bm_find(w, b, LEAF_BITS, true);
+			unsigned re = bm_find(w, rs, LEAF_BITS, false);
+
+			if (rs < re) {
+				r[2 * m] = base + rs;
+				r[2 * m + 1] = base + re;
+				m++;
+			}
+			b = re;
+		}
+		return build(c, 0, base, r, m);
+	}
+	{
+		uintptr_t ch[FAN];
+		unsigned cs = span_shift(level - 1);
+
+		for (unsigned i = 0; i < FAN; i++) {
+			uint64_t cb = base + ((uint64_t)i << cs);
+
+			ch[i] = cb < c->t->nblocks ? load_rec(c, level - 1, cb, get, opaque) : EMPTY;
+			if (c->err != 0)
+				return EMPTY;
+		}
+		return normalize(c, ch, level, base);
+	}
+}
+
+int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque)
+{
+	struct wctx c = { .t = t, .err = 0 };
+
+	/* Relaxed: only this (the single) writer stores the root. */
+	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
+	t->fresh.n = 0;
+	t->retired.n = 0;
+	retire(&c, t->old_root, false);
+	t->new_root = load_rec(&c, t->root_level, 0, get, opaque);
+	if (c.err != 0) {
+		rdm_tree_abort(t);
+		return c.err;
+	}
+	return 0;
+}
+
 void rdm_tree_abort(struct rdm_tree *t)
 {
 	for (size_t i = 0; i < t->fresh.n; i++)
@@ -935,13 +1000,16 @@ struct retire_batch {
 static void retire_cb(struct rcu_head *head)
 {
 	struct retire_batch *b = caa_container_of(head, struct retire_batch, head);
-	struct rdm_mem *m = b->t->mem;
+	struct rdm_tree *t;
+	struct rdm_mem *m;
 
 	/* Acquire: pairs with the release in rdm_tree_retire() (the hand-off to
 	 * this thread) and with every reader's rdm_tree_read_done() (the grace
 	 * period has ended). */
 	rdm_tsan_acquire(b);
-	rdm_tsan_acquire(&b->t->gp);
+	t = b->t;
+	m = t->mem;
+	rdm_tsan_acquire(&t->gp);
 	for (size_t i = 0; i < b->n; i++) {
 		if (b->v[i] & RETIRE_NODE_ONLY)
 			free_node(m, b->v[i] & ~RETIRE_NODE_ONLY);
@@ -949,6 +1017,16 @@ static void retire_cb(struct rcu_head *head)
 			free_subtree(m, b->v[i]);
 	}
 	rdm_mem_free(m, b, sizeof(*b) + b->n * sizeof(uintptr_t), 16);
+	/* Release: pairs with the acquire in rdm_tree_barrier_done(), the edge
+	 * rcu_barrier() provides but TSan cannot see. */
+	rdm_tsan_release(&t->reclaimed);
+}
+
+void rdm_tree_barrier_done(struct rdm_tree *t)
+{
+	/* Acquire: pairs with the release at the end of retire_cb(). */
+	rdm_tsan_acquire(&t->reclaimed);
+	(void)t;
 }
 
 void rdm_tree_retire(struct rdm_tree *t)

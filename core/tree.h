@@ -51,16 +51,26 @@ struct rdm_tree {
 	/* Writer-only state of the change in progress. */
 	uintptr_t old_root, new_root;
 	struct rdm_tree_vec fresh, retired;
-	/* TSan sync object of the reader -> reclaim edge (core/tsan.h). */
+	/* TSan sync objects (core/tsan.h): gp for the reader -> reclaim edge;
+	 * reclaimed for the edge from a finished retire callback to whoever frees
+	 * the tree after rcu_barrier(). */
 	char gp;
+	char reclaimed;
 };
 
 void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem);
 /* Free every node now. No reader may hold a snapshot; call after
- * synchronize_rcu() and before rcu_barrier() + freeing mem. */
+ * synchronize_rcu() and before rcu_barrier() + rdm_tree_barrier_done() +
+ * freeing the tree and mem. */
 void rdm_tree_fini(struct rdm_tree *t);
+void rdm_tree_barrier_done(struct rdm_tree *t);
 
-uintptr_t rdm_tree_snapshot(const struct rdm_tree *t);
+static inline uintptr_t rdm_tree_snapshot(const struct rdm_tree *t)
+{
+	/* Acquire: pairs with the release store in rdm_tree_publish(); the nodes
+	 * of the version are complete before the reader follows the root. */
+	return atomic_load_explicit(&t->root, memory_order_acquire);
+}
 void rdm_tree_read_done(const struct rdm_tree *t);
 
 /* Queries on a snapshot; block range [s, e), s < e <= nblocks. */
@@ -77,6 +87,12 @@ int rdm_tree_runs(const struct rdm_tree *t, uintptr_t root, uint64_t s, uint64_t
  * no abort is needed). */
 int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated);
 void rdm_tree_abort(struct rdm_tree *t);
+/* Like prepare, but the new version is built from scratch, bottom up, from a
+ * bitmap: get() fills the 64 words of the 4096 blocks starting at `first`
+ * (bit i of word j = block first + 64 j + i; pre-zeroed). O(blocks / 4096)
+ * node builds instead of one change per run. */
+typedef void (*rdm_tree_load_fn)(void *opaque, uint64_t first, uint64_t *words);
+int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque);
 void rdm_tree_publish(struct rdm_tree *t);
 /* The version before the last publish (valid until rdm_tree_retire()). */
 uintptr_t rdm_tree_old_root(const struct rdm_tree *t);

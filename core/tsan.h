@@ -21,10 +21,13 @@
 #define RDM_CORE_TSAN_H
 
 #ifdef RDM_TSAN
+#include <stdint.h>
 void __tsan_acquire(void *addr); /* NOLINT: TSan's interface names */
 void __tsan_release(void *addr);
-#define rdm_tsan_acquire(addr) __tsan_acquire((void *)(addr))
-#define rdm_tsan_release(addr) __tsan_release((void *)(addr))
+/* TSan only uses the address as a key; going through uintptr_t drops a
+ * const without a qualifier-discarding cast. */
+#define rdm_tsan_acquire(addr) __tsan_acquire((void *)(uintptr_t)(addr))
+#define rdm_tsan_release(addr) __tsan_release((void *)(uintptr_t)(addr))
 #else
 #define rdm_tsan_acquire(addr) ((void)(addr))
 #define rdm_tsan_release(addr) ((void)(addr))

@@ -2,7 +2,8 @@
 # Build everything and run the main job: rdm-replay compares rdm's map
 # policies with QEMU's, Cloud Hypervisor's and naive strategies (and the
 # offline lower bound) on the shipped virtio-mem traces and the built-in
-# workloads, on the embedded sim backend. Extra arguments go to rdm-replay.
+# workloads (--workload all), on the embedded sim backend. Extra arguments go to
+# rdm-replay; the table goes to stdout, out/replay.json and out/replay.svg beside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,4 +11,4 @@ bash scripts/deps.sh build main
 [ -d build ] || meson setup build >/dev/null
 ninja -C build
 mkdir -p out
-exec build/tools/rdm-replay --json out/replay.json --plot out/replay.svg "$@" data/traces/*.csv
+exec build/tools/rdm-replay --json out/replay.json --plot out/replay.svg --workload all "$@" data/traces/*.csv

@@ -522,6 +522,58 @@ static void test_memory(void)
 	CHECK(rdm_region_destroy(r) == 0);
 }
 
+/* rdm_region_load: same state (and, canonical, same memory) as populates. */
+static uint64_t load_bits[(UINT64_C(1) << 16) / 64];
+
+static void load_get(void *opaque, uint64_t first, uint64_t *words)
+{
+	(void)opaque;
+	if (first < (UINT64_C(1) << 16))
+		memcpy(words, &load_bits[first / 64], 64 * sizeof(uint64_t));
+}
+
+static int populate_run(void *opaque, uint64_t off, uint64_t len)
+{
+	return rdm_populate(opaque, off, len);
+}
+
+static void test_load(void)
+{
+	uint64_t nb = (UINT64_C(1) << 16) - 100, x = 12345;
+	struct rdm_region *a = make(nb * BS, BS, 0), *b = make(nb * BS, BS, 0);
+	struct tl l;
+
+	for (uint64_t i = 0; i < nb; i++) {
+		unsigned chunk = (unsigned)(i / 4096) % 4;
+		bool v;
+
+		x = x * 6364136223846793005u + 1442695040888963407u;
+		/* per 4096-block chunk: empty, full, sparse, dense */
+		v = chunk == 1 || (chunk == 2 && (x >> 60) == 0) || (chunk == 3 && (x >> 63));
+		if (v)
+			load_bits[i / 64] |= UINT64_C(1) << (i % 64);
+	}
+	CHECK_FAIL(rdm_region_load(NULL, load_get, NULL), -EINVAL);
+	CHECK_FAIL(rdm_region_load(a, NULL, NULL), -EINVAL);
+	CHECK(rdm_region_load(a, load_get, NULL) == 0);
+	CHECK(rdm_replay_populated(a, 0, UINT64_MAX, populate_run, b) == 0);
+	for (uint64_t i = 0; i < nb; i += 97)
+		CHECK(rdm_is_populated(a, i * BS, BS) ==
+		      (bool)((load_bits[i / 64] >> (i % 64)) & 1));
+	CHECK(rdm_populated_bytes(a, 0, UINT64_MAX) == rdm_populated_bytes(b, 0, UINT64_MAX));
+	rcu_barrier();
+	CHECK(rdm_mem_current(rdm_region_mem(a)) == rdm_mem_current(rdm_region_mem(b)));
+	/* Only on an empty region without listeners. */
+	CHECK_FAIL(rdm_region_load(a, load_get, NULL), -EBUSY);
+	CHECK(rdm_discard_all(b) == 0);
+	tl_init(&l, 0, 0, BS);
+	CHECK(rdm_listener_register(b, &l.l) == 0);
+	CHECK_FAIL(rdm_region_load(b, load_get, NULL), -EBUSY);
+	CHECK(rdm_populated_bytes(b, 0, UINT64_MAX) == 0);
+	CHECK(rdm_region_destroy(a) == 0);
+	CHECK(rdm_region_destroy(b) == 0);
+}
+
 int main(void)
 {
 	test_create();
@@ -530,5 +582,6 @@ int main(void)
 	test_listeners();
 	test_strict_listeners();
 	test_memory();
+	test_load();
 	return check_exit();
 }

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""test_cli.py - rdm-replay's command line: flag errors, trace errors, SUMMARY lines, the JSON schema, --scale, the plot."""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+exe, traces = sys.argv[1], sys.argv[2]
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    if not cond:
+        print("check failed:", what, file=sys.stderr)
+        failures += 1
+
+
+def run(*args):
+    p = subprocess.run([exe, *args], capture_output=True, text=True, timeout=100)
+    return p.returncode, p.stdout, p.stderr
+
+
+# Bad flags: exit 2 and a message naming the flag.
+for args, frag in [
+    (["--bogus"], "--bogus"),
+    (["--json"], "--json"),
+    (["--scale", "0"], "--scale"),
+    (["--scale", "x"], "--scale"),
+    (["--seed", "-1"], "--seed"),
+    (["--policy", "nope"], "nope"),
+    (["--backend", "xen"], "--backend"),
+    (["--plot", "out.txt"], "--plot"),
+    (["--block-size", "3M"], "--block-size"),
+    (["--region-size", "12Q"], "--region-size"),
+    (["--workload", "nope"], "--workload"),
+    (["--sim-call-ns", "fast"], "--sim-call-ns"),
+    (["--jobs", "0"], "--jobs"),
+    (["--jobs", "2", "--backend", "vfio-type1:/dev/vfio/0"], "--jobs"),
+]:
+    rc, out, err = run(*args)
+    check(rc == 2, f"{args}: exit {rc}, want 2")
+    check(frag in err, f"{args}: message {err!r} lacks {frag!r}")
+    check(out == "", f"{args}: printed to stdout")
+
+rc, out, err = run("--help")
+check(rc == 0 and "SYNOPSIS" in out and "--backend" in out and "EXIT STATUS" in out, "--help")
+
+tmp = tempfile.mkdtemp(prefix="rdm-replay-cli")
+try:
+    # A malformed trace: exit 1, file and line named, nothing replayed (even the good trace before it).
+    bad = os.path.join(tmp, "bad.csv")
+    with open(bad, "w") as f:
+        f.write("seq,op,offset_bytes,length_bytes\n0,plug,0,2097152\n1,unplug,0,1000\n")
+    with open(os.path.join(tmp, "bad.meta.json"), "w") as f:
+        f.write('{"block_size": 2097152, "max_size": 8589934592}')
+    rc, out, err = run(os.path.join(traces, "C_bbm1G_movable.csv"), bad)
+    check(rc == 1, f"malformed trace: exit {rc}")
+    check("bad.csv:3:" in err and "aligned" in err, f"malformed trace message {err!r}")
+    check("SUMMARY" not in out and out == "", "malformed trace: something was replayed")
+
+    # No meta file and no override.
+    nometa = os.path.join(tmp, "nometa.csv")
+    with open(nometa, "w") as f:
+        f.write("seq,op,offset_bytes,length_bytes\n0,plug,0,2097152\n")
+    rc, out, err = run(nometa)
+    check(rc == 1 and "nometa.meta.json is missing" in err and "--block-size" in err, f"missing meta: {err!r}")
+    rc, out, err = run("--block-size", "2M", "--region-size", "1G", nometa)
+    check(rc == 0 and "workload=nometa strategy=qemu calls=1 " in out, "overrides replace the meta file")
+
+    # --scale: call counts depend on block counts, not bytes.
+    a = os.path.join(traces, "A_sbm2M_movable.csv")
+    rc1, out1, _ = run("--policy", "qemu", a)
+    rc2, out2, _ = run("--policy", "qemu", "--scale", "64", a)
+    s1 = [l for l in out1.splitlines() if l.startswith("SUMMARY")]
+    s2 = [l for l in out2.splitlines() if l.startswith("SUMMARY")]
+    check(rc1 == 0 and rc2 == 0 and s1 == s2 and len(s1) == 2, "--scale 64 keeps call counts")
+    rc, out, err = run("--scale", "3", a)
+    check(rc == 1 and "--scale 3" in err, f"--scale not dividing: {err!r}")
+
+    # --jobs: the same counts from parallel runs.
+    small = ["--workload", "sbm:region=2G", "--workload", "storm:region=256M,conversions=2000",
+             os.path.join(traces, "D_bbm2M_forced_movable.csv")]
+    rc1, out1, _ = run(*small)
+    rc2, out2, _ = run("--jobs", "2", *small)
+    s1 = [l for l in out1.splitlines() if l.startswith("SUMMARY")]
+    s2 = [l for l in out2.splitlines() if l.startswith("SUMMARY")]
+    check(rc1 == 0 and rc2 == 0 and s1 == s2 and len(s1) == 12, "--jobs 2 gives the same SUMMARY lines")
+
+    # JSON schema, and the SUMMARY lines agree with it.
+    js = os.path.join(tmp, "r.json")
+    args = ["--json", js, "--seed", "7", "--workload", "storm:region=1G,conversions=3000",
+            "--workload", "frag:region=1G,steps=500", os.path.join(traces, "G_sbm128M_movable.csv"),
+            os.path.join(traces, "H_sbm2M_movable_reset.csv")]
+    have_gnuplot = shutil.which("gnuplot") is not None
+    svg = os.path.join(tmp, "r.svg")
+    if have_gnuplot:
+        args += ["--plot", svg]
+    rc, out, err = run(*args)
+    check(rc == 0, f"json run: exit {rc}: {err}")
+    with open(js) as f:
+        d = json.load(f)
+    check(d["tool"] == "rdm-replay" and d["schema_version"] == 1 and d["seed"] == 7 and d["scale"] == 1,
+          "json header")
+    check(d["backend"] == "sim" and d["mapping_limit"] == 65535, "json backend/limit")
+    check(set(d["cost_model"]) == {"call_ns", "page_ns", "page_size"}, "json cost_model")
+    names = [w["name"] for w in d["workloads"]]
+    check(names == ["G_sbm128M_movable", "H_sbm2M_movable_reset", "storm:region=1G,conversions=3000",
+                    "frag-d50:region=1G,steps=500"], f"json workload names {names}")
+    row_keys = {"strategy", "map_calls", "unmap_calls", "calls", "ratio_lb", "peak_mappings", "limit_exceeded",
+                "remapped_bytes", "deferred_peak_bytes", "modelled_ns", "wall_ns", "latency_p50_ns",
+                "latency_p99_ns", "failed_requests", "async"}
+    summaries = {}
+    for l in out.splitlines():
+        if l.startswith("SUMMARY replay "):
+            m = re.fullmatch(r"SUMMARY replay workload=(\S+) strategy=(\S+) calls=(\d+) lower_bound=(\d+) "
+                             r"ratio_lb=(\S+) peak_mappings=(\d+) limit_exceeded=(\d+) remapped_bytes=(\d+) "
+                             r"deferred_peak_bytes=(\d+)", l)
+            check(m is not None, f"SUMMARY format: {l}")
+            if m:
+                summaries[(m[1], m[2])] = m
+    for w in d["workloads"]:
+        for k, t in [("name", str), ("source", str), ("block_size", int), ("region_size", int), ("requests", int),
+                     ("lower_bound", dict), ("results", list)]:
+            check(isinstance(w.get(k), t), f"{w.get('name')}: {k} is {type(w.get(k))}")
+        lb = w["lower_bound"]
+        check(set(lb) == {"calls", "maps", "unmaps", "peak_mappings"}, "lower_bound keys")
+        check(lb["calls"] == lb["maps"] + lb["unmaps"], "lower_bound sum")
+        strategies = [r["strategy"] for r in w["results"]]
+        check(strategies[0] == "lower-bound" and {"qemu", "cloud-hypervisor", "naive"} <= set(strategies),
+              f"strategies {strategies}")
+        for r in w["results"]:
+            check(set(r) == row_keys, f"row keys {sorted(set(r) ^ row_keys)}")
+            check(r["calls"] == r["map_calls"] + r["unmap_calls"], "calls = map + unmap")
+            check(r["calls"] >= lb["calls"], f"{w['name']}/{r['strategy']} below the lower bound")
+            if lb["calls"]:
+                check(abs(r["ratio_lb"] - r["calls"] / lb["calls"]) < 1e-5, "ratio_lb")
+            check(r["limit_exceeded"] == max(0, r["peak_mappings"] - 65535), "limit_exceeded")
+            if r["strategy"] == "lower-bound":
+                check(r["wall_ns"] is None and r["latency_p50_ns"] is None, "lower bound has no wall time")
+            else:
+                check(isinstance(r["wall_ns"], int) and r["latency_p50_ns"] <= r["latency_p99_ns"], "latency")
+            check(r["async"] is None or isinstance(r["async"], dict), "async")
+            m = summaries.get((w["name"], r["strategy"]))
+            check(m is not None, f"no SUMMARY for {w['name']}/{r['strategy']}")
+            if m:
+                check(int(m[3]) == r["calls"] and int(m[4]) == lb["calls"] and int(m[6]) == r["peak_mappings"],
+                      f"SUMMARY disagrees with JSON: {m[0]}")
+    if have_gnuplot:
+        with open(svg) as f:
+            check("<svg" in f.read(), "plot is an SVG")
+        check(os.path.exists(svg + ".dat") and os.path.exists(svg + ".gp"), "plot data and script kept")
+finally:
+    shutil.rmtree(tmp)
+
+if failures:
+    print(f"{failures} check(s) failed", file=sys.stderr)
+sys.exit(1 if failures else 0)

@@ -1,0 +1,585 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tools/replay/gen.c - the built-in workload generators.
+ *
+ * sbm       virtio-mem, Linux guest, Sub Block Mode, as the Linux 6.1 driver
+ *           behaves in the shipped traces: the guest's target size changes
+ *           `steps` times; a plug first fills each hole of a partially
+ *           plugged 128 MiB memory block (one request per hole, ascending),
+ *           then takes whole memory blocks ascending (one request each, the
+ *           last one possibly partial); an unplug goes from the top memory
+ *           block down: a fully plugged block whose pages move (probability
+ *           `movable`%) goes as one request, otherwise its plugged 2 MiB
+ *           subblocks go one request each, top down, skipping busy ones
+ *           (probability `busy`%). No request crosses a memory block.
+ * bbm       Big Block Mode: every request one big block; plugs ascending,
+ *           unplugs descending, skipping busy big blocks.
+ * reset     sbm steps, then unplug_all (QEMU discards everything at reset),
+ *           then sbm steps again.
+ * register  listener registration on a mostly plugged device (1 TiB): one
+ *           populate per maximal populated run, ascending (what registering
+ *           a listener replays), then the unregistration's discard of all.
+ * storm     guest_memfd conversion storm: 4 KiB blocks; each step converts a
+ *           private range to shared (populate, probability `share`%) or a
+ *           shared one back (discard). A shared conversion's size is
+ *           log-uniform over min..max (powers of two) and aligned to its
+ *           size; a conversion back picks an earlier conversion that is still
+ *           wholly shared and covers, with probability `sub`%, a strict
+ *           aligned sub-range of it, else all of it.
+ * frag      random fragmentation: the region is populated (128 MiB requests),
+ *           then `steps` random runs of 1..`run` blocks are discarded while
+ *           the populated share is above `density`% and populated below it
+ *           (one request per maximal run that changes).
+ */
+#include "tools/replay/gen.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tools/replay/util.h"
+
+#define MiB (UINT64_C(1) << 20)
+#define GiB (UINT64_C(1) << 30)
+
+static int gfail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int gfail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (err && errlen)
+		vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static bool pow2(uint64_t v)
+{
+	return v && !(v & (v - 1));
+}
+
+/* ------------------------------------------------------------ SBM machine */
+
+struct sbm {
+	struct replay_trace *t;
+	struct replay_rng *rng;
+	uint64_t bs, mb, nblocks, per_mb, nmb;
+	uint64_t *plugged;  /* per device block */
+	uint64_t *count;    /* plugged blocks per memory block */
+	uint64_t total;     /* plugged blocks */
+	uint64_t movable, busy;
+};
+
+static int sbm_init(struct sbm *s, struct replay_trace *t, struct replay_rng *rng, uint64_t region,
+		    uint64_t bs, uint64_t mb, uint64_t movable, uint64_t busy, char *err, size_t errlen)
+{
+	if (!pow2(bs) || bs < 4096 || !pow2(mb) || mb < bs || region == 0 || region % mb)
+		return gfail(err, errlen,
+			     "sbm: need power-of-two block >= 4K, memory block >= block, region a multiple of the memory block");
+	memset(s, 0, sizeof(*s));
+	s->t = t;
+	s->rng = rng;
+	s->bs = bs;
+	s->mb = mb;
+	s->nblocks = region / bs;
+	s->per_mb = mb / bs;
+	s->nmb = region / mb;
+	s->movable = movable;
+	s->busy = busy;
+	s->plugged = bm_alloc(s->nblocks);
+	s->count = calloc((size_t)s->nmb, sizeof(uint64_t));
+	if (!s->plugged || !s->count) {
+		free(s->plugged);
+		free(s->count);
+		return gfail(err, errlen, "sbm: out of memory");
+	}
+	t->block_size = bs;
+	t->region_size = region;
+	return 0;
+}
+
+static void sbm_free(struct sbm *s)
+{
+	free(s->plugged);
+	free(s->count);
+}
+
+static void sbm_mark(struct sbm *s, uint64_t first, uint64_t n, bool v)
+{
+	for (uint64_t i = first; i < first + n; i++) {
+		bm_set(s->plugged, i, v);
+		if (v)
+			s->count[i / s->per_mb]++;
+		else
+			s->count[i / s->per_mb]--;
+	}
+	if (v)
+		s->total += n;
+	else
+		s->total -= n;
+}
+
+static void sbm_req(struct sbm *s, uint32_t op, uint64_t first, uint64_t n)
+{
+	replay_trace_push(s->t, op, first * s->bs, n * s->bs);
+	sbm_mark(s, first, n, op == REPLAY_POPULATE);
+}
+
+/* Plug `want` blocks. */
+static void sbm_plug(struct sbm *s, uint64_t want)
+{
+	/* Holes of partially plugged memory blocks first, ascending. */
+	for (uint64_t m = 0; m < s->nmb && want; m++) {
+		if (s->count[m] == 0 || s->count[m] == s->per_mb)
+			continue;
+		uint64_t b = m * s->per_mb, e = b + s->per_mb;
+		for (uint64_t i = b; i < e && want;) {
+			if (bm_test(s->plugged, i)) {
+				i++;
+				continue;
+			}
+			uint64_t j = i;
+			while (j < e && !bm_test(s->plugged, j) && j - i < want)
+				j++;
+			sbm_req(s, REPLAY_POPULATE, i, j - i);
+			want -= j - i;
+			i = j;
+		}
+	}
+	/* Then whole memory blocks, ascending. */
+	for (uint64_t m = 0; m < s->nmb && want; m++) {
+		if (s->count[m])
+			continue;
+		uint64_t n = want < s->per_mb ? want : s->per_mb;
+		sbm_req(s, REPLAY_POPULATE, m * s->per_mb, n);
+		want -= n;
+	}
+}
+
+/* Unplug up to `want` blocks. */
+static void sbm_unplug(struct sbm *s, uint64_t want)
+{
+	for (uint64_t m = s->nmb; m-- > 0 && want;) {
+		if (s->count[m] == 0)
+			continue;
+		uint64_t b = m * s->per_mb;
+		if (s->count[m] == s->per_mb && want >= s->per_mb && replay_rng_pct(s->rng, s->movable)) {
+			sbm_req(s, REPLAY_DISCARD, b, s->per_mb);
+			want -= s->per_mb;
+			continue;
+		}
+		for (uint64_t i = b + s->per_mb; i-- > b && want;) {
+			if (!bm_test(s->plugged, i) || replay_rng_pct(s->rng, s->busy))
+				continue;
+			sbm_req(s, REPLAY_DISCARD, i, 1);
+			want--;
+		}
+	}
+}
+
+/* Move the plugged size to a random target, `steps` times. */
+static void sbm_steps(struct sbm *s, uint64_t steps)
+{
+	for (uint64_t k = 0; k < steps; k++) {
+		uint64_t target = replay_rng_below(s->rng, s->nblocks + 1);
+
+		if (target > s->total)
+			sbm_plug(s, target - s->total);
+		else
+			sbm_unplug(s, s->total - target);
+	}
+}
+
+/* params: region, block, memblock, steps, movable, busy */
+static int gen_sbm(const uint64_t *v, uint64_t seed, struct replay_trace *t, char *err, size_t errlen)
+{
+	struct replay_rng rng;
+	struct sbm s;
+
+	replay_rng_seed(&rng, seed);
+	if (sbm_init(&s, t, &rng, v[0], v[1], v[2], v[4], v[5], err, errlen) < 0)
+		return -1;
+	sbm_steps(&s, v[3]);
+	sbm_free(&s);
+	return 0;
+}
+
+/* params: region, block, memblock, steps, movable, busy */
+static int gen_reset(const uint64_t *v, uint64_t seed, struct replay_trace *t, char *err, size_t errlen)
+{
+	struct replay_rng rng;
+	struct sbm s;
+
+	replay_rng_seed(&rng, seed);
+	if (sbm_init(&s, t, &rng, v[0], v[1], v[2], v[4], v[5], err, errlen) < 0)
+		return -1;
+	sbm_steps(&s, v[3]);
+	if (s.total == 0)
+		sbm_plug(&s, s.nblocks / 2);
+	replay_trace_push(t, REPLAY_DISCARD_ALL, 0, v[0]);
+	for (uint64_t i = 0; i < s.nblocks; i++)
+		if (bm_test(s.plugged, i))
+			sbm_mark(&s, i, 1, false);
+	sbm_steps(&s, v[3]);
+	sbm_free(&s);
+	return 0;
+}
+
+/* params: region, bigblock, steps, busy */
+static int gen_bbm(const uint64_t *v, uint64_t seed, struct replay_trace *t, char *err, size_t errlen)
+{
+	struct replay_rng rng;
+	uint64_t region = v[0], bb = v[1], n;
+	uint64_t *plugged, total = 0;
+
+	if (!pow2(bb) || bb < 4096 || region == 0 || region % bb)
+		return gfail(err, errlen, "bbm: need a power-of-two big block >= 4K dividing the region");
+	n = region / bb;
+	plugged = bm_alloc(n);
+	if (!plugged)
+		return gfail(err, errlen, "bbm: out of memory");
+	t->block_size = bb;
+	t->region_size = region;
+	replay_rng_seed(&rng, seed);
+	for (uint64_t k = 0; k < v[2]; k++) {
+		uint64_t target = replay_rng_below(&rng, n + 1);
+
+		for (uint64_t i = 0; i < n && total < target; i++) {
+			if (bm_test(plugged, i))
+				continue;
+			replay_trace_push(t, REPLAY_POPULATE, i * bb, bb);
+			bm_set(plugged, i, true);
+			total++;
+		}
+		for (uint64_t i = n; i-- > 0 && total > target;) {
+			if (!bm_test(plugged, i) || replay_rng_pct(&rng, v[3]))
+				continue;
+			replay_trace_push(t, REPLAY_DISCARD, i * bb, bb);
+			bm_set(plugged, i, false);
+			total--;
+		}
+	}
+	free(plugged);
+	return 0;
+}
+
+/* params: region, block, memblock, plugged, partial */
+static int gen_register(const uint64_t *v, uint64_t seed, struct replay_trace *t, char *err, size_t errlen)
+{
+	struct replay_rng rng;
+	uint64_t region = v[0], bs = v[1], mb = v[2];
+	uint64_t *plugged, nblocks, per_mb;
+
+	if (!pow2(bs) || bs < 4096 || !pow2(mb) || mb < bs || region == 0 || region % mb)
+		return gfail(err, errlen, "register: need power-of-two block >= 4K, memory block >= block dividing the region");
+	if (v[3] + v[4] > 100)
+		return gfail(err, errlen, "register: plugged + partial must be at most 100 (percent)");
+	nblocks = region / bs;
+	per_mb = mb / bs;
+	plugged = bm_alloc(nblocks);
+	if (!plugged)
+		return gfail(err, errlen, "register: out of memory");
+	t->block_size = bs;
+	t->region_size = region;
+	replay_rng_seed(&rng, seed);
+	for (uint64_t m = 0; m < region / mb; m++) {
+		uint64_t r = replay_rng_below(&rng, 100);
+		for (uint64_t i = m * per_mb; i < (m + 1) * per_mb; i++) {
+			bool on = r < v[3] || (r < v[3] + v[4] && replay_rng_pct(&rng, 50));
+			bm_set(plugged, i, on);
+		}
+	}
+	for (uint64_t i = 0; i < nblocks;) {
+		if (!bm_test(plugged, i)) {
+			i++;
+			continue;
+		}
+		uint64_t j = i;
+		while (j < nblocks && bm_test(plugged, j))
+			j++;
+		replay_trace_push(t, REPLAY_POPULATE, i * bs, (j - i) * bs);
+		i = j;
+	}
+	replay_trace_push(t, REPLAY_DISCARD_ALL, 0, region);
+	free(plugged);
+	return 0;
+}
+
+/* params: region, block, conversions, share, sub, min, max */
+static int gen_storm(const uint64_t *v, uint64_t seed, struct replay_trace *t, char *err, size_t errlen)
+{
+	struct replay_rng rng;
+	uint64_t region = v[0], bs = v[1], steps = v[2], share = v[3], sub = v[4], min = v[5], max = v[6];
+	uint64_t nblocks, *shared;
+	unsigned lmin = 0, lmax = 0;
+	struct conv { uint64_t first, n; } *live;
+	size_t nlive = 0;
+
+	if (!pow2(bs) || bs < 4096 || !pow2(min) || !pow2(max) || min < bs || max < min || region % max ||
+	    share > 100 || sub > 100)
+		return gfail(err, errlen,
+			     "storm: need power-of-two block <= min <= max, max dividing the region, share and sub in 0..100");
+	nblocks = region / bs;
+	while ((bs << lmin) < min)
+		lmin++;
+	while ((bs << lmax) < max)
+		lmax++;
+	shared = bm_alloc(nblocks);
+	live = malloc((size_t)(steps + 1) * sizeof(*live));
+	if (!shared || !live) {
+		free(shared);
+		free(live);
+		return gfail(err, errlen, "storm: out of memory");
+	}
+	t->block_size = bs;
+	t->region_size = region;
+	replay_rng_seed(&rng, seed);
+	for (uint64_t k = 0; k < steps; k++) {
+		bool to_shared = replay_rng_pct(&rng, share) || nlive == 0;
+
+		if (to_shared) {
+			/* Log-uniform size, aligned to itself, wholly private. */
+			unsigned l = lmin + (unsigned)replay_rng_below(&rng, lmax - lmin + 1);
+			uint64_t n = UINT64_C(1) << l, first = 0;
+			bool found = false;
+
+			for (;;) {
+				for (int tries = 0; tries < 64 && !found; tries++) {
+					first = replay_rng_below(&rng, nblocks / n) * n;
+					found = bm_all(shared, first, n, false);
+				}
+				if (found || l == lmin)
+					break;
+				l--; /* the guest is nearly all shared: take a smaller range */
+				n >>= 1;
+			}
+			if (!found)
+				continue;
+			for (uint64_t i = first; i < first + n; i++)
+				bm_set(shared, i, true);
+			replay_trace_push(t, REPLAY_POPULATE, first * bs, n * bs);
+			live[nlive++] = (struct conv){ first, n };
+		} else {
+			size_t pick = (size_t)replay_rng_below(&rng, nlive);
+			struct conv c = live[pick];
+			uint64_t first = c.first, n = c.n;
+
+			live[pick] = live[--nlive];
+			if (c.n > 1 && replay_rng_pct(&rng, sub)) {
+				/* A strict aligned sub-range: 1/2 .. 1/n of it. */
+				unsigned lc = 0;
+				while ((UINT64_C(1) << lc) < c.n)
+					lc++;
+				n = UINT64_C(1) << replay_rng_below(&rng, lc);
+				first = c.first + replay_rng_below(&rng, c.n / n) * n;
+			}
+			for (uint64_t i = first; i < first + n; i++)
+				bm_set(shared, i, false);
+			replay_trace_push(t, REPLAY_DISCARD, first * bs, n * bs);
+		}
+	}
+	free(shared);
+	free(live);
+	return 0;
+}
+
+/* params: region, block, density, steps, run */
+static int gen_frag(const uint64_t *v, uint64_t seed, struct replay_trace *t, char *err, size_t errlen)
+{
+	struct replay_rng rng;
+	uint64_t region = v[0], bs = v[1], density = v[2], steps = v[3], run = v[4];
+	uint64_t nblocks, *pop, total, chunk;
+
+	if (!pow2(bs) || bs < 4096 || region == 0 || region % bs || density > 100 || run == 0)
+		return gfail(err, errlen, "frag: need a power-of-two block >= 4K dividing the region, density 0..100, run >= 1");
+	nblocks = region / bs;
+	pop = bm_alloc(nblocks);
+	if (!pop)
+		return gfail(err, errlen, "frag: out of memory");
+	t->block_size = bs;
+	t->region_size = region;
+	replay_rng_seed(&rng, seed);
+	chunk = 128 * MiB > bs ? 128 * MiB / bs : 1;
+	for (uint64_t i = 0; i < nblocks; i += chunk) {
+		uint64_t n = nblocks - i < chunk ? nblocks - i : chunk;
+		replay_trace_push(t, REPLAY_POPULATE, i * bs, n * bs);
+		for (uint64_t j = i; j < i + n; j++)
+			bm_set(pop, j, true);
+	}
+	total = nblocks;
+	for (uint64_t k = 0; k < steps; k++) {
+		uint64_t len = 1 + replay_rng_below(&rng, run);
+		if (len > nblocks)
+			len = nblocks;
+		uint64_t first = replay_rng_below(&rng, nblocks - len + 1);
+		bool populate = total * 100 < density * nblocks;
+
+		for (uint64_t i = first; i < first + len;) {
+			if (bm_test(pop, i) == populate) {
+				i++;
+				continue;
+			}
+			uint64_t j = i;
+			while (j < first + len && bm_test(pop, j) != populate)
+				j++;
+			replay_trace_push(t, populate ? REPLAY_POPULATE : REPLAY_DISCARD, i * bs, (j - i) * bs);
+			for (uint64_t x = i; x < j; x++)
+				bm_set(pop, x, populate);
+			if (populate)
+				total += j - i;
+			else
+				total -= j - i;
+			i = j;
+		}
+	}
+	free(pop);
+	return 0;
+}
+
+static const struct replay_gen_param sbm_params[] = {
+	{ "region", 16 * GiB, true, "device region size" },
+	{ "block", 2 * MiB, true, "device block size (subblock)" },
+	{ "memblock", 128 * MiB, true, "Linux memory block size" },
+	{ "steps", 24, false, "requested-size changes" },
+	{ "movable", 95, false, "% of fully plugged memory blocks unplugged whole" },
+	{ "busy", 5, false, "% of subblock unplug attempts that fail (busy pages)" },
+};
+static const struct replay_gen_param bbm_params[] = {
+	{ "region", 64 * GiB, true, "device region size" },
+	{ "bigblock", 1 * GiB, true, "big block size (the request size)" },
+	{ "steps", 24, false, "requested-size changes" },
+	{ "busy", 10, false, "% of big blocks that cannot be unplugged at an attempt" },
+};
+static const struct replay_gen_param register_params[] = {
+	{ "region", 1024 * GiB, true, "device region size" },
+	{ "block", 2 * MiB, true, "device block size" },
+	{ "memblock", 128 * MiB, true, "Linux memory block size" },
+	{ "plugged", 90, false, "% of memory blocks fully plugged" },
+	{ "partial", 5, false, "% of memory blocks half plugged at random" },
+};
+static const struct replay_gen_param storm_params[] = {
+	{ "region", 64 * GiB, true, "guest memory size" },
+	{ "block", 4096, true, "conversion granularity" },
+	{ "conversions", 200000, false, "conversion requests" },
+	{ "share", 55, false, "% of steps converting private to shared" },
+	{ "sub", 30, false, "% of conversions back covering a strict sub-range" },
+	{ "min", 4096, true, "smallest conversion" },
+	{ "max", 2 * MiB, true, "largest conversion" },
+};
+static const struct replay_gen_param frag_params[] = {
+	{ "region", 16 * GiB, true, "region size" },
+	{ "block", 2 * MiB, true, "block size" },
+	{ "density", 50, false, "% of blocks populated at steady state" },
+	{ "steps", 20000, false, "random runs changed" },
+	{ "run", 8, false, "longest run, in blocks" },
+};
+
+#define GEN(n, k, h, p, f) { n, h, k, p, sizeof(p) / sizeof(p[0]), f }
+const struct replay_generator replay_generators[] = {
+	GEN("sbm", REPLAY_KIND_SBM, "virtio-mem, Linux guest, Sub Block Mode", sbm_params, gen_sbm),
+	GEN("bbm", REPLAY_KIND_BBM, "virtio-mem, Big Block Mode", bbm_params, gen_bbm),
+	GEN("reset", REPLAY_KIND_RESET, "Sub Block Mode with unplug_all at a guest reset, then re-plug", sbm_params,
+	    gen_reset),
+	GEN("register", REPLAY_KIND_REGISTER, "listener registration replay of a mostly plugged device, then unregistration",
+	    register_params, gen_register),
+	GEN("storm", REPLAY_KIND_STORM, "guest_memfd shared/private conversion storm", storm_params, gen_storm),
+	GEN("frag", REPLAY_KIND_FRAG, "random fragmentation at a chosen density", frag_params, gen_frag),
+};
+const size_t replay_ngenerators = sizeof(replay_generators) / sizeof(replay_generators[0]);
+
+const char *const replay_default_workloads[] = {
+	"sbm", "bbm", "reset", "register", "storm", "frag:density=10", "frag:density=50", "frag:density=90", NULL,
+};
+
+const struct replay_generator *replay_find_generator(const char *name)
+{
+	for (size_t i = 0; i < replay_ngenerators; i++)
+		if (strcmp(replay_generators[i].name, name) == 0)
+			return &replay_generators[i];
+	return NULL;
+}
+
+int replay_generate(const char *spec, uint64_t seed, struct replay_trace *t, char *err, size_t errlen)
+{
+	char name[32], extra[64] = "";
+	const char *colon = strchr(spec, ':');
+	size_t nl = colon ? (size_t)(colon - spec) : strlen(spec);
+	const struct replay_generator *g;
+	uint64_t v[REPLAY_GEN_MAX_PARAMS];
+
+	if (nl >= sizeof(name))
+		return gfail(err, errlen, "unknown workload \"%s\"", spec);
+	memcpy(name, spec, nl);
+	name[nl] = '\0';
+	g = replay_find_generator(name);
+	if (!g)
+		return gfail(err, errlen, "unknown workload \"%s\" (sbm, bbm, reset, register, storm, frag)", name);
+	for (size_t i = 0; i < g->nparams; i++)
+		v[i] = g->params[i].def;
+	if (colon) {
+		const char *p = colon + 1;
+		while (*p) {
+			const char *eq = strchr(p, '='), *comma = strchr(p, ',');
+			const char *end = comma ? comma : p + strlen(p);
+			size_t i;
+			char val[40];
+
+			if (!eq || eq > end)
+				return gfail(err, errlen, "workload %s: expected KEY=VALUE, got \"%.*s\"", name,
+					     (int)(end - p), p);
+			for (i = 0; i < g->nparams; i++)
+				if (strlen(g->params[i].name) == (size_t)(eq - p) &&
+				    memcmp(g->params[i].name, p, (size_t)(eq - p)) == 0)
+					break;
+			if (i == g->nparams)
+				return gfail(err, errlen, "workload %s: unknown parameter \"%.*s\"", name,
+					     (int)(eq - p), p);
+			if ((size_t)(end - eq - 1) >= sizeof(val))
+				return gfail(err, errlen, "workload %s: value of %s too long", name, g->params[i].name);
+			memcpy(val, eq + 1, (size_t)(end - eq - 1));
+			val[end - eq - 1] = '\0';
+			uint64_t x;
+			int rc;
+			if (g->params[i].is_size) {
+				rc = replay_parse_size(val, &x);
+			} else {
+				char *e;
+				errno = 0;
+				x = strtoull(val, &e, 10);
+				rc = (*val < '0' || *val > '9' || *e || errno) ? -1 : 0;
+			}
+			if (rc < 0)
+				return gfail(err, errlen, "workload %s: bad value \"%s\" for %s", name, val,
+					     g->params[i].name);
+			v[i] = x;
+			p = comma ? comma + 1 : end;
+		}
+	}
+	memset(t, 0, sizeof(*t));
+	t->kind = g->kind;
+	if (g->kind == REPLAY_KIND_FRAG) {
+		snprintf(t->name, sizeof(t->name), "frag-d%" PRIu64, v[2]);
+		for (size_t i = 0; i < g->nparams; i++)
+			if (i != 2 && v[i] != g->params[i].def) {
+				snprintf(t->name, sizeof(t->name), "frag-d%" PRIu64 ":%s", v[2], colon + 1);
+				break;
+			}
+	} else {
+		snprintf(t->name, sizeof(t->name), "%s", name);
+		for (size_t i = 0; i < g->nparams; i++)
+			if (v[i] != g->params[i].def) {
+				snprintf(extra, sizeof(extra), "%s", colon + 1);
+				snprintf(t->name, sizeof(t->name), "%s:%s", name, extra);
+				break;
+			}
+	}
+	if (g->generate(v, seed, t, err, errlen) < 0) {
+		replay_trace_free(t);
+		return -1;
+	}
+	return 0;
+}

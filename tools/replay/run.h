@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/* tools/replay/run.h - replaying workloads through strategies on a backend, and the results. */
+#ifndef RDM_REPLAY_RUN_H
+#define RDM_REPLAY_RUN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tools/replay/lower_bound.h"
+#include "tools/replay/strategy.h"
+#include "tools/replay/trace.h"
+
+/* The kernel's default dma_entry_limit: what limit_exceeded is measured against. */
+#define REPLAY_MAPPING_LIMIT UINT64_C(65535)
+
+enum replay_backend_kind { REPLAY_BACKEND_SIM = 0, REPLAY_BACKEND_VFIO_TYPE1 = 1 };
+
+struct replay_backend_spec {
+	uint32_t kind;          /* enum replay_backend_kind */
+	const char *group_path; /* vfio-type1 */
+	uint64_t call_ns;       /* sim cost model; 0 = the sim's default */
+	uint64_t page_ns;
+	uint64_t iova;          /* IOVA of region offset 0 */
+	/* vfio-type1: opened once per run of the program. */
+	int container_fd, group_fd;
+};
+
+struct replay_result {
+	const char *strategy;   /* static name */
+	bool lower_bound;       /* the offline row */
+	int error;              /* create() failed: negative errno; the row holds no counts */
+	uint64_t map_calls, unmap_calls, calls;
+	uint64_t peak_mappings, limit_exceeded;
+	uint64_t remapped_bytes, deferred_peak_bytes;
+	uint64_t model_ns, wall_ns, lat_p50_ns, lat_p99_ns;
+	uint64_t requests, failed_requests;
+	bool has_async;
+	struct replay_async_result async;
+};
+
+struct replay_workload_result {
+	struct replay_trace *trace; /* borrowed */
+	const char *path;           /* NULL for generated workloads */
+	struct replay_lower_bound lb;
+	struct replay_result *rows;
+	size_t nrows;
+};
+
+/* Default cost model, reported in the output (the sim's defaults, rdm/backend.h). */
+#define REPLAY_DEFAULT_CALL_NS 2000
+#define REPLAY_DEFAULT_PAGE_NS 60
+#define REPLAY_PAGE_SIZE 4096
+
+/*
+ * Run one strategy over a workload on a fresh backend. Returns 0, or a
+ * negative errno if the backend or the strategy could not be created (the
+ * message is in err).
+ */
+int replay_run_strategy(const struct replay_trace *t, const struct replay_strategy *s,
+			struct replay_backend_spec *be, struct replay_result *out, char *err, size_t errlen);
+
+/*
+ * The storm's asynchronous run of a strategy that has run_async: on a fresh
+ * backend; fills row->async and sets row->has_async. 0 or a negative errno.
+ */
+int replay_run_async(const struct replay_trace *t, const struct replay_strategy *s, struct replay_backend_spec *be,
+		     unsigned producers, struct replay_result *row, char *err, size_t errlen);
+
+/* The offline lower bound as a result row (its modelled time uses the same cost model). */
+void replay_lower_bound_row(const struct replay_trace *t, const struct replay_lower_bound *lb,
+			    const struct replay_backend_spec *be, struct replay_result *out);
+
+/* Progress line on stderr (only when it is a terminal). */
+void replay_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void replay_progress_done(void);
+extern bool replay_progress_enabled;
+
+/* Quantile q (0..1) of n values (sorts them in place). 0 for n == 0. */
+uint64_t replay_quantile(uint64_t *v, size_t n, double q);
+
+#endif
