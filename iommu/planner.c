@@ -518,6 +518,39 @@ static void split_with_window(struct rdm_planner *p, struct rdm_mapping *m)
 	vec_free(&runs);
 }
 
+/* A split adds at most one mapping in every backend: is there room? */
+static bool split_room(const struct rdm_planner *p)
+{
+	for (uint32_t i = 0; i < p->nbe; i++)
+		if (p->be[i]->used + 1 > p->be[i]->budget)
+			return false;
+	return true;
+}
+
+/* Split-capable kernels: one UNMAP of exactly [a, b) inside m; the kernel
+ * keeps the survivors mapped, no window. */
+static void split_exact(struct rdm_planner *p, struct rdm_mapping *m, uint64_t a, uint64_t b)
+{
+	uint64_t ms = m->start, me = m->start + m->len;
+
+	rdm_planner_flush(p);
+	unmap_all_backends(p, a, b - a);
+	vec_push(&p->pending_release, a, b - a);
+	rdm_mapset_remove(&p->maps, m);
+	for (uint32_t i = 0; i < p->nbe; i++)
+		p->be[i]->used--;
+	if (a > ms) {
+		rdm_mapset_insert(&p->maps, ms, a - ms, populated_blocks(p, ms, a));
+		for (uint32_t i = 0; i < p->nbe; i++)
+			p->be[i]->used++;
+	}
+	if (me > b) {
+		rdm_mapset_insert(&p->maps, b, me - b, populated_blocks(p, b, me));
+		for (uint32_t i = 0; i < p->nbe; i++)
+			p->be[i]->used++;
+	}
+}
+
 static void enforce_defer_limit(struct rdm_planner *p)
 {
 	if (!p->defer_limit_blocks || p->deferred_blocks <= p->defer_limit_blocks)
@@ -552,8 +585,6 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 		uint64_t b = m->start + m->len < end ? m->start + m->len : end;
 		uint64_t ov = b - a;
 
-		uint64_t peak_before = *p->stat_deferred_peak;
-
 		next = rdm_mapset_next(&p->maps, m);
 		if (a > pos)
 			vec_push(&p->pending_release, pos, a - pos);
@@ -570,65 +601,26 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 			rdm_mapset_remove(&p->maps, m);
 			continue;
 		}
-		/* A discard inside a mapping that stays partly populated: its
-		 * blocks are deferred unless coalesce splits the mapping now. */
+		/* A discard inside a mapping that stays partly populated. */
 		if (m->live + ov == m->len)
 			m->stamp = ++p->defer_stamp;
-		update_deferred_stats(p, (int64_t)ov);
-		if (p->policy == RDM_POLICY_COALESCE) {
-			/* Not a real deferral if the split below happens: take it
-			 * back out of the peak. */
-			*p->stat_deferred_peak = peak_before;
+		if (p->policy == RDM_POLICY_COALESCE && split_room(p)) {
 			if (all_can_split(p)) {
-				bool room = true;
-
-				for (uint32_t i = 0; i < p->nbe; i++)
-					if (p->be[i]->used + 1 > p->be[i]->budget)
-						room = false;
-				if (room) {
-					/* One UNMAP of exactly [a, b): the kernel keeps
-					 * the survivors mapped. */
-					uint64_t ms = m->start, me = m->start + m->len;
-					uint64_t dl = m->len - m->live - ov; /* deferred before */
-
-					rdm_planner_flush(p);
-					unmap_all_backends(p, a, ov);
-					vec_push(&p->pending_release, a, ov);
-					update_deferred_stats(p, -(int64_t)ov);
-					rdm_mapset_remove(&p->maps, m);
-					for (uint32_t i = 0; i < p->nbe; i++)
-						p->be[i]->used--;
-					if (a > ms) {
-						uint64_t live = populated_blocks(p, ms, a);
-						rdm_mapset_insert(&p->maps, ms, a - ms, live);
-						for (uint32_t i = 0; i < p->nbe; i++)
-							p->be[i]->used++;
-					}
-					if (me > b) {
-						uint64_t live = populated_blocks(p, b, me);
-						rdm_mapset_insert(&p->maps, b, me - b, live);
-						for (uint32_t i = 0; i < p->nbe; i++)
-							p->be[i]->used++;
-					}
-					(void)dl;
-				} else {
-					(*p->stat_defer_exceeded)++;
-					update_deferred_stats(p, 0);
-				}
-			} else if (p->allow_windows) {
-				bool room = true;
-
-				for (uint32_t i = 0; i < p->nbe; i++)
-					if (p->be[i]->used + 1 > p->be[i]->budget)
-						room = false;
-				if (room) {
-					split_with_window(p, m);
-				} else {
-					(*p->stat_defer_exceeded)++;
-					update_deferred_stats(p, 0);
-				}
+				split_exact(p, m, a, b);
+				continue;
+			}
+			if (p->allow_windows) {
+				/* split_with_window() takes len - live as the
+				 * deferred blocks already counted: these are not. */
+				m->live += ov;
+				split_with_window(p, m);
+				continue;
 			}
 		}
+		/* Deferred: defer's way, or coalesce past the limit (counted). */
+		if (p->policy == RDM_POLICY_COALESCE)
+			(*p->stat_defer_exceeded)++;
+		update_deferred_stats(p, (int64_t)ov);
 	}
 	if (pos < end)
 		vec_push(&p->pending_release, pos, end - pos);

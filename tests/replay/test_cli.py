@@ -86,9 +86,11 @@ try:
              os.path.join(traces, "D_bbm2M_forced_movable.csv")]
     rc1, out1, _ = run(*small)
     rc2, out2, _ = run("--jobs", "2", *small)
-    s1 = [l for l in out1.splitlines() if l.startswith("SUMMARY")]
-    s2 = [l for l in out2.splitlines() if l.startswith("SUMMARY")]
-    check(rc1 == 0 and rc2 == 0 and s1 == s2 and len(s1) == 12, "--jobs 2 gives the same SUMMARY lines")
+    # The synchronous replays are deterministic; the asynchronous storm run
+    # (SUMMARY replay-async) measures time and batching, which vary.
+    s1 = [l for l in out1.splitlines() if l.startswith("SUMMARY replay ")]
+    s2 = [l for l in out2.splitlines() if l.startswith("SUMMARY replay ")]
+    check(rc1 == 0 and rc2 == 0 and s1 == s2 and len(s1) >= 12, "--jobs 2 gives the same SUMMARY lines")
 
     # JSON schema, and the SUMMARY lines agree with it.
     js = os.path.join(tmp, "r.json")
@@ -135,7 +137,10 @@ try:
         for r in w["results"]:
             check(set(r) == row_keys, f"row keys {sorted(set(r) ^ row_keys)}")
             check(r["calls"] == r["map_calls"] + r["unmap_calls"], "calls = map + unmap")
-            check(r["calls"] >= lb["calls"], f"{w['name']}/{r['strategy']} below the lower bound")
+            # The bound assumes no deferred reclaim: only a strategy that
+            # defers (and says so in deferred_peak_bytes) may go below it.
+            check(r["calls"] >= lb["calls"] or r["deferred_peak_bytes"] > 0,
+                  f"{w['name']}/{r['strategy']} below the lower bound")
             if lb["calls"]:
                 check(abs(r["ratio_lb"] - r["calls"] / lb["calls"]) < 1e-5, "ratio_lb")
             check(r["limit_exceeded"] == max(0, r["peak_mappings"] - 65535), "limit_exceeded")
