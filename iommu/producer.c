@@ -22,12 +22,14 @@
  *     acquire (slot_done) and then reads result.
  *  C2 doorbell: the producer stores sleeping = 1, issues a seq_cst fence and
  *     re-checks done before futex_wait; the worker stores done, issues a
- *     seq_cst fence and loads sleeping; if set it bumps futex and wakes.
- *     One of the two fences comes first, so either the producer sees done
- *     or the worker sees sleeping: no lost wake-up.
+ *     seq_cst fence and loads sleeping; if set it clears it (exchange, so
+ *     one wake per sleep, not one per completed record), bumps futex and
+ *     wakes. One of the two fences comes first, so either the producer
+ *     sees done or the worker sees sleeping: no lost wake-up.
  *  C3 doorbell to the worker: after publishing, the producer fences
- *     (seq_cst) and loads w->sleeping; the worker sets sleeping, fences and
- *     re-checks every ring before sleeping (worker.c, idle()).
+ *     (seq_cst) and loads w->sleeping, clearing it (exchange) before the
+ *     wake so later publishers skip the syscall; the worker sets sleeping,
+ *     fences and re-checks every ring before sleeping (worker.c, idle()).
  *
  * Invariants:
  *  1. A slot is BUSY from submit until its ticket is consumed (wait/poll) or
@@ -227,7 +229,14 @@ static void kick_after_publish(struct rdm_worker *w)
 	/* C3: the fence orders our publication (the ring's release store of
 	 * its tail) before the load of sleeping. */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&w->sleeping, memory_order_relaxed))
+	/* Only the publisher that clears sleeping issues the wake: one
+	 * FUTEX_WAKE per sleep, not one per record published while the worker
+	 * is waking up. Relaxed: the exchange is ordered by the fence above;
+	 * a later publisher that reads 0 here is covered either by this wake
+	 * (the worker drains every ring after it) or, if the worker went idle
+	 * again, by C3 on its new store of 1 (an RMW reads the latest value). */
+	if (atomic_load_explicit(&w->sleeping, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&w->sleeping, 0, memory_order_relaxed))
 		rdm_worker_kick(w);
 }
 

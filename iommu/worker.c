@@ -131,7 +131,12 @@ static void complete_record(struct wstate *ws, struct item *it)
 	atomic_store_explicit(&s->done, t, memory_order_release);
 	/* C2. The fence orders the store of done before the load of sleeping. */
 	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&p->sleeping, memory_order_relaxed)) {
+	/* Clear sleeping so only the first completion while the producer
+	 * sleeps pays for FUTEX_WAKE; a wait that starts again sets it anew
+	 * before its fence (C2), so no wake-up is lost. Relaxed: ordered by
+	 * the fence above. */
+	if (atomic_load_explicit(&p->sleeping, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&p->sleeping, 0, memory_order_relaxed)) {
 		atomic_fetch_add_explicit(&p->futex, 1, memory_order_relaxed);
 		futex(&p->futex, FUTEX_WAKE_PRIVATE, 1);
 	}

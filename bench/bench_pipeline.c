@@ -1,0 +1,510 @@
+/* bench/bench_pipeline.c - software cost per change through the IOMMU worker, against a direct path. */
+/*
+ * What is measured: the wall time of a whole stream of changes, submitted
+ * and waited for, divided by the number of changes. Calls into the IOMMU
+ * cost nothing but their own bookkeeping: the sim only accumulates its
+ * modelled time (rdm_sim_config call_ns/page_ns feed a counter, never a
+ * delay), so every nanosecond measured is software - rdm's or the peer's.
+ *
+ * rdm: each producer thread submits asynchronously with single-change calls
+ * (rdm_producer_populate/discard), keeps at most WINDOW tickets outstanding
+ * (waiting for the oldest when the window is full) and waits for every
+ * ticket. The worker thread runs in parallel; its time counts because the
+ * stream is not over until the last ticket completes.
+ *
+ * The peer, a QEMU-like direct path: per change, lock a pthread mutex,
+ * update a plain bitmap, call rdm_backend_map/unmap on a sim of the same
+ * configuration, unlock.
+ *
+ * Like for like: the regions use RDM_POLICY_BLOCK and every change is one
+ * block, so each change is exactly one MAP or one UNMAP call for both. The
+ * odd blocks of each producer's range are populated (and mapped) before
+ * timing and stay so, and the stream changes only even blocks: two even
+ * blocks discarded in one batch are separated by a mapped block, so the
+ * planner cannot merge their unmaps into one call. Each round populates
+ * every even block of the producer's range in ascending order, then
+ * discards them in the same order: a block's populate has completed long
+ * before its discard is submitted (more than WINDOW changes apart), so
+ * nothing is superseded (checked), and every round starts from the same
+ * state.
+ *
+ * Threads: producer 0 is Google Benchmark's thread; producers 1.. are
+ * threads started per case that run their stream between two barriers per
+ * round. One round is one benchmark iteration; ns_per_change is the median
+ * over rounds (and repetitions). 1 producer + the worker is the goal case;
+ * 2 producers (3 threads on 2 cores) is reported only.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <rdm/backend.h>
+#include <rdm/error.h>
+#include <rdm/region.h>
+#include <rdm/worker.h>
+
+#include "shim.h"
+
+#define WINDOW 64u          /* tickets outstanding per producer, at most */
+#define MAX_PRODUCERS 2
+#define MAX_SAMPLES 1024
+#define BLOCK_SIZE (2ull << 20) /* virtio-mem's subblock */
+#define HOST_BASE 0x7f0000000000ull /* never dereferenced: no release callback */
+
+/* Even blocks changed per producer per round; opaque to the compiler. */
+static uint32_t blocks_per_producer = 8192;
+
+static uint32_t stream_blocks(void)
+{
+	rdm_bench_keep(&blocks_per_producer);
+	return blocks_per_producer;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------ results */
+
+struct samples {
+	double v[MAX_SAMPLES];
+	unsigned n;
+};
+
+static struct samples rdm_ns[MAX_PRODUCERS + 1], direct_ns[MAX_PRODUCERS + 1];
+static uint64_t rdm_changes[MAX_PRODUCERS + 1], rdm_batches[MAX_PRODUCERS + 1];
+
+static void add_sample(struct samples *s, double v)
+{
+	if (s->n < MAX_SAMPLES)
+		s->v[s->n++] = v;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(struct samples *s)
+{
+	if (!s->n)
+		return NAN;
+	qsort(s->v, s->n, sizeof(s->v[0]), cmp_double);
+	return s->n % 2 ? s->v[s->n / 2] : (s->v[s->n / 2 - 1] + s->v[s->n / 2]) / 2;
+}
+
+/* ------------------------------------------------------ the two paths */
+
+struct direct {
+	pthread_mutex_t lock;
+	uint64_t *bitmap;
+	struct rdm_backend *sim;
+	uint64_t iova;
+};
+
+struct bench_case {
+	int nprod;
+	bool use_rdm;
+	uint32_t m;               /* even blocks per producer */
+	/* rdm */
+	struct rdm_worker *w;
+	struct rdm_region *r;
+	struct rdm_backend *sim;
+	/* the peer */
+	struct direct d;
+	/* helper producers */
+	pthread_t th[MAX_PRODUCERS];
+	pthread_barrier_t start, end;
+	atomic_bool stop;
+	atomic_int err;           /* first error of a helper, 0 if none */
+	char msg[160];
+};
+
+static uint64_t first_block(const struct bench_case *c, int prod)
+{
+	return (uint64_t)prod * 2 * c->m;
+}
+
+/* One round of one rdm producer: populate every even block, then discard them. */
+static int rdm_stream(struct bench_case *c, struct rdm_producer *p, int prod, char *msg, size_t msglen)
+{
+	uint64_t tickets[WINDOW];
+	unsigned head = 0, n = 0;
+	uint64_t base = first_block(c, prod);
+
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint32_t i = 0; i < c->m; i++) {
+			uint64_t off = (base + 2 * (uint64_t)i) * BLOCK_SIZE, t;
+			int err, res;
+
+			if (n == WINDOW) {
+				err = rdm_producer_wait(p, tickets[head], &res);
+				if (err || res) {
+					snprintf(msg, msglen, "wait: %d/%d %s", err, res, rdm_last_error());
+					return err ? err : res;
+				}
+				head = (head + 1) % WINDOW;
+				n--;
+			}
+			err = pass == 0 ? rdm_producer_populate(p, c->r, off, BLOCK_SIZE, &t)
+					: rdm_producer_discard(p, c->r, off, BLOCK_SIZE, &t);
+			if (err) {
+				snprintf(msg, msglen, "submit: %s", rdm_last_error());
+				return err;
+			}
+			tickets[(head + n) % WINDOW] = t;
+			n++;
+		}
+	}
+	for (; n; n--, head = (head + 1) % WINDOW) {
+		int res, err = rdm_producer_wait(p, tickets[head], &res);
+
+		if (err || res) {
+			snprintf(msg, msglen, "wait: %d/%d %s", err, res, rdm_last_error());
+			return err ? err : res;
+		}
+	}
+	return 0;
+}
+
+/* One change of the peer: lock, bitmap, one call, unlock (QEMU's way). */
+static int direct_change(struct direct *d, uint64_t blk, bool populate)
+{
+	uint64_t word = blk / 64, bit = 1ull << (blk % 64);
+	uint64_t iova = d->iova + blk * BLOCK_SIZE;
+	int err = 0;
+
+	pthread_mutex_lock(&d->lock);
+	if (populate && !(d->bitmap[word] & bit)) {
+		err = rdm_backend_map(d->sim, iova, BLOCK_SIZE, HOST_BASE + blk * BLOCK_SIZE);
+		if (!err)
+			d->bitmap[word] |= bit;
+	} else if (!populate && (d->bitmap[word] & bit)) {
+		d->bitmap[word] &= ~bit;
+		err = rdm_backend_unmap(d->sim, iova, BLOCK_SIZE, NULL);
+	}
+	pthread_mutex_unlock(&d->lock);
+	return err;
+}
+
+static int direct_stream(struct bench_case *c, int prod, char *msg, size_t msglen)
+{
+	uint64_t base = first_block(c, prod);
+
+	for (int pass = 0; pass < 2; pass++)
+		for (uint32_t i = 0; i < c->m; i++) {
+			int err = direct_change(&c->d, base + 2 * (uint64_t)i, pass == 0);
+
+			if (err) {
+				snprintf(msg, msglen, "direct: %s", rdm_last_error());
+				return err;
+			}
+		}
+	return 0;
+}
+
+/* ------------------------------------------------------- setup, teardown */
+
+static struct rdm_backend *new_sim(void)
+{
+	/* Type1v2 with its default limit (65535 mappings); the cost model's
+	 * defaults only feed model_ns and cost no wall time. */
+	struct rdm_sim_config sc = {.struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2};
+	struct rdm_backend *b = NULL;
+
+	return rdm_backend_sim_create(&sc, &b) ? NULL : b;
+}
+
+static int setup_rdm(struct bench_case *c)
+{
+	uint64_t nblocks = (uint64_t)c->nprod * 2 * c->m;
+	/* RDM_POLICY_BLOCK, one block per change: one MAP or UNMAP per change,
+	 * the same calls the direct path makes. */
+	struct rdm_region_config rc = {
+		.struct_size = sizeof(rc),
+		.flags = RDM_REGION_STRICT,
+		.iova = 1ull << 40,
+		.size = nblocks * BLOCK_SIZE,
+		.block_size = BLOCK_SIZE,
+		.host_addr = (void *)(uintptr_t)HOST_BASE,
+		.policy = RDM_POLICY_BLOCK,
+	};
+	int err;
+
+	c->sim = new_sim();
+	if (!c->sim)
+		return -ENOMEM;
+	err = rdm_region_create(&rc, &c->r);
+	if (err)
+		return err;
+	/* The odd blocks stay populated: no two changed blocks are adjacent. */
+	for (uint64_t b = 1; b < nblocks; b += 2) {
+		err = rdm_populate(c->r, b * BLOCK_SIZE, BLOCK_SIZE);
+		if (err)
+			return err;
+	}
+	err = rdm_worker_create(NULL, &c->w);
+	if (!err)
+		err = rdm_worker_add_backend(c->w, c->sim, 0);
+	if (!err)
+		err = rdm_worker_attach(c->w, c->r, c->sim);
+	return err;
+}
+
+static int setup_direct(struct bench_case *c)
+{
+	uint64_t nblocks = (uint64_t)c->nprod * 2 * c->m;
+
+	pthread_mutex_init(&c->d.lock, NULL);
+	c->d.iova = 1ull << 40;
+	c->d.bitmap = calloc((nblocks + 63) / 64, sizeof(uint64_t));
+	c->d.sim = new_sim();
+	if (!c->d.bitmap || !c->d.sim)
+		return -ENOMEM;
+	for (uint64_t b = 1; b < nblocks; b += 2) {
+		int err = direct_change(&c->d, b, true);
+
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static void teardown(struct bench_case *c)
+{
+	if (c->r)
+		rdm_region_destroy(c->r);
+	if (c->w)
+		rdm_worker_destroy(c->w);
+	rdm_backend_destroy(c->sim);
+	if (c->d.bitmap) {
+		rdm_backend_destroy(c->d.sim);
+		free(c->d.bitmap);
+		pthread_mutex_destroy(&c->d.lock);
+	}
+}
+
+struct helper_arg {
+	struct bench_case *c;
+	int prod;
+};
+
+static void helper_fail(struct bench_case *c, int prod, int err, const char *msg)
+{
+	int zero = 0;
+
+	/* The first error wins; its message is written by that helper only,
+	 * and read by the main thread after the round's end barrier. */
+	if (atomic_compare_exchange_strong_explicit(&c->err, &zero, err, memory_order_relaxed,
+						    memory_order_relaxed))
+		snprintf(c->msg, sizeof(c->msg), "producer %d: %s", prod, msg);
+}
+
+static void *helper_main(void *arg)
+{
+	struct helper_arg *ha = arg;
+	struct bench_case *c = ha->c;
+	struct rdm_producer *p = NULL;
+	char msg[160] = "";
+
+	if (c->use_rdm && rdm_producer_create(&p))
+		helper_fail(c, ha->prod, -ENOMEM, "cannot create a producer");
+	for (;;) {
+		pthread_barrier_wait(&c->start);
+		/* Relaxed: the barrier orders it. */
+		if (atomic_load_explicit(&c->stop, memory_order_relaxed))
+			break;
+		if (c->use_rdm ? (p ? rdm_stream(c, p, ha->prod, msg, sizeof(msg)) : 0)
+			       : direct_stream(c, ha->prod, msg, sizeof(msg)))
+			helper_fail(c, ha->prod, -EIO, msg);
+		pthread_barrier_wait(&c->end);
+	}
+	rdm_producer_destroy(p);
+	return NULL;
+}
+
+/* One round on every producer; returns its wall time in ns, 0 on error. */
+static uint64_t run_round(struct bench_case *c, struct rdm_producer *p0, char *msg, size_t msglen)
+{
+	uint64_t t0 = now_ns();
+	int err;
+
+	if (c->nprod > 1)
+		pthread_barrier_wait(&c->start);
+	err = c->use_rdm ? rdm_stream(c, p0, 0, msg, msglen) : direct_stream(c, 0, msg, msglen);
+	if (c->nprod > 1)
+		pthread_barrier_wait(&c->end);
+	uint64_t t1 = now_ns();
+
+	if (!err && atomic_load_explicit(&c->err, memory_order_relaxed)) {
+		snprintf(msg, msglen, "%s", c->msg);
+		err = -EIO;
+	}
+	return err ? 0 : t1 - t0;
+}
+
+static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod)
+{
+	struct bench_case *c = calloc(1, sizeof(*c));
+	struct helper_arg ha[MAX_PRODUCERS];
+	struct rdm_producer *p0 = NULL;
+	struct rdm_worker_stats st0, st1;
+	char msg[200] = "";
+	int started = 0, err;
+	bool barriers = false;
+
+	if (!c) {
+		rdm_bench_fail(b, "out of memory");
+		return;
+	}
+	c->nprod = nprod;
+	c->use_rdm = use_rdm;
+	c->m = stream_blocks();
+	err = use_rdm ? setup_rdm(c) : setup_direct(c);
+	if (!err && use_rdm)
+		err = rdm_producer_create(&p0);
+	if (err)
+		snprintf(msg, sizeof(msg), "setup: %d %s", err, rdm_last_error());
+	if (!err && nprod > 1) {
+		pthread_barrier_init(&c->start, NULL, (unsigned)nprod);
+		pthread_barrier_init(&c->end, NULL, (unsigned)nprod);
+		barriers = true;
+		for (int i = 1; i < nprod; i++) {
+			ha[i] = (struct helper_arg){.c = c, .prod = i};
+			if (pthread_create(&c->th[i], NULL, helper_main, &ha[i]))
+				break;
+			started++;
+		}
+		if (started != nprod - 1) {
+			err = -EAGAIN;
+			snprintf(msg, sizeof(msg), "cannot start producer threads");
+		}
+	}
+	/* Warm-up round (rings, links, allocations), untimed. */
+	if (!err && started == nprod - 1 && !run_round(c, p0, msg, sizeof(msg)))
+		err = -EIO;
+	if (err)
+		rdm_bench_fail(b, msg);
+	rdm_worker_get_stats(c->w, &st0);
+
+	uint64_t changes_per_round = (uint64_t)nprod * 2 * c->m;
+	struct samples *out = use_rdm ? &rdm_ns[nprod] : &direct_ns[nprod];
+	struct samples mine = {.n = 0};
+
+	while (rdm_bench_running(b)) {
+		uint64_t ns = run_round(c, p0, msg, sizeof(msg));
+
+		if (!ns) {
+			rdm_bench_fail(b, msg);
+			break;
+		}
+		add_sample(out, (double)ns / (double)changes_per_round);
+		add_sample(&mine, (double)ns / (double)changes_per_round);
+	}
+	if (use_rdm) {
+		rdm_worker_get_stats(c->w, &st1);
+		if (st1.superseded != st0.superseded)
+			rdm_bench_fail(b, "a change was superseded: the stream is not like for like");
+		rdm_changes[nprod] += st1.changes - st0.changes;
+		rdm_batches[nprod] += st1.batches - st0.batches;
+		if (st1.batches > st0.batches)
+			rdm_bench_set_counter(b, "changes_per_batch",
+					      (double)(st1.changes - st0.changes) / (double)(st1.batches - st0.batches),
+					      RDM_BENCH_COUNTER_VALUE);
+	}
+	rdm_bench_set_items(b, rdm_bench_iterations(b) * (int64_t)changes_per_round);
+	if (mine.n)
+		rdm_bench_set_counter(b, "ns_per_change", median(&mine), RDM_BENCH_COUNTER_VALUE);
+
+	if (started) {
+		atomic_store_explicit(&c->stop, true, memory_order_relaxed);
+		pthread_barrier_wait(&c->start);
+		for (int i = 1; i <= started; i++)
+			pthread_join(c->th[i], NULL);
+	}
+	if (barriers) {
+		pthread_barrier_destroy(&c->start);
+		pthread_barrier_destroy(&c->end);
+	}
+	rdm_producer_destroy(p0);
+	teardown(c);
+	free(c);
+}
+
+static void bench_rdm_1(struct rdm_bench *b, void *arg)
+{
+	(void)arg;
+	bench_pipeline(b, true, 1);
+}
+
+static void bench_direct_1(struct rdm_bench *b, void *arg)
+{
+	(void)arg;
+	bench_pipeline(b, false, 1);
+}
+
+static void bench_rdm_2(struct rdm_bench *b, void *arg)
+{
+	(void)arg;
+	bench_pipeline(b, true, 2);
+}
+
+static void bench_direct_2(struct rdm_bench *b, void *arg)
+{
+	(void)arg;
+	bench_pipeline(b, false, 2);
+}
+
+static void finish_pipeline(void)
+{
+	for (int n = 1; n <= MAX_PRODUCERS; n++) {
+		if (!rdm_ns[n].n && !direct_ns[n].n)
+			continue;
+		printf("SUMMARY pipeline producers=%d ns_per_change=%.1f direct_ns_per_change=%.1f "
+		       "changes_per_batch=%.1f\n",
+		       n, median(&rdm_ns[n]), median(&direct_ns[n]),
+		       rdm_batches[n] ? (double)rdm_changes[n] / (double)rdm_batches[n] : NAN);
+	}
+	fflush(stdout);
+}
+
+void rdm_bench_register_pipeline(void)
+{
+	/* One iteration is one round (2 * blocks_per_producer changes per
+	 * producer, a few milliseconds); a fixed count keeps runs short and
+	 * gives the median enough samples. */
+	static const struct {
+		const char *name;
+		rdm_bench_fn fn;
+	} cases[] = {
+		{"pipeline/rdm/producers:1", bench_rdm_1},
+		{"pipeline/direct/producers:1", bench_direct_1},
+		{"pipeline/rdm/producers:2", bench_rdm_2},
+		{"pipeline/direct/producers:2", bench_direct_2},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct rdm_bench_def def = {
+			.name = cases[i].name,
+			.fn = cases[i].fn,
+			.real_time = true,
+			.iterations = 20,
+			.repetitions = 3,
+		};
+
+		rdm_bench_register(&def);
+	}
+	rdm_bench_on_finish(finish_pipeline);
+}
