@@ -168,8 +168,9 @@ static inline bool wq_push1(void *q, const void *it)
 }
 static inline bool wqrec_push1(void *q, const void *it)
 {
-	const struct rdm_change_rec *rec = it;
-	return wq_push_common(q, rec, rec->seq);
+	uint64_t v; /* the harness keeps the sequence number in the first 8 bytes */
+	memcpy(&v, it, 8);
+	return wq_push_common(q, it, v);
 }
 static inline struct wq_node *wq_take(struct wq *w)
 {
