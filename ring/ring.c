@@ -20,18 +20,21 @@
  * acquire-loads the head (A2) before writing the slots it frees. A stale
  * cache only under-states what the other side allows, so it is always safe.
  *
- * Sleeping (the io_uring need-wakeup idea). A side that wants to sleep sets
- * its need-wakeup flag, issues a seq_cst fence, then rechecks the other
- * side's index; only if it is unchanged does it FUTEX_WAIT on that very
- * index word with the value it saw. The other side, after publishing its
- * index, issues a seq_cst fence and reads the flag; only if it is set does it
- * clear it (exchange) and FUTEX_WAKE.
+ * Sleeping (the io_uring need-wakeup idea). A side that wants to sleep
+ * stores its need-wakeup flag (seq_cst), then rechecks the other side's
+ * index (seq_cst load); only if it is unchanged does it FUTEX_WAIT on that
+ * very index word with the value it saw. The other side publishes its index
+ * with a seq_cst store and then reads the flag with a seq_cst load; only if
+ * it is set does it clear it (exchange) and FUTEX_WAKE. (seq_cst operations
+ * rather than fences: ThreadSanitizer does not model fences.)
  *
  * Why no wake-up is lost (consumer asleep; the producer side is symmetric).
- * Let P = "store tail; F1; load flag" and C = "store flag=1; F2'; load tail".
- * The two fences are totally ordered. If F1 precedes F2', C's load sees the
- * new tail and C does not sleep. If F2' precedes F1, P's load sees flag=1
- * (or a later value: only P clears it, after which it wakes) and P wakes.
+ * Let P = "store tail (S1); load flag" and C = "store flag=1; load tail"
+ * (S1'), all four seq_cst, so all lie in the single total order S. If P's
+ * load of the flag precedes C's store of it in S, then P's tail store
+ * precedes C's tail load in S, and C sees the new tail and does not sleep.
+ * Otherwise P's load sees flag=1 (or a later value: only P clears it, and
+ * then it wakes) and P wakes.
  * If the wake comes before C has entered FUTEX_WAIT, the kernel compares the
  * tail word with the value C saw, finds it changed and returns at once.
  *
@@ -305,14 +308,15 @@ static long futex_op(struct rdm_ring *r, _Atomic uint32_t *word, int op, uint32_
 void rdm_ring_wake_consumer_slow(struct rdm_ring *r)
 {
 	/* Invariant 4: only one waker per sleep issues the system call.
-	 * Relaxed: the caller's F1 already ordered its tail store before. */
+	 * Relaxed: the caller's seq_cst load (S1) already decided; the
+	 * exchange only elects the one waker. */
 	if (atomic_exchange_explicit(&r->prod.sh->consumer_sleeping, 0, memory_order_relaxed))
 		futex_op(r, &r->prod.sh->tail, FUTEX_WAKE, INT_MAX);
 }
 
 void rdm_ring_wake_producer_slow(struct rdm_ring *r)
 {
-	/* As rdm_ring_wake_consumer_slow, with F2. */
+	/* As rdm_ring_wake_consumer_slow, with S2. */
 	if (atomic_exchange_explicit(&r->cons.sh->producer_sleeping, 0, memory_order_relaxed))
 		futex_op(r, &r->cons.sh->head, FUTEX_WAKE, INT_MAX);
 }
@@ -343,12 +347,10 @@ int rdm_ring_wait_readable(struct rdm_ring *r, unsigned spin)
 		cpu_relax();
 	}
 	struct rdm_ring_shared *sh = r->cons.sh;
-	/* Relaxed: F2' below orders it before the recheck. */
-	atomic_store_explicit(&sh->consumer_sleeping, 1, memory_order_relaxed);
-	/* F2'. seq_cst: pairs with F1 in rdm_ring_push_publish (theory). */
-	atomic_thread_fence(memory_order_seq_cst);
-	/* A1 again (acquire, pairs with R1). */
-	uint32_t seen = atomic_load_explicit(&sh->tail, memory_order_acquire);
+	/* S1'. seq_cst store and load: pair with S1 in rdm_ring_push_publish
+	 * (theory); the load is also A1 (pairs with R1). */
+	atomic_store_explicit(&sh->consumer_sleeping, 1, memory_order_seq_cst);
+	uint32_t seen = atomic_load_explicit(&sh->tail, memory_order_seq_cst);
 	if (seen == r->cons.head)
 		futex_op(r, &sh->tail, FUTEX_WAIT, seen);
 	/* Awake (or never slept): drop the request; a producer that still
@@ -375,12 +377,10 @@ int rdm_ring_wait_writable(struct rdm_ring *r, unsigned spin)
 		cpu_relax();
 	}
 	struct rdm_ring_shared *sh = r->prod.sh;
-	/* Relaxed: F1' below orders it before the recheck. */
-	atomic_store_explicit(&sh->producer_sleeping, 1, memory_order_relaxed);
-	/* F1'. seq_cst: pairs with F2 in rdm_ring_pop_publish (theory). */
-	atomic_thread_fence(memory_order_seq_cst);
-	/* A2 again (acquire, pairs with R2). */
-	uint32_t seen = atomic_load_explicit(&sh->head, memory_order_acquire);
+	/* S2'. seq_cst store and load: pair with S2 in rdm_ring_pop_publish;
+	 * the load is also A2 (pairs with R2). */
+	atomic_store_explicit(&sh->producer_sleeping, 1, memory_order_seq_cst);
+	uint32_t seen = atomic_load_explicit(&sh->head, memory_order_seq_cst);
 	if (r->prod.tail - seen == cap)
 		futex_op(r, &sh->head, FUTEX_WAIT, seen);
 	atomic_store_explicit(&sh->producer_sleeping, 0, memory_order_relaxed);

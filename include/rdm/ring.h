@@ -34,9 +34,9 @@
  *      -> A1 consumer's acquire load of the tail before reading them.
  *   R2 consumer's release store of the head after reading records
  *      -> A2 producer's acquire load of the head before overwriting slots.
- *   F1/F2 seq_cst fences between "publish index" and "read the other side's
- *      need-wakeup flag", and between "set my need-wakeup flag" and "recheck
- *      the index" (no lost wake-up).
+ *   S1/S2 the index store and the read of the other side's need-wakeup
+ *      flag are both seq_cst, as are a sleeper's "set my flag" and "recheck
+ *      the index" (S1'/S2'): no lost wake-up (the argument is in ring/ring.c).
  * A push is visible to the consumer when it returns; a burst or bulk push
  * publishes all its records at once, at its end. Likewise for pops.
  *
@@ -254,17 +254,13 @@ static inline uint32_t rdm_ring_record_size(const struct rdm_ring *r)
 	return r->prod.record_size;
 }
 
-/* Copy one record; constant sizes become plain moves. */
+/* Copy one record (a multiple of 8 bytes) as 8-byte words: no call to memcpy. */
 static inline void rdm_ring_copy_rec(void *dst, const void *src, uint32_t size)
 {
-	switch (size) {
-	case 8: memcpy(dst, src, 8); break;
-	case 16: memcpy(dst, src, 16); break;
-	case 32: memcpy(dst, src, 32); break;
-	case 40: memcpy(dst, src, 40); break;
-	case 64: memcpy(dst, src, 64); break;
-	default: memcpy(dst, src, size); break;
-	}
+	unsigned char *d = (unsigned char *)dst;
+	const unsigned char *s = (const unsigned char *)src;
+	for (uint32_t i = 0; i < size; i += 8)
+		memcpy(d + i, s + i, 8);
 }
 
 /* Copy n records between a ring (starting at index idx) and a flat array. */
@@ -302,18 +298,18 @@ static inline uint32_t rdm_ring_prod_room(struct rdm_ring *r, uint32_t want)
 	return r->prod.capacity - used;
 }
 
-/* Producer: publish the tail (R1) and wake a sleeping consumer (F1). */
+/* Producer: publish the tail (R1/S1) and wake a sleeping consumer. */
 static inline void rdm_ring_push_publish(struct rdm_ring *r)
 {
-	/* R1. Release: pairs with A1 (the acquire load of the tail in
-	 * rdm_ring_cons_avail and the wait path): the records are written
-	 * before the consumer can see the index that covers them. */
-	atomic_store_explicit(&r->prod.sh->tail, r->prod.tail, memory_order_release);
-	/* F1. seq_cst: pairs with F2' in rdm_ring_wait_readable (flag set,
-	 * fence, recheck the tail): either we see its flag or it sees our tail. */
-	atomic_thread_fence(memory_order_seq_cst);
-	/* Relaxed: the fence above orders it; the flag only decides a wake. */
-	if (atomic_load_explicit(&r->prod.sh->consumer_sleeping, memory_order_relaxed))
+	/* R1 (and S1). Release: pairs with A1 (the acquire load of the tail
+	 * in rdm_ring_cons_avail and the wait path): the records are written
+	 * before the consumer can see the index that covers them. seq_cst
+	 * (one locked instruction on x86): with the seq_cst load below it pairs
+	 * with S1' in rdm_ring_wait_readable (set flag, recheck the tail):
+	 * either we see its flag or it sees our tail. */
+	atomic_store_explicit(&r->prod.sh->tail, r->prod.tail, memory_order_seq_cst);
+	/* S1, second half: seq_cst so it cannot be ordered before the store. */
+	if (atomic_load_explicit(&r->prod.sh->consumer_sleeping, memory_order_seq_cst))
 		rdm_ring_wake_consumer_slow(r);
 }
 
@@ -397,17 +393,16 @@ static inline int64_t rdm_ring_cons_avail(struct rdm_ring *r, uint32_t want)
 	return avail;
 }
 
-/* Consumer: publish the head (R2) and wake a sleeping producer (F2). */
+/* Consumer: publish the head (R2/S2) and wake a sleeping producer. */
 static inline void rdm_ring_pop_publish(struct rdm_ring *r)
 {
-	/* R2. Release: pairs with A2 (the acquire load of the head in
-	 * rdm_ring_prod_room and the wait path): our reads of the slots are
-	 * done before the producer may overwrite them. */
-	atomic_store_explicit(&r->cons.sh->head, r->cons.head, memory_order_release);
-	/* F2. seq_cst: pairs with F1' in rdm_ring_wait_writable. */
-	atomic_thread_fence(memory_order_seq_cst);
-	/* Relaxed: ordered by the fence; the flag only decides a wake. */
-	if (atomic_load_explicit(&r->cons.sh->producer_sleeping, memory_order_relaxed))
+	/* R2 (and S2). Release: pairs with A2 (the acquire load of the head
+	 * in rdm_ring_prod_room and the wait path): our reads of the slots are
+	 * done before the producer may overwrite them. seq_cst: with the load
+	 * below it pairs with S2' in rdm_ring_wait_writable. */
+	atomic_store_explicit(&r->cons.sh->head, r->cons.head, memory_order_seq_cst);
+	/* S2, second half. */
+	if (atomic_load_explicit(&r->cons.sh->producer_sleeping, memory_order_seq_cst))
 		rdm_ring_wake_producer_slow(r);
 }
 
@@ -478,15 +473,28 @@ static inline int rdm_ring_count(struct rdm_ring *r)
  * Consumer side: true when nothing is readable (a corrupt index counts as
  * not empty, so a drain loop goes on to pop and see -EBADMSG). Reads the
  * shared tail with acquire (A1). For a consumer's own "every ring empty"
- * doorbell: set its flag, seq_cst fence, then check rdm_ring_empty() on each
- * ring; producers then need to check that flag after their own fence
- * (rdm_ring_push returns after F1).
+ * doorbell: store its flag seq_cst, then check each ring with
+ * rdm_ring_count_seq_cst(); a producer that loads that flag seq_cst after its
+ * push (whose tail store is seq_cst, S1) cannot miss it.
  */
 static inline bool rdm_ring_empty(const struct rdm_ring *r)
 {
 	/* A1 (as in rdm_ring_cons_avail). */
 	uint32_t tail = atomic_load_explicit(&r->cons.sh->tail, memory_order_acquire);
 	return tail == r->cons.head;
+}
+
+/* Consumer side: as rdm_ring_count, but the tail load is seq_cst (for a
+ * many-ring doorbell: set flag seq_cst, then check every ring with this). */
+static inline int rdm_ring_count_seq_cst(struct rdm_ring *r)
+{
+	/* seq_cst: pairs with S1 (the producer's seq_cst tail store). */
+	uint32_t tail = atomic_load_explicit(&r->cons.sh->tail, memory_order_seq_cst);
+	uint32_t avail = tail - r->cons.head;
+	if (avail > r->cons.capacity)
+		return rdm_ring_corrupt_slow(r, tail);
+	r->cons.tail_cache = tail;
+	return (int)avail;
 }
 
 #ifdef __cplusplus
