@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages rdm needs, if any is missing.
 #   scripts/deps.sh build   compilers, meson, liburcu, libnuma, jemalloc, Google Benchmark, ck
-#   scripts/deps.sh main    build + gnuplot and the benchmark tools (compare.py)
+#   scripts/deps.sh main    build + gnuplot and the benchmark tools (compare.py and its scipy)
 #   scripts/deps.sh test    build + what the real-kernel guest tests need (QEMU, busybox, cpio)
 # DPDK (libdpdk-dev) is optional: installed when available, for the ring benchmark's rte_ring peer.
 set -euo pipefail
@@ -12,7 +12,7 @@ optional=()
 for what in "$@"; do
 	case "$what" in
 	build) ;;
-	main) want+=(gnuplot-nox libbenchmark-tools); optional+=(libdpdk-dev) ;;
+	main) want+=(gnuplot-nox libbenchmark-tools python3-scipy); optional+=(libdpdk-dev) ;;
 	test) want+=(qemu-system-x86 busybox-static cpio) ;;
 	*) echo "deps.sh: unknown set '$what' (build, main or test)" >&2; exit 2 ;;
 	esac
