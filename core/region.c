@@ -685,6 +685,12 @@ static int check_range(const struct rdm_region *r, uint64_t offset, uint64_t len
 		return rdm_fail(-ERANGE, "%s [%#llx, +%#llx): outside the region (size %#llx)", what,
 				(unsigned long long)offset, (unsigned long long)length,
 				(unsigned long long)r->cfg.size);
+	/* A declared discard unit is all or nothing: one mapping each under
+	 * the block policy, so a change that breaks one is refused. */
+	if (((offset | length) & (r->cfg.discard_unit - 1)) != 0)
+		return rdm_fail(-EINVAL, "%s [%#llx, +%#llx): breaks a discard unit of %#llx",
+				what, (unsigned long long)offset, (unsigned long long)length,
+				(unsigned long long)r->cfg.discard_unit);
 	return 0;
 }
 

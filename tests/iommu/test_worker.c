@@ -112,6 +112,37 @@ static void test_block_policy(void)
 	teardown(&f);
 }
 
+static void test_discard_unit(void)
+{
+	struct rdm_backend *sim;
+	struct rdm_worker *w;
+	struct rdm_region *r;
+	struct rdm_backend_stats st;
+	struct rdm_region_config rc = {.struct_size = sizeof(rc), .iova = 1ull << 32, .size = REGION,
+				       .block_size = BS, .discard_unit = 8 * MiB};
+
+	rc.host_addr = host;
+	REQUIRE(rdm_backend_sim_create(NULL, &sim) == 0);
+	REQUIRE(rdm_worker_create(NULL, &w) == 0);
+	REQUIRE(rdm_worker_add_backend(w, sim, 0) == 0);
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	REQUIRE(rdm_worker_attach(w, r, sim) == 0);
+	/* One mapping per unit; a change that breaks a unit is refused. */
+	CHECK(rdm_populate(r, 0, 16 * MiB) == 0);
+	rdm_backend_get_stats(sim, &st);
+	CHECK(st.map_calls == 2 && st.mappings == 2);
+	CHECK(rdm_discard(r, 2 * MiB, 2 * MiB) == -EINVAL);
+	CHECK(strstr(rdm_last_error(), "discard unit") != NULL);
+	CHECK(rdm_populate(r, 16 * MiB, 4 * MiB) == -EINVAL);
+	CHECK(rdm_is_populated(r, 0, 16 * MiB));
+	CHECK(rdm_discard(r, 8 * MiB, 8 * MiB) == 0);
+	rdm_backend_get_stats(sim, &st);
+	CHECK(st.unmap_calls == 1 && st.mappings == 1);
+	CHECK(rdm_region_destroy(r) == 0);
+	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_backend_destroy(sim);
+}
+
 static void test_defer_policy(void)
 {
 	struct fixture f;
@@ -487,6 +518,7 @@ int main(void)
 {
 	host = aligned_alloc(4096, 4096); /* only addresses matter: the sim never touches memory */
 	test_block_policy();
+	test_discard_unit();
 	test_defer_policy();
 	test_defer_limit_windows();
 	test_coalesce_policy();
