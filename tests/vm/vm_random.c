@@ -20,7 +20,7 @@
  * must match the oracle. Every ioctl goes through a recorder; at the end the whole sequence,
  * with a few calls rejected on purpose, is replayed against tests/iommu's fake kernel.
  *
- * Environment: RDM_VM_SEED (first seed, default 1), RDM_VM_SEEDS (default 3), RDM_VM_OPS
+ * Environment: RDM_VM_SEED (first seed, default 1), RDM_VM_SEEDS (default 4), RDM_VM_OPS
  * (bursts per run, default 150).
  */
 #define IOVA0 (UINT64_C(4) << 30)
@@ -233,7 +233,7 @@ int main(void)
 		{ RDM_POLICY_COALESCE, "coalesce" },
 		{ RDM_POLICY_DEFER, "defer" },
 	};
-	uint64_t seed0 = gu_env_u64("RDM_VM_SEED", 1), seeds = gu_env_u64("RDM_VM_SEEDS", 3);
+	uint64_t seed0 = gu_env_u64("RDM_VM_SEED", 1), seeds = gu_env_u64("RDM_VM_SEEDS", 4);
 	unsigned ops = (unsigned)gu_env_u64("RDM_VM_OPS", 150);
 	struct ir_recorder rec = { 0 };
 	struct gu_vfio v;
