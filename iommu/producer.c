@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -60,6 +61,7 @@ union rec_buf {
 };
 #define DEFAULT_SLOTS 1024u
 #define WAIT_SPIN 4096u
+#define WAIT_YIELDS 32u
 
 static pthread_key_t implicit_key;
 static pthread_once_t implicit_once = PTHREAD_ONCE_INIT;
@@ -256,6 +258,14 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 	for (unsigned i = 0; i < WAIT_SPIN; i++)
 		if (slot_done(s, ticket))
 			return 0;
+	/* Then give the CPU away a few times before sleeping: on a machine with
+	 * fewer cores than busy threads the worker may need this one, and a
+	 * yield costs far less than a futex sleep and wake. */
+	for (unsigned i = 0; i < WAIT_YIELDS; i++) {
+		sched_yield();
+		if (slot_done(s, ticket))
+			return 0;
+	}
 	for (;;) {
 		uint32_t seen = atomic_load_explicit(&p->futex, memory_order_relaxed);
 

@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,8 @@ struct wstate {
 	uint32_t nitems, items_cap;
 	uint64_t batch_no;
 };
+
+#define IDLE_YIELDS 32u
 
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -512,6 +515,12 @@ static void *worker_main(void *arg)
 		reap_links(&ws);
 		if (++spins < w->cfg.spin)
 			continue;
+		/* Past the spin budget, yield a few times before sleeping (see
+		 * wait_slot() in producer.c for why). */
+		if (spins < w->cfg.spin + IDLE_YIELDS) {
+			sched_yield();
+			continue;
+		}
 		spins = 0;
 		idle(&ws);
 	}
