@@ -14,7 +14,8 @@
  *   ptr | 2  extent     sorted, disjoint, non-adjacent [start, end) pairs of
  *                       absolute block indices, at most EXT_MAX = 31 of them
  *   ptr | 1  bitmap     level 0 only: 4096 bits, 512 bytes, 64-byte aligned
- *   ptr | 0  inner      level > 0 only: 64 child slots, 512 bytes
+ *   ptr | 0  inner      level > 0 only: 64 child slots, 512 bytes (a root
+ *                       node: root_fan slots, flagged SMALL_ROOT if < 64)
  *
  * The representation is canonical (invariant 2), a function of the state
  * alone: a span with no populated block is EMPTY, with all populated FULL,
@@ -38,11 +39,15 @@
  *  - 4096-block bitmap leaves (512 B) and 64-way inner nodes (512 B) keep a
  *    change in the fragmented 2^20-block state to one leaf + two inner copies
  *    (~1.5 KiB); larger leaves would cut the index overhead but multiply the
- *    copy per change. Measured on a loaded 2-core machine, one call_rcu per
- *    change is the writer's bottleneck: ~60-170k changes/s and 11-28 MiB
- *    waiting for reclamation at the writer100k/500k cases (goal: 500k/s and
- *    <= 16 MiB); batching several changes' retire lists into one call_rcu is
- *    the next step.
+ *    copy per change. The root inner node holds only the slots the region
+ *    reaches (root_fan; 4 slots = 32 B for 2^20 blocks), so a change there
+ *    copies ~1 KiB. Retired nodes go to call_rcu once per change; the bytes
+ *    waiting for a grace period are counted (backlog), and past
+ *    RETIRE_BACKLOG_MAX = 8 MiB the writer waits for a grace period itself
+ *    (synchronize_rcu) and frees its change's nodes at once. Measured on a
+ *    loaded 2-core machine: peak minus steady 4.5-9 MiB in every writer case
+ *    (was 11-28 MiB); the writer reaches 170-490k changes/s depending on
+ *    load, short of a steady 500k/s.
  *  - Fully fragmented 1 TiB at 4 KiB blocks (2^28 blocks, alternating):
  *    2^16 bitmap leaves = 32 MiB, exactly the plain bitmap, plus 1024 + 16 + 1
  *    inner nodes = 520.5 KiB: 1.59% MORE than the bitmap. The goal "no more
@@ -60,7 +65,9 @@
  *
  * Invariants
  *  1. A published node is never written again; it is freed only by the
- *     call_rcu callback of the change that replaced it, or by fini.
+ *     call_rcu callback of the change that replaced it, by that change's
+ *     writer after synchronize_rcu() (backlog over RETIRE_BACKLOG_MAX, or no
+ *     memory for the batch), or by fini.
  *  2. Every slot is canonical: EMPTY iff no block of its span is populated,
  *     FULL iff all are, an extent leaf iff it has 1..EXT_MAX maximal runs and
  *     is not FULL, otherwise a bitmap (level 0) or an inner node (level > 0).
