@@ -41,16 +41,22 @@ struct rdm_tree_vec {
 	uintptr_t inline_v[RDM_TREE_VEC_INLINE];
 };
 
+struct rdm_retire_batch;
+
 struct rdm_tree {
 	/* The published root slot. Release store in rdm_tree_publish(), acquire
 	 * load in rdm_tree_snapshot(). */
 	_Atomic uintptr_t root;
 	uint64_t nblocks;
 	unsigned root_level;
+	unsigned root_fan; /* slots of a root inner node (<= 64) */
 	struct rdm_mem *mem;
 	/* Writer-only state of the change in progress. */
 	uintptr_t old_root, new_root;
 	struct rdm_tree_vec fresh, retired;
+	/* Node bytes handed to call_rcu and not yet freed (relaxed: a bound
+	 * only, see rdm_tree_retire()). */
+	atomic_size_t backlog;
 	/* TSan sync objects (core/tsan.h): gp for the reader -> reclaim edge;
 	 * reclaimed for the edge from a finished retire callback to whoever frees
 	 * the tree after rcu_barrier(). */
@@ -96,6 +102,9 @@ int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque
 void rdm_tree_publish(struct rdm_tree *t);
 /* The version before the last publish (valid until rdm_tree_retire()). */
 uintptr_t rdm_tree_old_root(const struct rdm_tree *t);
+/* Hands the superseded nodes to call_rcu; if the bytes already waiting for
+ * a grace period exceed RETIRE_BACKLOG_MAX (tree.c), waits for a grace
+ * period (synchronize_rcu) and frees them at once instead. */
 void rdm_tree_retire(struct rdm_tree *t);
 
 /* Diagnostics for tests and benchmarks (writer-side, current version). */
