@@ -270,6 +270,13 @@ static void apply_item(struct wstate *ws, struct rdm_wregion *wr, struct item *i
 {
 	const struct rdm_change_rec *rec = &it->rec;
 
+	/* Records are plain integers that may one day come from another
+	 * process: check the range again rather than trust the submitter. */
+	if (rec->op == RDM_CHANGE_POPULATE || rec->op == RDM_CHANGE_DISCARD) {
+		it->result = rdm_region_check_range(wr->r, rec->offset, rec->length);
+		if (it->result)
+			return;
+	}
 	switch (rec->op) {
 	case RDM_CHANGE_POPULATE:
 		it->result = rdm_region_apply(wr->r, RDM_OP_POPULATE, rec->offset, rec->length, NULL);
