@@ -8,6 +8,8 @@
 #include <rdm/region.h>
 #include <rdm/worker.h>
 
+#include "core/region_internal.h"
+#include "iommu/worker_internal.h"
 #include "tests/check.h"
 
 #define MiB (1ull << 20)
@@ -485,6 +487,34 @@ static void test_destroy_in_flight(void)
 	rdm_backend_destroy(f.sim);
 }
 
+/* Records that bypass the submission checks (as a buggy or hostile
+ * producer's would) are refused by the worker, which changes nothing. */
+static void test_bad_records(void)
+{
+	struct fixture f;
+	struct rdm_producer *p;
+	struct rdm_wregion *wr;
+	uint64_t t;
+	int res;
+
+	setup(&f, RDM_POLICY_BLOCK, 0, NULL, 0);
+	REQUIRE(rdm_producer_create(&p) == 0);
+	wr = rdm_region_get_applier_ctx(f.r);
+	REQUIRE(wr != NULL);
+	CHECK(rdm_producer_submit_one(p, wr, RDM_CHANGE_POPULATE, REGION, BS, NULL, false, NULL, NULL, &t) == 0);
+	CHECK(rdm_producer_wait(p, t, &res) == 0 && res == -ERANGE);
+	CHECK(rdm_producer_submit_one(p, wr, RDM_CHANGE_POPULATE, 1, BS, NULL, false, NULL, NULL, &t) == 0);
+	CHECK(rdm_producer_wait(p, t, &res) == 0 && res == -EINVAL);
+	CHECK(rdm_producer_submit_one(p, wr, 99, 0, BS, NULL, false, NULL, NULL, &t) == 0);
+	CHECK(rdm_producer_wait(p, t, &res) == 0 && res == -EINVAL);
+	CHECK(strstr(rdm_last_error(), "unknown") != NULL);
+	CHECK(stats(&f).map_calls == 0 && rdm_is_discarded(f.r, 0, REGION));
+	/* The region still works. */
+	CHECK(rdm_populate(f.r, 0, BS) == 0);
+	rdm_producer_destroy(p);
+	teardown(&f);
+}
+
 static void test_bad_input(void)
 {
 	struct rdm_worker_config bad = {.struct_size = sizeof(bad), .ring_capacity = 3};
@@ -529,6 +559,7 @@ int main(void)
 	test_superseded_in_batch();
 	test_two_backends();
 	test_destroy_in_flight();
+	test_bad_records();
 	test_bad_input();
 	free(host);
 	return check_exit();
