@@ -415,7 +415,8 @@ static void reap_links(struct wstate *ws)
 		struct rdm_link *l = ws->links[i];
 
 		/* Acquire: pairs with the release store in rdm_producer_destroy. */
-		if (!atomic_load_explicit(&l->closed, memory_order_acquire) || !rdm_ring_empty(l->ring))
+		if (!atomic_load_explicit(&l->closed, memory_order_acquire) ||
+		    (!l->broken && !rdm_ring_empty(l->ring)))
 			continue;
 		pthread_mutex_lock(&w->lock);
 		for (uint32_t k = 0; k < w->nlinks; k++)
@@ -437,7 +438,7 @@ static void reap_links(struct wstate *ws)
 static bool all_empty(struct wstate *ws)
 {
 	for (uint32_t i = 0; i < ws->nlinks; i++)
-		if (!rdm_ring_empty(ws->links[i]->ring))
+		if (!ws->links[i]->broken && !rdm_ring_empty(ws->links[i]->ring))
 			return false;
 	return true;
 }
@@ -461,6 +462,8 @@ static uint32_t drain(struct wstate *ws)
 	for (uint32_t i = 0; i < ws->nlinks && got < max; i++) {
 		struct rdm_link *l = ws->links[i];
 
+		if (l->broken)
+			continue;
 		while (got < max) {
 			unsigned want = max - got < 64 ? max - got : 64;
 			int k = rdm_ring_pop_burst(l->ring, recs, want);
@@ -468,7 +471,7 @@ static uint32_t drain(struct wstate *ws)
 			if (k < 0) {
 				rdm_log(RDM_LOG_ERROR, "worker: producer ring index corrupt (%s); ring ignored",
 					strerror(-k));
-				atomic_store_explicit(&l->closed, true, memory_order_relaxed);
+				l->broken = true;
 				break;
 			}
 			if (k == 0)

@@ -55,6 +55,9 @@ struct rdm_link {
 	/* Producer -> worker: no more records will come; worker frees the link.
 	 * Release in rdm_producer_destroy(), acquire in the worker's scan. */
 	_Atomic bool closed;
+	/* Worker-private: the ring's producer index was found corrupt; the
+	 * ring is ignored from then on (the worker's other rings go on). */
+	bool broken;
 };
 
 struct rdm_producer {

@@ -515,6 +515,43 @@ static void test_bad_records(void)
 	teardown(&f);
 }
 
+static int corrupt_logged;
+static void count_corrupt(void *opaque, enum rdm_log_level level, const char *msg)
+{
+	(void)opaque;
+	if (level == RDM_LOG_ERROR && strstr(msg, "corrupt"))
+		corrupt_logged++;
+}
+
+/* A producer ring whose index is garbage is ignored; other rings go on. */
+static void test_corrupt_ring(void)
+{
+	struct fixture f;
+	struct rdm_producer *p;
+	uint64_t t;
+	int res;
+
+	setup(&f, RDM_POLICY_BLOCK, 0, NULL, 0);
+	rdm_set_log_handler(count_corrupt, NULL, RDM_LOG_ERROR);
+	REQUIRE(rdm_producer_create(&p) == 0);
+	CHECK(rdm_producer_populate(p, f.r, 0, BS, &t) == 0);
+	CHECK(rdm_producer_wait(p, t, &res) == 0 && res == 0);
+	REQUIRE(p->nlinks == 1);
+	struct rdm_ring *ring = p->links[0]->ring;
+
+	/* The published tail jumps past anything the ring can hold. */
+	atomic_store(&ring->prod.sh->tail, ring->prod.tail + ring->prod.capacity + 5);
+	/* Another producer (this thread's implicit one) is served, and the
+	 * corrupt ring's "records" changed nothing. */
+	CHECK(rdm_populate(f.r, 2 * BS, BS) == 0);
+	CHECK(rdm_is_populated(f.r, 0, BS) && rdm_is_discarded(f.r, BS, BS) && rdm_is_populated(f.r, 2 * BS, BS));
+	CHECK(stats(&f).map_calls == 2);
+	CHECK(corrupt_logged == 1);
+	rdm_set_log_handler(NULL, NULL, RDM_LOG_ERROR);
+	rdm_producer_destroy(p);
+	teardown(&f);
+}
+
 static void test_bad_input(void)
 {
 	struct rdm_worker_config bad = {.struct_size = sizeof(bad), .ring_capacity = 3};
@@ -560,6 +597,7 @@ int main(void)
 	test_two_backends();
 	test_destroy_in_flight();
 	test_bad_records();
+	test_corrupt_ring();
 	test_bad_input();
 	free(host);
 	return check_exit();
