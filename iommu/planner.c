@@ -405,7 +405,7 @@ static int any_failed(const struct rdm_planner *p)
 int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 {
 	struct rdm_range_vec pieces = {0};
-	uint64_t end = start + len, pos = start, reused = 0;
+	uint64_t end = start + len, pos = start, reused = 0, overlapping = 0;
 	int err;
 
 	if (p->nbe == 0)
@@ -419,6 +419,7 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 	 * runs between them become new pieces. */
 	for (struct rdm_mapping *m = rdm_mapset_first_ending_after(&p->maps, start); m && m->start < end;
 	     m = rdm_mapset_next(&p->maps, m)) {
+		overlapping++;
 		if (m->start > pos) {
 			err = cut_run(p, pos, m->start, &pieces);
 			if (err)
@@ -438,9 +439,9 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 	if (err)
 		goto out;
 
-	/* Pass 2: commit. */
-	for (struct rdm_mapping *m = rdm_mapset_first_ending_after(&p->maps, start); m && m->start < end;
-	     m = rdm_mapset_next(&p->maps, m)) {
+	/* Pass 2: commit (the lookup again only if pass 1 found mappings). */
+	for (struct rdm_mapping *m = overlapping ? rdm_mapset_first_ending_after(&p->maps, start) : NULL;
+	     m && m->start < end; m = rdm_mapset_next(&p->maps, m)) {
 		uint64_t a = m->start > start ? m->start : start;
 		uint64_t b = m->start + m->len < end ? m->start + m->len : end;
 

@@ -60,7 +60,6 @@ union rec_buf {
 	unsigned char bytes[64];
 };
 #define DEFAULT_SLOTS 1024u
-#define WAIT_SPIN 4096u
 #define WAIT_YIELDS 32u
 
 static pthread_key_t implicit_key;
@@ -255,9 +254,17 @@ static struct rdm_slot *slot_of(struct rdm_producer *p, uint64_t ticket)
 
 static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket)
 {
-	for (unsigned i = 0; i < WAIT_SPIN; i++)
+	/* Poll for about the worker's idle spin (the clock is read every 64
+	 * rounds): while the worker works on a batch, its tickets come soon. */
+	uint64_t t0 = rdm_now_ns();
+
+	for (unsigned i = 1;; i++) {
 		if (slot_done(s, ticket))
 			return 0;
+		if (i % 64 == 0 && rdm_now_ns() - t0 > (uint64_t)RDM_WORKER_DEFAULT_SPIN_US * 1000u)
+			break;
+		rdm_cpu_relax();
+	}
 	/* Then give the CPU away a few times before sleeping: on a machine with
 	 * fewer cores than busy threads the worker may need this one, and a
 	 * yield costs far less than a futex sleep and wake. */

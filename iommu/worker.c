@@ -22,7 +22,8 @@
  * then tickets complete, so a discard's blocks are released before it
  * completes (I2).
  *
- * Idle: when a drain finds nothing the worker spins cfg.spin times, then
+ * Idle: when drains find nothing for cfg.spin_us, then after a few
+ * sched_yield() rounds, the worker
  * sets `sleeping`, fences (seq_cst) and checks every ring once more before
  * futex_wait; producers fence after publishing and wake it only if it
  * sleeps (producer.c, C3). Completion: see producer.c C1/C2.
@@ -510,6 +511,7 @@ static void *worker_main(void *arg)
 	struct wstate ws = {.w = arg};
 	struct rdm_worker *w = arg;
 	unsigned spins = 0;
+	uint64_t idle_since = 0;
 
 	for (;;) {
 		refresh_links(&ws);
@@ -517,21 +519,34 @@ static void *worker_main(void *arg)
 
 		if (got) {
 			spins = 0;
+			idle_since = 0;
 			process(&ws, got);
 			continue;
 		}
 		if (atomic_load_explicit(&w->stop, memory_order_acquire))
 			break;
 		reap_links(&ws);
-		if (++spins < w->cfg.spin)
+		/* Poll for spin_us (the clock is read every 64 rounds), then
+		 * yield a few times (see wait_slot() in producer.c), then sleep. */
+		if (++spins % 64 == 0 || idle_since == 0) {
+			uint64_t now = rdm_now_ns();
+
+			if (idle_since == 0)
+				idle_since = now;
+			if (now - idle_since < (uint64_t)w->cfg.spin_us * 1000u) {
+				spins = 1;
+				continue;
+			}
+		} else {
+			rdm_cpu_relax();
 			continue;
-		/* Past the spin budget, yield a few times before sleeping (see
-		 * wait_slot() in producer.c for why). */
-		if (spins < w->cfg.spin + IDLE_YIELDS) {
+		}
+		if (spins < 64 + IDLE_YIELDS) {
 			sched_yield();
 			continue;
 		}
 		spins = 0;
+		idle_since = 0;
 		idle(&ws);
 	}
 	free(ws.items);
@@ -560,8 +575,8 @@ int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **o
 		c.ring_capacity = 1024;
 	if (!c.max_batch)
 		c.max_batch = 256;
-	if (!c.spin)
-		c.spin = 256;
+	if (!c.spin_us)
+		c.spin_us = RDM_WORKER_DEFAULT_SPIN_US;
 	if (c.ring_capacity & (c.ring_capacity - 1))
 		return rdm_fail(-EINVAL, "ring_capacity %" PRIu32 " is not a power of two", c.ring_capacity);
 	w = calloc(1, sizeof(*w));

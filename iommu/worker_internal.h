@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <rdm/ring.h>
 #include <rdm/worker.h>
@@ -121,6 +122,25 @@ struct rdm_worker {
 	uint64_t priv[RDM_WST_COUNT];
 	_Atomic uint64_t st[RDM_WST_COUNT];
 };
+
+/* A monotonic clock in nanoseconds (vDSO, no system call). */
+static inline uint64_t rdm_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* A polite busy-wait step. */
+static inline void rdm_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#endif
+}
 
 /* producer.c */
 struct rdm_producer *rdm_producer_implicit(void);

@@ -45,12 +45,19 @@ extern "C" {
 struct rdm_worker;   /* opaque */
 struct rdm_producer; /* opaque */
 
+/* How long an idle worker, and a producer waiting for a ticket, poll before
+ * they yield and then sleep on a futex. Polling costs a core while it lasts;
+ * a sleep costs a futex wake (a system call and a scheduler round trip) on
+ * the other side. */
+#define RDM_WORKER_DEFAULT_SPIN_US 50u
+
 struct rdm_worker_config {
 	uint32_t struct_size;
 	uint32_t ring_capacity; /* records per producer ring; power of two; default 1024 */
 	uint32_t max_batch;     /* records drained per batch; default 256 */
 	uint32_t ticket_slots;  /* per producer; power of two; default 1024 */
-	uint32_t spin;          /* idle spins before sleeping; default RDM worker spin */
+	uint32_t spin_us;       /* idle: poll the rings this long before sleeping;
+	                           default RDM_WORKER_DEFAULT_SPIN_US */
 	uint32_t reserved;
 	/* Called on the worker thread after every batch, once the batch's
 	 * tickets are complete (tests check invariants here). */
