@@ -24,10 +24,10 @@ void rdm_mapset_init(struct rdm_mapset *s)
 	s->rng = 0x9e3779b9u;
 }
 
-static void free_tree(struct rdm_mapping *n)
+static void free_tree(struct rdm_layout_map *n)
 {
 	while (n) {
-		struct rdm_mapping *right = n->right;
+		struct rdm_layout_map *right = n->right;
 
 		free_tree(n->left);
 		free(n);
@@ -54,7 +54,7 @@ static uint32_t next_prio(struct rdm_mapset *s)
 }
 
 /* Split t into nodes with start < key (*l) and start >= key (*r). */
-static void split(struct rdm_mapping *t, uint64_t key, struct rdm_mapping **l, struct rdm_mapping **r)
+static void split(struct rdm_layout_map *t, uint64_t key, struct rdm_layout_map **l, struct rdm_layout_map **r)
 {
 	while (t) {
 		if (t->start < key) {
@@ -72,9 +72,9 @@ static void split(struct rdm_mapping *t, uint64_t key, struct rdm_mapping **l, s
 }
 
 /* Merge l and r, where every key of l is below every key of r. */
-static struct rdm_mapping *merge(struct rdm_mapping *l, struct rdm_mapping *r)
+static struct rdm_layout_map *merge(struct rdm_layout_map *l, struct rdm_layout_map *r)
 {
-	struct rdm_mapping *root = NULL, **link = &root;
+	struct rdm_layout_map *root = NULL, **link = &root;
 
 	while (l && r) {
 		if (l->prio >= r->prio) {
@@ -91,9 +91,9 @@ static struct rdm_mapping *merge(struct rdm_mapping *l, struct rdm_mapping *r)
 	return root;
 }
 
-struct rdm_mapping *rdm_mapset_insert(struct rdm_mapset *s, uint64_t start, uint64_t len, uint64_t live)
+struct rdm_layout_map *rdm_mapset_insert(struct rdm_mapset *s, uint64_t start, uint64_t len, uint64_t live)
 {
-	struct rdm_mapping *n = malloc(sizeof(*n)), *l, *r;
+	struct rdm_layout_map *n = malloc(sizeof(*n)), *l, *r;
 
 	if (!n)
 		return NULL;
@@ -109,9 +109,9 @@ struct rdm_mapping *rdm_mapset_insert(struct rdm_mapset *s, uint64_t start, uint
 	return n;
 }
 
-void rdm_mapset_remove(struct rdm_mapset *s, struct rdm_mapping *m)
+void rdm_mapset_remove(struct rdm_mapset *s, struct rdm_layout_map *m)
 {
-	struct rdm_mapping **link = &s->root;
+	struct rdm_layout_map **link = &s->root;
 
 	while (*link != m)
 		link = m->start < (*link)->start ? &(*link)->left : &(*link)->right;
@@ -121,9 +121,9 @@ void rdm_mapset_remove(struct rdm_mapset *s, struct rdm_mapping *m)
 }
 
 /* The last mapping with start <= b. */
-static struct rdm_mapping *floor_node(const struct rdm_mapset *s, uint64_t b)
+static struct rdm_layout_map *floor_node(const struct rdm_mapset *s, uint64_t b)
 {
-	struct rdm_mapping *t = s->root, *best = NULL;
+	struct rdm_layout_map *t = s->root, *best = NULL;
 
 	while (t) {
 		if (t->start <= b) {
@@ -137,9 +137,9 @@ static struct rdm_mapping *floor_node(const struct rdm_mapset *s, uint64_t b)
 }
 
 /* The first mapping with start > b. */
-static struct rdm_mapping *above_node(const struct rdm_mapset *s, uint64_t b)
+static struct rdm_layout_map *above_node(const struct rdm_mapset *s, uint64_t b)
 {
-	struct rdm_mapping *t = s->root, *best = NULL;
+	struct rdm_layout_map *t = s->root, *best = NULL;
 
 	while (t) {
 		if (t->start > b) {
@@ -152,21 +152,21 @@ static struct rdm_mapping *above_node(const struct rdm_mapset *s, uint64_t b)
 	return best;
 }
 
-struct rdm_mapping *rdm_mapset_find(const struct rdm_mapset *s, uint64_t b)
+struct rdm_layout_map *rdm_mapset_find(const struct rdm_mapset *s, uint64_t b)
 {
-	struct rdm_mapping *m = floor_node(s, b);
+	struct rdm_layout_map *m = floor_node(s, b);
 
 	return m && b - m->start < m->len ? m : NULL;
 }
 
-struct rdm_mapping *rdm_mapset_first_ending_after(const struct rdm_mapset *s, uint64_t b)
+struct rdm_layout_map *rdm_mapset_first_ending_after(const struct rdm_mapset *s, uint64_t b)
 {
-	struct rdm_mapping *m = rdm_mapset_find(s, b);
+	struct rdm_layout_map *m = rdm_mapset_find(s, b);
 
 	return m ? m : above_node(s, b);
 }
 
-struct rdm_mapping *rdm_mapset_next(const struct rdm_mapset *s, const struct rdm_mapping *m)
+struct rdm_layout_map *rdm_mapset_next(const struct rdm_mapset *s, const struct rdm_layout_map *m)
 {
 	return above_node(s, m->start);
 }

@@ -13,18 +13,18 @@
 
 #include <stdint.h>
 
-struct rdm_mapping {
+struct rdm_layout_map {
 	uint64_t start;
 	uint64_t len;
 	uint64_t live;
 	uint64_t stamp; /* when its first block was deferred (defer policy) */
 	/* treap links, private */
-	struct rdm_mapping *left, *right;
+	struct rdm_layout_map *left, *right;
 	uint32_t prio;
 };
 
 struct rdm_mapset {
-	struct rdm_mapping *root;
+	struct rdm_layout_map *root;
 	uint64_t count;
 	uint32_t rng;
 };
@@ -33,14 +33,14 @@ void rdm_mapset_init(struct rdm_mapset *s);
 void rdm_mapset_clear(struct rdm_mapset *s);
 
 /* Insert [start, start+len) (must not overlap another). NULL on ENOMEM. */
-struct rdm_mapping *rdm_mapset_insert(struct rdm_mapset *s, uint64_t start, uint64_t len, uint64_t live);
+struct rdm_layout_map *rdm_mapset_insert(struct rdm_mapset *s, uint64_t start, uint64_t len, uint64_t live);
 /* Remove and free m. */
-void rdm_mapset_remove(struct rdm_mapset *s, struct rdm_mapping *m);
+void rdm_mapset_remove(struct rdm_mapset *s, struct rdm_layout_map *m);
 /* The mapping containing block b, or NULL. */
-struct rdm_mapping *rdm_mapset_find(const struct rdm_mapset *s, uint64_t b);
+struct rdm_layout_map *rdm_mapset_find(const struct rdm_mapset *s, uint64_t b);
 /* The first mapping whose end is > b (it may contain b or start after it), or NULL. */
-struct rdm_mapping *rdm_mapset_first_ending_after(const struct rdm_mapset *s, uint64_t b);
+struct rdm_layout_map *rdm_mapset_first_ending_after(const struct rdm_mapset *s, uint64_t b);
 /* The mapping following m in order, or NULL. */
-struct rdm_mapping *rdm_mapset_next(const struct rdm_mapset *s, const struct rdm_mapping *m);
+struct rdm_layout_map *rdm_mapset_next(const struct rdm_mapset *s, const struct rdm_layout_map *m);
 
 #endif /* RDM_IOMMU_MAPSET_H */

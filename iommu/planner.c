@@ -214,7 +214,7 @@ static void unmap_all_backends(struct rdm_planner *p, uint64_t start, uint64_t l
 /* Does any mapping of the mapset intersect [a, b)? */
 static bool has_mapping_in(const struct rdm_planner *p, uint64_t a, uint64_t b)
 {
-	struct rdm_mapping *m = rdm_mapset_first_ending_after(&p->maps, a);
+	struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, a);
 
 	return m && m->start < b;
 }
@@ -417,7 +417,7 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 
 	/* Pass 1: blocks inside existing mappings (deferred) are reused; the
 	 * runs between them become new pieces. */
-	for (struct rdm_mapping *m = rdm_mapset_first_ending_after(&p->maps, start); m && m->start < end;
+	for (struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, start); m && m->start < end;
 	     m = rdm_mapset_next(&p->maps, m)) {
 		overlapping++;
 		if (m->start > pos) {
@@ -440,7 +440,7 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 		goto out;
 
 	/* Pass 2: commit (the lookup again only if pass 1 found mappings). */
-	for (struct rdm_mapping *m = overlapping ? rdm_mapset_first_ending_after(&p->maps, start) : NULL;
+	for (struct rdm_layout_map *m = overlapping ? rdm_mapset_first_ending_after(&p->maps, start) : NULL;
 	     m && m->start < end; m = rdm_mapset_next(&p->maps, m)) {
 		uint64_t a = m->start > start ? m->start : start;
 		uint64_t b = m->start + m->len < end ? m->start + m->len : end;
@@ -509,7 +509,7 @@ static int populated_runs(struct rdm_planner *p, uint64_t a, uint64_t b, struct 
  * discarded blocks. Used by coalesce without a split-capable kernel and by
  * defer past its limit.
  */
-static void split_with_window(struct rdm_planner *p, struct rdm_mapping *m)
+static void split_with_window(struct rdm_planner *p, struct rdm_layout_map *m)
 {
 	struct rdm_range_vec runs = {0};
 	uint64_t ms = m->start, ml = m->len, mlive = m->live;
@@ -565,7 +565,7 @@ static bool split_room(const struct rdm_planner *p)
 
 /* Split-capable kernels: one UNMAP of exactly [a, b) inside m; the kernel
  * keeps the survivors mapped, no window. */
-static void split_exact(struct rdm_planner *p, struct rdm_mapping *m, uint64_t a, uint64_t b)
+static void split_exact(struct rdm_planner *p, struct rdm_layout_map *m, uint64_t a, uint64_t b)
 {
 	uint64_t ms = m->start, me = m->start + m->len;
 
@@ -599,9 +599,9 @@ static void enforce_defer_limit(struct rdm_planner *p)
 		/* The oldest deferred mapping: smallest stamp among mappings
 		 * with deferred blocks (stamp kept in the high bits of prio is
 		 * not possible; a linear scan is fine on this rare path). */
-		struct rdm_mapping *oldest = NULL;
+		struct rdm_layout_map *oldest = NULL;
 
-		for (struct rdm_mapping *m = rdm_mapset_first_ending_after(&p->maps, 0); m;
+		for (struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, 0); m;
 		     m = rdm_mapset_next(&p->maps, m))
 			if (m->live < m->len && (!oldest || m->stamp < oldest->stamp))
 				oldest = m;
@@ -614,7 +614,7 @@ static void enforce_defer_limit(struct rdm_planner *p)
 void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 {
 	uint64_t end = start + len, pos = start;
-	struct rdm_mapping *m, *next;
+	struct rdm_layout_map *m, *next;
 
 	for (m = rdm_mapset_first_ending_after(&p->maps, start); m && m->start < end; m = next) {
 		uint64_t a = m->start > start ? m->start : start;
@@ -669,7 +669,7 @@ static int map_layout_into(struct rdm_planner *p, struct rdm_wbackend *wb)
 	struct rdm_range_vec pieces = {0};
 	int err = 0;
 
-	for (struct rdm_mapping *m = rdm_mapset_first_ending_after(&p->maps, 0); m; m = rdm_mapset_next(&p->maps, m))
+	for (struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, 0); m; m = rdm_mapset_next(&p->maps, m))
 		if (vec_push(&pieces, m->start, m->len)) {
 			vec_free(&pieces);
 			return rdm_fail(-ENOMEM, "out of memory attaching a backend");
@@ -726,7 +726,7 @@ int rdm_planner_attach(struct rdm_planner *p, struct rdm_wbackend *wb)
 /* Release the discarded blocks still inside mappings (deferred ones). */
 static void release_deferred(struct rdm_planner *p)
 {
-	for (struct rdm_mapping *m = rdm_mapset_first_ending_after(&p->maps, 0); m; m = rdm_mapset_next(&p->maps, m)) {
+	for (struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, 0); m; m = rdm_mapset_next(&p->maps, m)) {
 		if (m->live == m->len)
 			continue;
 		struct rdm_range_vec runs = {0};

@@ -211,6 +211,18 @@ static void settle(struct prod_arg *a, const struct inflight *f, int got)
 	}
 }
 
+/* Wait for every change in flight, in submission order, and check each. */
+static void settle_all(struct prod_arg *a, struct rdm_producer *p, struct inflight *fl, unsigned *nfl)
+{
+	for (unsigned k = 0; k < *nfl; k++) {
+		int res;
+
+		REQUIRE(rdm_producer_wait(p, fl[k].ticket, &res) == 0);
+		settle(a, &fl[k], res);
+	}
+	*nfl = 0;
+}
+
 static void *producer_main(void *arg)
 {
 	struct prod_arg *a = arg;
@@ -240,23 +252,11 @@ static void *producer_main(void *arg)
 				clash |= fl[k].reg == f.reg && fl[k].first < f.first + f.len &&
 					 f.first < fl[k].first + fl[k].len;
 			if (clash || nfl == 16) {
-				for (unsigned k = 0; k < nfl; k++) {
-					int res;
-
-					REQUIRE(rdm_producer_wait(p, fl[k].ticket, &res) == 0);
-					settle(a, &fl[k], res);
-				}
-				nfl = 0;
+				settle_all(a, p, fl, &nfl);
 			}
 		}
 		if (mode != 0 && nfl >= 14) {
-			for (unsigned k = 0; k < nfl; k++) {
-				int res;
-
-				REQUIRE(rdm_producer_wait(p, fl[k].ticket, &res) == 0);
-				settle(a, &fl[k], res);
-			}
-			nfl = 0;
+			settle_all(a, p, fl, &nfl);
 		}
 		f.expect = predict(a, f.reg, f.first, f.len, f.populate);
 		if (mode == 1 && !atomic_load(&faults) && rnd(&s) % 4 == 0) {
@@ -299,13 +299,7 @@ static void *producer_main(void *arg)
 		}
 		if (mode == 0) {
 			/* Synchronous, through the region API. */
-			for (unsigned k = 0; k < nfl; k++) {
-				int res;
-
-				REQUIRE(rdm_producer_wait(p, fl[k].ticket, &res) == 0);
-				settle(a, &fl[k], res);
-			}
-			nfl = 0;
+			settle_all(a, p, fl, &nfl);
 			f.expect = predict(a, f.reg, f.first, f.len, f.populate);
 			int got = f.populate ? rdm_populate(R[f.reg].r, f.first * BS, f.len * BS)
 					     : rdm_discard(R[f.reg].r, f.first * BS, f.len * BS);
@@ -328,12 +322,7 @@ static void *producer_main(void *arg)
 				a->oracle[f.reg][b] = f.populate;
 		fl[nfl++] = f;
 	}
-	for (unsigned k = 0; k < nfl; k++) {
-		int res;
-
-		REQUIRE(rdm_producer_wait(p, fl[k].ticket, &res) == 0);
-		settle(a, &fl[k], res);
-	}
+	settle_all(a, p, fl, &nfl);
 	rdm_producer_destroy(p);
 	return NULL;
 }

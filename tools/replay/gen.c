@@ -45,18 +45,6 @@
 #define MiB (UINT64_C(1) << 20)
 #define GiB (UINT64_C(1) << 30)
 
-static int gfail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int gfail(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (err && errlen)
-		vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
 static bool pow2(uint64_t v)
 {
 	return v && !(v & (v - 1));
@@ -78,7 +66,7 @@ static int sbm_init(struct sbm *s, struct replay_trace *t, struct replay_rng *rn
 		    uint64_t bs, uint64_t mb, uint64_t movable, uint64_t busy, char *err, size_t errlen)
 {
 	if (!pow2(bs) || bs < 4096 || !pow2(mb) || mb < bs || region == 0 || region % mb)
-		return gfail(err, errlen,
+		return replay_errf(err, errlen,
 			     "sbm: need power-of-two block >= 4K, memory block >= block, region a multiple of the memory block");
 	memset(s, 0, sizeof(*s));
 	s->t = t;
@@ -95,7 +83,7 @@ static int sbm_init(struct sbm *s, struct replay_trace *t, struct replay_rng *rn
 	if (!s->plugged || !s->count) {
 		free(s->plugged);
 		free(s->count);
-		return gfail(err, errlen, "sbm: out of memory");
+		return replay_errf(err, errlen, "sbm: out of memory");
 	}
 	t->block_size = bs;
 	t->region_size = region;
@@ -237,11 +225,11 @@ static int gen_bbm(const uint64_t *v, uint64_t seed, struct replay_trace *t, cha
 	uint64_t *plugged, total = 0;
 
 	if (!pow2(bb) || bb < 4096 || region == 0 || region % bb)
-		return gfail(err, errlen, "bbm: need a power-of-two big block >= 4K dividing the region");
+		return replay_errf(err, errlen, "bbm: need a power-of-two big block >= 4K dividing the region");
 	n = region / bb;
 	plugged = bm_alloc(n);
 	if (!plugged)
-		return gfail(err, errlen, "bbm: out of memory");
+		return replay_errf(err, errlen, "bbm: out of memory");
 	t->block_size = bb;
 	t->region_size = region;
 	replay_rng_seed(&rng, seed);
@@ -275,14 +263,14 @@ static int gen_register(const uint64_t *v, uint64_t seed, struct replay_trace *t
 	uint64_t *plugged, nblocks, per_mb;
 
 	if (!pow2(bs) || bs < 4096 || !pow2(mb) || mb < bs || region == 0 || region % mb)
-		return gfail(err, errlen, "register: need power-of-two block >= 4K, memory block >= block dividing the region");
+		return replay_errf(err, errlen, "register: need power-of-two block >= 4K, memory block >= block dividing the region");
 	if (v[3] + v[4] > 100)
-		return gfail(err, errlen, "register: plugged + partial must be at most 100 (percent)");
+		return replay_errf(err, errlen, "register: plugged + partial must be at most 100 (percent)");
 	nblocks = region / bs;
 	per_mb = mb / bs;
 	plugged = bm_alloc(nblocks);
 	if (!plugged)
-		return gfail(err, errlen, "register: out of memory");
+		return replay_errf(err, errlen, "register: out of memory");
 	t->block_size = bs;
 	t->region_size = region;
 	replay_rng_seed(&rng, seed);
@@ -321,7 +309,7 @@ static int gen_storm(const uint64_t *v, uint64_t seed, struct replay_trace *t, c
 
 	if (!pow2(bs) || bs < 4096 || !pow2(min) || !pow2(max) || min < bs || max < min || region % max ||
 	    share > 100 || sub > 100)
-		return gfail(err, errlen,
+		return replay_errf(err, errlen,
 			     "storm: need power-of-two block <= min <= max, max dividing the region, share and sub in 0..100");
 	nblocks = region / bs;
 	while ((bs << lmin) < min)
@@ -333,7 +321,7 @@ static int gen_storm(const uint64_t *v, uint64_t seed, struct replay_trace *t, c
 	if (!shared || !live) {
 		free(shared);
 		free(live);
-		return gfail(err, errlen, "storm: out of memory");
+		return replay_errf(err, errlen, "storm: out of memory");
 	}
 	t->block_size = bs;
 	t->region_size = region;
@@ -395,11 +383,11 @@ static int gen_frag(const uint64_t *v, uint64_t seed, struct replay_trace *t, ch
 	uint64_t nblocks, *pop, total, chunk;
 
 	if (!pow2(bs) || bs < 4096 || region == 0 || region % bs || density > 100 || run == 0)
-		return gfail(err, errlen, "frag: need a power-of-two block >= 4K dividing the region, density 0..100, run >= 1");
+		return replay_errf(err, errlen, "frag: need a power-of-two block >= 4K dividing the region, density 0..100, run >= 1");
 	nblocks = region / bs;
 	pop = bm_alloc(nblocks);
 	if (!pop)
-		return gfail(err, errlen, "frag: out of memory");
+		return replay_errf(err, errlen, "frag: out of memory");
 	t->block_size = bs;
 	t->region_size = region;
 	replay_rng_seed(&rng, seed);
@@ -512,12 +500,12 @@ int replay_generate(const char *spec, uint64_t seed, struct replay_trace *t, cha
 	uint64_t v[REPLAY_GEN_MAX_PARAMS];
 
 	if (nl >= sizeof(name))
-		return gfail(err, errlen, "unknown workload \"%s\"", spec);
+		return replay_errf(err, errlen, "unknown workload \"%s\"", spec);
 	memcpy(name, spec, nl);
 	name[nl] = '\0';
 	g = replay_find_generator(name);
 	if (!g)
-		return gfail(err, errlen, "unknown workload \"%s\" (sbm, bbm, reset, register, storm, frag)", name);
+		return replay_errf(err, errlen, "unknown workload \"%s\" (sbm, bbm, reset, register, storm, frag)", name);
 	for (size_t i = 0; i < g->nparams; i++)
 		v[i] = g->params[i].def;
 	if (colon) {
@@ -529,17 +517,17 @@ int replay_generate(const char *spec, uint64_t seed, struct replay_trace *t, cha
 			char val[40];
 
 			if (!eq || eq > end)
-				return gfail(err, errlen, "workload %s: expected KEY=VALUE, got \"%.*s\"", name,
+				return replay_errf(err, errlen, "workload %s: expected KEY=VALUE, got \"%.*s\"", name,
 					     (int)(end - p), p);
 			for (i = 0; i < g->nparams; i++)
 				if (strlen(g->params[i].name) == (size_t)(eq - p) &&
 				    memcmp(g->params[i].name, p, (size_t)(eq - p)) == 0)
 					break;
 			if (i == g->nparams)
-				return gfail(err, errlen, "workload %s: unknown parameter \"%.*s\"", name,
+				return replay_errf(err, errlen, "workload %s: unknown parameter \"%.*s\"", name,
 					     (int)(eq - p), p);
 			if ((size_t)(end - eq - 1) >= sizeof(val))
-				return gfail(err, errlen, "workload %s: value of %s too long", name, g->params[i].name);
+				return replay_errf(err, errlen, "workload %s: value of %s too long", name, g->params[i].name);
 			memcpy(val, eq + 1, (size_t)(end - eq - 1));
 			val[end - eq - 1] = '\0';
 			uint64_t x;
@@ -553,7 +541,7 @@ int replay_generate(const char *spec, uint64_t seed, struct replay_trace *t, cha
 				rc = (*val < '0' || *val > '9' || *e || errno) ? -1 : 0;
 			}
 			if (rc < 0)
-				return gfail(err, errlen, "workload %s: bad value \"%s\" for %s", name, val,
+				return replay_errf(err, errlen, "workload %s: bad value \"%s\" for %s", name, val,
 					     g->params[i].name);
 			v[i] = x;
 			p = comma ? comma + 1 : end;

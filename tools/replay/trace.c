@@ -10,8 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
+int replay_errf(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -318,9 +317,9 @@ static bool is_pow2(uint64_t v)
 static int check_geometry(const char *what, uint64_t bs, uint64_t rs, char *err, size_t errlen)
 {
 	if (!is_pow2(bs))
-		return fail(err, errlen, "%s: block size %" PRIu64 " is not a power of two", what, bs);
+		return replay_errf(err, errlen, "%s: block size %" PRIu64 " is not a power of two", what, bs);
 	if (rs == 0 || rs % bs)
-		return fail(err, errlen, "%s: region size %" PRIu64 " is not a positive multiple of the block size %" PRIu64,
+		return replay_errf(err, errlen, "%s: region size %" PRIu64 " is not a positive multiple of the block size %" PRIu64,
 			    what, rs, bs);
 	return 0;
 }
@@ -357,21 +356,21 @@ int replay_trace_parse(const char *path, const char *text, size_t len, const cha
 
 			if (pl >= 4 && strcmp(path + pl - 4, ".csv") == 0)
 				pl -= 4;
-			return fail(err, errlen,
+			return replay_errf(err, errlen,
 				    "%s: no %s: the meta file %.*s.meta.json is missing; give --block-size and --region-size",
 				    path, !bs ? "block size" : "region size", (int)pl, path);
 		}
 		if (!bs) {
 			rc = replay_json_get_u64(meta, "block_size", &v);
 			if (rc < 0)
-				return fail(err, errlen, "%s: meta file: %s \"block_size\"", path,
+				return replay_errf(err, errlen, "%s: meta file: %s \"block_size\"", path,
 					    rc == -1 ? "no key" : "malformed JSON or non-integer");
 			bs = v;
 		}
 		if (!rs) {
 			rc = replay_json_get_u64(meta, "max_size", &v);
 			if (rc < 0)
-				return fail(err, errlen, "%s: meta file: %s \"max_size\"", path,
+				return replay_errf(err, errlen, "%s: meta file: %s \"max_size\"", path,
 					    rc == -1 ? "no key" : "malformed JSON or non-integer");
 			rs = v;
 		}
@@ -394,7 +393,7 @@ int replay_trace_parse(const char *path, const char *text, size_t len, const cha
 		if (lineno == 1) {
 			if (ll != sizeof(header) - 1 || memcmp(p, header, ll) != 0) {
 				replay_trace_free(&tr);
-				return fail(err, errlen, "%s:1: wrong header: expected \"%s\"", path, header);
+				return replay_errf(err, errlen, "%s:1: wrong header: expected \"%s\"", path, header);
 			}
 			goto next;
 		}
@@ -406,7 +405,7 @@ int replay_trace_parse(const char *path, const char *text, size_t len, const cha
 			if (q == end)
 				break;
 			replay_trace_free(&tr);
-			return fail(err, errlen, "%s:%zu: empty line", path, lineno);
+			return replay_errf(err, errlen, "%s:%zu: empty line", path, lineno);
 		}
 		for (const char *s = p;;) {
 			const char *c = memchr(s, ',', (size_t)(p + ll - s));
@@ -422,14 +421,14 @@ int replay_trace_parse(const char *path, const char *text, size_t len, const cha
 		}
 		if (nf != 4) {
 			replay_trace_free(&tr);
-			return fail(err, errlen, "%s:%zu: %zu columns, expected 4 (seq,op,offset_bytes,length_bytes)",
+			return replay_errf(err, errlen, "%s:%zu: %zu columns, expected 4 (seq,op,offset_bytes,length_bytes)",
 				    path, lineno, nf);
 		}
 		uint64_t seq, off, lenb;
 		uint32_t op;
 		if (parse_u64(f[0], fl[0], &seq) < 0) {
 			replay_trace_free(&tr);
-			return fail(err, errlen, "%s:%zu: seq \"%.*s\" is not an unsigned integer", path, lineno,
+			return replay_errf(err, errlen, "%s:%zu: seq \"%.*s\" is not an unsigned integer", path, lineno,
 				    (int)fl[0], f[0]);
 		}
 		if (fl[1] == 4 && memcmp(f[1], "plug", 4) == 0) {
@@ -440,44 +439,44 @@ int replay_trace_parse(const char *path, const char *text, size_t len, const cha
 			op = REPLAY_DISCARD_ALL;
 		} else {
 			replay_trace_free(&tr);
-			return fail(err, errlen, "%s:%zu: unknown op \"%.*s\" (plug, unplug or unplug_all)", path,
+			return replay_errf(err, errlen, "%s:%zu: unknown op \"%.*s\" (plug, unplug or unplug_all)", path,
 				    lineno, (int)fl[1], f[1]);
 		}
 		if (parse_u64(f[2], fl[2], &off) < 0) {
 			replay_trace_free(&tr);
-			return fail(err, errlen, "%s:%zu: offset_bytes \"%.*s\" is not an unsigned integer", path,
+			return replay_errf(err, errlen, "%s:%zu: offset_bytes \"%.*s\" is not an unsigned integer", path,
 				    lineno, (int)fl[2], f[2]);
 		}
 		if (parse_u64(f[3], fl[3], &lenb) < 0) {
 			replay_trace_free(&tr);
-			return fail(err, errlen, "%s:%zu: length_bytes \"%.*s\" is not an unsigned integer", path,
+			return replay_errf(err, errlen, "%s:%zu: length_bytes \"%.*s\" is not an unsigned integer", path,
 				    lineno, (int)fl[3], f[3]);
 		}
 		if (tr.n && seq <= prev_seq) {
 			replay_trace_free(&tr);
-			return fail(err, errlen, "%s:%zu: seq %" PRIu64 " does not increase (previous %" PRIu64 ")",
+			return replay_errf(err, errlen, "%s:%zu: seq %" PRIu64 " does not increase (previous %" PRIu64 ")",
 				    path, lineno, seq, prev_seq);
 		}
 		prev_seq = seq;
 		if (lenb == 0) {
 			replay_trace_free(&tr);
-			return fail(err, errlen, "%s:%zu: zero length", path, lineno);
+			return replay_errf(err, errlen, "%s:%zu: zero length", path, lineno);
 		}
 		if (off % bs || lenb % bs) {
 			replay_trace_free(&tr);
-			return fail(err, errlen,
+			return replay_errf(err, errlen,
 				    "%s:%zu: range [%" PRIu64 ", +%" PRIu64 ") is not aligned to the block size %" PRIu64,
 				    path, lineno, off, lenb, bs);
 		}
 		if (off > rs || lenb > rs - off) {
 			replay_trace_free(&tr);
-			return fail(err, errlen,
+			return replay_errf(err, errlen,
 				    "%s:%zu: range [%" PRIu64 ", +%" PRIu64 ") is outside the region of %" PRIu64 " bytes",
 				    path, lineno, off, lenb, rs);
 		}
 		if (op == REPLAY_DISCARD_ALL && (off != 0 || lenb != rs)) {
 			replay_trace_free(&tr);
-			return fail(err, errlen, "%s:%zu: unplug_all must have offset 0 and length = region size %" PRIu64,
+			return replay_errf(err, errlen, "%s:%zu: unplug_all must have offset 0 and length = region size %" PRIu64,
 				    path, lineno, rs);
 		}
 		replay_trace_push(&tr, op, off, lenb);
@@ -486,7 +485,7 @@ next:
 	}
 	if (lineno == 0) {
 		replay_trace_free(&tr);
-		return fail(err, errlen, "%s:1: empty file: expected the header \"%s\"", path, header);
+		return replay_errf(err, errlen, "%s:1: empty file: expected the header \"%s\"", path, header);
 	}
 	*t = tr;
 	return 0;
@@ -500,13 +499,13 @@ int replay_trace_load(const char *path, const struct replay_trace_opts *opts, st
 	int rc;
 
 	if (!text)
-		return fail(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		return replay_errf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
 	if (!opts || !opts->block_size || !opts->region_size) {
 		char *mp = malloc(pl + 16);
 
 		if (!mp) {
 			free(text);
-			return fail(err, errlen, "%s: out of memory", path);
+			return replay_errf(err, errlen, "%s: out of memory", path);
 		}
 		if (pl >= 4 && strcmp(path + pl - 4, ".csv") == 0)
 			pl -= 4;
@@ -530,7 +529,7 @@ int replay_trace_validate(const struct replay_trace *t, char *err, size_t errlen
 		if (r->op > REPLAY_DISCARD_ALL || r->length == 0 || r->offset % t->block_size ||
 		    r->length % t->block_size || r->offset > t->region_size ||
 		    r->length > t->region_size - r->offset)
-			return fail(err, errlen, "%s: request %zu (%s [%" PRIu64 ", +%" PRIu64 ")) is malformed", t->name,
+			return replay_errf(err, errlen, "%s: request %zu (%s [%" PRIu64 ", +%" PRIu64 ")) is malformed", t->name,
 				    i, replay_op_name(r->op), r->offset, r->length);
 	}
 	return 0;
@@ -541,11 +540,11 @@ int replay_trace_scale(struct replay_trace *t, uint64_t div, char *err, size_t e
 	if (div <= 1)
 		return 0;
 	if (t->block_size % div || t->region_size % div)
-		return fail(err, errlen, "%s: --scale %" PRIu64 " does not divide the block size %" PRIu64
+		return replay_errf(err, errlen, "%s: --scale %" PRIu64 " does not divide the block size %" PRIu64
 			    " and region size %" PRIu64, t->name, div, t->block_size, t->region_size);
 	for (size_t i = 0; i < t->n; i++)
 		if (t->reqs[i].offset % div || t->reqs[i].length % div)
-			return fail(err, errlen, "%s: request %zu: --scale %" PRIu64 " does not divide [%" PRIu64
+			return replay_errf(err, errlen, "%s: request %zu: --scale %" PRIu64 " does not divide [%" PRIu64
 				    ", +%" PRIu64 ")", t->name, i, div, t->reqs[i].offset, t->reqs[i].length);
 	t->block_size /= div;
 	t->region_size /= div;

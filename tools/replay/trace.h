@@ -54,6 +54,10 @@ struct replay_trace_opts {
 /* Messages name the file, the line and the problem; err gets one of them. */
 #define REPLAY_ERR_LEN 512
 
+/* Format a message into err (if non-NULL) and return -1: the error
+ * convention of the parser and the generators. */
+int replay_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /*
  * Read a CSV trace. The whole file is parsed and checked before this returns:
  * on any problem nothing is kept, err names file, line and problem, and -1
