@@ -280,6 +280,9 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 		uint64_t fan = (nblocks >> cs) + ((nblocks & ((UINT64_C(1) << cs) - 1)) != 0);
 
 		t->root_fan = fan == 0 ? 1 : fan < FAN ? (unsigned)fan : FAN;
+		t->root_cshift = cs;
+	} else {
+		t->root_cshift = 0;
 	}
 	t->mem = mem;
 	atomic_init(&t->backlog, 0);
@@ -302,14 +305,6 @@ void rdm_tree_fini(struct rdm_tree *t)
 	atomic_store_explicit(&t->root, EMPTY, memory_order_relaxed);
 	vec_reset(t, &t->fresh);
 	vec_reset(t, &t->retired);
-}
-
-void rdm_tree_read_done(const struct rdm_tree *t)
-{
-	/* Release: pairs with the acquire in retire_cb() / rdm_tree_fini(), the
-	 * edge that the grace period provides but TSan cannot see. */
-	rdm_tsan_release(&t->gp);
-	(void)t;
 }
 
 static inline unsigned popcount64(uint64_t x)
@@ -410,15 +405,23 @@ static unsigned bm_runs(const uint64_t *w)
 
 /* ---- extent-leaf helpers ---- */
 
-/* Index of the first run whose end is > s (n if none). Branch-free: the
- * halving step compiles to a conditional move, which matters on the query
- * path where the comparisons are unpredictable. */
+/* Index of the first run whose end is > s (n if none). Up to EXT_LINEAR
+ * runs (the usual sparse leaf) a branch-free count of the runs that end at
+ * or before s: the ends are ascending, so that count is the index, and the
+ * loop has no data-dependent branch to mispredict. Larger leaves use a
+ * branch-free binary search (the halving step compiles to a conditional
+ * move). */
+#define EXT_LINEAR 8
+
 static inline uint32_t ext_search(const struct ext_leaf *x, uint64_t s)
 {
 	uint32_t base = 0, len = x->n;
 
-	if (len == 0)
-		return 0;
+	if (len <= EXT_LINEAR) {
+		for (uint32_t k = 0; k < len; k++)
+			base += x->r[2 * k + 1] <= s;
+		return base;
+	}
 	while (len > 1) {
 		uint32_t half = len / 2;
 
@@ -518,30 +521,33 @@ static bool all_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s, uint
 
 bool rdm_tree_all(const struct rdm_tree *t, uintptr_t v, uint64_t s, uint64_t e, bool val)
 {
-	unsigned level = t->root_level;
-	uint64_t base = 0;
+	uint64_t last = e - 1;
+	unsigned cs = t->root_cshift;
 
-	/* Descend while the range stays inside one child: the common query. */
-	for (;;) {
-		unsigned cs;
-		uint64_t i;
+	/* Descend while the range stays inside one child: the common query.
+	 * Indices are absolute (a slot's index is 6 bits of the block index),
+	 * so no span base is carried; cs is the child span's shift. */
+	while (is_inner(v)) {
+		if (((s ^ last) >> cs) != 0) {
+			unsigned level = (cs - LEAF_SHIFT) / FAN_SHIFT + 1;
+			unsigned ps = cs + FAN_SHIFT;
+			uint64_t base = ps >= 64 ? 0 : s & ~((UINT64_C(1) << ps) - 1);
 
-		if (v == EMPTY)
-			return !val;
-		if (v == FULL)
-			return val;
-		if (tag_of(v) == T_BITMAP)
-			return bm_all(ptr_of(v), (unsigned)(s - base), (unsigned)(e - base), val);
-		if (tag_of(v) == T_EXT)
-			return ext_all(ptr_of(v), s, e, val);
-		cs = span_shift(level - 1);
-		i = (s - base) >> cs;
-		if (((e - 1 - base) >> cs) != i)
 			return all_rec(v, level, base, s, e, val);
-		base += i << cs;
-		v = ((const uintptr_t *)ptr_of(v))[i];
-		level--;
+		}
+		v = ((const uintptr_t *)ptr_of(v))[(s >> cs) & (FAN - 1)];
+		cs -= FAN_SHIFT;
 	}
+	if (v == EMPTY)
+		return !val;
+	if (v == FULL)
+		return val;
+	if (tag_of(v) == T_EXT)
+		return ext_all(ptr_of(v), s, e, val);
+	/* A level-0 bitmap; [s, e) lies inside its span (checked above, or the
+	 * region is one leaf). */
+	return bm_all(ptr_of(v), (unsigned)s & (LEAF_BITS - 1),
+		      ((unsigned)s & (LEAF_BITS - 1)) + (unsigned)(e - s), val);
 }
 
 static uint64_t count_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s, uint64_t e)

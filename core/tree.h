@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "core/alloc.h"
+#include "core/tsan.h"
 
 #define RDM_TREE_VEC_INLINE 48
 
@@ -44,15 +45,21 @@ struct rdm_tree_vec {
 struct rdm_retire_batch;
 
 struct rdm_tree {
-	/* The published root slot. Release store in rdm_tree_publish(), acquire
-	 * load in rdm_tree_snapshot(). */
+	/* Read by every query, written once per change (root) or never: the
+	 * first cache line of the tree. The published root slot: release store
+	 * in rdm_tree_publish(), acquire load in rdm_tree_snapshot(). */
 	_Atomic uintptr_t root;
 	uint64_t nblocks;
 	unsigned root_level;
 	unsigned root_fan; /* slots of a root inner node (<= 64) */
+	/* Block-index shift of one root slot's span (level root_level - 1);
+	 * unused when root_level is 0. */
+	unsigned root_cshift;
 	struct rdm_mem *mem;
-	/* Writer-only state of the change in progress. */
-	uintptr_t old_root, new_root;
+	/* Writer-only state of the change in progress, on its own cache lines
+	 * so that a writer's stores do not evict the readers' line above. */
+	_Alignas(64) uintptr_t old_root;
+	uintptr_t new_root;
 	struct rdm_tree_vec fresh, retired;
 	/* Node bytes handed to call_rcu and not yet freed (relaxed: a bound
 	 * only, see rdm_tree_retire()). */
@@ -77,7 +84,14 @@ static inline uintptr_t rdm_tree_snapshot(const struct rdm_tree *t)
 	 * of the version are complete before the reader follows the root. */
 	return atomic_load_explicit(&t->root, memory_order_acquire);
 }
-void rdm_tree_read_done(const struct rdm_tree *t);
+
+static inline void rdm_tree_read_done(const struct rdm_tree *t)
+{
+	/* Release: pairs with the acquire in retire_cb() / rdm_tree_fini(), the
+	 * edge that the grace period provides but TSan cannot see. */
+	rdm_tsan_release(&t->gp);
+	(void)t;
+}
 
 /* Queries on a snapshot; block range [s, e), s < e <= nblocks. */
 bool rdm_tree_all(const struct rdm_tree *t, uintptr_t root, uint64_t s, uint64_t e, bool populated);
