@@ -274,7 +274,8 @@ static bool clipped_blocks(const struct rdm_region *r, uint64_t offset, uint64_t
 	return true;
 }
 
-static bool query_all(const struct rdm_region *r, uint64_t offset, uint64_t length, bool val)
+static inline bool query_all(const struct rdm_region *r, uint64_t offset, uint64_t length,
+			     bool val)
 {
 	uint64_t s, e;
 	bool ret;

@@ -88,20 +88,20 @@
 
 #include "core/tsan.h"
 
-#define LEAF_SHIFT 12
+#define LEAF_SHIFT RDM_TREE_LEAF_SHIFT
 #define LEAF_BITS (1u << LEAF_SHIFT)
 #define LEAF_WORDS (LEAF_BITS / 64)
-#define FAN_SHIFT 6
+#define FAN_SHIFT RDM_TREE_FAN_SHIFT
 #define FAN (1u << FAN_SHIFT)
 #define EXT_MAX 31
 #define NODE_BYTES 512
 #define NODE_ALIGN 64
 
-#define EMPTY ((uintptr_t)0)
-#define FULL ((uintptr_t)3)
+#define EMPTY RDM_TREE_EMPTY
+#define FULL RDM_TREE_FULL
 #define T_INNER 0u
 #define T_BITMAP 1u
-#define T_EXT 2u
+#define T_EXT RDM_TREE_T_EXT
 /* In a retire list: free this inner node only, not its children. */
 #define RETIRE_NODE_ONLY ((uintptr_t)4)
 /* On an inner node: a root node sized to the region's fan-out (root_fan
@@ -113,12 +113,6 @@
  * even when the call_rcu thread lags (it sleeps 10 ms between batches and
  * competes for the CPUs with the readers and the writer). */
 #define RETIRE_BACKLOG_MAX ((size_t)8 << 20)
-
-struct ext_leaf {
-	uint32_t n;
-	uint32_t pad;
-	uint64_t r[]; /* r[2i] start, r[2i+1] end */
-};
 
 /* Retired nodes of one or more published changes, freed together by one
  * call_rcu callback. */
@@ -162,7 +156,7 @@ static inline unsigned span_shift(unsigned level)
 
 static inline size_t ext_bytes(uint32_t n)
 {
-	return sizeof(struct ext_leaf) + 16 * (size_t)n;
+	return sizeof(struct rdm_tree_ext) + 16 * (size_t)n;
 }
 
 static inline uint64_t min64(uint64_t a, uint64_t b)
@@ -198,7 +192,7 @@ static size_t node_bytes(const struct rdm_tree *t, uintptr_t v)
 {
 	switch (tag_of(v)) {
 	case T_EXT:
-		return ext_bytes(((const struct ext_leaf *)ptr_of(v))->n);
+		return ext_bytes(((const struct rdm_tree_ext *)ptr_of(v))->n);
 	case T_BITMAP:
 		return NODE_BYTES;
 	default:
@@ -322,23 +316,6 @@ static inline unsigned popcount64(uint64_t x)
 
 /* ---- bitmap helpers (bit i of a leaf = block base + i) ---- */
 
-static inline bool bm_all(const uint64_t *w, unsigned a, unsigned b, bool val)
-{
-	unsigned i0 = a >> 6, i1 = (b - 1) >> 6;
-
-	for (unsigned i = i0; i <= i1; i++) {
-		uint64_t m = ~UINT64_C(0);
-
-		if (i == i0)
-			m &= ~UINT64_C(0) << (a & 63);
-		if (i == i1 && (b & 63) != 0)
-			m &= ~UINT64_C(0) >> (64 - (b & 63));
-		if (((val ? ~w[i] : w[i]) & m) != 0)
-			return false;
-	}
-	return true;
-}
-
 static uint64_t bm_count(const uint64_t *w, unsigned a, unsigned b)
 {
 	unsigned i0 = a >> 6, i1 = (b - 1) >> 6;
@@ -405,41 +382,6 @@ static unsigned bm_runs(const uint64_t *w)
 
 /* ---- extent-leaf helpers ---- */
 
-/* Index of the first run whose end is > s (n if none). Up to EXT_LINEAR
- * runs (the usual sparse leaf) a branch-free count of the runs that end at
- * or before s: the ends are ascending, so that count is the index, and the
- * loop has no data-dependent branch to mispredict. Larger leaves use a
- * branch-free binary search (the halving step compiles to a conditional
- * move). */
-#define EXT_LINEAR 8
-
-static inline uint32_t ext_search(const struct ext_leaf *x, uint64_t s)
-{
-	uint32_t base = 0, len = x->n;
-
-	if (len <= EXT_LINEAR) {
-		for (uint32_t k = 0; k < len; k++)
-			base += x->r[2 * k + 1] <= s;
-		return base;
-	}
-	while (len > 1) {
-		uint32_t half = len / 2;
-
-		base = x->r[2 * (base + half - 1) + 1] <= s ? base + half : base;
-		len -= half;
-	}
-	return base + (x->r[2 * base + 1] <= s);
-}
-
-static inline bool ext_all(const struct ext_leaf *x, uint64_t s, uint64_t e, bool val)
-{
-	uint32_t i = ext_search(x, s);
-
-	if (val)
-		return i < x->n && x->r[2 * i] <= s && x->r[2 * i + 1] >= e;
-	return i == x->n || x->r[2 * i] >= e;
-}
-
 /* Apply "set [s,e) to val" to a canonical run list; returns the new count. */
 static size_t runs_apply(const uint64_t *in, size_t n, uint64_t s, uint64_t e, bool val,
 			 uint64_t *out)
@@ -499,9 +441,9 @@ static bool all_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s, uint
 		return val;
 	switch (tag_of(v)) {
 	case T_BITMAP:
-		return bm_all(ptr_of(v), (unsigned)(s - base), (unsigned)(e - base), val);
+		return rdm_tree_bm_all(ptr_of(v), (unsigned)(s - base), (unsigned)(e - base), val);
 	case T_EXT:
-		return ext_all(ptr_of(v), s, e, val);
+		return rdm_tree_ext_all(ptr_of(v), s, e, val);
 	default: {
 		const uintptr_t *ch = ptr_of(v);
 		unsigned cs = span_shift(level - 1);
@@ -519,35 +461,13 @@ static bool all_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s, uint
 	}
 }
 
-bool rdm_tree_all(const struct rdm_tree *t, uintptr_t v, uint64_t s, uint64_t e, bool val)
+bool rdm_tree_all_span(uintptr_t v, unsigned cs, uint64_t s, uint64_t e, bool val)
 {
-	uint64_t last = e - 1;
-	unsigned cs = t->root_cshift;
+	unsigned level = (cs - LEAF_SHIFT) / FAN_SHIFT + 1;
+	unsigned ps = cs + FAN_SHIFT;
+	uint64_t base = ps >= 64 ? 0 : s & ~((UINT64_C(1) << ps) - 1);
 
-	/* Descend while the range stays inside one child: the common query.
-	 * Indices are absolute (a slot's index is 6 bits of the block index),
-	 * so no span base is carried; cs is the child span's shift. */
-	while (is_inner(v)) {
-		if (((s ^ last) >> cs) != 0) {
-			unsigned level = (cs - LEAF_SHIFT) / FAN_SHIFT + 1;
-			unsigned ps = cs + FAN_SHIFT;
-			uint64_t base = ps >= 64 ? 0 : s & ~((UINT64_C(1) << ps) - 1);
-
-			return all_rec(v, level, base, s, e, val);
-		}
-		v = ((const uintptr_t *)ptr_of(v))[(s >> cs) & (FAN - 1)];
-		cs -= FAN_SHIFT;
-	}
-	if (v == EMPTY)
-		return !val;
-	if (v == FULL)
-		return val;
-	if (tag_of(v) == T_EXT)
-		return ext_all(ptr_of(v), s, e, val);
-	/* A level-0 bitmap; [s, e) lies inside its span (checked above, or the
-	 * region is one leaf). */
-	return bm_all(ptr_of(v), (unsigned)s & (LEAF_BITS - 1),
-		      ((unsigned)s & (LEAF_BITS - 1)) + (unsigned)(e - s), val);
+	return all_rec(v, level, base, s, e, val);
 }
 
 static uint64_t count_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s, uint64_t e)
@@ -560,10 +480,10 @@ static uint64_t count_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s
 	case T_BITMAP:
 		return bm_count(ptr_of(v), (unsigned)(s - base), (unsigned)(e - base));
 	case T_EXT: {
-		const struct ext_leaf *x = ptr_of(v);
+		const struct rdm_tree_ext *x = ptr_of(v);
 		uint64_t n = 0;
 
-		for (uint32_t i = ext_search(x, s); i < x->n && x->r[2 * i] < e; i++)
+		for (uint32_t i = rdm_tree_ext_search(x, s); i < x->n && x->r[2 * i] < e; i++)
 			n += min64(e, x->r[2 * i + 1]) - max64(s, x->r[2 * i]);
 		return n;
 	}
@@ -638,10 +558,10 @@ static void runs_rec(struct run_acc *a, uintptr_t v, unsigned level, uint64_t ba
 		return;
 	}
 	case T_EXT: {
-		const struct ext_leaf *x = ptr_of(v);
+		const struct rdm_tree_ext *x = ptr_of(v);
 		uint64_t cur = s;
 
-		for (uint32_t i = ext_search(x, s); i < x->n && x->r[2 * i] < e; i++) {
+		for (uint32_t i = rdm_tree_ext_search(x, s); i < x->n && x->r[2 * i] < e; i++) {
 			uint64_t rs = max64(s, x->r[2 * i]), re = min64(e, x->r[2 * i + 1]);
 
 			if (a->val)
@@ -723,7 +643,7 @@ static uintptr_t build(struct wctx *c, unsigned level, uint64_t base, const uint
 	if (m == 1 && r[0] == base && sh < 64 && r[1] - base == UINT64_C(1) << sh)
 		return FULL;
 	if (m <= EXT_MAX) {
-		struct ext_leaf *x = node_alloc(c, ext_bytes((uint32_t)m), 16, T_EXT);
+		struct rdm_tree_ext *x = node_alloc(c, ext_bytes((uint32_t)m), 16, T_EXT);
 
 		if (x == NULL)
 			return EMPTY;
@@ -783,7 +703,7 @@ static size_t slot_runs(uintptr_t v, unsigned level, uint64_t base, uint64_t *r)
 		return 1;
 	}
 	{
-		const struct ext_leaf *x = ptr_of(v);
+		const struct rdm_tree_ext *x = ptr_of(v);
 
 		memcpy(r, x->r, 16 * (size_t)x->n);
 		return x->n;
@@ -804,7 +724,7 @@ static uintptr_t write_leaf(struct wctx *c, uintptr_t v, uint64_t base, uint64_t
 	} else if (tag_of(v) == T_BITMAP) {
 		memcpy(w, ptr_of(v), sizeof(w));
 	} else {
-		const struct ext_leaf *x = ptr_of(v);
+		const struct rdm_tree_ext *x = ptr_of(v);
 
 		memset(w, 0, sizeof(w));
 		for (uint32_t i = 0; i < x->n; i++)
@@ -872,7 +792,7 @@ static uintptr_t normalize(struct wctx *c, const uintptr_t *ch, unsigned level, 
 		if (v == FULL)
 			total++;
 		else if (is_node(v) && tag_of(v) == T_EXT)
-			total += ((const struct ext_leaf *)ptr_of(v))->n;
+			total += ((const struct rdm_tree_ext *)ptr_of(v))->n;
 		else if (is_node(v))
 			small = false;
 	}
@@ -1164,7 +1084,7 @@ static void stats_rec(const struct rdm_tree *t, uintptr_t v, struct rdm_tree_sta
 		return;
 	case T_EXT:
 		st->ext++;
-		st->extents += ((const struct ext_leaf *)ptr_of(v))->n;
+		st->extents += ((const struct rdm_tree_ext *)ptr_of(v))->n;
 		return;
 	default:
 		st->inner++;
