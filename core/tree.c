@@ -61,7 +61,14 @@
  *    regions), since inner nodes are not compressed.
  *  - Lookups descend one slot per level (at most 8 for 2^52 blocks, 3 for
  *    1 TiB at 4 KiB) without a search; only an extent leaf is searched
- *    (binary search over <= 31 pairs), so lookups are O(log n).
+ *    (a branch-free linear count up to 8 runs, the usual sparse leaf, a
+ *    branch-free binary search over <= 31 pairs above that), so lookups are
+ *    O(log n). The descent (tree.h, inline in every query) indexes each
+ *    node with 6 bits of the absolute block index, so it carries no span
+ *    base, and a query that stays inside one child never leaves the inline
+ *    loop; only ranges that straddle children take the out-of-line walk.
+ *    The tree's first cache line holds what a query reads (the root, the
+ *    root's child shift); the writer's state lies on later lines.
  *
  * Invariants
  *  1. A published node is never written again; it is freed only by the
