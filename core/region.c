@@ -79,11 +79,16 @@
 #define KNOWN_FLAGS (RDM_REGION_STRICT | RDM_REGION_ALLOW_WINDOWS | RDM_REGION_NUMA_NODE)
 
 struct rdm_region {
-	struct rdm_region_config cfg;
+	/* First cache line: what every query reads and no change writes. */
+	uint64_t size; /* cfg.size */
 	unsigned shift;
-	uint64_t nblocks;
 	/* Set once by destroy (seq_cst: the Dekker pair with inflight). */
 	atomic_bool dying;
+	uint64_t nblocks;
+	/* Its first cache line holds the root; the writer's state follows on
+	 * lines of its own (core/tree.h). */
+	struct rdm_tree tree;
+	struct rdm_region_config cfg;
 	/* Public change calls in progress (see change_enter()). */
 	atomic_uint inflight;
 	pthread_mutex_t lock; /* the writer lock */
@@ -92,7 +97,6 @@ struct rdm_region {
 	const struct rdm_applier_ops *applier;
 	void *applier_ctx;
 	struct rdm_mem mem;
-	struct rdm_tree tree;
 };
 
 static uint64_t nblocks_of(const struct rdm_region *r, uint64_t bytes)
@@ -168,10 +172,16 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 		c.numa_node = -1;
 	}
 
-	r = calloc(1, sizeof(*r));
+	/* Aligned: the tree's read-mostly line must not share a line with its
+	 * writer state. */
+	r = aligned_alloc(_Alignof(struct rdm_region),
+			  (sizeof(*r) + _Alignof(struct rdm_region) - 1) &
+				  ~(_Alignof(struct rdm_region) - 1));
 	if (r == NULL)
 		return rdm_fail(-ENOMEM, "region create: out of memory");
+	memset(r, 0, sizeof(*r));
 	r->cfg = c;
+	r->size = c.size;
 	r->shift = (unsigned)__builtin_ctzll(c.block_size);
 	r->nblocks = c.size >> r->shift;
 	atomic_init(&r->dying, false);
@@ -241,7 +251,9 @@ static inline void reader_leave(const struct rdm_region *r)
 static bool whole_blocks(const struct rdm_region *r, uint64_t offset, uint64_t length,
 			 uint64_t *s, uint64_t *e)
 {
-	if (r == NULL || length == 0 || offset >= r->cfg.size || length > r->cfg.size - offset)
+	/* offset < size, then 1 <= length <= size - offset: length - 1 wraps
+	 * for 0. */
+	if (r == NULL || offset >= r->size || length - 1 >= r->size - offset)
 		return false;
 	*s = offset >> r->shift;
 	*e = ((offset + length - 1) >> r->shift) + 1;
@@ -254,15 +266,16 @@ static bool clipped_blocks(const struct rdm_region *r, uint64_t offset, uint64_t
 {
 	uint64_t end;
 
-	if (length == 0 || offset >= r->cfg.size)
+	if (length == 0 || offset >= r->size)
 		return false;
-	end = length > r->cfg.size - offset ? r->cfg.size : offset + length;
+	end = length > r->size - offset ? r->size : offset + length;
 	*s = offset >> r->shift;
 	*e = ((end - 1) >> r->shift) + 1;
 	return true;
 }
 
-static bool query_all(const struct rdm_region *r, uint64_t offset, uint64_t length, bool val)
+static inline bool query_all(const struct rdm_region *r, uint64_t offset, uint64_t length,
+			     bool val)
 {
 	uint64_t s, e;
 	bool ret;

@@ -61,7 +61,14 @@
  *    regions), since inner nodes are not compressed.
  *  - Lookups descend one slot per level (at most 8 for 2^52 blocks, 3 for
  *    1 TiB at 4 KiB) without a search; only an extent leaf is searched
- *    (binary search over <= 31 pairs), so lookups are O(log n).
+ *    (a branch-free linear count up to 8 runs, the usual sparse leaf, a
+ *    branch-free binary search over <= 31 pairs above that), so lookups are
+ *    O(log n). The descent (tree.h, inline in every query) indexes each
+ *    node with 6 bits of the absolute block index, so it carries no span
+ *    base, and a query that stays inside one child never leaves the inline
+ *    loop; only ranges that straddle children take the out-of-line walk.
+ *    The tree's first cache line holds what a query reads (the root, the
+ *    root's child shift); the writer's state lies on later lines.
  *
  * Invariants
  *  1. A published node is never written again; it is freed only by the
@@ -88,20 +95,20 @@
 
 #include "core/tsan.h"
 
-#define LEAF_SHIFT 12
+#define LEAF_SHIFT RDM_TREE_LEAF_SHIFT
 #define LEAF_BITS (1u << LEAF_SHIFT)
 #define LEAF_WORDS (LEAF_BITS / 64)
-#define FAN_SHIFT 6
+#define FAN_SHIFT RDM_TREE_FAN_SHIFT
 #define FAN (1u << FAN_SHIFT)
 #define EXT_MAX 31
 #define NODE_BYTES 512
 #define NODE_ALIGN 64
 
-#define EMPTY ((uintptr_t)0)
-#define FULL ((uintptr_t)3)
+#define EMPTY RDM_TREE_EMPTY
+#define FULL RDM_TREE_FULL
 #define T_INNER 0u
 #define T_BITMAP 1u
-#define T_EXT 2u
+#define T_EXT RDM_TREE_T_EXT
 /* In a retire list: free this inner node only, not its children. */
 #define RETIRE_NODE_ONLY ((uintptr_t)4)
 /* On an inner node: a root node sized to the region's fan-out (root_fan
@@ -113,12 +120,6 @@
  * even when the call_rcu thread lags (it sleeps 10 ms between batches and
  * competes for the CPUs with the readers and the writer). */
 #define RETIRE_BACKLOG_MAX ((size_t)8 << 20)
-
-struct ext_leaf {
-	uint32_t n;
-	uint32_t pad;
-	uint64_t r[]; /* r[2i] start, r[2i+1] end */
-};
 
 /* Retired nodes of one or more published changes, freed together by one
  * call_rcu callback. */
@@ -162,7 +163,7 @@ static inline unsigned span_shift(unsigned level)
 
 static inline size_t ext_bytes(uint32_t n)
 {
-	return sizeof(struct ext_leaf) + 16 * (size_t)n;
+	return sizeof(struct rdm_tree_ext) + 16 * (size_t)n;
 }
 
 static inline uint64_t min64(uint64_t a, uint64_t b)
@@ -198,7 +199,7 @@ static size_t node_bytes(const struct rdm_tree *t, uintptr_t v)
 {
 	switch (tag_of(v)) {
 	case T_EXT:
-		return ext_bytes(((const struct ext_leaf *)ptr_of(v))->n);
+		return ext_bytes(((const struct rdm_tree_ext *)ptr_of(v))->n);
 	case T_BITMAP:
 		return NODE_BYTES;
 	default:
@@ -280,6 +281,9 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 		uint64_t fan = (nblocks >> cs) + ((nblocks & ((UINT64_C(1) << cs) - 1)) != 0);
 
 		t->root_fan = fan == 0 ? 1 : fan < FAN ? (unsigned)fan : FAN;
+		t->root_cshift = cs;
+	} else {
+		t->root_cshift = 0;
 	}
 	t->mem = mem;
 	atomic_init(&t->backlog, 0);
@@ -304,14 +308,6 @@ void rdm_tree_fini(struct rdm_tree *t)
 	vec_reset(t, &t->retired);
 }
 
-void rdm_tree_read_done(const struct rdm_tree *t)
-{
-	/* Release: pairs with the acquire in retire_cb() / rdm_tree_fini(), the
-	 * edge that the grace period provides but TSan cannot see. */
-	rdm_tsan_release(&t->gp);
-	(void)t;
-}
-
 static inline unsigned popcount64(uint64_t x)
 {
 #ifdef __POPCNT__
@@ -326,23 +322,6 @@ static inline unsigned popcount64(uint64_t x)
 }
 
 /* ---- bitmap helpers (bit i of a leaf = block base + i) ---- */
-
-static inline bool bm_all(const uint64_t *w, unsigned a, unsigned b, bool val)
-{
-	unsigned i0 = a >> 6, i1 = (b - 1) >> 6;
-
-	for (unsigned i = i0; i <= i1; i++) {
-		uint64_t m = ~UINT64_C(0);
-
-		if (i == i0)
-			m &= ~UINT64_C(0) << (a & 63);
-		if (i == i1 && (b & 63) != 0)
-			m &= ~UINT64_C(0) >> (64 - (b & 63));
-		if (((val ? ~w[i] : w[i]) & m) != 0)
-			return false;
-	}
-	return true;
-}
 
 static uint64_t bm_count(const uint64_t *w, unsigned a, unsigned b)
 {
@@ -410,33 +389,6 @@ static unsigned bm_runs(const uint64_t *w)
 
 /* ---- extent-leaf helpers ---- */
 
-/* Index of the first run whose end is > s (n if none). Branch-free: the
- * halving step compiles to a conditional move, which matters on the query
- * path where the comparisons are unpredictable. */
-static inline uint32_t ext_search(const struct ext_leaf *x, uint64_t s)
-{
-	uint32_t base = 0, len = x->n;
-
-	if (len == 0)
-		return 0;
-	while (len > 1) {
-		uint32_t half = len / 2;
-
-		base = x->r[2 * (base + half - 1) + 1] <= s ? base + half : base;
-		len -= half;
-	}
-	return base + (x->r[2 * base + 1] <= s);
-}
-
-static inline bool ext_all(const struct ext_leaf *x, uint64_t s, uint64_t e, bool val)
-{
-	uint32_t i = ext_search(x, s);
-
-	if (val)
-		return i < x->n && x->r[2 * i] <= s && x->r[2 * i + 1] >= e;
-	return i == x->n || x->r[2 * i] >= e;
-}
-
 /* Apply "set [s,e) to val" to a canonical run list; returns the new count. */
 static size_t runs_apply(const uint64_t *in, size_t n, uint64_t s, uint64_t e, bool val,
 			 uint64_t *out)
@@ -496,9 +448,9 @@ static bool all_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s, uint
 		return val;
 	switch (tag_of(v)) {
 	case T_BITMAP:
-		return bm_all(ptr_of(v), (unsigned)(s - base), (unsigned)(e - base), val);
+		return rdm_tree_bm_all(ptr_of(v), (unsigned)(s - base), (unsigned)(e - base), val);
 	case T_EXT:
-		return ext_all(ptr_of(v), s, e, val);
+		return rdm_tree_ext_all(ptr_of(v), s, e, val);
 	default: {
 		const uintptr_t *ch = ptr_of(v);
 		unsigned cs = span_shift(level - 1);
@@ -516,32 +468,13 @@ static bool all_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s, uint
 	}
 }
 
-bool rdm_tree_all(const struct rdm_tree *t, uintptr_t v, uint64_t s, uint64_t e, bool val)
+bool rdm_tree_all_span(uintptr_t v, unsigned cs, uint64_t s, uint64_t e, bool val)
 {
-	unsigned level = t->root_level;
-	uint64_t base = 0;
+	unsigned level = (cs - LEAF_SHIFT) / FAN_SHIFT + 1;
+	unsigned ps = cs + FAN_SHIFT;
+	uint64_t base = ps >= 64 ? 0 : s & ~((UINT64_C(1) << ps) - 1);
 
-	/* Descend while the range stays inside one child: the common query. */
-	for (;;) {
-		unsigned cs;
-		uint64_t i;
-
-		if (v == EMPTY)
-			return !val;
-		if (v == FULL)
-			return val;
-		if (tag_of(v) == T_BITMAP)
-			return bm_all(ptr_of(v), (unsigned)(s - base), (unsigned)(e - base), val);
-		if (tag_of(v) == T_EXT)
-			return ext_all(ptr_of(v), s, e, val);
-		cs = span_shift(level - 1);
-		i = (s - base) >> cs;
-		if (((e - 1 - base) >> cs) != i)
-			return all_rec(v, level, base, s, e, val);
-		base += i << cs;
-		v = ((const uintptr_t *)ptr_of(v))[i];
-		level--;
-	}
+	return all_rec(v, level, base, s, e, val);
 }
 
 static uint64_t count_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s, uint64_t e)
@@ -554,10 +487,10 @@ static uint64_t count_rec(uintptr_t v, unsigned level, uint64_t base, uint64_t s
 	case T_BITMAP:
 		return bm_count(ptr_of(v), (unsigned)(s - base), (unsigned)(e - base));
 	case T_EXT: {
-		const struct ext_leaf *x = ptr_of(v);
+		const struct rdm_tree_ext *x = ptr_of(v);
 		uint64_t n = 0;
 
-		for (uint32_t i = ext_search(x, s); i < x->n && x->r[2 * i] < e; i++)
+		for (uint32_t i = rdm_tree_ext_search(x, s); i < x->n && x->r[2 * i] < e; i++)
 			n += min64(e, x->r[2 * i + 1]) - max64(s, x->r[2 * i]);
 		return n;
 	}
@@ -632,10 +565,10 @@ static void runs_rec(struct run_acc *a, uintptr_t v, unsigned level, uint64_t ba
 		return;
 	}
 	case T_EXT: {
-		const struct ext_leaf *x = ptr_of(v);
+		const struct rdm_tree_ext *x = ptr_of(v);
 		uint64_t cur = s;
 
-		for (uint32_t i = ext_search(x, s); i < x->n && x->r[2 * i] < e; i++) {
+		for (uint32_t i = rdm_tree_ext_search(x, s); i < x->n && x->r[2 * i] < e; i++) {
 			uint64_t rs = max64(s, x->r[2 * i]), re = min64(e, x->r[2 * i + 1]);
 
 			if (a->val)
@@ -717,7 +650,7 @@ static uintptr_t build(struct wctx *c, unsigned level, uint64_t base, const uint
 	if (m == 1 && r[0] == base && sh < 64 && r[1] - base == UINT64_C(1) << sh)
 		return FULL;
 	if (m <= EXT_MAX) {
-		struct ext_leaf *x = node_alloc(c, ext_bytes((uint32_t)m), 16, T_EXT);
+		struct rdm_tree_ext *x = node_alloc(c, ext_bytes((uint32_t)m), 16, T_EXT);
 
 		if (x == NULL)
 			return EMPTY;
@@ -777,7 +710,7 @@ static size_t slot_runs(uintptr_t v, unsigned level, uint64_t base, uint64_t *r)
 		return 1;
 	}
 	{
-		const struct ext_leaf *x = ptr_of(v);
+		const struct rdm_tree_ext *x = ptr_of(v);
 
 		memcpy(r, x->r, 16 * (size_t)x->n);
 		return x->n;
@@ -798,7 +731,7 @@ static uintptr_t write_leaf(struct wctx *c, uintptr_t v, uint64_t base, uint64_t
 	} else if (tag_of(v) == T_BITMAP) {
 		memcpy(w, ptr_of(v), sizeof(w));
 	} else {
-		const struct ext_leaf *x = ptr_of(v);
+		const struct rdm_tree_ext *x = ptr_of(v);
 
 		memset(w, 0, sizeof(w));
 		for (uint32_t i = 0; i < x->n; i++)
@@ -866,7 +799,7 @@ static uintptr_t normalize(struct wctx *c, const uintptr_t *ch, unsigned level, 
 		if (v == FULL)
 			total++;
 		else if (is_node(v) && tag_of(v) == T_EXT)
-			total += ((const struct ext_leaf *)ptr_of(v))->n;
+			total += ((const struct rdm_tree_ext *)ptr_of(v))->n;
 		else if (is_node(v))
 			small = false;
 	}
@@ -1158,7 +1091,7 @@ static void stats_rec(const struct rdm_tree *t, uintptr_t v, struct rdm_tree_sta
 		return;
 	case T_EXT:
 		st->ext++;
-		st->extents += ((const struct ext_leaf *)ptr_of(v))->n;
+		st->extents += ((const struct rdm_tree_ext *)ptr_of(v))->n;
 		return;
 	default:
 		st->inner++;

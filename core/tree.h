@@ -31,6 +31,7 @@
 #include <stdint.h>
 
 #include "core/alloc.h"
+#include "core/tsan.h"
 
 #define RDM_TREE_VEC_INLINE 48
 
@@ -44,15 +45,21 @@ struct rdm_tree_vec {
 struct rdm_retire_batch;
 
 struct rdm_tree {
-	/* The published root slot. Release store in rdm_tree_publish(), acquire
-	 * load in rdm_tree_snapshot(). */
+	/* Read by every query, written once per change (root) or never: the
+	 * first cache line of the tree. The published root slot: release store
+	 * in rdm_tree_publish(), acquire load in rdm_tree_snapshot(). */
 	_Atomic uintptr_t root;
 	uint64_t nblocks;
 	unsigned root_level;
 	unsigned root_fan; /* slots of a root inner node (<= 64) */
+	/* Block-index shift of one root slot's span (level root_level - 1);
+	 * unused when root_level is 0. */
+	unsigned root_cshift;
 	struct rdm_mem *mem;
-	/* Writer-only state of the change in progress. */
-	uintptr_t old_root, new_root;
+	/* Writer-only state of the change in progress, on its own cache lines
+	 * so that a writer's stores do not evict the readers' line above. */
+	_Alignas(64) uintptr_t old_root;
+	uintptr_t new_root;
 	struct rdm_tree_vec fresh, retired;
 	/* Node bytes handed to call_rcu and not yet freed (relaxed: a bound
 	 * only, see rdm_tree_retire()). */
@@ -77,10 +84,118 @@ static inline uintptr_t rdm_tree_snapshot(const struct rdm_tree *t)
 	 * of the version are complete before the reader follows the root. */
 	return atomic_load_explicit(&t->root, memory_order_acquire);
 }
-void rdm_tree_read_done(const struct rdm_tree *t);
 
-/* Queries on a snapshot; block range [s, e), s < e <= nblocks. */
-bool rdm_tree_all(const struct rdm_tree *t, uintptr_t root, uint64_t s, uint64_t e, bool populated);
+static inline void rdm_tree_read_done(const struct rdm_tree *t)
+{
+	/* Release: pairs with the acquire in retire_cb() / rdm_tree_fini(), the
+	 * edge that the grace period provides but TSan cannot see. */
+	rdm_tsan_release(&t->gp);
+	(void)t;
+}
+
+/* ---- the read fast path, inline: it is the whole cost of a query ----
+ * Slot encoding and leaf layouts: see tree.c's theory. */
+#define RDM_TREE_LEAF_SHIFT 12
+#define RDM_TREE_FAN_SHIFT 6
+#define RDM_TREE_EMPTY ((uintptr_t)0)
+#define RDM_TREE_FULL ((uintptr_t)3)
+#define RDM_TREE_T_EXT 2u
+/* Extent leaves up to this many runs are scanned linearly. */
+#define RDM_TREE_EXT_LINEAR 8
+
+struct rdm_tree_ext {
+	uint32_t n;
+	uint32_t pad;
+	uint64_t r[]; /* r[2i] start, r[2i+1] end */
+};
+
+static inline const void *rdm_tree_ptr(uintptr_t v)
+{
+	return (const void *)(v & ~(uintptr_t)15);
+}
+
+/* Whether bits [a, b) of a bitmap leaf all equal val; a < b. */
+static inline bool rdm_tree_bm_all(const uint64_t *w, unsigned a, unsigned b, bool val)
+{
+	unsigned i = a >> 6, i1 = (b - 1) >> 6;
+	uint64_t flip = val ? ~UINT64_C(0) : 0, m = ~UINT64_C(0) << (a & 63);
+
+	for (; i < i1; i++, m = ~UINT64_C(0)) {
+		if (((w[i] ^ flip) & m) != 0)
+			return false;
+	}
+	m &= ~UINT64_C(0) >> (63 - ((b - 1) & 63));
+	return ((w[i] ^ flip) & m) == 0;
+}
+
+/* Index of the first run whose end is > s (n if none). Up to
+ * RDM_TREE_EXT_LINEAR runs (the usual sparse leaf) a branch-free count of
+ * the runs that end at or before s: the ends ascend, so that count is the
+ * index, and no data-dependent branch can mispredict. Larger leaves use a
+ * branch-free binary search (the halving step compiles to a conditional
+ * move). */
+static inline uint32_t rdm_tree_ext_search(const struct rdm_tree_ext *x, uint64_t s)
+{
+	uint32_t base = 0, len = x->n;
+
+	if (len <= RDM_TREE_EXT_LINEAR) {
+		for (uint32_t k = 0; k < len; k++)
+			base += x->r[2 * k + 1] <= s;
+		return base;
+	}
+	while (len > 1) {
+		uint32_t half = len / 2;
+
+		base = x->r[2 * (base + half - 1) + 1] <= s ? base + half : base;
+		len -= half;
+	}
+	return base + (x->r[2 * base + 1] <= s);
+}
+
+static inline bool rdm_tree_ext_all(const struct rdm_tree_ext *x, uint64_t s, uint64_t e, bool val)
+{
+	uint32_t i = rdm_tree_ext_search(x, s);
+
+	if (val)
+		return i < x->n && x->r[2 * i] <= s && x->r[2 * i + 1] >= e;
+	return i == x->n || x->r[2 * i] >= e;
+}
+
+/* The out-of-line part of rdm_tree_all(): v an inner node whose children of
+ * span 2^cs blocks [s, e) spans more than one of. */
+bool rdm_tree_all_span(uintptr_t v, unsigned cs, uint64_t s, uint64_t e, bool val);
+
+/* Queries on a snapshot; block range [s, e), s < e <= nblocks.
+ * rdm_tree_all: whether every block of [s, e) is populated (or discarded);
+ * always inlined, since GCC would otherwise keep one out-of-line copy. */
+__attribute__((always_inline)) static inline bool
+rdm_tree_all(const struct rdm_tree *t, uintptr_t v, uint64_t s, uint64_t e, bool populated)
+{
+	uint64_t last = e - 1;
+	unsigned cs = t->root_cshift, a;
+
+	/* Descend while the range stays inside one child: the common query.
+	 * Indices are absolute (a slot's index is 6 bits of the block index),
+	 * so no span base is carried; cs is the child span's shift. Inner
+	 * nodes are the non-EMPTY slots with tag 0. */
+	while (v != RDM_TREE_EMPTY && (v & 3) == 0) {
+		if (((s ^ last) >> cs) != 0)
+			return rdm_tree_all_span(v, cs, s, e, populated);
+		v = ((const uintptr_t *)rdm_tree_ptr(v))[(s >> cs) & ((1u << RDM_TREE_FAN_SHIFT) - 1)];
+		cs -= RDM_TREE_FAN_SHIFT;
+	}
+	if (v == RDM_TREE_EMPTY)
+		return !populated;
+	if (v == RDM_TREE_FULL)
+		return populated;
+	if ((v & 3) == RDM_TREE_T_EXT)
+		return rdm_tree_ext_all(rdm_tree_ptr(v), s, e, populated);
+	/* A level-0 bitmap; [s, e) lies inside its span (checked above, or the
+	 * region is one leaf). */
+	a = (unsigned)s & ((1u << RDM_TREE_LEAF_SHIFT) - 1);
+	return rdm_tree_bm_all(rdm_tree_ptr(v), a, a + (unsigned)(e - s), populated);
+}
+
 uint64_t rdm_tree_count(const struct rdm_tree *t, uintptr_t root, uint64_t s, uint64_t e);
 /* Maximal runs of populated (or discarded) blocks inside [s, e), ascending,
  * merged across internal boundaries. Stops at the first non-zero return of
