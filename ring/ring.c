@@ -176,8 +176,10 @@ static void init_shared(struct rdm_ring_shared *sh, uint32_t capacity, uint32_t 
 	atomic_store_explicit(&sh->producer_sleeping, 0, memory_order_relaxed);
 }
 
+#ifndef RDM_TSAN
 /* 0: not yet asked, 1: registered for the private expedited command, -1: unavailable. */
 static _Atomic int membarrier_state;
+#endif
 
 /*
  * True when this process may use membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED):
