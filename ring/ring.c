@@ -21,22 +21,75 @@
  * cache only under-states what the other side allows, so it is always safe.
  *
  * Sleeping (the io_uring need-wakeup idea). A side that wants to sleep
- * stores its need-wakeup flag (seq_cst), then rechecks the other side's
- * index (seq_cst load); only if it is unchanged does it FUTEX_WAIT on that
- * very index word with the value it saw. The other side publishes its index
- * with a seq_cst store and then reads the flag with a seq_cst load; only if
- * it is set does it clear it (exchange) and FUTEX_WAKE. (seq_cst operations
- * rather than fences: ThreadSanitizer does not model fences.)
+ * stores its need-wakeup flag, then rechecks the other side's index; only if
+ * it is unchanged does it FUTEX_WAIT on that very index word with the value
+ * it saw. The other side publishes its index and then reads the flag; only
+ * if it is set does it clear it (exchange) and FUTEX_WAKE. The publisher's
+ * "store index; load flag" (S1, S2) and the sleeper's "store flag; load
+ * index" (S1', S2') form a Dekker pair: each needs store-load order, and
+ * one of two protocols provides it (chosen at creation, the same for both
+ * sides, recorded in prod.asym / cons.asym):
  *
- * Why no wake-up is lost (consumer asleep; the producer side is symmetric).
- * Let P = "store tail (S1); load flag" and C = "store flag=1; load tail"
- * (S1'), all four seq_cst, so all lie in the single total order S. If P's
- * load of the flag precedes C's store of it in S, then P's tail store
- * precedes C's tail load in S, and C sees the new tail and does not sleep.
- * Otherwise P's load sees flag=1 (or a later value: only P clears it, and
- * then it wakes) and P wakes.
- * If the wake comes before C has entered FUTEX_WAIT, the kernel compares the
- * tail word with the value C saw, finds it changed and returns at once.
+ *  - seq_cst: all four accesses are seq_cst (seq_cst operations rather
+ *    than fences: ThreadSanitizer does not model fences). The publisher
+ *    pays one locked instruction (x86) per publish.
+ *  - asymmetric: the publisher's store (release) and load (relaxed) are
+ *    separated by a compiler barrier only; the sleeper stores its flag,
+ *    calls membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) and then loads the
+ *    index. The sleeper, which is about to make a futex system call anyway,
+ *    pays one more; the busy path costs what a release store costs.
+ *
+ * Why no wake-up is lost, seq_cst protocol (consumer asleep; the producer
+ * side is symmetric with S2/S2', head for tail). Let P = "store tail (S1);
+ * load flag" and C = "store flag=1; load tail" (S1'), all four seq_cst, so
+ * all lie in the single total order S. If P's load of the flag precedes C's
+ * store of it in S, then P's tail store precedes C's tail load in S, and C
+ * sees the new tail and does not sleep. Otherwise P's load sees flag=1 (or a
+ * later value: only P clears it, and then it wakes) and P wakes.
+ *
+ * Why no wake-up is lost, asymmetric protocol. membarrier(2) guarantees
+ * that, between the call's entry and its return, every running thread of
+ * the process executes a full memory barrier, and a thread not running is
+ * de facto in that state (the scheduler's switch is a full barrier); the
+ * call itself is a full barrier for the caller. So there is a point B in P's
+ * program order (P = "store tail; compiler barrier; load flag", the
+ * compiler barrier keeping the program order in the machine code) at which
+ * P behaves as if it ran a seq_cst fence, ordered after C's flag store and
+ * before C's tail load. Both ends of the edge, by where B falls:
+ *   - B after P's tail store: the store is globally visible before B, B
+ *     completes before membarrier returns, so C's tail load (S1', after the
+ *     call) sees the new tail and C does not sleep;
+ *   - B before P's tail store: then B is before P's flag load (S1), and C's
+ *     flag store (before the call) is visible at B, so P sees flag=1 (or a
+ *     later value, as above) and wakes.
+ * In C11 terms: membarrier is a seq_cst fence in C between its store and
+ * load, and one in P at B; with two seq_cst fences, either C's load reads
+ * P's store or P's load reads C's store (the fence rules of the total order
+ * S). The private command reaches only this process's threads, so only rings
+ * from rdm_ring_create() use it; shared-memory rings keep the seq_cst
+ * protocol, and so does every ring when membarrier's private expedited
+ * command is missing (old kernel, seccomp) or cannot be registered. If the
+ * membarrier call itself fails after registration, the sleeper does not
+ * sleep (it returns, as after a spurious wake-up).
+ * ThreadSanitizer sees neither membarrier nor fences, so a TSan build
+ * (RDM_TSAN) uses the seq_cst protocol for every ring: TSan then checks the
+ * data edges R1/A1 and R2/A2, which are the same accesses in both
+ * protocols, and the flags are atomics it sees. The normal and ASan+UBSan
+ * builds run the asymmetric protocol (and the tests force the seq_cst one
+ * on private rings too, via rdm_ring_use_seq_cst_for_test()).
+ *
+ * Both protocols: if the wake comes before the sleeper has entered
+ * FUTEX_WAIT, the kernel compares the index word with the value it saw,
+ * finds it changed and returns at once.
+ *
+ * Other Dekker users. The IOMMU worker (iommu/worker.c, producer.c) has its
+ * own doorbell: producers push, then run a seq_cst fence and load the
+ * worker's flag; the worker stores its flag, runs a seq_cst fence and checks
+ * rdm_ring_empty(). That needs only that the push's tail store precede the
+ * producer's fence in program order, which both protocols give (the store
+ * is an atomic store sequenced before the fence). rdm_ring_count_seq_cst()
+ * serves a doorbell without fences on the producer side: on an asymmetric
+ * ring it issues the membarrier itself.
  *
  * Invariants.
  *  1. Only the producer stores the shared tail, only the consumer the head;
@@ -53,6 +106,11 @@
  *     at most one spurious FUTEX_WAKE.
  *  5. The memfd is sealed against shrinking, so the mapping cannot lose
  *     its pages under us (no SIGBUS).
+ *  6. prod.asym == cons.asym, fixed at creation; it is 1 only for a ring
+ *     from rdm_ring_create() in a process registered for membarrier's
+ *     private expedited command, and never in a TSan build. A sleeper on an
+ *     asymmetric ring issues the membarrier between its flag store and its
+ *     index load before every FUTEX_WAIT.
  */
 #include "ring/ring_internal.h"
 
@@ -61,6 +119,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -117,10 +176,47 @@ static void init_shared(struct rdm_ring_shared *sh, uint32_t capacity, uint32_t 
 	atomic_store_explicit(&sh->producer_sleeping, 0, memory_order_relaxed);
 }
 
+#ifndef RDM_TSAN
+/* 0: not yet asked, 1: registered for the private expedited command, -1: unavailable. */
+static _Atomic int membarrier_state;
+#endif
+
+/*
+ * True when this process may use membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED):
+ * the kernel offers it and the registration succeeded. Asked once; racing
+ * first callers both register, which the kernel allows.
+ */
+static bool membarrier_ready(void)
+{
+#ifdef RDM_TSAN
+	/* TSan cannot see membarrier: every ring keeps the seq_cst protocol. */
+	return false;
+#else
+	/* Relaxed: the state is a plain cache of the kernel's answer; the
+	 * registration itself is the kernel's (process-wide) state. */
+	int st = atomic_load_explicit(&membarrier_state, memory_order_relaxed);
+	if (st == 0) {
+		long cmds = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+		bool ok = cmds >= 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+			  syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+		st = ok ? 1 : -1;
+		atomic_store_explicit(&membarrier_state, st, memory_order_relaxed);
+	}
+	return st > 0;
+#endif
+}
+
+int rdm_ring_heavy_fence_slow(void)
+{
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) < 0)
+		return -errno;
+	return 0;
+}
+
 /* Fill a handle from validated values and indices. */
 static struct rdm_ring *new_handle(void *map, size_t map_size, uint32_t capacity,
 				   uint32_t record_size, uint32_t head, uint32_t tail,
-				   int futex_private, int side)
+				   int futex_private, int side, bool asym)
 {
 	struct rdm_ring *r = aligned_alloc(RDM_RING_LINE, sizeof(*r));
 	if (!r)
@@ -134,6 +230,7 @@ static struct rdm_ring *new_handle(void *map, size_t map_size, uint32_t capacity
 	r->prod.capacity = capacity;
 	r->prod.mask = capacity - 1;
 	r->prod.record_size = record_size;
+	r->prod.asym = asym;
 	r->prod.slots = slots;
 	r->prod.sh = sh;
 
@@ -142,6 +239,7 @@ static struct rdm_ring *new_handle(void *map, size_t map_size, uint32_t capacity
 	r->cons.capacity = capacity;
 	r->cons.mask = capacity - 1;
 	r->cons.record_size = record_size;
+	r->cons.asym = asym;
 	r->cons.slots = slots;
 	r->cons.sh = sh;
 
@@ -164,7 +262,10 @@ int rdm_ring_create(uint32_t capacity, uint32_t record_size, struct rdm_ring **o
 	if (map == MAP_FAILED)
 		return rdm_fail(-ENOMEM, "ring: cannot map %zu bytes", size);
 	init_shared(map, capacity, record_size);
-	struct rdm_ring *r = new_handle(map, size, capacity, record_size, 0, 0, 1, 0);
+	/* Both sides are threads of this process: the private membarrier
+	 * reaches them (invariant 6). */
+	struct rdm_ring *r = new_handle(map, size, capacity, record_size, 0, 0, 1, 0,
+					membarrier_ready());
 	if (!r) {
 		munmap(map, size);
 		return rdm_fail(-ENOMEM, "ring: out of memory for the handle");
@@ -202,7 +303,8 @@ int rdm_ring_create_shared(uint32_t capacity, uint32_t record_size, int *memfd_o
 		return rdm_fail(err, "ring: cannot map the memfd (errno %d)", -err);
 	}
 	init_shared(map, capacity, record_size);
-	struct rdm_ring *r = new_handle(map, size, capacity, record_size, 0, 0, 0, 0);
+	/* seq_cst protocol: the other side may live in another process. */
+	struct rdm_ring *r = new_handle(map, size, capacity, record_size, 0, 0, 0, 0, false);
 	if (!r) {
 		munmap(map, size);
 		close(fd);
@@ -281,7 +383,8 @@ int rdm_ring_attach(int memfd, enum rdm_ring_side side, struct rdm_ring **out)
 		return rdm_fail(-EBADMSG, "ring attach: indices out of range (head %u, tail %u, capacity %u)",
 				head, tail, h.capacity);
 	}
-	struct rdm_ring *r = new_handle(map, size, h.capacity, h.record_size, head, tail, 0, side);
+	struct rdm_ring *r = new_handle(map, size, h.capacity, h.record_size, head, tail, 0, side,
+					false);
 	if (!r) {
 		munmap(map, size);
 		return rdm_fail(-ENOMEM, "ring attach: out of memory for the handle");
@@ -347,10 +450,24 @@ int rdm_ring_wait_readable(struct rdm_ring *r, unsigned spin)
 		cpu_relax();
 	}
 	struct rdm_ring_shared *sh = r->cons.sh;
-	/* S1'. seq_cst store and load: pair with S1 in rdm_ring_push_publish
-	 * (theory); the load is also A1 (pairs with R1). */
-	atomic_store_explicit(&sh->consumer_sleeping, 1, memory_order_seq_cst);
-	uint32_t seen = atomic_load_explicit(&sh->tail, memory_order_seq_cst);
+	uint32_t seen;
+	if (r->cons.asym) {
+		/* S1' (asymmetric): flag, membarrier, tail; pairs with S1 in
+		 * rdm_ring_push_publish (theory). Relaxed store: the system
+		 * call orders it before the load (a full barrier for us and,
+		 * at some point B, for the producer). On failure do not sleep. */
+		atomic_store_explicit(&sh->consumer_sleeping, 1, memory_order_relaxed);
+		if (rdm_ring_heavy_fence_slow() != 0)
+			seen = r->cons.head + 1;
+		else /* A1 as well: acquire, pairs with R1. */
+			seen = atomic_load_explicit(&sh->tail, memory_order_acquire);
+	} else {
+		/* S1'. seq_cst store and load: pair with S1 in
+		 * rdm_ring_push_publish (theory); the load is also A1 (pairs
+		 * with R1). */
+		atomic_store_explicit(&sh->consumer_sleeping, 1, memory_order_seq_cst);
+		seen = atomic_load_explicit(&sh->tail, memory_order_seq_cst);
+	}
 	if (seen == r->cons.head)
 		futex_op(r, &sh->tail, FUTEX_WAIT, seen);
 	/* Awake (or never slept): drop the request; a producer that still
@@ -377,10 +494,21 @@ int rdm_ring_wait_writable(struct rdm_ring *r, unsigned spin)
 		cpu_relax();
 	}
 	struct rdm_ring_shared *sh = r->prod.sh;
-	/* S2'. seq_cst store and load: pair with S2 in rdm_ring_pop_publish;
-	 * the load is also A2 (pairs with R2). */
-	atomic_store_explicit(&sh->producer_sleeping, 1, memory_order_seq_cst);
-	uint32_t seen = atomic_load_explicit(&sh->head, memory_order_seq_cst);
+	uint32_t seen;
+	if (r->prod.asym) {
+		/* S2' (asymmetric): flag, membarrier, head; pairs with S2 in
+		 * rdm_ring_pop_publish, as S1' above. On failure do not sleep. */
+		atomic_store_explicit(&sh->producer_sleeping, 1, memory_order_relaxed);
+		if (rdm_ring_heavy_fence_slow() != 0)
+			seen = r->prod.tail - cap + 1;
+		else /* A2 as well: acquire, pairs with R2. */
+			seen = atomic_load_explicit(&sh->head, memory_order_acquire);
+	} else {
+		/* S2'. seq_cst store and load: pair with S2 in
+		 * rdm_ring_pop_publish; the load is also A2 (pairs with R2). */
+		atomic_store_explicit(&sh->producer_sleeping, 1, memory_order_seq_cst);
+		seen = atomic_load_explicit(&sh->head, memory_order_seq_cst);
+	}
 	if (r->prod.tail - seen == cap)
 		futex_op(r, &sh->head, FUTEX_WAIT, seen);
 	atomic_store_explicit(&sh->producer_sleeping, 0, memory_order_relaxed);
@@ -406,4 +534,16 @@ int rdm_ring_set_index_for_test(struct rdm_ring *r, uint32_t index)
 	r->cons.head = index;
 	r->cons.tail_cache = index;
 	return 0;
+}
+
+int rdm_ring_use_seq_cst_for_test(struct rdm_ring *r)
+{
+	r->prod.asym = 0;
+	r->cons.asym = 0;
+	return 0;
+}
+
+bool rdm_ring_is_asymmetric_for_test(const struct rdm_ring *r)
+{
+	return r->prod.asym != 0;
 }

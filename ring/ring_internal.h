@@ -12,4 +12,13 @@
  */
 int rdm_ring_set_index_for_test(struct rdm_ring *r, uint32_t index);
 
+/*
+ * Switch a ring to the seq_cst wake-up protocol (so tests run both protocols
+ * on private rings). Returns 0. No other call on r may be running.
+ */
+int rdm_ring_use_seq_cst_for_test(struct rdm_ring *r);
+
+/* True when r uses the asymmetric (membarrier) wake-up protocol. */
+bool rdm_ring_is_asymmetric_for_test(const struct rdm_ring *r);
+
 #endif /* RDM_RING_INTERNAL_H */

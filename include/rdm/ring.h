@@ -34,9 +34,19 @@
  *      -> A1 consumer's acquire load of the tail before reading them.
  *   R2 consumer's release store of the head after reading records
  *      -> A2 producer's acquire load of the head before overwriting slots.
- *   S1/S2 the index store and the read of the other side's need-wakeup
- *      flag are both seq_cst, as are a sleeper's "set my flag" and "recheck
- *      the index" (S1'/S2'): no lost wake-up (the argument is in ring/ring.c).
+ *   S1/S2 the index store, then the read of the other side's need-wakeup
+ *      flag; S1'/S2' a sleeper's "set my flag", then "recheck the index".
+ *      Two protocols make these a Dekker pair (the argument is in ring/ring.c):
+ *      - asymmetric (rings from rdm_ring_create() when membarrier(2)'s
+ *        private expedited command is available): the publisher orders its
+ *        store and load with a compiler barrier only (no fence, no locked
+ *        instruction on the hot path); the sleeper pays with one
+ *        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) between its two steps;
+ *      - seq_cst (shared-memory rings, whose other side is another process
+ *        that a private membarrier cannot reach; kernels without membarrier;
+ *        every ring of a ThreadSanitizer build, which cannot see membarrier):
+ *        all four accesses are seq_cst.
+ *      Either way no wake-up is lost.
  * A push is visible to the consumer when it returns; a burst or bulk push
  * publishes all its records at once, at its end. Likewise for pops.
  *
@@ -152,6 +162,7 @@ struct rdm_ring {
 		uint32_t capacity;
 		uint32_t mask;
 		uint32_t record_size;
+		uint32_t asym;        /* 1: asymmetric wake-up protocol, 0: seq_cst */
 		unsigned char *slots;
 		struct rdm_ring_shared *sh;
 	} prod;
@@ -161,6 +172,7 @@ struct rdm_ring {
 		uint32_t capacity;
 		uint32_t mask;
 		uint32_t record_size;
+		uint32_t asym;        /* as prod.asym (same value) */
 		unsigned char *slots;
 		struct rdm_ring_shared *sh;
 	} cons;
@@ -223,6 +235,12 @@ RDM_API void rdm_ring_wake_consumer_slow(struct rdm_ring *r);
 RDM_API void rdm_ring_wake_producer_slow(struct rdm_ring *r);
 /* Record the corrupt producer index `tail` (message) and return -EBADMSG. */
 RDM_API int rdm_ring_corrupt_slow(struct rdm_ring *r, uint32_t tail);
+/*
+ * The sleeper's half of the asymmetric protocol: a full memory barrier on
+ * every running thread of this process (membarrier(2), private expedited).
+ * Returns 0, or a negative errno (the caller must then not sleep).
+ */
+RDM_API int rdm_ring_heavy_fence_slow(void);
 
 /*
  * Consumer side. Return the number of records readable (> 0) as soon as there
@@ -301,15 +319,31 @@ static inline uint32_t rdm_ring_prod_room(struct rdm_ring *r, uint32_t want)
 /* Producer: publish the tail (R1/S1) and wake a sleeping consumer. */
 static inline void rdm_ring_push_publish(struct rdm_ring *r)
 {
-	/* R1 (and S1). Release: pairs with A1 (the acquire load of the tail
-	 * in rdm_ring_cons_avail and the wait path): the records are written
-	 * before the consumer can see the index that covers them. seq_cst
-	 * (one locked instruction on x86): with the seq_cst load below it pairs
-	 * with S1' in rdm_ring_wait_readable (set flag, recheck the tail):
-	 * either we see its flag or it sees our tail. */
-	atomic_store_explicit(&r->prod.sh->tail, r->prod.tail, memory_order_seq_cst);
-	/* S1, second half: seq_cst so it cannot be ordered before the store. */
-	if (atomic_load_explicit(&r->prod.sh->consumer_sleeping, memory_order_seq_cst))
+	struct rdm_ring_shared *sh = r->prod.sh;
+	uint32_t flag;
+	if (r->prod.asym) {
+		/* R1. Release: pairs with A1 (the acquire load of the tail in
+		 * rdm_ring_cons_avail and the wait path): the records are
+		 * written before the consumer can see the index that covers
+		 * them. A plain store on x86. */
+		atomic_store_explicit(&sh->tail, r->prod.tail, memory_order_release);
+		/* S1 (asymmetric). Compiler barrier only: the flag load stays
+		 * after the store in program order (this one and any a caller
+		 * makes after the push); the CPU's store-load order is the
+		 * sleeper's business: its membarrier (S1' in
+		 * rdm_ring_wait_readable) acts as a full fence here. Relaxed:
+		 * the flag guards no data, it only elects a waker. */
+		atomic_signal_fence(memory_order_seq_cst);
+		flag = atomic_load_explicit(&sh->consumer_sleeping, memory_order_relaxed);
+	} else {
+		/* R1 and S1 (seq_cst). As above, and seq_cst (one locked
+		 * instruction on x86): with the seq_cst load below it pairs with
+		 * S1' in rdm_ring_wait_readable (set flag, recheck the tail):
+		 * either we see its flag or it sees our tail. */
+		atomic_store_explicit(&sh->tail, r->prod.tail, memory_order_seq_cst);
+		flag = atomic_load_explicit(&sh->consumer_sleeping, memory_order_seq_cst);
+	}
+	if (flag)
 		rdm_ring_wake_consumer_slow(r);
 }
 
@@ -396,13 +430,23 @@ static inline int64_t rdm_ring_cons_avail(struct rdm_ring *r, uint32_t want)
 /* Consumer: publish the head (R2/S2) and wake a sleeping producer. */
 static inline void rdm_ring_pop_publish(struct rdm_ring *r)
 {
-	/* R2 (and S2). Release: pairs with A2 (the acquire load of the head
-	 * in rdm_ring_prod_room and the wait path): our reads of the slots are
-	 * done before the producer may overwrite them. seq_cst: with the load
-	 * below it pairs with S2' in rdm_ring_wait_writable. */
-	atomic_store_explicit(&r->cons.sh->head, r->cons.head, memory_order_seq_cst);
-	/* S2, second half. */
-	if (atomic_load_explicit(&r->cons.sh->producer_sleeping, memory_order_seq_cst))
+	struct rdm_ring_shared *sh = r->cons.sh;
+	uint32_t flag;
+	if (r->cons.asym) {
+		/* R2. Release: pairs with A2 (the acquire load of the head in
+		 * rdm_ring_prod_room and the wait path): our reads of the slots
+		 * are done before the producer may overwrite them. */
+		atomic_store_explicit(&sh->head, r->cons.head, memory_order_release);
+		/* S2 (asymmetric): as S1 in rdm_ring_push_publish, paired with
+		 * the membarrier of S2' in rdm_ring_wait_writable. */
+		atomic_signal_fence(memory_order_seq_cst);
+		flag = atomic_load_explicit(&sh->producer_sleeping, memory_order_relaxed);
+	} else {
+		/* R2 and S2 (seq_cst): pairs with S2' in rdm_ring_wait_writable. */
+		atomic_store_explicit(&sh->head, r->cons.head, memory_order_seq_cst);
+		flag = atomic_load_explicit(&sh->producer_sleeping, memory_order_seq_cst);
+	}
+	if (flag)
 		rdm_ring_wake_producer_slow(r);
 }
 
@@ -473,9 +517,10 @@ static inline int rdm_ring_count(struct rdm_ring *r)
  * Consumer side: true when nothing is readable (a corrupt index counts as
  * not empty, so a drain loop goes on to pop and see -EBADMSG). Reads the
  * shared tail with acquire (A1). For a consumer's own "every ring empty"
- * doorbell: store its flag seq_cst, then check each ring with
- * rdm_ring_count_seq_cst(); a producer that loads that flag seq_cst after its
- * push (whose tail store is seq_cst, S1) cannot miss it.
+ * doorbell use rdm_ring_count_seq_cst(), or a seq_cst fence on both sides
+ * (the producer's after its push, the consumer's between its flag store and
+ * this call): a push's tail store precedes its return in program order and
+ * no compiler or CPU reordering moves it past a later seq_cst fence.
  */
 static inline bool rdm_ring_empty(const struct rdm_ring *r)
 {
@@ -484,11 +529,24 @@ static inline bool rdm_ring_empty(const struct rdm_ring *r)
 	return tail == r->cons.head;
 }
 
-/* Consumer side: as rdm_ring_count, but the tail load is seq_cst (for a
- * many-ring doorbell: set flag seq_cst, then check every ring with this). */
+/*
+ * Consumer side: as rdm_ring_count, but ordered after the caller's earlier
+ * seq_cst store (for a many-ring doorbell: set flag seq_cst, then check every
+ * ring with this; a producer that loads that flag seq_cst after its push
+ * cannot miss both). On a ring using the asymmetric protocol this issues one
+ * membarrier(2) (a system call: call it on the way to sleep only); if that
+ * fails it returns 1 (readable, so the caller does not sleep; a pop then
+ * finds what is really there).
+ */
 static inline int rdm_ring_count_seq_cst(struct rdm_ring *r)
 {
-	/* seq_cst: pairs with S1 (the producer's seq_cst tail store). */
+	/* On an asymmetric ring the producer's push ends with a plain store
+	 * and a compiler barrier (S1): the heavy fence stands in for the
+	 * fence its side does not issue, as S1' does in the wait path. */
+	if (r->cons.asym && rdm_ring_heavy_fence_slow() != 0)
+		return 1;
+	/* seq_cst: pairs with S1 (the producer's seq_cst tail store) on a
+	 * seq_cst ring; also A1 (pairs with R1). */
 	uint32_t tail = atomic_load_explicit(&r->cons.sh->tail, memory_order_seq_cst);
 	uint32_t avail = tail - r->cons.head;
 	if (avail > r->cons.capacity)

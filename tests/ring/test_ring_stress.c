@@ -1,6 +1,7 @@
 /* tests/ring/test_ring_stress.c - cross-thread stress: every record arrives once, in order, across capacities, bursts and tiny spin budgets. */
 #include "tests/check.h"
 #include "tests/ring/ring_test_util.h"
+#include "ring/ring_internal.h"
 
 #include <rdm/ring.h>
 
@@ -118,14 +119,22 @@ static void *consume(void *arg)
 	return NULL;
 }
 
-static void run(const struct config *c, bool shared)
+/* Ring kinds: private (asymmetric wake-up protocol where membarrier is
+ * available), private forced to the seq_cst protocol, shared (seq_cst). */
+enum kind { PRIVATE, PRIVATE_SEQ_CST, SHARED };
+
+static void run(const struct config *c, enum kind kind)
 {
 	struct rdm_ring *r;
 	int fd = -1;
+	bool shared = kind == SHARED;
 	if (shared)
 		REQUIRE(rdm_ring_create_shared(c->capacity, c->record_size, &fd, &r) == 0);
 	else
 		REQUIRE(rdm_ring_create(c->capacity, c->record_size, &r) == 0);
+	if (kind == PRIVATE_SEQ_CST)
+		REQUIRE(rdm_ring_use_seq_cst_for_test(r) == 0);
+	bool asym = rdm_ring_is_asymmetric_for_test(r);
 	struct side p = {.cfg = c, .r = r, .seed = c->seed | 1};
 	struct side q = {.cfg = c, .r = r, .seed = (c->seed * 31) | 1};
 	pthread_t tp, tq;
@@ -133,8 +142,8 @@ static void run(const struct config *c, bool shared)
 	REQUIRE(pthread_create(&tp, NULL, produce, &p) == 0);
 	REQUIRE(pthread_join(tp, NULL) == 0);
 	REQUIRE(pthread_join(tq, NULL) == 0);
-	printf("cap=%u rs=%u burst=%u wait=%d spin=%u shared=%d records=%llu: bad=%llu waits p=%llu c=%llu\n",
-	       c->capacity, c->record_size, c->burst, c->wait, c->spin, shared,
+	printf("cap=%u rs=%u burst=%u wait=%d spin=%u shared=%d asym=%d records=%llu: bad=%llu waits p=%llu c=%llu\n",
+	       c->capacity, c->record_size, c->burst, c->wait, c->spin, shared, asym,
 	       (unsigned long long)c->records, (unsigned long long)q.bad,
 	       (unsigned long long)p.waits, (unsigned long long)q.waits);
 	fflush(stdout);
@@ -168,19 +177,22 @@ int main(void)
 		{.capacity = 1024, .record_size = 8, .burst = 32, .wait = true, .spin = RDM_RING_DEFAULT_SPIN},
 	};
 	size_t np = sizeof(polling) / sizeof(polling[0]), nw = sizeof(waiting) / sizeof(waiting[0]);
-	uint64_t wait_share = total / 50 / nw;
-	uint64_t poll_share = (total - wait_share * nw) / np;
+	/* Each waiting configuration runs on all three kinds of ring. */
+	uint64_t wait_share = total / 50 / nw / 3;
+	uint64_t poll_share = (total - wait_share * nw * 3) / np;
 	for (size_t i = 0; i < np; i++) {
 		struct config c = polling[i];
 		c.records = poll_share;
 		c.seed = seed + i;
-		run(&c, i % 2);
+		run(&c, i % 2 ? SHARED : PRIVATE);
 	}
 	for (size_t i = 0; i < nw; i++) {
 		struct config c = waiting[i];
 		c.records = wait_share;
 		c.seed = seed + 100 + i;
-		run(&c, i % 2);
+		run(&c, PRIVATE);
+		run(&c, PRIVATE_SEQ_CST);
+		run(&c, SHARED);
 	}
 	return check_exit();
 }

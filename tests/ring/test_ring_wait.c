@@ -1,9 +1,11 @@
-/* tests/ring/test_ring_wait.c - the futex path: a sleeping consumer woken by one push, a sleeping producer by one pop. */
+/* tests/ring/test_ring_wait.c - the futex path: a sleeping consumer woken by one push, a sleeping producer by one pop (both wake-up protocols). */
 #include "tests/check.h"
+#include "ring/ring_internal.h"
 
 #include <rdm/ring.h>
 
 #include <pthread.h>
+#include <stdio.h>
 #include <unistd.h>
 #include <time.h>
 
@@ -78,11 +80,21 @@ int main(void)
 {
 	struct rdm_ring *r;
 	REQUIRE(rdm_ring_create(4, 8, &r) == 0);
+	printf("private ring: %s protocol\n", rdm_ring_is_asymmetric_for_test(r) ? "asymmetric" : "seq_cst");
+#ifdef RDM_TSAN
+	CHECK(!rdm_ring_is_asymmetric_for_test(r));
+#endif
+	test_ring(r);
+	rdm_ring_destroy(r);
+	REQUIRE(rdm_ring_create(4, 8, &r) == 0);
+	REQUIRE(rdm_ring_use_seq_cst_for_test(r) == 0);
+	CHECK(!rdm_ring_is_asymmetric_for_test(r));
 	test_ring(r);
 	rdm_ring_destroy(r);
 	int fd;
 	REQUIRE(rdm_ring_create_shared(2, 8, &fd, &r) == 0); /* non-private futex ops */
 	close(fd);
+	CHECK(!rdm_ring_is_asymmetric_for_test(r)); /* another process may hold the other side */
 	test_ring(r);
 	rdm_ring_destroy(r);
 	return check_exit();
