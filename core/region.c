@@ -96,6 +96,13 @@ struct rdm_region {
 	struct rdm_listener *tail_l;
 	const struct rdm_applier_ops *applier;
 	void *applier_ctx;
+	/* Copies of the two above for submitters, which must not take the
+	 * writer lock the applier holds while it applies: ctx is stored before
+	 * ops with release (rdm_region_set_applier); a reader loads ops with
+	 * acquire, then ctx. Installed once; removal is not concurrent with
+	 * changes (the applier's own contract). */
+	_Atomic(const struct rdm_applier_ops *) applier_pub;
+	_Atomic(void *) applier_ctx_pub;
 	struct rdm_mem mem;
 };
 
@@ -185,6 +192,8 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 	r->shift = (unsigned)__builtin_ctzll(c.block_size);
 	r->nblocks = c.size >> r->shift;
 	atomic_init(&r->dying, false);
+	atomic_init(&r->applier_pub, NULL);
+	atomic_init(&r->applier_ctx_pub, NULL);
 	atomic_init(&r->inflight, 0);
 	if (pthread_mutex_init(&r->lock, NULL) != 0) {
 		free(r);
@@ -666,16 +675,22 @@ static int submit(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset, u
 
 	if (ret != 0)
 		return ret;
-	pthread_mutex_lock(&r->lock);
-	ops = r->applier;
-	ctx = r->applier_ctx;
+	/* Acquire: pairs with the release store in rdm_region_set_applier(). */
+	ops = atomic_load_explicit(&r->applier_pub, memory_order_acquire);
+	ctx = atomic_load_explicit(&r->applier_ctx_pub, memory_order_relaxed);
 	if (ops == NULL) {
-		ret = apply_locked(r, op, offset, length, l);
+		pthread_mutex_lock(&r->lock);
+		ops = r->applier; /* installed meanwhile? the lock decides */
+		ctx = r->applier_ctx;
+		if (ops == NULL) {
+			ret = apply_locked(r, op, offset, length, l);
+			pthread_mutex_unlock(&r->lock);
+			change_leave(r);
+			return ret;
+		}
 		pthread_mutex_unlock(&r->lock);
-	} else {
-		pthread_mutex_unlock(&r->lock);
-		ret = ops->submit(ctx, r, op, offset, length, l);
 	}
+	ret = ops->submit(ctx, r, op, offset, length, l);
 	change_leave(r);
 	return ret;
 }
@@ -765,6 +780,16 @@ int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *o
 	} else {
 		r->applier = ops;
 		r->applier_ctx = ops != NULL ? ctx : NULL;
+		/* Relaxed, then release: pairs with the acquire load in
+		 * submit() and rdm_region_get_applier_ops(). Removal clears ops
+		 * first so no reader pairs old ops with a cleared ctx. */
+		if (ops != NULL) {
+			atomic_store_explicit(&r->applier_ctx_pub, ctx, memory_order_relaxed);
+			atomic_store_explicit(&r->applier_pub, ops, memory_order_release);
+		} else {
+			atomic_store_explicit(&r->applier_pub, NULL, memory_order_release);
+			atomic_store_explicit(&r->applier_ctx_pub, NULL, memory_order_relaxed);
+		}
 	}
 	pthread_mutex_unlock(&r->lock);
 	change_leave(r);
@@ -837,22 +862,16 @@ int rdm_region_destroy(struct rdm_region *r)
 
 const struct rdm_applier_ops *rdm_region_get_applier_ops(struct rdm_region *r)
 {
-	const struct rdm_applier_ops *ops;
-
-	pthread_mutex_lock(&r->lock);
-	ops = r->applier;
-	pthread_mutex_unlock(&r->lock);
-	return ops;
+	/* Acquire: pairs with the release store in rdm_region_set_applier(). */
+	return atomic_load_explicit(&r->applier_pub, memory_order_acquire);
 }
 
 void *rdm_region_get_applier_ctx(struct rdm_region *r)
 {
-	void *ctx;
-
-	pthread_mutex_lock(&r->lock);
-	ctx = r->applier_ctx;
-	pthread_mutex_unlock(&r->lock);
-	return ctx;
+	/* Acquire on ops first, so ctx is at least as new as the ops seen. */
+	if (atomic_load_explicit(&r->applier_pub, memory_order_acquire) == NULL)
+		return NULL;
+	return atomic_load_explicit(&r->applier_ctx_pub, memory_order_relaxed);
 }
 
 int rdm_region_check_range(const struct rdm_region *r, uint64_t offset, uint64_t length)
