@@ -281,19 +281,33 @@ static inline void rdm_ring_copy_rec(void *dst, const void *src, uint32_t size)
 		memcpy(d + i, s + i, 8);
 }
 
-/* Copy n records between a ring (starting at index idx) and a flat array. */
+/*
+ * Copy n records between a ring (starting at index idx) and a flat array:
+ * at most two contiguous copies (before and after the wrap), so a burst
+ * costs one memcpy whatever the record size.
+ */
 static inline void rdm_ring_copy_in(unsigned char *slots, uint32_t mask, uint32_t rs,
 				    uint32_t idx, const unsigned char *src, unsigned n)
 {
-	for (unsigned i = 0; i < n; i++)
-		rdm_ring_copy_rec(slots + (size_t)((idx + i) & mask) * rs, src + (size_t)i * rs, rs);
+	uint32_t first = idx & mask;
+	uint32_t to_end = mask + 1u - first;
+	unsigned a = n < to_end ? n : to_end;
+
+	memcpy(slots + (size_t)first * rs, src, (size_t)a * rs);
+	if (n > a)
+		memcpy(slots, src + (size_t)a * rs, (size_t)(n - a) * rs);
 }
 
 static inline void rdm_ring_copy_out(const unsigned char *slots, uint32_t mask, uint32_t rs,
 				     uint32_t idx, unsigned char *dst, unsigned n)
 {
-	for (unsigned i = 0; i < n; i++)
-		rdm_ring_copy_rec(dst + (size_t)i * rs, slots + (size_t)((idx + i) & mask) * rs, rs);
+	uint32_t first = idx & mask;
+	uint32_t to_end = mask + 1u - first;
+	unsigned a = n < to_end ? n : to_end;
+
+	memcpy(dst, slots + (size_t)first * rs, (size_t)a * rs);
+	if (n > a)
+		memcpy(dst + (size_t)a * rs, slots, (size_t)(n - a) * rs);
 }
 
 /*
