@@ -161,9 +161,20 @@ struct rdm_layout_map *rdm_mapset_find(const struct rdm_mapset *s, uint64_t b)
 
 struct rdm_layout_map *rdm_mapset_first_ending_after(const struct rdm_mapset *s, uint64_t b)
 {
-	struct rdm_layout_map *m = rdm_mapset_find(s, b);
+	/* One descent finds both the last mapping starting at or before b
+	 * and the first starting after it. */
+	struct rdm_layout_map *t = s->root, *floor = NULL, *above = NULL;
 
-	return m ? m : above_node(s, b);
+	while (t) {
+		if (t->start <= b) {
+			floor = t;
+			t = t->right;
+		} else {
+			above = t;
+			t = t->left;
+		}
+	}
+	return floor && b - floor->start < floor->len ? floor : above;
 }
 
 struct rdm_layout_map *rdm_mapset_next(const struct rdm_mapset *s, const struct rdm_layout_map *m)
