@@ -375,16 +375,20 @@ static unsigned bm_find(const uint64_t *w, unsigned from, unsigned end, bool val
 	return end;
 }
 
-static unsigned bm_runs(const uint64_t *w)
+/* Does the bitmap hold more than `limit` runs? Stops counting as soon as it
+ * knows: a dense leaf answers within its first words. */
+static bool bm_runs_exceed(const uint64_t *w, unsigned limit)
 {
 	unsigned runs = 0;
 	uint64_t carry = 0;
 
 	for (unsigned i = 0; i < LEAF_WORDS; i++) {
 		runs += popcount64(w[i] & ~((w[i] << 1) | carry));
+		if (runs > limit)
+			return true;
 		carry = w[i] >> 63;
 	}
-	return runs;
+	return false;
 }
 
 /* ---- extent-leaf helpers ---- */
@@ -740,7 +744,7 @@ static uintptr_t write_leaf(struct wctx *c, uintptr_t v, uint64_t base, uint64_t
 	}
 	bm_set(w, (unsigned)(s - base), (unsigned)(e - base), val);
 
-	if (bm_runs(w) > EXT_MAX) {
+	if (bm_runs_exceed(w, EXT_MAX)) {
 		uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
 
 		if (nw == NULL)
@@ -924,7 +928,7 @@ static uintptr_t load_rec(struct wctx *c, unsigned level, uint64_t base, rdm_tre
 		get(opaque, base, w);
 		if (base + LEAF_BITS > c->t->nblocks)
 			bm_set(w, (unsigned)(c->t->nblocks - base), LEAF_BITS, false);
-		if (bm_runs(w) > EXT_MAX) {
+		if (bm_runs_exceed(w, EXT_MAX)) {
 			uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
 
 			if (nw == NULL)
