@@ -22,11 +22,12 @@
  * then tickets complete, so a discard's blocks are released before it
  * completes (I2).
  *
- * Idle: when drains find nothing for cfg.spin_us, then after a few
- * sched_yield() rounds, the worker
- * sets `sleeping`, fences (seq_cst) and checks every ring once more before
- * futex_wait; producers fence after publishing and wake it only if it
- * sleeps (producer.c, C3). Completion: see producer.c C1/C2.
+ * Idle: when drains have found nothing for cfg.spin_us and a few
+ * sched_yield() rounds, the worker sets `sleeping`, fences (seq_cst) and
+ * checks every ring once more before futex_wait; producers fence after
+ * publishing and wake it only if it sleeps (producer.c, C3). A ring whose
+ * producer index is corrupt is logged once and ignored from then on, for
+ * draining, sleeping and reaping alike. Completion: see producer.c C1/C2.
  *
  * Invariants:
  *  1. Only this thread applies changes to an attached region, in the
