@@ -361,18 +361,6 @@ static inline void rdm_ring_push_publish(struct rdm_ring *r)
 		rdm_ring_wake_consumer_slow(r);
 }
 
-/* Push one record (record_size bytes at rec). Returns false when full. */
-static inline bool rdm_ring_push(struct rdm_ring *r, const void *rec)
-{
-	if (rdm_ring_prod_room(r, 1) == 0)
-		return false;
-	uint32_t rs = r->prod.record_size;
-	rdm_ring_copy_rec(r->prod.slots + (size_t)(r->prod.tail & r->prod.mask) * rs, rec, rs);
-	r->prod.tail++;
-	rdm_ring_push_publish(r);
-	return true;
-}
-
 /*
  * Write one record without publishing it (false when full). Staged records
  * become visible together at the next rdm_ring_push_publish() or push: a
@@ -386,6 +374,15 @@ static inline bool rdm_ring_stage(struct rdm_ring *r, const void *rec)
 	uint32_t rs = r->prod.record_size;
 	rdm_ring_copy_rec(r->prod.slots + (size_t)(r->prod.tail & r->prod.mask) * rs, rec, rs);
 	r->prod.tail++;
+	return true;
+}
+
+/* Push one record (record_size bytes at rec). Returns false when full. */
+static inline bool rdm_ring_push(struct rdm_ring *r, const void *rec)
+{
+	if (!rdm_ring_stage(r, rec))
+		return false;
+	rdm_ring_push_publish(r);
 	return true;
 }
 
