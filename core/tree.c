@@ -375,20 +375,30 @@ static unsigned bm_find(const uint64_t *w, unsigned from, unsigned end, bool val
 	return end;
 }
 
-/* Does the bitmap hold more than `limit` runs? Stops counting as soon as it
- * knows: a dense leaf answers within its first words. */
-static bool bm_runs_exceed(const uint64_t *w, unsigned limit)
+/* Runs of the bitmap that start in word i (a run starts at a set bit whose
+ * lower neighbour is clear), so the words may be counted in any order. */
+static inline unsigned bm_word_runs(const uint64_t *w, unsigned i)
 {
-	unsigned runs = 0;
-	uint64_t carry = 0;
+	uint64_t carry = i > 0 ? w[i - 1] >> 63 : 0;
 
-	for (unsigned i = 0; i < LEAF_WORDS; i++) {
-		runs += popcount64(w[i] & ~((w[i] << 1) | carry));
-		if (runs > limit)
-			return true;
-		carry = w[i] >> 63;
+	return popcount64(w[i] & ~((w[i] << 1) | carry));
+}
+
+/* Does the bitmap hold more than `limit` runs? Counts outwards from word
+ * `first`, alternately up and down, and stops as soon as it knows: after a
+ * small change to a fragmented leaf, the words around the change are the
+ * fragmented ones, wherever in the leaf they are. */
+static bool bm_runs_exceed(const uint64_t *w, unsigned limit, unsigned first)
+{
+	unsigned runs = bm_word_runs(w, first), up = first + 1, down = first;
+
+	while (runs <= limit && (up < LEAF_WORDS || down > 0)) {
+		if (up < LEAF_WORDS)
+			runs += bm_word_runs(w, up++);
+		if (down > 0)
+			runs += bm_word_runs(w, --down);
 	}
-	return false;
+	return runs > limit;
 }
 
 /* ---- extent-leaf helpers ---- */
@@ -744,7 +754,7 @@ static uintptr_t write_leaf(struct wctx *c, uintptr_t v, uint64_t base, uint64_t
 	}
 	bm_set(w, (unsigned)(s - base), (unsigned)(e - base), val);
 
-	if (bm_runs_exceed(w, EXT_MAX)) {
+	if (bm_runs_exceed(w, EXT_MAX, (unsigned)(s - base) >> 6)) {
 		uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
 
 		if (nw == NULL)
@@ -789,13 +799,30 @@ static uintptr_t write_runs(struct wctx *c, uintptr_t v, unsigned level, uint64_
 	return nv;
 }
 
-/* Canonical slot for an inner node's new children (invariant 2). */
+/* A new inner node at `level` holding the children ch (fan_at(level) of
+ * them). */
+static uintptr_t inner_copy(struct wctx *c, const uintptr_t *ch, unsigned level)
+{
+	unsigned fan = fan_at(c->t, level);
+	uintptr_t tag = T_INNER | (fan < FAN ? SMALL_ROOT : 0);
+	uintptr_t *n = node_alloc(c, inner_bytes(fan), NODE_ALIGN, (unsigned)tag);
+
+	if (n == NULL)
+		return EMPTY;
+	memcpy(n, ch, inner_bytes(fan));
+	return (uintptr_t)n | tag;
+}
+
+/* Canonical slot for an inner node's new children (invariant 2). Only the
+ * node's fan_at(level) slots are read: those past it (a small root's) lie
+ * beyond the region, EMPTY, so such a node is never FULL. */
 static uintptr_t normalize(struct wctx *c, const uintptr_t *ch, unsigned level, uint64_t base)
 {
-	bool all_empty = true, all_full = true, small = true;
+	unsigned fan = fan_at(c->t, level);
+	bool all_empty = true, all_full = fan == FAN, small = true;
 	size_t total = 0;
 
-	for (unsigned i = 0; i < FAN; i++) {
+	for (unsigned i = 0; i < fan; i++) {
 		uintptr_t v = ch[i];
 
 		all_empty &= v == EMPTY;
@@ -817,7 +844,7 @@ static uintptr_t normalize(struct wctx *c, const uintptr_t *ch, unsigned level, 
 		unsigned cs = span_shift(level - 1);
 		size_t m = 0;
 
-		for (unsigned i = 0; i < FAN; i++) {
+		for (unsigned i = 0; i < fan; i++) {
 			uint64_t tmp[2 * EXT_MAX];
 			size_t k = slot_runs(ch[i], level - 1, base + ((uint64_t)i << cs), tmp);
 
@@ -836,21 +863,12 @@ static uintptr_t normalize(struct wctx *c, const uintptr_t *ch, unsigned level, 
 
 			if (c->err != 0)
 				return EMPTY;
-			for (unsigned i = 0; i < FAN; i++)
+			for (unsigned i = 0; i < fan; i++)
 				retire(c, ch[i], false);
 			return nv;
 		}
 	}
-	{
-		unsigned fan = fan_at(c->t, level);
-		uintptr_t tag = T_INNER | (fan < FAN ? SMALL_ROOT : 0);
-		uintptr_t *n = node_alloc(c, inner_bytes(fan), NODE_ALIGN, (unsigned)tag);
-
-		if (n == NULL)
-			return EMPTY;
-		memcpy(n, ch, inner_bytes(fan));
-		return (uintptr_t)n | tag;
-	}
+	return inner_copy(c, ch, level);
 }
 
 static uintptr_t write_inner(struct wctx *c, uintptr_t v, unsigned level, uint64_t base,
@@ -859,9 +877,10 @@ static uintptr_t write_inner(struct wctx *c, uintptr_t v, unsigned level, uint64
 	uintptr_t ch[FAN], nv;
 	unsigned cs = span_shift(level - 1);
 	uint64_t i0 = (s - base) >> cs, i1 = (e - 1 - base) >> cs;
+	bool keep = false;
 
+	/* Slots past fan_of(v) (a small root's) are never read. */
 	memcpy(ch, ptr_of(v), inner_bytes(fan_of(c->t, v)));
-	memset(ch + fan_of(c->t, v), 0, sizeof(ch) - inner_bytes(fan_of(c->t, v)));
 	for (uint64_t i = i0; i <= i1; i++) {
 		uint64_t cb = base + (i << cs);
 
@@ -869,8 +888,12 @@ static uintptr_t write_inner(struct wctx *c, uintptr_t v, unsigned level, uint64
 				  min64(e, cb + (UINT64_C(1) << cs)), val);
 		if (c->err != 0)
 			return v;
+		/* A bitmap or inner child has more than EXT_MAX runs in its own
+		 * span, so this span has too: normalize() would keep an inner
+		 * node, and needs not scan the other children to say so. */
+		keep |= is_node(ch[i]) && tag_of(ch[i]) != T_EXT;
 	}
-	nv = normalize(c, ch, level, base);
+	nv = keep ? inner_copy(c, ch, level) : normalize(c, ch, level, base);
 	if (c->err != 0)
 		return v;
 	retire(c, v, true);
@@ -928,7 +951,7 @@ static uintptr_t load_rec(struct wctx *c, unsigned level, uint64_t base, rdm_tre
 		get(opaque, base, w);
 		if (base + LEAF_BITS > c->t->nblocks)
 			bm_set(w, (unsigned)(c->t->nblocks - base), LEAF_BITS, false);
-		if (bm_runs_exceed(w, EXT_MAX)) {
+		if (bm_runs_exceed(w, EXT_MAX, 0)) {
 			uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
 
 			if (nw == NULL)
