@@ -303,6 +303,17 @@ static int cmp_item(const void *a, const void *b)
 	return x->rec.seq < y->rec.seq ? -1 : x->rec.seq > y->rec.seq;
 }
 
+/* Is items[0..n) already in (region, sequence) order? It usually is (one
+ * producer, or producers on different regions drained in turn), and then
+ * the sort, which moves whole items, is skipped. */
+static bool items_sorted(const struct item *items, uint32_t n)
+{
+	for (uint32_t i = 1; i < n; i++)
+		if (cmp_item(&items[i - 1], &items[i]) > 0)
+			return false;
+	return true;
+}
+
 static void publish_stats(struct rdm_worker *w)
 {
 	for (int i = 0; i < RDM_WST_COUNT; i++)
@@ -314,7 +325,8 @@ static void process(struct wstate *ws, uint32_t fresh)
 	struct rdm_worker *w = ws->w;
 	uint32_t n = ws->nitems;
 
-	qsort(ws->items, n, sizeof(ws->items[0]), cmp_item);
+	if (!items_sorted(ws->items, n))
+		qsort(ws->items, n, sizeof(ws->items[0]), cmp_item);
 	for (uint32_t i = 0; i < n;) {
 		uint32_t id = ws->items[i].rec.region, end = i;
 		struct rdm_wregion *wr = region_of(w, id);
