@@ -476,6 +476,17 @@ static void tell_discard(struct rdm_region *r, struct rdm_listener *l, uintptr_t
 
 /* ---- applying changes (under r->lock) ---- */
 
+/* End a published change: its superseded state goes to reclamation now
+ * without an applier; an applier hands on a whole batch's at once, in
+ * rdm_region_retire_flush(). */
+static void retire_change(struct rdm_region *r)
+{
+	if (r->applier != NULL)
+		rdm_tree_retire_later(&r->tree);
+	else
+		rdm_tree_retire(&r->tree);
+}
+
 static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 {
 	uintptr_t root = rdm_tree_snapshot(&r->tree);
@@ -511,7 +522,7 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 				(unsigned long long)((e - s) << r->shift), k, ret);
 	}
 	rdm_tree_publish(&r->tree);
-	rdm_tree_retire(&r->tree);
+	retire_change(r);
 	return 0;
 }
 
@@ -538,7 +549,7 @@ static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool stri
 		tell_discard(r, listener_at(r, k), root, true, s, e);
 	if (r->applier == NULL && r->cfg.release != NULL)
 		rdm_tree_runs(&r->tree, root, s, e, true, release_cb, r);
-	rdm_tree_retire(&r->tree);
+	retire_change(r);
 	return 0;
 }
 
@@ -789,6 +800,8 @@ int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *o
 		} else {
 			atomic_store_explicit(&r->applier_pub, NULL, memory_order_release);
 			atomic_store_explicit(&r->applier_ctx_pub, NULL, memory_order_relaxed);
+			/* What the leaving applier kept (it may not have flushed). */
+			rdm_tree_retire_flush(&r->tree);
 		}
 	}
 	pthread_mutex_unlock(&r->lock);
@@ -859,6 +872,13 @@ int rdm_region_destroy(struct rdm_region *r)
 }
 
 /* ---- for the applier (core/region_internal.h) ---- */
+
+void rdm_region_retire_flush(struct rdm_region *r)
+{
+	pthread_mutex_lock(&r->lock);
+	rdm_tree_retire_flush(&r->tree);
+	pthread_mutex_unlock(&r->lock);
+}
 
 const struct rdm_applier_ops *rdm_region_get_applier_ops(struct rdm_region *r)
 {

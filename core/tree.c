@@ -33,7 +33,9 @@
  * slot. Publishing is one release store of the root: a reader that loaded the
  * root once sees one complete version, before or after the whole change. The
  * replaced nodes are handed to call_rcu in one batch per change and freed
- * after a grace period.
+ * after a grace period; a writer applying a batch of changes (the IOMMU
+ * worker) may keep them across its changes (rdm_tree_retire_later) and hand
+ * them on in one call_rcu at the end of its batch (rdm_tree_retire_flush).
  *
  * Why these sizes (measured, see bench_state.c and tests/core):
  *  - 4096-block bitmap leaves (512 B) and 64-way inner nodes (512 B) keep a
@@ -72,9 +74,10 @@
  *
  * Invariants
  *  1. A published node is never written again; it is freed only by the
- *     call_rcu callback of the change that replaced it, by that change's
- *     writer after synchronize_rcu() (backlog over RETIRE_BACKLOG_MAX, or no
- *     memory for the batch), or by fini.
+ *     call_rcu callback of the flush that handed on the change that replaced
+ *     it, by the writer after synchronize_rcu() (backlog over
+ *     RETIRE_BACKLOG_MAX, or no memory for the batch), or by fini (also
+ *     when it is still kept for a flush).
  *  2. Every slot is canonical: EMPTY iff no block of its span is populated,
  *     FULL iff all are, an extent leaf iff it has 1..EXT_MAX maximal runs and
  *     is not FULL, otherwise a bitmap (level 0) or an inner node (level > 0).
@@ -294,6 +297,7 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 	t->retired.v = t->retired.inline_v;
 	t->retired.cap = RDM_TREE_VEC_INLINE;
 	t->retired.n = 0;
+	t->retired_kept = 0;
 }
 
 void rdm_tree_fini(struct rdm_tree *t)
@@ -304,6 +308,11 @@ void rdm_tree_fini(struct rdm_tree *t)
 	/* Relaxed: no reader or writer runs any more. */
 	free_subtree(t, atomic_load_explicit(&t->root, memory_order_relaxed));
 	atomic_store_explicit(&t->root, EMPTY, memory_order_relaxed);
+	/* Superseded nodes still kept for a flush: no reader can reach them
+	 * either. */
+	for (size_t i = 0; i < t->retired_kept; i++)
+		free_retired(t, t->retired.v[i]);
+	t->retired_kept = 0;
 	vec_reset(t, &t->fresh);
 	vec_reset(t, &t->retired);
 }
@@ -928,7 +937,7 @@ int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated)
 	/* Relaxed: only this (the single) writer stores the root. */
 	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
 	t->fresh.n = 0;
-	t->retired.n = 0;
+	t->retired.n = t->retired_kept;
 	t->new_root = write_rec(&c, t->old_root, t->root_level, 0, s, e, populated);
 	if (c.err != 0) {
 		rdm_tree_abort(t);
@@ -994,7 +1003,7 @@ int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque
 	/* Relaxed: only this (the single) writer stores the root. */
 	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
 	t->fresh.n = 0;
-	t->retired.n = 0;
+	t->retired.n = t->retired_kept;
 	retire(&c, t->old_root, false);
 	t->new_root = load_rec(&c, t->root_level, 0, get, opaque);
 	if (c.err != 0) {
@@ -1009,7 +1018,11 @@ void rdm_tree_abort(struct rdm_tree *t)
 	for (size_t i = 0; i < t->fresh.n; i++)
 		free_node(t, t->fresh.v[i]);
 	vec_reset(t, &t->fresh);
-	vec_reset(t, &t->retired);
+	/* Earlier changes' kept nodes stay; this change's list is dropped. */
+	if (t->retired_kept == 0)
+		vec_reset(t, &t->retired);
+	else
+		t->retired.n = t->retired_kept;
 	t->new_root = t->old_root;
 }
 
@@ -1062,16 +1075,29 @@ static void retire_now(struct rdm_tree *t)
 	for (size_t i = 0; i < t->retired.n; i++)
 		free_retired(t, t->retired.v[i]);
 	vec_reset(t, &t->retired);
+	t->retired_kept = 0;
+}
+
+void rdm_tree_retire_later(struct rdm_tree *t)
+{
+	t->fresh.n = 0;
+	vec_reset(t, &t->fresh);
+	t->old_root = t->new_root;
+	t->retired_kept = t->retired.n;
 }
 
 void rdm_tree_retire(struct rdm_tree *t)
 {
+	rdm_tree_retire_later(t);
+	rdm_tree_retire_flush(t);
+}
+
+void rdm_tree_retire_flush(struct rdm_tree *t)
+{
 	size_t n = t->retired.n, bytes = 0;
 	struct rdm_retire_batch *b;
 
-	t->fresh.n = 0;
-	vec_reset(t, &t->fresh);
-	t->old_root = t->new_root;
+	t->retired_kept = 0;
 	if (n == 0) {
 		vec_reset(t, &t->retired);
 		return;

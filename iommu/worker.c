@@ -375,6 +375,7 @@ static void process(struct wstate *ws, uint32_t fresh)
 				break;
 		}
 		rdm_planner_flush(&wr->planner);
+		rdm_region_retire_flush(wr->r);
 		i = end;
 	}
 	/* Stats first, so a caller woken by its ticket sees its change counted. */
