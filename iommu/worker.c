@@ -331,8 +331,15 @@ static void process(struct wstate *ws, uint32_t fresh)
 		uint32_t id = ws->items[i].rec.region, end = i;
 		struct rdm_wregion *wr = region_of(w, id);
 
-		while (end < n && ws->items[end].rec.region == id)
+		/* Only a populate before the group's last discard (i if none)
+		 * can be superseded: the others need no search. */
+		uint32_t last_discard = i;
+
+		while (end < n && ws->items[end].rec.region == id) {
+			if (ws->items[end].rec.op == RDM_CHANGE_DISCARD)
+				last_discard = end;
 			end++;
+		}
 		if (!wr) {
 			for (uint32_t k = i; k < end; k++) {
 				ws->items[k].result = rdm_fail(-EINVAL, "record names region %" PRIu32
@@ -354,7 +361,7 @@ static void process(struct wstate *ws, uint32_t fresh)
 			w->priv[RDM_WST_CHANGES]++;
 			if (it->superseded)
 				continue;
-			if (it->rec.op == RDM_CHANGE_POPULATE) {
+			if (it->rec.op == RDM_CHANGE_POPULATE && k < last_discard) {
 				int j = find_cancelling_discard(ws, k, end);
 
 				if (j >= 0 && ws->items[j].rec.seq == wr->apply_seq + (uint64_t)(j - (int)k - 1) &&
