@@ -642,7 +642,9 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 		uint64_t b = m->start + m->len < end ? m->start + m->len : end;
 		uint64_t ov = b - a;
 
-		next = rdm_mapset_next(&p->maps, m);
+		/* A mapping after m starts at or past m's end: only if that is
+		 * inside the range can the loop need it. */
+		next = m->start + m->len < end ? rdm_mapset_next(&p->maps, m) : NULL;
 		if (a > pos)
 			vec_push(&p->pending_release, pos, a - pos);
 		pos = b;
