@@ -510,7 +510,9 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 				"populate [%#llx, +%#llx): a block is not discarded (strict mode)",
 				(unsigned long long)(s << r->shift),
 				(unsigned long long)((e - s) << r->shift));
-	if (rdm_tree_all(&r->tree, root, s, e, true))
+	/* Nothing to do if already populated (strict mode has just seen the
+	 * nonempty range discarded). */
+	if (!(r->cfg.flags & RDM_REGION_STRICT) && rdm_tree_all(&r->tree, root, s, e, true))
 		return 0;
 	ret = rdm_tree_prepare(&r->tree, s, e, true);
 	if (ret != 0)
@@ -552,7 +554,9 @@ static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool stri
 				"discard [%#llx, +%#llx): a block is not populated (strict mode)",
 				(unsigned long long)(s << r->shift),
 				(unsigned long long)((e - s) << r->shift));
-	if (rdm_tree_all(&r->tree, root, s, e, false))
+	/* Nothing to do if already discarded (strict mode has just seen the
+	 * nonempty range populated). */
+	if (!strict && rdm_tree_all(&r->tree, root, s, e, false))
 		return 0;
 	ret = rdm_tree_prepare(&r->tree, s, e, false);
 	if (ret != 0)
