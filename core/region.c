@@ -446,10 +446,12 @@ static int release_cb(void *opaque, uint64_t s, uint64_t e)
 /*
  * Tell l a populate of the runs of `val` state in `root` inside [s, e)
  * clipped to its sub-range. On refusal, l is told a discard of the runs it
- * accepted and the listener's error is returned.
+ * accepted and the listener's error is returned. `whole`: the caller knows
+ * every block of [s, e) is in `val` state in root, so the runs are the one
+ * clipped range and no walk is needed.
  */
 static int tell_populate(struct rdm_region *r, struct rdm_listener *l, uintptr_t root, bool val,
-			 uint64_t s, uint64_t e)
+			 bool whole, uint64_t s, uint64_t e)
 {
 	struct tell t = { .r = r, .l = l };
 	uint64_t cs, ce;
@@ -457,28 +459,49 @@ static int tell_populate(struct rdm_region *r, struct rdm_listener *l, uintptr_t
 
 	if (!clip_to(r, l, s, e, &cs, &ce))
 		return 0;
+	if (whole)
+		return tell_populate_cb(&t, cs, ce);
 	ret = rdm_tree_runs(&r->tree, root, cs, ce, val, tell_populate_cb, &t);
 	if (ret != 0 && t.refused_at > cs)
 		rdm_tree_runs(&r->tree, root, cs, t.refused_at, val, tell_discard_cb, &t);
 	return ret;
 }
 
-/* Tell l a discard of the runs of `val` state in `root` inside [s, e). */
+/* Tell l a discard of the runs of `val` state in `root` inside [s, e);
+ * `whole` as for tell_populate(). */
 static void tell_discard(struct rdm_region *r, struct rdm_listener *l, uintptr_t root, bool val,
-			 uint64_t s, uint64_t e)
+			 bool whole, uint64_t s, uint64_t e)
 {
 	struct tell t = { .r = r, .l = l };
 	uint64_t cs, ce;
 
-	if (clip_to(r, l, s, e, &cs, &ce))
+	if (!clip_to(r, l, s, e, &cs, &ce))
+		return;
+	if (whole)
+		tell_discard_cb(&t, cs, ce);
+	else
 		rdm_tree_runs(&r->tree, root, cs, ce, val, tell_discard_cb, &t);
 }
 
 /* ---- applying changes (under r->lock) ---- */
 
+/* End a published change: its superseded state goes to reclamation now
+ * without an applier; an applier hands on a whole batch's at once, in
+ * rdm_region_retire_flush(). */
+static void retire_change(struct rdm_region *r)
+{
+	if (r->applier != NULL)
+		rdm_tree_retire_later(&r->tree);
+	else
+		rdm_tree_retire(&r->tree);
+}
+
 static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 {
 	uintptr_t root = rdm_tree_snapshot(&r->tree);
+	/* Every block of [s, e) is discarded: strict mode checks it below,
+	 * and a single block that is not populated is. */
+	bool whole = (r->cfg.flags & RDM_REGION_STRICT) || e - s == 1;
 	size_t n;
 	int ret;
 
@@ -487,7 +510,9 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 				"populate [%#llx, +%#llx): a block is not discarded (strict mode)",
 				(unsigned long long)(s << r->shift),
 				(unsigned long long)((e - s) << r->shift));
-	if (rdm_tree_all(&r->tree, root, s, e, true))
+	/* Nothing to do if already populated (strict mode has just seen the
+	 * nonempty range discarded). */
+	if (!(r->cfg.flags & RDM_REGION_STRICT) && rdm_tree_all(&r->tree, root, s, e, true))
 		return 0;
 	ret = rdm_tree_prepare(&r->tree, s, e, true);
 	if (ret != 0)
@@ -498,11 +523,11 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 	for (size_t k = 0; k < n; k++) {
 		struct rdm_listener *l = listener_at(r, k);
 
-		ret = tell_populate(r, l, root, false, s, e);
+		ret = tell_populate(r, l, root, false, whole, s, e);
 		if (ret == 0)
 			continue;
 		for (size_t j = k; j-- > 0;)
-			tell_discard(r, listener_at(r, j), root, false, s, e);
+			tell_discard(r, listener_at(r, j), root, false, whole, s, e);
 		rdm_tree_abort(&r->tree);
 		if (l == r->tail_l && rdm_last_error()[0] != '\0')
 			return ret; /* the IOMMU: its own message names the cause */
@@ -511,13 +536,16 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 				(unsigned long long)((e - s) << r->shift), k, ret);
 	}
 	rdm_tree_publish(&r->tree);
-	rdm_tree_retire(&r->tree);
+	retire_change(r);
 	return 0;
 }
 
 static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool strict)
 {
 	uintptr_t root = rdm_tree_snapshot(&r->tree);
+	/* Every block of [s, e) is populated: strict mode checks it below,
+	 * and a single block that is not discarded is. */
+	bool whole = strict || e - s == 1;
 	size_t n;
 	int ret;
 
@@ -526,7 +554,9 @@ static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool stri
 				"discard [%#llx, +%#llx): a block is not populated (strict mode)",
 				(unsigned long long)(s << r->shift),
 				(unsigned long long)((e - s) << r->shift));
-	if (rdm_tree_all(&r->tree, root, s, e, false))
+	/* Nothing to do if already discarded (strict mode has just seen the
+	 * nonempty range populated). */
+	if (!strict && rdm_tree_all(&r->tree, root, s, e, false))
 		return 0;
 	ret = rdm_tree_prepare(&r->tree, s, e, false);
 	if (ret != 0)
@@ -535,10 +565,10 @@ static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool stri
 
 	n = listener_count(r);
 	for (size_t k = 0; k < n; k++)
-		tell_discard(r, listener_at(r, k), root, true, s, e);
+		tell_discard(r, listener_at(r, k), root, true, whole, s, e);
 	if (r->applier == NULL && r->cfg.release != NULL)
 		rdm_tree_runs(&r->tree, root, s, e, true, release_cb, r);
-	rdm_tree_retire(&r->tree);
+	retire_change(r);
 	return 0;
 }
 
@@ -550,7 +580,7 @@ static int apply_register(struct rdm_region *r, struct rdm_listener *l)
 
 	if (listed(r, l) || l == r->tail_l)
 		return rdm_fail(-EINVAL, "listener register: already registered");
-	ret = tell_populate(r, l, root, true, 0, r->nblocks);
+	ret = tell_populate(r, l, root, true, false, 0, r->nblocks);
 	if (ret != 0)
 		return rdm_fail(ret, "listener register: the listener refused the replay (error %d)",
 				ret);
@@ -568,7 +598,7 @@ static int apply_unregister(struct rdm_region *r, struct rdm_listener *l)
 
 	if (!listed(r, l))
 		return rdm_fail(-ENOENT, "listener unregister: not registered on this region");
-	tell_discard(r, l, rdm_tree_snapshot(&r->tree), true, 0, r->nblocks);
+	tell_discard(r, l, rdm_tree_snapshot(&r->tree), true, false, 0, r->nblocks);
 	for (pp = &r->listeners; *pp != l; pp = &(*pp)->rdm_next)
 		;
 	*pp = l->rdm_next;
@@ -789,6 +819,8 @@ int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *o
 		} else {
 			atomic_store_explicit(&r->applier_pub, NULL, memory_order_release);
 			atomic_store_explicit(&r->applier_ctx_pub, NULL, memory_order_relaxed);
+			/* What the leaving applier kept (it may not have flushed). */
+			rdm_tree_retire_flush(&r->tree);
 		}
 	}
 	pthread_mutex_unlock(&r->lock);
@@ -836,14 +868,14 @@ int rdm_region_destroy(struct rdm_region *r)
 	root = rdm_tree_snapshot(&r->tree);
 	for (struct rdm_listener *l = r->listeners, *next; l != NULL; l = next) {
 		next = l->rdm_next;
-		tell_discard(r, l, root, true, 0, r->nblocks);
+		tell_discard(r, l, root, true, false, 0, r->nblocks);
 		l->rdm_next = NULL;
 		l->rdm_region = NULL;
 	}
 	r->listeners = NULL;
 	if (ops == NULL) {
 		if (r->tail_l != NULL)
-			tell_discard(r, r->tail_l, root, true, 0, r->nblocks);
+			tell_discard(r, r->tail_l, root, true, false, 0, r->nblocks);
 		if (r->cfg.release != NULL)
 			rdm_tree_runs(&r->tree, root, 0, r->nblocks, true, release_cb, r);
 	}
@@ -859,6 +891,13 @@ int rdm_region_destroy(struct rdm_region *r)
 }
 
 /* ---- for the applier (core/region_internal.h) ---- */
+
+void rdm_region_retire_flush(struct rdm_region *r)
+{
+	pthread_mutex_lock(&r->lock);
+	rdm_tree_retire_flush(&r->tree);
+	pthread_mutex_unlock(&r->lock);
+}
 
 const struct rdm_applier_ops *rdm_region_get_applier_ops(struct rdm_region *r)
 {

@@ -73,6 +73,16 @@ int rdm_region_apply(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset
 		     uint64_t length, struct rdm_listener *l);
 
 /*
+ * End of the applier's batch: hand the state that the changes it applied
+ * since the last flush replaced to reclamation, in one batch (call_rcu).
+ * While an applier is installed, rdm_region_apply() keeps that state for
+ * this call instead of handing it on per change; an applier calls it after
+ * each run of rdm_region_apply() calls (the worker: per region, per batch),
+ * before it waits for more work. Removing the applier and destroying the
+ * region flush too. On the applier's thread, like rdm_region_apply().
+ */
+void rdm_region_retire_flush(struct rdm_region *r);
+/*
  * Load the whole state from a bitmap in one change (an incoming migration
  * restoring a plug bitmap; benchmarks building large states): get() fills
  * the 64 words of the 4096 blocks starting at block `first` (bit i of word j

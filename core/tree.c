@@ -33,7 +33,9 @@
  * slot. Publishing is one release store of the root: a reader that loaded the
  * root once sees one complete version, before or after the whole change. The
  * replaced nodes are handed to call_rcu in one batch per change and freed
- * after a grace period.
+ * after a grace period; a writer applying a batch of changes (the IOMMU
+ * worker) may keep them across its changes (rdm_tree_retire_later) and hand
+ * them on in one call_rcu at the end of its batch (rdm_tree_retire_flush).
  *
  * Why these sizes (measured, see bench_state.c and tests/core):
  *  - 4096-block bitmap leaves (512 B) and 64-way inner nodes (512 B) keep a
@@ -72,9 +74,10 @@
  *
  * Invariants
  *  1. A published node is never written again; it is freed only by the
- *     call_rcu callback of the change that replaced it, by that change's
- *     writer after synchronize_rcu() (backlog over RETIRE_BACKLOG_MAX, or no
- *     memory for the batch), or by fini.
+ *     call_rcu callback of the flush that handed on the change that replaced
+ *     it, by the writer after synchronize_rcu() (backlog over
+ *     RETIRE_BACKLOG_MAX, or no memory for the batch), or by fini (also
+ *     when it is still kept for a flush).
  *  2. Every slot is canonical: EMPTY iff no block of its span is populated,
  *     FULL iff all are, an extent leaf iff it has 1..EXT_MAX maximal runs and
  *     is not FULL, otherwise a bitmap (level 0) or an inner node (level > 0).
@@ -294,6 +297,7 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 	t->retired.v = t->retired.inline_v;
 	t->retired.cap = RDM_TREE_VEC_INLINE;
 	t->retired.n = 0;
+	t->retired_kept = 0;
 }
 
 void rdm_tree_fini(struct rdm_tree *t)
@@ -304,6 +308,11 @@ void rdm_tree_fini(struct rdm_tree *t)
 	/* Relaxed: no reader or writer runs any more. */
 	free_subtree(t, atomic_load_explicit(&t->root, memory_order_relaxed));
 	atomic_store_explicit(&t->root, EMPTY, memory_order_relaxed);
+	/* Superseded nodes still kept for a flush: no reader can reach them
+	 * either. */
+	for (size_t i = 0; i < t->retired_kept; i++)
+		free_retired(t, t->retired.v[i]);
+	t->retired_kept = 0;
 	vec_reset(t, &t->fresh);
 	vec_reset(t, &t->retired);
 }
@@ -375,20 +384,30 @@ static unsigned bm_find(const uint64_t *w, unsigned from, unsigned end, bool val
 	return end;
 }
 
-/* Does the bitmap hold more than `limit` runs? Stops counting as soon as it
- * knows: a dense leaf answers within its first words. */
-static bool bm_runs_exceed(const uint64_t *w, unsigned limit)
+/* Runs of the bitmap that start in word i (a run starts at a set bit whose
+ * lower neighbour is clear), so the words may be counted in any order. */
+static inline unsigned bm_word_runs(const uint64_t *w, unsigned i)
 {
-	unsigned runs = 0;
-	uint64_t carry = 0;
+	uint64_t carry = i > 0 ? w[i - 1] >> 63 : 0;
 
-	for (unsigned i = 0; i < LEAF_WORDS; i++) {
-		runs += popcount64(w[i] & ~((w[i] << 1) | carry));
-		if (runs > limit)
-			return true;
-		carry = w[i] >> 63;
+	return popcount64(w[i] & ~((w[i] << 1) | carry));
+}
+
+/* Does the bitmap hold more than `limit` runs? Counts outwards from word
+ * `first`, alternately up and down, and stops as soon as it knows: after a
+ * small change to a fragmented leaf, the words around the change are the
+ * fragmented ones, wherever in the leaf they are. */
+static bool bm_runs_exceed(const uint64_t *w, unsigned limit, unsigned first)
+{
+	unsigned runs = bm_word_runs(w, first), up = first + 1, down = first;
+
+	while (runs <= limit && (up < LEAF_WORDS || down > 0)) {
+		if (up < LEAF_WORDS)
+			runs += bm_word_runs(w, up++);
+		if (down > 0)
+			runs += bm_word_runs(w, --down);
 	}
-	return false;
+	return runs > limit;
 }
 
 /* ---- extent-leaf helpers ---- */
@@ -744,7 +763,7 @@ static uintptr_t write_leaf(struct wctx *c, uintptr_t v, uint64_t base, uint64_t
 	}
 	bm_set(w, (unsigned)(s - base), (unsigned)(e - base), val);
 
-	if (bm_runs_exceed(w, EXT_MAX)) {
+	if (bm_runs_exceed(w, EXT_MAX, (unsigned)(s - base) >> 6)) {
 		uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
 
 		if (nw == NULL)
@@ -789,13 +808,30 @@ static uintptr_t write_runs(struct wctx *c, uintptr_t v, unsigned level, uint64_
 	return nv;
 }
 
-/* Canonical slot for an inner node's new children (invariant 2). */
+/* A new inner node at `level` holding the children ch (fan_at(level) of
+ * them). */
+static uintptr_t inner_copy(struct wctx *c, const uintptr_t *ch, unsigned level)
+{
+	unsigned fan = fan_at(c->t, level);
+	uintptr_t tag = T_INNER | (fan < FAN ? SMALL_ROOT : 0);
+	uintptr_t *n = node_alloc(c, inner_bytes(fan), NODE_ALIGN, (unsigned)tag);
+
+	if (n == NULL)
+		return EMPTY;
+	memcpy(n, ch, inner_bytes(fan));
+	return (uintptr_t)n | tag;
+}
+
+/* Canonical slot for an inner node's new children (invariant 2). Only the
+ * node's fan_at(level) slots are read: those past it (a small root's) lie
+ * beyond the region, EMPTY, so such a node is never FULL. */
 static uintptr_t normalize(struct wctx *c, const uintptr_t *ch, unsigned level, uint64_t base)
 {
-	bool all_empty = true, all_full = true, small = true;
+	unsigned fan = fan_at(c->t, level);
+	bool all_empty = true, all_full = fan == FAN, small = true;
 	size_t total = 0;
 
-	for (unsigned i = 0; i < FAN; i++) {
+	for (unsigned i = 0; i < fan; i++) {
 		uintptr_t v = ch[i];
 
 		all_empty &= v == EMPTY;
@@ -817,7 +853,7 @@ static uintptr_t normalize(struct wctx *c, const uintptr_t *ch, unsigned level, 
 		unsigned cs = span_shift(level - 1);
 		size_t m = 0;
 
-		for (unsigned i = 0; i < FAN; i++) {
+		for (unsigned i = 0; i < fan; i++) {
 			uint64_t tmp[2 * EXT_MAX];
 			size_t k = slot_runs(ch[i], level - 1, base + ((uint64_t)i << cs), tmp);
 
@@ -836,21 +872,12 @@ static uintptr_t normalize(struct wctx *c, const uintptr_t *ch, unsigned level, 
 
 			if (c->err != 0)
 				return EMPTY;
-			for (unsigned i = 0; i < FAN; i++)
+			for (unsigned i = 0; i < fan; i++)
 				retire(c, ch[i], false);
 			return nv;
 		}
 	}
-	{
-		unsigned fan = fan_at(c->t, level);
-		uintptr_t tag = T_INNER | (fan < FAN ? SMALL_ROOT : 0);
-		uintptr_t *n = node_alloc(c, inner_bytes(fan), NODE_ALIGN, (unsigned)tag);
-
-		if (n == NULL)
-			return EMPTY;
-		memcpy(n, ch, inner_bytes(fan));
-		return (uintptr_t)n | tag;
-	}
+	return inner_copy(c, ch, level);
 }
 
 static uintptr_t write_inner(struct wctx *c, uintptr_t v, unsigned level, uint64_t base,
@@ -859,9 +886,10 @@ static uintptr_t write_inner(struct wctx *c, uintptr_t v, unsigned level, uint64
 	uintptr_t ch[FAN], nv;
 	unsigned cs = span_shift(level - 1);
 	uint64_t i0 = (s - base) >> cs, i1 = (e - 1 - base) >> cs;
+	bool keep = false;
 
+	/* Slots past fan_of(v) (a small root's) are never read. */
 	memcpy(ch, ptr_of(v), inner_bytes(fan_of(c->t, v)));
-	memset(ch + fan_of(c->t, v), 0, sizeof(ch) - inner_bytes(fan_of(c->t, v)));
 	for (uint64_t i = i0; i <= i1; i++) {
 		uint64_t cb = base + (i << cs);
 
@@ -869,8 +897,12 @@ static uintptr_t write_inner(struct wctx *c, uintptr_t v, unsigned level, uint64
 				  min64(e, cb + (UINT64_C(1) << cs)), val);
 		if (c->err != 0)
 			return v;
+		/* A bitmap or inner child has more than EXT_MAX runs in its own
+		 * span, so this span has too: normalize() would keep an inner
+		 * node, and needs not scan the other children to say so. */
+		keep |= is_node(ch[i]) && tag_of(ch[i]) != T_EXT;
 	}
-	nv = normalize(c, ch, level, base);
+	nv = keep ? inner_copy(c, ch, level) : normalize(c, ch, level, base);
 	if (c->err != 0)
 		return v;
 	retire(c, v, true);
@@ -905,7 +937,7 @@ int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated)
 	/* Relaxed: only this (the single) writer stores the root. */
 	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
 	t->fresh.n = 0;
-	t->retired.n = 0;
+	t->retired.n = t->retired_kept;
 	t->new_root = write_rec(&c, t->old_root, t->root_level, 0, s, e, populated);
 	if (c.err != 0) {
 		rdm_tree_abort(t);
@@ -928,7 +960,7 @@ static uintptr_t load_rec(struct wctx *c, unsigned level, uint64_t base, rdm_tre
 		get(opaque, base, w);
 		if (base + LEAF_BITS > c->t->nblocks)
 			bm_set(w, (unsigned)(c->t->nblocks - base), LEAF_BITS, false);
-		if (bm_runs_exceed(w, EXT_MAX)) {
+		if (bm_runs_exceed(w, EXT_MAX, 0)) {
 			uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
 
 			if (nw == NULL)
@@ -971,7 +1003,7 @@ int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque
 	/* Relaxed: only this (the single) writer stores the root. */
 	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
 	t->fresh.n = 0;
-	t->retired.n = 0;
+	t->retired.n = t->retired_kept;
 	retire(&c, t->old_root, false);
 	t->new_root = load_rec(&c, t->root_level, 0, get, opaque);
 	if (c.err != 0) {
@@ -986,7 +1018,11 @@ void rdm_tree_abort(struct rdm_tree *t)
 	for (size_t i = 0; i < t->fresh.n; i++)
 		free_node(t, t->fresh.v[i]);
 	vec_reset(t, &t->fresh);
-	vec_reset(t, &t->retired);
+	/* Earlier changes' kept nodes stay; this change's list is dropped. */
+	if (t->retired_kept == 0)
+		vec_reset(t, &t->retired);
+	else
+		t->retired.n = t->retired_kept;
 	t->new_root = t->old_root;
 }
 
@@ -1039,16 +1075,29 @@ static void retire_now(struct rdm_tree *t)
 	for (size_t i = 0; i < t->retired.n; i++)
 		free_retired(t, t->retired.v[i]);
 	vec_reset(t, &t->retired);
+	t->retired_kept = 0;
+}
+
+void rdm_tree_retire_later(struct rdm_tree *t)
+{
+	t->fresh.n = 0;
+	vec_reset(t, &t->fresh);
+	t->old_root = t->new_root;
+	t->retired_kept = t->retired.n;
 }
 
 void rdm_tree_retire(struct rdm_tree *t)
 {
+	rdm_tree_retire_later(t);
+	rdm_tree_retire_flush(t);
+}
+
+void rdm_tree_retire_flush(struct rdm_tree *t)
+{
 	size_t n = t->retired.n, bytes = 0;
 	struct rdm_retire_batch *b;
 
-	t->fresh.n = 0;
-	vec_reset(t, &t->fresh);
-	t->old_root = t->new_root;
+	t->retired_kept = 0;
 	if (n == 0) {
 		vec_reset(t, &t->retired);
 		return;

@@ -13,14 +13,16 @@
  * rdm_tree_abort() (nothing changed) or rdm_tree_publish() (one release store
  * of the new root; every reader that loads the root afterwards sees the whole
  * change) followed, once the writer no longer reads the old version, by
- * rdm_tree_retire() (the superseded nodes are freed after a grace period).
+ * rdm_tree_retire() (the superseded nodes are freed after a grace period),
+ * or rdm_tree_retire_later() to gather a batch of changes' superseded nodes
+ * for one rdm_tree_retire_flush().
  * Between publish and retire the writer may still query the old version.
  *
  *   call                       may run concurrently with
  *   -------------------------  ------------------------------------------
  *   snapshot / queries         everything
  *   prepare/publish/abort/     queries only (one writer at a time)
- *   retire
+ *   retire/retire_later/flush
  *   fini                       nothing (no reader may hold a snapshot)
  */
 #ifndef RDM_CORE_TREE_H
@@ -61,6 +63,10 @@ struct rdm_tree {
 	_Alignas(64) uintptr_t old_root;
 	uintptr_t new_root;
 	struct rdm_tree_vec fresh, retired;
+	/* The first retired_kept entries of `retired` belong to earlier,
+	 * published changes (rdm_tree_retire_later()); the change in progress
+	 * appends after them. */
+	size_t retired_kept;
 	/* Node bytes handed to call_rcu and not yet freed (relaxed: a bound
 	 * only, see rdm_tree_retire()). */
 	atomic_size_t backlog;
@@ -221,6 +227,15 @@ uintptr_t rdm_tree_old_root(const struct rdm_tree *t);
  * a grace period exceed RETIRE_BACKLOG_MAX (tree.c), waits for a grace
  * period (synchronize_rcu) and frees them at once instead. */
 void rdm_tree_retire(struct rdm_tree *t);
+/* Ends the change like rdm_tree_retire(), but keeps its superseded nodes
+ * with those of earlier kept changes until rdm_tree_retire_flush() (or the
+ * next rdm_tree_retire(), or fini) hands them all on in one batch: one
+ * call_rcu per batch of changes instead of one per change. */
+void rdm_tree_retire_later(struct rdm_tree *t);
+/* Hands every kept superseded node to call_rcu (or frees it after
+ * synchronize_rcu, as rdm_tree_retire() does); nothing if none is kept.
+ * Writer only, between changes. */
+void rdm_tree_retire_flush(struct rdm_tree *t);
 
 /* Diagnostics for tests and benchmarks (writer-side, current version). */
 struct rdm_tree_stats {

@@ -165,7 +165,10 @@ static int sim_unmap(struct rdm_backend *b, uint64_t iova, uint64_t size, struct
 	}
 	struct rdm_mapping p, q;
 	bool has_p = rdm_maptree_find_le(&s->tree, iova, &p);
-	bool has_q = rdm_maptree_find_le(&s->tree, end - 1, &q);
+	/* The last mapping starting at or before end - 1: p itself if p reaches
+	 * end (mappings do not overlap, so none starts inside p), else look. */
+	bool has_q = has_p && p.iova + p.size >= end ? (q = p, true)
+						     : rdm_maptree_find_le(&s->tree, end - 1, &q);
 	bool cut_lo = has_p && p.iova < iova && p.iova + p.size > iova;
 	bool cut_hi = has_q && q.iova + q.size > end;
 	bool any = has_q && q.iova + q.size > iova;

@@ -12,16 +12,24 @@
  *     disjoint, so it also yields ascending ends.
  *  2. Every node's prio is >= its children's (max-heap on prio).
  *  3. count equals the number of nodes.
+ *  4. The spare list (linked through right) holds nspare <=
+ *     MAPSET_SPARE_MAX nodes that are in no tree.
  */
 #include "iommu/mapset.h"
 
 #include <stdlib.h>
+
+/* Removed nodes kept for reuse, at most: a batch's discards feed the next
+ * batch's populates without a free/malloc pair each. */
+#define MAPSET_SPARE_MAX 256u
 
 void rdm_mapset_init(struct rdm_mapset *s)
 {
 	s->root = NULL;
 	s->count = 0;
 	s->rng = 0x9e3779b9u;
+	s->spare = NULL;
+	s->nspare = 0;
 }
 
 static void free_tree(struct rdm_layout_map *n)
@@ -40,6 +48,13 @@ void rdm_mapset_clear(struct rdm_mapset *s)
 	free_tree(s->root);
 	s->root = NULL;
 	s->count = 0;
+	while (s->spare) {
+		struct rdm_layout_map *n = s->spare;
+
+		s->spare = n->right;
+		free(n);
+	}
+	s->nspare = 0;
 }
 
 static uint32_t next_prio(struct rdm_mapset *s)
@@ -91,9 +106,31 @@ static struct rdm_layout_map *merge(struct rdm_layout_map *l, struct rdm_layout_
 	return root;
 }
 
+static struct rdm_layout_map *node_get(struct rdm_mapset *s)
+{
+	struct rdm_layout_map *n = s->spare;
+
+	if (n == NULL)
+		return malloc(sizeof(*n));
+	s->spare = n->right;
+	s->nspare--;
+	return n;
+}
+
+static void node_put(struct rdm_mapset *s, struct rdm_layout_map *n)
+{
+	if (s->nspare >= MAPSET_SPARE_MAX) {
+		free(n);
+		return;
+	}
+	n->right = s->spare;
+	s->spare = n;
+	s->nspare++;
+}
+
 struct rdm_layout_map *rdm_mapset_insert(struct rdm_mapset *s, uint64_t start, uint64_t len, uint64_t live)
 {
-	struct rdm_layout_map *n = malloc(sizeof(*n)), *l, *r;
+	struct rdm_layout_map *n = node_get(s), **link = &s->root;
 
 	if (!n)
 		return NULL;
@@ -101,10 +138,13 @@ struct rdm_layout_map *rdm_mapset_insert(struct rdm_mapset *s, uint64_t start, u
 	n->len = len;
 	n->live = live;
 	n->stamp = 0;
-	n->left = n->right = NULL;
 	n->prio = next_prio(s);
-	split(s->root, start, &l, &r);
-	s->root = merge(merge(l, n), r);
+	/* Descend while the nodes outrank n (invariant 2), then n takes that
+	 * place and the subtree there splits around it. */
+	while (*link && (*link)->prio > n->prio)
+		link = start < (*link)->start ? &(*link)->left : &(*link)->right;
+	split(*link, start, &n->left, &n->right);
+	*link = n;
 	s->count++;
 	return n;
 }
@@ -117,7 +157,7 @@ void rdm_mapset_remove(struct rdm_mapset *s, struct rdm_layout_map *m)
 		link = m->start < (*link)->start ? &(*link)->left : &(*link)->right;
 	*link = merge(m->left, m->right);
 	s->count--;
-	free(m);
+	node_put(s, m);
 }
 
 /* The last mapping with start <= b. */

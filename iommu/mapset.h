@@ -27,6 +27,9 @@ struct rdm_mapset {
 	struct rdm_layout_map *root;
 	uint64_t count;
 	uint32_t rng;
+	/* Removed nodes kept for the next inserts, private. */
+	struct rdm_layout_map *spare;
+	uint32_t nspare;
 };
 
 void rdm_mapset_init(struct rdm_mapset *s);

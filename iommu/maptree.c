@@ -6,8 +6,10 @@
  * end too, and every question the sim asks reduces to "the mapping with the
  * greatest start <= x" plus a walk to the right. A treap answers that in
  * expected O(log n) with the simplest code that also splits and joins whole
- * key ranges in O(log n): an UNMAP over k mappings is one split at lo, one
- * at hi, freeing the k nodes in the middle, and one merge.
+ * key ranges in O(log n): an UNMAP over k mappings descends to the subtree
+ * that holds [lo, hi), splits it at lo and at hi, frees the k nodes in the
+ * middle and merges the rest back in its place. Split, merge and insert are
+ * loops over the links they rewrite, not recursions.
  *
  * Nodes are 32 bytes (iova, size, vaddr, two 32-bit child indices) in one
  * array that grows by doubling; index 0 is nil. The heap priority of node i
@@ -159,50 +161,56 @@ bool rdm_maptree_intersects(const struct rdm_maptree *t, uint64_t iova, uint64_t
 	return m.iova + m.size > iova;
 }
 
-/* Split subtree i into keys < key (*l) and keys >= key (*r). */
+/* Split subtree i into keys < key (*l) and keys >= key (*r). Iterative:
+ * l and r are the links the next nodes of each side hang from. */
 static void split(struct rdm_maptree_node *pool, uint32_t i, uint64_t key, uint32_t *l, uint32_t *r)
 {
-	if (!i) {
-		*l = *r = 0;
-		return;
+	while (i) {
+		if (pool[i].iova < key) {
+			*l = i;
+			l = &pool[i].right;
+			i = pool[i].right;
+		} else {
+			*r = i;
+			r = &pool[i].left;
+			i = pool[i].left;
+		}
 	}
-	if (pool[i].iova < key) {
-		split(pool, pool[i].right, key, &pool[i].right, r);
-		*l = i;
-	} else {
-		split(pool, pool[i].left, key, l, &pool[i].left);
-		*r = i;
-	}
+	*l = *r = 0;
 }
 
 /* Join subtrees where every key of a < every key of b. */
 static uint32_t merge(struct rdm_maptree_node *pool, uint32_t a, uint32_t b)
 {
-	if (!a)
-		return b;
-	if (!b)
-		return a;
-	if (prio(a) >= prio(b)) {
-		pool[a].right = merge(pool, pool[a].right, b);
-		return a;
+	uint32_t root = 0, *link = &root;
+
+	while (a && b) {
+		if (prio(a) >= prio(b)) {
+			*link = a;
+			link = &pool[a].right;
+			a = pool[a].right;
+		} else {
+			*link = b;
+			link = &pool[b].left;
+			b = pool[b].left;
+		}
 	}
-	pool[b].left = merge(pool, a, pool[b].left);
-	return b;
+	*link = a ? a : b;
+	return root;
 }
 
-static uint32_t insert(struct rdm_maptree_node *pool, uint32_t i, uint32_t n)
+/* Put node n into the tree hanging from *link: descend while the nodes
+ * outrank n (invariant 2), then n takes that place and the subtree there
+ * splits around it. */
+static void insert(struct rdm_maptree_node *pool, uint32_t *link, uint32_t n)
 {
-	if (!i)
-		return n;
-	if (prio(n) > prio(i)) {
-		split(pool, i, pool[n].iova, &pool[n].left, &pool[n].right);
-		return n;
-	}
-	if (pool[n].iova < pool[i].iova)
-		pool[i].left = insert(pool, pool[i].left, n);
-	else
-		pool[i].right = insert(pool, pool[i].right, n);
-	return i;
+	uint32_t pn = prio(n);
+	uint64_t key = pool[n].iova;
+
+	while (*link && prio(*link) >= pn)
+		link = key < pool[*link].iova ? &pool[*link].left : &pool[*link].right;
+	split(pool, *link, key, &pool[n].left, &pool[n].right);
+	*link = n;
 }
 
 int rdm_maptree_insert(struct rdm_maptree *t, const struct rdm_mapping *m)
@@ -211,7 +219,7 @@ int rdm_maptree_insert(struct rdm_maptree *t, const struct rdm_mapping *m)
 		return -ENOMEM;
 	uint32_t n = node_alloc(t);
 	t->pool[n] = (struct rdm_maptree_node){ m->iova, m->size, m->vaddr, 0, 0 };
-	t->root = insert(t->pool, t->root, n);
+	insert(t->pool, &t->root, n);
 	t->count++;
 	t->bytes += m->size;
 	return 0;
@@ -232,13 +240,18 @@ static void free_subtree(struct rdm_maptree *t, uint32_t i, uint64_t *count, uin
 void rdm_maptree_remove_starts_in(struct rdm_maptree *t, uint64_t lo, uint64_t hi, uint64_t *count,
 				  uint64_t *bytes)
 {
-	uint32_t l, mid, r;
+	uint32_t l, mid, r, *link = &t->root;
 	uint64_t c = 0, b = 0;
 
-	split(t->pool, t->root, lo, &l, &mid);
+	/* Every key in [lo, hi) lies below the first node on the way down that
+	 * is in the range (or below the nil link the way ends at): only that
+	 * subtree is split and joined again. */
+	while (*link && (t->pool[*link].iova < lo || t->pool[*link].iova >= hi))
+		link = t->pool[*link].iova < lo ? &t->pool[*link].right : &t->pool[*link].left;
+	split(t->pool, *link, lo, &l, &mid);
 	split(t->pool, mid, hi, &mid, &r);
 	free_subtree(t, mid, &c, &b);
-	t->root = merge(t->pool, l, r);
+	*link = merge(t->pool, l, r);
 	t->count -= c;
 	t->bytes -= b;
 	*count += c;

@@ -75,6 +75,8 @@
 #include "core/region_internal.h"
 
 #define CHUNK_BYTES (128ull << 20)
+/* Entries of the populate scratch list kept between populates, at most. */
+#define PIECES_KEEP 256u
 
 static int vec_push(struct rdm_range_vec *v, uint64_t start, uint64_t len)
 {
@@ -106,6 +108,18 @@ static int cmp_range(const void *a, const void *b)
 	return x->start < y->start ? -1 : x->start > y->start;
 }
 
+/* Sort a range list by start; a batch's discards usually arrive ascending,
+ * and then there is nothing to sort. */
+static void sort_ranges(struct rdm_range_vec *v)
+{
+	for (uint32_t i = 1; i < v->n; i++) {
+		if (v->v[i - 1].start > v->v[i].start) {
+			qsort(v->v, v->n, sizeof(v->v[0]), cmp_range);
+			return;
+		}
+	}
+}
+
 int rdm_planner_init(struct rdm_planner *p, struct rdm_region *r)
 {
 	const struct rdm_region_config *cfg = rdm_region_get_config(r);
@@ -135,6 +149,7 @@ void rdm_planner_fini(struct rdm_planner *p)
 	vec_free(&p->pending_unmap);
 	vec_free(&p->pending_release);
 	vec_free(&p->leaked);
+	vec_free(&p->pieces);
 }
 
 static bool all_can_split(const struct rdm_planner *p)
@@ -253,7 +268,7 @@ void rdm_planner_flush(struct rdm_planner *p)
 	struct rdm_range_vec *u = &p->pending_unmap, *r = &p->pending_release;
 
 	if (u->n) {
-		qsort(u->v, u->n, sizeof(u->v[0]), cmp_range);
+		sort_ranges(u);
 		uint64_t cs = u->v[0].start, ce = cs + u->v[0].len;
 
 		for (uint32_t i = 1; i <= u->n; i++) {
@@ -271,7 +286,7 @@ void rdm_planner_flush(struct rdm_planner *p)
 		u->n = 0;
 	}
 	if (r->n) {
-		qsort(r->v, r->n, sizeof(r->v[0]), cmp_range);
+		sort_ranges(r);
 		uint64_t cs = r->v[0].start, ce = cs + r->v[0].len;
 
 		for (uint32_t i = 1; i <= r->n; i++) {
@@ -404,7 +419,9 @@ static int any_failed(const struct rdm_planner *p)
 
 int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 {
-	struct rdm_range_vec pieces = {0};
+	/* The planner's scratch list, kept between calls: no allocation per
+	 * populate once it has grown. */
+	struct rdm_range_vec pieces = p->pieces;
 	uint64_t end = start + len, pos = start, reused = 0, overlapping = 0;
 	int err;
 
@@ -463,7 +480,11 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 		}
 	}
 out:
-	vec_free(&pieces);
+	/* Keep a small list for the next populate, not a huge one. */
+	if (pieces.cap > PIECES_KEEP)
+		vec_free(&pieces);
+	pieces.n = 0;
+	p->pieces = pieces;
 	return err;
 }
 
@@ -621,7 +642,9 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 		uint64_t b = m->start + m->len < end ? m->start + m->len : end;
 		uint64_t ov = b - a;
 
-		next = rdm_mapset_next(&p->maps, m);
+		/* A mapping after m starts at or past m's end: only if that is
+		 * inside the range can the loop need it. */
+		next = m->start + m->len < end ? rdm_mapset_next(&p->maps, m) : NULL;
 		if (a > pos)
 			vec_push(&p->pending_release, pos, a - pos);
 		pos = b;

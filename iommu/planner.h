@@ -62,6 +62,8 @@ struct rdm_planner {
 	struct rdm_range_vec pending_release;
 	/* Blocks a failed backend may still pin: never released. */
 	struct rdm_range_vec leaked;
+	/* rdm_planner_populate()'s scratch list of new mapping pieces. */
+	struct rdm_range_vec pieces;
 
 	/* Accounting, shared with the worker's stats. */
 	uint64_t deferred_blocks;

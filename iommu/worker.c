@@ -303,6 +303,17 @@ static int cmp_item(const void *a, const void *b)
 	return x->rec.seq < y->rec.seq ? -1 : x->rec.seq > y->rec.seq;
 }
 
+/* Is items[0..n) already in (region, sequence) order? It usually is (one
+ * producer, or producers on different regions drained in turn), and then
+ * the sort, which moves whole items, is skipped. */
+static bool items_sorted(const struct item *items, uint32_t n)
+{
+	for (uint32_t i = 1; i < n; i++)
+		if (cmp_item(&items[i - 1], &items[i]) > 0)
+			return false;
+	return true;
+}
+
 static void publish_stats(struct rdm_worker *w)
 {
 	for (int i = 0; i < RDM_WST_COUNT; i++)
@@ -314,13 +325,21 @@ static void process(struct wstate *ws, uint32_t fresh)
 	struct rdm_worker *w = ws->w;
 	uint32_t n = ws->nitems;
 
-	qsort(ws->items, n, sizeof(ws->items[0]), cmp_item);
+	if (!items_sorted(ws->items, n))
+		qsort(ws->items, n, sizeof(ws->items[0]), cmp_item);
 	for (uint32_t i = 0; i < n;) {
 		uint32_t id = ws->items[i].rec.region, end = i;
 		struct rdm_wregion *wr = region_of(w, id);
 
-		while (end < n && ws->items[end].rec.region == id)
+		/* Only a populate before the group's last discard (i if none)
+		 * can be superseded: the others need no search. */
+		uint32_t last_discard = i;
+
+		while (end < n && ws->items[end].rec.region == id) {
+			if (ws->items[end].rec.op == RDM_CHANGE_DISCARD)
+				last_discard = end;
 			end++;
+		}
 		if (!wr) {
 			for (uint32_t k = i; k < end; k++) {
 				ws->items[k].result = rdm_fail(-EINVAL, "record names region %" PRIu32
@@ -342,7 +361,7 @@ static void process(struct wstate *ws, uint32_t fresh)
 			w->priv[RDM_WST_CHANGES]++;
 			if (it->superseded)
 				continue;
-			if (it->rec.op == RDM_CHANGE_POPULATE) {
+			if (it->rec.op == RDM_CHANGE_POPULATE && k < last_discard) {
 				int j = find_cancelling_discard(ws, k, end);
 
 				if (j >= 0 && ws->items[j].rec.seq == wr->apply_seq + (uint64_t)(j - (int)k - 1) &&
@@ -363,6 +382,7 @@ static void process(struct wstate *ws, uint32_t fresh)
 				break;
 		}
 		rdm_planner_flush(&wr->planner);
+		rdm_region_retire_flush(wr->r);
 		i = end;
 	}
 	/* Stats first, so a caller woken by its ticket sees its change counted. */

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <urcu-bp.h>
 
 #include <rdm/error.h>
 #include <rdm/region.h>
@@ -319,10 +320,75 @@ static void test_destroy_refuses(void)
 	CHECK(during_destroy == -ECANCELED);
 }
 
+/* An applier that is the calling thread itself: nothing is submitted. */
+static int self_submit(void *ctx, struct rdm_region *r, enum rdm_apply_op op, uint64_t off,
+		       uint64_t len, struct rdm_listener *l)
+{
+	(void)ctx, (void)r, (void)op, (void)off, (void)len, (void)l;
+	return -ENOTSUP;
+}
+
+static void self_destroy(void *ctx, struct rdm_region *r)
+{
+	(void)ctx, (void)r;
+}
+
+static const struct rdm_applier_ops self_ops = { self_submit, self_destroy };
+
+/* Under an applier the state a change replaced waits for
+ * rdm_region_retire_flush(); a refused change keeps what earlier changes
+ * left for it; removing the applier flushes; destroy frees what is kept
+ * (ASan's leak check). */
+static void test_retire_batched(void)
+{
+	struct rdm_region *r = make(0);
+	const struct rdm_mem *m = rdm_region_mem(r);
+	struct tl a = { .l = { .ops = &tl_ops, .offset = 0, .length = 16 * BS }, .who = 'a' };
+	size_t steady;
+
+	REQUIRE(rdm_populate(r, 0, BS) == 0);
+	rcu_barrier();
+	steady = rdm_mem_current(m);
+	REQUIRE(rdm_region_set_applier(r, &self_ops, NULL) == 0);
+	for (int i = 0; i < 4; i++) {
+		CHECK(rdm_region_apply(r, RDM_OP_POPULATE, 4 * BS, BS, NULL) == 0);
+		CHECK(rdm_region_apply(r, RDM_OP_DISCARD, 4 * BS, BS, NULL) == 0);
+	}
+	rcu_barrier();
+	CHECK(rdm_mem_current(m) > steady);
+	rdm_region_retire_flush(r);
+	rcu_barrier();
+	CHECK(rdm_mem_current(m) == steady);
+
+	CHECK(rdm_region_apply(r, RDM_OP_POPULATE, 4 * BS, BS, NULL) == 0);
+	CHECK(rdm_region_apply(r, RDM_OP_REGISTER, 0, 0, &a.l) == 0);
+	a.refuse = -EIO;
+	CHECK(rdm_region_apply(r, RDM_OP_POPULATE, 8 * BS, BS, NULL) == -EIO);
+	a.refuse = 0;
+	CHECK(rdm_region_apply(r, RDM_OP_DISCARD, 4 * BS, BS, NULL) == 0);
+	CHECK(rdm_region_apply(r, RDM_OP_UNREGISTER, 0, 0, &a.l) == 0);
+	CHECK(rdm_is_populated(r, 0, BS) && rdm_is_discarded(r, BS, 15 * BS));
+	rdm_region_retire_flush(r);
+	rcu_barrier();
+	CHECK(rdm_mem_current(m) == steady);
+
+	CHECK(rdm_region_apply(r, RDM_OP_POPULATE, 4 * BS, BS, NULL) == 0);
+	CHECK(rdm_region_apply(r, RDM_OP_DISCARD, 4 * BS, BS, NULL) == 0);
+	REQUIRE(rdm_region_set_applier(r, NULL, NULL) == 0);
+	rcu_barrier();
+	CHECK(rdm_mem_current(m) == steady);
+
+	REQUIRE(rdm_region_set_applier(r, &self_ops, NULL) == 0);
+	CHECK(rdm_region_apply(r, RDM_OP_POPULATE, 4 * BS, BS, NULL) == 0);
+	CHECK(rdm_region_apply(r, RDM_OP_DISCARD, 4 * BS, BS, NULL) == 0);
+	CHECK(rdm_region_destroy(r) == 0);
+}
+
 int main(void)
 {
 	test_tail_without_applier();
 	test_applier();
 	test_destroy_refuses();
+	test_retire_batched();
 	return check_exit();
 }
