@@ -743,6 +743,41 @@ static size_t slot_runs(uintptr_t v, unsigned level, uint64_t base, uint64_t *r)
 static uintptr_t write_rec(struct wctx *c, uintptr_t v, unsigned level, uint64_t base, uint64_t s,
 			   uint64_t e, bool val);
 
+/*
+ * The canonical leaf slot for the blocks [base, base + LEAF_BITS) given as a
+ * bitmap: a bitmap leaf when it holds more runs than an extent leaf can,
+ * else an extent leaf (or EMPTY/FULL). `first` is the word where a change
+ * happened, where the run count starts (bm_runs_exceed). On failure c->err
+ * is set and the return value is meaningless.
+ */
+static uintptr_t leaf_from_bitmap(struct wctx *c, const uint64_t *w, uint64_t base, unsigned first)
+{
+	uint64_t r[2 * EXT_MAX];
+	size_t m = 0;
+	unsigned b = 0;
+
+	if (bm_runs_exceed(w, EXT_MAX, first)) {
+		uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
+
+		if (nw == NULL)
+			return EMPTY;
+		memcpy(nw, w, LEAF_WORDS * sizeof(*w));
+		return (uintptr_t)nw | T_BITMAP;
+	}
+	while (b < LEAF_BITS) {
+		unsigned rs = bm_find(w, b, LEAF_BITS, true);
+		unsigned re = bm_find(w, rs, LEAF_BITS, false);
+
+		if (rs < re) {
+			r[2 * m] = base + rs;
+			r[2 * m + 1] = base + re;
+			m++;
+		}
+		b = re;
+	}
+	return build(c, 0, base, r, m);
+}
+
 static uintptr_t write_leaf(struct wctx *c, uintptr_t v, uint64_t base, uint64_t s, uint64_t e,
 			    bool val)
 {
@@ -763,33 +798,9 @@ static uintptr_t write_leaf(struct wctx *c, uintptr_t v, uint64_t base, uint64_t
 	}
 	bm_set(w, (unsigned)(s - base), (unsigned)(e - base), val);
 
-	if (bm_runs_exceed(w, EXT_MAX, (unsigned)(s - base) >> 6)) {
-		uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
-
-		if (nw == NULL)
-			return v;
-		memcpy(nw, w, sizeof(w));
-		nv = (uintptr_t)nw | T_BITMAP;
-	} else {
-		uint64_t r[2 * EXT_MAX];
-		size_t m = 0;
-		unsigned b = 0;
-
-		while (b < LEAF_BITS) {
-			unsigned rs = bm_find(w, b, LEAF_BITS, true);
-			unsigned re = bm_find(w, rs, LEAF_BITS, false);
-
-			if (rs < re) {
-				r[2 * m] = base + rs;
-				r[2 * m + 1] = base + re;
-				m++;
-			}
-			b = re;
-		}
-		nv = build(c, 0, base, r, m);
-		if (c->err != 0)
-			return v;
-	}
+	nv = leaf_from_bitmap(c, w, base, (unsigned)(s - base) >> 6);
+	if (c->err != 0)
+		return v;
 	retire(c, v, false);
 	return nv;
 }
@@ -952,34 +963,12 @@ static uintptr_t load_rec(struct wctx *c, unsigned level, uint64_t base, rdm_tre
 {
 	if (level == 0) {
 		uint64_t w[LEAF_WORDS];
-		uint64_t r[2 * EXT_MAX];
-		size_t m = 0;
-		unsigned b = 0;
 
 		memset(w, 0, sizeof(w));
 		get(opaque, base, w);
 		if (base + LEAF_BITS > c->t->nblocks)
 			bm_set(w, (unsigned)(c->t->nblocks - base), LEAF_BITS, false);
-		if (bm_runs_exceed(w, EXT_MAX, 0)) {
-			uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
-
-			if (nw == NULL)
-				return EMPTY;
-			memcpy(nw, w, sizeof(w));
-			return (uintptr_t)nw | T_BITMAP;
-		}
-		while (b < LEAF_BITS) {
-			unsigned rs = bm_find(w, b, LEAF_BITS, true);
-			unsigned re = bm_find(w, rs, LEAF_BITS, false);
-
-			if (rs < re) {
-				r[2 * m] = base + rs;
-				r[2 * m + 1] = base + re;
-				m++;
-			}
-			b = re;
-		}
-		return build(c, 0, base, r, m);
+		return leaf_from_bitmap(c, w, base, 0);
 	}
 	{
 		uintptr_t ch[FAN];
