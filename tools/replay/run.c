@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* tools/replay/run.c - the replay loop: one request completes before the next. */
 #include "tools/replay/run.h"
+#include "tools/replay/util.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -47,14 +48,6 @@ void replay_progress_done(void)
 		progress_dirty = false;
 	}
 	pthread_mutex_unlock(&progress_lock);
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -171,17 +164,17 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 		fail_msg(err, errlen, rc, s->name);
 		goto out;
 	}
-	t0 = now_ns();
+	t0 = replay_now_ns();
 	for (size_t i = 0; i < t->n; i++) {
-		uint64_t a = now_ns();
+		uint64_t a = replay_now_ns();
 
 		if (s->apply(state, &t->reqs[i]) < 0)
 			out->failed_requests++;
-		lat[i] = now_ns() - a;
+		lat[i] = replay_now_ns() - a;
 		if ((i & 0xffff) == 0xffff)
 			replay_progress("rdm-replay: %s / %s: request %zu of %zu", t->name, s->name, i + 1, t->n);
 	}
-	out->wall_ns = now_ns() - t0;
+	out->wall_ns = replay_now_ns() - t0;
 	/* Counted up to the last request's completion: what destroy() does afterwards is not. */
 	rdm_backend_get_stats(b, &bst);
 	if (s->stats)

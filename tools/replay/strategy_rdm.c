@@ -24,7 +24,9 @@
 
 #include <rdm/rdm.h>
 
+#include "tools/replay/run.h"
 #include "tools/replay/strategy.h"
+#include "tools/replay/util.h"
 
 struct rdm_state {
 	struct rdm_worker *w;
@@ -153,21 +155,13 @@ struct async_done {
 	size_t i;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Runs on the worker thread. */
 static void on_done(void *opaque, int result)
 {
 	struct async_done *d = opaque;
 	struct async_prod *p = d->p;
 
-	p->lat_ns[d->i] = now_ns() - p->submit_ns[d->i];
+	p->lat_ns[d->i] = replay_now_ns() - p->submit_ns[d->i];
 	if (result)
 		atomic_fetch_add_explicit(&p->failed, 1, memory_order_relaxed);
 	/* Release: pairs with the producer's acquire; its lat_ns entry is
@@ -199,7 +193,7 @@ static void *async_main(void *arg)
 		/* Acquire: pairs with the release in on_done(). */
 		while (p->submitted - atomic_load_explicit(&p->completed, memory_order_acquire) >= MAX_INFLIGHT)
 			sched_yield();
-		p->submit_ns[i] = now_ns();
+		p->submit_ns[i] = replay_now_ns();
 		int err;
 
 		while ((err = rdm_producer_submit(prod, &c, 1, NULL)) == -EAGAIN)
@@ -215,13 +209,6 @@ static void *async_main(void *arg)
 	rdm_producer_destroy(prod);
 	free(done);
 	return NULL;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
 }
 
 static int run_async_policy(const struct replay_geometry *g, struct rdm_backend *b, const struct replay_trace *t,
@@ -241,7 +228,7 @@ static int run_async_policy(const struct replay_geometry *g, struct rdm_backend 
 	err = make(g, b, policy, &st);
 	if (err)
 		goto out;
-	t0 = now_ns();
+	t0 = replay_now_ns();
 	for (unsigned i = 0; i < producers; i++) {
 		ps[i].r = st.r;
 		ps[i].t = t;
@@ -257,7 +244,7 @@ static int run_async_policy(const struct replay_geometry *g, struct rdm_backend 
 	}
 	for (unsigned i = 0; i < producers; i++)
 		pthread_join(ps[i].th, NULL);
-	t1 = now_ns();
+	t1 = replay_now_ns();
 
 	struct rdm_backend_stats bs;
 	struct rdm_worker_stats ws;
@@ -276,11 +263,10 @@ static int run_async_policy(const struct replay_geometry *g, struct rdm_backend 
 	for (size_t i = 0; i < t->n; i++)
 		if (submit_ns[i])
 			lat_ns[n++] = lat_ns[i];
-	qsort(lat_ns, n, sizeof(*lat_ns), cmp_u64);
 	out->calls = bs.map_calls + bs.unmap_calls;
 	out->wall_ns = t1 - t0;
-	out->lat_p50_ns = n ? lat_ns[n / 2] : 0;
-	out->lat_p99_ns = n ? lat_ns[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1] : 0;
+	out->lat_p50_ns = replay_quantile(lat_ns, n, 0.50);
+	out->lat_p99_ns = replay_quantile(lat_ns, n, 0.99);
 	out->peak_mappings = bs.peak_mappings;
 	out->remapped_bytes = ws.remapped_bytes;
 	out->deferred_peak_bytes = ws.deferred_peak_bytes;
