@@ -51,7 +51,6 @@
 #include "core/region_internal.h"
 #include "iommu/worker_internal.h"
 
-#define TICKET_SHIFT 20
 
 /* A record in a buffer as large as any record size the ring's copy helper
  * special-cases, so a copy of an unknown-at-compile-time size stays inside. */
@@ -65,11 +64,6 @@ union rec_buf {
 static pthread_key_t implicit_key;
 static pthread_once_t implicit_once = PTHREAD_ONCE_INIT;
 static _Thread_local struct rdm_producer *implicit_producer;
-
-static long futex(_Atomic uint32_t *addr, int op, uint32_t val)
-{
-	return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
-}
 
 static void implicit_destructor(void *arg)
 {
@@ -205,7 +199,7 @@ static int take_slot(struct rdm_producer *p, rdm_complete_fn cb, void *opaque, v
 	uint32_t idx = p->free_stack[--p->nfree];
 	struct rdm_slot *s = &p->slots[idx];
 
-	s->ticket = (p->next_ticket++ << TICKET_SHIFT) | idx;
+	s->ticket = (p->next_ticket++ << RDM_TICKET_SHIFT) | idx;
 	s->cb = cb;
 	s->opaque = opaque;
 	s->ctl = ctl;
@@ -218,7 +212,7 @@ static int take_slot(struct rdm_producer *p, rdm_complete_fn cb, void *opaque, v
 
 static void give_back_slot(struct rdm_producer *p, uint64_t ticket)
 {
-	uint32_t idx = (uint32_t)(ticket & ((1u << TICKET_SHIFT) - 1));
+	uint32_t idx = rdm_ticket_slot(ticket);
 
 	atomic_store_explicit(&p->slots[idx].state, SLOT_FREE, memory_order_relaxed);
 	p->free_stack[p->nfree++] = idx;
@@ -243,7 +237,7 @@ static void kick_after_publish(struct rdm_worker *w)
 
 static struct rdm_slot *slot_of(struct rdm_producer *p, uint64_t ticket)
 {
-	uint32_t idx = (uint32_t)(ticket & ((1u << TICKET_SHIFT) - 1));
+	uint32_t idx = rdm_ticket_slot(ticket);
 
 	if (idx >= p->nslots || p->slots[idx].ticket != ticket ||
 	    atomic_load_explicit(&p->slots[idx].state, memory_order_relaxed) != SLOT_BUSY ||
@@ -283,7 +277,7 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 			atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
 			return 0;
 		}
-		futex(&p->futex, FUTEX_WAIT_PRIVATE, seen);
+		rdm_futex(&p->futex, FUTEX_WAIT_PRIVATE, seen);
 		atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
 		if (slot_done(s, ticket))
 			return 0;

@@ -73,15 +73,10 @@ struct wstate {
 
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static long futex(_Atomic uint32_t *addr, int op, uint32_t val)
-{
-	return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
-}
-
 void rdm_worker_kick(struct rdm_worker *w)
 {
 	atomic_fetch_add_explicit(&w->futex, 1, memory_order_release);
-	futex(&w->futex, FUTEX_WAKE_PRIVATE, 1);
+	rdm_futex(&w->futex, FUTEX_WAKE_PRIVATE, 1);
 }
 
 int rdm_worker_add_link(struct rdm_worker *w, struct rdm_link *l)
@@ -108,18 +103,25 @@ int rdm_worker_add_link(struct rdm_worker *w, struct rdm_link *l)
 
 /* ----------------------------------------------------------- completion */
 
+/* The ticket slot a record names, or NULL if the index is out of range. */
+static struct rdm_slot *slot_for(struct item *it)
+{
+	struct rdm_producer *p = it->link->p;
+	uint32_t idx = rdm_ticket_slot(it->rec.ticket);
+
+	return idx < p->nslots ? &p->slots[idx] : NULL;
+}
+
 static void complete_record(struct wstate *ws, struct item *it)
 {
 	struct rdm_producer *p = it->link->p;
 	uint64_t t = it->rec.ticket;
-	uint32_t idx = (uint32_t)(t & ((1u << 20) - 1));
-	struct rdm_slot *s;
+	struct rdm_slot *s = slot_for(it);
 
-	if (idx >= p->nslots) {
+	if (!s) {
 		rdm_log(RDM_LOG_WARNING, "worker: record with ticket %" PRIu64 " names no slot; dropped", t);
 		return;
 	}
-	s = &p->slots[idx];
 	if (s->cb) {
 		rdm_complete_fn cb = s->cb;
 		void *opaque = s->opaque;
@@ -143,7 +145,7 @@ static void complete_record(struct wstate *ws, struct item *it)
 	if (atomic_load_explicit(&p->sleeping, memory_order_relaxed) &&
 	    atomic_exchange_explicit(&p->sleeping, 0, memory_order_relaxed)) {
 		atomic_fetch_add_explicit(&p->futex, 1, memory_order_relaxed);
-		futex(&p->futex, FUTEX_WAKE_PRIVATE, 1);
+		rdm_futex(&p->futex, FUTEX_WAKE_PRIVATE, 1);
 	}
 	(void)ws;
 }
@@ -182,14 +184,6 @@ static struct rdm_wregion *region_of(struct rdm_worker *w, uint32_t id)
 		wr = w->regions[id];
 	pthread_mutex_unlock(&w->lock);
 	return wr;
-}
-
-static struct rdm_slot *slot_for(struct item *it)
-{
-	struct rdm_producer *p = it->link->p;
-	uint32_t idx = (uint32_t)(it->rec.ticket & ((1u << 20) - 1));
-
-	return idx < p->nslots ? &p->slots[idx] : NULL;
 }
 
 static bool overlaps(const struct rdm_change_rec *a, const struct rdm_change_rec *b)
@@ -523,7 +517,7 @@ static void idle(struct wstate *ws)
 	atomic_thread_fence(memory_order_seq_cst);
 	if (all_empty(ws) && !atomic_load_explicit(&w->stop, memory_order_relaxed) &&
 	    atomic_load_explicit(&w->links_gen, memory_order_relaxed) == ws->links_gen)
-		futex(&w->futex, FUTEX_WAIT_PRIVATE, seen);
+		rdm_futex(&w->futex, FUTEX_WAIT_PRIVATE, seen);
 	atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
 }
 

@@ -10,7 +10,9 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <rdm/ring.h>
 #include <rdm/worker.h>
@@ -122,6 +124,20 @@ struct rdm_worker {
 	uint64_t priv[RDM_WST_COUNT];
 	_Atomic uint64_t st[RDM_WST_COUNT];
 };
+
+/* A ticket number is (serial << RDM_TICKET_SHIFT | slot index). */
+#define RDM_TICKET_SHIFT 20
+
+static inline uint32_t rdm_ticket_slot(uint64_t ticket)
+{
+	return (uint32_t)(ticket & ((1u << RDM_TICKET_SHIFT) - 1));
+}
+
+/* futex(2) on a 32-bit atomic word (private to this process). */
+static inline long rdm_futex(_Atomic uint32_t *addr, int op, uint32_t val)
+{
+	return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
+}
 
 /* A monotonic clock in nanoseconds (vDSO, no system call). */
 static inline uint64_t rdm_now_ns(void)
