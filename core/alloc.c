@@ -3,6 +3,7 @@
 #include "core/alloc.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,9 +42,80 @@ static void raw_free(void *p, size_t size, size_t align)
 #endif
 }
 
+/* Injection state (see alloc.h). Relaxed: each attempt needs a unique
+ * number, and the test that arms the hook does so while it alone runs rdm
+ * calls, or accepts whichever thread's attempt draws the number. */
+static atomic_ulong inject_at;     /* 0: off */
+static atomic_bool inject_sticky;
+static atomic_ulong attempts;
+static atomic_ulong injected;
+
+void rdm_alloc_inject(unsigned long k, bool sticky)
+{
+	atomic_store_explicit(&inject_at, 0, memory_order_relaxed);
+	atomic_store_explicit(&attempts, 0, memory_order_relaxed);
+	atomic_store_explicit(&injected, 0, memory_order_relaxed);
+	atomic_store_explicit(&inject_sticky, sticky, memory_order_relaxed);
+	atomic_store_explicit(&inject_at, k, memory_order_relaxed);
+}
+
+unsigned long rdm_alloc_attempts(void)
+{
+	return atomic_load_explicit(&attempts, memory_order_relaxed);
+}
+
+unsigned long rdm_alloc_injected(void)
+{
+	return atomic_load_explicit(&injected, memory_order_relaxed);
+}
+
+bool rdm_alloc_should_fail(void)
+{
+	unsigned long k = atomic_load_explicit(&inject_at, memory_order_relaxed);
+	unsigned long n;
+
+	if (k == 0)
+		return false;
+	n = atomic_fetch_add_explicit(&attempts, 1, memory_order_relaxed) + 1;
+	if (n == k || (n > k && atomic_load_explicit(&inject_sticky, memory_order_relaxed))) {
+		atomic_fetch_add_explicit(&injected, 1, memory_order_relaxed);
+		return true;
+	}
+	return false;
+}
+
+void *rdm_malloc(size_t size)
+{
+	return rdm_alloc_should_fail() ? NULL : malloc(size);
+}
+
+void *rdm_calloc(size_t n, size_t size)
+{
+	return rdm_alloc_should_fail() ? NULL : calloc(n, size);
+}
+
+void *rdm_aligned_alloc(size_t align, size_t size)
+{
+	/* aligned_alloc wants a size that is a multiple of align. */
+	size = (size + align - 1) & ~(align - 1);
+	return rdm_alloc_should_fail() ? NULL : aligned_alloc(align, size);
+}
+
+void *rdm_reallocarray(void *p, size_t n, size_t size)
+{
+	if (size != 0 && n > SIZE_MAX / size)
+		return NULL;
+	return rdm_alloc_should_fail() ? NULL : realloc(p, n * size);
+}
+
+void rdm_free(void *p)
+{
+	free(p);
+}
+
 void *rdm_mem_alloc(struct rdm_mem *m, size_t size, size_t align)
 {
-	void *p = raw_alloc(size, align);
+	void *p = rdm_alloc_should_fail() ? NULL : raw_alloc(size, align);
 	size_t cur, peak;
 
 	if (p == NULL)

@@ -51,4 +51,38 @@ void rdm_mem_reset_peak(struct rdm_mem *m);
 void rdm_mem_set_quarantine(bool on);
 void rdm_mem_quarantine_drain(void);
 
+/*
+ * General-purpose allocation for everything else rdm allocates (handles,
+ * worker and planner state, backends, rings). Every allocation rdm makes goes
+ * through rdm_mem_alloc() or these, so that a test can make any one of them
+ * fail (see the injection hook below). rdm_free(NULL) is a no-op.
+ */
+void *rdm_malloc(size_t size);
+void *rdm_calloc(size_t n, size_t size);
+void *rdm_aligned_alloc(size_t align, size_t size);
+/* Like realloc(), but on failure p is left as it was. n * size overflowing fails. */
+void *rdm_reallocarray(void *p, size_t n, size_t size);
+void rdm_free(void *p);
+
+/*
+ * Allocation-failure injection (tests only; process-wide). Every allocation
+ * attempt, from any thread, takes the next number of a counter starting at 1
+ * after rdm_alloc_inject(k): the attempt numbered k fails (returns NULL as if
+ * the system were out of memory) and so does every later one while `sticky`.
+ * k == 0 switches injection off. rdm_alloc_attempts() is the number of
+ * attempts since the last rdm_alloc_inject() call; rdm_alloc_injected() the
+ * number of attempts that were made to fail.
+ *
+ * Other resources rdm takes per call (ring memory via mmap, memfds) call
+ * rdm_alloc_should_fail() first, so they count as allocation attempts too.
+ *
+ * The counter is a relaxed atomic: the attempt numbers need to be unique, not
+ * ordered against anything else.
+ */
+void rdm_alloc_inject(unsigned long k, bool sticky);
+unsigned long rdm_alloc_attempts(void);
+unsigned long rdm_alloc_injected(void);
+/* Counts one attempt; true if it is to fail. */
+bool rdm_alloc_should_fail(void);
+
 #endif /* RDM_CORE_ALLOC_H */

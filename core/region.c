@@ -70,6 +70,7 @@
 #include <unistd.h>
 #include <urcu-bp.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/region_internal.h"
 #include "core/tree.h"
@@ -181,7 +182,7 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 
 	/* Aligned: the tree's read-mostly line must not share a line with its
 	 * writer state. */
-	r = aligned_alloc(_Alignof(struct rdm_region),
+	r = rdm_aligned_alloc(_Alignof(struct rdm_region),
 			  (sizeof(*r) + _Alignof(struct rdm_region) - 1) &
 				  ~(_Alignof(struct rdm_region) - 1));
 	if (r == NULL)
@@ -196,7 +197,7 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 	atomic_init(&r->applier_ctx_pub, NULL);
 	atomic_init(&r->inflight, 0);
 	if (pthread_mutex_init(&r->lock, NULL) != 0) {
-		free(r);
+		rdm_free(r);
 		return rdm_fail(-ENOMEM, "region create: cannot initialise the writer lock");
 	}
 	rdm_mem_init(&r->mem);
@@ -886,7 +887,7 @@ int rdm_region_destroy(struct rdm_region *r)
 	rcu_barrier();
 	rdm_tree_barrier_done(&r->tree);
 	pthread_mutex_destroy(&r->lock);
-	free(r);
+	rdm_free(r);
 	return 0;
 }
 

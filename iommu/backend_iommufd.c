@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "iommu/backend.h"
 #include "iommu/iommufd_abi.h"
@@ -105,7 +106,7 @@ static void ifd_destroy(struct rdm_backend *b)
 	struct ifd *t = to_ifd(b);
 
 	rdm_maptree_fini(&t->shadow);
-	free(t);
+	rdm_free(t);
 }
 
 static const struct rdm_backend_ops ifd_ops = {
@@ -122,7 +123,7 @@ static int read_ranges(rdm_ioctl_fn fn, void *opaque, int fd, uint32_t ioas_id, 
 	uint32_t n = 8;
 
 	for (int attempt = 0; attempt < 4; attempt++) {
-		struct rdm_iommu_iova_range *r = calloc(n, sizeof(*r));
+		struct rdm_iommu_iova_range *r = rdm_calloc(n, sizeof(*r));
 		if (r == NULL)
 			return rdm_fail(-ENOMEM, "iommufd create: out of memory");
 		struct rdm_iommu_ioas_iova_ranges q;
@@ -134,17 +135,17 @@ static int read_ranges(rdm_ioctl_fn fn, void *opaque, int fd, uint32_t ioas_id, 
 		int rc = fn(opaque, fd, RDM_IOMMU_IOAS_IOVA_RANGES, &q);
 		if (rc == -EMSGSIZE && q.num_iovas > n && q.num_iovas <= 4096) {
 			n = q.num_iovas;
-			free(r);
+			rdm_free(r);
 			continue;
 		}
 		if (rc < 0) {
-			free(r);
+			rdm_free(r);
 			return rdm_fail(rc == -ENOTTY ? -EINVAL : rc,
 					"iommufd create: IOMMU_IOAS_IOVA_RANGES on fd %d IOAS %" PRIu32 ": %s", fd,
 					ioas_id, errname(rc));
 		}
 		if (q.num_iovas > n) {
-			free(r);
+			rdm_free(r);
 			return rdm_fail(-EPROTO, "iommufd create: IOAS_IOVA_RANGES reports %" PRIu32
 					" ranges for an array of %" PRIu32, q.num_iovas, n);
 		}
@@ -154,7 +155,7 @@ static int read_ranges(rdm_ioctl_fn fn, void *opaque, int fd, uint32_t ioas_id, 
 		}
 		for (uint32_t i = 0; i < q.num_iovas; i++) {
 			if (r[i].start > r[i].last) {
-				free(r);
+				rdm_free(r);
 				return rdm_fail(-EPROTO, "iommufd create: IOVA range %" PRIu32 " is reversed", i);
 			}
 			if (r[i].start < caps->iova_min)
@@ -162,7 +163,7 @@ static int read_ranges(rdm_ioctl_fn fn, void *opaque, int fd, uint32_t ioas_id, 
 			if (r[i].last > caps->iova_max)
 				caps->iova_max = r[i].last;
 		}
-		free(r);
+		rdm_free(r);
 		uint64_t a = q.out_iova_alignment;
 		if (a != 0 && (a & (a - 1)) == 0 && a > caps->page_size)
 			caps->page_size = a;
@@ -181,7 +182,7 @@ int rdm_backend_iommufd_create(int iommufd, uint32_t ioas_id, rdm_ioctl_fn ioctl
 	if (ioctl_fn == NULL)
 		ioctl_fn = rdm_default_ioctl;
 
-	struct ifd *t = calloc(1, sizeof(*t));
+	struct ifd *t = rdm_calloc(1, sizeof(*t));
 	if (t == NULL)
 		return rdm_fail(-ENOMEM, "iommufd create: out of memory");
 	rdm_backend_init(&t->base, &ifd_ops);
@@ -191,7 +192,7 @@ int rdm_backend_iommufd_create(int iommufd, uint32_t ioas_id, rdm_ioctl_fn ioctl
 	t->base.caps.has_dma_avail = false;
 	int rc = read_ranges(ioctl_fn, ioctl_opaque, iommufd, ioas_id, &t->base.caps);
 	if (rc) {
-		free(t);
+		rdm_free(t);
 		return rc;
 	}
 	t->ioctl_fn = ioctl_fn;

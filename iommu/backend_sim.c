@@ -51,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "iommu/backend.h"
 #include "iommu/maptree.h"
@@ -233,7 +234,7 @@ static void sim_destroy(struct rdm_backend *b)
 	struct sim *s = to_sim(b);
 
 	rdm_maptree_fini(&s->tree);
-	free(s);
+	rdm_free(s);
 }
 
 static const struct rdm_backend_ops sim_ops = {
@@ -266,7 +267,7 @@ int rdm_backend_sim_create(const struct rdm_sim_config *cfg, struct rdm_backend 
 	if (c.limit == 0)
 		c.limit = c.semantics == RDM_SEM_TYPE1V2 ? 65535 : RDM_SIM_UNLIMITED;
 
-	struct sim *s = calloc(1, sizeof(*s));
+	struct sim *s = rdm_calloc(1, sizeof(*s));
 	if (s == NULL)
 		return rdm_fail(-ENOMEM, "sim create: out of memory");
 	rdm_backend_init(&s->base, &sim_ops);

@@ -33,6 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "iommu/backend.h"
 #include "iommu/maptree.h"
@@ -127,21 +128,21 @@ static int get_info(rdm_ioctl_fn fn, void *opaque, int fd, struct type1_info *ou
 	*out = (struct type1_info){ 0 };
 	for (int attempt = 0; attempt < 4; attempt++) {
 		/* uint64_t elements: the reply holds 64-bit fields. */
-		uint64_t *mem = calloc(cap / sizeof(uint64_t), sizeof(uint64_t));
+		uint64_t *mem = rdm_calloc(cap / sizeof(uint64_t), sizeof(uint64_t));
 		if (mem == NULL)
 			return rdm_fail(-ENOMEM, "vfio-type1: out of memory for GET_INFO");
 		struct vfio_iommu_type1_info info = { .argsz = (uint32_t)cap };
 		memcpy(mem, &info, sizeof(info));
 		int rc = fn(opaque, fd, VFIO_IOMMU_GET_INFO, mem);
 		if (rc < 0) {
-			free(mem);
+			rdm_free(mem);
 			return rdm_fail(rc, "vfio-type1: VFIO_IOMMU_GET_INFO: %s", errname(rc));
 		}
 		memcpy(&info, mem, sizeof(info));
 		if (info.argsz > cap) {
 			/* The chain did not fit: the kernel says how much it needs. */
 			cap = (info.argsz + 7) & ~(size_t)7;
-			free(mem);
+			rdm_free(mem);
 			continue;
 		}
 		if (info.flags & VFIO_IOMMU_INFO_PGSIZES)
@@ -149,7 +150,7 @@ static int get_info(rdm_ioctl_fn fn, void *opaque, int fd, struct type1_info *ou
 		rc = 0;
 		if ((info.flags & VFIO_IOMMU_INFO_CAPS) && info.cap_offset != 0)
 			rc = parse_caps((const unsigned char *)mem, info.argsz, info.cap_offset, out);
-		free(mem);
+		rdm_free(mem);
 		return rc;
 	}
 	return rdm_fail(-EPROTO, "vfio-type1: GET_INFO kept asking for a larger buffer");
@@ -213,7 +214,7 @@ static void type1_destroy(struct rdm_backend *b)
 	struct type1 *t = to_type1(b);
 
 	rdm_maptree_fini(&t->shadow);
-	free(t);
+	rdm_free(t);
 }
 
 static const struct rdm_backend_ops type1_ops = {
@@ -254,7 +255,7 @@ int rdm_backend_vfio_type1_create(int container_fd, rdm_ioctl_fn ioctl_fn, void 
 	if (rc)
 		return rc;
 
-	struct type1 *t = calloc(1, sizeof(*t));
+	struct type1 *t = rdm_calloc(1, sizeof(*t));
 	if (t == NULL)
 		return rdm_fail(-ENOMEM, "vfio-type1 create: out of memory");
 	rdm_backend_init(&t->base, &type1_ops);

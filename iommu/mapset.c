@@ -15,6 +15,7 @@
  *  4. The spare list (linked through right) holds nspare <=
  *     MAPSET_SPARE_MAX nodes that are in no tree.
  */
+#include "core/alloc.h"
 #include "iommu/mapset.h"
 
 #include <stdlib.h>
@@ -38,7 +39,7 @@ static void free_tree(struct rdm_layout_map *n)
 		struct rdm_layout_map *right = n->right;
 
 		free_tree(n->left);
-		free(n);
+		rdm_free(n);
 		n = right;
 	}
 }
@@ -52,7 +53,7 @@ void rdm_mapset_clear(struct rdm_mapset *s)
 		struct rdm_layout_map *n = s->spare;
 
 		s->spare = n->right;
-		free(n);
+		rdm_free(n);
 	}
 	s->nspare = 0;
 }
@@ -111,7 +112,7 @@ static struct rdm_layout_map *node_get(struct rdm_mapset *s)
 	struct rdm_layout_map *n = s->spare;
 
 	if (n == NULL)
-		return malloc(sizeof(*n));
+		return rdm_malloc(sizeof(*n));
 	s->spare = n->right;
 	s->nspare--;
 	return n;
@@ -120,7 +121,7 @@ static struct rdm_layout_map *node_get(struct rdm_mapset *s)
 static void node_put(struct rdm_mapset *s, struct rdm_layout_map *n)
 {
 	if (s->nspare >= MAPSET_SPARE_MAX) {
-		free(n);
+		rdm_free(n);
 		return;
 	}
 	n->right = s->spare;

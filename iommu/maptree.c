@@ -32,6 +32,7 @@
  *  3. count and bytes equal the number and total size of nodes reachable
  *     from root; every other index below used is on the free list.
  */
+#include "core/alloc.h"
 #include "iommu/maptree.h"
 
 #include <errno.h>
@@ -61,7 +62,7 @@ void rdm_maptree_init(struct rdm_maptree *t)
 
 void rdm_maptree_fini(struct rdm_maptree *t)
 {
-	free(t->pool);
+	rdm_free(t->pool);
 	*t = (struct rdm_maptree){ 0 };
 }
 
@@ -81,7 +82,7 @@ int rdm_maptree_reserve(struct rdm_maptree *t, uint32_t n)
 		cap *= 2;
 	if (cap > UINT32_MAX)
 		cap = UINT32_MAX;
-	struct rdm_maptree_node *p = realloc(t->pool, cap * sizeof(*p));
+	struct rdm_maptree_node *p = rdm_reallocarray(t->pool, cap, sizeof(*p));
 	if (p == NULL)
 		return -ENOMEM;
 	if (t->pool == NULL)

@@ -62,6 +62,7 @@
  *     overlaps a mapping (I4); each backend's `used` never exceeds `budget`.
  *  4. deferred_blocks = sum over mappings of (len - live).
  */
+#include "core/alloc.h"
 #include "iommu/planner.h"
 
 #include <errno.h>
@@ -82,7 +83,7 @@ static int vec_push(struct rdm_range_vec *v, uint64_t start, uint64_t len)
 {
 	if (v->n == v->cap) {
 		uint32_t cap = v->cap ? v->cap * 2 : 16;
-		struct rdm_range *nv = realloc(v->v, cap * sizeof(*nv));
+		struct rdm_range *nv = rdm_reallocarray(v->v, cap, sizeof(*nv));
 
 		if (!nv)
 			return -ENOMEM;
@@ -97,7 +98,7 @@ static int vec_push(struct rdm_range_vec *v, uint64_t start, uint64_t len)
 
 static void vec_free(struct rdm_range_vec *v)
 {
-	free(v->v);
+	rdm_free(v->v);
 	memset(v, 0, sizeof(*v));
 }
 

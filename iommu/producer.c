@@ -47,6 +47,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/region_internal.h"
 #include "iommu/worker_internal.h"
@@ -77,18 +78,18 @@ static void implicit_init(void)
 
 static int producer_new(uint32_t nslots, struct rdm_producer **out)
 {
-	struct rdm_producer *p = calloc(1, sizeof(*p));
+	struct rdm_producer *p = rdm_calloc(1, sizeof(*p));
 
 	if (!p)
 		return rdm_fail(-ENOMEM, "out of memory creating a producer");
 	p->nslots = nslots;
 	p->slot_mask = nslots - 1;
-	p->slots = calloc(nslots, sizeof(*p->slots));
-	p->free_stack = malloc(nslots * sizeof(*p->free_stack));
+	p->slots = rdm_calloc(nslots, sizeof(*p->slots));
+	p->free_stack = rdm_malloc(nslots * sizeof(*p->free_stack));
 	if (!p->slots || !p->free_stack) {
-		free(p->slots);
-		free(p->free_stack);
-		free(p);
+		rdm_free(p->slots);
+		rdm_free(p->free_stack);
+		rdm_free(p);
 		return rdm_fail(-ENOMEM, "out of memory creating a producer's ticket slots");
 	}
 	for (uint32_t i = 0; i < nslots; i++)
@@ -126,9 +127,9 @@ void rdm_producer_put(struct rdm_producer *p)
 {
 	/* acq_rel: the last dropper sees every write of the others. */
 	if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
-		free(p->slots);
-		free(p->free_stack);
-		free(p);
+		rdm_free(p->slots);
+		rdm_free(p->free_stack);
+		rdm_free(p);
 	}
 }
 
@@ -165,7 +166,7 @@ static struct rdm_link *link_for(struct rdm_producer *p, struct rdm_worker *w, i
 		*err = rdm_fail(-ENOSPC, "a producer can use at most %d workers", RDM_PRODUCER_MAX_LINKS);
 		return NULL;
 	}
-	struct rdm_link *l = calloc(1, sizeof(*l));
+	struct rdm_link *l = rdm_calloc(1, sizeof(*l));
 
 	if (!l) {
 		*err = rdm_fail(-ENOMEM, "out of memory creating a producer ring");
@@ -173,7 +174,7 @@ static struct rdm_link *link_for(struct rdm_producer *p, struct rdm_worker *w, i
 	}
 	*err = rdm_ring_create(w->cfg.ring_capacity, sizeof(struct rdm_change_rec), &l->ring);
 	if (*err) {
-		free(l);
+		rdm_free(l);
 		return NULL;
 	}
 	l->p = p;
@@ -182,7 +183,7 @@ static struct rdm_link *link_for(struct rdm_producer *p, struct rdm_worker *w, i
 	*err = rdm_worker_add_link(w, l);
 	if (*err) {
 		rdm_ring_destroy(l->ring);
-		free(l);
+		rdm_free(l);
 		atomic_fetch_sub_explicit(&p->refs, 1, memory_order_relaxed);
 		return NULL;
 	}

@@ -46,6 +46,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/region_internal.h"
 #include "iommu/worker_internal.h"
@@ -84,7 +85,7 @@ int rdm_worker_add_link(struct rdm_worker *w, struct rdm_link *l)
 	pthread_mutex_lock(&w->lock);
 	if (w->nlinks == w->links_cap) {
 		uint32_t cap = w->links_cap ? w->links_cap * 2 : 8;
-		struct rdm_link **nl = realloc(w->links, cap * sizeof(*nl));
+		struct rdm_link **nl = rdm_reallocarray(w->links, cap, sizeof(*nl));
 
 		if (!nl) {
 			pthread_mutex_unlock(&w->lock);
@@ -409,8 +410,8 @@ static void refresh_links(struct wstate *ws)
 		return;
 	pthread_mutex_lock(&w->lock);
 	if (ws->links_cap < w->nlinks) {
-		free(ws->links);
-		ws->links = malloc(w->links_cap * sizeof(*ws->links));
+		rdm_free(ws->links);
+		ws->links = rdm_malloc(w->links_cap * sizeof(*ws->links));
 		ws->links_cap = ws->links ? w->links_cap : 0;
 	}
 	if (ws->links) {
@@ -444,7 +445,7 @@ static void reap_links(struct wstate *ws)
 		pthread_mutex_unlock(&w->lock);
 		rdm_ring_destroy(l->ring);
 		rdm_producer_put(l->p);
-		free(l);
+		rdm_free(l);
 		changed = true;
 	}
 	if (changed)
@@ -468,7 +469,7 @@ static uint32_t drain(struct wstate *ws)
 
 	if (ws->items_cap < ws->nitems + max) {
 		uint32_t cap = ws->nitems + max;
-		struct item *ni = realloc(ws->items, cap * sizeof(*ni));
+		struct item *ni = rdm_reallocarray(ws->items, cap, sizeof(*ni));
 
 		if (!ni)
 			return 0;
@@ -564,8 +565,8 @@ static void *worker_main(void *arg)
 		idle_since = 0;
 		idle(&ws);
 	}
-	free(ws.items);
-	free(ws.links);
+	rdm_free(ws.items);
+	rdm_free(ws.links);
 	return NULL;
 }
 
@@ -594,7 +595,7 @@ int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **o
 		c.spin_us = RDM_WORKER_DEFAULT_SPIN_US;
 	if (c.ring_capacity & (c.ring_capacity - 1))
 		return rdm_fail(-EINVAL, "ring_capacity %" PRIu32 " is not a power of two", c.ring_capacity);
-	w = calloc(1, sizeof(*w));
+	w = rdm_calloc(1, sizeof(*w));
 	if (!w)
 		return rdm_fail(-ENOMEM, "out of memory creating a worker");
 	w->cfg = c;
@@ -602,7 +603,7 @@ int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **o
 	err = pthread_create(&w->thread, NULL, worker_main, w);
 	if (err) {
 		pthread_mutex_destroy(&w->lock);
-		free(w);
+		rdm_free(w);
 		return rdm_fail(-err, "cannot start the worker thread: %s", strerror(err));
 	}
 	*out = w;
@@ -632,7 +633,7 @@ int rdm_worker_destroy(struct rdm_worker *w)
 		if (atomic_load_explicit(&l->closed, memory_order_acquire)) {
 			rdm_ring_destroy(l->ring);
 			rdm_producer_put(l->p);
-			free(l);
+			rdm_free(l);
 		} else {
 			/* The producer still holds l: it frees it when it closes
 			 * or prunes. */
@@ -642,11 +643,11 @@ int rdm_worker_destroy(struct rdm_worker *w)
 	}
 	pthread_mutex_unlock(&lifecycle_lock);
 	for (uint32_t i = 0; i < w->nbackends; i++)
-		free(w->backends[i]);
-	free(w->links);
-	free(w->regions);
+		rdm_free(w->backends[i]);
+	rdm_free(w->links);
+	rdm_free(w->regions);
 	pthread_mutex_destroy(&w->lock);
-	free(w);
+	rdm_free(w);
 	return 0;
 }
 
@@ -678,7 +679,7 @@ int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, uint64_t
 		pthread_mutex_unlock(&w->lock);
 		return rdm_fail(-EINVAL, "a worker serves at most %d backends", RDM_WORKER_MAX_BACKENDS);
 	}
-	wb = calloc(1, sizeof(*wb));
+	wb = rdm_calloc(1, sizeof(*wb));
 	if (!wb) {
 		pthread_mutex_unlock(&w->lock);
 		return rdm_fail(-ENOMEM, "out of memory adding a backend");
@@ -722,7 +723,7 @@ static void applier_destroy(void *ctx, struct rdm_region *r)
 		rdm_producer_submit_one(p, wr, RDM_CTL_DESTROY, 0, 0, NULL, true, NULL, NULL, NULL);
 	rdm_planner_fini(&wr->planner);
 	pthread_mutex_destroy(&wr->submit_lock);
-	free(wr);
+	rdm_free(wr);
 }
 
 const struct rdm_applier_ops rdm_worker_applier_ops = {
@@ -732,7 +733,7 @@ const struct rdm_applier_ops rdm_worker_applier_ops = {
 
 static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wregion **out)
 {
-	struct rdm_wregion *wr = calloc(1, sizeof(*wr));
+	struct rdm_wregion *wr = rdm_calloc(1, sizeof(*wr));
 	uint32_t id;
 
 	if (!wr)
@@ -757,11 +758,11 @@ static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wr
 	if (id == w->nregions) {
 		if (w->nregions == w->regions_cap) {
 			uint32_t cap = w->regions_cap ? w->regions_cap * 2 : 8;
-			struct rdm_wregion **nr = realloc(w->regions, cap * sizeof(*nr));
+			struct rdm_wregion **nr = rdm_reallocarray(w->regions, cap, sizeof(*nr));
 
 			if (!nr) {
 				pthread_mutex_unlock(&w->lock);
-				free(wr);
+				rdm_free(wr);
 				return rdm_fail(-ENOMEM, "out of memory attaching a region");
 			}
 			w->regions = nr;
@@ -825,7 +826,7 @@ static int attach_entered(struct rdm_worker *w, struct rdm_region *r, struct rdm
 			pthread_mutex_unlock(&w->lock);
 			rdm_planner_fini(&wr->planner);
 			pthread_mutex_destroy(&wr->submit_lock);
-			free(wr);
+			rdm_free(wr);
 			return err;
 		}
 	} else {
@@ -899,7 +900,7 @@ void rdm_producer_close_links(struct rdm_producer *p)
 			/* The worker is gone (it dropped the link's reference):
 			 * nobody else holds the link. */
 			rdm_ring_destroy(l->ring);
-			free(l);
+			rdm_free(l);
 			continue;
 		}
 		/* Release: pairs with the worker's acquire load of closed in
@@ -924,7 +925,7 @@ void rdm_producer_prune_links(struct rdm_producer *p)
 		}
 		/* Its worker was destroyed and dropped the link's reference. */
 		rdm_ring_destroy(l->ring);
-		free(l);
+		rdm_free(l);
 	}
 	p->nlinks = keep;
 	pthread_mutex_unlock(&lifecycle_lock);

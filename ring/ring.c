@@ -112,6 +112,7 @@
  *     asymmetric ring issues the membarrier between its flag store and its
  *     index load before every FUTEX_WAIT.
  */
+#include "core/alloc.h"
 #include "ring/ring_internal.h"
 
 #include "core/error.h"
@@ -218,7 +219,7 @@ static struct rdm_ring *new_handle(void *map, size_t map_size, uint32_t capacity
 				   uint32_t record_size, uint32_t head, uint32_t tail,
 				   int futex_private, int side, bool asym)
 {
-	struct rdm_ring *r = aligned_alloc(RDM_RING_LINE, sizeof(*r));
+	struct rdm_ring *r = rdm_aligned_alloc(RDM_RING_LINE, sizeof(*r));
 	if (!r)
 		return NULL;
 	memset(r, 0, sizeof(*r));
@@ -258,7 +259,9 @@ int rdm_ring_create(uint32_t capacity, uint32_t record_size, struct rdm_ring **o
 	if (err)
 		return err;
 	size_t size = map_size_of(capacity, record_size);
-	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *map = rdm_alloc_should_fail()
+			    ? MAP_FAILED
+			    : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED)
 		return rdm_fail(-ENOMEM, "ring: cannot map %zu bytes", size);
 	init_shared(map, capacity, record_size);
@@ -398,7 +401,7 @@ void rdm_ring_destroy(struct rdm_ring *r)
 	if (!r)
 		return;
 	munmap(r->ctl.map, r->ctl.map_size);
-	free(r);
+	rdm_free(r);
 }
 
 static long futex_op(struct rdm_ring *r, _Atomic uint32_t *word, int op, uint32_t val)
