@@ -71,6 +71,7 @@
 #include <urcu-bp.h>
 
 #include "core/alloc.h"
+#include "core/callback.h"
 #include "core/error.h"
 #include "core/region_internal.h"
 #include "core/tree.h"
@@ -327,7 +328,11 @@ struct replay_ctx {
 static int replay_cb(void *opaque, uint64_t s, uint64_t e)
 {
 	struct replay_ctx *c = opaque;
-	int ret = c->fn(c->opaque, s << c->shift, (e - s) << c->shift);
+	int ret;
+
+	rdm_callback_enter();
+	ret = c->fn(c->opaque, s << c->shift, (e - s) << c->shift);
+	rdm_callback_leave();
 
 	/* A callback stops the replay with a negative value; a positive one is
 	 * not part of the contract and is treated as "go on". */
@@ -366,6 +371,30 @@ int rdm_replay_discarded(const struct rdm_region *r, uint64_t offset, uint64_t l
 }
 
 /* ---- listeners (all under r->lock) ---- */
+
+/*
+ * A listener belongs to at most one region: rdm_listener_register() claims
+ * l->rdm_region (NULL -> r) before it submits, so the same struct offered to
+ * a second region, or twice to one, is refused at once; the claim is given
+ * back when registration fails, when the listener is unregistered, or when
+ * its region is destroyed. The field lives in a public struct, which cannot
+ * be _Atomic (C++ and bindgen users include it), so it is accessed with the
+ * compiler's __atomic builtins: acq_rel on the claim pairs with the release
+ * store that gives it back, so a new owner sees every write the old region
+ * made to the struct (rdm_next).
+ */
+static bool listener_claim(struct rdm_listener *l, struct rdm_region *r)
+{
+	struct rdm_region *none = NULL;
+
+	return __atomic_compare_exchange_n(&l->rdm_region, &none, r, false, __ATOMIC_ACQ_REL,
+					   __ATOMIC_ACQUIRE);
+}
+
+static void listener_release(struct rdm_listener *l)
+{
+	__atomic_store_n(&l->rdm_region, NULL, __ATOMIC_RELEASE);
+}
 
 static size_t listener_count(const struct rdm_region *r)
 {
@@ -417,7 +446,11 @@ struct tell {
 static int tell_populate_cb(void *opaque, uint64_t s, uint64_t e)
 {
 	struct tell *t = opaque;
-	int ret = t->l->ops->populate(t->l, s << t->r->shift, (e - s) << t->r->shift);
+	int ret;
+
+	rdm_callback_enter();
+	ret = t->l->ops->populate(t->l, s << t->r->shift, (e - s) << t->r->shift);
+	rdm_callback_leave();
 
 	if (ret != 0) {
 		t->refused_at = s;
@@ -432,7 +465,9 @@ static int tell_discard_cb(void *opaque, uint64_t s, uint64_t e)
 {
 	struct tell *t = opaque;
 
+	rdm_callback_enter();
 	t->l->ops->discard(t->l, s << t->r->shift, (e - s) << t->r->shift);
+	rdm_callback_leave();
 	return 0;
 }
 
@@ -586,7 +621,6 @@ static int apply_register(struct rdm_region *r, struct rdm_listener *l)
 		return rdm_fail(ret, "listener register: the listener refused the replay (error %d)",
 				ret);
 	l->rdm_next = NULL;
-	l->rdm_region = r;
 	for (pp = &r->listeners; *pp != NULL; pp = &(*pp)->rdm_next)
 		;
 	*pp = l;
@@ -604,7 +638,7 @@ static int apply_unregister(struct rdm_region *r, struct rdm_listener *l)
 		;
 	*pp = l->rdm_next;
 	l->rdm_next = NULL;
-	l->rdm_region = NULL;
+	listener_release(l);
 	return 0;
 }
 
@@ -648,6 +682,8 @@ int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t fir
 
 	if (r == NULL || get == NULL)
 		return rdm_fail(-EINVAL, "region load: NULL %s", r == NULL ? "region" : "source");
+	if (rdm_check_may_block("region load") != 0)
+		return -EDEADLK;
 	ret = change_enter(r, "region load");
 	if (ret != 0)
 		return ret;
@@ -672,8 +708,11 @@ int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t fir
 
 void rdm_region_release(struct rdm_region *r, uint64_t offset, uint64_t length)
 {
-	if (r->cfg.release != NULL)
+	if (r->cfg.release != NULL) {
+		rdm_callback_enter();
 		r->cfg.release(r->cfg.release_opaque, offset, length);
+		rdm_callback_leave();
+	}
 }
 
 /* ---- public change calls ---- */
@@ -702,8 +741,11 @@ static int submit(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset, u
 {
 	const struct rdm_applier_ops *ops;
 	void *ctx;
-	int ret = change_enter(r, what);
+	int ret = rdm_check_may_block(what);
 
+	if (ret != 0)
+		return ret;
+	ret = change_enter(r, what);
 	if (ret != 0)
 		return ret;
 	/* Acquire: pairs with the release store in rdm_region_set_applier(). */
@@ -783,7 +825,17 @@ int rdm_listener_register(struct rdm_region *r, struct rdm_listener *l)
 	if (l->ops == NULL || l->ops->populate == NULL || l->ops->discard == NULL)
 		return rdm_fail(-EINVAL, "listener register: missing ops or callbacks");
 	ret = check_range(r, l->offset, l->length, "listener register");
-	return ret != 0 ? ret : submit(r, RDM_OP_REGISTER, 0, 0, l, "listener register");
+	if (ret != 0)
+		return ret;
+	if (!listener_claim(l, r))
+		return rdm_fail(-EINVAL, "listener register: the listener is already registered%s",
+				__atomic_load_n(&l->rdm_region, __ATOMIC_RELAXED) == r
+					? " on this region"
+					: " on another region");
+	ret = submit(r, RDM_OP_REGISTER, 0, 0, l, "listener register");
+	if (ret != 0)
+		listener_release(l);
+	return ret;
 }
 
 int rdm_listener_unregister(struct rdm_region *r, struct rdm_listener *l)
@@ -829,6 +881,28 @@ int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *o
 	return ret;
 }
 
+void rdm_region_lock(struct rdm_region *r)
+{
+	pthread_mutex_lock(&r->lock);
+}
+
+void rdm_region_unlock(struct rdm_region *r)
+{
+	pthread_mutex_unlock(&r->lock);
+}
+
+void rdm_region_install_applier_locked(struct rdm_region *r, const struct rdm_applier_ops *ops, void *ctx,
+				       struct rdm_listener *tail)
+{
+	r->applier = ops;
+	r->applier_ctx = ctx;
+	r->tail_l = tail;
+	/* Relaxed, then release: pairs with the acquire load in submit() and
+	 * rdm_region_get_applier_ops(), as in rdm_region_set_applier(). */
+	atomic_store_explicit(&r->applier_ctx_pub, ctx, memory_order_relaxed);
+	atomic_store_explicit(&r->applier_pub, ops, memory_order_release);
+}
+
 void rdm_region_set_tail_listener(struct rdm_region *r, struct rdm_listener *l)
 {
 	pthread_mutex_lock(&r->lock);
@@ -846,6 +920,8 @@ int rdm_region_destroy(struct rdm_region *r)
 
 	if (r == NULL)
 		return rdm_fail(-EINVAL, "region destroy: NULL region");
+	if (rdm_check_may_block("region destroy") != 0)
+		return -EDEADLK;
 	/* Seq_cst: the Dekker pair with change_enter(). */
 	if (atomic_exchange_explicit(&r->dying, true, memory_order_seq_cst))
 		return rdm_fail(-ECANCELED, "region destroy: already being destroyed");
@@ -871,7 +947,7 @@ int rdm_region_destroy(struct rdm_region *r)
 		next = l->rdm_next;
 		tell_discard(r, l, root, true, false, 0, r->nblocks);
 		l->rdm_next = NULL;
-		l->rdm_region = NULL;
+		listener_release(l);
 	}
 	r->listeners = NULL;
 	if (ops == NULL) {

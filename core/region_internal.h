@@ -54,6 +54,20 @@ struct rdm_applier_ops {
 int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *ops, void *ctx);
 
 /*
+ * The region's writer lock, for an applier that must keep every change out
+ * while it installs itself (the IOMMU worker's first attach): while it is
+ * held no change can be applied on a region without an applier. The holder
+ * must not call anything that takes the lock (changes, set_applier,
+ * set_tail_listener, retire_flush).
+ */
+void rdm_region_lock(struct rdm_region *r);
+void rdm_region_unlock(struct rdm_region *r);
+/* With the lock held and no applier installed: install ops/ctx (as
+ * rdm_region_set_applier does) and the tail listener in one step. */
+void rdm_region_install_applier_locked(struct rdm_region *r, const struct rdm_applier_ops *ops, void *ctx,
+				       struct rdm_listener *tail);
+
+/*
  * Apply one change now, on the calling thread, which must be the region's
  * applier: the installed applier, or (without one) any thread; the call
  * takes the region's writer lock itself, so it must not be called from a

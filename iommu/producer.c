@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/callback.h"
 #include "core/error.h"
 #include "core/region_internal.h"
 #include "iommu/worker_internal.h"
@@ -59,7 +60,6 @@ union rec_buf {
 	struct rdm_change_rec rec;
 	unsigned char bytes[64];
 };
-#define DEFAULT_SLOTS 1024u
 #define WAIT_YIELDS 32u
 
 static pthread_key_t implicit_key;
@@ -76,7 +76,7 @@ static void implicit_init(void)
 	pthread_key_create(&implicit_key, implicit_destructor);
 }
 
-static int producer_new(uint32_t nslots, struct rdm_producer **out)
+int rdm_producer_new(uint32_t nslots, struct rdm_producer **out)
 {
 	struct rdm_producer *p = rdm_calloc(1, sizeof(*p));
 
@@ -105,7 +105,7 @@ int rdm_producer_create(struct rdm_producer **out)
 {
 	if (!out)
 		return rdm_fail(-EINVAL, "rdm_producer_create: out is NULL");
-	return producer_new(DEFAULT_SLOTS, out);
+	return rdm_producer_new(RDM_PRODUCER_SLOTS, out);
 }
 
 struct rdm_producer *rdm_producer_implicit(void)
@@ -114,7 +114,7 @@ struct rdm_producer *rdm_producer_implicit(void)
 		struct rdm_producer *p;
 
 		pthread_once(&implicit_once, implicit_init);
-		if (producer_new(64, &p))
+		if (rdm_producer_new(64, &p))
 			return NULL;
 		p->implicit = true;
 		implicit_producer = p;
@@ -127,6 +127,7 @@ void rdm_producer_put(struct rdm_producer *p)
 {
 	/* acq_rel: the last dropper sees every write of the others. */
 	if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
+		rdm_free(p->links);
 		rdm_free(p->slots);
 		rdm_free(p->free_stack);
 		rdm_free(p);
@@ -150,53 +151,75 @@ static void reclaim_slots(struct rdm_producer *p)
 			atomic_store_explicit(&s->state, SLOT_FREE, memory_order_relaxed);
 			p->free_stack[p->nfree++] = i;
 			p->outstanding--;
+			s->link->outstanding--;
 		}
 	}
 }
 
-static struct rdm_link *link_for(struct rdm_producer *p, struct rdm_worker *w, int *err)
+int rdm_producer_link(struct rdm_producer *p, struct rdm_worker *w, uint32_t capacity, struct rdm_link **out)
 {
 	for (uint32_t i = 0; i < p->nlinks; i++)
 		/* Relaxed: w only ever changes to NULL, never to another worker
 		 * while this producer could still submit to it. */
-		if (atomic_load_explicit(&p->links[i]->w, memory_order_relaxed) == w)
-			return p->links[i];
+		if (atomic_load_explicit(&p->links[i]->w, memory_order_relaxed) == w) {
+			*out = p->links[i];
+			return 0;
+		}
 	rdm_producer_prune_links(p);
-	if (p->nlinks == RDM_PRODUCER_MAX_LINKS) {
-		*err = rdm_fail(-ENOSPC, "a producer can use at most %d workers", RDM_PRODUCER_MAX_LINKS);
-		return NULL;
+	if (p->nlinks == p->links_cap) {
+		uint32_t cap = p->links_cap ? p->links_cap * 2 : 4;
+		struct rdm_link **nl = rdm_reallocarray(p->links, cap, sizeof(*nl));
+
+		if (!nl)
+			return rdm_fail(-ENOMEM, "out of memory adding a worker to a producer");
+		p->links = nl;
+		p->links_cap = cap;
 	}
 	struct rdm_link *l = rdm_calloc(1, sizeof(*l));
 
-	if (!l) {
-		*err = rdm_fail(-ENOMEM, "out of memory creating a producer ring");
-		return NULL;
-	}
-	*err = rdm_ring_create(w->cfg.ring_capacity, sizeof(struct rdm_change_rec), &l->ring);
-	if (*err) {
+	if (!l)
+		return rdm_fail(-ENOMEM, "out of memory creating a producer ring");
+	int err = rdm_ring_create(capacity ? capacity : w->cfg.ring_capacity, sizeof(struct rdm_change_rec),
+				  &l->ring);
+	if (err) {
 		rdm_free(l);
-		return NULL;
+		return err;
 	}
 	l->p = p;
+	l->limit = w->cfg.ticket_slots;
 	atomic_init(&l->w, w);
 	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-	*err = rdm_worker_add_link(w, l);
-	if (*err) {
+	err = rdm_worker_add_link(w, l);
+	if (err) {
 		rdm_ring_destroy(l->ring);
 		rdm_free(l);
 		atomic_fetch_sub_explicit(&p->refs, 1, memory_order_relaxed);
-		return NULL;
+		return err;
 	}
 	p->links[p->nlinks++] = l;
-	return l;
+	*out = l;
+	return 0;
 }
 
-static int take_slot(struct rdm_producer *p, rdm_complete_fn cb, void *opaque, void *ctl, uint64_t *ticket)
+/* Room for `want` more tickets towards l's worker: 0 or -EAGAIN. */
+static int check_slots(struct rdm_producer *p, struct rdm_link *l, uint32_t want)
 {
-	if (p->nfree == 0)
+	if (p->nfree < want || l->limit - l->outstanding < want)
 		reclaim_slots(p);
-	if (p->nfree == 0)
-		return rdm_fail(-EAGAIN, "all %" PRIu32 " ticket slots are held by unconsumed tickets", p->nslots);
+	if (p->nfree < want)
+		return rdm_fail(-EAGAIN, "%" PRIu32 " change(s) need ticket slots but only %" PRIu32
+				" of this producer's %" PRIu32 " are free (unconsumed tickets hold the rest)",
+				want, p->nfree, p->nslots);
+	if (l->limit - l->outstanding < want)
+		return rdm_fail(-EAGAIN, "this producer holds %" PRIu32 " unconsumed ticket(s) towards the "
+				"worker, its ticket_slots limit is %" PRIu32, l->outstanding, l->limit);
+	return 0;
+}
+
+/* Take a slot; check_slots() said there is room. */
+static uint64_t take_slot(struct rdm_producer *p, struct rdm_link *l, rdm_complete_fn cb, void *opaque,
+			  void *ctl)
+{
 	uint32_t idx = p->free_stack[--p->nfree];
 	struct rdm_slot *s = &p->slots[idx];
 
@@ -205,10 +228,11 @@ static int take_slot(struct rdm_producer *p, rdm_complete_fn cb, void *opaque, v
 	s->opaque = opaque;
 	s->ctl = ctl;
 	s->result = 0;
+	s->link = l;
 	atomic_store_explicit(&s->state, SLOT_BUSY, memory_order_relaxed);
 	p->outstanding++;
-	*ticket = s->ticket;
-	return 0;
+	l->outstanding++;
+	return s->ticket;
 }
 
 static void give_back_slot(struct rdm_producer *p, uint64_t ticket)
@@ -218,6 +242,7 @@ static void give_back_slot(struct rdm_producer *p, uint64_t ticket)
 	atomic_store_explicit(&p->slots[idx].state, SLOT_FREE, memory_order_relaxed);
 	p->free_stack[p->nfree++] = idx;
 	p->outstanding--;
+	p->slots[idx].link->outstanding--;
 }
 
 static void kick_after_publish(struct rdm_worker *w)
@@ -296,12 +321,13 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint
 	uint64_t ticket;
 	int err = 0;
 
-	l = link_for(p, w, &err);
-	if (!l)
-		return err;
-	err = take_slot(p, cb, opaque, ctl, &ticket);
+	err = rdm_producer_link(p, w, 0, &l);
 	if (err)
 		return err;
+	err = check_slots(p, l, 1);
+	if (err)
+		return err;
+	ticket = take_slot(p, l, cb, opaque, ctl);
 	recp->op = op;
 	recp->flags = 0;
 	recp->region = wr->id;
@@ -341,36 +367,41 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint
 	return err;
 }
 
-static struct rdm_wregion *wregion_of(struct rdm_region *r, int *err)
+static struct rdm_wregion *wregion_of(struct rdm_region *r, unsigned i, int *err)
 {
 	struct rdm_wregion *wr = rdm_region_get_applier_ctx(r);
 
 	if (!wr || rdm_region_get_applier_ops(r) != &rdm_worker_applier_ops) {
-		*err = rdm_fail(-EINVAL, "region is not attached to an IOMMU worker");
+		*err = rdm_fail(-EINVAL, "change %u: the region is not attached to an IOMMU worker", i);
 		return NULL;
 	}
 	return wr;
 }
 
-int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsigned n, uint64_t *tickets)
+/* Sort a few pointers by address (insertion sort: a burst holds <= 64). */
+static void sort_ptrs(void **v, unsigned n)
 {
-	if (!p || (!c && n))
-		return rdm_fail(-EINVAL, "rdm_producer_submit: NULL producer or changes");
-	struct rdm_wregion *wr_of[64];
+	for (unsigned i = 1; i < n; i++)
+		for (unsigned k = i; k > 0 && (uintptr_t)v[k] < (uintptr_t)v[k - 1]; k--) {
+			void *t = v[k];
 
-	if (n > 64)
-		return rdm_fail(-EINVAL, "a burst holds at most 64 changes, got %u", n);
-	/* Validate everything first: all or nothing. */
+			v[k] = v[k - 1];
+			v[k - 1] = t;
+		}
+}
+
+/* The burst once every region is entered: the applier state it reads
+ * cannot be freed meanwhile (rdm_region_destroy waits for entered callers). */
+static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, unsigned n, uint64_t *tickets,
+			  struct rdm_region **regs, unsigned nregs)
+{
+	struct rdm_wregion *wr_of[64], *wrs[64];
+	struct rdm_link *links[64], *used[64];
+	unsigned nused = 0;
+	int err = 0;
+
 	for (unsigned i = 0; i < n; i++) {
-		int err = 0;
-
-		if (!c[i].region)
-			return rdm_fail(-EINVAL, "change %u: NULL region", i);
-		if (c[i].kind < RDM_CHANGE_POPULATE || c[i].kind > RDM_CHANGE_DISCARD_ALL)
-			return rdm_fail(-EINVAL, "change %u: unknown kind %" PRIu32, i, c[i].kind);
-		if (!c[i].done && !tickets)
-			return rdm_fail(-EINVAL, "change %u: neither a callback nor a ticket pointer", i);
-		wr_of[i] = wregion_of(c[i].region, &err);
+		wr_of[i] = wregion_of(c[i].region, i, &err);
 		if (!wr_of[i])
 			return err;
 		if (c[i].kind != RDM_CHANGE_DISCARD_ALL) {
@@ -379,71 +410,47 @@ int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsi
 				return rdm_fail(err, "change %u: %s", i, rdm_last_error());
 		}
 	}
-	if (p->nfree < n)
-		reclaim_slots(p);
-	if (p->nfree < n)
-		return rdm_fail(-EAGAIN, "%u changes need ticket slots but only %" PRIu32 " are free", n, p->nfree);
-	/*
-	 * One record at a time under each region's lock, published per ring
-	 * once at the end: lock every region involved (in address order, so
-	 * two bursts cannot deadlock), check room in every ring, push.
-	 */
-	struct rdm_wregion *wrs[64];
-	unsigned nwr = 0;
-
+	/* regs[] is sorted by address and each region has one wregion: the
+	 * submit locks below are taken in that order, so two bursts cannot
+	 * deadlock. */
+	for (unsigned k = 0; k < nregs; k++)
+		wrs[k] = rdm_region_get_applier_ctx(regs[k]);
 	for (unsigned i = 0; i < n; i++) {
-		struct rdm_wregion *wr = wr_of[i];
 		unsigned k;
 
-		for (k = 0; k < nwr && wrs[k] != wr; k++)
-			;
-		if (k == nwr)
-			wrs[nwr++] = wr;
-	}
-	for (unsigned i = 1; i < nwr; i++)
-		for (unsigned k = i; k > 0 && (uintptr_t)wrs[k] < (uintptr_t)wrs[k - 1]; k--) {
-			struct rdm_wregion *t = wrs[k];
-
-			wrs[k] = wrs[k - 1];
-			wrs[k - 1] = t;
-		}
-	struct rdm_link *links[64];
-
-	for (unsigned i = 0; i < n; i++) {
-		int err = 0;
-
-		links[i] = link_for(p, wr_of[i]->w, &err);
-		if (!links[i])
+		err = rdm_producer_link(p, wr_of[i]->w, 0, &links[i]);
+		if (err)
 			return err;
+		for (k = 0; k < nused && used[k] != links[i]; k++)
+			;
+		if (k == nused)
+			used[nused++] = links[i];
 	}
-	int err = 0;
-	unsigned entered;
-
-	for (entered = 0; entered < nwr && !err; entered++)
-		err = rdm_region_enter(wrs[entered]->r);
-	if (err) {
-		for (unsigned k = 0; k + 1 < entered; k++)
-			rdm_region_leave(wrs[k]->r);
-		return err;
-	}
-	for (unsigned k = 0; k < nwr; k++)
-		pthread_mutex_lock(&wrs[k]->submit_lock);
-
-	for (uint32_t li = 0; li < p->nlinks && !err; li++) {
+	for (unsigned k = 0; k < nused && !err; k++) {
 		unsigned want = 0;
 
 		for (unsigned i = 0; i < n; i++)
-			want += links[i] == p->links[li];
-		if (want && rdm_ring_free_count(p->links[li]->ring) < want)
+			want += links[i] == used[k];
+		err = check_slots(p, used[k], want);
+	}
+	if (err)
+		return err;
+	for (unsigned k = 0; k < nregs; k++)
+		pthread_mutex_lock(&wrs[k]->submit_lock);
+	for (unsigned k = 0; k < nused && !err; k++) {
+		unsigned want = 0;
+
+		for (unsigned i = 0; i < n; i++)
+			want += links[i] == used[k];
+		if (rdm_ring_free_count(used[k]->ring) < want)
 			err = rdm_fail(-EAGAIN, "the producer's ring to the worker has no room for %u records", want);
 	}
 	if (!err) {
 		for (unsigned i = 0; i < n; i++) {
 			struct rdm_wregion *wr = wr_of[i];
 			union rec_buf rb = {0};
-			uint64_t t;
+			uint64_t t = take_slot(p, links[i], c[i].done, c[i].opaque, NULL);
 
-			take_slot(p, c[i].done, c[i].opaque, NULL, &t);
 			rb.rec.op = (uint16_t)c[i].kind;
 			rb.rec.flags = 0;
 			rb.rec.region = wr->id;
@@ -455,16 +462,59 @@ int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsi
 			if (!c[i].done)
 				tickets[i] = t;
 		}
-		for (uint32_t li = 0; li < p->nlinks; li++)
-			rdm_ring_push_publish(p->links[li]->ring);
+		for (unsigned k = 0; k < nused; k++)
+			rdm_ring_push_publish(used[k]->ring);
 	}
-	for (unsigned k = nwr; k > 0; k--) {
+	for (unsigned k = nregs; k > 0; k--)
 		pthread_mutex_unlock(&wrs[k - 1]->submit_lock);
-		rdm_region_leave(wrs[k - 1]->r);
+	/* Still inside every region, so each used link's worker is alive (a
+	 * worker is destroyed only after its regions are gone). */
+	if (!err)
+		for (unsigned k = 0; k < nused; k++)
+			kick_after_publish(atomic_load_explicit(&used[k]->w, memory_order_relaxed));
+	return err;
+}
+
+int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsigned n, uint64_t *tickets)
+{
+	struct rdm_region *regs[64];
+	unsigned nregs = 0, entered;
+	int err = 0;
+
+	if (!p || (!c && n))
+		return rdm_fail(-EINVAL, "rdm_producer_submit: NULL producer or changes");
+	if (n > 64)
+		return rdm_fail(-EINVAL, "a burst holds at most 64 changes, got %u", n);
+	err = rdm_check_may_block("rdm_producer_submit");
+	if (err)
+		return err;
+	/* Validate what needs no region state first: all or nothing. */
+	for (unsigned i = 0; i < n; i++) {
+		unsigned k;
+
+		if (!c[i].region)
+			return rdm_fail(-EINVAL, "change %u: NULL region", i);
+		if (c[i].kind < RDM_CHANGE_POPULATE || c[i].kind > RDM_CHANGE_DISCARD_ALL)
+			return rdm_fail(-EINVAL, "change %u: unknown kind %" PRIu32, i, c[i].kind);
+		if (!c[i].done && !tickets)
+			return rdm_fail(-EINVAL, "change %u: neither a callback nor a ticket pointer", i);
+		for (k = 0; k < nregs && regs[k] != c[i].region; k++)
+			;
+		if (k == nregs)
+			regs[nregs++] = c[i].region;
+	}
+	sort_ptrs((void **)regs, nregs);
+	/* Enter every region before reading its applier state (DESIGN.md
+	 * "Destroy"): a region being destroyed answers -ECANCELED. */
+	for (entered = 0; entered < nregs; entered++) {
+		err = rdm_region_enter(regs[entered]);
+		if (err)
+			break;
 	}
 	if (!err)
-		for (uint32_t li = 0; li < p->nlinks; li++)
-			kick_after_publish(atomic_load_explicit(&p->links[li]->w, memory_order_relaxed));
+		err = submit_entered(p, c, n, tickets, regs, nregs);
+	while (entered > 0)
+		rdm_region_leave(regs[--entered]);
 	return err;
 }
 
@@ -494,6 +544,8 @@ int rdm_producer_wait(struct rdm_producer *p, uint64_t ticket, int *result)
 
 	if (!p)
 		return rdm_fail(-EINVAL, "rdm_producer_wait: producer is NULL");
+	if (rdm_check_may_block("rdm_producer_wait"))
+		return -EDEADLK;
 	s = slot_of(p, ticket);
 	if (!s)
 		return rdm_fail(-EINVAL, "ticket %" PRIu64 " is not an outstanding ticket of this producer", ticket);
@@ -527,7 +579,7 @@ int rdm_producer_poll(struct rdm_producer *p, uint64_t ticket, int *result)
 
 void rdm_producer_destroy(struct rdm_producer *p)
 {
-	if (!p)
+	if (!p || rdm_check_may_block("rdm_producer_destroy"))
 		return;
 	/* Wait for every change in flight: tickets not yet consumed are
 	 * waited for and dropped, callbacks must have run. */

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/callback.h"
 #include "core/error.h"
 #include "core/region_internal.h"
 #include "iommu/worker_internal.h"
@@ -68,6 +69,9 @@ struct wstate {
 	struct item *items;
 	uint32_t nitems, items_cap;
 	uint64_t batch_no;
+	/* The current region group applied a change to the region's state
+	 * (so it has retired state to flush, under the region's lock). */
+	bool applied_state;
 };
 
 #define IDLE_YIELDS 32u
@@ -127,7 +131,9 @@ static void complete_record(struct wstate *ws, struct item *it)
 		rdm_complete_fn cb = s->cb;
 		void *opaque = s->opaque;
 
+		rdm_callback_enter();
 		cb(opaque, it->result);
+		rdm_callback_leave();
 		/* Release: pairs with the producer's acquire in reclaim_slots(). */
 		atomic_store_explicit(&s->state, SLOT_RECLAIM, memory_order_release);
 		return;
@@ -215,6 +221,74 @@ static int find_cancelling_discard(struct wstate *ws, uint32_t i, uint32_t end)
 	return -1;
 }
 
+/* A query of a region's IOMMU state (rdm_region_get_mappings/deferred),
+ * answered on the worker thread in the region's order. */
+struct wquery {
+	struct rdm_wbackend *wb;  /* mappings: the backend asked about */
+	bool deferred;            /* which of the two questions */
+	void *out;                /* struct rdm_mapping[] or struct rdm_deferred[] */
+	size_t cap, count;
+	uint64_t bytes;
+};
+
+struct deferred_ctx {
+	struct wquery *q;
+	uint64_t bs;
+};
+
+static int note_deferred(void *opaque, uint64_t offset, uint64_t length)
+{
+	struct deferred_ctx *c = opaque;
+	struct wquery *q = c->q;
+
+	if (q->count < q->cap) {
+		struct rdm_deferred *d = (struct rdm_deferred *)q->out + q->count;
+
+		d->offset = offset;
+		d->length = length;
+	}
+	q->count++;
+	q->bytes += length;
+	return 0;
+}
+
+static int run_query(struct rdm_wregion *wr, struct wquery *q)
+{
+	struct rdm_planner *p = &wr->planner;
+	bool attached = false;
+
+	/* Unmaps queued by this batch's discards are not deferrals. */
+	rdm_planner_flush(p);
+	for (uint32_t i = 0; i < p->nbe; i++)
+		attached |= p->be[i] == q->wb;
+	if (!q->deferred && !attached)
+		return rdm_fail(-ENOENT, "region is not attached to backend %s", rdm_backend_name(q->wb->b));
+	for (struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, 0); m;
+	     m = rdm_mapset_next(&p->maps, m)) {
+		uint64_t off = m->start * p->block_size, len = m->len * p->block_size;
+
+		if (q->deferred) {
+			struct deferred_ctx c = {.q = q, .bs = p->block_size};
+
+			if (m->live < m->len)
+				rdm_region_applier_runs(wr->r, off, len, false, note_deferred, &c);
+			continue;
+		}
+		if (q->count < q->cap) {
+			struct rdm_mapping *x = (struct rdm_mapping *)q->out + q->count;
+
+			x->offset = off;
+			x->length = len;
+			x->iova = p->iova + off;
+			x->host_addr = p->vaddr + off;
+			x->deferred_bytes = (m->len - m->live) * p->block_size;
+		}
+		q->count++;
+		q->bytes += len;
+	}
+	return 0;
+}
+
 static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct item *it)
 {
 	struct rdm_slot *s = slot_for(it);
@@ -232,11 +306,10 @@ static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct i
 					      rdm_backend_name(wb->b));
 			break;
 		}
+		/* The tail listener is installed by the region's first attach,
+		 * on the attaching thread, which holds the region's writer lock
+		 * while this runs (attach_first()): nothing here may take it. */
 		it->result = rdm_planner_attach(&wr->planner, wb);
-		if (it->result == 0 && !wr->tail_installed) {
-			rdm_region_set_tail_listener(wr->r, &wr->tail);
-			wr->tail_installed = true;
-		}
 		break;
 	}
 	case RDM_CTL_DETACH:
@@ -248,11 +321,12 @@ static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct i
 	case RDM_CTL_UNREGISTER:
 		it->result = rdm_region_apply(wr->r, RDM_OP_UNREGISTER, 0, 0, ctl);
 		break;
+	case RDM_CTL_QUERY:
+		it->result = run_query(wr, ctl);
+		break;
 	case RDM_CTL_DESTROY:
 		rdm_planner_teardown(&wr->planner);
-		if (wr->tail_installed)
-			rdm_region_set_tail_listener(wr->r, NULL);
-		wr->tail_installed = false;
+		rdm_region_set_tail_listener(wr->r, NULL);
 		pthread_mutex_lock(&w->lock);
 		w->regions[wr->id] = NULL;
 		pthread_mutex_unlock(&w->lock);
@@ -274,6 +348,8 @@ static void apply_item(struct wstate *ws, struct rdm_wregion *wr, struct item *i
 		if (it->result)
 			return;
 	}
+	if (rec->op <= RDM_CHANGE_DISCARD_ALL || rec->op == RDM_CTL_REGISTER || rec->op == RDM_CTL_UNREGISTER)
+		ws->applied_state = true;
 	switch (rec->op) {
 	case RDM_CHANGE_POPULATE:
 		it->result = rdm_region_apply(wr->r, RDM_OP_POPULATE, rec->offset, rec->length, NULL);
@@ -377,7 +453,12 @@ static void process(struct wstate *ws, uint32_t fresh)
 				break;
 		}
 		rdm_planner_flush(&wr->planner);
-		rdm_region_retire_flush(wr->r);
+		/* Only a group that applied a change has state to retire; one
+		 * that only attached must not take the region's lock, which the
+		 * first attach's caller holds (attach_first()). */
+		if (ws->applied_state)
+			rdm_region_retire_flush(wr->r);
+		ws->applied_state = false;
 		i = end;
 	}
 	/* Stats first, so a caller woken by its ticket sees its change counted. */
@@ -396,8 +477,11 @@ static void process(struct wstate *ws, uint32_t fresh)
 	}
 	ws->nitems = keep;
 	ws->batch_no++;
-	if (w->cfg.on_batch)
+	if (w->cfg.on_batch) {
+		rdm_callback_enter();
 		w->cfg.on_batch(w->cfg.on_batch_opaque, ws->batch_no, fresh);
+		rdm_callback_leave();
+	}
 }
 
 static void refresh_links(struct wstate *ws)
@@ -410,14 +494,19 @@ static void refresh_links(struct wstate *ws)
 		return;
 	pthread_mutex_lock(&w->lock);
 	if (ws->links_cap < w->nlinks) {
-		rdm_free(ws->links);
-		ws->links = rdm_malloc(w->links_cap * sizeof(*ws->links));
-		ws->links_cap = ws->links ? w->links_cap : 0;
+		struct rdm_link **nl = rdm_reallocarray(ws->links, w->links_cap, sizeof(*nl));
+
+		if (!nl) {
+			/* Keep the old copy and generation: the next round tries
+			 * again (new rings wait, none is lost). */
+			pthread_mutex_unlock(&w->lock);
+			return;
+		}
+		ws->links = nl;
+		ws->links_cap = w->links_cap;
 	}
-	if (ws->links) {
-		memcpy(ws->links, w->links, w->nlinks * sizeof(*ws->links));
-		ws->nlinks = w->nlinks;
-	}
+	memcpy(ws->links, w->links, w->nlinks * sizeof(*ws->links));
+	ws->nlinks = w->nlinks;
 	ws->links_gen = gen;
 	pthread_mutex_unlock(&w->lock);
 }
@@ -446,6 +535,8 @@ static void reap_links(struct wstate *ws)
 		rdm_ring_destroy(l->ring);
 		rdm_producer_put(l->p);
 		rdm_free(l);
+		/* Out of the private copy too, whatever refresh_links() manages. */
+		ws->links[i--] = ws->links[--ws->nlinks];
 		changed = true;
 	}
 	if (changed)
@@ -516,10 +607,45 @@ static void idle(struct wstate *ws)
 	atomic_store_explicit(&w->sleeping, 1, memory_order_relaxed);
 	/* C3: pairs with kick_after_publish() in producer.c. */
 	atomic_thread_fence(memory_order_seq_cst);
+	/* The flush check: rdm_worker_flush() increments flush_req before its
+	 * kick's release increment of futex; if `seen` read that increment,
+	 * the fence above (acquire) makes flush_req's new value visible here. */
 	if (all_empty(ws) && !atomic_load_explicit(&w->stop, memory_order_relaxed) &&
-	    atomic_load_explicit(&w->links_gen, memory_order_relaxed) == ws->links_gen)
+	    atomic_load_explicit(&w->links_gen, memory_order_relaxed) == ws->links_gen &&
+	    atomic_load_explicit(&w->flush_req, memory_order_relaxed) ==
+		    atomic_load_explicit(&w->flush_done, memory_order_relaxed))
 		rdm_futex(&w->futex, FUTEX_WAIT_PRIVATE, seen);
 	atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+}
+
+/*
+ * Answer rdm_worker_flush() callers (see worker_internal.h). Called when a
+ * drain found nothing. Returns true if the loop should go on at once.
+ */
+static bool flush_pending(struct wstate *ws)
+{
+	struct rdm_worker *w = ws->w;
+	/* Seq_cst: pairs with the caller's fetch_add in rdm_worker_flush(),
+	 * which follows its publications; the drain below comes after this
+	 * load, so it sees them. */
+	uint32_t req = atomic_load_explicit(&w->flush_req, memory_order_seq_cst);
+
+	if (req == atomic_load_explicit(&w->flush_done, memory_order_relaxed))
+		return false;
+	refresh_links(ws);
+	uint32_t got = drain(ws);
+
+	if (got) {
+		process(ws, got);
+		return true;
+	}
+	if (ws->nitems != 0 || !all_empty(ws))
+		return true;
+	/* Release: pairs with the acquire load in rdm_worker_flush(); every
+	 * ticket this worker completed so far happens before it. */
+	atomic_store_explicit(&w->flush_done, req, memory_order_release);
+	rdm_futex(&w->flush_done, FUTEX_WAKE_PRIVATE, INT32_MAX);
+	return false;
 }
 
 static void *worker_main(void *arg)
@@ -539,6 +665,8 @@ static void *worker_main(void *arg)
 			process(&ws, got);
 			continue;
 		}
+		if (flush_pending(&ws))
+			continue;
 		if (atomic_load_explicit(&w->stop, memory_order_acquire))
 			break;
 		reap_links(&ws);
@@ -572,6 +700,35 @@ static void *worker_main(void *arg)
 
 /* ----------------------------------------------------------- public API */
 
+/*
+ * Backends served by some worker, process-wide (under lifecycle_lock): a
+ * backend is driven by one thread only, so a second worker is refused.
+ */
+static struct rdm_backend **claimed;
+static uint32_t nclaimed, claimed_cap;
+
+static bool backend_claimed_locked(const struct rdm_backend *b)
+{
+	for (uint32_t i = 0; i < nclaimed; i++)
+		if (claimed[i] == b)
+			return true;
+	return false;
+}
+
+static void backend_unclaim_locked(const struct rdm_backend *b)
+{
+	for (uint32_t i = 0; i < nclaimed; i++)
+		if (claimed[i] == b) {
+			claimed[i] = claimed[--nclaimed];
+			break;
+		}
+	if (nclaimed == 0) {
+		rdm_free(claimed);
+		claimed = NULL;
+		claimed_cap = 0;
+	}
+}
+
 int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **out)
 {
 	struct rdm_worker_config c = {0};
@@ -591,10 +748,17 @@ int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **o
 		c.ring_capacity = 1024;
 	if (!c.max_batch)
 		c.max_batch = 256;
+	if (!c.ticket_slots)
+		c.ticket_slots = RDM_PRODUCER_SLOTS;
 	if (!c.spin_us)
 		c.spin_us = RDM_WORKER_DEFAULT_SPIN_US;
 	if (c.ring_capacity & (c.ring_capacity - 1))
 		return rdm_fail(-EINVAL, "ring_capacity %" PRIu32 " is not a power of two", c.ring_capacity);
+	if ((c.ticket_slots & (c.ticket_slots - 1)) || c.ticket_slots > RDM_PRODUCER_SLOTS)
+		return rdm_fail(-EINVAL, "ticket_slots %" PRIu32 " is not a power of two up to %u",
+				c.ticket_slots, RDM_PRODUCER_SLOTS);
+	if (c.reserved)
+		return rdm_fail(-EINVAL, "rdm_worker_config.reserved must be 0");
 	w = rdm_calloc(1, sizeof(*w));
 	if (!w)
 		return rdm_fail(-ENOMEM, "out of memory creating a worker");
@@ -614,6 +778,10 @@ int rdm_worker_destroy(struct rdm_worker *w)
 {
 	if (!w)
 		return rdm_fail(-EINVAL, "rdm_worker_destroy: worker is NULL");
+	if (rdm_check_may_block("rdm_worker_destroy"))
+		return -EDEADLK;
+	if (pthread_equal(pthread_self(), w->thread))
+		return rdm_fail(-EDEADLK, "rdm_worker_destroy: called on the worker's own thread");
 	pthread_mutex_lock(&w->lock);
 	for (uint32_t i = 0; i < w->nregions; i++)
 		if (w->regions[i]) {
@@ -641,6 +809,8 @@ int rdm_worker_destroy(struct rdm_worker *w)
 			rdm_producer_put(l->p);
 		}
 	}
+	for (uint32_t i = 0; i < w->nbackends; i++)
+		backend_unclaim_locked(w->backends[i]->b);
 	pthread_mutex_unlock(&lifecycle_lock);
 	for (uint32_t i = 0; i < w->nbackends; i++)
 		rdm_free(w->backends[i]);
@@ -667,29 +837,52 @@ int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, uint64_t
 
 	if (!w || !b)
 		return rdm_fail(-EINVAL, "rdm_worker_add_backend: NULL worker or backend");
-	err = rdm_backend_dma_avail(b, &avail);
-	if (err)
-		return err;
-	pthread_mutex_lock(&w->lock);
-	if (wbackend_of(w, b)) {
-		pthread_mutex_unlock(&w->lock);
-		return rdm_fail(-EEXIST, "backend %s was already added to this worker", rdm_backend_name(b));
-	}
-	if (w->nbackends == RDM_WORKER_MAX_BACKENDS) {
-		pthread_mutex_unlock(&w->lock);
-		return rdm_fail(-EINVAL, "a worker serves at most %d backends", RDM_WORKER_MAX_BACKENDS);
-	}
+	if (rdm_check_may_block("rdm_worker_add_backend"))
+		return -EDEADLK;
 	wb = rdm_calloc(1, sizeof(*wb));
-	if (!wb) {
-		pthread_mutex_unlock(&w->lock);
+	if (!wb)
 		return rdm_fail(-ENOMEM, "out of memory adding a backend");
+	/* The claim first: until it is ours, no other thread drives b for
+	 * this worker, and dma_avail below is a call on b. */
+	pthread_mutex_lock(&lifecycle_lock);
+	if (backend_claimed_locked(b)) {
+		pthread_mutex_unlock(&lifecycle_lock);
+		rdm_free(wb);
+		return rdm_fail(-EEXIST, "backend %s was already added to a worker", rdm_backend_name(b));
 	}
-	wb->b = b;
-	rdm_backend_get_caps(b, &wb->caps);
-	wb->budget = budget && budget < avail ? budget : avail;
-	w->backends[w->nbackends++] = wb;
+	if (nclaimed == claimed_cap) {
+		uint32_t cap = claimed_cap ? claimed_cap * 2 : 8;
+		struct rdm_backend **nc = rdm_reallocarray(claimed, cap, sizeof(*nc));
+
+		if (!nc) {
+			pthread_mutex_unlock(&lifecycle_lock);
+			rdm_free(wb);
+			return rdm_fail(-ENOMEM, "out of memory adding a backend");
+		}
+		claimed = nc;
+		claimed_cap = cap;
+	}
+	claimed[nclaimed++] = b;
+	pthread_mutex_unlock(&lifecycle_lock);
+
+	err = rdm_backend_dma_avail(b, &avail);
+	pthread_mutex_lock(&w->lock);
+	if (!err && w->nbackends == RDM_WORKER_MAX_BACKENDS)
+		err = rdm_fail(-EINVAL, "a worker serves at most %d backends", RDM_WORKER_MAX_BACKENDS);
+	if (!err) {
+		wb->b = b;
+		rdm_backend_get_caps(b, &wb->caps);
+		wb->budget = budget && budget < avail ? budget : avail;
+		w->backends[w->nbackends++] = wb;
+	}
 	pthread_mutex_unlock(&w->lock);
-	return 0;
+	if (err) {
+		pthread_mutex_lock(&lifecycle_lock);
+		backend_unclaim_locked(b);
+		pthread_mutex_unlock(&lifecycle_lock);
+		rdm_free(wb);
+	}
+	return err;
 }
 
 static int applier_submit(void *ctx, struct rdm_region *r, enum rdm_apply_op op, uint64_t offset, uint64_t length,
@@ -713,17 +906,43 @@ static int applier_submit(void *ctx, struct rdm_region *r, enum rdm_apply_op op,
 	return rdm_producer_submit_one(p, wr, rop, offset, length, l, true, NULL, NULL, NULL);
 }
 
+/*
+ * A control change through the region's own producer (see rdm_wregion.ctl):
+ * it cannot fail to be submitted, so its result is the change's.
+ */
+static int ctl_submit(struct rdm_wregion *wr, uint16_t op, void *payload)
+{
+	int err;
+
+	pthread_mutex_lock(&wr->ctl_lock);
+	err = rdm_producer_submit_one(wr->ctl, wr, op, 0, 0, payload, true, NULL, NULL, NULL);
+	pthread_mutex_unlock(&wr->ctl_lock);
+	return err;
+}
+
+static void free_wregion(struct rdm_worker *w, struct rdm_wregion *wr)
+{
+	pthread_mutex_lock(&w->lock);
+	if (w->regions[wr->id] == wr)
+		w->regions[wr->id] = NULL;
+	pthread_mutex_unlock(&w->lock);
+	/* Closes the control ring; the worker frees it once it is drained. */
+	rdm_producer_destroy(wr->ctl);
+	rdm_planner_fini(&wr->planner);
+	pthread_mutex_destroy(&wr->ctl_lock);
+	pthread_mutex_destroy(&wr->submit_lock);
+	rdm_free(wr);
+}
+
 static void applier_destroy(void *ctx, struct rdm_region *r)
 {
 	struct rdm_wregion *wr = ctx;
-	struct rdm_producer *p = rdm_producer_implicit();
 
 	(void)r;
-	if (p)
-		rdm_producer_submit_one(p, wr, RDM_CTL_DESTROY, 0, 0, NULL, true, NULL, NULL, NULL);
-	rdm_planner_fini(&wr->planner);
-	pthread_mutex_destroy(&wr->submit_lock);
-	rdm_free(wr);
+	/* Cannot fail: the control producer was made at attach. The worker
+	 * applies every change accepted before it, then tears down. */
+	ctl_submit(wr, RDM_CTL_DESTROY, NULL);
+	free_wregion(wr->w, wr);
 }
 
 const struct rdm_applier_ops rdm_worker_applier_ops = {
@@ -731,17 +950,38 @@ const struct rdm_applier_ops rdm_worker_applier_ops = {
 	.destroy = applier_destroy,
 };
 
+/* Everything a region needs to be served by w, made before anything is
+ * changed (all or nothing): the worker-side region, its planner, its control
+ * producer with its ring and slot, its slot in the worker's table. */
 static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wregion **out)
 {
 	struct rdm_wregion *wr = rdm_calloc(1, sizeof(*wr));
+	struct rdm_link *l;
 	uint32_t id;
+	int err;
 
 	if (!wr)
 		return rdm_fail(-ENOMEM, "out of memory attaching a region");
 	wr->r = r;
 	wr->w = w;
+	err = rdm_planner_init(&wr->planner, r);
+	if (err) {
+		rdm_free(wr);
+		return err;
+	}
+	err = rdm_producer_new(1, &wr->ctl);
+	if (!err) {
+		err = rdm_producer_link(wr->ctl, w, 2, &l);
+		if (err)
+			rdm_producer_destroy(wr->ctl);
+	}
+	if (err) {
+		rdm_planner_fini(&wr->planner);
+		rdm_free(wr);
+		return err;
+	}
 	pthread_mutex_init(&wr->submit_lock, NULL);
-	rdm_planner_init(&wr->planner, r);
+	pthread_mutex_init(&wr->ctl_lock, NULL);
 	wr->planner.stat_remapped_bytes = &w->priv[RDM_WST_REMAPPED];
 	wr->planner.stat_deferred_bytes = &w->priv[RDM_WST_DEFERRED];
 	wr->planner.stat_deferred_peak = &w->priv[RDM_WST_DEFERRED_PEAK];
@@ -762,6 +1002,11 @@ static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wr
 
 			if (!nr) {
 				pthread_mutex_unlock(&w->lock);
+				wr->id = UINT32_MAX;
+				rdm_producer_destroy(wr->ctl);
+				rdm_planner_fini(&wr->planner);
+				pthread_mutex_destroy(&wr->ctl_lock);
+				pthread_mutex_destroy(&wr->submit_lock);
 				rdm_free(wr);
 				return rdm_fail(-ENOMEM, "out of memory attaching a region");
 			}
@@ -777,15 +1022,66 @@ static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wr
 	return 0;
 }
 
-static int attach_entered(struct rdm_worker *w, struct rdm_region *r, struct rdm_wbackend *wb);
+/* The worker serving r through rdm_worker_applier_ops, or NULL. */
+static struct rdm_wregion *served(struct rdm_region *r)
+{
+	if (rdm_region_get_applier_ops(r) != &rdm_worker_applier_ops)
+		return NULL;
+	return rdm_region_get_applier_ctx(r);
+}
+
+/*
+ * The region's first attach. The attaching thread holds the region's writer
+ * lock from before the worker applies the attach until the applier is
+ * installed or the attempt is undone: no change can be applied meanwhile
+ * (without an applier every change needs that lock), so nothing is queued
+ * for the worker but this attach, and a failure leaves the region exactly
+ * as it was. The worker's side takes no region lock for an attach.
+ */
+static int attach_first(struct rdm_worker *w, struct rdm_region *r, struct rdm_wbackend *wb, bool *raced)
+{
+	struct rdm_wregion *wr = NULL;
+	struct rdm_planner probe;
+	int err;
+
+	err = rdm_planner_init(&probe, r);
+	if (err)
+		return err;
+	err = rdm_planner_check_backend(&probe, wb);
+	rdm_planner_fini(&probe);
+	if (err)
+		return err;
+	rdm_region_lock(r);
+	if (rdm_region_get_applier_ops(r)) {
+		rdm_region_unlock(r);
+		*raced = true;
+		return 0;
+	}
+	err = new_wregion(w, r, &wr);
+	if (err || !wr) {
+		rdm_region_unlock(r);
+		return err;
+	}
+	err = ctl_submit(wr, RDM_CTL_ATTACH, wb);
+	if (!err)
+		rdm_region_install_applier_locked(r, &rdm_worker_applier_ops, wr, &wr->tail);
+	rdm_region_unlock(r);
+	if (err)
+		free_wregion(w, wr);
+	return err;
+}
 
 int rdm_worker_attach(struct rdm_worker *w, struct rdm_region *r, struct rdm_backend *b)
 {
 	struct rdm_wbackend *wb;
+	struct rdm_wregion *wr;
+	bool raced = false;
 	int err;
 
 	if (!w || !r || !b)
 		return rdm_fail(-EINVAL, "rdm_worker_attach: NULL worker, region or backend");
+	if (rdm_check_may_block("rdm_worker_attach"))
+		return -EDEADLK;
 	pthread_mutex_lock(&w->lock);
 	wb = wbackend_of(w, b);
 	pthread_mutex_unlock(&w->lock);
@@ -794,75 +1090,138 @@ int rdm_worker_attach(struct rdm_worker *w, struct rdm_region *r, struct rdm_bac
 	err = rdm_region_enter(r);
 	if (err)
 		return err;
-	err = attach_entered(w, r, wb);
+	if (!rdm_region_get_applier_ops(r)) {
+		err = attach_first(w, r, wb, &raced);
+		if (err || !raced)
+			goto out;
+	}
+	/* Served already: the attach is a change in the region's order. */
+	wr = served(r);
+	if (!wr || wr->w != w)
+		err = rdm_fail(-EINVAL, "the region is already served by another %s", wr ? "worker" : "applier");
+	else
+		err = ctl_submit(wr, RDM_CTL_ATTACH, wb);
+out:
 	rdm_region_leave(r);
 	return err;
-}
-
-static int attach_entered(struct rdm_worker *w, struct rdm_region *r, struct rdm_wbackend *wb)
-{
-	struct rdm_wregion *wr = NULL;
-	struct rdm_producer *p;
-	int err;
-	const struct rdm_applier_ops *ops = rdm_region_get_applier_ops(r);
-
-	if (ops && (ops != &rdm_worker_applier_ops || ((struct rdm_wregion *)rdm_region_get_applier_ctx(r))->w != w))
-		return rdm_fail(-EINVAL, "region is already served by another applier");
-	if (!ops) {
-		struct rdm_planner probe;
-
-		rdm_planner_init(&probe, r);
-		err = rdm_planner_check_backend(&probe, wb);
-		rdm_planner_fini(&probe);
-		if (err)
-			return err;
-		err = new_wregion(w, r, &wr);
-		if (err)
-			return err;
-		err = rdm_region_set_applier(r, &rdm_worker_applier_ops, wr);
-		if (err) {
-			pthread_mutex_lock(&w->lock);
-			w->regions[wr->id] = NULL;
-			pthread_mutex_unlock(&w->lock);
-			rdm_planner_fini(&wr->planner);
-			pthread_mutex_destroy(&wr->submit_lock);
-			rdm_free(wr);
-			return err;
-		}
-	} else {
-		wr = rdm_region_get_applier_ctx(r);
-	}
-	p = rdm_producer_implicit();
-	if (!p)
-		return rdm_fail(-ENOMEM, "out of memory creating this thread's producer");
-	return rdm_producer_submit_one(p, wr, RDM_CTL_ATTACH, 0, 0, wb, true, NULL, NULL, NULL);
 }
 
 int rdm_worker_detach(struct rdm_worker *w, struct rdm_region *r, struct rdm_backend *b)
 {
 	struct rdm_wbackend *wb;
-	struct rdm_producer *p;
+	struct rdm_wregion *wr;
 	int err;
 
 	if (!w || !r || !b)
 		return rdm_fail(-EINVAL, "rdm_worker_detach: NULL worker, region or backend");
+	if (rdm_check_may_block("rdm_worker_detach"))
+		return -EDEADLK;
 	pthread_mutex_lock(&w->lock);
 	wb = wbackend_of(w, b);
 	pthread_mutex_unlock(&w->lock);
-	if (!wb || rdm_region_get_applier_ops(r) != &rdm_worker_applier_ops ||
-	    ((struct rdm_wregion *)rdm_region_get_applier_ctx(r))->w != w)
-		return rdm_fail(-ENOENT, "region is not attached to backend %s through this worker",
-				rdm_backend_name(b));
-	p = rdm_producer_implicit();
-	if (!p)
-		return rdm_fail(-ENOMEM, "out of memory creating this thread's producer");
+	/* Enter first: the applier state read below lives until the region's
+	 * destroy, which waits for entered callers. */
 	err = rdm_region_enter(r);
 	if (err)
 		return err;
-	err = rdm_producer_submit_one(p, rdm_region_get_applier_ctx(r), RDM_CTL_DETACH, 0, 0, wb, true, NULL,
-				      NULL, NULL);
+	wr = served(r);
+	if (!wb || !wr || wr->w != w)
+		err = rdm_fail(-ENOENT, "region is not attached to backend %s through this worker",
+			       rdm_backend_name(b));
+	else
+		err = ctl_submit(wr, RDM_CTL_DETACH, wb);
 	rdm_region_leave(r);
 	return err;
+}
+
+static int query(struct rdm_region *r, struct wquery *q, const char *what)
+{
+	struct rdm_wregion *wr;
+	int err;
+
+	if (rdm_check_may_block(what))
+		return -EDEADLK;
+	err = rdm_region_enter(r);
+	if (err)
+		return err;
+	wr = served(r);
+	if (!wr) {
+		err = rdm_fail(-ENOENT, "%s: the region is not attached to an IOMMU worker", what);
+	} else if (pthread_equal(pthread_self(), wr->w->thread)) {
+		err = rdm_fail(-EDEADLK, "%s: called on the region's worker thread", what);
+	} else {
+		err = ctl_submit(wr, RDM_CTL_QUERY, q);
+	}
+	rdm_region_leave(r);
+	return err;
+}
+
+int rdm_region_get_mappings(struct rdm_region *r, struct rdm_backend *b, struct rdm_mapping *maps, size_t cap,
+			    size_t *count)
+{
+	struct wquery q = {.out = maps, .cap = cap};
+	struct rdm_wregion *wr;
+	int err;
+
+	if (!r || !b || !count || (!maps && cap))
+		return rdm_fail(-EINVAL, "rdm_region_get_mappings: NULL region, backend, count or array");
+	err = rdm_region_enter(r);
+	if (err)
+		return err;
+	wr = served(r);
+	if (wr) {
+		pthread_mutex_lock(&wr->w->lock);
+		q.wb = wbackend_of(wr->w, b);
+		pthread_mutex_unlock(&wr->w->lock);
+	}
+	rdm_region_leave(r);
+	if (!q.wb)
+		return rdm_fail(-ENOENT, "rdm_region_get_mappings: the region is not attached to backend %s",
+				rdm_backend_name(b));
+	err = query(r, &q, "rdm_region_get_mappings");
+	if (!err)
+		*count = q.count;
+	return err;
+}
+
+int rdm_region_get_deferred(struct rdm_region *r, struct rdm_deferred *ranges, size_t cap, size_t *count,
+			    uint64_t *bytes)
+{
+	struct wquery q = {.deferred = true, .out = ranges, .cap = cap};
+	int err;
+
+	if (!r || !count || (!ranges && cap))
+		return rdm_fail(-EINVAL, "rdm_region_get_deferred: NULL region, count or array");
+	err = query(r, &q, "rdm_region_get_deferred");
+	if (!err) {
+		*count = q.count;
+		if (bytes)
+			*bytes = q.bytes;
+	}
+	return err;
+}
+
+int rdm_worker_flush(struct rdm_worker *w)
+{
+	uint32_t my, done;
+
+	if (!w)
+		return rdm_fail(-EINVAL, "rdm_worker_flush: worker is NULL");
+	if (rdm_check_may_block("rdm_worker_flush"))
+		return -EDEADLK;
+	if (pthread_equal(pthread_self(), w->thread))
+		return rdm_fail(-EDEADLK, "rdm_worker_flush: called on the worker's own thread");
+	/* Seq_cst: after this thread's publications, paired with the worker's
+	 * load in flush_pending(). */
+	my = atomic_fetch_add_explicit(&w->flush_req, 1, memory_order_seq_cst) + 1;
+	rdm_worker_kick(w);
+	for (;;) {
+		/* Acquire: pairs with the release store in flush_pending(). */
+		done = atomic_load_explicit(&w->flush_done, memory_order_acquire);
+		if ((int32_t)(done - my) >= 0)
+			return 0;
+		rdm_futex(&w->flush_done, FUTEX_WAIT_PRIVATE, done);
+	}
 }
 
 void rdm_worker_get_stats(const struct rdm_worker *w, struct rdm_worker_stats *st)

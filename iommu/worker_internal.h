@@ -20,7 +20,9 @@
 #include "iommu/planner.h"
 
 #define RDM_WORKER_MAX_BACKENDS 16
-#define RDM_PRODUCER_MAX_LINKS 8
+/* Ticket slots of a producer made by rdm_producer_create(), and the largest
+ * rdm_worker_config.ticket_slots. */
+#define RDM_PRODUCER_SLOTS 1024u
 
 /* Record ops beyond the public RDM_CHANGE_*: control changes, in-process
  * only (their payload pointer travels in the producer's ticket slot). */
@@ -30,6 +32,7 @@ enum {
 	RDM_CTL_REGISTER = 18,
 	RDM_CTL_UNREGISTER = 19,
 	RDM_CTL_DESTROY = 20,
+	RDM_CTL_QUERY = 21,
 };
 
 /* One ticket slot of a producer. */
@@ -44,6 +47,7 @@ struct rdm_slot {
 	void *opaque;
 	void *ctl;              /* control payload (listener or backend) */
 	uint64_t ticket;        /* producer-private */
+	struct rdm_link *link;  /* producer-private: the ring it went into */
 	/* SLOT_RECLAIM is stored by the worker (release) after a callback ran;
 	 * the producer reclaims with acquire. */
 	_Atomic uint32_t state;
@@ -61,11 +65,14 @@ struct rdm_link {
 	/* Worker-private: the ring's producer index was found corrupt; the
 	 * ring is ignored from then on (the worker's other rings go on). */
 	bool broken;
+	/* Producer-private: tickets outstanding towards this worker, and the
+	 * most it may hold (the worker's cfg.ticket_slots). */
+	uint32_t outstanding, limit;
 };
 
 struct rdm_producer {
-	struct rdm_link *links[RDM_PRODUCER_MAX_LINKS];
-	uint32_t nlinks;
+	struct rdm_link **links; /* one per worker used; grows */
+	uint32_t nlinks, links_cap;
 	struct rdm_slot *slots;
 	uint32_t nslots, slot_mask;
 	uint32_t *free_stack;
@@ -97,7 +104,13 @@ struct rdm_wregion {
 	uint64_t apply_seq;
 	struct rdm_planner planner;
 	struct rdm_listener tail;
-	bool tail_installed;
+	/* Control changes (attach, detach, query, destroy) from any thread go
+	 * through this producer, made with its ring and its one ticket slot at
+	 * the region's first attach, so that none of them can fail for want of
+	 * memory, ring room or slots later - above all not the destroy. Its
+	 * users take ctl_lock, which stands in for the producer's owner thread. */
+	struct rdm_producer *ctl;
+	pthread_mutex_t ctl_lock;
 };
 
 struct rdm_worker {
@@ -117,6 +130,15 @@ struct rdm_worker {
 	_Atomic uint32_t futex;
 	_Atomic uint32_t sleeping;
 	_Atomic bool stop;
+
+	/* rdm_worker_flush(): a caller takes a number from flush_req
+	 * (seq_cst, after its own publications); the worker loads flush_req,
+	 * drains once more, and when that drain finds every ring empty and
+	 * nothing pending it stores the number to flush_done (release) and
+	 * wakes the futex on it; the caller waits for flush_done >= its
+	 * number (acquire). Wrapping 32-bit counters, compared by difference. */
+	_Atomic uint32_t flush_req;
+	_Atomic uint32_t flush_done;
 
 	/* Stats: priv is written by the worker thread only (the planners point
 	 * into it); st is its copy published after every batch with relaxed
@@ -160,6 +182,10 @@ static inline void rdm_cpu_relax(void)
 
 /* producer.c */
 struct rdm_producer *rdm_producer_implicit(void);
+int rdm_producer_new(uint32_t nslots, struct rdm_producer **out);
+/* The producer's ring to w, made on first use with `capacity` records (0:
+ * the worker's ring_capacity): 0 and *out, or -ENOMEM. */
+int rdm_producer_link(struct rdm_producer *p, struct rdm_worker *w, uint32_t capacity, struct rdm_link **out);
 int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint16_t op, uint64_t offset,
 			    uint64_t length, void *ctl, bool sync, rdm_complete_fn cb, void *opaque,
 			    uint64_t *ticket);

@@ -33,7 +33,9 @@ enum rdm_log_level {
 
 /*
  * Called with every message at or below the chosen level, from whichever
- * thread produced it (often the IOMMU worker). It must not call back into rdm.
+ * thread produced it (often the IOMMU worker). It must not call back into rdm:
+ * rdm_last_error() and queries are harmless, every call that may block or
+ * change state fails there with -EDEADLK.
  */
 typedef void (*rdm_log_fn)(void *opaque, enum rdm_log_level level, const char *msg);
 
@@ -41,10 +43,13 @@ typedef void (*rdm_log_fn)(void *opaque, enum rdm_log_level level, const char *m
  * Install (or with fn == NULL remove) the process-wide log handler.
  * Failures of API calls are logged at RDM_LOG_DEBUG, worker-side events
  * (backend failures, exceeded limits) at RDM_LOG_ERROR or RDM_LOG_WARNING.
- * Safe to call at any time; a handler being replaced may still be running
- * on another thread when this returns.
+ * Safe to call at any time, from any thread. The (fn, opaque, max_level)
+ * triple is replaced as a whole: a message is passed to one call's fn with
+ * that same call's opaque, never a mix. A handler being replaced may still
+ * be running on another thread, or be called once more, when this returns.
+ * Returns 0, or -ENOMEM (the previous handler stays installed).
  */
-RDM_API void rdm_set_log_handler(rdm_log_fn fn, void *opaque, enum rdm_log_level max_level);
+RDM_API int rdm_set_log_handler(rdm_log_fn fn, void *opaque, enum rdm_log_level max_level);
 
 #ifdef __cplusplus
 }

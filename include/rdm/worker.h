@@ -17,20 +17,45 @@
  *
  *   call                               thread
  *   ---------------------------------  ------------------------------------
- *   rdm_worker_create/destroy          any; destroy only after every region
- *                                      attached to it was destroyed or detached
- *   rdm_worker_add_backend, attach,    any thread that is not the worker
- *   detach
+ *   rdm_worker_create                  any
+ *   rdm_worker_destroy                 any but the worker's; -EBUSY while a
+ *                                      region it serves exists (destroy the
+ *                                      regions first); no other call on the
+ *                                      same worker may run concurrently
+ *   rdm_worker_add_backend, attach,    any thread that is not the worker;
+ *   detach, flush, get_mappings,       concurrently with each other and with
+ *   get_deferred                       changes
  *   rdm_producer_create/destroy        the producer's owner thread
  *   rdm_producer_* submits, wait, poll the producer's owner thread only
- *   completion callbacks               run on the worker thread; must not
- *                                      block on rdm
+ *   completion callbacks, on_batch     run on the worker thread (see below)
  *   rdm_worker_get_stats               any
+ *
+ * Lifetimes (every order is defined):
+ *   - region vs worker: a region attached to a worker is served by it until
+ *     the region is destroyed (detaching every backend keeps it served);
+ *     the worker's destroy returns -EBUSY until then. Destroying the region
+ *     first is always right.
+ *   - producer vs worker and region: a producer may outlive both. Its
+ *     changes to a region being destroyed are refused with -ECANCELED; its
+ *     ring to a destroyed worker is freed when the producer next submits or
+ *     is destroyed. A producer's destroy waits for its changes in flight.
+ *   - backend vs worker: a backend added to a worker must outlive it
+ *     (rdm_backend_destroy() after rdm_worker_destroy()). A backend is
+ *     served by one worker at a time (-EEXIST for a second).
+ *
+ * Callbacks (listener, release, replay, completion callbacks, on_batch, the
+ * log handler) must not make changes or wait on rdm: every call that could
+ * (changes, register/unregister, attach/detach, flush, queries of IOMMU
+ * state, destroy, rdm_producer_submit/wait/destroy) returns -EDEADLK there,
+ * with a message, and does nothing; the region queries (rdm_is_populated
+ * etc.) and rdm_producer_poll are allowed. The same -EDEADLK is returned
+ * inside the caller's own urcu-bp read-side critical section.
  */
 #ifndef RDM_WORKER_H
 #define RDM_WORKER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <rdm/backend.h>
@@ -55,26 +80,38 @@ struct rdm_worker_config {
 	uint32_t struct_size;
 	uint32_t ring_capacity; /* records per producer ring; power of two; default 1024 */
 	uint32_t max_batch;     /* records drained per batch; default 256 */
-	uint32_t ticket_slots;  /* per producer; power of two; default 1024 */
+	/* The most tickets one producer may hold towards this worker: changes
+	 * submitted with a ticket (not a callback) and not yet consumed by
+	 * wait/poll, plus callbacks not yet run. Past it, asynchronous submits
+	 * get -EAGAIN. Power of two, at most 1024 (a producer's own total);
+	 * default 1024. */
+	uint32_t ticket_slots;
 	uint32_t spin_us;       /* idle: poll the rings this long before sleeping;
 	                           default RDM_WORKER_DEFAULT_SPIN_US */
-	uint32_t reserved;
+	uint32_t reserved;      /* must be 0 */
 	/* Called on the worker thread after every batch, once the batch's
 	 * tickets are complete (tests check invariants here). */
 	void (*on_batch)(void *opaque, uint64_t batch_no, uint32_t changes);
 	void *on_batch_opaque;
 };
 
-/* Start a worker thread. 0, -EINVAL (bad config), -ENOMEM or -EAGAIN (thread). */
+/* Start a worker thread. 0, -EINVAL (bad config: ring_capacity or
+ * ticket_slots not a power of two, ticket_slots > 1024, reserved != 0,
+ * struct_size too small), -ENOMEM or -EAGAIN (thread). */
 RDM_API int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **out);
 
-/* Stop and free. 0, -EINVAL (NULL), -EBUSY (a region is still attached). */
+/* Stop and free. 0, -EINVAL (NULL), -EBUSY (a region it serves still
+ * exists: nothing changed), -EDEADLK (from a callback or the worker's own
+ * thread). */
 RDM_API int rdm_worker_destroy(struct rdm_worker *w);
 
 /*
  * Serve backend b. budget: the most mappings rdm may hold in it; 0 means
  * what the backend reports remaining now (rdm_backend_dma_avail) — a
- * non-zero budget is clipped to that too. 0, -EINVAL, -EEXIST (already added).
+ * non-zero budget is clipped to that too. 0, -EINVAL (NULL, or 16 backends
+ * already), -EEXIST (b was added to this or another worker), -ENOMEM,
+ * -EDEADLK, or the backend's error from reading its remaining mappings.
+ * On failure nothing changed.
  */
 RDM_API int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, uint64_t budget);
 
@@ -83,19 +120,69 @@ RDM_API int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, 
  * The first attach makes w the region's applier; a region has one worker.
  * The attach is a change applied in the region's order: every populated
  * block is mapped in b before it returns.
+ * All or nothing: on failure the region is as before — in particular a
+ * failed first attach leaves the region without a worker, applying its own
+ * changes. Everything the region will need from the worker later (its
+ * detach, its destroy) is reserved here, so those cannot fail for memory.
  * 0, -EINVAL (NULL, b not added to w, region attached to another worker,
  * policy not usable on this backend: coalesce needs RDM_REGION_ALLOW_WINDOWS
- * or a split-capable backend), -EEXIST (already attached to b), -ENOSPC,
- * -EIO, -ECANCELED, or the backend's error.
+ * or a split-capable backend), -EEXIST (already attached to b), -ENOSPC
+ * (b's mapping limit), -ENOMEM, -EIO (b is marked failed), -ECANCELED,
+ * -EDEADLK, or the backend's error.
  */
 RDM_API int rdm_worker_attach(struct rdm_worker *w, struct rdm_region *r, struct rdm_backend *b);
 
 /*
  * Detach: a change in the region's order; rdm's mappings of r in b are
  * unmapped. The region stays with its worker (applier) even with no backend.
- * 0, -EINVAL, -ENOENT (not attached), -ECANCELED.
+ * 0, -EINVAL, -ENOENT (not attached), -ECANCELED, -EDEADLK.
  */
 RDM_API int rdm_worker_detach(struct rdm_worker *w, struct rdm_region *r, struct rdm_backend *b);
+
+/*
+ * Wait until every change published to w before this call (by any producer,
+ * synchronous or not) is applied and complete: its ticket done or callback
+ * run, its releases made. Changes published later may or may not be.
+ * 0, -EINVAL (NULL), -EDEADLK (from a callback or the worker thread).
+ */
+RDM_API int rdm_worker_flush(struct rdm_worker *w);
+
+/* One IOMMU mapping rdm holds for a region (the same in every backend the
+ * region is attached to). Offsets are region offsets. */
+struct rdm_mapping {
+	uint64_t offset;
+	uint64_t length;
+	uint64_t iova;
+	uint64_t host_addr;
+	uint64_t deferred_bytes; /* discarded but still mapped (defer policy) */
+};
+
+/*
+ * rdm's mappings of region r in backend b, ascending: up to cap of them into
+ * maps, and the total in *count (call again with a larger array if it is
+ * larger than cap). Answered by the worker in the region's order: the answer
+ * reflects every change submitted before the call and none submitted after.
+ * 0, -EINVAL (NULL r, b or count; NULL maps with cap > 0), -ENOENT (r is not
+ * attached to b), -ECANCELED, -EDEADLK.
+ */
+RDM_API int rdm_region_get_mappings(struct rdm_region *r, struct rdm_backend *b, struct rdm_mapping *maps,
+				    size_t cap, size_t *count);
+
+/* A deferred range: discarded by the guest, still mapped, not released. */
+struct rdm_deferred {
+	uint64_t offset;
+	uint64_t length;
+};
+
+/*
+ * The deferred ranges of region r (maximal runs inside each mapping),
+ * ascending, up to cap into ranges, the total count in *count and the total
+ * bytes in *bytes (optional): why memory the guest gave back is still
+ * pinned. Answered in the region's order, as rdm_region_get_mappings().
+ * 0, -EINVAL, -ENOENT (r is not attached to a worker), -ECANCELED, -EDEADLK.
+ */
+RDM_API int rdm_region_get_deferred(struct rdm_region *r, struct rdm_deferred *ranges, size_t cap,
+				    size_t *count, uint64_t *bytes);
 
 struct rdm_worker_stats {
 	uint64_t batches;
@@ -114,12 +201,14 @@ RDM_API void rdm_worker_get_stats(const struct rdm_worker *w, struct rdm_worker_
 
 /*
  * A producer belongs to the thread that creates it; it owns one ring to each
- * worker it uses (created on first use) and its tickets. Threads that only
- * call the synchronous rdm_populate() etc. get an implicit producer.
+ * worker it uses (created on first use; any number of workers) and its
+ * tickets (1024 slots). Threads that only call the synchronous
+ * rdm_populate() etc. get an implicit producer, freed at thread exit.
  */
 RDM_API int rdm_producer_create(struct rdm_producer **out);
 
-/* Waits for every change it submitted to complete, then frees. */
+/* Waits for every change it submitted to complete (consumed or not), then
+ * frees. From a callback it does nothing (logged, -EDEADLK's message). */
 RDM_API void rdm_producer_destroy(struct rdm_producer *p);
 
 typedef void (*rdm_complete_fn)(void *opaque, int result);
@@ -137,9 +226,14 @@ struct rdm_change {
 /*
  * Submit n changes asynchronously, published together at the end (one
  * release store per ring). Each change gets either its callback or a ticket
- * (tickets[i], which must be non-NULL then). All or nothing: on failure none
- * was submitted. 0, -EINVAL/-ERANGE (argument errors, message names the
- * index), -EAGAIN (ring full or all ticket slots held), -ECANCELED.
+ * (tickets[i], which must be non-NULL then). At most 64 changes. All or
+ * nothing: on failure none was submitted. 0, -EINVAL/-ERANGE (argument
+ * errors, or a region not attached to a worker; the message names the
+ * index), -EAGAIN (a ring full, all ticket slots held, or the worker's
+ * ticket_slots reached), -ENOMEM (first use of a worker: its ring),
+ * -ECANCELED (a region is being destroyed), -EDEADLK (from a callback).
+ * State errors (strict mode's -EEXIST/-ENOENT, -ENOSPC, a listener's refusal)
+ * are the change's result, delivered through its ticket or callback.
  */
 RDM_API int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *changes, unsigned n,
 				uint64_t *tickets);
@@ -151,13 +245,18 @@ RDM_API int rdm_producer_discard(struct rdm_producer *p, struct rdm_region *r, u
 				 uint64_t length, uint64_t *ticket);
 
 /*
- * Wait for a ticket (spin briefly, then sleep on a futex) and consume it:
- * *result gets the change's result (0 or a negative errno). Returns 0, or
- * -EINVAL (not an outstanding ticket of this producer).
+ * Wait for a ticket (spin briefly, then sleep on a futex) and consume it.
+ * Two results, never mixed: the return value says whether the wait itself
+ * worked; *result (optional) gets the change's own result (0 or a negative
+ * errno, e.g. -EEXIST or -ENOSPC; rdm_last_error() then names its cause).
+ * Returns 0 (the ticket is consumed and *result set), -EINVAL (p NULL, or
+ * not an outstanding ticket of this producer: nothing consumed), -EDEADLK
+ * (from a callback: nothing consumed).
  */
 RDM_API int rdm_producer_wait(struct rdm_producer *p, uint64_t ticket, int *result);
 
-/* Like wait, but returns -EINPROGRESS at once if not yet complete. */
+/* Like wait, but returns -EINPROGRESS at once (nothing consumed, *result not
+ * written) if the change is not yet complete. Allowed in callbacks. */
 RDM_API int rdm_producer_poll(struct rdm_producer *p, uint64_t ticket, int *result);
 
 #ifdef __cplusplus
