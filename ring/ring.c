@@ -263,7 +263,7 @@ int rdm_ring_create(uint32_t capacity, uint32_t record_size, struct rdm_ring **o
 			    ? MAP_FAILED
 			    : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED)
-		return rdm_fail(-ENOMEM, "ring: cannot map %zu bytes", size);
+		return rdm_fail(-ENOMEM, "ring: out of memory mapping %zu bytes", size);
 	init_shared(map, capacity, record_size);
 	/* Both sides are threads of this process: the private membarrier
 	 * reaches them (invariant 6). */
