@@ -177,10 +177,15 @@ const char *rdm_backend_name(const struct rdm_backend *b)
 	return b ? b->ops->name : "";
 }
 
-void rdm_backend_destroy(struct rdm_backend *b)
+int rdm_backend_destroy(struct rdm_backend *b)
 {
-	if (b)
-		b->ops->destroy(b);
+	if (!b)
+		return 0;
+	if (rdm_worker_serves_backend(b))
+		return rdm_fail(-EBUSY, "backend %s is still added to a worker; destroy the worker first",
+				rdm_backend_name(b));
+	b->ops->destroy(b);
+	return 0;
 }
 
 void rdm_backend_note_remapped(struct rdm_backend *b, uint64_t bytes)

@@ -23,6 +23,7 @@
 #define RDM_IOMMU_BACKEND_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <rdm/backend.h>
@@ -105,6 +106,8 @@ static inline void rdm_ctr_peak(_Atomic uint64_t *peak, uint64_t v)
  * Same thread rules as map/unmap.
  */
 void rdm_backend_note_remapped(struct rdm_backend *b, uint64_t bytes);
+/* worker.c: is b added to a worker (rdm_backend_destroy refuses then)? */
+bool rdm_worker_serves_backend(const struct rdm_backend *b);
 void rdm_backend_note_deferred(struct rdm_backend *b, int64_t delta);
 
 /* The default rdm_ioctl_fn: ioctl(2), returning its non-negative result or -errno. */

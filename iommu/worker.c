@@ -50,6 +50,7 @@
 #include "core/callback.h"
 #include "core/error.h"
 #include "core/region_internal.h"
+#include "iommu/backend.h"
 #include "iommu/worker_internal.h"
 
 struct item {
@@ -221,6 +222,12 @@ static int find_cancelling_discard(struct wstate *ws, uint32_t i, uint32_t end)
 	return -1;
 }
 
+static int release_run(void *opaque, uint64_t offset, uint64_t length)
+{
+	rdm_region_release(opaque, offset, length);
+	return 0;
+}
+
 /* A query of a region's IOMMU state (rdm_region_get_mappings/deferred),
  * answered on the worker thread in the region's order. */
 struct wquery {
@@ -326,6 +333,12 @@ static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct i
 		break;
 	case RDM_CTL_DESTROY:
 		rdm_planner_teardown(&wr->planner);
+		/* Destroy releases every populated block, as a region without a
+		 * worker does, once no backend maps it - unless a backend failed
+		 * an unmap for this region: then any block may still be pinned
+		 * there and none is released (DESIGN.md, contract 3). */
+		if (wr->planner.leaked.n == 0)
+			rdm_region_applier_runs(wr->r, 0, rdm_region_size(wr->r), true, release_run, wr->r);
 		rdm_region_set_tail_listener(wr->r, NULL);
 		pthread_mutex_lock(&w->lock);
 		w->regions[wr->id] = NULL;
@@ -727,6 +740,16 @@ static void backend_unclaim_locked(const struct rdm_backend *b)
 		claimed = NULL;
 		claimed_cap = 0;
 	}
+}
+
+bool rdm_worker_serves_backend(const struct rdm_backend *b)
+{
+	bool ret;
+
+	pthread_mutex_lock(&lifecycle_lock);
+	ret = backend_claimed_locked(b);
+	pthread_mutex_unlock(&lifecycle_lock);
+	return ret;
 }
 
 int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **out)

@@ -113,9 +113,11 @@ RDM_API void rdm_backend_get_stats(const struct rdm_backend *b, struct rdm_backe
 /* "sim", "vfio-type1", "iommufd"; "" for NULL. */
 RDM_API const char *rdm_backend_name(const struct rdm_backend *b);
 
-/* Destroy the handle (NULL: no-op). Never unmaps anything itself; fds are
- * not closed. No other call may run on b concurrently or afterwards. */
-RDM_API void rdm_backend_destroy(struct rdm_backend *b);
+/* Destroy the handle (NULL: no-op, 0). Never unmaps anything itself; fds
+ * are not closed. No other call may run on b concurrently or afterwards.
+ * Returns 0, or -EBUSY while b is added to a worker (destroy the worker
+ * first; nothing happens). */
+RDM_API int rdm_backend_destroy(struct rdm_backend *b);
 
 /* ------------------------------------------------------------------ sim */
 
