@@ -191,11 +191,16 @@ static void test_attach_alloc_failures(void)
 }
 
 /* 4. Async submits race a destroy: each either completes or gets
- * -ECANCELED; nothing is read after the region is freed (ASan, TSan). */
+ * -ECANCELED; nothing is read after the region is freed (ASan, TSan). The
+ * racer's calls must all happen before the destroy returns (a handle is not
+ * used after its destroy): a listener's discard, which the destroy calls
+ * after refusing new calls, waits until the racer has seen -ECANCELED. */
 struct racer {
+	struct rdm_listener l;
 	struct rdm_region *r;
-	_Atomic int go;
+	_Atomic int go, finished;
 	int canceled, ok, other;
+	pthread_t destroyer;
 };
 
 static void *race_submit(void *arg)
@@ -210,7 +215,8 @@ static void *race_submit(void *arg)
 	while (!atomic_load_explicit(&x->go, memory_order_acquire))
 		;
 	for (int i = 0; i < 100000; i++) {
-		int err = rdm_producer_populate(p, x->r, (uint64_t)(i % NB) * BS, BS, &t);
+		int err = i & 1 ? rdm_producer_discard(p, x->r, (uint64_t)(i % NB) * BS, BS, &t)
+				: rdm_producer_populate(p, x->r, (uint64_t)(i % NB) * BS, BS, &t);
 
 		if (err == -ECANCELED) {
 			x->canceled++;
@@ -221,22 +227,53 @@ static void *race_submit(void *arg)
 			break;
 		}
 		CHECK(rdm_producer_wait(p, t, &res) == 0);
+		CHECK(res == 0 || res == -EEXIST || res == -ENOENT);
 		x->ok++;
 	}
 	rdm_producer_destroy(p);
+	/* Release: pairs with the acquire load in race_discard(). */
+	atomic_store_explicit(&x->finished, 1, memory_order_release);
 	return NULL;
 }
+
+static int race_populate(struct rdm_listener *l, uint64_t off, uint64_t len)
+{
+	(void)l;
+	(void)off;
+	(void)len;
+	return 0;
+}
+
+static void race_discard(struct rdm_listener *l, uint64_t off, uint64_t len)
+{
+	struct racer *x = (struct racer *)l;
+
+	(void)off;
+	(void)len;
+	/* Only the destroy's own discard, on the destroying thread; the
+	 * racer's discards are told on the worker thread. */
+	if (!pthread_equal(pthread_self(), x->destroyer))
+		return;
+	while (!atomic_load_explicit(&x->finished, memory_order_acquire))
+		sched_yield();
+}
+
+static const struct rdm_listener_ops race_ops = {race_populate, race_discard};
 
 static void test_async_vs_destroy(void)
 {
 	for (int round = 0; round < 20; round++) {
-		struct racer x = {.r = region(0, RDM_POLICY_BLOCK, NULL, NULL)};
+		struct racer x = {.l = {.ops = &race_ops, .offset = 0, .length = REGION},
+				  .r = region(RDM_REGION_STRICT, RDM_POLICY_BLOCK, NULL, NULL),
+				  .destroyer = pthread_self()};
 		struct rdm_backend *b = sim(0);
 		struct rdm_worker *w = worker(NULL);
 		pthread_t th;
 
 		CHECK(rdm_worker_add_backend(w, b, 0) == 0);
 		CHECK(rdm_worker_attach(w, x.r, b) == 0);
+		CHECK(rdm_listener_register(x.r, &x.l) == 0);
+		CHECK(rdm_populate(x.r, REGION - BS, BS) == 0); /* so the destroy tells x a discard */
 		REQUIRE(pthread_create(&th, NULL, race_submit, &x) == 0);
 		/* Release: pairs with the racer's acquire load. */
 		atomic_store_explicit(&x.go, 1, memory_order_release);
