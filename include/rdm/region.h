@@ -29,7 +29,16 @@
  * Readers use RCU (liburcu, bulletproof flavour): threads need no
  * registration. A replay callback runs inside one read-side critical
  * section; it may block, which delays reclamation of superseded state but
- * never a writer. It must not call rdm_region_destroy().
+ * never a writer.
+ *
+ * Callbacks (listener, release and replay callbacks) may call the queries
+ * of any region. Every call that changes a region or may wait (populate,
+ * discard, discard_all, listener register/unregister, destroy, and the
+ * worker calls of rdm/worker.h) returns -EDEADLK there, with a message, and
+ * changes nothing: it would wait for the lock, grace period or worker that
+ * is running the callback. The same holds inside the caller's own urcu-bp
+ * read-side critical section. A change that must follow from a callback is
+ * made after it returns (e.g. collect a replay's runs, then populate).
  */
 #ifndef RDM_REGION_H
 #define RDM_REGION_H
@@ -107,12 +116,16 @@ struct rdm_region_config {
 RDM_API int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **out);
 
 /*
- * Destroy a region: new calls get -ECANCELED; waits until every accepted
- * change is applied and every caller inside a region call has left;
- * discards every populated block from the listeners still registered (they
- * stay registered only in name: do not unregister them afterwards); unmaps
- * rdm's own mappings, releases what no failed backend may still pin, frees.
- * Returns 0, or -EINVAL for NULL. Not from a listener or replay callback.
+ * Destroy a region: calls that start while it runs get -ECANCELED; waits
+ * until every accepted change is applied and every caller inside a region
+ * call has left; discards every populated block from the listeners still
+ * registered (they are unregistered: the struct may be freed or registered
+ * again afterwards); unmaps rdm's own mappings; releases every populated or
+ * deferred block through the release callback - with or without an IOMMU
+ * worker - except, after a backend failed an unmap for this region, the
+ * blocks it may still pin; frees. The handle must not be used once this
+ * returns. Returns 0, -EINVAL for NULL, -ECANCELED (already being
+ * destroyed), -EDEADLK (from a callback: nothing happens).
  */
 RDM_API int rdm_region_destroy(struct rdm_region *r);
 
@@ -167,6 +180,8 @@ RDM_API int rdm_replay_discarded(const struct rdm_region *r, uint64_t offset, ui
  *   -ENOSPC    the IOMMU's mapping limit would be exceeded
  *   -EIO       an attached IOMMU backend is marked failed (populate)
  *   -ECANCELED the region is being destroyed
+ *   -ENOMEM    out of memory (nothing changed)
+ *   -EDEADLK   called from an rdm callback or a read-side section
  *   a listener's own negative errno when it refused a populate.
  * On failure the state, the listeners and the mappings are as before.
  *
@@ -213,16 +228,21 @@ struct rdm_listener {
  * populate of every populated run inside its sub-range (in ascending order).
  * If it refuses one, it is told a discard of what it accepted and
  * registration fails with its error.
+ * A listener belongs to one region at a time: a struct registered (or
+ * being registered) on any region is refused.
  * Returns 0, -EINVAL (NULL, no ops or callbacks, sub-range not block aligned
- * or empty, listener already registered), -ERANGE (sub-range outside the
- * region), -ECANCELED, or the listener's error.
+ * or empty, listener already registered here or on another region),
+ * -ERANGE (sub-range outside the region), -ECANCELED, -EDEADLK, -ENOMEM, or
+ * the listener's error.
  */
 RDM_API int rdm_listener_register(struct rdm_region *r, struct rdm_listener *l);
 
 /*
  * Unregister: the listener is told a discard of every populated run inside
- * its sub-range, then leaves the list. Returns 0, -EINVAL (NULL), -ENOENT
- * (not registered on this region) or -ECANCELED.
+ * its sub-range, then leaves the list (and may be registered anywhere
+ * again). Returns 0, -EINVAL (NULL), -ENOENT (not registered on this
+ * region), -ECANCELED or -EDEADLK (from a callback, e.g. the listener's own:
+ * a listener cannot unregister itself from its callback).
  */
 RDM_API int rdm_listener_unregister(struct rdm_region *r, struct rdm_listener *l);
 
