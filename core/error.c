@@ -12,6 +12,7 @@
 
 #include "core/alloc.h"
 #include "core/callback.h"
+#include "core/tsan.h"
 
 static _Thread_local char last_error[256];
 static _Thread_local unsigned callback_depth;
@@ -62,8 +63,13 @@ const char *rdm_last_error(void)
 	return last_error;
 }
 
+/* The grace-period edge TSan cannot see (core/tsan.h): readers release
+ * into this key before they leave their section, the reclaimer acquires it. */
+static char handler_gp;
+
 static void free_handler(struct rcu_head *head)
 {
+	rdm_tsan_acquire(&handler_gp);
 	rdm_free(caa_container_of(head, struct log_handler, rcu));
 }
 
@@ -100,6 +106,7 @@ static void emit(enum rdm_log_level level, const char *msg)
 		h->fn(h->opaque, level, msg);
 		rdm_callback_leave();
 	}
+	rdm_tsan_release(&handler_gp);
 	rcu_read_unlock();
 }
 
