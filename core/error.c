@@ -64,7 +64,8 @@ const char *rdm_last_error(void)
 }
 
 /* The grace-period edge TSan cannot see (core/tsan.h): readers release
- * into this key before they leave their section, the reclaimer acquires it. */
+ * into this key before they leave their section, as does the setter before
+ * it hands the old record to call_rcu; the reclaimer acquires it. */
 static char handler_gp;
 
 static void free_handler(struct rcu_head *head)
@@ -89,8 +90,11 @@ int rdm_set_log_handler(rdm_log_fn fn, void *opaque, enum rdm_log_level max_leve
 	 * complete before a reader can reach it. Acquire: the old record's
 	 * contents are ours to free. */
 	old = atomic_exchange_explicit(&handler, h, memory_order_acq_rel);
-	if (old != NULL)
+	if (old != NULL) {
+		/* The hand-off to the call_rcu thread, also unseen by TSan. */
+		rdm_tsan_release(&handler_gp);
 		call_rcu(&old->rcu, free_handler);
+	}
 	return 0;
 }
 

@@ -175,6 +175,8 @@ static void test_attach_alloc_failures(void)
 		} else {
 			sites++;
 			CHECK(err == -ENOMEM);
+			if (!strstr(rdm_last_error(), "memory"))
+				fprintf(stderr, "k=%lu err=%d: %s\n", k, err, rdm_last_error());
 			CHECK(strstr(rdm_last_error(), "memory") != NULL);
 			CHECK(rdm_sim_is_unmapped(b, 1ull << 32, REGION));
 			check_unserved(r, w);
