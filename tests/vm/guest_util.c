@@ -296,6 +296,9 @@ int gu_edu_init(struct gu_edu *e, const struct gu_vfio *v)
 	memset(e, 0, sizeof(*e));
 	e->device = v->device;
 	e->container = v->container;
+	e->iova_limit = UINT64_C(1) << (gu_env_u64("RDM_VM_EDU_DMA_BITS", 28) & 63);
+	if (e->iova_limit < GU_EDU_IOVA_LIMIT)
+		e->iova_limit = GU_EDU_IOVA_LIMIT;
 	ret = region_info(e->device, VFIO_PCI_BAR0_REGION_INDEX, &ri);
 	if (ret)
 		return ret;
@@ -364,10 +367,10 @@ static int edu_dma(struct gu_edu *e, uint64_t src, uint64_t dst, uint32_t len, u
 	return 0;
 }
 
-static int edu_args_ok(uint64_t iova, uint32_t devoff, uint32_t len)
+static int edu_args_ok(const struct gu_edu *e, uint64_t iova, uint32_t devoff, uint32_t len)
 {
 	if (len == 0 || devoff >= GU_EDU_BUF_SIZE || len >= GU_EDU_BUF_SIZE - devoff ||
-	    iova >= GU_EDU_IOVA_LIMIT || len > GU_EDU_IOVA_LIMIT - iova) {
+	    iova >= e->iova_limit || len > e->iova_limit - iova) {
 		gu_tap_diag("edu DMA iova 0x%" PRIx64 " devoff %u len %u: outside what edu can do", iova,
 			    devoff, len);
 		return -EINVAL;
@@ -377,14 +380,14 @@ static int edu_args_ok(uint64_t iova, uint32_t devoff, uint32_t len)
 
 int gu_edu_dma_from_ram(struct gu_edu *e, uint64_t iova, uint32_t devoff, uint32_t len)
 {
-	int ret = edu_args_ok(iova, devoff, len);
+	int ret = edu_args_ok(e, iova, devoff, len);
 
 	return ret ? ret : edu_dma(e, iova, EDU_BUF_BASE + devoff, len, 0);
 }
 
 int gu_edu_dma_to_ram(struct gu_edu *e, uint32_t devoff, uint64_t iova, uint32_t len)
 {
-	int ret = edu_args_ok(iova, devoff, len);
+	int ret = edu_args_ok(e, iova, devoff, len);
 
 	return ret ? ret : edu_dma(e, EDU_BUF_BASE + devoff, iova, len, EDU_CMD_TO_RAM);
 }
@@ -579,11 +582,41 @@ static double mono_s(void)
 	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
+/* The window outlives a program: the next one in the same boot may fault within it. CLOCK_MONOTONIC
+ * is the same in every process of the guest, so the state is kept in a file on /tmp (tmpfs);
+ * the programs of a boot run one after another. */
+#define FAULT_STATE_PATH "/tmp/rdm-vm-dmar-pace"
+
+static void pace_load(double *window_start, int *faults)
+{
+	FILE *f = fopen(FAULT_STATE_PATH, "r");
+
+	if (!f)
+		return;
+	if (fscanf(f, "%lf %d", window_start, faults) != 2) {
+		*window_start = -1e9;
+		*faults = 0;
+	}
+	fclose(f);
+}
+
+static void pace_save(double window_start, int faults)
+{
+	FILE *f = fopen(FAULT_STATE_PATH, "w");
+
+	if (!f)
+		return;
+	fprintf(f, "%.6f %d\n", window_start, faults);
+	fclose(f);
+}
+
 void gu_dmar_fault_pace(bool must_log)
 {
-	static double window_start = -1e9;
-	static int faults;
+	double window_start = -1e9;
+	int faults = 0;
 	double now = mono_s();
+
+	pace_load(&window_start, &faults);
 
 	if (now - window_start >= FAULT_WINDOW_S) {
 		window_start = now;
@@ -597,6 +630,7 @@ void gu_dmar_fault_pace(bool must_log)
 		faults = 0;
 	}
 	faults++;
+	pace_save(window_start, faults);
 }
 
 void gu_kmsg_dump(int fd)
