@@ -54,6 +54,10 @@
  *   skip-map    P's MAP_DMA is not issued but reported done: a populated block has no mapping
  * In a break mode the checks above become diagnostics ("caught: ..."), and the TAP checks are, per
  * run: the defect was injected, and every check that names it failed (brk_expect[]).
+ *
+ * Options: --scale N (divide every size, default 32), --traces DIR (default /data/traces),
+ * --only PREFIX[,PREFIX...] (traces whose file names start so), --cut N (only the first N
+ * requests of each trace: the run ends with memory plugged), --break MODE.
  */
 
 /* IOVA of region offset 0: the traces' guest address (4 GiB), inside the guest IOMMU's window. */
@@ -831,7 +835,7 @@ static enum brk parse_break(const char *s)
 int main(int argc, char **argv)
 {
 	const char *dir = "/data/traces", *only = NULL, *brk_arg = getenv("RDM_VM_BREAK");
-	uint64_t scale = 32, max_region = 0;
+	uint64_t scale = 32, max_region = 0, cut = 0;
 	struct gu_vfio v;
 	struct gu_edu e;
 	struct ir_recorder rec = { 0 };
@@ -851,6 +855,8 @@ int main(int argc, char **argv)
 			only = argv[i + 1];
 		else if (strcmp(argv[i], "--break") == 0)
 			brk_arg = argv[i + 1];
+		else if (strcmp(argv[i], "--cut") == 0)
+			cut = strtoull(argv[i + 1], NULL, 0);
 	}
 	brk = parse_break(brk_arg);
 	if (!gu_tap_ok(brk < BRK_N, "break mode: %s", brk < BRK_N ? brk_names[brk] : brk_arg))
@@ -885,6 +891,13 @@ int main(int argc, char **argv)
 			gu_tap_diag("%s", err);
 			replay_trace_free(&t);
 			continue;
+		}
+		if (cut && cut < t.n) {
+			/* Only the first requests: the run ends with memory still plugged. */
+			size_t l = strlen(t.name);
+
+			snprintf(t.name + l, sizeof(t.name) - l, "[:%" PRIu64 "]", cut);
+			t.n = cut;
 		}
 		if (t.region_size > max_region)
 			max_region = t.region_size;
