@@ -119,6 +119,8 @@ bool gu_edu_check_mapped(struct gu_edu *e, uint64_t iova, void *host, uint32_t l
  * when host memory is untouched and, if want_fault, the kernel logged a DMAR write fault for
  * iova's page within timeout_ms. Goes through gu_dmar_fault_pace(want_fault): a fault check may
  * wait up to 5 s for the kernel's rate limit, so most checks should pass want_fault=false.
+ * When memory is untouched but no fault was logged, it tries once more after
+ * gu_dmar_fault_restart() (the window may have opened later than the pacing reckons).
  */
 bool gu_edu_check_unmapped(struct gu_edu *e, uint64_t iova, void *host, uint32_t len,
 			   bool want_fault, int timeout_ms, char *why, size_t whylen);
@@ -140,6 +142,11 @@ bool gu_dmar_fault_seen(int fd, uint64_t iova, bool write, int timeout_ms);
  * /tmp): faults of an earlier program in the same boot are counted too.
  */
 void gu_dmar_fault_pace(bool must_log);
+/* Sleep a whole window from now: the kernel's current one, whenever it began, has then ended;
+ * the next fault opens a new one. */
+void gu_dmar_fault_restart(void);
+/* Seconds this program slept in gu_dmar_fault_pace() and gu_dmar_fault_restart(). */
+double gu_dmar_fault_waited_s(void);
 /* Print every record after the mark as "# dmesg: ..." diagnostics. */
 void gu_kmsg_dump(int fd);
 
