@@ -610,11 +610,14 @@ static void checkpoint(struct run *R, bool end)
 				first_missing = m.iova[i];
 		}
 	}
+	if (missing)
+		snprintf(first, sizeof(first), ", the first at IOVA 0x%" PRIx64, first_missing);
+	else
+		first[0] = '\0';
 	chk(end ? CK_STATE_END : CK_STATE_MID, avail == R->avail0 - (int64_t)m.n && st.mappings == m.n && !missing,
 	    "%s / %s: %s: the container holds the sim's %zu mappings: DMA_AVAIL %" PRId64 " = start %" PRId64
-	    " - %zu, the backend shadows %" PRIu64 ", %" PRIu64 " of them not mapped at both ends (the first at IOVA 0x%"
-	    PRIx64 ")", R->t->name, R->pol->name, where, m.n, avail, R->avail0, m.n, st.mappings, missing,
-	    first_missing);
+	    " - %zu, the backend shadows %" PRIu64 ", %" PRIu64 " of them not mapped at both ends%s", R->t->name,
+	    R->pol->name, where, m.n, avail, R->avail0, m.n, st.mappings, missing, first);
 
 	/* The leak probe, at the end only: it unmaps whatever it finds. */
 	if (end) {
@@ -659,10 +662,14 @@ static void checkpoint(struct run *R, bool end)
 				bad_bytes += rc ? 0 : got;
 			}
 		}
+		if (bad)
+			snprintf(first, sizeof(first), "; the first at IOVA 0x%" PRIx64 ": %s", first_bad,
+				 first_rc ? strerror(-first_rc) : "OK");
+		else
+			first[0] = '\0';
 		chk(CK_LEAK, bad == 0, "%s / %s: leak probe: %" PRIu64 " UNMAP_DMA of the released runs and of the gaps "
-		    "between the sim's mappings unmap nothing (%" PRIu64 " did: %" PRIu64 " bytes; first at IOVA 0x%" PRIx64
-		    ", %s)", R->t->name, R->pol->name, probes, bad, bad_bytes, first_bad,
-		    first_rc ? strerror(-first_rc) : "OK");
+		    "between the sim's mappings unmap nothing (%" PRIu64 " did: %" PRIu64 " bytes%s)", R->t->name,
+		    R->pol->name, probes, bad, bad_bytes, first);
 	}
 	free(m.iova);
 	free(m.size);
