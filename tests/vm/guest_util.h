@@ -72,7 +72,10 @@ int64_t gu_dma_avail(int container);
 
 /* ---- edu (QEMU's educational PCI device) through vfio-pci ---- */
 
-/* edu's DMA engine sees 28 address bits: IOVAs used with edu must lie below this. */
+/* edu's DMA engine sees 28 address bits by default (QEMU's dma_mask property): IOVAs used with
+ * edu must lie below this. run-vm.py widens the mask (-device edu,dma_mask=...) and says by how
+ * much on the kernel command line (RDM_VM_EDU_DMA_BITS, read by gu_edu_init): struct gu_edu's
+ * iova_limit is what the device reaches in this boot. */
 #define GU_EDU_IOVA_LIMIT (UINT64_C(1) << 28)
 /* Its internal buffer is 4096 bytes, but QEMU 7.2 aborts on a transfer that ends exactly at the
  * buffer's end: transfers are 1..GU_EDU_DMA_MAX bytes at device offsets with off+len < 4096. */
@@ -89,14 +92,15 @@ struct gu_edu {
 	size_t bar0_size;
 	uint64_t cfg_offset; /* config region offset in the device fd */
 	uint32_t dma_count;  /* DMAs issued */
+	uint64_t iova_limit; /* IOVAs edu reaches: 1 << RDM_VM_EDU_DMA_BITS (default 28) */
 };
 
 /* mmap BAR0 (VFIO_DEVICE_GET_REGION_INFO), check edu's identity register, enable memory and
- * bus mastering in PCI_COMMAND through the config region. */
+ * bus mastering in PCI_COMMAND through the config region; iova_limit from RDM_VM_EDU_DMA_BITS. */
 int gu_edu_init(struct gu_edu *e, const struct gu_vfio *v);
 void gu_edu_fini(struct gu_edu *e);
 /* RAM -> device: copy len bytes at iova into edu's buffer at devoff; wait until done.
- * -EINVAL for an iova >= GU_EDU_IOVA_LIMIT or a range outside the buffer, -ETIMEDOUT when the
+ * -EINVAL for a range reaching e->iova_limit or a range outside the buffer, -ETIMEDOUT when the
  * engine stays busy for 10 s. A fault is not visible here (see gu_kmsg_*). */
 int gu_edu_dma_from_ram(struct gu_edu *e, uint64_t iova, uint32_t devoff, uint32_t len);
 /* device -> RAM: copy len bytes of edu's buffer at devoff to iova; wait until done. */
@@ -115,6 +119,8 @@ bool gu_edu_check_mapped(struct gu_edu *e, uint64_t iova, void *host, uint32_t l
  * when host memory is untouched and, if want_fault, the kernel logged a DMAR write fault for
  * iova's page within timeout_ms. Goes through gu_dmar_fault_pace(want_fault): a fault check may
  * wait up to 5 s for the kernel's rate limit, so most checks should pass want_fault=false.
+ * When memory is untouched but no fault was logged, it tries once more after
+ * gu_dmar_fault_restart() (the window may have opened later than the pacing reckons).
  */
 bool gu_edu_check_unmapped(struct gu_edu *e, uint64_t iova, void *host, uint32_t len,
 			   bool want_fault, int timeout_ms, char *why, size_t whylen);
@@ -132,9 +138,15 @@ bool gu_dmar_fault_seen(int fd, uint64_t iova, bool write, int timeout_ms);
  * The kernel logs DMAR faults through a rate limit (measured in the 6.1 guest: 3 faults logged,
  * then none until 5 s after the first). Call this just before every DMA that will fault; with
  * must_log it sleeps until the fault will be logged. Faults the caller does not announce here
- * make a later must_log fault go unlogged.
+ * make a later must_log fault go unlogged. The count survives the program (a file on the guest's
+ * /tmp): faults of an earlier program in the same boot are counted too.
  */
 void gu_dmar_fault_pace(bool must_log);
+/* Sleep a whole window from now: the kernel's current one, whenever it began, has then ended;
+ * the next fault opens a new one. */
+void gu_dmar_fault_restart(void);
+/* Seconds this program slept in gu_dmar_fault_pace() and gu_dmar_fault_restart(). */
+double gu_dmar_fault_waited_s(void);
 /* Print every record after the mark as "# dmesg: ..." diagnostics. */
 void gu_kmsg_dump(int fd);
 

@@ -40,9 +40,14 @@ MODULES = ["vfio", "vfio_iommu_type1", "vfio_virqfd", "irqbypass", "vfio-pci-cor
 PACKAGES = {"qemu-system-x86": "/usr/bin/qemu-system-x86_64", "busybox-static": "/bin/busybox",
             "cpio": "/usr/bin/cpio"}
 QEMU_ARGS = ["-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35",
-             "-device", "intel-iommu,caching-mode=on,intremap=on", "-device", "edu",
+             "-device", "intel-iommu,caching-mode=on,intremap=on",
              "-m", "4G", "-smp", "2", "-nographic", "-no-reboot", "-nic", "none"]
 CMDLINE = ["console=ttyS0", "intel_iommu=on", "panic=-1"]
+# edu's DMA engine masks addresses to 28 bits unless its dma_mask property says otherwise (QEMU
+# 7.2's edu has it); 40 bits reach every IOVA the guest's VT-d (39-bit address width) translates,
+# rdm's replay region at 4 GiB included. The guest learns the width from RDM_VM_EDU_DMA_BITS.
+EDU_DMA_BITS = 40
+EDU_DEFAULT_BITS = 28
 MARK = "@@RDM-VM "
 
 
@@ -348,10 +353,19 @@ def build_initramfs(o, meta, work):
     return image
 
 
+def edu_device():
+    """-device edu with its DMA reach widened when this QEMU can, and that reach in bits."""
+    r = run(["qemu-system-x86_64", "-device", "edu,help"])
+    if re.search(r"^\s*dma_mask=", r.stdout, re.M):
+        return f"edu,dma_mask={(1 << EDU_DMA_BITS) - 1:#x}", EDU_DMA_BITS
+    return "edu", EDU_DEFAULT_BITS
+
+
 def boot(o, meta, image, work, tap):
+    edu, edu_bits = edu_device()
     params = list(o["params"]) + (["rdm_dmesg=1"] if o["dmesg"] else [])
-    cmdline = " ".join(CMDLINE + params)
-    cmd = ["qemu-system-x86_64"] + QEMU_ARGS + ["-kernel", meta["vmlinuz"], "-initrd", image,
+    cmdline = " ".join(CMDLINE + [f"RDM_VM_EDU_DMA_BITS={edu_bits}"] + params)
+    cmd = ["qemu-system-x86_64"] + QEMU_ARGS + ["-device", edu, "-kernel", meta["vmlinuz"], "-initrd", image,
                                                  "-append", cmdline]
     with open(os.path.join(work, "qemu-command"), "w") as f:
         f.write(shlex.join(cmd) + "\n")

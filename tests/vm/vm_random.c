@@ -104,8 +104,10 @@ static unsigned run(struct gu_vfio *v, struct ir_recorder *rec, void *mem, uint3
 	struct rdm_producer *p = NULL;
 	unsigned char st[NB];
 	uint64_t s = seed * 0x9e3779b97f4a7c15ull + policy * 7919 + strict, changes = 0, avail_bad = 0;
+	uint64_t maps0 = rec->maps, unmaps0 = rec->unmaps, failed0 = rec->failed, left = 0;
 	unsigned bad = 0, refused = 0;
 	struct rdm_backend_stats bs;
+	bool ran = false;
 	int err;
 
 	memset(st, 0, sizeof(st));
@@ -214,6 +216,7 @@ static unsigned run(struct gu_vfio *v, struct ir_recorder *rec, void *mem, uint3
 	gu_tap_ok(err == 0 && gu_dma_avail(v->container) == avail0, "%s %s seed %" PRIu64
 		  ": discard_all brings DMA_AVAIL back to %" PRId64 " (%" PRId64 ")", pol, strict ? "strict" : "lenient",
 		  seed, avail0, gu_dma_avail(v->container));
+	ran = true;
 out:
 	if (p)
 		rdm_producer_destroy(p);
@@ -221,6 +224,21 @@ out:
 		rdm_region_destroy(r);
 	if (w)
 		rdm_worker_destroy(w);
+	if (ran) {
+		/* The ioctls the kernel saw are the calls the backend counts, and destroy left nothing
+		 * mapped (this UNMAP_DMA, outside the backend, would unmap what leaked). */
+		rdm_backend_get_stats(b, &bs);
+		gu_tap_ok(bs.map_calls == rec->maps - maps0 && bs.unmap_calls == rec->unmaps - unmaps0 &&
+			  bs.failed_calls == rec->failed - failed0,
+			  "%s %s seed %" PRIu64 ": the kernel saw the backend's calls: %" PRIu64 " MAP_DMA + %" PRIu64
+			  " UNMAP_DMA ioctls, %" PRIu64 " rejected (the backend counts %" PRIu64 " + %" PRIu64 ", %" PRIu64
+			  " failed)", pol, strict ? "strict" : "lenient", seed, rec->maps - maps0, rec->unmaps - unmaps0,
+			  rec->failed - failed0, bs.map_calls, bs.unmap_calls, bs.failed_calls);
+		err = gu_dma_unmap(v->container, 0, UINT64_C(1) << 39, &left);
+		gu_tap_ok(err == 0 && left == 0, "%s %s seed %" PRIu64 ": after destroy the container holds nothing "
+			  "(an UNMAP_DMA of [0, 2^39) unmaps %" PRIu64 " bytes: %s)", pol, strict ? "strict" : "lenient",
+			  seed, left, errname(err));
+	}
 	rdm_backend_destroy(b);
 	madvise(mem, NB * BS, MADV_DONTNEED);
 	return bad + avail_bad;
