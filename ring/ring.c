@@ -353,6 +353,22 @@ int rdm_ring_create_shared(uint32_t capacity, uint32_t record_size, int *memfd_o
 	return 0;
 }
 
+/*
+ * Copy a header the other process may be writing. Volatile reads: a plain
+ * memcpy into a local that is only read could legally be turned back into
+ * reads of the shared header (the compiler may assume no one else writes
+ * it), so a field could be validated from one read and used from another.
+ * Each byte is read exactly once here; the copy may be torn, and then it
+ * fails validation or describes a ring that fits the mapping all the same.
+ */
+static void copy_header_once(struct rdm_ring_header *dst, const struct rdm_ring_header *src)
+{
+	const volatile unsigned char *s = (const volatile unsigned char *)src;
+	unsigned char *d = (unsigned char *)dst;
+	for (size_t i = 0; i < sizeof(*dst); i++)
+		d[i] = s[i];
+}
+
 int rdm_ring_attach(int memfd, enum rdm_ring_side side, struct rdm_ring **out)
 {
 	if (!out)
@@ -392,7 +408,7 @@ int rdm_ring_attach(int memfd, enum rdm_ring_side side, struct rdm_ring **out)
 	/* One copy of the header: the other process may change it at any
 	 * time, so only the copy is validated and used (invariant 3). */
 	struct rdm_ring_header h;
-	memcpy(&h, &sh->hdr, sizeof(h));
+	copy_header_once(&h, &sh->hdr);
 	int err = 0;
 	if (h.magic != RDM_RING_MAGIC)
 		err = rdm_fail(-EPROTO, "ring attach: bad magic %#llx", (unsigned long long)h.magic);
