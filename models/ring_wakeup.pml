@@ -46,6 +46,26 @@
  * A blocked side leaves only when woken: spurious wake-ups (signals) only
  * make more runs end well, so leaving them out loses no counterexample.
  *
+ * Which code each step models (names as in ring/ring.c's theory block and
+ * the labels in the code's comments):
+ *   producer() loop      rdm_ring_push() + rdm_ring_wait_writable(r, 0)
+ *   consumer() loop      rdm_ring_pop() + rdm_ring_wait_readable(r, 0)
+ *   hc = mem[HEAD]       A2: rdm_ring_pvt_prod_room()'s acquire load of head
+ *   tc = mem[TAIL]       A1: rdm_ring_pvt_cons_avail()'s acquire load of tail
+ *   publish(): store     W = R1/R2: the index store in
+ *                        rdm_ring_pvt_push_publish() / _pop_publish()
+ *              f = ...   Lf = S1/S2: the flag load right after it
+ *              wake      rdm_ring_pvt_wake_consumer() / _wake_producer():
+ *                        futex_op(FUTEX_WAKE) (OLD_PROTOCOL: the exchange
+ *                        first, as the code had it)
+ *   sleep_on(): store 1  F = S1'/S2': atomic_store(..._sleeping, 1) in the
+ *                        wait functions
+ *               fence    the seq_cst store, or rdm_ring_pvt_heavy_fence()
+ *               seen     L: the index load after it
+ *               wait     futex_op(FUTEX_WAIT, seen) when seen shows
+ *                        empty / full
+ *               store 0  Z: atomic_store(..._sleeping, 0) once awake
+ *
  * Indices do not wrap here (N < 256): the code's free-running 32-bit indices
  * cannot make the futex word come back to the value a sleeper saw, because
  * tail - head stays within capacity <= 2^28 while it sleeps.
