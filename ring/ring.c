@@ -47,7 +47,8 @@
  * are full barriers; so if a store to the word precedes a FUTEX_WAKE in the
  * waker's program order, a FUTEX_WAIT(word, v) on the old value v either
  * reads the new value and returns at once, or is queued before the wake
- * and is woken by it.
+ * and is woken by it. (The word never comes back to v while a side sleeps
+ * at v: the other index moves at most `capacity` <= 2^28 away from it.)
  *
  * Why no wake-up is lost, seq_cst protocol (consumer asleep; the producer
  * side is symmetric with S2/S2', head for tail). Take one sleep of the
@@ -113,7 +114,7 @@
  * one more FUTEX_WAKE system call (at most one per publish, and none once
  * the sleeper runs). models/ring_wakeup.pml checks the fixed protocol for
  * both memory-order variants.
-
+ *
  * Other Dekker users. The IOMMU worker (iommu/worker.c, producer.c) has its
  * own doorbell: producers push, then run a seq_cst fence and load the
  * worker's flag; the worker stores its flag, runs a seq_cst fence and checks
