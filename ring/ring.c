@@ -21,14 +21,16 @@
  * cache only under-states what the other side allows, so it is always safe.
  *
  * Sleeping (the io_uring need-wakeup idea). A side that wants to sleep
- * stores its need-wakeup flag, then rechecks the other side's index; only if
- * it is unchanged does it FUTEX_WAIT on that very index word with the value
- * it saw. The other side publishes its index and then reads the flag; only
- * if it is set does it clear it (exchange) and FUTEX_WAKE. The publisher's
- * "store index; load flag" (S1, S2) and the sleeper's "store flag; load
- * index" (S1', S2') form a Dekker pair: each needs store-load order, and
- * one of two protocols provides it (chosen at creation, the same for both
- * sides, recorded in prod.asym / cons.asym):
+ * stores its need-wakeup flag (F), then rechecks the other side's index (L);
+ * only if it is unchanged does it FUTEX_WAIT on that very index word with the
+ * value v it saw; once awake (or when the recheck saw a change) it clears
+ * its flag itself (Z). The other side publishes its index (W) and then loads
+ * the flag (Lf); if it is set it calls FUTEX_WAKE on the index word, and
+ * writes nothing: a need-wakeup flag has exactly one writer, its sleeper.
+ * The publisher's "W; Lf" (S1, S2) and the sleeper's "F; L" (S1', S2') form
+ * a Dekker pair: each needs store-load order, and one of two protocols
+ * provides it (chosen at creation, the same for both sides, recorded in
+ * prod.asym / cons.asym):
  *
  *  - seq_cst: all four accesses are seq_cst (seq_cst operations rather
  *    than fences: ThreadSanitizer does not model fences). The publisher
@@ -39,38 +41,55 @@
  *    index. The sleeper, which is about to make a futex system call anyway,
  *    pays one more; the busy path costs what a release store costs.
  *
+ * The futex contract used (kernel/futex: "Basic futex operation and ordering
+ * guarantees"): FUTEX_WAIT(word, v) compares the word with v and queues the
+ * caller atomically with respect to FUTEX_WAKE on that word, and both calls
+ * are full barriers; so if a store to the word precedes a FUTEX_WAKE in the
+ * waker's program order, a FUTEX_WAIT(word, v) on the old value v either
+ * reads the new value and returns at once, or is queued before the wake
+ * and is woken by it. (The word never comes back to v while a side sleeps
+ * at v: the other index moves at most `capacity` <= 2^28 away from it.)
+ *
  * Why no wake-up is lost, seq_cst protocol (consumer asleep; the producer
- * side is symmetric with S2/S2', head for tail). Let P = "store tail (S1);
- * load flag" and C = "store flag=1; load tail" (S1'), all four seq_cst, so
- * all lie in the single total order S. If P's load of the flag precedes C's
- * store of it in S, then P's tail store precedes C's tail load in S, and C
- * sees the new tail and does not sleep. Otherwise P's load sees flag=1 (or a
- * later value: only P clears it, and then it wakes) and P wakes.
+ * side is symmetric with S2/S2', head for tail). Take one sleep of the
+ * consumer: F (flag = 1), L (load tail, reads v == head), FUTEX_WAIT(tail,
+ * v), Z (flag = 0). Let W be the producer's first tail store after v (the
+ * only way the consumer has anything to wait for) and Lf the flag load of
+ * the same publish. All four are seq_cst, so they lie in the single total
+ * order S. L did not read W, so L precedes W in S; hence F < L < W < Lf in
+ * S, and Lf reads F's 1 or a later value in the flag's modification order.
+ * The only later writes are the sleeper's own: Z of this sleep, and F and Z
+ * of its later sleeps. If Lf reads a 1, the producer issues FUTEX_WAKE after
+ * W (program order) and, by the futex contract, this sleep ends. If Lf reads
+ * a 0, it is a Z at or after this sleep's Z, which the consumer executes
+ * only after its FUTEX_WAIT returned: this sleep has already ended. So no
+ * sleep outlives a publish it has not seen.
  *
  * Why no wake-up is lost, asymmetric protocol. membarrier(2) guarantees
  * that, between the call's entry and its return, every running thread of
  * the process executes a full memory barrier, and a thread not running is
  * de facto in that state (the scheduler's switch is a full barrier); the
- * call itself is a full barrier for the caller. So there is a point B in P's
- * program order (P = "store tail; compiler barrier; load flag", the
- * compiler barrier keeping the program order in the machine code) at which
- * P behaves as if it ran a seq_cst fence, ordered after C's flag store and
- * before C's tail load. Both ends of the edge, by where B falls:
- *   - B after P's tail store: the store is globally visible before B, B
- *     completes before membarrier returns, so C's tail load (S1', after the
- *     call) sees the new tail and C does not sleep;
- *   - B before P's tail store: then B is before P's flag load (S1), and C's
- *     flag store (before the call) is visible at B, so P sees flag=1 (or a
- *     later value, as above) and wakes.
- * In C11 terms: membarrier is a seq_cst fence in C between its store and
- * load, and one in P at B; with two seq_cst fences, either C's load reads
- * P's store or P's load reads C's store (the fence rules of the total order
- * S). The private command reaches only this process's threads, so only rings
- * from rdm_ring_create() use it; shared-memory rings keep the seq_cst
- * protocol, and so does every ring when membarrier's private expedited
- * command is missing (old kernel, seccomp) or cannot be registered. If the
- * membarrier call itself fails after registration, the sleeper does not
- * sleep (it returns, as after a spurious wake-up).
+ * call itself is a full barrier for the caller. So there is a point B in the
+ * producer's program order (its "W; compiler barrier; Lf", the compiler
+ * barrier keeping the program order in the machine code) at which it
+ * behaves as if it ran a seq_cst fence, ordered after F and before L. Both
+ * ends of the edge, by where B falls:
+ *   - B after W: W is globally visible before B, B completes before
+ *     membarrier returns, so L (S1', after the call) reads W or later:
+ *     contradiction with L reading v, so this case does not happen for
+ *     the W defined above;
+ *   - B before W: then B is before Lf (S1), and F (before the call) is
+ *     visible at B, so Lf reads F's 1 or a later value of the flag, and
+ *     the case analysis of the seq_cst protocol applies unchanged.
+ * In C11 terms: membarrier is a seq_cst fence in the sleeper between F and
+ * L, and one in the publisher at B; with two seq_cst fences, either L reads
+ * W or Lf reads F or later (the fence rules of the total order S). The
+ * private command reaches only this process's threads, so only rings from
+ * rdm_ring_create() use it; shared-memory rings keep the seq_cst protocol,
+ * and so does every ring when membarrier's private expedited command is
+ * missing (old kernel, seccomp) or cannot be registered. If the membarrier
+ * call itself fails after registration, the sleeper does not sleep (it
+ * returns, as after a spurious wake-up).
  * ThreadSanitizer sees neither membarrier nor fences, so a TSan build
  * (RDM_TSAN) uses the seq_cst protocol for every ring: TSan then checks the
  * data edges R1/A1 and R2/A2, which are the same accesses in both
@@ -78,9 +97,23 @@
  * builds run the asymmetric protocol (and the tests force the seq_cst one
  * on private rings too, via rdm_ring_use_seq_cst_for_test()).
  *
- * Both protocols: if the wake comes before the sleeper has entered
- * FUTEX_WAIT, the kernel compares the index word with the value it saw,
- * finds it changed and returns at once.
+ * Why the waker must not write the flag. An earlier version had the waker
+ * clear the flag with an exchange and call FUTEX_WAKE only if it returned 1
+ * (to elect one waker per sleep). Its proof said "Lf reads 1 or a later
+ * value: only this publisher clears it, and then it wakes", which is false:
+ * the later value can be an OLDER publish's exchange. Publish 1 loads the
+ * flag of sleep 1 and is delayed before its exchange; sleep 1's FUTEX_WAIT
+ * finds the word changed and returns, the sleeper takes the record and
+ * starts sleep 2 (F2 = 1, L2 reads the current index); publish 1's exchange
+ * now clears F2 and its FUTEX_WAKE lands before sleep 2's FUTEX_WAIT, which
+ * then sleeps; the next publish reads the 0 and wakes nobody. With capacity
+ * 2 and no spin this lost both sides' sleep once in a few hundred runs of
+ * 2 * 10^5 records (tests/ring/test_ring_lost_wakeup.c), and spin finds it
+ * in models/ring_wakeup_old.pml. The cost of the fix: between a FUTEX_WAKE
+ * and the woken side's Z, each publish that reads the still-set flag makes
+ * one more FUTEX_WAKE system call (at most one per publish, and none once
+ * the sleeper runs). models/ring_wakeup.pml checks the fixed protocol for
+ * both memory-order variants.
  *
  * Other Dekker users. The IOMMU worker (iommu/worker.c, producer.c) has its
  * own doorbell: producers push, then run a seq_cst fence and load the
@@ -101,11 +134,12 @@
  *     inside the mapping.
  *  3. Capacity, mask and record size are copied once (creation, or
  *     validated at attach) and never re-read from shared memory.
- *  4. A need-wakeup flag is set only by its sleeper and cleared only by the
- *     waker (exchange) or by the sleeper itself once awake; a set flag costs
- *     at most one spurious FUTEX_WAKE.
- *  5. The memfd is sealed against shrinking, so the mapping cannot lose
- *     its pages under us (no SIGBUS).
+ *  4. A need-wakeup flag is written only by its sleeper: set before the
+ *     recheck, cleared once awake or when the recheck saw a change. The
+ *     waker only reads it; a set flag costs a FUTEX_WAKE per publish until
+ *     its sleeper clears it.
+ *  5. An attached memfd is sealed against shrinking and lives on shmem, so
+ *     the mapping cannot lose its pages under us (no SIGBUS).
  *  6. prod.asym == cons.asym, fixed at creation; it is 1 only for a ring
  *     from rdm_ring_create() in a process registered for membarrier's
  *     private expedited command, and never in a TSan build. A sleeper on an
@@ -120,10 +154,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <linux/magic.h>
 #include <linux/membarrier.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -207,7 +243,7 @@ static bool membarrier_ready(void)
 #endif
 }
 
-int rdm_ring_heavy_fence_slow(void)
+int rdm_ring_pvt_heavy_fence(void)
 {
 	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) < 0)
 		return -errno;
@@ -318,6 +354,22 @@ int rdm_ring_create_shared(uint32_t capacity, uint32_t record_size, int *memfd_o
 	return 0;
 }
 
+/*
+ * Copy a header the other process may be writing. Volatile reads: a plain
+ * memcpy into a local that is only read could legally be turned back into
+ * reads of the shared header (the compiler may assume no one else writes
+ * it), so a field could be validated from one read and used from another.
+ * Each byte is read exactly once here; the copy may be torn, and then it
+ * fails validation or describes a ring that fits the mapping all the same.
+ */
+static void copy_header_once(struct rdm_ring_header *dst, const struct rdm_ring_header *src)
+{
+	const volatile unsigned char *s = (const volatile unsigned char *)src;
+	unsigned char *d = (unsigned char *)dst;
+	for (size_t i = 0; i < sizeof(*dst); i++)
+		d[i] = s[i];
+}
+
 int rdm_ring_attach(int memfd, enum rdm_ring_side side, struct rdm_ring **out)
 {
 	if (!out)
@@ -332,6 +384,15 @@ int rdm_ring_attach(int memfd, enum rdm_ring_side side, struct rdm_ring **out)
 		return rdm_fail(-errno, "ring attach: cannot read the memfd's seals (errno %d)", errno);
 	if (!(seals & F_SEAL_SHRINK))
 		return rdm_fail(-EPERM, "ring attach: memfd not sealed against shrinking");
+	/* Invariant 5: only shmem. A hole punched in a hugetlbfs file frees
+	 * its huge page, and faulting it back in can fail (SIGBUS) when the
+	 * pool is empty; a shmem hole reads back as zeros. */
+	struct statfs fs;
+	if (fstatfs(memfd, &fs) < 0)
+		return rdm_fail(-errno, "ring attach: fstatfs failed (errno %d)", errno);
+	if (fs.f_type != TMPFS_MAGIC)
+		return rdm_fail(-EPERM, "ring attach: the memfd is not on shmem (filesystem %#lx)",
+				(unsigned long)fs.f_type);
 	struct stat st;
 	if (fstat(memfd, &st) < 0)
 		return rdm_fail(-errno, "ring attach: fstat failed (errno %d)", errno);
@@ -348,7 +409,7 @@ int rdm_ring_attach(int memfd, enum rdm_ring_side side, struct rdm_ring **out)
 	/* One copy of the header: the other process may change it at any
 	 * time, so only the copy is validated and used (invariant 3). */
 	struct rdm_ring_header h;
-	memcpy(&h, &sh->hdr, sizeof(h));
+	copy_header_once(&h, &sh->hdr);
 	int err = 0;
 	if (h.magic != RDM_RING_MAGIC)
 		err = rdm_fail(-EPROTO, "ring attach: bad magic %#llx", (unsigned long long)h.magic);
@@ -411,23 +472,21 @@ static long futex_op(struct rdm_ring *r, _Atomic uint32_t *word, int op, uint32_
 	return syscall(SYS_futex, word, op, val, NULL, NULL, 0);
 }
 
-void rdm_ring_wake_consumer_slow(struct rdm_ring *r)
+void rdm_ring_pvt_wake_consumer(struct rdm_ring *r)
 {
-	/* Invariant 4: only one waker per sleep issues the system call.
-	 * Relaxed: the caller's seq_cst load (S1) already decided; the
-	 * exchange only elects the one waker. */
-	if (atomic_exchange_explicit(&r->prod.sh->consumer_sleeping, 0, memory_order_relaxed))
-		futex_op(r, &r->prod.sh->tail, FUTEX_WAKE, INT_MAX);
+	/* The caller's flag load (S1) saw a sleeper; invariant 4: the flag is
+	 * the sleeper's, so no write here (theory: "Why the waker must not
+	 * write the flag"). */
+	futex_op(r, &r->prod.sh->tail, FUTEX_WAKE, INT_MAX);
 }
 
-void rdm_ring_wake_producer_slow(struct rdm_ring *r)
+void rdm_ring_pvt_wake_producer(struct rdm_ring *r)
 {
-	/* As rdm_ring_wake_consumer_slow, with S2. */
-	if (atomic_exchange_explicit(&r->cons.sh->producer_sleeping, 0, memory_order_relaxed))
-		futex_op(r, &r->cons.sh->head, FUTEX_WAKE, INT_MAX);
+	/* As rdm_ring_pvt_wake_consumer, with S2. */
+	futex_op(r, &r->cons.sh->head, FUTEX_WAKE, INT_MAX);
 }
 
-int rdm_ring_corrupt_slow(struct rdm_ring *r, uint32_t tail)
+int rdm_ring_pvt_corrupt(struct rdm_ring *r, uint32_t tail)
 {
 	return rdm_fail(-EBADMSG, "ring: producer index out of range (head %u, tail %u, capacity %u)",
 			r->cons.head, tail, r->cons.capacity);
@@ -445,7 +504,7 @@ static inline void cpu_relax(void)
 int rdm_ring_wait_readable(struct rdm_ring *r, unsigned spin)
 {
 	for (unsigned i = 0;; i++) {
-		int64_t n = rdm_ring_cons_avail(r, 1);
+		int64_t n = rdm_ring_pvt_cons_avail(r, 1);
 		if (n != 0)
 			return (int)n;
 		if (i >= spin)
@@ -456,27 +515,28 @@ int rdm_ring_wait_readable(struct rdm_ring *r, unsigned spin)
 	uint32_t seen;
 	if (r->cons.asym) {
 		/* S1' (asymmetric): flag, membarrier, tail; pairs with S1 in
-		 * rdm_ring_push_publish (theory). Relaxed store: the system
+		 * rdm_ring_pvt_push_publish (theory). Relaxed store: the system
 		 * call orders it before the load (a full barrier for us and,
 		 * at some point B, for the producer). On failure do not sleep. */
 		atomic_store_explicit(&sh->consumer_sleeping, 1, memory_order_relaxed);
-		if (rdm_ring_heavy_fence_slow() != 0)
+		if (rdm_ring_pvt_heavy_fence() != 0)
 			seen = r->cons.head + 1;
 		else /* A1 as well: acquire, pairs with R1. */
 			seen = atomic_load_explicit(&sh->tail, memory_order_acquire);
 	} else {
 		/* S1'. seq_cst store and load: pair with S1 in
-		 * rdm_ring_push_publish (theory); the load is also A1 (pairs
+		 * rdm_ring_pvt_push_publish (theory); the load is also A1 (pairs
 		 * with R1). */
 		atomic_store_explicit(&sh->consumer_sleeping, 1, memory_order_seq_cst);
 		seen = atomic_load_explicit(&sh->tail, memory_order_seq_cst);
 	}
 	if (seen == r->cons.head)
 		futex_op(r, &sh->tail, FUTEX_WAIT, seen);
-	/* Awake (or never slept): drop the request; a producer that still
-	 * sees it costs one spurious wake at most (invariant 4). */
+	/* Z. Awake (or never slept): drop the request; only we write the
+	 * flag (invariant 4). Relaxed: a producer that still sees the 1 makes
+	 * one FUTEX_WAKE too many, nothing worse. */
 	atomic_store_explicit(&sh->consumer_sleeping, 0, memory_order_relaxed);
-	int64_t n = rdm_ring_cons_avail(r, 1);
+	int64_t n = rdm_ring_pvt_cons_avail(r, 1);
 	return (int)n;
 }
 
@@ -484,7 +544,7 @@ int rdm_ring_wait_writable(struct rdm_ring *r, unsigned spin)
 {
 	uint32_t cap = r->prod.capacity;
 	for (unsigned i = 0;; i++) {
-		uint32_t room = rdm_ring_prod_room(r, 1);
+		uint32_t room = rdm_ring_pvt_prod_room(r, 1);
 		if (room)
 			return (int)room;
 		/* Room 0: full, or a corrupt head. */
@@ -500,22 +560,23 @@ int rdm_ring_wait_writable(struct rdm_ring *r, unsigned spin)
 	uint32_t seen;
 	if (r->prod.asym) {
 		/* S2' (asymmetric): flag, membarrier, head; pairs with S2 in
-		 * rdm_ring_pop_publish, as S1' above. On failure do not sleep. */
+		 * rdm_ring_pvt_pop_publish, as S1' above. On failure do not sleep. */
 		atomic_store_explicit(&sh->producer_sleeping, 1, memory_order_relaxed);
-		if (rdm_ring_heavy_fence_slow() != 0)
+		if (rdm_ring_pvt_heavy_fence() != 0)
 			seen = r->prod.tail - cap + 1;
 		else /* A2 as well: acquire, pairs with R2. */
 			seen = atomic_load_explicit(&sh->head, memory_order_acquire);
 	} else {
 		/* S2'. seq_cst store and load: pair with S2 in
-		 * rdm_ring_pop_publish; the load is also A2 (pairs with R2). */
+		 * rdm_ring_pvt_pop_publish; the load is also A2 (pairs with R2). */
 		atomic_store_explicit(&sh->producer_sleeping, 1, memory_order_seq_cst);
 		seen = atomic_load_explicit(&sh->head, memory_order_seq_cst);
 	}
 	if (r->prod.tail - seen == cap)
 		futex_op(r, &sh->head, FUTEX_WAIT, seen);
+	/* Z, as in rdm_ring_wait_readable. */
 	atomic_store_explicit(&sh->producer_sleeping, 0, memory_order_relaxed);
-	uint32_t room = rdm_ring_prod_room(r, 1);
+	uint32_t room = rdm_ring_pvt_prod_room(r, 1);
 	if (room == 0) {
 		uint32_t head = atomic_load_explicit(&sh->head, memory_order_acquire);
 		if (r->prod.tail - head > cap)

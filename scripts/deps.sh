@@ -3,6 +3,7 @@
 #   scripts/deps.sh build   compilers, meson, liburcu, libnuma, jemalloc, Google Benchmark, ck
 #   scripts/deps.sh main    build + gnuplot and the benchmark tools (compare.py and its scipy)
 #   scripts/deps.sh test    build + what the real-kernel guest tests need (QEMU, busybox, cpio)
+#                           and the model checker of models/ (spin)
 # DPDK (libdpdk-dev) is optional: installed when available, for the ring benchmark's rte_ring peer.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ for what in "$@"; do
 	case "$what" in
 	build) ;;
 	main) want+=(gnuplot-nox libbenchmark-tools python3-scipy); optional+=(libdpdk-dev) ;;
-	test) want+=(qemu-system-x86 busybox-static cpio) ;;
+	test) want+=(qemu-system-x86 busybox-static cpio spin) ;;
 	*) echo "deps.sh: unknown set '$what' (build, main or test)" >&2; exit 2 ;;
 	esac
 done

@@ -1,4 +1,4 @@
-/* tests/ring/test_ring_shared.c - memfd rings: attach validation, and a producer in a forked child. */
+/* tests/ring/test_ring_shared.c - memfd rings: attach validation, a hostile peer, and a producer in a forked child. */
 #include "tests/check.h"
 #include "tests/ring/ring_test_util.h"
 
@@ -100,6 +100,88 @@ static void test_header_changed_after_attach(void)
 	rdm_ring_destroy(r);
 }
 
+/* Attach refuses a sealed memfd that is not on shmem (hugetlbfs: SIGBUS risk). */
+static void test_attach_hugetlb(void)
+{
+	int fd = memfd_create("rdm-ring-huge", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_HUGETLB);
+	if (fd < 0) {
+		printf("hugetlb memfd: not available (errno %d), check skipped\n", errno);
+		return;
+	}
+	struct rdm_ring *a = NULL;
+	if (ftruncate(fd, 2u << 20) == 0 && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) == 0) {
+		CHECK(rdm_ring_attach(fd, RDM_RING_CONSUMER, &a) == -EPERM);
+		CHECK(strstr(rdm_last_error(), "shmem") != NULL);
+		CHECK(a == NULL);
+	} else {
+		printf("hugetlb memfd: cannot size or seal (errno %d), check skipped\n", errno);
+	}
+	close(fd);
+}
+
+/*
+ * A hostile peer: between any two calls it writes random values into every
+ * index, flag and header word. Each call on the attached handles must stay in
+ * range (counts <= capacity, -EBADMSG for a corrupt index) and write only
+ * the caller's buffer (a canary after it), never sleep forever (spin budget
+ * 0 sleeps at once: the peer's "other thread" is this loop, so waits are
+ * only called when they cannot sleep: see below).
+ */
+static void test_hostile_peer(void)
+{
+	enum { CAP = 8, RS = 432 }; /* 640 + 8 * 432 = 4096: the ring ends on a page boundary */
+	int fd;
+	struct rdm_ring *r, *p, *c;
+	REQUIRE(rdm_ring_create_shared(CAP, RS, &fd, &r) == 0);
+	REQUIRE(rdm_ring_attach(fd, RDM_RING_PRODUCER, &p) == 0);
+	REQUIRE(rdm_ring_attach(fd, RDM_RING_CONSUMER, &c) == 0);
+	close(fd);
+	struct rdm_ring_shared *sh = r->prod.sh;
+	unsigned char in[CAP * RS], out[CAP * RS + 64];
+	memset(in, 0x5a, sizeof(in));
+	uint64_t seed = 0x1234567;
+	uint32_t near = 0;
+	for (int i = 0; i < 200000; i++) {
+		uint64_t x = ring_rand(&seed);
+		/* Values near the real indices (the interesting boundaries) or anywhere. */
+		uint32_t t = x & 1 ? (uint32_t)(near + (x >> 8) % 24 - 12) : (uint32_t)(x >> 16);
+		uint32_t h = x & 2 ? (uint32_t)(near + (x >> 20) % 24 - 12) : (uint32_t)(x >> 32);
+		atomic_store(&sh->tail, t);
+		atomic_store(&sh->head, h);
+		atomic_store(&sh->consumer_sleeping, (uint32_t)(x >> 40) & 1);
+		atomic_store(&sh->producer_sleeping, (uint32_t)(x >> 41) & 1);
+		sh->hdr.capacity = (uint32_t)(x >> 7);
+		sh->hdr.record_size = (uint32_t)(x >> 13);
+		sh->hdr.data_offset = x;
+		memset(out + CAP * RS, 0xc3, 64);
+		unsigned n = (unsigned)((x >> 50) % (CAP + 2));
+		int k;
+		switch ((x >> 56) % 10) {
+		case 0: CHECK(rdm_ring_push(p, in) == true || rdm_ring_free_count(p) == 0); break;
+		case 1: CHECK(rdm_ring_push_burst(p, in, n) <= n); break;
+		case 2: CHECK(rdm_ring_push_bulk(p, in, n) % (n ? n : 1) == 0); break;
+		case 3: CHECK(rdm_ring_free_count(p) <= CAP); break;
+		case 4: k = rdm_ring_pop(c, out); CHECK(k == -EBADMSG || k == 0 || k == 1); break;
+		case 5: k = rdm_ring_pop_burst(c, out, n); CHECK(k == -EBADMSG || (k >= 0 && (unsigned)k <= n)); break;
+		case 6: k = rdm_ring_pop_bulk(c, out, n); CHECK(k == -EBADMSG || k == 0 || (unsigned)k == n); break;
+		case 7: k = rdm_ring_count(c); CHECK(k == -EBADMSG || (k >= 0 && k <= CAP)); break;
+		case 8: (void)rdm_ring_empty(c); break;
+		default:
+			/* Only where no sleep can follow: a readable ring returns at once. */
+			k = rdm_ring_count(c);
+			if (k > 0)
+				CHECK(rdm_ring_wait_readable(c, 0) > 0);
+			break;
+		}
+		for (int j = 0; j < 64; j++)
+			CHECK(out[CAP * RS + j] == 0xc3);
+		near = p->prod.tail; /* the producer's own index: where the checks bite */
+	}
+	rdm_ring_destroy(c);
+	rdm_ring_destroy(p);
+	rdm_ring_destroy(r);
+}
+
 static struct rdm_change_rec make_rec(uint64_t i)
 {
 	return (struct rdm_change_rec){.op = (uint16_t)(1 + i % 3), .flags = (uint16_t)i,
@@ -177,6 +259,8 @@ int main(void)
 {
 	test_attach_errors();
 	test_header_changed_after_attach();
+	test_attach_hugetlb();
+	test_hostile_peer();
 	test_fork();
 	return check_exit();
 }
