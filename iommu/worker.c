@@ -276,7 +276,10 @@ static void apply_item(struct wstate *ws, struct rdm_wregion *wr, struct item *i
 	}
 	switch (rec->op) {
 	case RDM_CHANGE_POPULATE:
+		/* A discard the tail is told meanwhile is this populate's rollback. */
+		rdm_planner_populate_begin(&wr->planner);
 		it->result = rdm_region_apply(wr->r, RDM_OP_POPULATE, rec->offset, rec->length, NULL);
+		rdm_planner_populate_end(&wr->planner);
 		break;
 	case RDM_CHANGE_DISCARD:
 		it->result = rdm_region_apply(wr->r, RDM_OP_DISCARD, rec->offset, rec->length, NULL);
