@@ -713,9 +713,14 @@ static bool split_with_window(struct rdm_planner *p, uint32_t m, uint64_t uncoun
 		for (uint32_t j = 0; j < p->nbe; j++) {
 			int err = rdm_backend_map(p->be[j]->b, iova_of(p, rs), (re - rs) * p->block_size,
 						  vaddr_of(p, rs));
+			/* Retried once, like an unmap: the range was mapped a
+			 * moment ago, so only a transient failure can stop it. */
+			if (err)
+				err = rdm_backend_map(p->be[j]->b, iova_of(p, rs), (re - rs) * p->block_size,
+						      vaddr_of(p, rs));
 			if (err) {
 				/* Populated memory the device can no longer reach:
-				 * nothing rdm can retry safely; the backend is failed. */
+				 * nothing more rdm can do; the backend is failed. */
 				mark_failed(p, p->be[j], err, rs, re - rs);
 				continue;
 			}
