@@ -16,10 +16,14 @@
  * index 0 is nil. Growing is the only allocation and happens only in
  * rdm_maptree_reserve(), so an owner can reserve what an operation needs
  * and then commit it with calls that cannot fail. The heap priority of node
- * i is a mix of i, so it costs no memory and stays random-looking when
- * freed indices are reused. Baselines with one 4 KiB mapping per block on a
- * 64 GiB guest hold ~16M mappings: 512 MiB of 32-byte nodes, average depth
- * ~1.39 log2 n ~ 33. Measured through the sim (normal build, shared 2-core
+ * i is i times 2^32 / golden ratio (Fibonacci hashing): it costs no memory
+ * and one multiply per level (a mixing hash cost ~1/3 of an insert), and
+ * successive indices get priorities spread as evenly as a sequence can be,
+ * so a tree built in index order is better balanced than with random
+ * priorities (4M ascending inserts: average depth 24.3, max 38, against
+ * 28.2 and 55 with a mixing hash; 1M random keys: 25.6 and 51 against 26.3
+ * and 50). Baselines with one 4 KiB mapping per block on a 64 GiB guest
+ * hold ~16M mappings: 512 MiB of 32-byte nodes, average depth ~26. Measured through the sim (normal build, shared 2-core
  * machine): ascending 4 KiB maps ~150-240 ns each up to 16M mappings; an
  * UNMAP at a random place ~1.6 us at 100k mappings, ~3.8 us at 16M, bound
  * by one cache miss per level. Local access (virtio-mem's ascending plugs,
@@ -54,12 +58,7 @@ _Static_assert(sizeof(struct rdm_maptree_node) == 24, "a node head is 24 bytes")
 
 static inline uint32_t prio(uint32_t i)
 {
-	uint32_t h = i * 0x9e3779b1u;
-
-	h ^= h >> 15;
-	h *= 0x85ebca6bu;
-	h ^= h >> 13;
-	return h;
+	return i * 0x9e3779b1u;
 }
 
 static inline uint64_t last_of(const struct rdm_maptree_node *n)
@@ -259,13 +258,16 @@ void rdm_maptree_link(struct rdm_maptree *t, uint32_t h)
 {
 	/* Descend while the nodes outrank h (invariant 2), then h takes that
 	 * place and the subtree there splits around it. */
-	uint32_t ph = prio(h), *link = &t->root;
+	uint32_t ph = prio(h), *link = &t->root, i;
 	struct rdm_maptree_node *n = N(t, h);
 	uint64_t key = n->start;
 
-	while (*link && prio(*link) >= ph)
-		link = key < N(t, *link)->start ? &N(t, *link)->left : &N(t, *link)->right;
-	split(t, *link, key, &n->left, &n->right);
+	while ((i = *link) != 0 && prio(i) >= ph) {
+		struct rdm_maptree_node *c = N(t, i);
+
+		link = key < c->start ? &c->left : &c->right;
+	}
+	split(t, i, key, &n->left, &n->right);
 	*link = h;
 	t->count++;
 }
@@ -284,11 +286,14 @@ uint32_t rdm_maptree_insert(struct rdm_maptree *t, uint64_t start, uint64_t len)
 
 void rdm_maptree_unlink(struct rdm_maptree *t, uint32_t h)
 {
-	uint32_t *link = &t->root;
+	uint32_t *link = &t->root, i;
 	uint64_t key = N(t, h)->start;
 
-	while (*link != h)
-		link = key < N(t, *link)->start ? &N(t, *link)->left : &N(t, *link)->right;
+	while ((i = *link) != h) {
+		struct rdm_maptree_node *c = N(t, i);
+
+		link = key < c->start ? &c->left : &c->right;
+	}
 	*link = merge(t, N(t, h)->left, N(t, h)->right);
 	t->count--;
 }
