@@ -10,6 +10,7 @@
 #include <rdm/region.h>
 #include <rdm/worker.h>
 
+#include "core/alloc.h"
 #include "core/region_internal.h"
 #include "iommu/worker_internal.h"
 #include "tests/check.h"
@@ -286,6 +287,81 @@ static void test_hooks(void)
 	rdm_backend_destroy(b2);
 }
 
+/* Release oracle for the split test. */
+static unsigned released_blocks[256];
+
+static void on_release(void *opaque, uint64_t off, uint64_t len)
+{
+	(void)opaque;
+	for (uint64_t b = off / BS; b < (off + len) / BS; b++)
+		released_blocks[b]++;
+}
+
+/*
+ * coalesce with windows: a bisecting discard whose split cannot reserve the
+ * node for the second survivor (the layout's node pool is full and the
+ * allocation fails) defers instead: it succeeds, keeps the mapping, releases
+ * nothing of it, and counts the deferral. The later discard of the rest
+ * unmaps the whole mapping and releases every block of it.
+ */
+static void test_split_without_memory_defers(void)
+{
+	const uint64_t io = 1ull << 32, size = 256 * BS, victim = 4 * 10;
+	bool seen = false;
+
+	for (unsigned long k = 1; k < 200 && !seen; k++) {
+		struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = io, .size = size, .block_size = BS,
+						.host_addr = host, .release = on_release,
+						.policy = RDM_POLICY_COALESCE, .flags = RDM_REGION_ALLOW_WINDOWS };
+		struct rdm_backend *b = new_sim(false);
+		struct rdm_worker *w;
+		struct rdm_region *r;
+		struct rdm_worker_stats ws;
+
+		memset(released_blocks, 0, sizeof(released_blocks));
+		REQUIRE(rdm_worker_create(NULL, &w) == 0);
+		REQUIRE(rdm_worker_add_backend(w, b, 0) == 0);
+		REQUIRE(rdm_region_create(&rc, &r) == 0);
+		REQUIRE(rdm_worker_attach(w, r, b) == 0);
+		/* 63 mappings of 3 blocks: the layout's first pool (63 nodes) is full. */
+		for (uint64_t i = 0; i < 63; i++)
+			REQUIRE(rdm_populate(r, 4 * i * BS, 3 * BS) == 0);
+		rdm_alloc_inject(k, false);
+		int rc1 = rdm_discard(r, (victim + 1) * BS, BS);
+		unsigned long hit = rdm_alloc_injected();
+
+		rdm_alloc_inject(0, false);
+		rdm_worker_get_stats(w, &ws);
+		if (rc1 == 0 && hit && ws.defer_limit_exceeded == 1) {
+			/* The split's node could not be had: deferred, not split. */
+			seen = true;
+			CHECK(ws.remapped_bytes == 0 && ws.deferred_bytes == BS);
+			CHECK(rdm_sim_is_mapped(b, io + victim * BS, 3 * BS, true,
+						(uint64_t)(uintptr_t)host + victim * BS));
+			CHECK(stats(b).mappings == 63 && released_blocks[victim + 1] == 0);
+			CHECK(rdm_planner_deferred_bytes(planner_of(r)) == BS);
+			CHECK(rdm_discard(r, victim * BS, 3 * BS) == 0);
+			CHECK(rdm_sim_is_unmapped(b, io + victim * BS, 3 * BS) && stats(b).mappings == 62);
+			CHECK(released_blocks[victim] == 1 && released_blocks[victim + 1] == 1 &&
+			      released_blocks[victim + 2] == 1);
+			rdm_worker_get_stats(w, &ws);
+			CHECK(ws.deferred_bytes == 0);
+		} else if (rc1 == 0) {
+			/* The failure hit elsewhere (or nowhere): a split or a
+			 * clean deferral, never a lost mapping. */
+			CHECK(rdm_sim_is_mapped(b, io + victim * BS, BS, true, (uint64_t)(uintptr_t)host + victim * BS));
+			CHECK(rdm_sim_is_mapped(b, io + (victim + 2) * BS, BS, true,
+						(uint64_t)(uintptr_t)host + (victim + 2) * BS));
+		} else {
+			CHECK(rc1 == -ENOMEM && rdm_is_populated(r, (victim + 1) * BS, BS));
+		}
+		CHECK(rdm_region_destroy(r) == 0);
+		CHECK(rdm_worker_destroy(w) == 0);
+		rdm_backend_destroy(b);
+	}
+	CHECK(seen);
+}
+
 int main(void)
 {
 	host = (char *)(uintptr_t)(1ull << 40);
@@ -293,5 +369,6 @@ int main(void)
 	test_region_end_of_space();
 	test_refused_populate_keeps_mappings();
 	test_hooks();
+	test_split_without_memory_defers();
 	return check_exit();
 }
