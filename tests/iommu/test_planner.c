@@ -362,6 +362,55 @@ static void test_split_without_memory_defers(void)
 	CHECK(seen);
 }
 
+/*
+ * An unmap that fails twice marks the backend failed and its blocks leaked
+ * (never released). When even the record of the leaked range cannot be
+ * allocated, the region stops releasing anything: memory lost, never
+ * memory still mapped released (I2).
+ */
+static void test_leak_without_memory_releases_nothing(void)
+{
+	const uint64_t io = 1ull << 32, size = 64 * BS;
+	bool seen = false;
+
+	for (unsigned long k = 1; k < 200 && !seen; k++) {
+		struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = io, .size = size, .block_size = BS,
+						.host_addr = host, .release = on_release };
+		struct rdm_backend *b = new_sim(false);
+		struct rdm_worker *w;
+		struct rdm_region *r;
+
+		memset(released_blocks, 0, sizeof(released_blocks));
+		REQUIRE(rdm_worker_create(NULL, &w) == 0);
+		REQUIRE(rdm_worker_add_backend(w, b, 0) == 0);
+		REQUIRE(rdm_region_create(&rc, &r) == 0);
+		REQUIRE(rdm_worker_attach(w, r, b) == 0);
+		REQUIRE(rdm_populate(r, 0, 4 * BS) == 0);
+		REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
+		REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
+		rdm_alloc_inject(k, false);
+		int rc1 = rdm_discard(r, 0, BS);
+
+		rdm_alloc_inject(0, false);
+		rdm_sim_clear_injections(b);
+		if (rc1 == 0 && planner_of(r)->leak_all) {
+			seen = true;
+			/* Still mapped in the failed backend: not released. */
+			CHECK(rdm_sim_is_mapped(b, io, BS, true, (uint64_t)(uintptr_t)host));
+			CHECK(released_blocks[0] == 0);
+			/* Nothing else of the region is released any more. */
+			CHECK(rdm_discard(r, BS, BS) == 0);
+			CHECK(rdm_sim_is_unmapped(b, io + BS, BS) && released_blocks[1] == 0);
+		} else if (rc1 == 0) {
+			CHECK(released_blocks[0] == 0 && rdm_sim_is_mapped(b, io, BS, false, 0));
+		}
+		CHECK(rdm_region_destroy(r) == 0);
+		CHECK(rdm_worker_destroy(w) == 0);
+		rdm_backend_destroy(b);
+	}
+	CHECK(seen);
+}
+
 int main(void)
 {
 	host = (char *)(uintptr_t)(1ull << 40);
@@ -370,5 +419,6 @@ int main(void)
 	test_refused_populate_keeps_mappings();
 	test_hooks();
 	test_split_without_memory_defers();
+	test_leak_without_memory_releases_nothing();
 	return check_exit();
 }
