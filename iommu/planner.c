@@ -43,8 +43,9 @@
  *    counted as remapped bytes) until the deferred bytes are under the limit;
  *    without windows an exceeded limit is only counted.
  *  - coalesce: a bisecting discard unmaps the mapping and remaps the
- *    survivors (a window, counted), or, on a split-capable kernel, one UNMAP
- *    of exactly the discarded part (no window).
+ *    survivors (a window, counted; a remap is retried once, and a second
+ *    failure marks that backend failed), or, on a split-capable kernel,
+ *    one UNMAP of exactly the discarded part (no window).
  *
  * Every call goes to every backend the region is attached to, so all of them
  * hold the same layout. Unmaps of whole mappings are queued during a batch
