@@ -57,7 +57,8 @@ static int check_range(const struct rdm_backend *b, const char *name, uint64_t i
 
 	if (size == 0)
 		return rdm_fail(-EINVAL, "backend %s: zero size at iova 0x%" PRIx64, name, iova);
-	if (iova + size < iova)
+	/* A range may end exactly at 2^64: only its last byte must not wrap. */
+	if (iova + (size - 1) < iova)
 		return rdm_fail(-EINVAL, "backend %s: iova 0x%" PRIx64 " + size 0x%" PRIx64 " overflows",
 				name, iova, size);
 	if ((iova | size) & (pg - 1))
@@ -77,14 +78,14 @@ int rdm_backend_map(struct rdm_backend *b, uint64_t iova, uint64_t size, uint64_
 		return rc;
 	if (vaddr & (b->caps.page_size - 1))
 		return rdm_fail(-EINVAL, "backend map: vaddr 0x%" PRIx64 " not page aligned", vaddr);
-	if (vaddr + size < vaddr)
+	if (vaddr + (size - 1) < vaddr)
 		return rdm_fail(-EINVAL, "backend map: vaddr 0x%" PRIx64 " + size 0x%" PRIx64 " overflows",
 				vaddr, size);
 	if (iova < b->caps.iova_min || iova + size - 1 > b->caps.iova_max)
 		return rdm_fail(-EINVAL,
 				"backend map: [0x%" PRIx64 ", 0x%" PRIx64
-				") outside the usable IOVA window [0x%" PRIx64 ", 0x%" PRIx64 "]",
-				iova, iova + size, b->caps.iova_min, b->caps.iova_max);
+				"] outside the usable IOVA window [0x%" PRIx64 ", 0x%" PRIx64 "]",
+				iova, iova + (size - 1), b->caps.iova_min, b->caps.iova_max);
 
 	rc = b->ops->map(b, iova, size, vaddr);
 	rdm_ctr_add(&b->ctr.map_calls, 1);

@@ -67,10 +67,9 @@ static int ifd_map(struct rdm_backend *b, uint64_t iova, uint64_t size, uint64_t
 	m.iova = iova;
 	int rc = t->ioctl_fn(t->opaque, t->fd, RDM_IOMMU_IOAS_MAP, &m);
 	if (rc < 0)
-		return rdm_fail(rc, "iommufd: IOMMU_IOAS_MAP [0x%" PRIx64 ", 0x%" PRIx64 ") on IOAS %" PRIu32 ": %s",
-				iova, iova + size, t->ioas_id, errname(rc));
-	struct rdm_mapping sm = { iova, size, vaddr };
-	(void)rdm_maptree_insert(&t->shadow, &sm); /* reserved: cannot fail */
+		return rdm_fail(rc, "iommufd: IOMMU_IOAS_MAP 0x%" PRIx64 "+0x%" PRIx64 " on IOAS %" PRIu32 ": %s",
+				iova, size, t->ioas_id, errname(rc));
+	(void)rdm_maptree_insert(&t->shadow, iova, size); /* reserved: cannot fail */
 	return 0;
 }
 
@@ -86,10 +85,10 @@ static int ifd_unmap(struct rdm_backend *b, uint64_t iova, uint64_t size, struct
 	u.length = size;
 	int rc = t->ioctl_fn(t->opaque, t->fd, RDM_IOMMU_IOAS_UNMAP, &u);
 	if (rc < 0)
-		return rdm_fail(rc, "iommufd: IOMMU_IOAS_UNMAP [0x%" PRIx64 ", 0x%" PRIx64 ") on IOAS %" PRIu32 ": %s",
-				iova, iova + size, t->ioas_id, errname(rc));
+		return rdm_fail(rc, "iommufd: IOMMU_IOAS_UNMAP 0x%" PRIx64 "+0x%" PRIx64 " on IOAS %" PRIu32 ": %s",
+				iova, size, t->ioas_id, errname(rc));
 	uint64_t bytes = 0;
-	rdm_maptree_remove_starts_in(&t->shadow, iova, iova + size, &res->removed, &bytes);
+	rdm_maptree_remove_starts_in(&t->shadow, iova, iova + (size - 1), &res->removed, &bytes);
 	res->bytes = u.length; /* the kernel writes the unmapped length back */
 	return 0;
 }
@@ -199,7 +198,7 @@ int rdm_backend_iommufd_create(int iommufd, uint32_t ioas_id, rdm_ioctl_fn ioctl
 	t->opaque = ioctl_opaque;
 	t->fd = iommufd;
 	t->ioas_id = ioas_id;
-	rdm_maptree_init(&t->shadow);
+	rdm_maptree_init(&t->shadow, 0);
 	*out = &t->base;
 	return 0;
 }

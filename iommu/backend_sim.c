@@ -5,7 +5,9 @@
  *
  * Theory. The model is the set of mappings the kernel would hold, in a
  * maptree (iommu/maptree.c: O(log n) per call plus O(k) for the k mappings
- * an UNMAP removes). Each call is judged exactly as DESIGN.md's kernel-rules
+ * an UNMAP removes; each node's payload is its host address). A range may
+ * end exactly at 2^64, so ranges are handled by their last byte, never by
+ * an end that would wrap. Each call is judged exactly as DESIGN.md's kernel-rules
  * table says, for the semantics chosen at creation:
  *
  *   call                      type1v2              iommufd
@@ -123,32 +125,39 @@ static int injected(struct sim *s, bool is_map)
 	return err;
 }
 
+/* The host address of a sim node (its payload). */
+static uint64_t *vaddr_of(const struct sim *s, uint32_t h)
+{
+	return rdm_maptree_payload(&s->tree, h);
+}
+
 static int sim_map(struct rdm_backend *b, uint64_t iova, uint64_t size, uint64_t vaddr)
 {
 	struct sim *s = to_sim(b);
+	uint64_t last = iova + (size - 1); /* the range may end at 2^64 */
 	int err = injected(s, true);
 
 	if (err) {
 		charge(s, 0);
-		return rdm_fail(err, "sim: injected failure of map [0x%" PRIx64 ", 0x%" PRIx64 ")", iova,
-				iova + size);
+		return rdm_fail(err, "sim: injected failure of map [0x%" PRIx64 ", 0x%" PRIx64 "]", iova,
+				last);
 	}
 	if (rdm_maptree_intersects(&s->tree, iova, size)) {
 		charge(s, 0);
-		return rdm_fail(-EEXIST, "sim: map [0x%" PRIx64 ", 0x%" PRIx64 ") overlaps a mapping",
-				iova, iova + size);
+		return rdm_fail(-EEXIST, "sim: map [0x%" PRIx64 ", 0x%" PRIx64 "] overlaps a mapping",
+				iova, last);
 	}
 	if (s->limit != RDM_SIM_UNLIMITED && s->tree.count >= s->limit) {
 		charge(s, 0);
 		return rdm_fail(-ENOSPC, "sim: map [0x%" PRIx64 ", 0x%" PRIx64
-				") exceeds the mapping limit %" PRIu64,
-				iova, iova + size, s->limit);
+				"] exceeds the mapping limit %" PRIu64,
+				iova, last, s->limit);
 	}
-	struct rdm_mapping m = { iova, size, vaddr };
-	if (rdm_maptree_insert(&s->tree, &m) != 0) {
+	if (rdm_maptree_reserve(&s->tree, 1) != 0) {
 		charge(s, 0);
 		return rdm_fail(-ENOMEM, "sim: out of memory for a mapping");
 	}
+	*vaddr_of(s, rdm_maptree_insert(&s->tree, iova, size)) = vaddr;
 	charge(s, size);
 	return 0;
 }
@@ -156,63 +165,67 @@ static int sim_map(struct rdm_backend *b, uint64_t iova, uint64_t size, uint64_t
 static int sim_unmap(struct rdm_backend *b, uint64_t iova, uint64_t size, struct rdm_unmap_result *res)
 {
 	struct sim *s = to_sim(b);
-	uint64_t end = iova + size;
+	struct rdm_maptree *t = &s->tree;
+	uint64_t last = iova + (size - 1); /* the range may end at 2^64 */
 	int err = injected(s, false);
 
 	if (err) {
 		charge(s, 0);
-		return rdm_fail(err, "sim: injected failure of unmap [0x%" PRIx64 ", 0x%" PRIx64 ")",
-				iova, end);
+		return rdm_fail(err, "sim: injected failure of unmap [0x%" PRIx64 ", 0x%" PRIx64 "]",
+				iova, last);
 	}
-	struct rdm_mapping p, q;
-	bool has_p = rdm_maptree_find_le(&s->tree, iova, &p);
-	/* The last mapping starting at or before end - 1: p itself if p reaches
-	 * end (mappings do not overlap, so none starts inside p), else look. */
-	bool has_q = has_p && p.iova + p.size >= end ? (q = p, true)
-						     : rdm_maptree_find_le(&s->tree, end - 1, &q);
-	bool cut_lo = has_p && p.iova < iova && p.iova + p.size > iova;
-	bool cut_hi = has_q && q.iova + q.size > end;
-	bool any = has_q && q.iova + q.size > iova;
+	/* p: the mapping starting at or before iova; q: the last one starting
+	 * at or before last - p itself if p reaches last (mappings do not
+	 * overlap, so none starts inside p), else look. */
+	uint32_t p = rdm_maptree_find_le(t, iova);
+	uint64_t p_last = p ? rdm_maptree_node(t, p)->start + (rdm_maptree_node(t, p)->len - 1) : 0;
+	uint32_t q = p && p_last >= last ? p : rdm_maptree_find_le(t, last);
+	uint64_t q_start = q ? rdm_maptree_node(t, q)->start : 0;
+	uint64_t q_last = q ? q_start + (rdm_maptree_node(t, q)->len - 1) : 0;
+	uint64_t p_start = p ? rdm_maptree_node(t, p)->start : 0;
+	bool cut_lo = p && p_start < iova && p_last >= iova;
+	bool cut_hi = q && q_last > last;
+	bool any = q && q_last >= iova;
 	int bad = s->semantics == RDM_SEM_IOMMUFD ? -ENOENT : -EINVAL;
 
 	if ((cut_lo || cut_hi) && !s->can_split) {
 		charge(s, 0);
 		return rdm_fail(bad, "sim: unmap [0x%" PRIx64 ", 0x%" PRIx64
-				") bisects the mapping at 0x%" PRIx64,
-				iova, end, cut_lo ? p.iova : q.iova);
+				"] bisects the mapping at 0x%" PRIx64,
+				iova, last, cut_lo ? p_start : q_start);
 	}
 	if (!any && s->semantics == RDM_SEM_IOMMUFD) {
 		charge(s, 0);
-		return rdm_fail(-ENOENT, "sim: unmap [0x%" PRIx64 ", 0x%" PRIx64 ") of an empty range",
-				iova, end);
+		return rdm_fail(-ENOENT, "sim: unmap [0x%" PRIx64 ", 0x%" PRIx64 "] of an empty range",
+				iova, last);
 	}
 	if (!any) {
 		charge(s, 0);
 		return 0;
 	}
 	uint32_t survivors = (uint32_t)cut_lo + (uint32_t)cut_hi;
-	if (cut_lo && cut_hi && p.iova == q.iova && s->limit != RDM_SIM_UNLIMITED &&
-	    s->tree.count + 1 > s->limit) {
+	if (cut_lo && cut_hi && p == q && s->limit != RDM_SIM_UNLIMITED && t->count + 1 > s->limit) {
 		charge(s, 0);
 		return rdm_fail(-ENOSPC, "sim: unmap [0x%" PRIx64 ", 0x%" PRIx64
-				") splits a mapping in two past the mapping limit %" PRIu64,
-				iova, end, s->limit);
+				"] splits a mapping in two past the mapping limit %" PRIu64,
+				iova, last, s->limit);
 	}
-	if (rdm_maptree_reserve(&s->tree, survivors) != 0) {
+	if (rdm_maptree_reserve(t, survivors) != 0) {
 		charge(s, 0);
 		return rdm_fail(-ENOMEM, "sim: out of memory for split survivors");
 	}
-	uint64_t removed = 0, bytes = 0;
-	rdm_maptree_remove_starts_in(&s->tree, cut_lo ? p.iova : iova, end, &removed, &bytes);
+	uint64_t p_vaddr = p ? *vaddr_of(s, p) : 0, q_vaddr = q ? *vaddr_of(s, q) : 0;
+	uint64_t removed = 0, bytes = 0, lo = cut_lo ? p_start : iova;
+
+	rdm_maptree_remove_starts_in(t, lo, last, &removed, &bytes);
 	if (cut_lo) {
-		struct rdm_mapping l = { p.iova, iova - p.iova, p.vaddr };
-		(void)rdm_maptree_insert(&s->tree, &l); /* reserved: cannot fail */
-		bytes -= l.size;
+		/* reserved above: cannot fail */
+		*vaddr_of(s, rdm_maptree_insert(t, p_start, iova - p_start)) = p_vaddr;
+		bytes -= iova - p_start;
 	}
 	if (cut_hi) {
-		struct rdm_mapping r = { end, q.iova + q.size - end, q.vaddr + (end - q.iova) };
-		(void)rdm_maptree_insert(&s->tree, &r); /* reserved: cannot fail */
-		bytes -= r.size;
+		*vaddr_of(s, rdm_maptree_insert(t, last + 1, q_last - last)) = q_vaddr + (last + 1 - q_start);
+		bytes -= q_last - last;
 	}
 	res->bytes = bytes;
 	res->removed = removed;
@@ -275,7 +288,7 @@ int rdm_backend_sim_create(const struct rdm_sim_config *cfg, struct rdm_backend 
 	s->base.caps.can_split = c.can_split;
 	s->base.caps.has_unmap_all = false;
 	s->base.caps.has_dma_avail = c.limit != RDM_SIM_UNLIMITED;
-	rdm_maptree_init(&s->tree);
+	rdm_maptree_init(&s->tree, sizeof(uint64_t)); /* payload: vaddr */
 	s->semantics = c.semantics;
 	s->can_split = c.can_split;
 	s->limit = c.limit;
@@ -312,28 +325,36 @@ void rdm_sim_clear_injections(struct rdm_backend *b)
 		to_sim(b)->ninj = 0;
 }
 
+/* Does [x, x + size) go past 2^64? (It may end exactly there.) */
+static bool range_wraps(uint64_t x, uint64_t size)
+{
+	return size != 0 && x + (size - 1) < x;
+}
+
 bool rdm_sim_is_mapped(const struct rdm_backend *b, uint64_t iova, uint64_t size, bool vaddr_check,
 		       uint64_t vaddr)
 {
 	const struct sim *s = to_csim(b);
-	uint64_t end = iova + size;
-	struct rdm_mapping m;
 
-	if (s == NULL || size == 0 || end < iova)
+	if (s == NULL || size == 0 || range_wraps(iova, size))
 		return false;
-	if (!rdm_maptree_find_le(&s->tree, iova, &m))
-		return false;
-	for (uint64_t x = iova;;) {
-		if (m.iova > x || m.iova + m.size <= x)
+	uint64_t last = iova + (size - 1);
+	uint32_t h = rdm_maptree_find_le(&s->tree, iova);
+
+	for (uint64_t x = iova; h;) {
+		const struct rdm_maptree_node *n = rdm_maptree_node(&s->tree, h);
+		uint64_t n_last = n->start + (n->len - 1);
+
+		if (!rdm_maptree_contains(&s->tree, h, x))
 			return false;
-		if (vaddr_check && m.vaddr + (x - m.iova) != vaddr + (x - iova))
+		if (vaddr_check && *vaddr_of(s, h) + (x - n->start) != vaddr + (x - iova))
 			return false;
-		x = m.iova + m.size;
-		if (x >= end)
+		if (n_last >= last)
 			return true;
-		if (!rdm_maptree_find_ge(&s->tree, x, &m))
-			return false;
+		x = n_last + 1;
+		h = rdm_maptree_find_ge(&s->tree, x);
 	}
+	return false;
 }
 
 bool rdm_sim_is_unmapped(const struct rdm_backend *b, uint64_t iova, uint64_t size)
@@ -344,7 +365,7 @@ bool rdm_sim_is_unmapped(const struct rdm_backend *b, uint64_t iova, uint64_t si
 		return false;
 	if (size == 0)
 		return true;
-	if (iova + size < iova)
+	if (range_wraps(iova, size))
 		return false;
 	return !rdm_maptree_intersects(&s->tree, iova, size);
 }
@@ -354,11 +375,12 @@ struct visit_ctx {
 	void *opaque;
 };
 
-static int visit_one(void *opaque, const struct rdm_mapping *m)
+static int visit_one(void *opaque, const struct rdm_maptree *t, uint32_t h)
 {
 	struct visit_ctx *v = opaque;
+	const struct rdm_maptree_node *n = rdm_maptree_node(t, h);
 
-	return v->fn(v->opaque, m->iova, m->size, m->vaddr);
+	return v->fn(v->opaque, n->start, n->len, *(const uint64_t *)rdm_maptree_payload(t, h));
 }
 
 int rdm_sim_for_each_mapping(const struct rdm_backend *b, rdm_sim_mapping_fn fn, void *opaque)

@@ -171,10 +171,9 @@ static int type1_map(struct rdm_backend *b, uint64_t iova, uint64_t size, uint64
 	};
 	int rc = t->ioctl_fn(t->opaque, t->fd, VFIO_IOMMU_MAP_DMA, &m);
 	if (rc < 0)
-		return rdm_fail(rc, "vfio-type1: VFIO_IOMMU_MAP_DMA [0x%" PRIx64 ", 0x%" PRIx64 "): %s",
-				iova, iova + size, errname(rc));
-	struct rdm_mapping sm = { iova, size, vaddr };
-	(void)rdm_maptree_insert(&t->shadow, &sm); /* reserved: cannot fail */
+		return rdm_fail(rc, "vfio-type1: VFIO_IOMMU_MAP_DMA 0x%" PRIx64 "+0x%" PRIx64 ": %s",
+				iova, size, errname(rc));
+	(void)rdm_maptree_insert(&t->shadow, iova, size); /* reserved: cannot fail */
 	return 0;
 }
 
@@ -189,10 +188,10 @@ static int type1_unmap(struct rdm_backend *b, uint64_t iova, uint64_t size, stru
 	};
 	int rc = t->ioctl_fn(t->opaque, t->fd, VFIO_IOMMU_UNMAP_DMA, &u);
 	if (rc < 0)
-		return rdm_fail(rc, "vfio-type1: VFIO_IOMMU_UNMAP_DMA [0x%" PRIx64 ", 0x%" PRIx64 "): %s",
-				iova, iova + size, errname(rc));
+		return rdm_fail(rc, "vfio-type1: VFIO_IOMMU_UNMAP_DMA 0x%" PRIx64 "+0x%" PRIx64 ": %s",
+				iova, size, errname(rc));
 	uint64_t bytes = 0;
-	rdm_maptree_remove_starts_in(&t->shadow, iova, iova + size, &res->removed, &bytes);
+	rdm_maptree_remove_starts_in(&t->shadow, iova, iova + (size - 1), &res->removed, &bytes);
 	res->bytes = u.size; /* the kernel writes the unmapped size back */
 	return 0;
 }
@@ -272,7 +271,7 @@ int rdm_backend_vfio_type1_create(int container_fd, rdm_ioctl_fn ioctl_fn, void 
 	t->ioctl_fn = ioctl_fn;
 	t->opaque = ioctl_opaque;
 	t->fd = container_fd;
-	rdm_maptree_init(&t->shadow);
+	rdm_maptree_init(&t->shadow, 0);
 	*out = &t->base;
 	return 0;
 }

@@ -1,63 +1,125 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * iommu/maptree.h - an ordered set of non-overlapping mappings.
+ * iommu/maptree.h - an ordered set of disjoint intervals, each with a small
+ * payload of its owner's: rdm's one structure for sets of mappings.
  *
- * The sim keeps its whole model in one; the real backends keep a shadow of
- * rdm's own mappings in one (so their stats count mappings exactly). O(log n)
- * expected per lookup, insert and removal of one mapping (a treap whose
- * nodes live in one pooled array, 32 bytes per mapping, priorities derived
- * from the node index). Not thread-safe; the owner serialises.
+ * Users: the sim keeps its whole model in one (payload: the host address);
+ * the real backends keep a shadow of rdm's own mappings in one (no payload),
+ * so their stats count mappings exactly; the planner keeps each region's
+ * layout in one (keys in blocks; payload: populated blocks and an age).
+ *
+ * Intervals are [start, start + len) with len > 0 and start + len - 1 never
+ * wrapping: an interval may end exactly at 2^64. Handles are uint32_t node
+ * indices (0 = none); a handle stays valid until its node is freed, a node
+ * pointer (rdm_maptree_node()) only until the next rdm_maptree_reserve().
+ *
+ * Reserve, then commit: rdm_maptree_reserve(t, n) is the only call that
+ * allocates. It makes room for n more nodes, so the next n inserts cannot
+ * fail; removals never allocate. An owner whose operation must not fail
+ * halfway reserves everything it may need before it changes anything.
+ *
+ * O(log n) expected per lookup, insert and removal (a treap whose nodes live
+ * in one pooled array: 32 bytes per node with a payload of up to 8 bytes, 64
+ * with up to 40). Not thread-safe; the owner serialises.
  */
 #ifndef RDM_IOMMU_MAPTREE_H
 #define RDM_IOMMU_MAPTREE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-struct rdm_mapping {
-	uint64_t iova;
-	uint64_t size; /* iova + size never wraps */
-	uint64_t vaddr;
+/* The head of every node; the owner's payload follows it. */
+struct rdm_maptree_node {
+	uint64_t start;
+	uint64_t len;
+	uint32_t left, right; /* private */
 };
 
-struct rdm_maptree_node;
+#define RDM_MAPTREE_MAX_PAYLOAD 40u
 
 struct rdm_maptree {
-	struct rdm_maptree_node *pool; /* pool[0] is the nil node */
-	uint32_t cap;                  /* nodes allocated in pool */
-	uint32_t used;                 /* high-water index */
-	uint32_t free_head;            /* free list through .left */
+	unsigned char *pool; /* node i at pool + (i << shift); node 0 is nil */
+	uint32_t shift;      /* log2 of the node size */
+	uint32_t cap;        /* nodes allocated in pool */
+	uint32_t used;       /* high-water index */
+	uint32_t free_head;  /* free list through .left */
 	uint32_t nfree;
 	uint32_t root;
-	uint64_t count;                /* mappings held */
-	uint64_t bytes;                /* bytes held */
+	uint64_t count;      /* intervals in the tree */
 };
 
-void rdm_maptree_init(struct rdm_maptree *t);
+/* An empty tree whose nodes carry payload_size (<= RDM_MAPTREE_MAX_PAYLOAD)
+ * bytes. Allocates nothing. */
+void rdm_maptree_init(struct rdm_maptree *t, size_t payload_size);
+/* Free everything (linked and unlinked nodes alike). */
 void rdm_maptree_fini(struct rdm_maptree *t);
 
-/* Make room for n more inserts, so they cannot fail. 0 or -ENOMEM. */
+/* Make room for n more nodes, so that the next n inserts cannot fail.
+ * 0 or -ENOMEM (nothing changed). */
 int rdm_maptree_reserve(struct rdm_maptree *t, uint32_t n);
+/* Nodes that can be inserted now without an allocation. */
+uint32_t rdm_maptree_spare(const struct rdm_maptree *t);
 
-/* The mapping with the greatest iova <= x / the smallest iova >= x. */
-bool rdm_maptree_find_le(const struct rdm_maptree *t, uint64_t x, struct rdm_mapping *out);
-bool rdm_maptree_find_ge(const struct rdm_maptree *t, uint64_t x, struct rdm_mapping *out);
+static inline struct rdm_maptree_node *rdm_maptree_node(const struct rdm_maptree *t, uint32_t h)
+{
+	return (struct rdm_maptree_node *)(void *)(t->pool + ((size_t)h << t->shift));
+}
 
-/* Does any mapping intersect [iova, iova + size)? size > 0. */
-bool rdm_maptree_intersects(const struct rdm_maptree *t, uint64_t iova, uint64_t size);
+static inline void *rdm_maptree_payload(const struct rdm_maptree *t, uint32_t h)
+{
+	return rdm_maptree_node(t, h) + 1;
+}
 
-/* Insert; the caller checked it overlaps nothing. 0 or -ENOMEM (nothing changed). */
-int rdm_maptree_insert(struct rdm_maptree *t, const struct rdm_mapping *m);
+/* Is x inside node h? */
+static inline bool rdm_maptree_contains(const struct rdm_maptree *t, uint32_t h, uint64_t x)
+{
+	const struct rdm_maptree_node *n = rdm_maptree_node(t, h);
+
+	return x - n->start < n->len;
+}
 
 /*
- * Remove every mapping whose iova lies in [lo, hi) (hi > lo); adds how many
- * and their bytes to *count and *bytes.
+ * Insert [start, start + len), which overlaps nothing in the tree (the
+ * caller checked), into a node reserved beforehand (rdm_maptree_spare() > 0):
+ * cannot fail. Returns its handle; the payload is zeroed.
  */
-void rdm_maptree_remove_starts_in(struct rdm_maptree *t, uint64_t lo, uint64_t hi, uint64_t *count,
-				  uint64_t *bytes);
+uint32_t rdm_maptree_insert(struct rdm_maptree *t, uint64_t start, uint64_t len);
+/* Remove node h from the tree and free it. */
+void rdm_maptree_remove(struct rdm_maptree *t, uint32_t h);
+/* Remove node h from the tree but keep it (and its payload) allocated:
+ * the owner may change start and len and rdm_maptree_link() it again, or
+ * rdm_maptree_free() it. */
+void rdm_maptree_unlink(struct rdm_maptree *t, uint32_t h);
+void rdm_maptree_link(struct rdm_maptree *t, uint32_t h);
+void rdm_maptree_free(struct rdm_maptree *t, uint32_t h);
+/* Remove every interval from the tree; the nodes stay reserved. Nodes
+ * unlinked and not yet freed stay as they are. */
+void rdm_maptree_clear(struct rdm_maptree *t);
+
+/* The interval with the greatest start <= x / the smallest start >= x, or 0. */
+uint32_t rdm_maptree_find_le(const struct rdm_maptree *t, uint64_t x);
+uint32_t rdm_maptree_find_ge(const struct rdm_maptree *t, uint64_t x);
+/* The interval containing x, or 0. */
+uint32_t rdm_maptree_find(const struct rdm_maptree *t, uint64_t x);
+/* The first interval that ends after x (it contains x or starts after it), or 0. */
+uint32_t rdm_maptree_first_ending_after(const struct rdm_maptree *t, uint64_t x);
+/* The interval after h in order, or 0. */
+uint32_t rdm_maptree_next(const struct rdm_maptree *t, uint32_t h);
+
+/* Does any interval intersect [start, start + len)? len > 0. */
+bool rdm_maptree_intersects(const struct rdm_maptree *t, uint64_t start, uint64_t len);
+
+/*
+ * Remove and free every interval whose start lies in [lo, last] (an
+ * inclusive bound, so that a range may end at 2^64); adds how many and
+ * their total length to *count and *len_sum.
+ */
+void rdm_maptree_remove_starts_in(struct rdm_maptree *t, uint64_t lo, uint64_t last, uint64_t *count,
+				  uint64_t *len_sum);
 
 /* Ascending visit; stops at and returns the first non-zero return. */
-typedef int (*rdm_maptree_fn)(void *opaque, const struct rdm_mapping *m);
+typedef int (*rdm_maptree_fn)(void *opaque, const struct rdm_maptree *t, uint32_t h);
 int rdm_maptree_for_each(const struct rdm_maptree *t, rdm_maptree_fn fn, void *opaque);
 
 #endif /* RDM_IOMMU_MAPTREE_H */

@@ -43,24 +43,53 @@
  *    counted as remapped bytes) until the deferred bytes are under the limit;
  *    without windows an exceeded limit is only counted.
  *  - coalesce: a bisecting discard unmaps the mapping and remaps the
- *    survivors (a window, counted), or, on a split-capable kernel, one UNMAP
- *    of exactly the discarded part (no window).
+ *    survivors (a window, counted; a remap is retried once, and a second
+ *    failure marks that backend failed), or, on a split-capable kernel,
+ *    one UNMAP of exactly the discarded part (no window).
  *
  * Every call goes to every backend the region is attached to, so all of them
- * hold the same layout. Unmaps are queued during a batch and flushed, merged
- * into the fewest calls (adjacent whole mappings and the holes between them
- * inside the region, which hold no other mapping), before any MAP and at the
- * end of the batch; releases follow the flush.
+ * hold the same layout. Unmaps of whole mappings are queued during a batch
+ * (the dead list) and flushed, merged into the fewest calls (adjacent whole
+ * mappings and the holes between them inside the region, which hold no
+ * other mapping), before any MAP and at the end of the batch; the releases
+ * of their blocks follow the flush. Blocks that no mapping holds are
+ * released at once.
+ *
+ * Allocation. The planner allocates in two places only: its populate
+ * scratch list (pieces) and the layout's nodes (rdm_maptree_reserve). The
+ * rules that keep ENOMEM from breaking I1 or I2:
+ *  - populate and attach (which may fail) reserve everything first: the
+ *    pieces, then a node per piece. Only then do they flush and map, and
+ *    they commit with calls that cannot fail. An ENOMEM returns before
+ *    anything changed: no mapping, no accounting.
+ *  - discard, flush, detach and teardown (which cannot fail) need no
+ *    allocation: a mapping taken out of the layout is queued for its unmap
+ *    in its own node (the dead list), releases are made from the dead list
+ *    or at once, runs of the region state are read one at a time (no list),
+ *    and leaving a mapping as it is (deferring its discarded blocks) is
+ *    always correct. A split - coalesce's bisecting discard, defer's limit -
+ *    is an optimisation: it reserves its nodes first and, if it cannot, the
+ *    discard defers instead (counted like a split the mapping limit stops).
+ *  - the leaked list (blocks a failed backend may still pin) grows only on a
+ *    backend failure; if it cannot grow, leak_all stops every later release
+ *    of the region (memory lost, never memory still mapped released).
+ *  - a populate that reaches the planner as several runs and fails on a
+ *    later one is rolled back by discards of the earlier runs; between
+ *    rdm_planner_populate_begin() and _end() such a discard restores the
+ *    layout exactly (the reused blocks deferred again, no split), so a
+ *    refused populate leaves the mappings as they were (region.h).
  *
  * Invariants (after every flush):
- *  1. Every populated block is inside exactly one mapping of the mapset, and
+ *  1. Every populated block is inside exactly one mapping of the layout, and
  *     each mapping is mapped in every attached, non-failed backend to the
  *     region's host memory (I1).
  *  2. A released block is in no mapping of any backend (I2); blocks whose
- *     unmap failed are in `leaked` and never released.
+ *     unmap failed are in `leaked` (or leak_all is set) and never released.
  *  3. No call bisects a mapping unless every backend can split; no MAP
  *     overlaps a mapping (I4); each backend's `used` never exceeds `budget`.
  *  4. deferred_blocks = sum over mappings of (len - live).
+ *  5. Within a batch, every backend holds exactly the layout plus the dead
+ *     list; no dead mapping holds a populated block.
  */
 #include "core/alloc.h"
 #include "iommu/planner.h"
@@ -74,6 +103,7 @@
 #include "core/error.h"
 #include "iommu/backend.h"
 #include "core/region_internal.h"
+
 
 #define CHUNK_BYTES (128ull << 20)
 /* Entries of the populate scratch list kept between populates, at most. */
@@ -102,23 +132,19 @@ static void vec_free(struct rdm_range_vec *v)
 	memset(v, 0, sizeof(*v));
 }
 
-static int cmp_range(const void *a, const void *b)
+static struct rdm_maptree_node *node(const struct rdm_planner *p, uint32_t h)
 {
-	const struct rdm_range *x = a, *y = b;
-
-	return x->start < y->start ? -1 : x->start > y->start;
+	return rdm_maptree_node(&p->maps, h);
 }
 
-/* Sort a range list by start; a batch's discards usually arrive ascending,
- * and then there is nothing to sort. */
-static void sort_ranges(struct rdm_range_vec *v)
+static struct rdm_layout *layout(const struct rdm_planner *p, uint32_t h)
 {
-	for (uint32_t i = 1; i < v->n; i++) {
-		if (v->v[i - 1].start > v->v[i].start) {
-			qsort(v->v, v->n, sizeof(v->v[0]), cmp_range);
-			return;
-		}
-	}
+	return rdm_maptree_payload(&p->maps, h);
+}
+
+static uint64_t end_of(const struct rdm_planner *p, uint32_t h)
+{
+	return node(p, h)->start + node(p, h)->len; /* blocks: never wraps */
 }
 
 int rdm_planner_init(struct rdm_planner *p, struct rdm_region *r)
@@ -127,7 +153,7 @@ int rdm_planner_init(struct rdm_planner *p, struct rdm_region *r)
 
 	memset(p, 0, sizeof(*p));
 	p->region = r;
-	rdm_mapset_init(&p->maps);
+	rdm_maptree_init(&p->maps, sizeof(struct rdm_layout));
 	p->block_size = cfg->block_size;
 	p->nblocks = cfg->size / cfg->block_size;
 	p->unit = cfg->discard_unit ? cfg->discard_unit / cfg->block_size : 1;
@@ -146,9 +172,8 @@ int rdm_planner_init(struct rdm_planner *p, struct rdm_region *r)
 
 void rdm_planner_fini(struct rdm_planner *p)
 {
-	rdm_mapset_clear(&p->maps);
-	vec_free(&p->pending_unmap);
-	vec_free(&p->pending_release);
+	rdm_maptree_fini(&p->maps);
+	p->dead_head = p->dead_tail = 0;
 	vec_free(&p->leaked);
 	vec_free(&p->pieces);
 }
@@ -205,6 +230,19 @@ static void mark_failed(struct rdm_planner *p, struct rdm_wbackend *wb, int err,
 	}
 }
 
+/* Remember blocks a failed backend may still pin. Without memory for the
+ * record, release nothing of this region any more. */
+static void note_leaked(struct rdm_planner *p, uint64_t start, uint64_t len)
+{
+	if (p->leak_all || vec_push(&p->leaked, start, len) == 0)
+		return;
+	p->leak_all = true;
+	rdm_log(RDM_LOG_ERROR,
+		"out of memory recording leaked blocks 0x%" PRIx64 "+0x%" PRIx64
+		" of a failed backend: the region releases no memory from now on",
+		start * p->block_size, len * p->block_size);
+}
+
 /* Unmap blocks [start, start+len) from one backend; retry once; on a second
  * failure mark the backend failed and remember the range as leaked. */
 static int unmap_one(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_t start, uint64_t len)
@@ -216,7 +254,7 @@ static int unmap_one(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_t st
 		err = rdm_backend_unmap(wb->b, iova_of(p, start), len * p->block_size, &done);
 	if (err) {
 		mark_failed(p, wb, err, start, len);
-		vec_push(&p->leaked, start, len);
+		note_leaked(p, start, len);
 	}
 	return err;
 }
@@ -227,12 +265,12 @@ static void unmap_all_backends(struct rdm_planner *p, uint64_t start, uint64_t l
 		unmap_one(p, p->be[i], start, len);
 }
 
-/* Does any mapping of the mapset intersect [a, b)? */
+/* Does any mapping of the layout intersect [a, b)? */
 static bool has_mapping_in(const struct rdm_planner *p, uint64_t a, uint64_t b)
 {
-	struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, a);
+	uint32_t m = rdm_maptree_first_ending_after(&p->maps, a);
 
-	return m && m->start < b;
+	return m && node(p, m)->start < b;
 }
 
 static bool is_leaked(const struct rdm_planner *p, uint64_t start, uint64_t len)
@@ -246,8 +284,11 @@ static bool is_leaked(const struct rdm_planner *p, uint64_t start, uint64_t len)
 	return false;
 }
 
+/* Release blocks that are discarded and unmapped from every backend. */
 static void release_range(struct rdm_planner *p, uint64_t start, uint64_t len)
 {
+	if (p->leak_all)
+		return;
 	if (p->leaked.n == 0) {
 		rdm_region_release(p->region, start * p->block_size, len * p->block_size);
 		return;
@@ -264,46 +305,168 @@ static void release_range(struct rdm_planner *p, uint64_t start, uint64_t len)
 	}
 }
 
+/* The first run of blocks in `populated` state inside [a, b), read from the
+ * region state (the applier's view) one run at a time: no list, and no
+ * backend call or release inside the region's read-side section. */
+struct run_ctx {
+	uint64_t off, len;
+};
+
+static int first_run_cb(void *opaque, uint64_t offset, uint64_t length)
+{
+	struct run_ctx *c = opaque;
+
+	c->off = offset;
+	c->len = length;
+	return -ECANCELED; /* stop: a negative return ends the walk */
+}
+
+static bool next_run(const struct rdm_planner *p, uint64_t a, uint64_t b, bool populated, uint64_t *rs,
+		     uint64_t *re)
+{
+	struct run_ctx c = { 0, 0 };
+
+	if (a >= b)
+		return false;
+	rdm_region_applier_runs(p->region, a * p->block_size, (b - a) * p->block_size, populated, first_run_cb, &c);
+	if (c.len == 0)
+		return false;
+	*rs = c.off / p->block_size;
+	*re = *rs + c.len / p->block_size;
+	return true;
+}
+
+static int count_run(void *opaque, uint64_t offset, uint64_t length)
+{
+	(void)offset;
+	*(uint64_t *)opaque += length;
+	return 0;
+}
+
+/* Populated blocks inside [a, b). */
+static uint64_t populated_blocks(struct rdm_planner *p, uint64_t a, uint64_t b)
+{
+	uint64_t bytes = 0;
+
+	rdm_region_applier_runs(p->region, a * p->block_size, (b - a) * p->block_size, true, count_run, &bytes);
+	return bytes / p->block_size;
+}
+
+/* ---------------------------------------------------------------- flush */
+
+/* Sort the dead list by start (merge sort of a list: no allocation). A
+ * batch's discards usually arrive ascending, and then it is one pass. */
+static uint32_t dead_next(const struct rdm_planner *p, uint32_t h)
+{
+	return (uint32_t)layout(p, h)->stamp;
+}
+
+static void set_dead_next(struct rdm_planner *p, uint32_t h, uint32_t next)
+{
+	layout(p, h)->stamp = next;
+}
+
+static uint32_t sort_dead(struct rdm_planner *p, uint32_t head)
+{
+	bool sorted = true;
+	uint32_t n = 0;
+
+	for (uint32_t h = head; h && dead_next(p, h); h = dead_next(p, h))
+		sorted &= node(p, h)->start < node(p, dead_next(p, h))->start;
+	if (sorted)
+		return head;
+	/* Split in halves, sort each, merge. */
+	for (uint32_t h = head; h; h = dead_next(p, h))
+		n++;
+	uint32_t mid = head;
+
+	for (uint32_t i = 1; i < n / 2; i++)
+		mid = dead_next(p, mid);
+	uint32_t b = dead_next(p, mid);
+
+	set_dead_next(p, mid, 0);
+	uint32_t a = sort_dead(p, head);
+
+	b = sort_dead(p, b);
+	uint32_t out = 0, tail = 0;
+
+	while (a || b) {
+		uint32_t take;
+
+		if (!b || (a && node(p, a)->start < node(p, b)->start)) {
+			take = a;
+			a = dead_next(p, a);
+		} else {
+			take = b;
+			b = dead_next(p, b);
+		}
+		if (tail)
+			set_dead_next(p, tail, take);
+		else
+			out = take;
+		tail = take;
+	}
+	set_dead_next(p, tail, 0);
+	return out;
+}
+
 void rdm_planner_flush(struct rdm_planner *p)
 {
-	struct rdm_range_vec *u = &p->pending_unmap, *r = &p->pending_release;
+	uint32_t head = p->dead_head;
 
-	if (u->n) {
-		sort_ranges(u);
-		uint64_t cs = u->v[0].start, ce = cs + u->v[0].len;
+	if (!head)
+		return;
+	p->dead_head = p->dead_tail = 0;
+	head = sort_dead(p, head);
 
-		for (uint32_t i = 1; i <= u->n; i++) {
-			if (i < u->n && !has_mapping_in(p, ce, u->v[i].start)) {
-				/* Adjacent, or a hole holding no mapping: one call. */
-				ce = u->v[i].start + u->v[i].len;
-				continue;
-			}
-			unmap_all_backends(p, cs, ce - cs);
-			if (i < u->n) {
-				cs = u->v[i].start;
-				ce = cs + u->v[i].len;
-			}
+	/* Unmap: adjacent dead mappings, and those with a hole holding no
+	 * mapping between them, in one call. */
+	uint64_t cs = node(p, head)->start, ce = end_of(p, head);
+
+	for (uint32_t h = dead_next(p, head);; h = dead_next(p, h)) {
+		if (h && !has_mapping_in(p, ce, node(p, h)->start)) {
+			ce = end_of(p, h);
+			continue;
 		}
-		u->n = 0;
+		unmap_all_backends(p, cs, ce - cs);
+		if (!h)
+			break;
+		cs = node(p, h)->start;
+		ce = end_of(p, h);
 	}
-	if (r->n) {
-		sort_ranges(r);
-		uint64_t cs = r->v[0].start, ce = cs + r->v[0].len;
-
-		for (uint32_t i = 1; i <= r->n; i++) {
-			if (i < r->n && r->v[i].start == ce) {
-				ce += r->v[i].len;
-				continue;
-			}
-			release_range(p, cs, ce - cs);
-			if (i < r->n) {
-				cs = r->v[i].start;
-				ce = cs + r->v[i].len;
-			}
+	/* Release: every block of a dead mapping is discarded. */
+	cs = node(p, head)->start;
+	ce = cs;
+	for (uint32_t h = head, next; h; h = next) {
+		next = dead_next(p, h);
+		if (node(p, h)->start != ce) {
+			if (ce > cs)
+				release_range(p, cs, ce - cs);
+			cs = node(p, h)->start;
 		}
-		r->n = 0;
+		ce = end_of(p, h);
+		rdm_maptree_free(&p->maps, h);
 	}
+	if (ce > cs)
+		release_range(p, cs, ce - cs);
 }
+
+/* Take mapping m, whose every block is now discarded, out of the layout; it
+ * is unmapped and released at the next flush. */
+static void kill_mapping(struct rdm_planner *p, uint32_t m)
+{
+	rdm_maptree_unlink(&p->maps, m);
+	set_dead_next(p, m, 0);
+	if (p->dead_tail)
+		set_dead_next(p, p->dead_tail, m);
+	else
+		p->dead_head = m;
+	p->dead_tail = m;
+	for (uint32_t i = 0; i < p->nbe; i++)
+		p->be[i]->used--;
+}
+
+/* ------------------------------------------------------------- populate */
 
 /* Is at most half of every backend's budget in use (counting `planned`)? */
 static bool spare_mappings(const struct rdm_planner *p, uint64_t planned)
@@ -339,12 +502,12 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 					cut = c;
 			}
 			if (cut && vec_push(out, a, cut - a))
-				return rdm_fail(-ENOMEM, "out of memory planning mappings");
+				return -ENOMEM;
 			if (cut)
 				a = cut;
 		}
 		if (vec_push(out, a, next - a))
-			return rdm_fail(-ENOMEM, "out of memory planning mappings");
+			return -ENOMEM;
 		a = next;
 	}
 	return 0;
@@ -418,6 +581,15 @@ static int any_failed(const struct rdm_planner *p)
 	return 0;
 }
 
+/* Keep a small scratch list for the next populate, not a huge one. */
+static void put_pieces(struct rdm_planner *p, struct rdm_range_vec *pieces)
+{
+	if (pieces->cap > PIECES_KEEP)
+		vec_free(pieces);
+	pieces->n = 0;
+	p->pieces = *pieces;
+}
+
 int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 {
 	/* The planner's scratch list, kept between calls: no allocation per
@@ -431,182 +603,191 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 	err = any_failed(p);
 	if (err)
 		return err;
-	rdm_planner_flush(p);
 
-	/* Pass 1: blocks inside existing mappings (deferred) are reused; the
+	/* Plan: blocks inside existing mappings (deferred) are reused; the
 	 * runs between them become new pieces. */
-	for (struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, start); m && m->start < end;
-	     m = rdm_mapset_next(&p->maps, m)) {
+	pieces.n = 0;
+	for (uint32_t m = rdm_maptree_first_ending_after(&p->maps, start); m && node(p, m)->start < end && !err;
+	     m = rdm_maptree_next(&p->maps, m)) {
 		overlapping++;
-		if (m->start > pos) {
-			err = cut_run(p, pos, m->start, &pieces);
-			if (err)
-				goto out;
-		}
-		pos = m->start + m->len;
+		if (node(p, m)->start > pos)
+			err = cut_run(p, pos, node(p, m)->start, &pieces);
+		pos = end_of(p, m);
 	}
-	if (pos < end) {
+	if (!err && pos < end)
 		err = cut_run(p, pos, end, &pieces);
-		if (err)
-			goto out;
+	/* Reserve: a layout node per piece (the scratch list already is). */
+	if (!err)
+		err = rdm_maptree_reserve(&p->maps, pieces.n);
+	if (err) {
+		err = rdm_fail(-ENOMEM, "out of memory planning the mappings of populate [0x%" PRIx64 ", +0x%" PRIx64 ")",
+			       start * p->block_size, len * p->block_size);
+		goto out;
 	}
 	err = check_limit(p, pieces.n);
 	if (err)
 		goto out;
+
+	/* Execute: what earlier discards queued goes first (a piece may lie
+	 * where a dead mapping still is), then the maps. */
+	rdm_planner_flush(p);
 	err = map_pieces(p, &pieces, p->be, p->nbe);
 	if (err)
 		goto out;
 
-	/* Pass 2: commit (the lookup again only if pass 1 found mappings). */
-	for (struct rdm_layout_map *m = overlapping ? rdm_mapset_first_ending_after(&p->maps, start) : NULL;
-	     m && m->start < end; m = rdm_mapset_next(&p->maps, m)) {
-		uint64_t a = m->start > start ? m->start : start;
-		uint64_t b = m->start + m->len < end ? m->start + m->len : end;
+	/* Commit, with calls that cannot fail (the lookup again only if
+	 * planning found mappings). */
+	for (uint32_t m = overlapping ? rdm_maptree_first_ending_after(&p->maps, start) : 0;
+	     m && node(p, m)->start < end; m = rdm_maptree_next(&p->maps, m)) {
+		uint64_t a = node(p, m)->start > start ? node(p, m)->start : start;
+		uint64_t b = end_of(p, m) < end ? end_of(p, m) : end;
 
-		m->live += b - a;
+		layout(p, m)->live += b - a;
 		reused += b - a;
 	}
 	if (reused)
 		update_deferred_stats(p, -(int64_t)reused);
 	for (uint32_t i = 0; i < pieces.n; i++) {
-		if (!rdm_mapset_insert(&p->maps, pieces.v[i].start, pieces.v[i].len, pieces.v[i].len)) {
-			err = rdm_fail(-ENOMEM, "out of memory recording a mapping");
-			/* Keep the layout truthful: unmap what has no record. */
-			for (uint32_t k = i; k < pieces.n; k++)
-				for (uint32_t j = 0; j < p->nbe; j++) {
-					unmap_one(p, p->be[j], pieces.v[k].start, pieces.v[k].len);
-					p->be[j]->used--;
-				}
-			goto out;
-		}
+		uint32_t h = rdm_maptree_insert(&p->maps, pieces.v[i].start, pieces.v[i].len);
+
+		layout(p, h)->live = pieces.v[i].len;
 	}
 out:
-	/* Keep a small list for the next populate, not a huge one. */
-	if (pieces.cap > PIECES_KEEP)
-		vec_free(&pieces);
-	pieces.n = 0;
-	p->pieces = pieces;
+	put_pieces(p, &pieces);
 	return err;
 }
 
-/* Populated runs inside [a, b), from the region state (the applier's view). */
-struct runs_ctx {
-	struct rdm_range_vec *v;
-	uint64_t bs;
-};
-
-static int collect_run(void *opaque, uint64_t offset, uint64_t length)
+void rdm_planner_populate_begin(struct rdm_planner *p)
 {
-	struct runs_ctx *c = opaque;
-
-	return vec_push(c->v, offset / c->bs, length / c->bs);
+	p->in_populate = true;
 }
 
-static int count_run(void *opaque, uint64_t offset, uint64_t length)
+void rdm_planner_populate_end(struct rdm_planner *p)
 {
-	(void)offset;
-	*(uint64_t *)opaque += length;
-	return 0;
+	p->in_populate = false;
 }
 
-/* Populated blocks inside [a, b). */
-static uint64_t populated_blocks(struct rdm_planner *p, uint64_t a, uint64_t b)
+/* -------------------------------------------------------------- discard */
+
+/* Is there room in every backend for `extra` more mappings? */
+static bool room_for(const struct rdm_planner *p, uint64_t extra)
 {
-	uint64_t bytes = 0;
-
-	rdm_region_applier_runs(p->region, a * p->block_size, (b - a) * p->block_size, true, count_run, &bytes);
-	return bytes / p->block_size;
-}
-
-static int populated_runs(struct rdm_planner *p, uint64_t a, uint64_t b, struct rdm_range_vec *out)
-{
-	struct runs_ctx c = {out, p->block_size};
-
-	return rdm_region_applier_runs(p->region, a * p->block_size, (b - a) * p->block_size, true, collect_run, &c);
+	for (uint32_t i = 0; i < p->nbe; i++)
+		if (p->be[i]->used + extra > p->be[i]->budget)
+			return false;
+	return true;
 }
 
 /*
  * Replace mapping m by mappings of its populated runs: unmap it whole, map
  * the runs (a DMA window over them, counted as remapped bytes), release its
  * discarded blocks. Used by coalesce without a split-capable kernel and by
- * defer past its limit.
+ * defer past its limit. `uncounted` of m's discarded blocks are not counted
+ * as deferred yet (a discard being applied). false, with nothing changed, if
+ * the runs would not fit under the mapping limit or their nodes cannot be
+ * reserved.
  */
-static void split_with_window(struct rdm_planner *p, struct rdm_layout_map *m)
+static bool split_with_window(struct rdm_planner *p, uint32_t m, uint64_t uncounted)
 {
-	struct rdm_range_vec runs = {0};
-	uint64_t ms = m->start, ml = m->len, mlive = m->live;
+	uint64_t ms = node(p, m)->start, me = end_of(p, m), nruns = 0, rs, re;
 
-	populated_runs(p, ms, ms + ml, &runs);
+	for (uint64_t pos = ms; next_run(p, pos, me, true, &rs, &re); pos = re)
+		nruns++;
+	/* m's node becomes the first run (m has populated blocks, or it would
+	 * be dead), so the runs need nruns - 1 more nodes and mappings. */
+	if (nruns == 0 || !room_for(p, nruns - 1) || rdm_maptree_reserve(&p->maps, (uint32_t)(nruns - 1)) != 0)
+		return false;
+
 	rdm_planner_flush(p);
-	unmap_all_backends(p, ms, ml);
-	update_deferred_stats(p, -(int64_t)(ml - mlive));
-	rdm_mapset_remove(&p->maps, m);
+	unmap_all_backends(p, ms, me - ms);
+	update_deferred_stats(p, -(int64_t)(node(p, m)->len - layout(p, m)->live - uncounted));
+	rdm_maptree_unlink(&p->maps, m);
 	for (uint32_t i = 0; i < p->nbe; i++)
 		p->be[i]->used--;
-	for (uint32_t i = 0; i < runs.n; i++) {
-		const struct rdm_range *rr = &runs.v[i];
+
+	uint64_t pos = ms;
+	bool reuse = true;
+
+	while (next_run(p, pos, me, true, &rs, &re)) {
+		uint32_t h;
 
 		for (uint32_t j = 0; j < p->nbe; j++) {
-			int err = rdm_backend_map(p->be[j]->b, iova_of(p, rr->start), rr->len * p->block_size,
-						  vaddr_of(p, rr->start));
+			int err = rdm_backend_map(p->be[j]->b, iova_of(p, rs), (re - rs) * p->block_size,
+						  vaddr_of(p, rs));
+			/* Retried once, like an unmap: the range was mapped a
+			 * moment ago, so only a transient failure can stop it. */
+			if (err)
+				err = rdm_backend_map(p->be[j]->b, iova_of(p, rs), (re - rs) * p->block_size,
+						      vaddr_of(p, rs));
 			if (err) {
 				/* Populated memory the device can no longer reach:
-				 * nothing rdm can retry safely; the backend is failed. */
-				mark_failed(p, p->be[j], err, rr->start, rr->len);
+				 * nothing more rdm can do; the backend is failed. */
+				mark_failed(p, p->be[j], err, rs, re - rs);
 				continue;
 			}
 			p->be[j]->used++;
 		}
-		rdm_mapset_insert(&p->maps, rr->start, rr->len, rr->len);
-		*p->stat_remapped_bytes += rr->len * p->block_size;
+		if (reuse) {
+			h = m;
+			node(p, h)->start = rs;
+			node(p, h)->len = re - rs;
+			rdm_maptree_link(&p->maps, h);
+			reuse = false;
+		} else {
+			h = rdm_maptree_insert(&p->maps, rs, re - rs); /* reserved above */
+		}
+		layout(p, h)->live = re - rs;
+		layout(p, h)->stamp = 0;
+		*p->stat_remapped_bytes += (re - rs) * p->block_size;
 		for (uint32_t j = 0; j < p->nbe; j++)
-			rdm_backend_note_remapped(p->be[j]->b, rr->len * p->block_size);
+			rdm_backend_note_remapped(p->be[j]->b, (re - rs) * p->block_size);
+		/* Everything of m before the run is discarded and now unmapped. */
+		if (rs > pos)
+			release_range(p, pos, rs - pos);
+		pos = re;
 	}
-	/* Everything of m that is not in a run is discarded: release it. */
-	uint64_t pos = ms;
-
-	for (uint32_t i = 0; i <= runs.n; i++) {
-		uint64_t next = i < runs.n ? runs.v[i].start : ms + ml;
-
-		if (next > pos)
-			vec_push(&p->pending_release, pos, next - pos);
-		if (i < runs.n)
-			pos = runs.v[i].start + runs.v[i].len;
-	}
-	vec_free(&runs);
-}
-
-/* A split adds at most one mapping in every backend: is there room? */
-static bool split_room(const struct rdm_planner *p)
-{
-	for (uint32_t i = 0; i < p->nbe; i++)
-		if (p->be[i]->used + 1 > p->be[i]->budget)
-			return false;
+	if (me > pos)
+		release_range(p, pos, me - pos);
 	return true;
 }
 
-/* Split-capable kernels: one UNMAP of exactly [a, b) inside m; the kernel
- * keeps the survivors mapped, no window. */
-static void split_exact(struct rdm_planner *p, struct rdm_layout_map *m, uint64_t a, uint64_t b)
+/*
+ * Split-capable kernels: one UNMAP of exactly [a, b) inside m (its blocks
+ * just discarded, not counted as deferred); the kernel keeps the survivors
+ * mapped, no window. false, with nothing changed, if there is no room for a
+ * second mapping or its node.
+ */
+static bool split_exact(struct rdm_planner *p, uint32_t m, uint64_t a, uint64_t b)
 {
-	uint64_t ms = m->start, me = m->start + m->len;
+	uint64_t ms = node(p, m)->start, me = end_of(p, m), stamp = layout(p, m)->stamp;
+	bool both = a > ms && me > b;
 
+	if (both && (!room_for(p, 1) || rdm_maptree_reserve(&p->maps, 1) != 0))
+		return false;
 	rdm_planner_flush(p);
 	unmap_all_backends(p, a, b - a);
-	vec_push(&p->pending_release, a, b - a);
-	rdm_mapset_remove(&p->maps, m);
-	for (uint32_t i = 0; i < p->nbe; i++)
-		p->be[i]->used--;
+	release_range(p, a, b - a);
+	rdm_maptree_unlink(&p->maps, m);
+	/* m's node keeps the left survivor, or the right one if none. */
 	if (a > ms) {
-		rdm_mapset_insert(&p->maps, ms, a - ms, populated_blocks(p, ms, a));
-		for (uint32_t i = 0; i < p->nbe; i++)
-			p->be[i]->used++;
+		node(p, m)->len = a - ms;
+		layout(p, m)->live = populated_blocks(p, ms, a);
+		rdm_maptree_link(&p->maps, m);
 	}
 	if (me > b) {
-		rdm_mapset_insert(&p->maps, b, me - b, populated_blocks(p, b, me));
-		for (uint32_t i = 0; i < p->nbe; i++)
-			p->be[i]->used++;
+		uint32_t h = a > ms ? rdm_maptree_insert(&p->maps, b, me - b) : m;
+
+		node(p, h)->start = b;
+		node(p, h)->len = me - b;
+		layout(p, h)->live = populated_blocks(p, b, me);
+		layout(p, h)->stamp = stamp;
+		if (h == m)
+			rdm_maptree_link(&p->maps, h);
+		else
+			for (uint32_t i = 0; i < p->nbe; i++)
+				p->be[i]->used++;
 	}
+	return true;
 }
 
 static void enforce_defer_limit(struct rdm_planner *p)
@@ -619,96 +800,109 @@ static void enforce_defer_limit(struct rdm_planner *p)
 	}
 	while (p->deferred_blocks > p->defer_limit_blocks) {
 		/* The oldest deferred mapping: smallest stamp among mappings
-		 * with deferred blocks (stamp kept in the high bits of prio is
-		 * not possible; a linear scan is fine on this rare path). */
-		struct rdm_layout_map *oldest = NULL;
+		 * with deferred blocks (a linear scan is fine on this rare path). */
+		uint32_t oldest = 0;
 
-		for (struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, 0); m;
-		     m = rdm_mapset_next(&p->maps, m))
-			if (m->live < m->len && (!oldest || m->stamp < oldest->stamp))
+		for (uint32_t m = rdm_maptree_first_ending_after(&p->maps, 0); m; m = rdm_maptree_next(&p->maps, m))
+			if (layout(p, m)->live < node(p, m)->len &&
+			    (!oldest || layout(p, m)->stamp < layout(p, oldest)->stamp))
 				oldest = m;
 		if (!oldest)
 			break;
-		split_with_window(p, oldest);
+		if (!split_with_window(p, oldest, 0)) {
+			/* No room under the limit or no memory for the split:
+			 * the limit stays exceeded, counted. */
+			(*p->stat_defer_exceeded)++;
+			break;
+		}
 	}
 }
 
 void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 {
 	uint64_t end = start + len, pos = start;
-	struct rdm_layout_map *m, *next;
+	uint32_t m, next;
 
-	for (m = rdm_mapset_first_ending_after(&p->maps, start); m && m->start < end; m = next) {
-		uint64_t a = m->start > start ? m->start : start;
-		uint64_t b = m->start + m->len < end ? m->start + m->len : end;
+	for (m = rdm_maptree_first_ending_after(&p->maps, start); m && node(p, m)->start < end; m = next) {
+		uint64_t ms = node(p, m)->start, me = end_of(p, m);
+		uint64_t a = ms > start ? ms : start;
+		uint64_t b = me < end ? me : end;
 		uint64_t ov = b - a;
+		struct rdm_layout *l = layout(p, m);
 
 		/* A mapping after m starts at or past m's end: only if that is
 		 * inside the range can the loop need it. */
-		next = m->start + m->len < end ? rdm_mapset_next(&p->maps, m) : NULL;
+		next = me < end ? rdm_maptree_next(&p->maps, m) : 0;
 		if (a > pos)
-			vec_push(&p->pending_release, pos, a - pos);
+			release_range(p, pos, a - pos); /* in no mapping: unmapped everywhere */
 		pos = b;
-		m->live -= ov;
-		if (m->live == 0) {
+		l->live -= ov;
+		if (l->live == 0) {
 			/* The whole mapping can go: one UNMAP, and every block of it
 			 * (earlier deferred ones included) is released after it. */
-			update_deferred_stats(p, -(int64_t)(m->len - ov));
-			vec_push(&p->pending_unmap, m->start, m->len);
-			vec_push(&p->pending_release, m->start, m->len);
-			for (uint32_t i = 0; i < p->nbe; i++)
-				p->be[i]->used--;
-			rdm_mapset_remove(&p->maps, m);
+			update_deferred_stats(p, -(int64_t)(me - ms - ov));
+			kill_mapping(p, m);
+			continue;
+		}
+		if (p->in_populate) {
+			/* The rollback of a populate that reused these blocks:
+			 * deferred again, exactly as before it. */
+			update_deferred_stats(p, (int64_t)ov);
 			continue;
 		}
 		/* A discard inside a mapping that stays partly populated. */
-		if (m->live + ov == m->len)
-			m->stamp = ++p->defer_stamp;
-		if (p->policy == RDM_POLICY_COALESCE && split_room(p)) {
-			if (all_can_split(p)) {
-				split_exact(p, m, a, b);
+		if (l->live + ov == me - ms)
+			l->stamp = ++p->defer_stamp;
+		if (p->policy == RDM_POLICY_COALESCE) {
+			if (all_can_split(p) ? split_exact(p, m, a, b) : p->allow_windows && split_with_window(p, m, ov))
 				continue;
-			}
-			if (p->allow_windows) {
-				/* split_with_window() takes len - live as the
-				 * deferred blocks already counted: these are not. */
-				m->live += ov;
-				split_with_window(p, m);
-				continue;
-			}
-		}
-		/* Deferred: defer's way, or coalesce past the limit (counted). */
-		if (p->policy == RDM_POLICY_COALESCE)
+			/* Deferred: coalesce past the limit (or out of memory), counted. */
 			(*p->stat_defer_exceeded)++;
+		}
 		update_deferred_stats(p, (int64_t)ov);
 	}
 	if (pos < end)
-		vec_push(&p->pending_release, pos, end - pos);
-	if (p->policy == RDM_POLICY_DEFER)
+		release_range(p, pos, end - pos);
+	if (p->policy == RDM_POLICY_DEFER && !p->in_populate)
 		enforce_defer_limit(p);
 }
 
+/* --------------------------------------------------------------- attach */
+
+/* Map the whole layout into wb (a backend joining a region that has one). */
 static int map_layout_into(struct rdm_planner *p, struct rdm_wbackend *wb)
 {
-	struct rdm_range_vec pieces = {0};
-	int err = 0;
+	uint32_t first = rdm_maptree_first_ending_after(&p->maps, 0);
 
-	for (struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, 0); m; m = rdm_mapset_next(&p->maps, m))
-		if (vec_push(&pieces, m->start, m->len)) {
-			vec_free(&pieces);
-			return rdm_fail(-ENOMEM, "out of memory attaching a backend");
-		}
-	if (wb->used + pieces.n + headroom(p) > wb->budget) {
+	if (wb->used + p->maps.count + headroom(p) > wb->budget) {
 		(*p->stat_enospc)++;
-		err = rdm_fail(-ENOSPC,
-			       "mapping limit: attaching needs %" PRIu32 " mappings but backend %s holds %" PRIu64
-			       " of its limit of %" PRIu64,
-			       pieces.n, rdm_backend_name(wb->b), wb->used, wb->budget);
-	} else {
-		err = map_pieces(p, &pieces, &wb, 1);
+		return rdm_fail(-ENOSPC,
+				"mapping limit: attaching needs %" PRIu64 " mappings but backend %s holds %" PRIu64
+				" of its limit of %" PRIu64,
+				p->maps.count, rdm_backend_name(wb->b), wb->used, wb->budget);
 	}
-	vec_free(&pieces);
-	return err;
+	for (uint32_t m = first; m; m = rdm_maptree_next(&p->maps, m)) {
+		int err = rdm_backend_map(wb->b, iova_of(p, node(p, m)->start), node(p, m)->len * p->block_size,
+					  vaddr_of(p, node(p, m)->start));
+
+		if (err == 0) {
+			wb->used++;
+			continue;
+		}
+		if (m != first) {
+			/* The mappings before m, ascending, and the holes between
+			 * them, which hold nothing of ours in wb: one call. */
+			uint64_t s = node(p, first)->start;
+			uint32_t done = 0;
+
+			for (uint32_t k = first; k != m; k = rdm_maptree_next(&p->maps, k))
+				done++;
+			unmap_one(p, wb, s, node(p, m)->start - s);
+			wb->used -= done;
+		}
+		return err;
+	}
+	return 0;
 }
 
 int rdm_planner_attach(struct rdm_planner *p, struct rdm_wbackend *wb)
@@ -720,52 +914,61 @@ int rdm_planner_attach(struct rdm_planner *p, struct rdm_wbackend *wb)
 	if (wb->failed)
 		return rdm_fail(-EIO, "backend %s is marked failed: %s", rdm_backend_name(wb->b), wb->failed_why);
 	rdm_planner_flush(p);
-	if (p->nbe == 0) {
-		/* First backend: lay out the populated state. */
-		struct rdm_range_vec runs = {0}, pieces = {0};
-
-		err = populated_runs(p, 0, p->nblocks, &runs);
-		for (uint32_t i = 0; !err && i < runs.n; i++)
-			err = cut_run(p, runs.v[i].start, runs.v[i].start + runs.v[i].len, &pieces);
-		vec_free(&runs);
-		for (uint32_t i = 0; !err && i < pieces.n; i++)
-			if (!rdm_mapset_insert(&p->maps, pieces.v[i].start, pieces.v[i].len, pieces.v[i].len))
-				err = rdm_fail(-ENOMEM, "out of memory recording a mapping");
-		vec_free(&pieces);
-		if (!err)
-			err = map_layout_into(p, wb);
-		if (err) {
-			rdm_mapset_clear(&p->maps);
-			return err;
-		}
-	} else {
+	if (p->nbe > 0) {
 		err = map_layout_into(p, wb);
 		if (err)
 			return err;
+		p->be[p->nbe++] = wb;
+		return 0;
+	}
+	/* First backend: lay out the populated state (the layout is empty).
+	 * Reserve the pieces and their nodes, map, then commit. */
+	struct rdm_range_vec pieces = p->pieces;
+	uint64_t rs, re;
+
+	pieces.n = 0;
+	for (uint64_t pos = 0; !err && next_run(p, pos, p->nblocks, true, &rs, &re); pos = re)
+		err = cut_run(p, rs, re, &pieces);
+	if (!err)
+		err = rdm_maptree_reserve(&p->maps, pieces.n);
+	if (err) {
+		err = rdm_fail(-ENOMEM, "out of memory planning the mappings of attaching backend %s",
+			       rdm_backend_name(wb->b));
+		goto out;
+	}
+	if (wb->used + pieces.n + headroom(p) > wb->budget) {
+		(*p->stat_enospc)++;
+		err = rdm_fail(-ENOSPC,
+			       "mapping limit: attaching needs %" PRIu32 " mappings but backend %s holds %" PRIu64
+			       " of its limit of %" PRIu64,
+			       pieces.n, rdm_backend_name(wb->b), wb->used, wb->budget);
+		goto out;
+	}
+	err = map_pieces(p, &pieces, &wb, 1);
+	if (err)
+		goto out;
+	for (uint32_t i = 0; i < pieces.n; i++) {
+		uint32_t h = rdm_maptree_insert(&p->maps, pieces.v[i].start, pieces.v[i].len);
+
+		layout(p, h)->live = pieces.v[i].len;
 	}
 	p->be[p->nbe++] = wb;
-	return 0;
+out:
+	put_pieces(p, &pieces);
+	return err;
 }
 
-/* Release the discarded blocks still inside mappings (deferred ones). */
+/* Release the discarded blocks still inside mappings (deferred ones); every
+ * backend has unmapped the region. */
 static void release_deferred(struct rdm_planner *p)
 {
-	for (struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, 0); m; m = rdm_mapset_next(&p->maps, m)) {
-		if (m->live == m->len)
+	for (uint32_t m = rdm_maptree_first_ending_after(&p->maps, 0); m; m = rdm_maptree_next(&p->maps, m)) {
+		uint64_t me = end_of(p, m), rs, re;
+
+		if (layout(p, m)->live == node(p, m)->len)
 			continue;
-		struct rdm_range_vec runs = {0};
-		uint64_t pos = m->start;
-
-		populated_runs(p, m->start, m->start + m->len, &runs);
-		for (uint32_t i = 0; i <= runs.n; i++) {
-			uint64_t next = i < runs.n ? runs.v[i].start : m->start + m->len;
-
-			if (next > pos)
-				vec_push(&p->pending_release, pos, next - pos);
-			if (i < runs.n)
-				pos = runs.v[i].start + runs.v[i].len;
-		}
-		vec_free(&runs);
+		for (uint64_t pos = node(p, m)->start; next_run(p, pos, me, false, &rs, &re); pos = re)
+			release_range(p, rs, re - rs);
 	}
 	update_deferred_stats(p, -(int64_t)p->deferred_blocks);
 }
@@ -789,8 +992,7 @@ int rdm_planner_detach(struct rdm_planner *p, struct rdm_wbackend *wb)
 	p->nbe--;
 	if (p->nbe == 0) {
 		release_deferred(p);
-		rdm_mapset_clear(&p->maps);
-		rdm_planner_flush(p);
+		rdm_maptree_clear(&p->maps);
 	}
 	return 0;
 }
@@ -800,4 +1002,40 @@ void rdm_planner_teardown(struct rdm_planner *p)
 	while (p->nbe)
 		rdm_planner_detach(p, p->be[p->nbe - 1]);
 	rdm_planner_flush(p);
+}
+
+/* -------------------------------------------------------- observability */
+
+int rdm_planner_for_each_mapping(const struct rdm_planner *p, rdm_planner_mapping_fn fn, void *opaque)
+{
+	for (uint32_t m = rdm_maptree_first_ending_after(&p->maps, 0); m; m = rdm_maptree_next(&p->maps, m)) {
+		int rc = fn(opaque, iova_of(p, node(p, m)->start), node(p, m)->len * p->block_size,
+			    vaddr_of(p, node(p, m)->start));
+
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int rdm_planner_for_each_deferred(const struct rdm_planner *p, rdm_planner_range_fn fn, void *opaque)
+{
+	for (uint32_t m = rdm_maptree_first_ending_after(&p->maps, 0); m; m = rdm_maptree_next(&p->maps, m)) {
+		uint64_t me = end_of(p, m), rs, re;
+
+		if (layout(p, m)->live == node(p, m)->len)
+			continue;
+		for (uint64_t pos = node(p, m)->start; next_run(p, pos, me, false, &rs, &re); pos = re) {
+			int rc = fn(opaque, rs * p->block_size, (re - rs) * p->block_size);
+
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+uint64_t rdm_planner_deferred_bytes(const struct rdm_planner *p)
+{
+	return p->deferred_blocks * p->block_size;
 }

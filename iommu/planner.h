@@ -4,8 +4,14 @@
  * fewest map/unmap calls its backends' rules allow, under its map policy.
  *
  * One planner per region (worker-side). All backends the region is attached
- * to hold the same layout of mappings (the planner's mapset); every call is
+ * to hold the same layout of mappings (the planner's maptree); every call is
  * executed on each of them. Only the worker thread calls these functions.
+ *
+ * Failure: every entry point is all-or-nothing. rdm_planner_populate() and
+ * rdm_planner_attach() may fail (-ENOMEM, -ENOSPC, -EIO, a backend's error)
+ * and then changed nothing; rdm_planner_discard(), rdm_planner_flush(),
+ * rdm_planner_detach() and rdm_planner_teardown() cannot fail and need no
+ * allocation to stay correct (planner.c, "Allocation").
  */
 #ifndef RDM_IOMMU_PLANNER_H
 #define RDM_IOMMU_PLANNER_H
@@ -16,7 +22,7 @@
 #include <rdm/backend.h>
 #include <rdm/worker.h>
 
-#include "iommu/mapset.h"
+#include "iommu/maptree.h"
 
 #define RDM_PLANNER_MAX_BACKENDS 8
 
@@ -39,9 +45,21 @@ struct rdm_range_vec {
 	uint32_t n, cap;
 };
 
+/*
+ * The payload of a layout mapping (the maptree's nodes are keyed in blocks
+ * of the region). len - live blocks of it are discarded but still mapped
+ * (deferred, or about to be unmapped within the current batch).
+ */
+struct rdm_layout {
+	uint64_t live;  /* populated blocks in the mapping */
+	uint64_t stamp; /* when its first block was deferred (defer policy);
+			 * once the mapping is dead (in the dead list), the
+			 * handle of the next dead mapping */
+};
+
 struct rdm_planner {
 	struct rdm_region *region;
-	struct rdm_mapset maps;
+	struct rdm_maptree maps; /* the layout; payload struct rdm_layout */
 	uint64_t block_size;
 	uint64_t nblocks;
 	uint64_t unit;        /* blocks per discard unit */
@@ -55,13 +73,20 @@ struct rdm_planner {
 	struct rdm_wbackend *be[RDM_PLANNER_MAX_BACKENDS];
 	uint32_t nbe;
 
-	/* Within the current batch: whole mappings to unmap, and block ranges
-	 * to release once they are unmapped. Flushed before any map call and
-	 * at the end of every batch. */
-	struct rdm_range_vec pending_unmap;
-	struct rdm_range_vec pending_release;
-	/* Blocks a failed backend may still pin: never released. */
+	/* Within the current batch: mappings whose every block was discarded,
+	 * taken out of the layout but not yet unmapped (unlinked maptree
+	 * nodes, listed through their stamp; 0 ends the list). Flushed -
+	 * unmapped, then released - before any map call and at the end of
+	 * every batch. */
+	uint32_t dead_head, dead_tail;
+	/* Blocks a failed backend may still pin: never released. If a range
+	 * could not be recorded (out of memory), leak_all: nothing of this
+	 * region is released any more. */
 	struct rdm_range_vec leaked;
+	bool leak_all;
+	/* Set while a populate change is applied (rdm_planner_populate_begin):
+	 * a discard told meanwhile is that change's rollback. */
+	bool in_populate;
 	/* rdm_planner_populate()'s scratch list of new mapping pieces. */
 	struct rdm_range_vec pieces;
 
@@ -81,17 +106,58 @@ void rdm_planner_fini(struct rdm_planner *p);
 /* Would the policy work with this backend added? 0 or -EINVAL with message. */
 int rdm_planner_check_backend(const struct rdm_planner *p, const struct rdm_wbackend *wb);
 
-/* Populate blocks [start, start+len) (all of them change to populated). */
+/*
+ * Populate blocks [start, start+len) (all of them change to populated).
+ * 0, or an error with nothing changed: -ENOMEM (the planner's own memory,
+ * message "out of memory ..."), -ENOSPC (the mapping limit), -EIO (a
+ * backend is marked failed) or the error of a backend's MAP.
+ */
 int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len);
-/* Discard blocks [start, start+len) (all of them were populated). Never fails. */
+/* Discard blocks [start, start+len) (all of them were populated). Never
+ * fails, needs no allocation. */
 void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len);
-/* Execute pending unmaps, then release what may be released. */
+/* Execute pending unmaps, then release what may be released. Never fails,
+ * needs no allocation. */
 void rdm_planner_flush(struct rdm_planner *p);
 
-/* Attach: map the current populated state into wb. Detach: unmap all from wb. */
+/*
+ * Bracket the application of one populate change (rdm_region_apply of a
+ * populate). A populate may reach the planner as several runs; when the
+ * planner refuses a later run, the region tells it a discard of the runs it
+ * accepted, and between begin and end every discard is such a rollback: it
+ * puts the layout back exactly as it was (no split, no window, no ageing).
+ */
+void rdm_planner_populate_begin(struct rdm_planner *p);
+void rdm_planner_populate_end(struct rdm_planner *p);
+
+/* Attach: map the current populated state into wb; 0 or an error with
+ * nothing changed (-EINVAL, -EIO, -ENOSPC, -ENOMEM, a backend's error).
+ * Detach: unmap all from wb (-ENOENT if not attached; cannot fail otherwise). */
 int rdm_planner_attach(struct rdm_planner *p, struct rdm_wbackend *wb);
 int rdm_planner_detach(struct rdm_planner *p, struct rdm_wbackend *wb);
-/* Destroy: unmap everything from every backend, release deferred blocks. */
+/* Destroy: unmap everything from every backend, release deferred blocks.
+ * Never fails, needs no allocation. */
 void rdm_planner_teardown(struct rdm_planner *p);
+
+/*
+ * Observability (worker thread only, like everything here; between batches
+ * the layout is settled, within one the dead mappings are not shown).
+ *
+ * rdm_planner_for_each_mapping: the region's current mappings in ascending
+ * IOVA order - one layout, the same in every backend the region is attached
+ * to (none when it is attached to none): IOVA, length and host address, in
+ * bytes. Stops at and returns the first non-zero return.
+ *
+ * rdm_planner_for_each_deferred: the deferred ranges - discarded blocks
+ * still inside a mapping (not released: a device may still reach them) -
+ * as maximal runs inside each mapping, ascending, as offset into the region
+ * and length in bytes. Stops at and returns the first non-zero return.
+ * rdm_planner_deferred_bytes: their total.
+ */
+typedef int (*rdm_planner_mapping_fn)(void *opaque, uint64_t iova, uint64_t length, uint64_t host_addr);
+typedef int (*rdm_planner_range_fn)(void *opaque, uint64_t offset, uint64_t length);
+int rdm_planner_for_each_mapping(const struct rdm_planner *p, rdm_planner_mapping_fn fn, void *opaque);
+int rdm_planner_for_each_deferred(const struct rdm_planner *p, rdm_planner_range_fn fn, void *opaque);
+uint64_t rdm_planner_deferred_bytes(const struct rdm_planner *p);
 
 #endif /* RDM_IOMMU_PLANNER_H */

@@ -238,15 +238,9 @@ struct wquery {
 	uint64_t bytes;
 };
 
-struct deferred_ctx {
-	struct wquery *q;
-	uint64_t bs;
-};
-
 static int note_deferred(void *opaque, uint64_t offset, uint64_t length)
 {
-	struct deferred_ctx *c = opaque;
-	struct wquery *q = c->q;
+	struct wquery *q = opaque;
 
 	if (q->count < q->cap) {
 		struct rdm_deferred *d = (struct rdm_deferred *)q->out + q->count;
@@ -259,41 +253,55 @@ static int note_deferred(void *opaque, uint64_t offset, uint64_t length)
 	return 0;
 }
 
+static int count_bytes(void *opaque, uint64_t offset, uint64_t length)
+{
+	(void)offset;
+	*(uint64_t *)opaque += length;
+	return 0;
+}
+
+struct mapping_ctx {
+	struct wquery *q;
+	struct rdm_wregion *wr;
+};
+
+static int note_mapping(void *opaque, uint64_t iova, uint64_t length, uint64_t host_addr)
+{
+	struct mapping_ctx *c = opaque;
+	struct wquery *q = c->q;
+	uint64_t off = iova - c->wr->planner.iova;
+
+	if (q->count < q->cap) {
+		struct rdm_mapping *x = (struct rdm_mapping *)q->out + q->count;
+		uint64_t discarded = 0;
+
+		rdm_region_applier_runs(c->wr->r, off, length, false, count_bytes, &discarded);
+		x->offset = off;
+		x->length = length;
+		x->iova = iova;
+		x->host_addr = host_addr;
+		x->deferred_bytes = discarded;
+	}
+	q->count++;
+	q->bytes += length;
+	return 0;
+}
+
 static int run_query(struct rdm_wregion *wr, struct wquery *q)
 {
 	struct rdm_planner *p = &wr->planner;
+	struct mapping_ctx c = {.q = q, .wr = wr};
 	bool attached = false;
 
 	/* Unmaps queued by this batch's discards are not deferrals. */
 	rdm_planner_flush(p);
+	if (q->deferred)
+		return rdm_planner_for_each_deferred(p, note_deferred, q);
 	for (uint32_t i = 0; i < p->nbe; i++)
 		attached |= p->be[i] == q->wb;
-	if (!q->deferred && !attached)
+	if (!attached)
 		return rdm_fail(-ENOENT, "region is not attached to backend %s", rdm_backend_name(q->wb->b));
-	for (struct rdm_layout_map *m = rdm_mapset_first_ending_after(&p->maps, 0); m;
-	     m = rdm_mapset_next(&p->maps, m)) {
-		uint64_t off = m->start * p->block_size, len = m->len * p->block_size;
-
-		if (q->deferred) {
-			struct deferred_ctx c = {.q = q, .bs = p->block_size};
-
-			if (m->live < m->len)
-				rdm_region_applier_runs(wr->r, off, len, false, note_deferred, &c);
-			continue;
-		}
-		if (q->count < q->cap) {
-			struct rdm_mapping *x = (struct rdm_mapping *)q->out + q->count;
-
-			x->offset = off;
-			x->length = len;
-			x->iova = p->iova + off;
-			x->host_addr = p->vaddr + off;
-			x->deferred_bytes = (m->len - m->live) * p->block_size;
-		}
-		q->count++;
-		q->bytes += len;
-	}
-	return 0;
+	return rdm_planner_for_each_mapping(p, note_mapping, &c);
 }
 
 static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct item *it)
@@ -337,7 +345,7 @@ static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct i
 		 * worker does, once no backend maps it - unless a backend failed
 		 * an unmap for this region: then any block may still be pinned
 		 * there and none is released (DESIGN.md, contract 3). */
-		if (wr->planner.leaked.n == 0)
+		if (!wr->planner.leak_all && wr->planner.leaked.n == 0)
 			rdm_region_applier_runs(wr->r, 0, rdm_region_size(wr->r), true, release_run, wr->r);
 		rdm_region_set_tail_listener(wr->r, NULL);
 		pthread_mutex_lock(&w->lock);
@@ -365,7 +373,10 @@ static void apply_item(struct wstate *ws, struct rdm_wregion *wr, struct item *i
 		ws->applied_state = true;
 	switch (rec->op) {
 	case RDM_CHANGE_POPULATE:
+		/* A discard the tail is told meanwhile is this populate's rollback. */
+		rdm_planner_populate_begin(&wr->planner);
 		it->result = rdm_region_apply(wr->r, RDM_OP_POPULATE, rec->offset, rec->length, NULL);
+		rdm_planner_populate_end(&wr->planner);
 		break;
 	case RDM_CHANGE_DISCARD:
 		it->result = rdm_region_apply(wr->r, RDM_OP_DISCARD, rec->offset, rec->length, NULL);

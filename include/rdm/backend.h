@@ -22,7 +22,7 @@
  *                      the owning thread, or any thread while the owner is idle
  *
  * Argument checks common to every backend (NULL handle, zero size, iova +
- * size or vaddr + size overflowing, iova/size/vaddr not aligned to
+ * size or vaddr + size beyond 2^64 (a range may end exactly at 2^64), iova/size/vaddr not aligned to
  * caps.page_size, a map outside [caps.iova_min, caps.iova_max]) fail with
  * -EINVAL before anything reaches the kernel; such calls are not counted in
  * the stats. Every failure sets the thread's rdm_last_error() message.
