@@ -38,7 +38,8 @@ def main():
     env = dict(os.environ)
     # Sanitizer reports end the run (libFuzzer then saves the input).
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=1:allocator_may_return_null=1")
-    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    supp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ubsan.supp")
+    env.setdefault("UBSAN_OPTIONS", f"print_stacktrace=1:halt_on_error=1:suppressions={supp}")
     cmd = [fuzzer, f"-max_total_time={seconds}", f"-timeout={per_input}",
            "-error_exitcode=1", "-timeout_exitcode=1", "-print_final_stats=1",
            "-rss_limit_mb=2048", f"-artifact_prefix={os.path.join(crashes, name)}-",
