@@ -958,9 +958,10 @@ static void op_async(struct in *in)
 
 static void op_poll(struct in *in, bool wait)
 {
+	uint8_t sel = u8(in), idx = u8(in);
 	if (!S.prod)
 		return;
-	if (S.npend == 0 || (u8(in) & 3) == 0) {
+	if (S.npend == 0 || (sel & 3) == 0) {
 		/* A ticket that is not outstanding: -EINVAL. */
 		if (!S.have_consumed)
 			return;
@@ -972,7 +973,7 @@ static void op_poll(struct in *in, bool wait)
 			      : rdm_producer_poll(S.prod, S.consumed_ticket, &res), -EINVAL);
 		return;
 	}
-	struct pend *p = &S.pend[u8(in) % S.npend];
+	struct pend *p = &S.pend[idx % S.npend];
 	if (p->cb || p->known)
 		return;
 	int res = 0;
