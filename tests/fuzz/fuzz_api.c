@@ -50,6 +50,14 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* -DRDM_FUZZ_NO_GUARDS turns every GUARD off: the known defects then crash
+ * (to check a fix, or to see a defect's stack). */
+#ifdef RDM_FUZZ_NO_GUARDS
+#define GUARDS 0
+#else
+#define GUARDS 1
+#endif
+
 #define NREG 3
 #define NLIS 3
 #define NSIM 2
@@ -140,7 +148,7 @@ struct fsim {
 	struct rdm_backend *b;
 	struct rdm_backend_caps caps;
 	int worker;             /* -1: not added */
-	bool armed;             /* an injection may still be armed */
+	uint64_t budget;        /* given to rdm_worker_add_backend (0: the sim's limit) */
 };
 
 struct fwork {
@@ -561,6 +569,14 @@ static void check_mappings(const struct freg *g)
 
 static void check_all(void)
 {
+	/* I4: never past the budget a worker was given (the sim enforces its
+	 * own limit itself). */
+	for (int s = 0; s < NSIM; s++) {
+		struct rdm_backend_stats st;
+		rdm_backend_get_stats(S.sim[s].b, &st);
+		if (S.sim[s].worker >= 0 && S.sim[s].budget)
+			CHECK(st.mappings <= S.sim[s].budget);
+	}
 	for (int i = 0; i < NREG; i++) {
 		struct freg *g = &S.reg[i];
 		if (!g->r)
@@ -667,8 +683,9 @@ static void op_region_destroy(int i)
 		 * released (rdm_planner_teardown() unmaps them, and
 		 * rdm_region_destroy() releases only when there is no applier);
 		 * region.h says destroy releases what no failed backend may
-		 * still pin. Remove "g->worker < 0 &&" once fixed. */
-		for (uint64_t b = 0; g->worker < 0 && b < g->nb && !atomic_load(&g->release_unknown); b++)
+		 * still pin. Remove "(!GUARDS || g->worker < 0) &&" once fixed. */
+		for (uint64_t b = 0; (!GUARDS || g->worker < 0) && b < g->nb &&
+				     !atomic_load(&g->release_unknown); b++)
 			if (g->everpop[b])
 				CHECK(atomic_load(&g->released[b]));
 		for (int s = 0; s < NSIM; s++)
@@ -712,6 +729,8 @@ static void op_change(struct in *in, int i, uint32_t kind)
 					       : rdm_discard_all(g->r);
 	if (inject)
 		rdm_alloc_inject(0, false);
+	if (rc != 0)
+		CHECK(rdm_last_error()[0] != '\0');
 	if (want) {
 		CHECK_RC(rc, want);
 		return;
@@ -820,6 +839,7 @@ static void op_add_backend(struct in *in, int w, int s)
 	uint64_t budget = u8(in) % 4 == 0 ? 1 + u8(in) % 16 : 0;
 	CHECK_RC(rdm_worker_add_backend(S.work[w].w, S.sim[s].b, budget), 0);
 	S.sim[s].worker = w;
+	S.sim[s].budget = budget;
 }
 
 static void op_attach(int i, int w, int s, bool detach)
@@ -870,7 +890,7 @@ static void op_attach(int i, int w, int s, bool detach)
 	 * attach fails while mapping, the worker is its applier but never
 	 * installed its IOMMU listener, so no later discard (nor destroy)
 	 * releases anything. Remove once fixed. */
-	if (!g->ever_attached)
+	if (GUARDS && !g->ever_attached)
 		atomic_store(&g->release_unknown, true);
 }
 
@@ -988,6 +1008,36 @@ static void op_poll(struct in *in, bool wait)
 	S.have_consumed = true;
 }
 
+/* NULL handles and callbacks: -EINVAL, false or 0, never a crash. */
+static void op_null_handles(int i)
+{
+	struct rdm_listener l = { .ops = &lis_ops, .length = PAGE };
+	struct rdm_region *r = S.reg[i].r;
+
+	CHECK_RC(rdm_populate(NULL, 0, PAGE), -EINVAL);
+	CHECK_RC(rdm_discard(NULL, 0, PAGE), -EINVAL);
+	CHECK_RC(rdm_discard_all(NULL), -EINVAL);
+	CHECK_RC(rdm_listener_register(NULL, &l), -EINVAL);
+	CHECK_RC(rdm_listener_unregister(NULL, &l), -EINVAL);
+	CHECK_RC(rdm_region_destroy(NULL), -EINVAL);
+	CHECK(!rdm_is_populated(NULL, 0, PAGE) && !rdm_is_discarded(NULL, 0, PAGE));
+	CHECK(rdm_populated_bytes(NULL, 0, PAGE) == 0);
+	CHECK(rdm_region_granularity(NULL) == 0 && rdm_region_size(NULL) == 0);
+	CHECK_RC(rdm_replay_populated(NULL, 0, PAGE, run_cb, NULL), -EINVAL);
+	CHECK_RC(rdm_worker_attach(NULL, r, S.sim[0].b), -EINVAL);
+	CHECK_RC(rdm_worker_detach(NULL, r, S.sim[0].b), -EINVAL);
+	CHECK_RC(rdm_worker_destroy(NULL), -EINVAL);
+	if (r) {
+		CHECK_RC(rdm_replay_discarded(r, 0, PAGE, NULL, NULL), -EINVAL);
+		CHECK_RC(rdm_listener_register(r, NULL), -EINVAL);
+		CHECK_RC(rdm_listener_unregister(r, NULL), -EINVAL);
+		struct rdm_listener_ops half = { lis_populate, NULL };
+		l.ops = &half;
+		CHECK_RC(rdm_listener_register(r, &l), -EINVAL);
+	}
+	CHECK(rdm_last_error()[0] != '\0');
+}
+
 static void teardown(void)
 {
 	settle();
@@ -1048,6 +1098,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 13: op_region_destroy(i); break;
 		case 14: op_worker_destroy(w); break;
 		case 15:
+			if (arg & 0x80) {
+				op_null_handles(i);
+				break;
+			}
 			if (S.prod) {
 				rdm_producer_destroy(S.prod);
 				S.prod = NULL;
