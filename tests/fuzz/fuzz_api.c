@@ -34,7 +34,9 @@
  *  - destroy-no-release: destroying a region served by a worker releases
  *    none of its populated blocks;
  *  - failed-attach-no-release: after a region's first attach failed while
- *    mapping, its discards are never released.
+ *    mapping, its discards are never released;
+ *  - window-remap-breaks-I1: a failed remap of a split mapping's survivors
+ *    leaves populated blocks unmapped (the backend is marked failed).
  */
 #include <rdm/rdm.h>
 
@@ -552,8 +554,15 @@ static void check_mappings(const struct freg *g)
 				CHECK(rdm_sim_is_unmapped(fs->b, g->cfg.iova, g->cfg.size));
 			continue;
 		}
+		/* GUARD (defect "window-remap-breaks-I1"): when the remap of a
+		 * split mapping's survivors fails (coalesce policy, a DMA
+		 * window), the worker marks the backend failed and completes
+		 * the discard, leaving populated blocks unmapped for good. I1
+		 * is checked only while no backend of the worker failed;
+		 * remove i1 once fixed. */
+		bool i1 = !(GUARDS && any_failed(g));
 		for (uint64_t b = 0; b < g->nb; b++)
-			if (g->model[b])
+			if (i1 && g->model[b])
 				CHECK(rdm_sim_is_mapped(fs->b, g->cfg.iova + b * g->bs, g->bs, true,
 							host + b * g->bs));
 		if (g->cfg.policy != RDM_POLICY_BLOCK || any_failed(g))
@@ -900,6 +909,8 @@ static void op_inject(struct in *in, int s)
 	enum rdm_sim_call kind = m & 1 ? RDM_SIM_CALL_UNMAP : RDM_SIM_CALL_MAP;
 	if (m & 2)
 		kind = RDM_SIM_CALL_ANY;
+	TRACE("  inject sim %d kind %d call %d error %d\n", s, (int)kind, 1 + (m >> 2) % 6,
+	      inject_errs[(m >> 5) % 3]);
 	CHECK_RC(rdm_sim_inject(S.sim[s].b, kind, 1 + (m >> 2) % 6,
 				inject_errs[(m >> 5) % 3]), 0);
 }
