@@ -178,7 +178,9 @@ static inline bool wqrec_push1(void *q, const void *it)
 static inline struct wq_node *wq_take(struct wq *w)
 {
 	struct cds_wfcq_node *nd = __cds_wfcq_dequeue_blocking(&w->head, &w->tail);
-	return nd ? caa_container_of(nd, struct wq_node, node) : NULL;
+	/* Not caa_container_of: liburcu's macro casts away a const it adds
+	 * itself, which clang's -Wcast-qual reports. */
+	return nd ? (struct wq_node *)(void *)((char *)nd - offsetof(struct wq_node, node)) : NULL;
 }
 static inline void wq_done(struct wq *w, uint64_t count)
 {

@@ -1029,7 +1029,10 @@ uintptr_t rdm_tree_old_root(const struct rdm_tree *t)
 
 static void retire_cb(struct rcu_head *head)
 {
-	struct rdm_retire_batch *b = caa_container_of(head, struct rdm_retire_batch, head);
+	/* Not caa_container_of: liburcu's macro casts away a const it adds
+	 * itself, which clang's -Wcast-qual reports. */
+	struct rdm_retire_batch *b =
+		(struct rdm_retire_batch *)(void *)((char *)head - offsetof(struct rdm_retire_batch, head));
 	struct rdm_tree *t;
 
 	/* Acquire: pairs with the release in rdm_tree_retire() (the hand-off to

@@ -4,6 +4,7 @@
 #   scripts/deps.sh main    build + gnuplot and the benchmark tools (compare.py and its scipy)
 #   scripts/deps.sh test    build + what the real-kernel guest tests need (QEMU, busybox, cpio)
 #                           and the model checker of models/ (spin)
+#   scripts/deps.sh fuzz    build + clang, its libFuzzer/sanitizer runtimes and llvm-symbolizer
 # DPDK (libdpdk-dev) is optional: installed when available, for the ring benchmark's rte_ring peer.
 set -euo pipefail
 
@@ -15,7 +16,8 @@ for what in "$@"; do
 	build) ;;
 	main) want+=(gnuplot-nox libbenchmark-tools python3-scipy); optional+=(libdpdk-dev) ;;
 	test) want+=(qemu-system-x86 busybox-static cpio spin) ;;
-	*) echo "deps.sh: unknown set '$what' (build, main or test)" >&2; exit 2 ;;
+	fuzz) want+=(clang libclang-rt-dev llvm) ;;
+	*) echo "deps.sh: unknown set '$what' (build, main, test or fuzz)" >&2; exit 2 ;;
 	esac
 done
 

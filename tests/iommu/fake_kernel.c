@@ -11,6 +11,7 @@
 
 #include "iommu/iommufd_abi.h"
 
+__attribute__((format(printf, 2, 3)))
 static void violation(struct fake_kernel *fk, const char *fmt, ...)
 {
 	va_list ap;
