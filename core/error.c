@@ -4,11 +4,11 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <urcu-bp.h>
-#include <urcu/compiler.h>
 
 #include "core/alloc.h"
 #include "core/callback.h"
@@ -71,7 +71,9 @@ static char handler_gp;
 static void free_handler(struct rcu_head *head)
 {
 	rdm_tsan_acquire(&handler_gp);
-	rdm_free(caa_container_of(head, struct log_handler, rcu));
+	/* Not caa_container_of: liburcu's macro casts away a const it adds
+	 * (clang's -Wcast-qual). */
+	rdm_free((char *)head - offsetof(struct log_handler, rcu));
 }
 
 int rdm_set_log_handler(rdm_log_fn fn, void *opaque, enum rdm_log_level max_level)

@@ -59,7 +59,11 @@ struct rdm_listener; /* below; filled by the caller */
 /*
  * Called with ranges that are discarded and unmapped from every backend: from
  * this call on the memory may be freed (madvise, fallocate). Runs on the
- * region's applier thread; must not block on rdm.
+ * region's applier thread; must not block on rdm. A range can be released
+ * again without being populated in between: when the IOMMU refused a
+ * populate after mapping part of it, that part was pinned (its memory
+ * faulted in) and is released again after the rollback unmaps it; the
+ * callback must accept that (madvise(MADV_DONTNEED) and hole punching do).
  */
 typedef void (*rdm_release_fn)(void *opaque, uint64_t offset, uint64_t length);
 

@@ -43,6 +43,14 @@
  *     (rdm_backend_destroy() after rdm_worker_destroy()). A backend is
  *     served by one worker at a time (-EEXIST for a second).
  *
+ * Failed backends: an unmap that fails twice, or a window's remap of a split
+ * mapping's survivors that fails twice, marks the backend failed (sticky,
+ * logged, counted in failed_backends): later populates on it fail with
+ * -EIO, and what it may still map is never released. Its mappings are then
+ * no longer promised to match the region (a failed remap leaves survivors
+ * unmapped there); detach it, and attach a fresh backend to map the region
+ * again.
+ *
  * Callbacks (listener, release, replay, completion callbacks, on_batch, the
  * log handler) must not make changes or wait on rdm: every call that could
  * (changes, register/unregister, attach/detach, flush, queries of IOMMU
