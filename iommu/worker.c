@@ -855,12 +855,17 @@ int rdm_worker_destroy(struct rdm_worker *w)
 	return 0;
 }
 
+/* w's record of backend b, or NULL (takes the worker's table lock). */
 static struct rdm_wbackend *wbackend_of(struct rdm_worker *w, struct rdm_backend *b)
 {
-	for (uint32_t i = 0; i < w->nbackends; i++)
+	struct rdm_wbackend *wb = NULL;
+
+	pthread_mutex_lock(&w->lock);
+	for (uint32_t i = 0; i < w->nbackends && !wb; i++)
 		if (w->backends[i]->b == b)
-			return w->backends[i];
-	return NULL;
+			wb = w->backends[i];
+	pthread_mutex_unlock(&w->lock);
+	return wb;
 }
 
 int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, uint64_t budget)
@@ -1116,9 +1121,7 @@ int rdm_worker_attach(struct rdm_worker *w, struct rdm_region *r, struct rdm_bac
 		return rdm_fail(-EINVAL, "rdm_worker_attach: NULL worker, region or backend");
 	if (rdm_check_may_block("rdm_worker_attach"))
 		return -EDEADLK;
-	pthread_mutex_lock(&w->lock);
 	wb = wbackend_of(w, b);
-	pthread_mutex_unlock(&w->lock);
 	if (!wb)
 		return rdm_fail(-EINVAL, "backend %s was not added to this worker", rdm_backend_name(b));
 	err = rdm_region_enter(r);
@@ -1150,9 +1153,7 @@ int rdm_worker_detach(struct rdm_worker *w, struct rdm_region *r, struct rdm_bac
 		return rdm_fail(-EINVAL, "rdm_worker_detach: NULL worker, region or backend");
 	if (rdm_check_may_block("rdm_worker_detach"))
 		return -EDEADLK;
-	pthread_mutex_lock(&w->lock);
 	wb = wbackend_of(w, b);
-	pthread_mutex_unlock(&w->lock);
 	/* Enter first: the applier state read below lives until the region's
 	 * destroy, which waits for entered callers. */
 	err = rdm_region_enter(r);
@@ -1204,9 +1205,7 @@ int rdm_region_get_mappings(struct rdm_region *r, struct rdm_backend *b, struct 
 		return err;
 	wr = served(r);
 	if (wr) {
-		pthread_mutex_lock(&wr->w->lock);
 		q.wb = wbackend_of(wr->w, b);
-		pthread_mutex_unlock(&wr->w->lock);
 	}
 	rdm_region_leave(r);
 	if (!q.wb)
