@@ -201,16 +201,17 @@ int rdm_producer_link(struct rdm_producer *p, struct rdm_worker *w, uint32_t cap
 	return 0;
 }
 
-/* Room for `want` more tickets towards l's worker: 0 or -EAGAIN. */
+/* Room for `want` more tickets of this producer, and for `want` more
+ * towards l's worker (l NULL: the producer's own slots only): 0 or -EAGAIN. */
 static int check_slots(struct rdm_producer *p, struct rdm_link *l, uint32_t want)
 {
-	if (p->nfree < want || l->limit - l->outstanding < want)
+	if (p->nfree < want || (l && l->limit - l->outstanding < want))
 		reclaim_slots(p);
 	if (p->nfree < want)
 		return rdm_fail(-EAGAIN, "%" PRIu32 " change(s) need ticket slots but only %" PRIu32
 				" of this producer's %" PRIu32 " are free (unconsumed tickets hold the rest)",
 				want, p->nfree, p->nslots);
-	if (l->limit - l->outstanding < want)
+	if (l && l->limit - l->outstanding < want)
 		return rdm_fail(-EAGAIN, "this producer holds %" PRIu32 " unconsumed ticket(s) towards the "
 				"worker, its ticket_slots limit is %" PRIu32, l->outstanding, l->limit);
 	return 0;
@@ -397,7 +398,7 @@ static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, un
 {
 	struct rdm_wregion *wr_of[64], *wrs[64];
 	struct rdm_link *links[64], *used[64];
-	unsigned nused = 0;
+	unsigned want[64], nused = 0;
 	int err = 0;
 
 	for (unsigned i = 0; i < n; i++) {
@@ -423,28 +424,24 @@ static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, un
 			return err;
 		for (k = 0; k < nused && used[k] != links[i]; k++)
 			;
-		if (k == nused)
-			used[nused++] = links[i];
+		if (k == nused) {
+			used[nused] = links[i];
+			want[nused++] = 0;
+		}
+		want[k]++;
 	}
-	for (unsigned k = 0; k < nused && !err; k++) {
-		unsigned want = 0;
-
-		for (unsigned i = 0; i < n; i++)
-			want += links[i] == used[k];
-		err = check_slots(p, used[k], want);
-	}
+	/* The producer's slots for the whole burst, then each worker's limit. */
+	err = check_slots(p, NULL, n);
+	for (unsigned k = 0; k < nused && !err; k++)
+		err = check_slots(p, used[k], want[k]);
 	if (err)
 		return err;
 	for (unsigned k = 0; k < nregs; k++)
 		pthread_mutex_lock(&wrs[k]->submit_lock);
-	for (unsigned k = 0; k < nused && !err; k++) {
-		unsigned want = 0;
-
-		for (unsigned i = 0; i < n; i++)
-			want += links[i] == used[k];
-		if (rdm_ring_free_count(used[k]->ring) < want)
-			err = rdm_fail(-EAGAIN, "the producer's ring to the worker has no room for %u records", want);
-	}
+	for (unsigned k = 0; k < nused && !err; k++)
+		if (rdm_ring_free_count(used[k]->ring) < want[k])
+			err = rdm_fail(-EAGAIN, "the producer's ring to the worker has no room for %u records",
+				       want[k]);
 	if (!err) {
 		for (unsigned i = 0; i < n; i++) {
 			struct rdm_wregion *wr = wr_of[i];

@@ -341,6 +341,25 @@ static void test_ticket_slots_and_many_workers(void)
 		CHECK(rdm_producer_wait(p, t[0], &res) == 0 && res == 0);
 		CHECK(rdm_populate(rs[i], BS, BS) == 0); /* the implicit producer too */
 	}
+	/* A burst to two workers needs the producer's slots for all of it,
+	 * though each worker's share fits: 990 tickets held, 34 slots free,
+	 * 32 + 32 changes. Refused whole (it used to overrun the free list). */
+	static uint64_t held[990];
+	struct rdm_change burst[64];
+	uint64_t bt[64];
+
+	for (int i = 0; i < 990; i++)
+		CHECK(rdm_producer_populate(p, rs[0], 0, BS, &held[i]) == 0);
+	for (int i = 0; i < 64; i++)
+		burst[i] = (struct rdm_change){.region = rs[i & 1], .kind = RDM_CHANGE_POPULATE,
+					       .offset = 2 * BS, .length = BS};
+	CHECK(rdm_producer_submit(p, burst, 64, bt) == -EAGAIN);
+	CHECK(strstr(rdm_last_error(), "ticket slots") != NULL);
+	CHECK(rdm_producer_submit(p, burst, 34, bt) == 0);
+	for (int i = 0; i < 990; i++)
+		CHECK(rdm_producer_wait(p, held[i], &res) == 0 && res == 0);
+	for (int i = 0; i < 34; i++)
+		CHECK(rdm_producer_wait(p, bt[i], &res) == 0 && res == 0);
 	for (int i = 0; i < NW; i++) {
 		CHECK(rdm_sim_is_mapped(bs[i], 1ull << 32, 2 * BS, true, (uint64_t)(uintptr_t)host));
 		CHECK(rdm_region_destroy(rs[i]) == 0);
