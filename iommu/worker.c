@@ -808,14 +808,23 @@ int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **o
 	return 0;
 }
 
+/* A call that waits for w: 0, or -EDEADLK (message set) from a callback or
+ * on w's own thread, which it would wait for. */
+static int check_may_wait_for(const struct rdm_worker *w, const char *what)
+{
+	if (rdm_check_may_block(what))
+		return -EDEADLK;
+	if (pthread_equal(pthread_self(), w->thread))
+		return rdm_fail(-EDEADLK, "%s: called on the worker's own thread", what);
+	return 0;
+}
+
 int rdm_worker_destroy(struct rdm_worker *w)
 {
 	if (!w)
 		return rdm_fail(-EINVAL, "rdm_worker_destroy: worker is NULL");
-	if (rdm_check_may_block("rdm_worker_destroy"))
+	if (check_may_wait_for(w, "rdm_worker_destroy"))
 		return -EDEADLK;
-	if (pthread_equal(pthread_self(), w->thread))
-		return rdm_fail(-EDEADLK, "rdm_worker_destroy: called on the worker's own thread");
 	pthread_mutex_lock(&w->lock);
 	for (uint32_t i = 0; i < w->nregions; i++)
 		if (w->regions[i]) {
@@ -1180,13 +1189,12 @@ static int query(struct rdm_region *r, struct wquery *q, const char *what)
 	if (err)
 		return err;
 	wr = served(r);
-	if (!wr) {
+	if (!wr)
 		err = rdm_fail(-ENOENT, "%s: the region is not attached to an IOMMU worker", what);
-	} else if (pthread_equal(pthread_self(), wr->w->thread)) {
-		err = rdm_fail(-EDEADLK, "%s: called on the region's worker thread", what);
-	} else {
+	else if (!check_may_wait_for(wr->w, what))
 		err = ctl_submit(wr, RDM_CTL_QUERY, q);
-	}
+	else
+		err = -EDEADLK;
 	rdm_region_leave(r);
 	return err;
 }
@@ -1240,10 +1248,8 @@ int rdm_worker_flush(struct rdm_worker *w)
 
 	if (!w)
 		return rdm_fail(-EINVAL, "rdm_worker_flush: worker is NULL");
-	if (rdm_check_may_block("rdm_worker_flush"))
+	if (check_may_wait_for(w, "rdm_worker_flush"))
 		return -EDEADLK;
-	if (pthread_equal(pthread_self(), w->thread))
-		return rdm_fail(-EDEADLK, "rdm_worker_flush: called on the worker's own thread");
 	/* Seq_cst: after this thread's publications, paired with the worker's
 	 * load in flush_pending(). */
 	my = atomic_fetch_add_explicit(&w->flush_req, 1, memory_order_seq_cst) + 1;
