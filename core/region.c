@@ -183,9 +183,7 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 
 	/* Aligned: the tree's read-mostly line must not share a line with its
 	 * writer state. */
-	r = rdm_aligned_alloc(_Alignof(struct rdm_region),
-			  (sizeof(*r) + _Alignof(struct rdm_region) - 1) &
-				  ~(_Alignof(struct rdm_region) - 1));
+	r = rdm_aligned_alloc(_Alignof(struct rdm_region), sizeof(*r));
 	if (r == NULL)
 		return rdm_fail(-ENOMEM, "region create: out of memory");
 	memset(r, 0, sizeof(*r));
