@@ -171,6 +171,13 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 				"region create: discard unit %#llx is not a power-of-two multiple of "
 				"the block size that divides the size",
 				(unsigned long long)c.discard_unit);
+	if (c.defer_budget == 0)
+		c.defer_budget = c.size / 100 * RDM_DEFER_BUDGET_DEFAULT_PCT +
+				 c.size % 100 * RDM_DEFER_BUDGET_DEFAULT_PCT / 100;
+	if (c.defer_budget >= c.size)
+		c.defer_budget = RDM_DEFER_BUDGET_NONE; /* the region cannot defer more */
+	if (c.defer_budget != RDM_DEFER_BUDGET_NONE && c.defer_budget % c.discard_unit)
+		c.defer_budget += c.discard_unit - c.defer_budget % c.discard_unit;
 	if (c.flags & RDM_REGION_NUMA_NODE) {
 		int max = numa_available() < 0 ? 0 : numa_max_node();
 

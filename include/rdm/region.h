@@ -107,7 +107,22 @@ struct rdm_region_config {
 	int32_t numa_node;       /* with RDM_REGION_NUMA_NODE */
 	uint64_t discard_unit;   /* 0 = block_size; else a power-of-two multiple */
 	uint64_t defer_limit;    /* RDM_POLICY_DEFER: bytes; 0 = no limit */
+	/*
+	 * RDM_POLICY_DEFER: the most discarded bytes the policy aims to keep
+	 * mapped (deferred), without DMA windows: it cuts new mappings finer
+	 * as the region's discards show they are needed and as the budget
+	 * fills (iommu/planner.c, "Deferral budget"). 0 = the default,
+	 * RDM_DEFER_BUDGET_DEFAULT_PCT percent of the size rounded up to the
+	 * discard unit; RDM_DEFER_BUDGET_NONE, or any value
+	 * >= size = unbounded (the largest mappings, whatever stays deferred).
+	 * Other values are rounded up to the discard unit. Past the budget a warning is logged and counted
+	 * (rdm_worker_stats.defer_budget_exceeded).
+	 */
+	uint64_t defer_budget;
 };
+
+#define RDM_DEFER_BUDGET_DEFAULT_PCT 2
+#define RDM_DEFER_BUDGET_NONE UINT64_MAX
 
 /*
  * Create a region with every block discarded.
