@@ -62,12 +62,13 @@ struct sbm {
 	uint64_t movable, busy;
 };
 
-static int sbm_init(struct sbm *s, struct replay_trace *t, struct replay_rng *rng, uint64_t region,
+static int sbm_init(struct sbm *s, const char *name, struct replay_trace *t, struct replay_rng *rng, uint64_t region,
 		    uint64_t bs, uint64_t mb, uint64_t movable, uint64_t busy, char *err, size_t errlen)
 {
 	if (!pow2(bs) || bs < 4096 || !pow2(mb) || mb < bs || region == 0 || region % mb)
 		return replay_errf(err, errlen,
-			     "sbm: need power-of-two block >= 4K, memory block >= block, region a multiple of the memory block");
+			     "%s: need power-of-two block >= 4K, memory block >= block, region a multiple of the memory block",
+			     name);
 	memset(s, 0, sizeof(*s));
 	s->t = t;
 	s->rng = rng;
@@ -83,7 +84,7 @@ static int sbm_init(struct sbm *s, struct replay_trace *t, struct replay_rng *rn
 	if (!s->plugged || !s->count) {
 		free(s->plugged);
 		free(s->count);
-		return replay_errf(err, errlen, "sbm: out of memory");
+		return replay_errf(err, errlen, "%s: out of memory", name);
 	}
 	t->block_size = bs;
 	t->region_size = region;
@@ -189,7 +190,7 @@ static int gen_sbm(const uint64_t *v, uint64_t seed, struct replay_trace *t, cha
 	struct sbm s;
 
 	replay_rng_seed(&rng, seed);
-	if (sbm_init(&s, t, &rng, v[0], v[1], v[2], v[4], v[5], err, errlen) < 0)
+	if (sbm_init(&s, "sbm", t, &rng, v[0], v[1], v[2], v[4], v[5], err, errlen) < 0)
 		return -1;
 	sbm_steps(&s, v[3]);
 	sbm_free(&s);
@@ -203,7 +204,7 @@ static int gen_reset(const uint64_t *v, uint64_t seed, struct replay_trace *t, c
 	struct sbm s;
 
 	replay_rng_seed(&rng, seed);
-	if (sbm_init(&s, t, &rng, v[0], v[1], v[2], v[4], v[5], err, errlen) < 0)
+	if (sbm_init(&s, "reset", t, &rng, v[0], v[1], v[2], v[4], v[5], err, errlen) < 0)
 		return -1;
 	sbm_steps(&s, v[3]);
 	if (s.total == 0)
@@ -428,6 +429,187 @@ static int gen_frag(const uint64_t *v, uint64_t seed, struct replay_trace *t, ch
 	return 0;
 }
 
+/* ------------------------------------------------------------ kernel zone */
+
+void (*replay_kzone_hook)(void *opaque, uint64_t block, bool unmovable, size_t next_req);
+void *replay_kzone_hook_opaque;
+
+#define KZ_PPM 1000000u /* probabilities in parts per million */
+
+struct kzone {
+	struct sbm s;      /* plugged state, the plug and the request helpers */
+	uint64_t *unmov;   /* per device block: unmovable (plugged, pinned by the kernel) */
+	uint64_t *nunmov;  /* unmovable blocks per memory block */
+	uint64_t total_unmov;
+	uint64_t unmovable, cluster, recover;
+	bool merge;
+};
+
+static void kz_pin(struct kzone *k, uint64_t i, bool v)
+{
+	bm_set(k->unmov, i, v);
+	if (v) {
+		k->nunmov[i / k->s.per_mb]++;
+		k->total_unmov++;
+	} else {
+		k->nunmov[i / k->s.per_mb]--;
+		k->total_unmov--;
+	}
+	if (replay_kzone_hook)
+		replay_kzone_hook(replay_kzone_hook_opaque, i, v, k->s.t->n);
+}
+
+/* Each unmovable block becomes movable again with probability `recover`%. */
+static void kz_recover(struct kzone *k)
+{
+	if (!k->recover || !k->total_unmov)
+		return;
+	for (uint64_t i = 0; i < k->s.nblocks; i++)
+		if (bm_test(k->unmov, i) && replay_rng_pct(k->s.rng, k->recover))
+			kz_pin(k, i, false);
+}
+
+/*
+ * Kernel allocations land in plugged movable memory until `unmovable`% of the
+ * plugged blocks are unmovable: each cluster starts at a random plugged movable
+ * block and runs upwards over plugged movable blocks of its memory block, a
+ * geometric length of mean `cluster`.
+ */
+static void kz_pin_up(struct kzone *k)
+{
+	struct sbm *s = &k->s;
+	uint64_t top = 0, cont = KZ_PPM - KZ_PPM / k->cluster;
+
+	for (uint64_t i = s->nblocks; i-- > 0;)
+		if (bm_test(s->plugged, i)) {
+			top = i + 1;
+			break;
+		}
+	while (top && k->total_unmov * 100 < k->unmovable * s->total) {
+		uint64_t i = 0;
+		bool found = false;
+
+		for (int tries = 0; tries < 256 && !found; tries++) {
+			i = replay_rng_below(s->rng, top);
+			found = bm_test(s->plugged, i) && !bm_test(k->unmov, i);
+		}
+		for (uint64_t j = 0; j < top && !found; j++) /* nearly all pinned: the first free one */
+			if (bm_test(s->plugged, j) && !bm_test(k->unmov, j)) {
+				i = j;
+				found = true;
+			}
+		if (!found)
+			return;
+		uint64_t end = (i / s->per_mb + 1) * s->per_mb;
+		do {
+			kz_pin(k, i++, true);
+		} while (i < end && bm_test(s->plugged, i) && !bm_test(k->unmov, i) &&
+			 k->total_unmov * 100 < k->unmovable * s->total && replay_rng_below(s->rng, KZ_PPM) < cont);
+	}
+}
+
+/*
+ * Unplug up to `want` blocks: memory blocks from the top; a fully plugged one
+ * without unmovable blocks goes whole if `want` allows, otherwise its movable
+ * plugged blocks go from the top, one request per maximal run (or per block
+ * without `merge`).
+ */
+static void kz_unplug(struct kzone *k, uint64_t want)
+{
+	struct sbm *s = &k->s;
+
+	for (uint64_t m = s->nmb; m-- > 0 && want;) {
+		uint64_t b = m * s->per_mb, run = 0;
+
+		if (s->count[m] == k->nunmov[m])
+			continue;
+		if (s->count[m] == s->per_mb && k->nunmov[m] == 0 && want >= s->per_mb) {
+			sbm_req(s, REPLAY_DISCARD, b, s->per_mb);
+			want -= s->per_mb;
+			continue;
+		}
+		/* [i, i + run) is the run taken so far, i its lowest block. */
+		for (uint64_t i = b + s->per_mb; i-- > b;) {
+			bool take = want && bm_test(s->plugged, i) && !bm_test(k->unmov, i);
+
+			if (take && (k->merge || run == 0)) {
+				run++;
+				want--;
+				continue;
+			}
+			if (run)
+				sbm_req(s, REPLAY_DISCARD, i + 1, run);
+			run = 0;
+			if (take) {
+				run = 1;
+				want--;
+			}
+			if (!want && !run)
+				break;
+		}
+		if (run)
+			sbm_req(s, REPLAY_DISCARD, b, run);
+	}
+}
+
+/*
+ * The operator's target sizes: half the steps a small change (up to two memory
+ * blocks either way), the others a new target anywhere in 0..region.
+ */
+static uint64_t kz_target(struct kzone *k)
+{
+	struct sbm *s = &k->s;
+
+	if (replay_rng_pct(s->rng, 50)) {
+		uint64_t d = 1 + replay_rng_below(s->rng, 2 * s->per_mb);
+
+		if (replay_rng_pct(s->rng, 50))
+			return s->total + d > s->nblocks ? s->nblocks : s->total + d;
+		return s->total > d ? s->total - d : 0;
+	}
+	return replay_rng_below(s->rng, s->nblocks + 1);
+}
+
+/* params: region, block, memblock, steps, unmovable, cluster, recover, merge */
+static int gen_kzone(const uint64_t *v, uint64_t seed, struct replay_trace *t, char *err, size_t errlen)
+{
+	struct replay_rng rng;
+	struct kzone k;
+
+	if (v[4] > 100 || v[5] == 0 || v[6] > 100 || v[7] > 1)
+		return replay_errf(err, errlen, "kzone: need unmovable and recover in 0..100 (percent), cluster >= 1, merge 0 or 1");
+	replay_rng_seed(&rng, seed);
+	memset(&k, 0, sizeof(k));
+	if (sbm_init(&k.s, "kzone", t, &rng, v[0], v[1], v[2], 0, 0, err, errlen) < 0)
+		return -1;
+	k.unmovable = v[4];
+	k.cluster = v[5];
+	k.recover = v[6];
+	k.merge = v[7];
+	k.unmov = bm_alloc(k.s.nblocks);
+	k.nunmov = calloc((size_t)k.s.nmb, sizeof(uint64_t));
+	if (!k.unmov || !k.nunmov) {
+		free(k.unmov);
+		free(k.nunmov);
+		sbm_free(&k.s);
+		return replay_errf(err, errlen, "kzone: out of memory");
+	}
+	for (uint64_t step = 0; step < v[3]; step++) {
+		uint64_t target = kz_target(&k);
+
+		kz_recover(&k);
+		if (target > k.s.total)
+			sbm_plug(&k.s, target - k.s.total);
+		else
+			kz_unplug(&k, k.s.total - target);
+		kz_pin_up(&k);
+	}
+	free(k.unmov);
+	free(k.nunmov);
+	sbm_free(&k.s);
+	return 0;
+}
+
 static const struct replay_gen_param sbm_params[] = {
 	{ "region", 16 * GiB, true, "device region size" },
 	{ "block", 2 * MiB, true, "device block size (subblock)" },
@@ -466,6 +648,17 @@ static const struct replay_gen_param frag_params[] = {
 	{ "run", 8, false, "longest run, in blocks" },
 };
 
+static const struct replay_gen_param kzone_params[] = {
+	{ "region", 8 * GiB, true, "device region size" },
+	{ "block", 2 * MiB, true, "device block size (subblock)" },
+	{ "memblock", 128 * MiB, true, "Linux memory block size" },
+	{ "steps", 60, false, "requested-size changes" },
+	{ "unmovable", 10, false, "% of plugged blocks the kernel keeps unmovable" },
+	{ "cluster", 4, false, "mean run of an unmovable cluster, in blocks (1 = scattered)" },
+	{ "recover", 5, false, "% of unmovable blocks that become movable at each step" },
+	{ "merge", 1, false, "1: an unplug's request per maximal run; 0: one per block (Linux 6.1)" },
+};
+
 #define GEN(n, k, h, p, f) { n, h, k, p, sizeof(p) / sizeof(p[0]), f }
 const struct replay_generator replay_generators[] = {
 	GEN("sbm", REPLAY_KIND_SBM, "virtio-mem, Linux guest, Sub Block Mode", sbm_params, gen_sbm),
@@ -476,11 +669,14 @@ const struct replay_generator replay_generators[] = {
 	    register_params, gen_register),
 	GEN("storm", REPLAY_KIND_STORM, "guest_memfd shared/private conversion storm", storm_params, gen_storm),
 	GEN("frag", REPLAY_KIND_FRAG, "random fragmentation at a chosen density", frag_params, gen_frag),
+	GEN("kzone", REPLAY_KIND_KZONE, "virtio-mem Sub Block Mode, memory in the kernel zone: unmovable islands",
+	    kzone_params, gen_kzone),
 };
 const size_t replay_ngenerators = sizeof(replay_generators) / sizeof(replay_generators[0]);
 
 const char *const replay_default_workloads[] = {
-	"sbm", "bbm", "reset", "register", "storm", "frag:density=10", "frag:density=50", "frag:density=90", NULL,
+	"sbm", "bbm", "reset", "register", "storm", "frag:density=10", "frag:density=50", "frag:density=90",
+	"kzone:unmovable=2", "kzone:unmovable=10", "kzone:unmovable=30", NULL,
 };
 
 const struct replay_generator *replay_find_generator(const char *name)
@@ -505,7 +701,7 @@ int replay_generate(const char *spec, uint64_t seed, struct replay_trace *t, cha
 	name[nl] = '\0';
 	g = replay_find_generator(name);
 	if (!g)
-		return replay_errf(err, errlen, "unknown workload \"%s\" (sbm, bbm, reset, register, storm, frag)", name);
+		return replay_errf(err, errlen, "unknown workload \"%s\" (sbm, bbm, reset, register, storm, frag, kzone)", name);
 	for (size_t i = 0; i < g->nparams; i++)
 		v[i] = g->params[i].def;
 	if (colon) {
@@ -549,11 +745,15 @@ int replay_generate(const char *spec, uint64_t seed, struct replay_trace *t, cha
 	}
 	memset(t, 0, sizeof(*t));
 	t->kind = g->kind;
-	if (g->kind == REPLAY_KIND_FRAG) {
-		snprintf(t->name, sizeof(t->name), "frag-d%" PRIu64, v[2]);
+	if (g->kind == REPLAY_KIND_FRAG || g->kind == REPLAY_KIND_KZONE) {
+		/* Named by their density: frag-d50, kzone-u10; other parameters appended as given. */
+		size_t di = g->kind == REPLAY_KIND_FRAG ? 2 : 4;
+		const char *tag = g->kind == REPLAY_KIND_FRAG ? "d" : "u";
+
+		snprintf(t->name, sizeof(t->name), "%s-%s%" PRIu64, name, tag, v[di]);
 		for (size_t i = 0; i < g->nparams; i++)
-			if (i != 2 && v[i] != g->params[i].def) {
-				snprintf(t->name, sizeof(t->name), "frag-d%" PRIu64 ":%s", v[2], colon + 1);
+			if (i != di && v[i] != g->params[i].def) {
+				snprintf(t->name, sizeof(t->name), "%s-%s%" PRIu64 ":%s", name, tag, v[di], colon + 1);
 				break;
 			}
 	} else {

@@ -362,7 +362,7 @@ int main(int argc, char **argv)
 		size_t nl = strcspn(workloads[i], ":");
 		snprintf(name, sizeof(name), "%.*s", (int)(nl < 31 ? nl : 31), workloads[i]);
 		if (!replay_find_generator(name))
-			usage_error("--workload: unknown workload '%s' (sbm, bbm, reset, register, storm, frag, all)", name);
+			usage_error("--workload: unknown workload '%s' (sbm, bbm, reset, register, storm, frag, kzone, all)", name);
 	}
 
 	/* Load every trace first: a malformed one stops everything before any replay. */

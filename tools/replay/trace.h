@@ -34,6 +34,7 @@ enum replay_kind {
 	REPLAY_KIND_REGISTER,
 	REPLAY_KIND_STORM,
 	REPLAY_KIND_FRAG,
+	REPLAY_KIND_KZONE,
 };
 
 struct replay_trace {
