@@ -230,6 +230,215 @@ static bool same(const struct replay_trace *a, const struct replay_trace *b)
 	return true;
 }
 
+/* ---- kzone: the generator's own marks through its test hook ---- */
+
+struct kz_event {
+	size_t at;      /* the request index the event precedes */
+	uint64_t block; /* mark: the device block */
+	uint64_t want;  /* step: blocks to plug or unplug */
+	int kind;       /* 0 unmovable, 1 movable again, 2 plug step, 3 unplug step */
+};
+
+struct kz_log {
+	struct kz_event *ev;
+	size_t n, cap;
+};
+
+static void kz_push(struct kz_log *l, struct kz_event e)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? 2 * l->cap : 1024;
+		l->ev = realloc(l->ev, l->cap * sizeof(*l->ev));
+		REQUIRE(l->ev);
+	}
+	l->ev[l->n++] = e;
+}
+
+static void kz_on_mark(void *opaque, uint64_t block, bool unmovable, size_t next_req)
+{
+	kz_push(opaque, (struct kz_event){ .at = next_req, .block = block, .kind = unmovable ? 0 : 1 });
+}
+
+static void kz_on_step(void *opaque, size_t next_req, bool plug, uint64_t blocks)
+{
+	kz_push(opaque, (struct kz_event){ .at = next_req, .want = blocks, .kind = plug ? 2 : 3 });
+}
+
+/* What a kzone trace did, replayed with the generator's marks. */
+struct kz_stats {
+	size_t whole, partial_of_full, discards, populates, unplug_steps;
+	size_t max_island_mbs; /* most memory blocks with >= 2 plugged runs after an unplug step */
+	uint64_t pinned_discards, pins, releases, pin_unplugged;
+	bool crossed;
+};
+
+static size_t kz_islands(const uint64_t *plugged, uint64_t nmb, uint64_t per_mb)
+{
+	size_t n = 0;
+
+	for (uint64_t m = 0; m < nmb; m++) {
+		unsigned runs = 0;
+		for (uint64_t i = m * per_mb; i < (m + 1) * per_mb; i++)
+			runs += bm_test(plugged, i) && (i == m * per_mb || !bm_test(plugged, i - 1));
+		n += runs >= 2;
+	}
+	return n;
+}
+
+static void kz_run(const char *spec, struct replay_trace *t, struct kz_stats *st)
+{
+	struct kz_log log = { 0 };
+	uint64_t nb, per_mb = 128 * MiB / (2 * MiB), nmb, *plugged, *unmov, *count, want = 0;
+	size_t e = 0;
+	bool unplugging = false;
+
+	memset(st, 0, sizeof(*st));
+	replay_kzone_hook = (struct replay_kzone_hook){ kz_on_mark, kz_on_step, &log };
+	gen(spec, t);
+	replay_kzone_hook = (struct replay_kzone_hook){ 0 };
+	oracle(t);
+	nb = t->region_size / t->block_size;
+	nmb = nb / per_mb;
+	plugged = bm_alloc(nb);
+	unmov = bm_alloc(nb);
+	count = calloc((size_t)nmb, sizeof(*count));
+	REQUIRE(plugged && unmov && count && t->block_size == 2 * MiB);
+	for (size_t i = 0; i <= t->n; i++) {
+		for (; e < log.n && log.ev[e].at == i; e++) {
+			const struct kz_event *ev = &log.ev[e];
+
+			if (ev->kind >= 2) {
+				if (unplugging) {
+					size_t isl = kz_islands(plugged, nmb, per_mb);
+					st->max_island_mbs = isl > st->max_island_mbs ? isl : st->max_island_mbs;
+				}
+				unplugging = ev->kind == 3;
+				st->unplug_steps += unplugging;
+				want = ev->want;
+				continue;
+			}
+			/* Only plugged blocks get pinned; only pinned ones released. */
+			if (ev->kind == 0) {
+				st->pins++;
+				st->pin_unplugged += !bm_test(plugged, ev->block) || bm_test(unmov, ev->block);
+			} else {
+				st->releases++;
+			}
+			bm_set(unmov, ev->block, ev->kind == 0);
+		}
+		if (i == t->n)
+			break;
+		const struct replay_req *r = &t->reqs[i];
+		uint64_t f = r->offset / t->block_size, n = r->length / t->block_size, m = f / per_mb;
+
+		REQUIRE(r->op != REPLAY_DISCARD_ALL);
+		if ((f + n - 1) / per_mb != m)
+			st->crossed = true;
+		if (r->op == REPLAY_DISCARD) {
+			st->discards++;
+			for (uint64_t x = f; x < f + n; x++)
+				st->pinned_discards += bm_test(unmov, x);
+			if (count[m] == per_mb) {
+				if (n == per_mb)
+					st->whole++;
+				else
+					st->partial_of_full++;
+				/* A fully plugged block without pins goes whole when the step's amount allows. */
+				bool pins = !bm_all(unmov, m * per_mb, per_mb, false);
+				if (!pins && want >= per_mb && n != per_mb) {
+					fprintf(stderr, "%s: request %zu takes %" PRIu64 " blocks of fully plugged memory block %"
+						PRIu64 " without pins, %" PRIu64 " wanted\n", t->name, i, n, m, want);
+					check_failures++;
+				}
+			}
+			want -= n < want ? n : want;
+		} else {
+			st->populates++;
+		}
+		for (uint64_t x = f; x < f + n; x++) {
+			if (bm_test(plugged, x) != (r->op == REPLAY_DISCARD))
+				continue; /* the oracle reports it */
+			bm_set(plugged, x, r->op == REPLAY_POPULATE);
+			if (r->op == REPLAY_POPULATE)
+				count[x / per_mb]++;
+			else
+				count[x / per_mb]--;
+		}
+	}
+	if (unplugging) {
+		size_t isl = kz_islands(plugged, nmb, per_mb);
+		st->max_island_mbs = isl > st->max_island_mbs ? isl : st->max_island_mbs;
+	}
+	free(plugged);
+	free(unmov);
+	free(count);
+	free(log.ev);
+}
+
+static void test_kzone(void)
+{
+	static const char *const specs[] = {
+		"kzone:unmovable=0", "kzone:unmovable=0,merge=0", "kzone:unmovable=2", "kzone:unmovable=10",
+		"kzone:unmovable=30", "kzone:unmovable=10,cluster=1", "kzone:unmovable=10,recover=0",
+		"kzone:unmovable=30,recover=0,merge=0,region=4G,steps=60",
+	};
+
+	for (size_t k = 0; k < sizeof(specs) / sizeof(specs[0]); k++) {
+		struct replay_trace t;
+		struct kz_stats st;
+		bool u0 = strstr(specs[k], "unmovable=0") != NULL, r0 = strstr(specs[k], "recover=0") != NULL;
+
+		kz_run(specs[k], &t, &st);
+		CHECK(!st.crossed);
+		/* The generator never discards a block it marked unmovable, pins only plugged movable blocks. */
+		CHECK(st.pinned_discards == 0);
+		CHECK(st.pin_unplugged == 0);
+		CHECK(st.unplug_steps >= 5 && st.populates > 0 && st.discards > 0);
+		if (u0) {
+			CHECK(st.pins == 0 && st.max_island_mbs == 0);
+			CHECK(st.whole > 0);
+		} else {
+			/* Unplugs leave islands: memory blocks with two or more separate plugged runs. */
+			CHECK(st.pins > 0 && st.max_island_mbs > 0);
+			CHECK(r0 ? st.releases == 0 : st.releases > 0);
+		}
+		/* Moderate: a few thousand requests at most with the default size, steps and merge. */
+		if (!strstr(specs[k], "merge=0"))
+			CHECK(t.n < 8000);
+		printf("%s: %zu requests, %zu populates, %zu discards (%zu whole, %zu partial of full blocks), %" PRIu64
+		       " pins, %" PRIu64 " releases, up to %zu memory blocks with islands\n", t.name, t.n, st.populates,
+		       st.discards, st.whole, st.partial_of_full, st.pins, st.releases, st.max_island_mbs);
+		replay_trace_free(&t);
+	}
+}
+
+static void test_kzone_names_and_errors(void)
+{
+	struct replay_trace a, b;
+	char err[REPLAY_ERR_LEN];
+
+	gen("kzone:unmovable=10,region=2G", &a);
+	gen("kzone:unmovable=10,region=2G", &b);
+	CHECK(same(&a, &b));
+	CHECK(strcmp(a.name, "kzone-u10:unmovable=10,region=2G") == 0);
+	replay_trace_free(&b);
+	seed++;
+	gen("kzone:unmovable=10,region=2G", &b);
+	CHECK(!same(&a, &b));
+	seed--;
+	replay_trace_free(&a);
+	replay_trace_free(&b);
+	gen("kzone:unmovable=2", &a);
+	CHECK(strcmp(a.name, "kzone-u2") == 0);
+	replay_trace_free(&a);
+
+	static const char *const bad[] = { "kzone:unmovable=101", "kzone:recover=101", "kzone:cluster=0", "kzone:merge=2" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK(replay_generate(bad[i], 1, &a, err, sizeof(err)) == -1 && strstr(err, "kzone: need unmovable"));
+	CHECK(replay_generate("kzone:block=3M", 1, &a, err, sizeof(err)) == -1 && strstr(err, "kzone: need power-of-two"));
+	CHECK(replay_generate("kzone:region=100M", 1, &a, err, sizeof(err)) == -1 && strstr(err, "kzone:"));
+}
+
 static void test_determinism_and_errors(void)
 {
 	struct replay_trace a, b;
@@ -271,5 +480,7 @@ int main(int argc, char **argv)
 	test_storm();
 	test_frag();
 	test_determinism_and_errors();
+	test_kzone();
+	test_kzone_names_and_errors();
 	return check_exit();
 }

@@ -431,8 +431,7 @@ static int gen_frag(const uint64_t *v, uint64_t seed, struct replay_trace *t, ch
 
 /* ------------------------------------------------------------ kernel zone */
 
-void (*replay_kzone_hook)(void *opaque, uint64_t block, bool unmovable, size_t next_req);
-void *replay_kzone_hook_opaque;
+struct replay_kzone_hook replay_kzone_hook;
 
 #define KZ_PPM 1000000u /* probabilities in parts per million */
 
@@ -455,8 +454,8 @@ static void kz_pin(struct kzone *k, uint64_t i, bool v)
 		k->nunmov[i / k->s.per_mb]--;
 		k->total_unmov--;
 	}
-	if (replay_kzone_hook)
-		replay_kzone_hook(replay_kzone_hook_opaque, i, v, k->s.t->n);
+	if (replay_kzone_hook.mark)
+		replay_kzone_hook.mark(replay_kzone_hook.opaque, i, v, k->s.t->n);
 }
 
 /* Each unmovable block becomes movable again with probability `recover`%. */
@@ -598,6 +597,9 @@ static int gen_kzone(const uint64_t *v, uint64_t seed, struct replay_trace *t, c
 		uint64_t target = kz_target(&k);
 
 		kz_recover(&k);
+		if (replay_kzone_hook.step)
+			replay_kzone_hook.step(replay_kzone_hook.opaque, t->n, target > k.s.total,
+					       target > k.s.total ? target - k.s.total : k.s.total - target);
 		if (target > k.s.total)
 			sbm_plug(&k.s, target - k.s.total);
 		else
@@ -652,7 +654,7 @@ static const struct replay_gen_param kzone_params[] = {
 	{ "region", 8 * GiB, true, "device region size" },
 	{ "block", 2 * MiB, true, "device block size (subblock)" },
 	{ "memblock", 128 * MiB, true, "Linux memory block size" },
-	{ "steps", 60, false, "requested-size changes" },
+	{ "steps", 40, false, "requested-size changes" },
 	{ "unmovable", 10, false, "% of plugged blocks the kernel keeps unmovable" },
 	{ "cluster", 4, false, "mean run of an unmovable cluster, in blocks (1 = scattered)" },
 	{ "recover", 5, false, "% of unmovable blocks that become movable at each step" },

@@ -52,12 +52,17 @@ extern const char *const replay_default_workloads[];
 int replay_generate(const char *spec, uint64_t seed, struct replay_trace *t, char *err, size_t errlen);
 
 /*
- * Test hook: when set, kzone calls it each time it marks a device block
- * unmovable (true) or movable again (false); next_req is the index of the
- * request the mark precedes (the trace's length at that moment).
+ * Test hook of the kzone generator (all NULL normally). next_req is the index
+ * of the request the event precedes (the trace's length at that moment).
+ * mark: a device block became unmovable (true) or movable again (false).
+ * step: an operator step asks to plug (true) or unplug `blocks` device blocks.
  */
-extern void (*replay_kzone_hook)(void *opaque, uint64_t block, bool unmovable, size_t next_req);
-extern void *replay_kzone_hook_opaque;
+struct replay_kzone_hook {
+	void (*mark)(void *opaque, uint64_t block, bool unmovable, size_t next_req);
+	void (*step)(void *opaque, size_t next_req, bool plug, uint64_t blocks);
+	void *opaque;
+};
+extern struct replay_kzone_hook replay_kzone_hook;
 
 /* Individual generators, for tests: v as in struct replay_generator. */
 const struct replay_generator *replay_find_generator(const char *name);
