@@ -380,7 +380,7 @@ static void test_kzone(void)
 	static const char *const specs[] = {
 		"kzone:unmovable=0", "kzone:unmovable=0,merge=0", "kzone:unmovable=2", "kzone:unmovable=10",
 		"kzone:unmovable=30", "kzone:unmovable=10,cluster=1", "kzone:unmovable=10,recover=0",
-		"kzone:unmovable=30,recover=0,merge=0,region=4G,steps=60",
+		"kzone:unmovable=30,recover=0,merge=0,region=4G,steps=60", "kzone:unmovable=30,cluster=64,region=2G",
 	};
 
 	for (size_t k = 0; k < sizeof(specs) / sizeof(specs[0]); k++) {
