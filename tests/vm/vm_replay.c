@@ -15,6 +15,7 @@
 
 #include <rdm/rdm.h>
 
+#include "tools/replay/gen.h"
 #include "tools/replay/trace.h"
 
 /*
@@ -57,7 +58,9 @@
  *
  * Options: --scale N (divide every size, default 32), --traces DIR (default /data/traces),
  * --only PREFIX[,PREFIX...] (traces whose file names start so), --cut N (only the first N
- * requests of each trace: the run ends with memory plugged), --break MODE.
+ * requests of each trace: the run ends with memory plugged), --break MODE, --workload SPEC
+ * (repeatable: a workload of tools/replay's generators, seed 1, as rdm-replay --workload SPEC
+ * makes it; replayed after the traces like one; with --workload and no --traces, no trace).
  */
 
 /* IOVA of region offset 0: the traces' guest address (4 GiB), inside the guest IOMMU's window. */
@@ -67,6 +70,7 @@
 #define PAGE UINT64_C(4096)
 #define XFER GU_EDU_DMA_MAX
 #define MAX_TRACES 32
+#define MAX_WORKLOADS 8
 /* The sim's default type1 limit: its DMA_AVAIL is this minus its mappings. */
 #define SIM_LIMIT 65535
 
@@ -846,6 +850,9 @@ static enum brk parse_break(const char *s)
 int main(int argc, char **argv)
 {
 	const char *dir = "/data/traces", *only = NULL, *brk_arg = getenv("RDM_VM_BREAK");
+	const char *workloads[MAX_WORKLOADS];
+	size_t nwork = 0;
+	bool traces_given = false;
 	uint64_t scale = 32, max_region = 0, cut = 0;
 	struct gu_vfio v;
 	struct gu_edu e;
@@ -853,7 +860,7 @@ int main(int argc, char **argv)
 	char *paths[MAX_TRACES];
 	size_t ntraces;
 	int64_t avail0;
-	bool h_seen = false;
+	bool h_seen = false, want_traces;
 	void *probe_page;
 
 	gu_tap_init("vm_replay");
@@ -861,7 +868,9 @@ int main(int argc, char **argv)
 		if (strcmp(argv[i], "--scale") == 0)
 			scale = strtoull(argv[i + 1], NULL, 0);
 		else if (strcmp(argv[i], "--traces") == 0)
-			dir = argv[i + 1];
+			dir = argv[i + 1], traces_given = true;
+		else if (strcmp(argv[i], "--workload") == 0 && nwork < MAX_WORKLOADS)
+			workloads[nwork++] = argv[i + 1];
 		else if (strcmp(argv[i], "--only") == 0)
 			only = argv[i + 1];
 		else if (strcmp(argv[i], "--break") == 0)
@@ -881,11 +890,15 @@ int main(int argc, char **argv)
 	probe_page = gu_alloc_pages(PAGE);
 	avail0 = gu_dma_avail(v.container);
 	gu_tap_ok(avail0 > 0 && probe_page, "DMA_AVAIL of the fresh container: %" PRId64, avail0);
-	ntraces = list_traces(dir, only, paths);
-	gu_tap_ok(ntraces >= (only ? 1u : 5u), "%zu traces in %s%s%s", ntraces, dir, only ? " starting with " : "",
-		  only ? only : "");
+	/* With --workload only the workloads, unless --traces names a directory too. */
+	want_traces = traces_given || nwork == 0;
+	ntraces = want_traces ? list_traces(dir, only, paths) : 0;
+	if (want_traces)
+		gu_tap_ok(ntraces >= (only ? 1u : 5u), "%zu traces in %s%s%s", ntraces, dir, only ? " starting with " : "",
+			  only ? only : "");
 
-	for (size_t ti = 0; ti < ntraces; ti++) {
+	/* The traces, then the generated workloads: the same runs and checks for each. */
+	for (size_t ti = 0; ti < ntraces + nwork; ti++) {
 		struct replay_trace t;
 		struct replay_trace_opts opts = { 0 };
 		struct plan plan;
@@ -893,7 +906,17 @@ int main(int argc, char **argv)
 		struct run runs[NPOL];
 		void *mem;
 
-		if (!gu_tap_ok(replay_trace_load(paths[ti], &opts, &t, err, sizeof(err)) == 0, "load %s", paths[ti])) {
+		if (ti >= ntraces) {
+			const char *spec = workloads[ti - ntraces];
+
+			if (!gu_tap_ok(replay_generate(spec, 1, &t, err, sizeof(err)) == 0 &&
+					       replay_trace_validate(&t, err, sizeof(err)) == 0,
+				       "generate workload %s (seed 1)", spec)) {
+				gu_tap_diag("%s", err);
+				continue;
+			}
+		} else if (!gu_tap_ok(replay_trace_load(paths[ti], &opts, &t, err, sizeof(err)) == 0, "load %s",
+				      paths[ti])) {
 			gu_tap_diag("%s", err);
 			continue;
 		}
@@ -976,7 +999,7 @@ int main(int argc, char **argv)
 		replay_trace_free(&t);
 	}
 	if (brk == BRK_NONE) {
-		if (!only)
+		if (want_traces && !only)
 			gu_tap_ok(h_seen, "trace H (the reset) was replayed");
 		gu_tap_ok(gu_dma_avail(v.container) == avail0,
 			  "the container ends with DMA_AVAIL at its start (%" PRId64 ")", gu_dma_avail(v.container));
