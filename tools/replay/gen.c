@@ -30,6 +30,30 @@
  *           then `steps` random runs of 1..`run` blocks are discarded while
  *           the populated share is above `density`% and populated below it
  *           (one request per maximal run that changes).
+ * kzone     virtio-mem Sub Block Mode with the hotplugged memory onlined to the
+ *           kernel zone (ZONE_NORMAL), where unmovable kernel allocations pin
+ *           subblocks. Memory blocks of `memblock`, subblocks of `block`. Each
+ *           of `steps` operator steps picks a target size (half of them a
+ *           small change of up to two memory blocks either way, the others a
+ *           uniform target in 0..region) and, in this order: releases each
+ *           unmovable subblock with probability `recover`%; plugs as sbm does
+ *           (holes of partially plugged memory blocks first, ascending, one
+ *           request per hole; then whole memory blocks upwards) or unplugs;
+ *           then pins clusters in plugged movable subblocks until `unmovable`%
+ *           of the plugged subblocks are unmovable (a cluster starts at a
+ *           random plugged movable subblock and runs upwards inside its memory
+ *           block, a geometric length of mean `cluster`; 1 = scattered).
+ *           An unplug walks memory blocks from the top: a fully plugged one
+ *           with no unmovable subblock goes whole when the remaining amount is
+ *           at least a memory block; otherwise its plugged movable subblocks
+ *           go from the top, skipping unmovable ones, one request per maximal
+ *           run of consecutively unplugged subblocks (`merge`=1; `merge`=0:
+ *           one per subblock, as Linux 6.1's virtio_mem_sbm_unplug_any_sb_online
+ *           falls back to). An unplug the pins cannot satisfy stops short.
+ *           Not modelled: page migration inside the guest (a movable subblock
+ *           always unplugs, an unmovable one never), transient busy pages,
+ *           offline memory blocks and their removal, onlining delays, the
+ *           guest's own memory below the device, times between requests.
  */
 #include "tools/replay/gen.h"
 
