@@ -286,14 +286,17 @@ static uint64_t parse_size_opt(const char *opt, const char *v)
 
 /*
  * --defer-budget: SIZE (K/M/G/T suffixes), PCT% of each workload's region
- * (up to 6 decimals, more than 0, at most 100), or "none".
+ * (up to 4 decimals, more than 0, at most 100), or "none".
  */
 static struct budget parse_budget(const char *opt, const char *v)
 {
 	struct budget b = { .kind = BUDGET_UNSET };
-	size_t len = strlen(v);
+	size_t len;
 
-	snprintf(b.label, sizeof(b.label), "%s", v);
+	if (!v)
+		usage_error("%s: a size, a percentage or 'none' is needed", opt);
+	len = strlen(v);
+	snprintf(b.label, sizeof(b.label), "%.*s", (int)sizeof(b.label) - 1, v);
 	if (strcmp(v, "none") == 0) {
 		b.kind = BUDGET_NONE;
 		return b;
