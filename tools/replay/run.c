@@ -179,7 +179,9 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 			struct replay_strategy_stats now = { 0 };
 
 			s->stats(state, &now);
-			out->deferred_integrated += now.deferred_bytes;
+			/* Saturates (2^64 byte-requests: far beyond any trace so far). */
+			if (__builtin_add_overflow(out->deferred_integrated, now.deferred_bytes, &out->deferred_integrated))
+				out->deferred_integrated = UINT64_MAX;
 			if (now.deferred_bytes > peak_seen)
 				peak_seen = now.deferred_bytes;
 		}
