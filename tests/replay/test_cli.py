@@ -24,7 +24,8 @@ def run(*args):
     return p.returncode, p.stdout, p.stderr
 
 
-# Bad flags: exit 2 and a message naming the flag.
+# Bad flags: exit 2 and a message naming the flag. (A value wrongly accepted runs only a small workload.)
+fast = ["--policy", "qemu", "--workload", "sbm:region=1G"]
 for args, frag in [
     (["--bogus"], "--bogus"),
     (["--json"], "--json"),
@@ -40,6 +41,19 @@ for args, frag in [
     (["--sim-call-ns", "fast"], "--sim-call-ns"),
     (["--jobs", "0"], "--jobs"),
     (["--jobs", "2", "--backend", "vfio-type1:/dev/vfio/0"], "--jobs"),
+    (["--defer-budget", "0", *fast], "--defer-budget"),
+    (["--defer-budget", "0%", *fast], "--defer-budget"),
+    (["--defer-budget", "101%", *fast], "--defer-budget"),
+    (["--defer-budget", "-1%", *fast], "--defer-budget"),
+    (["--defer-budget", "1.%", *fast], "--defer-budget"),
+    (["--defer-budget", "0.00001%", *fast], "--defer-budget"),
+    (["--defer-budget", "%", *fast], "--defer-budget"),
+    (["--defer-budget", "2Q", *fast], "--defer-budget"),
+    (["--defer-budget", "nonee", *fast], "--defer-budget"),
+    (["--defer-budget"], "--defer-budget"),
+    (["--sweep", "--defer-budget", "2%"], "--defer-budget"),
+    (["--sweep", "--policy", "qemu"], "--policy"),
+    (["--sweep", "--plot", "x.pdf"], "--plot"),
 ]:
     rc, out, err = run(*args)
     check(rc == 2, f"{args}: exit {rc}, want 2")
@@ -81,6 +95,78 @@ try:
     rc, out, err = run("--scale", "3", a)
     check(rc == 1 and "--scale 3" in err, f"--scale not dividing: {err!r}")
 
+    # --defer-budget: good values run, and the rdm rows carry the budget (bytes; a % of this region).
+    region = 8589934592  # A_sbm2M_movable's max_size
+    for v, want in [("64M", 64 << 20), ("0.5%", region // 200), ("2%", region * 2 // 100), ("100%", region),
+                    ("0.0001%", region // 1000000), ("none", "none")]:
+        jsb = os.path.join(tmp, "b.json")
+        rc, out, err = run("--defer-budget", v, "--policy", "rdm-defer,qemu", "--json", jsb, a)
+        check(rc == 0, f"--defer-budget {v}: exit {rc}: {err}")
+        if rc == 0:
+            with open(jsb) as f:
+                rows = {r["strategy"]: r for r in json.load(f)["workloads"][0]["results"]}
+            if "rdm-defer" in rows:
+                check(rows["rdm-defer"]["defer_budget"] == want,
+                      f"--defer-budget {v}: defer_budget {rows['rdm-defer']['defer_budget']}, want {want}")
+            check(rows["qemu"]["defer_budget"] is None, f"--defer-budget {v}: qemu has a budget")
+            check(f"rdm-defer@{v}" in out or "rdm-defer" not in rows, f"--defer-budget {v}: table label")
+
+    # A fixed cut is selected by name (not in the default set) and reports deferred bytes.
+    rc, out, _ = run("--policy", "cut-16M", a)
+    check(rc == 0 and "strategy=cut-16M " in out and "strategy=qemu " not in out, "--policy cut-16M")
+    rc, out, _ = run(a)
+    check(rc == 0 and "cut-" not in out, "fixed cuts are not in the default set")
+
+    # --sweep: one frontier line per point (7 budgets, 6 cuts, qemu, lower bound) per workload; with --jobs.
+    fr = re.compile(r"SUMMARY frontier workload=(\S+) budget=(\S+) calls=(\d+) deferred_peak_bytes=(\d+) "
+                    r"qemu_calls=(\d+) lower_bound=(\d+) deferred_end_bytes=(\d+) deferred_integrated=(\d+)")
+    jss = os.path.join(tmp, "s.json")
+    sweep_args = ["--sweep", "--workload", "sbm:region=2G", "--json", jss, a]
+    rc, out, err = run(*sweep_args, "--jobs", "2")
+    check(rc == 0, f"--sweep: exit {rc}: {err}")
+    lines = [l for l in out.splitlines() if l.startswith("SUMMARY")]
+    check(all(l.startswith("SUMMARY frontier ") for l in lines), "--sweep prints only frontier lines")
+    pts = {}
+    for l in lines:
+        m = fr.fullmatch(l)
+        check(m is not None, f"frontier format: {l}")
+        if m:
+            pts.setdefault(m[1], []).append(m)
+    have_defer = "rdm-defer" in subprocess.run([exe, "--list"], capture_output=True, text=True).stdout
+    want_budgets = ([str(region * p // 1000000) for p in (2500, 5000, 10000, 20000, 40000, 80000)] + ["none"]
+                    if have_defer else [])
+    want_budgets += ["cut-4M", "cut-8M", "cut-16M", "cut-32M", "cut-64M", "cut-128M", "qemu", "lower-bound"]
+    check(sorted(pts) == ["A_sbm2M_movable", "sbm:region=2G"], f"frontier workloads {sorted(pts)}")
+    a_pts = pts.get("A_sbm2M_movable", [])
+    check([m[2] for m in a_pts] == want_budgets, f"frontier budgets {[m[2] for m in a_pts]}")
+    for w, ms in pts.items():
+        by = {m[2]: m for m in ms}
+        for m in ms:
+            check(m[5] == by["qemu"][3] and m[6] == by["lower-bound"][3], f"qemu_calls/lower_bound: {m[0]}")
+            check(int(m[7]) <= int(m[4]), f"end above the peak: {m[0]}")
+            check(int(m[8]) >= int(m[4]), f"integrated below the peak: {m[0]}")
+        check(by["qemu"][4] == "0" and by["lower-bound"][4] == "0", f"{w}: qemu/lower bound defer nothing")
+        # Coarser fixed cuts: fewer calls.
+        cc = [int(by[c][3]) for c in ["cut-4M", "cut-8M", "cut-16M", "cut-32M", "cut-64M", "cut-128M"]]
+        check(cc == sorted(cc, reverse=True), f"{w}: fixed-cut calls not decreasing {cc}")
+    with open(jss) as f:
+        d = json.load(f)
+    for w in d["workloads"]:
+        fr_rows = w.get("frontier")
+        check(isinstance(fr_rows, list) and len(fr_rows) == len(want_budgets), f"{w['name']}: frontier array")
+        for e, m in zip(fr_rows or [], pts.get(w["name"], [])):
+            check(set(e) == {"budget", "strategy", "calls", "deferred_peak_bytes", "qemu_calls", "lower_bound",
+                             "deferred_end_bytes", "deferred_integrated"}, f"frontier keys {sorted(e)}")
+            check(str(e["budget"]) == m[2] and e["calls"] == int(m[3]) and e["deferred_peak_bytes"] == int(m[4])
+                  and e["deferred_integrated"] == int(m[8]), f"frontier JSON disagrees with {m[0]}")
+    # --jobs 1 gives the same points.
+    rc, out1, _ = run(*sweep_args)
+    check(rc == 0 and [l for l in out1.splitlines() if l.startswith("SUMMARY")] == lines, "--sweep --jobs 2 = --jobs 1")
+    if shutil.which("gnuplot"):
+        svg = os.path.join(tmp, "f.svg")
+        rc, _, err = run("--sweep", "--plot", svg, "--workload", "sbm:region=1G")
+        check(rc == 0 and os.path.exists(svg) and os.path.exists(svg + ".gp"), f"--sweep --plot: {err}")
+
     # --jobs: the same counts from parallel runs.
     small = ["--workload", "sbm:region=2G", "--workload", "storm:region=256M,conversions=2000",
              os.path.join(traces, "D_bbm2M_forced_movable.csv")]
@@ -113,14 +199,15 @@ try:
     check(names == ["G_sbm128M_movable", "H_sbm2M_movable_reset", "storm:region=1G,conversions=3000",
                     "frag-d50:region=1G,steps=500"], f"json workload names {names}")
     row_keys = {"strategy", "map_calls", "unmap_calls", "calls", "ratio_lb", "peak_mappings", "limit_exceeded",
-                "remapped_bytes", "deferred_peak_bytes", "modelled_ns", "wall_ns", "latency_p50_ns",
-                "latency_p99_ns", "failed_requests", "async"}
+                "remapped_bytes", "deferred_peak_bytes", "deferred_end_bytes", "deferred_integrated",
+                "defer_budget", "modelled_ns", "wall_ns", "latency_p50_ns", "latency_p99_ns", "failed_requests",
+                "async"}
     summaries = {}
     for l in out.splitlines():
         if l.startswith("SUMMARY replay "):
             m = re.fullmatch(r"SUMMARY replay workload=(\S+) strategy=(\S+) calls=(\d+) lower_bound=(\d+) "
                              r"ratio_lb=(\S+) peak_mappings=(\d+) limit_exceeded=(\d+) remapped_bytes=(\d+) "
-                             r"deferred_peak_bytes=(\d+)", l)
+                             r"deferred_peak_bytes=(\d+) deferred_end_bytes=(\d+) deferred_integrated=(\d+)", l)
             check(m is not None, f"SUMMARY format: {l}")
             if m:
                 summaries[(m[1], m[2])] = m
@@ -154,6 +241,9 @@ try:
             if m:
                 check(int(m[3]) == r["calls"] and int(m[4]) == lb["calls"] and int(m[6]) == r["peak_mappings"],
                       f"SUMMARY disagrees with JSON: {m[0]}")
+                check(int(m[10]) == r["deferred_end_bytes"] and int(m[11]) == r["deferred_integrated"],
+                      f"SUMMARY deferred end/integrated disagree with JSON: {m[0]}")
+            check(r["deferred_end_bytes"] <= r["deferred_peak_bytes"], f"{r['strategy']}: end above the peak")
     if have_gnuplot:
         with open(svg) as f:
             check("<svg" in f.read(), "plot is an SVG")

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <rdm/error.h>
+#include <rdm/region.h>
 
 #include "tools/replay/gen.h"
 #include "tools/replay/lower_bound.h"
@@ -21,14 +22,52 @@
 #include "tools/replay/trace.h"
 
 #define MAX_STRATEGIES 32
+#define MAX_POINTS 32
 
 static const char *prog = "rdm-replay";
+
+/* A --defer-budget value, resolved per workload (a percentage is of its region). */
+enum budget_kind { BUDGET_UNSET, BUDGET_BYTES, BUDGET_PCT, BUDGET_NONE };
+
+struct budget {
+	enum budget_kind kind;
+	uint64_t bytes;   /* BUDGET_BYTES */
+	uint64_t ppm;     /* BUDGET_PCT: millionths of the region (1% = 10000) */
+	char label[24];   /* as given: "64M", "0.5%", "none" */
+};
+
+/* The defer budget for a region of `size` bytes: 0 = the library's default. */
+static uint64_t budget_bytes(const struct budget *b, uint64_t size)
+{
+	uint64_t v;
+
+	switch (b->kind) {
+	case BUDGET_BYTES: return b->bytes;
+	case BUDGET_NONE: return RDM_DEFER_BUDGET_NONE;
+	case BUDGET_PCT:
+		/* Exact without overflow: ppm <= 10^6 and size % 10^6 < 10^6. */
+		v = size / 1000000 * b->ppm + size % 1000000 * b->ppm / 1000000;
+		return v ? v : 1; /* 0 would mean the default; the library rounds up to a discard unit */
+	default: return 0;
+	}
+}
+
+/*
+ * One replay of each workload: a strategy with a defer budget. Without
+ * --sweep the points are the selected strategies, all with --defer-budget;
+ * with --sweep, rdm-defer at each sweep budget, the fixed cuts and qemu.
+ */
+struct point {
+	const struct replay_strategy *s;
+	struct budget budget;
+	bool sweep;       /* a --sweep point: the row is labelled with its budget */
+};
 
 /* The (workload, strategy) runs, handed out to --jobs threads. */
 struct job_ctx {
 	struct replay_trace *traces;
 	struct replay_workload_result *res;
-	const struct replay_strategy *const *sel;
+	const struct point *pts;
 	size_t nsel, njobs;
 	struct replay_backend_spec *be;
 	atomic_size_t next;  /* next job index to hand out */
@@ -39,25 +78,34 @@ struct job_ctx {
 static void run_job(struct job_ctx *c, size_t j)
 {
 	size_t i = j / c->nsel, s = j % c->nsel;
-	const struct replay_strategy *st = c->sel[s];
+	const struct point *pt = &c->pts[s];
+	const struct replay_strategy *st = pt->s;
 	struct replay_trace *t = &c->traces[i];
 	struct replay_result *r = &c->res[i].rows[1 + s];
+	struct replay_backend_spec be = *c->be; /* this job's defer budget */
+	bool is_rdm = strncmp(st->name, "rdm-", 4) == 0;
 	char err[REPLAY_ERR_LEN];
+
+	be.defer_budget = is_rdm ? budget_bytes(&pt->budget, t->region_size) : 0;
 
 	replay_progress("rdm-replay: [%zu/%zu] %s / %s",
 			atomic_load_explicit(&c->done, memory_order_relaxed) + 1, c->njobs, t->name, st->name);
-	if (replay_run_strategy(t, st, c->be, r, err, sizeof(err)) < 0) {
+	if (replay_run_strategy(t, st, &be, r, err, sizeof(err)) < 0) {
 		replay_progress_done();
 		fprintf(stderr, "%s: %s / %s: %s\n", prog, t->name, st->name, err);
 		atomic_store_explicit(&c->failed, true, memory_order_relaxed);
-	} else if (st->run_async && t->kind == REPLAY_KIND_STORM) {
+	} else if (st->run_async && t->kind == REPLAY_KIND_STORM && !pt->sweep) {
 		replay_progress("rdm-replay: %s / %s, 4 producers", t->name, st->name);
-		if (replay_run_async(t, st, c->be, 4, r, err, sizeof(err)) < 0) {
+		if (replay_run_async(t, st, &be, 4, r, err, sizeof(err)) < 0) {
 			replay_progress_done();
 			fprintf(stderr, "%s: %s / %s: asynchronous run: %s\n", prog, t->name, st->name, err);
 			atomic_store_explicit(&c->failed, true, memory_order_relaxed);
 		}
 	}
+	if (is_rdm && pt->budget.kind != BUDGET_UNSET)
+		snprintf(r->budget_label, sizeof(r->budget_label), "%s", pt->budget.label);
+	if (pt->sweep)
+		r->sweep_point = true;
 	atomic_fetch_add_explicit(&c->done, 1, memory_order_relaxed);
 }
 
@@ -115,7 +163,8 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "                        repeatable; 'all' = the default set (below). Default: all when no\n"
 	       "                        trace is given, none otherwise.\n"
 	       "    --policy LIST       Comma-separated strategies to run (default: every one). Names below;\n"
-	       "                        'rdm' selects every rdm-* strategy, 'baselines' qemu,cloud-hypervisor,naive.\n"
+	       "                        'rdm' selects every rdm-* strategy, 'baselines' qemu,cloud-hypervisor,naive,\n"
+	       "                        'cuts' the fixed-cut references (not in the default set).\n"
 	       "                        The lower bound is always computed; 'lower-bound' is accepted.\n"
 	       "    --backend KIND      'sim' (default): the exact software model of the type1 kernel's rules\n"
 	       "                        with a cost model. 'vfio-type1:GROUP_PATH': a real VFIO container on\n"
@@ -132,6 +181,15 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "    --plot FILE         Plot calls and modelled time per strategy, one group per workload,\n"
 	       "                        log scale; FILE ends in .svg or .png. gnuplot draws it from FILE.dat\n"
 	       "                        and FILE.gp, which are kept beside it.\n"
+	       "    --defer-budget B    The rdm strategies' defer budget (rdm_region_config.defer_budget):\n"
+	       "                        a SIZE (K, M, G, T suffixes), a percentage of each workload's region\n"
+	       "                        (2%%, 0.5%%; up to 4 decimals) or 'none' (unbounded). Default: the\n"
+	       "                        library's (2%% of the region). Only rdm-defer acts on it.\n"
+	       "    --sweep             The calls-against-deferred-memory frontier: for each workload,\n"
+	       "                        rdm-defer at budgets 0.25%%, 0.5%%, 1%%, 2%%, 4%%, 8%% of the region and\n"
+	       "                        none, the fixed cuts cut-4M ... cut-128M, qemu and the lower bound;\n"
+	       "                        prints SUMMARY frontier lines (below) instead of SUMMARY replay.\n"
+	       "                        Not with --policy or --defer-budget. --plot draws the frontier.\n"
 	       "    --jobs N            Run N (workload, strategy) replays at once, each on its own sim\n"
 	       "                        (default 1; at most 16; sim only). Call counts do not change; wall\n"
 	       "                        times and latencies are measured on a busier machine.\n"
@@ -158,10 +216,17 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	printf("\n\nOUTPUT\n"
 	       "    A table per workload on stdout: map, unmap and total calls, ratio to the lower bound, peak\n"
 	       "    mappings and how far past the kernel's default limit of 65535 they go, remapped bytes\n"
-	       "    (DMA windows), peak deferred bytes, modelled time, wall time, request latency p50/p99.\n"
-	       "    Then one line per workload and strategy:\n"
+	       "    (DMA windows), deferred bytes (peak, after the last request, and integrated: the sum\n"
+	       "    over requests of the deferred bytes after each, in byte-requests, as traces carry no\n"
+	       "    times), modelled time, wall time, request latency p50/p99. Then one line per workload\n"
+	       "    and strategy:\n"
 	       "      SUMMARY replay workload=W strategy=S calls=N lower_bound=LB ratio_lb=R peak_mappings=K\n"
-	       "              limit_exceeded=E remapped_bytes=B deferred_peak_bytes=D\n"
+	       "              limit_exceeded=E remapped_bytes=B deferred_peak_bytes=D deferred_end_bytes=F\n"
+	       "              deferred_integrated=I\n"
+	       "    With --sweep, one line per workload and point instead:\n"
+	       "      SUMMARY frontier workload=W budget=B calls=N deferred_peak_bytes=D qemu_calls=Q\n"
+	       "              lower_bound=LB deferred_end_bytes=F deferred_integrated=I\n"
+	       "    B: rdm-defer's budget in bytes or 'none'; cut-4M ... cut-128M; qemu; lower-bound.\n"
 	       "    Baselines run on an unlimited sim; rdm strategies on one with the default limit.\n"
 	       "    A progress line goes to stderr when it is a terminal.\n"
 	       "\n"
@@ -172,6 +237,8 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "EXAMPLES\n"
 	       "    rdm-replay data/traces/*.csv --workload all --json out/replay.json --plot out/replay.svg\n"
 	       "    rdm-replay --workload storm:conversions=20000 --policy qemu,naive\n"
+	       "    rdm-replay --sweep --workload sbm --plot out/frontier.svg data/traces/A_sbm2M_movable.csv\n"
+	       "    rdm-replay --defer-budget 0.5%% --policy rdm-defer,qemu --workload frag\n"
 	       "    rdm-replay --scale 64 --backend vfio-type1:/dev/vfio/12 data/traces/A_sbm2M_movable.csv\n");
 }
 
@@ -217,9 +284,55 @@ static uint64_t parse_size_opt(const char *opt, const char *v)
 	return x;
 }
 
+/*
+ * --defer-budget: SIZE (K/M/G/T suffixes), PCT% of each workload's region
+ * (up to 4 decimals, more than 0, at most 100), or "none".
+ */
+static struct budget parse_budget(const char *opt, const char *v)
+{
+	struct budget b = { .kind = BUDGET_UNSET };
+	size_t len;
+
+	if (!v)
+		usage_error("%s: a size, a percentage or 'none' is needed", opt);
+	len = strlen(v);
+	snprintf(b.label, sizeof(b.label), "%.*s", (int)sizeof(b.label) - 1, v);
+	if (strcmp(v, "none") == 0) {
+		b.kind = BUDGET_NONE;
+		return b;
+	}
+	if (len > 1 && v[len - 1] == '%') {
+		uint64_t whole = 0, frac = 0;
+		size_t i = 0, digits = 0, fd = 0;
+
+		for (; i < len - 1 && v[i] >= '0' && v[i] <= '9' && digits < 4; i++, digits++)
+			whole = whole * 10 + (uint64_t)(v[i] - '0');
+		if (digits && i < len - 1 && v[i] == '.') {
+			for (i++; i < len - 1 && v[i] >= '0' && v[i] <= '9' && fd < 4; i++, fd++)
+				frac = frac * 10 + (uint64_t)(v[i] - '0');
+			if (fd == 0)
+				digits = 0;
+		}
+		/* 1% = 10^4 ppm: up to 4 decimals are exact. */
+		for (size_t k = fd; k < 4; k++)
+			frac *= 10;
+		b.ppm = whole * 10000 + frac;
+		if (!digits || i != len - 1 || b.ppm == 0 || b.ppm > 1000000)
+			usage_error("%s: '%s' is not a percentage of the region (more than 0%%, at most 100%%, "
+				    "up to 4 decimals, e.g. 0.5%%)", opt, v);
+		b.kind = BUDGET_PCT;
+		return b;
+	}
+	if (replay_parse_size(v, &b.bytes) < 0 || b.bytes == 0)
+		usage_error("%s: '%s' is not a size (a number with an optional K, M, G or T suffix), "
+			    "a percentage of the region (e.g. 2%% or 0.5%%) or 'none'", opt, v);
+	b.kind = BUDGET_BYTES;
+	return b;
+}
+
 enum {
 	OPT_WORKLOAD = 256, OPT_POLICY, OPT_BACKEND, OPT_BLOCK, OPT_REGION, OPT_SCALE, OPT_SEED, OPT_JSON,
-	OPT_PLOT, OPT_JOBS, OPT_CALL_NS, OPT_PAGE_NS, OPT_IOVA, OPT_LIST, OPT_HELP,
+	OPT_PLOT, OPT_JOBS, OPT_CALL_NS, OPT_PAGE_NS, OPT_IOVA, OPT_LIST, OPT_HELP, OPT_DEFER_BUDGET, OPT_SWEEP,
 };
 
 static const struct option longopts[] = {
@@ -236,6 +349,8 @@ static const struct option longopts[] = {
 	{ "sim-call-ns", required_argument, NULL, OPT_CALL_NS },
 	{ "sim-page-ns", required_argument, NULL, OPT_PAGE_NS },
 	{ "iova", required_argument, NULL, OPT_IOVA },
+	{ "defer-budget", required_argument, NULL, OPT_DEFER_BUDGET },
+	{ "sweep", no_argument, NULL, OPT_SWEEP },
 	{ "list", no_argument, NULL, OPT_LIST },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -259,6 +374,10 @@ int main(int argc, char **argv)
 	struct replay_trace_opts topts = { 0 };
 	struct replay_backend_spec be = { .kind = REPLAY_BACKEND_SIM, .container_fd = -1, .group_fd = -1 };
 	uint64_t scale = 1, seed = 1, jobs = 1;
+	struct budget budget = { .kind = BUDGET_UNSET };
+	bool sweep = false;
+	struct point pts[MAX_POINTS];
+	size_t npts = 0;
 	char err[REPLAY_ERR_LEN];
 	int c, status = 0;
 
@@ -267,6 +386,9 @@ int main(int argc, char **argv)
 	all[nall++] = &replay_strategy_qemu;
 	all[nall++] = &replay_strategy_cloud_hypervisor;
 	all[nall++] = &replay_strategy_naive;
+	size_t ndefault_strategies = nall; /* the fixed cuts are selected by name (or --sweep) only */
+	for (size_t i = 0; i < REPLAY_NCUTS; i++)
+		all[nall++] = replay_cut_strategies[i];
 
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
@@ -291,6 +413,8 @@ int main(int argc, char **argv)
 		case OPT_CALL_NS: be.call_ns = parse_count("--sim-call-ns", optarg, true); break;
 		case OPT_PAGE_NS: be.page_ns = parse_count("--sim-page-ns", optarg, true); break;
 		case OPT_IOVA: be.iova = parse_count("--iova", optarg, false); break;
+		case OPT_DEFER_BUDGET: budget = parse_budget("--defer-budget", optarg); break;
+		case OPT_SWEEP: sweep = true; break;
 		case OPT_LIST: print_list(all, nall); return 0;
 		case OPT_HELP: print_help(all, nall); return 0;
 		case ':': usage_error("option '--%s' needs an argument", opt_name(optopt));
@@ -323,6 +447,10 @@ int main(int argc, char **argv)
 	}
 	if (topts.block_size && (topts.block_size & (topts.block_size - 1)))
 		usage_error("--block-size: %" PRIu64 " is not a power of two", topts.block_size);
+	if (sweep && budget.kind != BUDGET_UNSET)
+		usage_error("--sweep runs its own defer budgets; it cannot be combined with --defer-budget");
+	if (sweep && policy)
+		usage_error("--sweep runs its own strategies; it cannot be combined with --policy");
 	if (policy) {
 		char *copy = strdup(policy), *save = NULL;
 		bool want[MAX_STRATEGIES] = { false };
@@ -331,13 +459,16 @@ int main(int argc, char **argv)
 			bool found = false;
 			for (size_t i = 0; i < nall; i++) {
 				bool is_rdm = strncmp(all[i]->name, "rdm-", 4) == 0;
-				if (strcmp(tok, all[i]->name) == 0 || strcmp(tok, "all") == 0 ||
+				bool is_cut = i >= ndefault_strategies;
+				if (strcmp(tok, all[i]->name) == 0 || (strcmp(tok, "all") == 0 && !is_cut) ||
+				    (strcmp(tok, "cuts") == 0 && is_cut) ||
 				    (strcmp(tok, "rdm") == 0 && is_rdm) || (strcmp(tok, "baselines") == 0 && all[i]->baseline)) {
 					want[i] = true;
 					found = true;
 				}
 			}
-			if (strcmp(tok, "lower-bound") == 0 || strcmp(tok, "rdm") == 0 || strcmp(tok, "baselines") == 0)
+			if (strcmp(tok, "lower-bound") == 0 || strcmp(tok, "rdm") == 0 || strcmp(tok, "baselines") == 0 ||
+			    strcmp(tok, "all") == 0 || strcmp(tok, "cuts") == 0)
 				found = true;
 			if (!found) {
 				fprintf(stderr, "%s: --policy: unknown strategy '%s'; this build has:", prog, tok);
@@ -354,8 +485,26 @@ int main(int argc, char **argv)
 			if (want[i])
 				sel[nsel++] = all[i];
 	} else {
-		memcpy(sel, all, nall * sizeof(*sel));
-		nsel = nall;
+		memcpy(sel, all, ndefault_strategies * sizeof(*sel));
+		nsel = ndefault_strategies;
+	}
+	if (sweep) {
+		/* rdm-defer at each budget (% of the region; 2% is the library's default), the fixed cuts, qemu. */
+		static const char *const sweep_budgets[] = { "0.25%", "0.5%", "1%", "2%", "4%", "8%", "none" };
+		const struct replay_strategy *defer = NULL;
+
+		for (size_t i = 0; replay_rdm_strategies[i]; i++)
+			if (strcmp(replay_rdm_strategies[i]->name, "rdm-defer") == 0)
+				defer = replay_rdm_strategies[i];
+		for (size_t i = 0; defer && i < sizeof(sweep_budgets) / sizeof(sweep_budgets[0]); i++)
+			pts[npts++] = (struct point){ .s = defer, .budget = parse_budget("--sweep", sweep_budgets[i]),
+						      .sweep = true };
+		for (size_t i = 0; i < REPLAY_NCUTS; i++)
+			pts[npts++] = (struct point){ .s = replay_cut_strategies[i], .sweep = true };
+		pts[npts++] = (struct point){ .s = &replay_strategy_qemu, .sweep = true };
+	} else {
+		for (size_t i = 0; i < nsel && npts < MAX_POINTS; i++)
+			pts[npts++] = (struct point){ .s = sel[i], .budget = budget };
 	}
 	for (size_t i = 0; i < nwork; i++) {
 		char name[32];
@@ -434,13 +583,13 @@ int main(int argc, char **argv)
 		struct replay_workload_result *w = &res[i];
 
 		w->trace = t;
-		w->rows = calloc(nsel + 1, sizeof(*w->rows));
+		w->rows = calloc(npts + 1, sizeof(*w->rows));
 		if (!w->rows) {
 			fprintf(stderr, "%s: out of memory\n", prog);
 			status = 1;
 			goto cleanup;
 		}
-		w->nrows = nsel + 1;
+		w->nrows = npts + 1;
 		replay_progress("rdm-replay: %s / lower-bound", t->name);
 		if (replay_lower_bound(t, &w->lb) < 0) {
 			fprintf(stderr, "%s: %s: lower bound: out of memory\n", prog, t->name);
@@ -450,7 +599,7 @@ int main(int argc, char **argv)
 		replay_lower_bound_row(t, &w->lb, &be, &w->rows[0]);
 	}
 	struct job_ctx ctx = {
-		.traces = traces, .res = res, .sel = sel, .nsel = nsel, .njobs = nw * nsel, .be = &be,
+		.traces = traces, .res = res, .pts = pts, .nsel = npts, .njobs = nw * npts, .be = &be,
 	};
 	pthread_t tids[16];
 	size_t nthreads = 0;
@@ -467,7 +616,10 @@ int main(int argc, char **argv)
 
 	replay_print_table(stdout, res, nw);
 	printf("\n");
-	replay_print_summary(stdout, res, nw);
+	if (sweep)
+		replay_print_frontier(stdout, res, nw);
+	else
+		replay_print_summary(stdout, res, nw);
 	fflush(stdout);
 
 	struct replay_run_info info = {
@@ -476,12 +628,14 @@ int main(int argc, char **argv)
 		.backend = backend,
 		.call_ns = be.call_ns ? be.call_ns : REPLAY_DEFAULT_CALL_NS,
 		.page_ns = be.page_ns ? be.page_ns : REPLAY_DEFAULT_PAGE_NS,
+		.sweep = sweep,
 	};
 	if (json && replay_write_json(json, &info, res, nw, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err);
 		status = 1;
 	}
-	if (plot && replay_write_plot(plot, res, nw, err, sizeof(err)) < 0) {
+	if (plot && (sweep ? replay_write_frontier_plot(plot, res, nw, err, sizeof(err))
+			   : replay_write_plot(plot, res, nw, err, sizeof(err))) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err);
 		status = 1;
 	}

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include <rdm/region.h>
+
 extern char **environ;
 
 static const char *fmt_bytes(uint64_t v, char *buf, size_t len)
@@ -62,21 +64,27 @@ void replay_print_table(FILE *f, const struct replay_workload_result *w, size_t 
 		fprintf(f, "\n%s: %zu requests, block %s, region %s, lower bound %" PRIu64 " calls\n", t->name, t->n,
 			replay_fmt_size(t->block_size, b1, sizeof(b1)), replay_fmt_size(t->region_size, b2, sizeof(b2)),
 			w[i].lb.calls);
-		fprintf(f, "  %-18s %10s %10s %10s %8s %9s %9s %8s %8s %9s %9s %9s %9s\n", "strategy", "map", "unmap",
-			"total", "x lb", "peak map", "over lim", "remap", "defer", "model", "wall", "p50", "p99");
+		fprintf(f, "  %-18s %10s %10s %10s %8s %9s %9s %8s %8s %8s %8s %9s %9s %9s %9s\n", "strategy", "map",
+			"unmap", "total", "x lb", "peak map", "over lim", "remap", "defer", "def end", "def int", "model",
+			"wall", "p50", "p99");
 		for (size_t k = 0; k < w[i].nrows; k++) {
 			const struct replay_result *r = &w[i].rows[k];
-			char c[12][32];
+			char c[12][32], name[48];
 
+			if (r->budget_label[0])
+				snprintf(name, sizeof(name), "%s@%s", r->strategy, r->budget_label);
+			else
+				snprintf(name, sizeof(name), "%s", r->strategy);
 			if (r->error) {
-				fprintf(f, "  %-18s failed: %s\n", r->strategy, strerror(-r->error));
+				fprintf(f, "  %-18s failed: %s\n", name, strerror(-r->error));
 				continue;
 			}
 			fprintf(f, "  %-18s %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %8s %9" PRIu64 " %9" PRIu64
-				" %8s %8s %9s %9s %9s %9s",
-				r->strategy, r->map_calls, r->unmap_calls, r->calls,
+				" %8s %8s %8s %8s %9s %9s %9s %9s",
+				name, r->map_calls, r->unmap_calls, r->calls,
 				fmt_ratio(r->calls, w[i].lb.calls, c[0], 32), r->peak_mappings, r->limit_exceeded,
 				fmt_bytes(r->remapped_bytes, c[1], 32), fmt_bytes(r->deferred_peak_bytes, c[2], 32),
+				fmt_bytes(r->deferred_end_bytes, c[10], 32), fmt_bytes(r->deferred_integrated, c[11], 32),
 				fmt_ns(r->model_ns, c[3], 32), r->lower_bound ? "-" : fmt_ns(r->wall_ns, c[4], 32),
 				r->lower_bound ? "-" : fmt_ns(r->lat_p50_ns, c[5], 32),
 				r->lower_bound ? "-" : fmt_ns(r->lat_p99_ns, c[6], 32));
@@ -95,7 +103,9 @@ void replay_print_table(FILE *f, const struct replay_workload_result *w, size_t 
 		}
 	}
 	fprintf(f, "\nx lb: calls / lower bound; over lim: peak mappings past the default limit of %" PRIu64
-		   "; model: the sim's cost model; p50/p99: request completion latency\n",
+		   "; defer / def end: deferred bytes,\npeak and after the last request; def int: deferred bytes after"
+		   " each request, summed (byte-requests);\nmodel: the sim's cost model; p50/p99: request completion"
+		   " latency; S@B: strategy S with defer budget B\n",
 		REPLAY_MAPPING_LIMIT);
 }
 
@@ -111,10 +121,11 @@ void replay_print_summary(FILE *f, const struct replay_workload_result *w, size_
 			fprintf(f,
 				"SUMMARY replay workload=%s strategy=%s calls=%" PRIu64 " lower_bound=%" PRIu64
 				" ratio_lb=%s peak_mappings=%" PRIu64 " limit_exceeded=%" PRIu64 " remapped_bytes=%" PRIu64
-				" deferred_peak_bytes=%" PRIu64 "\n",
+				" deferred_peak_bytes=%" PRIu64 " deferred_end_bytes=%" PRIu64 " deferred_integrated=%" PRIu64
+				"\n",
 				w[i].trace->name, r->strategy, r->calls, w[i].lb.calls,
 				fmt_ratio(r->calls, w[i].lb.calls, ratio, sizeof(ratio)), r->peak_mappings, r->limit_exceeded,
-				r->remapped_bytes, r->deferred_peak_bytes);
+				r->remapped_bytes, r->deferred_peak_bytes, r->deferred_end_bytes, r->deferred_integrated);
 			if (r->has_async) {
 				const struct replay_async_result *a = &r->async;
 				fprintf(f,
@@ -124,6 +135,49 @@ void replay_print_summary(FILE *f, const struct replay_workload_result *w, size_
 					w[i].trace->name, r->strategy, a->producers, a->requests, a->calls, a->wall_ns,
 					a->lat_p50_ns, a->lat_p99_ns);
 			}
+		}
+	}
+}
+
+const char *replay_frontier_budget(const struct replay_result *r, char *buf, size_t len)
+{
+	if (r->lower_bound)
+		snprintf(buf, len, "lower-bound");
+	else if (strncmp(r->strategy, "rdm-", 4) != 0)
+		snprintf(buf, len, "%s", r->strategy); /* "cut-16M", "qemu" */
+	else if (r->defer_budget == RDM_DEFER_BUDGET_NONE)
+		snprintf(buf, len, "none");
+	else
+		snprintf(buf, len, "%" PRIu64, r->defer_budget);
+	return buf;
+}
+
+static uint64_t qemu_calls(const struct replay_workload_result *w)
+{
+	for (size_t k = 0; k < w->nrows; k++)
+		if (!w->rows[k].error && strcmp(w->rows[k].strategy, "qemu") == 0)
+			return w->rows[k].calls;
+	return 0;
+}
+
+void replay_print_frontier(FILE *f, const struct replay_workload_result *w, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint64_t q = qemu_calls(&w[i]);
+
+		/* The strategies' points in row order, then the lower bound (row 0). */
+		for (size_t kk = 1; kk <= w[i].nrows; kk++) {
+			const struct replay_result *r = &w[i].rows[kk % w[i].nrows];
+			char b[32];
+
+			if (r->error)
+				continue;
+			fprintf(f,
+				"SUMMARY frontier workload=%s budget=%s calls=%" PRIu64 " deferred_peak_bytes=%" PRIu64
+				" qemu_calls=%" PRIu64 " lower_bound=%" PRIu64 " deferred_end_bytes=%" PRIu64
+				" deferred_integrated=%" PRIu64 "\n",
+				w[i].trace->name, replay_frontier_budget(r, b, sizeof(b)), r->calls, r->deferred_peak_bytes,
+				q, w[i].lb.calls, r->deferred_end_bytes, r->deferred_integrated);
 		}
 	}
 }
@@ -201,6 +255,15 @@ int replay_write_json(const char *path, const struct replay_run_info *info, cons
 				fprintf(f, ", \"wall_ns\": %" PRIu64 ", \"latency_p50_ns\": %" PRIu64
 					   ", \"latency_p99_ns\": %" PRIu64,
 					r->wall_ns, r->lat_p50_ns, r->lat_p99_ns);
+			fprintf(f, ", \"deferred_end_bytes\": %" PRIu64 ", \"deferred_integrated\": %" PRIu64
+				   ", \"defer_budget\": ",
+				r->deferred_end_bytes, r->deferred_integrated);
+			if (r->defer_budget == RDM_DEFER_BUDGET_NONE)
+				fprintf(f, "\"none\"");
+			else if (r->defer_budget)
+				fprintf(f, "%" PRIu64, r->defer_budget);
+			else
+				fprintf(f, "null");
 			fprintf(f, ", \"failed_requests\": %" PRIu64 ", \"async\": ", r->failed_requests);
 			if (r->has_async) {
 				const struct replay_async_result *a = &r->async;
@@ -215,7 +278,34 @@ int replay_write_json(const char *path, const struct replay_run_info *info, cons
 			}
 			fputc('}', f);
 		}
-		fprintf(f, "\n     ]}");
+		fprintf(f, "\n     ]");
+		if (info->sweep) {
+			uint64_t q = qemu_calls(&w[i]);
+
+			fprintf(f, ",\n     \"frontier\": [");
+			for (size_t kk = 1, m = 0; kk <= w[i].nrows; kk++) {
+				const struct replay_result *r = &w[i].rows[kk % w[i].nrows];
+				char b[32];
+
+				if (r->error)
+					continue;
+				replay_frontier_budget(r, b, sizeof(b));
+				fprintf(f, "%s\n       {\"budget\": ", m++ ? "," : "");
+				if (strncmp(r->strategy, "rdm-", 4) == 0 && r->defer_budget != RDM_DEFER_BUDGET_NONE)
+					fprintf(f, "%" PRIu64, r->defer_budget);
+				else
+					json_str(f, b);
+				fprintf(f, ", \"strategy\": ");
+				json_str(f, r->strategy);
+				fprintf(f, ", \"calls\": %" PRIu64 ", \"deferred_peak_bytes\": %" PRIu64
+					   ", \"qemu_calls\": %" PRIu64 ", \"lower_bound\": %" PRIu64
+					   ", \"deferred_end_bytes\": %" PRIu64 ", \"deferred_integrated\": %" PRIu64 "}",
+					r->calls, r->deferred_peak_bytes, q, w[i].lb.calls, r->deferred_end_bytes,
+					r->deferred_integrated);
+			}
+			fprintf(f, "\n     ]");
+		}
+		fprintf(f, "}");
 	}
 	fprintf(f, "\n  ]\n}\n");
 	if (fclose(f) != 0) {
@@ -237,6 +327,25 @@ static void gp_str(FILE *f, const char *s)
 	fputc('\'', f);
 }
 
+static int run_gnuplot(char *gp, char *err, size_t errlen)
+{
+	char prog_name[] = "gnuplot";
+	char *argv[] = { prog_name, gp, NULL };
+	int status;
+	pid_t pid;
+	int e = posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ);
+
+	if (e) {
+		snprintf(err, errlen, "--plot: cannot run gnuplot: %s (Debian package gnuplot-nox)", strerror(e));
+		return -1;
+	}
+	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		snprintf(err, errlen, "--plot: gnuplot %s failed", gp);
+		return -1;
+	}
+	return 0;
+}
+
 int replay_write_plot(const char *path, const struct replay_workload_result *w, size_t n, char *err, size_t errlen)
 {
 	size_t pl = strlen(path), ns = 0;
@@ -244,8 +353,7 @@ int replay_write_plot(const char *path, const struct replay_workload_result *w, 
 	char *dat = malloc(pl + 8), *gp = malloc(pl + 8);
 	bool png = pl >= 4 && strcmp(path + pl - 4, ".png") == 0;
 	FILE *f;
-	int rc = -1, status;
-	pid_t pid;
+	int rc = -1;
 
 	if (!dat || !gp) {
 		snprintf(err, errlen, "--plot: out of memory");
@@ -332,18 +440,123 @@ int replay_write_plot(const char *path, const struct replay_workload_result *w, 
 		snprintf(err, errlen, "--plot: %s: %s", gp, strerror(errno));
 		goto out;
 	}
-	char prog_name[] = "gnuplot";
-	char *argv[] = { prog_name, gp, NULL };
-	int e = posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ);
-	if (e) {
-		snprintf(err, errlen, "--plot: cannot run gnuplot: %s (Debian package gnuplot-nox)", strerror(e));
+	rc = run_gnuplot(gp, err, errlen);
+out:
+	free(dat);
+	free(gp);
+	return rc;
+}
+
+/* The frontier plot's data sets per workload (gnuplot "index" 4 * i + kind). */
+enum { FK_RDM, FK_CUT, FK_QEMU, FK_LB, FK_COUNT };
+
+static int frontier_kind(const struct replay_result *r)
+{
+	if (r->lower_bound)
+		return FK_LB;
+	if (strncmp(r->strategy, "rdm-", 4) == 0)
+		return FK_RDM;
+	if (strncmp(r->strategy, "cut-", 4) == 0)
+		return FK_CUT;
+	return FK_QEMU;
+}
+
+int replay_write_frontier_plot(const char *path, const struct replay_workload_result *w, size_t n, char *err,
+			       size_t errlen)
+{
+	size_t pl = strlen(path), cols = 1, rows;
+	char *dat = malloc(pl + 8), *gp = malloc(pl + 8);
+	bool png = pl >= 4 && strcmp(path + pl - 4, ".png") == 0;
+	FILE *f;
+	int rc = -1;
+
+	if (!dat || !gp) {
+		snprintf(err, errlen, "--plot: out of memory");
 		goto out;
 	}
-	if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		snprintf(err, errlen, "--plot: gnuplot %s failed", gp);
+	snprintf(dat, pl + 8, "%s.dat", path);
+	snprintf(gp, pl + 8, "%s.gp", path);
+	while (cols * cols < n)
+		cols++;
+	rows = n ? (n + cols - 1) / cols : 1;
+	f = fopen(dat, "w");
+	if (!f) {
+		snprintf(err, errlen, "--plot: %s: %s", dat, strerror(errno));
 		goto out;
 	}
-	rc = 0;
+	/* Blocks separated by two blank lines: calls, peak deferred % of the region, label. */
+	for (size_t i = 0; i < n; i++) {
+		for (int kind = 0; kind < FK_COUNT; kind++) {
+			size_t lines = 0;
+
+			fprintf(f, "# %s kind %d\n", w[i].trace->name, kind);
+			for (size_t k = 0; k < w[i].nrows; k++) {
+				const struct replay_result *r = &w[i].rows[k];
+				char b[32];
+
+				if (r->error || frontier_kind(r) != kind || r->calls == 0)
+					continue;
+				if (kind == FK_RDM)
+					snprintf(b, sizeof(b), "%s", r->budget_label[0] ? r->budget_label : "default");
+				else
+					snprintf(b, sizeof(b), "%s", kind == FK_CUT ? r->strategy + 4 : "");
+				fprintf(f, "%" PRIu64 "\t%.6f\t%s\n", r->calls,
+					100.0 * (double)r->deferred_peak_bytes / (double)w[i].trace->region_size, b);
+				lines++;
+			}
+			if (!lines)
+				fprintf(f, "?\t?\t-\n"); /* keeps the block's index */
+			fprintf(f, "\n\n");
+		}
+	}
+	if (fclose(f) != 0) {
+		snprintf(err, errlen, "--plot: %s: %s", dat, strerror(errno));
+		goto out;
+	}
+	f = fopen(gp, "w");
+	if (!f) {
+		snprintf(err, errlen, "--plot: %s: %s", gp, strerror(errno));
+		goto out;
+	}
+	fprintf(f, "# rdm-replay frontier plot: gnuplot %s (data in %s)\n", gp, dat);
+	fprintf(f, "set terminal %s size %zu,%zu %s font 'sans,9' background '#ffffff'\n", png ? "pngcairo" : "svg",
+		460 * cols, 60 + 340 * rows, png ? "" : "dynamic");
+	fprintf(f, "set output ");
+	gp_str(f, path);
+	fprintf(f, "\nset termoption noenhanced\n"
+		   "set datafile separator '\\t'\n"
+		   "set datafile missing '?'\n"
+		   "set logscale x 10\n"
+		   "set grid xtics ytics mxtics\n"
+		   "set yrange [0:*]\n"
+		   "set offsets graph 0.05, graph 0.05, graph 0.08, 0\n"
+		   "set key top right font ',8'\n"
+		   "set xlabel 'map + unmap calls (log)'\n"
+		   "set ylabel 'peak deferred, %% of region'\n"
+		   "set multiplot layout %zu,%zu title 'rdm-replay: calls against deferred memory (rdm-defer budgets,"
+		   " fixed cuts, QEMU, lower bound)'\n",
+		rows, cols);
+	for (size_t i = 0; i < n; i++) {
+		size_t b = 4 * i;
+
+		fprintf(f, "set title ");
+		gp_str(f, w[i].trace->name);
+		fprintf(f, "\nplot ");
+		gp_str(f, dat);
+		fprintf(f, " index %zu using 1:2 with linespoints lw 2 pt 7 lc rgb '#1f77b4' title 'rdm-defer (budget)', \\\n"
+			   "     '' index %zu using 1:2:3 with labels offset 0,0.8 font ',7' tc rgb '#1f77b4' notitle, \\\n"
+			   "     '' index %zu using 1:2 with linespoints lw 2 pt 5 lc rgb '#ff7f0e' title 'fixed cut', \\\n"
+			   "     '' index %zu using 1:2:3 with labels offset 0,-0.8 font ',7' tc rgb '#ff7f0e' notitle, \\\n"
+			   "     '' index %zu using 1:2 with points pt 9 ps 2 lc rgb '#d62728' title 'QEMU', \\\n"
+			   "     '' index %zu using 1:2 with points pt 13 ps 2 lc rgb '#2ca02c' title 'lower bound'\n",
+			b + FK_RDM, b + FK_RDM, b + FK_CUT, b + FK_CUT, b + FK_QEMU, b + FK_LB);
+	}
+	fprintf(f, "unset multiplot\n");
+	if (fclose(f) != 0) {
+		snprintf(err, errlen, "--plot: %s: %s", gp, strerror(errno));
+		goto out;
+	}
+	rc = run_gnuplot(gp, err, errlen);
 out:
 	free(dat);
 	free(gp);

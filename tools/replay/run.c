@@ -91,6 +91,7 @@ static int setup(const struct replay_trace *t, bool baseline, struct replay_back
 		.size = t->region_size,
 		.block_size = t->block_size,
 		.strict = true,
+		.defer_budget = be->defer_budget,
 	};
 	*b = NULL;
 	*mem = NULL;
@@ -145,12 +146,13 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 	struct replay_strategy_stats sst = { 0 };
 	struct rdm_backend_stats bst;
 	void *mem = NULL, *state = NULL;
-	uint64_t *lat = NULL, t0;
+	uint64_t *lat = NULL, t0, peak_seen = 0;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
 	out->strategy = s->name;
 	out->requests = t->n;
+	out->defer_budget = be->defer_budget;
 	rc = setup(t, s->baseline, be, &g, &b, &mem, err, errlen);
 	if (rc < 0)
 		goto out;
@@ -171,6 +173,18 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 		if (s->apply(state, &t->reqs[i]) < 0)
 			out->failed_requests++;
 		lat[i] = replay_now_ns() - a;
+		/* The deferred bytes after each request, integrated over the trace
+		 * (outside the latency: stats() is the harness's, not the request's). */
+		if (s->stats) {
+			struct replay_strategy_stats now = { 0 };
+
+			s->stats(state, &now);
+			/* Saturates (2^64 byte-requests: far beyond any trace so far). */
+			if (__builtin_add_overflow(out->deferred_integrated, now.deferred_bytes, &out->deferred_integrated))
+				out->deferred_integrated = UINT64_MAX;
+			if (now.deferred_bytes > peak_seen)
+				peak_seen = now.deferred_bytes;
+		}
 		if ((i & 0xffff) == 0xffff)
 			replay_progress("rdm-replay: %s / %s: request %zu of %zu", t->name, s->name, i + 1, t->n);
 	}
@@ -190,6 +204,9 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 	out->remapped_bytes = sst.remapped_bytes > bst.remapped_bytes ? sst.remapped_bytes : bst.remapped_bytes;
 	out->deferred_peak_bytes = sst.deferred_peak_bytes > bst.peak_deferred_bytes ? sst.deferred_peak_bytes
 										       : bst.peak_deferred_bytes;
+	if (peak_seen > out->deferred_peak_bytes)
+		out->deferred_peak_bytes = peak_seen;
+	out->deferred_end_bytes = sst.deferred_bytes > bst.deferred_bytes ? sst.deferred_bytes : bst.deferred_bytes;
 	if (sst.failed_requests > out->failed_requests)
 		out->failed_requests = sst.failed_requests;
 	out->lat_p50_ns = replay_quantile(lat, t->n, 0.50);

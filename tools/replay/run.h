@@ -21,6 +21,9 @@ struct replay_backend_spec {
 	uint64_t call_ns;       /* sim cost model; 0 = the sim's default */
 	uint64_t page_ns;
 	uint64_t iova;          /* IOVA of region offset 0 */
+	/* Passed to the strategy as replay_geometry.defer_budget (rdm strategies):
+	 * 0 = the library's default, RDM_DEFER_BUDGET_NONE = unbounded. */
+	uint64_t defer_budget;
 	/* vfio-type1: opened once per run of the program. */
 	int container_fd, group_fd;
 };
@@ -32,6 +35,15 @@ struct replay_result {
 	uint64_t map_calls, unmap_calls, calls;
 	uint64_t peak_mappings, limit_exceeded;
 	uint64_t remapped_bytes, deferred_peak_bytes;
+	uint64_t deferred_end_bytes;   /* after the last request, before destroy */
+	/* Sum over requests of the deferred bytes after each request (byte-requests:
+	 * traces carry no timestamps). */
+	uint64_t deferred_integrated;
+	/* The defer budget the run was given (geometry.defer_budget; 0 = default),
+	 * and a label for it ("" = none given; "2%", "none", "64M", ...). */
+	uint64_t defer_budget;
+	char budget_label[24];
+	bool sweep_point;       /* a --sweep point (its row is labelled with the budget) */
 	uint64_t model_ns, wall_ns, lat_p50_ns, lat_p99_ns;
 	uint64_t requests, failed_requests;
 	bool has_async;

@@ -13,7 +13,8 @@
  * bytes) it reports through stats().
  *
  * Built-in strategies: the baselines (strategy_base.c: qemu,
- * cloud-hypervisor, naive). The lower bound is computed offline
+ * cloud-hypervisor, naive) and the fixed-cut references (strategy_cut.c:
+ * cut-4M ... cut-128M). The lower bound is computed offline
  * (lower_bound.h) and is not a strategy. rdm's own policies plug in through
  * replay_rdm_strategies[] (strategy_rdm.c).
  */
@@ -34,6 +35,9 @@ struct replay_geometry {
 	uint64_t size;        /* region bytes, a multiple of block_size */
 	uint64_t block_size;  /* power of two, >= the backend's page size */
 	bool strict;          /* virtio-mem's rule holds for every request (all shipped workloads) */
+	/* rdm strategies: rdm_region_config.defer_budget (0 = the library's
+	 * default, RDM_DEFER_BUDGET_NONE = unbounded); the others ignore it. */
+	uint64_t defer_budget;
 };
 
 /* What only the strategy knows. Zero-filled by the harness before stats(). */
@@ -97,6 +101,15 @@ struct replay_strategy {
 extern const struct replay_strategy replay_strategy_qemu;
 extern const struct replay_strategy replay_strategy_cloud_hypervisor;
 extern const struct replay_strategy replay_strategy_naive;
+
+/*
+ * The fixed-cut references (strategy_cut.c), in output order: each maps a
+ * populate's unmapped blocks in pieces that never cross a multiple of its
+ * cut size and defers what a discard leaves inside a partly populated
+ * mapping. Not in the default set; --sweep runs them.
+ */
+#define REPLAY_NCUTS 6
+extern const struct replay_strategy *const replay_cut_strategies[REPLAY_NCUTS];
 
 /*
  * rdm's own policies (strategy_rdm.c): a NULL-terminated table. The harness

@@ -11,6 +11,9 @@
  * run_async() runs a workload with several producers submitting
  * asynchronously (the conversion storm's second run).
  *
+ * Every region gets the run's defer budget (replay_geometry.defer_budget,
+ * --defer-budget; 0 = the library's default): only rdm-defer acts on it.
+ *
  * rdm-coalesce sets RDM_REGION_ALLOW_WINDOWS, so every window it opens is
  * counted as remapped bytes (on a split-capable kernel it opens none).
  */
@@ -45,6 +48,7 @@ static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t
 	rc.block_size = g->block_size;
 	rc.host_addr = (void *)(uintptr_t)g->host_addr;
 	rc.policy = policy;
+	rc.defer_budget = g->defer_budget; /* 0: the library's default */
 	err = rdm_worker_create(NULL, &st->w);
 	if (err)
 		return err;
