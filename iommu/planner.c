@@ -122,6 +122,7 @@ static int vec_push(struct rdm_range_vec *v, uint64_t start, uint64_t len)
 	}
 	v->v[v->n].start = start;
 	v->v[v->n].len = len;
+	v->v[v->n].flags = 0;
 	v->n++;
 	return 0;
 }
@@ -130,6 +131,11 @@ static void vec_free(struct rdm_range_vec *v)
 {
 	rdm_free(v->v);
 	memset(v, 0, sizeof(*v));
+}
+
+static unsigned log2_floor(uint64_t v)
+{
+	return 63u - (unsigned)__builtin_clzll(v);
 }
 
 static struct rdm_maptree_node *node(const struct rdm_planner *p, uint32_t h)
@@ -167,6 +173,13 @@ int rdm_planner_init(struct rdm_planner *p, struct rdm_region *r)
 	p->policy = cfg->policy;
 	p->allow_windows = (cfg->flags & RDM_REGION_ALLOW_WINDOWS) != 0;
 	p->defer_limit_blocks = cfg->defer_limit ? (cfg->defer_limit + cfg->block_size - 1) / cfg->block_size : 0;
+	p->budget_blocks = cfg->defer_budget == RDM_DEFER_BUDGET_NONE ? UINT64_MAX : cfg->defer_budget / cfg->block_size;
+	p->max_cut = log2_floor(p->chunk / p->unit);
+	if (p->max_cut >= RDM_PLANNER_LEVELS)
+		p->max_cut = RDM_PLANNER_LEVELS - 1;
+	p->cut = p->max_cut;
+	p->refill_whole = true;
+	p->window_blocks = p->nblocks > p->chunk ? p->nblocks : p->chunk;
 	return 0;
 }
 
@@ -206,6 +219,16 @@ static void update_deferred_stats(struct rdm_planner *p, int64_t delta_blocks)
 	*p->stat_deferred_bytes = (uint64_t)((int64_t)*p->stat_deferred_bytes + delta_blocks * (int64_t)p->block_size);
 	if (*p->stat_deferred_bytes > *p->stat_deferred_peak)
 		*p->stat_deferred_peak = *p->stat_deferred_bytes;
+	if (p->budget_blocks == UINT64_MAX || (p->deferred_blocks > p->budget_blocks) == p->over_budget)
+		return;
+	p->over_budget = !p->over_budget;
+	if (p->over_budget) {
+		(*p->stat_budget_exceeded)++;
+		rdm_log(RDM_LOG_WARNING,
+			"region at iova 0x%" PRIx64 ": deferred memory 0x%" PRIx64 " passed its budget of 0x%" PRIx64
+			" bytes; new mappings are cut to single discard units until it is back under",
+			p->iova, p->deferred_blocks * p->block_size, p->budget_blocks * p->block_size);
+	}
 }
 
 static uint64_t iova_of(const struct rdm_planner *p, uint64_t blk)
@@ -468,13 +491,27 @@ static void kill_mapping(struct rdm_planner *p, uint32_t m)
 
 /* ------------------------------------------------------------- populate */
 
-/* Is at most half of every backend's budget in use (counting `planned`)? */
-static bool spare_mappings(const struct rdm_planner *p, uint64_t planned)
+/* The largest piece the budget's room allows now, in log2 units: a new
+ * mapping never risks more than what is left of the budget; past it, one
+ * unit (no new mapping can defer anything). */
+static unsigned budget_cut(const struct rdm_planner *p)
 {
-	for (uint32_t i = 0; i < p->nbe; i++)
-		if (p->be[i]->used + planned >= p->be[i]->budget / 2)
-			return false;
-	return true;
+	uint64_t room;
+
+	if (p->budget_blocks == UINT64_MAX)
+		return p->max_cut;
+	if (p->deferred_blocks >= p->budget_blocks)
+		return 0;
+	room = (p->budget_blocks - p->deferred_blocks) / p->unit;
+	return room ? log2_floor(room) : 0;
+}
+
+/* Is [a, b) a refill: next to a mapping inside its chunk? */
+static bool is_refill(const struct rdm_planner *p, uint64_t a, uint64_t b)
+{
+	uint64_t cs = a / p->chunk * p->chunk, ce = cs + p->chunk;
+
+	return (a > cs && has_mapping_in(p, a - 1, a)) || (b < ce && b < p->nblocks && has_mapping_in(p, b, b + 1));
 }
 
 /* Cut the unmapped run [a, b) into mapping pieces per policy. */
@@ -483,32 +520,38 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 	uint64_t step = p->policy == RDM_POLICY_BLOCK ? p->unit : p->chunk;
 
 	while (a < b) {
-		uint64_t next = (a / step + 1) * step;
+		uint64_t next = (a / step + 1) * step, g;
+		unsigned cut;
+		uint32_t flags = 0;
 
 		if (next > b)
 			next = b;
-		if (p->policy == RDM_POLICY_DEFER && next - a >= 2 * p->unit && spare_mappings(p, out->n)) {
-			/* Two mappings, cut at the most aligned boundary inside:
-			 * for a size-aligned run its midpoint. A later discard of
-			 * either half is one exact UNMAP, and a discard inside
-			 * a half defers at most half of the run. Spent only while
-			 * the mapping budget has room to spare. */
-			uint64_t cut = 0;
-
-			for (int t = 63; t >= 0 && !cut; t--) {
-				uint64_t c = ((a >> t) + 1) << t;
-
-				if ((a >> t) + 1 != 0 && c > a && c < next && c % p->unit == 0)
-					cut = c;
-			}
-			if (cut && vec_push(out, a, cut - a))
+		if (p->policy != RDM_POLICY_DEFER) {
+			if (vec_push(out, a, next - a))
 				return -ENOMEM;
-			if (cut)
-				a = cut;
+			a = next;
+			continue;
 		}
-		if (vec_push(out, a, next - a))
-			return -ENOMEM;
-		a = next;
+		/* Deferral budget: a refill whole while refills stay whole, else
+		 * the cut the discards seen allow; never past the budget's room. */
+		cut = p->cut;
+		if (p->refill_whole && is_refill(p, a, next)) {
+			cut = p->max_cut;
+			flags = RDM_LAYOUT_REFILL;
+		}
+		if (cut > budget_cut(p))
+			cut = budget_cut(p);
+		g = p->unit << cut;
+		while (a < next) {
+			uint64_t e = (a / g + 1) * g;
+
+			if (e > next)
+				e = next;
+			if (vec_push(out, a, e - a))
+				return -ENOMEM;
+			out->v[out->n - 1].flags = e - a == next - a ? flags : 0;
+			a = e;
+		}
 	}
 	return 0;
 }
@@ -651,6 +694,7 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 		uint32_t h = rdm_maptree_insert(&p->maps, pieces.v[i].start, pieces.v[i].len);
 
 		layout(p, h)->live = pieces.v[i].len;
+		layout(p, h)->flags = pieces.v[i].flags;
 	}
 out:
 	put_pieces(p, &pieces);
@@ -818,6 +862,80 @@ static void enforce_defer_limit(struct rdm_planner *p)
 	}
 }
 
+/* Is some block of [a, b) populated (the applier's view)? */
+static bool any_populated(const struct rdm_planner *p, uint64_t a, uint64_t b)
+{
+	uint64_t rs, re;
+
+	return next_run(p, a, b, true, &rs, &re);
+}
+
+/* Deferral budget: what discard [a, b) would have deferred under each cut
+ * level (pieces of 2^e units aligned in the chunk): an edge of the discard
+ * inside a piece defers the discarded part of that piece if the piece keeps
+ * a populated block. Each level widens the edge pieces of the one below,
+ * so only the widened parts are looked at. Then the cut is the coarsest
+ * level whose share of deferred blocks, over the window, is within the
+ * budget's share of the region. */
+static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
+{
+	uint64_t cs = a / p->chunk * p->chunk, ce = cs + p->chunk;
+	uint64_t lo = a, hi = b; /* looked at so far: [lo, a) and [b, hi) */
+	bool left = false, right = false;
+
+	if (ce > p->nblocks)
+		ce = p->nblocks;
+	if (b > ce)
+		b = ce; /* a discard across chunks: its first chunk stands for it */
+	for (unsigned e = 0; e <= p->max_cut; e++) {
+		uint64_t g = p->unit << e, pa = a / g * g, pb = (b + g - 1) / g * g;
+		uint64_t d = 0;
+
+		if (pa < cs)
+			pa = cs;
+		if (pb > ce)
+			pb = ce;
+		left = left || (pa < lo && any_populated(p, pa, lo));
+		right = right || (pb > hi && any_populated(p, hi, pb));
+		lo = pa;
+		hi = pb;
+		if (pa / g == (b - 1) / g) {
+			/* One piece holds the whole discard. */
+			if (left || right)
+				d = b - a;
+		} else {
+			if (left)
+				d += (pa + g < b ? pa + g : b) - a;
+			if (right)
+				d += b - (b - 1) / g * g;
+		}
+		p->would_defer[e] += d;
+	}
+	p->seen_blocks += b - a;
+	if (p->seen_blocks > p->window_blocks) {
+		p->seen_blocks /= 2;
+		p->refill_seen /= 2;
+		p->refill_deferred /= 2;
+		for (unsigned e = 0; e <= p->max_cut; e++)
+			p->would_defer[e] /= 2;
+	}
+	/* Coarsest level e with would_defer[e] / seen <= budget / region. */
+	if (p->budget_blocks == UINT64_MAX) {
+		p->cut = p->max_cut;
+		return;
+	}
+	p->cut = 0;
+	for (unsigned e = p->max_cut; e > 0; e--) {
+		if ((unsigned __int128)p->would_defer[e] * p->nblocks <=
+		    (unsigned __int128)p->seen_blocks * p->budget_blocks) {
+			p->cut = e;
+			break;
+		}
+	}
+	p->refill_whole = (unsigned __int128)p->refill_deferred * p->nblocks <=
+			  (unsigned __int128)p->refill_seen * p->budget_blocks;
+}
+
 void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 {
 	uint64_t end = start + len, pos = start;
@@ -840,6 +958,8 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 		if (l->live == 0) {
 			/* The whole mapping can go: one UNMAP, and every block of it
 			 * (earlier deferred ones included) is released after it. */
+			if (l->flags & RDM_LAYOUT_REFILL)
+				p->refill_seen += ov;
 			update_deferred_stats(p, -(int64_t)(me - ms - ov));
 			kill_mapping(p, m);
 			continue;
@@ -851,6 +971,10 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 			continue;
 		}
 		/* A discard inside a mapping that stays partly populated. */
+		if (l->flags & RDM_LAYOUT_REFILL) {
+			p->refill_seen += ov;
+			p->refill_deferred += ov;
+		}
 		if (l->live + ov == me - ms)
 			l->stamp = ++p->defer_stamp;
 		if (p->policy == RDM_POLICY_COALESCE) {
@@ -863,8 +987,10 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 	}
 	if (pos < end)
 		release_range(p, pos, end - pos);
-	if (p->policy == RDM_POLICY_DEFER && !p->in_populate)
+	if (p->policy == RDM_POLICY_DEFER && !p->in_populate) {
+		learn_discard(p, start, end);
 		enforce_defer_limit(p);
+	}
 }
 
 /* --------------------------------------------------------------- attach */

@@ -38,6 +38,7 @@ struct rdm_wbackend {
 
 struct rdm_range {
 	uint64_t start, len; /* blocks */
+	uint32_t flags;      /* populate pieces: RDM_LAYOUT_* of the new mapping */
 };
 
 struct rdm_range_vec {
@@ -55,7 +56,15 @@ struct rdm_layout {
 	uint64_t stamp; /* when its first block was deferred (defer policy);
 			 * once the mapping is dead (in the dead list), the
 			 * handle of the next dead mapping */
+	uint32_t flags; /* RDM_LAYOUT_* (defer policy's learning) */
 };
+
+enum {
+	RDM_LAYOUT_REFILL = 1u << 0, /* a refill's run mapped whole (planner.c) */
+};
+
+/* Cut levels the defer policy weighs: pieces of 2^0 .. 2^(N-1) units. */
+#define RDM_PLANNER_LEVELS 24u
 
 struct rdm_planner {
 	struct rdm_region *region;
@@ -69,6 +78,19 @@ struct rdm_planner {
 	bool allow_windows;
 	uint64_t defer_limit_blocks; /* 0 = none */
 	uint64_t defer_stamp;        /* age counter for deferred mappings */
+
+	/* Deferral budget (defer policy; planner.c, "Deferral budget"). */
+	uint64_t budget_blocks;      /* UINT64_MAX: unbounded */
+	bool over_budget;            /* deferred_blocks > budget_blocks now */
+	unsigned max_cut;            /* log2 units of the chunk (< RDM_PLANNER_LEVELS) */
+	unsigned cut;                /* log2 units: the cut the discards seen allow */
+	bool refill_whole;           /* refills' runs may be mapped whole */
+	/* Discard history, halved whenever seen_blocks passes window_blocks:
+	 * blocks discarded; blocks each cut level would have deferred; blocks
+	 * discarded from, and deferred in, mappings made of whole refills. */
+	uint64_t window_blocks, seen_blocks;
+	uint64_t would_defer[RDM_PLANNER_LEVELS];
+	uint64_t refill_seen, refill_deferred;
 
 	struct rdm_wbackend *be[RDM_PLANNER_MAX_BACKENDS];
 	uint32_t nbe;
@@ -96,6 +118,7 @@ struct rdm_planner {
 	uint64_t *stat_deferred_bytes;
 	uint64_t *stat_deferred_peak;
 	uint64_t *stat_defer_exceeded;
+	uint64_t *stat_budget_exceeded;
 	uint64_t *stat_enospc;
 	uint64_t *stat_failed_backends;
 };

@@ -1034,6 +1034,7 @@ static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wr
 	wr->planner.stat_deferred_bytes = &w->priv[RDM_WST_DEFERRED];
 	wr->planner.stat_deferred_peak = &w->priv[RDM_WST_DEFERRED_PEAK];
 	wr->planner.stat_defer_exceeded = &w->priv[RDM_WST_DEFER_EXCEEDED];
+	wr->planner.stat_budget_exceeded = &w->priv[RDM_WST_BUDGET_EXCEEDED];
 	wr->planner.stat_enospc = &w->priv[RDM_WST_ENOSPC];
 	wr->planner.stat_failed_backends = &w->priv[RDM_WST_FAILED_BACKENDS];
 	wr->tail.ops = &tail_ops;
@@ -1281,6 +1282,7 @@ void rdm_worker_get_stats(const struct rdm_worker *w, struct rdm_worker_stats *s
 	st->deferred_bytes = v[RDM_WST_DEFERRED];
 	st->deferred_peak_bytes = v[RDM_WST_DEFERRED_PEAK];
 	st->defer_limit_exceeded = v[RDM_WST_DEFER_EXCEEDED];
+	st->defer_budget_exceeded = v[RDM_WST_BUDGET_EXCEEDED];
 	st->enospc = v[RDM_WST_ENOSPC];
 	st->failed_backends = v[RDM_WST_FAILED_BACKENDS];
 }

@@ -202,6 +202,9 @@ struct rdm_worker_stats {
 	uint64_t defer_limit_exceeded; /* times a region's defer_limit was passed without a split */
 	uint64_t enospc;           /* populates refused for the mapping limit */
 	uint64_t failed_backends;  /* backends marked failed */
+	/* Times a region's deferred memory passed its defer_budget (each
+	 * crossing from under to over counts once, and is logged). */
+	uint64_t defer_budget_exceeded;
 };
 RDM_API void rdm_worker_get_stats(const struct rdm_worker *w, struct rdm_worker_stats *st);
 

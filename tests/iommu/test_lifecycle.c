@@ -23,7 +23,8 @@ static struct rdm_region *region(uint32_t flags, uint32_t policy, rdm_release_fn
 {
 	struct rdm_region_config rc = {.struct_size = sizeof(rc), .flags = flags, .iova = 1ull << 32,
 				       .size = REGION, .block_size = BS, .host_addr = host,
-				       .release = rel, .release_opaque = opaque, .policy = policy};
+				       .release = rel, .release_opaque = opaque, .policy = policy,
+				       .defer_budget = RDM_DEFER_BUDGET_NONE};
 	struct rdm_region *r;
 
 	REQUIRE(rdm_region_create(&rc, &r) == 0);

@@ -64,6 +64,7 @@ static void setup(struct fixture *f, uint32_t policy, uint32_t flags, const stru
 	rc.release = on_release;
 	rc.policy = policy;
 	rc.defer_limit = defer_limit;
+	rc.defer_budget = RDM_DEFER_BUDGET_NONE; /* the deferral mechanics; test_budget.c has the budget */
 	REQUIRE(rdm_region_create(&rc, &f->r) == 0);
 	REQUIRE(rdm_worker_attach(f->w, f->r, f->sim) == 0);
 }
@@ -151,9 +152,9 @@ static void test_defer_policy(void)
 	struct rdm_worker_stats ws;
 
 	setup(&f, RDM_POLICY_DEFER, 0, NULL, 0);
-	/* Two mappings: the run's aligned halves. */
+	/* One mapping: the populate's run, whole. */
 	CHECK(rdm_populate(f.r, 0, 128 * MiB) == 0);
-	CHECK(stats(&f).map_calls == 2 && stats(&f).mappings == 2);
+	CHECK(stats(&f).map_calls == 1 && stats(&f).mappings == 1);
 	/* Top-down 2 MiB unplugs: no call, deferred, not released. */
 	CHECK(rdm_discard(f.r, 126 * MiB, 2 * MiB) == 0);
 	CHECK(rdm_discard(f.r, 124 * MiB, 2 * MiB) == 0);
@@ -164,24 +165,23 @@ static void test_defer_policy(void)
 	CHECK(!rdm_is_populated(f.r, 124 * MiB, 4 * MiB));
 	/* Populated again first: reuses the mapping, no call, never released. */
 	CHECK(rdm_populate(f.r, 126 * MiB, 2 * MiB) == 0);
-	CHECK(stats(&f).map_calls == 2);
+	CHECK(stats(&f).map_calls == 1);
 	rdm_worker_get_stats(f.w, &ws);
 	CHECK(ws.deferred_bytes == 2 * MiB);
 	/* The rest goes: one unmap of the whole mapping, everything discarded
 	 * is released once, after the unmap. */
-	/* The lower half goes whole: one unmap, released; the upper half
-	 * keeps 126..128 populated, so 64..126 is deferred. */
+	/* 126..128 stays populated: 0..126 is deferred, nothing released. */
 	CHECK(rdm_discard(f.r, 0, 124 * MiB) == 0);
-	CHECK(stats(&f).unmap_calls == 1 && stats(&f).mappings == 1);
-	CHECK(nreleased(0, 64 * MiB) == 32 && nreleased(64 * MiB, 64 * MiB) == 0);
+	CHECK(stats(&f).unmap_calls == 0 && stats(&f).mappings == 1);
+	CHECK(nreleased(0, 128 * MiB) == 0);
 	CHECK(rdm_discard(f.r, 126 * MiB, 2 * MiB) == 0);
-	CHECK(stats(&f).unmap_calls == 2 && stats(&f).mappings == 0);
+	CHECK(stats(&f).unmap_calls == 1 && stats(&f).mappings == 0);
 	CHECK(nreleased(0, 128 * MiB) == 64);
 	rdm_worker_get_stats(f.w, &ws);
-	CHECK(ws.deferred_bytes == 0 && ws.deferred_peak_bytes == 62 * MiB);
-	/* No mapping crosses a 128 MiB chunk; each chunk's run is halved. */
+	CHECK(ws.deferred_bytes == 0 && ws.deferred_peak_bytes == 126 * MiB);
+	/* No mapping crosses a 128 MiB chunk. */
 	CHECK(rdm_populate(f.r, 64 * MiB, 256 * MiB) == 0);
-	CHECK(stats(&f).map_calls == 2 + 6);
+	CHECK(stats(&f).map_calls == 1 + 3);
 	CHECK(rdm_sim_is_mapped(f.sim, IOVA(64 * MiB), 256 * MiB, true, VA(64 * MiB)));
 	teardown(&f);
 }
@@ -196,13 +196,13 @@ static void test_defer_limit_windows(void)
 	CHECK(rdm_discard(f.r, 126 * MiB, 2 * MiB) == 0);
 	CHECK(rdm_discard(f.r, 124 * MiB, 2 * MiB) == 0);
 	CHECK(stats(&f).unmap_calls == 0);
-	/* Past the limit: the oldest deferred mapping (the upper half) is
+	/* Past the limit: the oldest deferred mapping (the only one) is
 	 * split, counted. */
 	CHECK(rdm_discard(f.r, 122 * MiB, 2 * MiB) == 0);
 	rdm_worker_get_stats(f.w, &ws);
 	CHECK(ws.deferred_bytes == 0);
-	CHECK(ws.remapped_bytes == 58 * MiB);
-	CHECK(stats(&f).unmap_calls == 1 && stats(&f).map_calls == 3);
+	CHECK(ws.remapped_bytes == 122 * MiB);
+	CHECK(stats(&f).unmap_calls == 1 && stats(&f).map_calls == 2);
 	CHECK(rdm_sim_is_mapped(f.sim, IOVA(0), 122 * MiB, true, VA(0)));
 	CHECK(rdm_sim_is_unmapped(f.sim, IOVA(122 * MiB), 6 * MiB));
 	CHECK(nreleased(122 * MiB, 6 * MiB) == 3);
