@@ -21,31 +21,71 @@
  * size-aligned power-of-two ranges and converts back whole ones or aligned
  * pieces of them. Hence, for coalesce and defer:
  *
- *  - A populate is mapped as few mappings as possible: each run of blocks not
- *    already mapped becomes one mapping, cut at multiples of the region's
- *    chunk (128 MiB, or the discard unit if larger), so no mapping crosses a
- *    guest memory block and a whole-block unplug is always one exact UNMAP.
- *  - defer also halves each such piece at its most aligned inner boundary
- *    (a size-aligned run's midpoint) while every backend has at least half
- *    of its mapping budget to spare: a discard of either half is then one
- *    exact UNMAP, and a discard inside a half defers at most that half. On
- *    the shipped traces this halves the worst deferral (a 128 MiB block
- *    unplugged top-down defers at most 62 MiB) for one more MAP per plug;
- *    on the 4 KiB conversion storm it brings the peak deferred memory from
- *    2.1% to 1.6% of the guest. When mappings are scarce the spare budget
- *    goes first, so no populate is refused for the halving's sake.
+ *  - A populate's runs of blocks not already mapped become new mappings,
+ *    never crossing a multiple of the region's chunk (128 MiB, or the
+ *    discard unit if larger), so a whole-block unplug never bisects one.
+ *    coalesce maps each such run whole; defer cuts it as its deferral
+ *    budget allows (below).
  *  - defer: a discard inside a mapping still partly populated unmaps nothing
  *    and releases nothing; its blocks are "deferred". They are released when
  *    the last populated block of that mapping is discarded (one UNMAP of the
  *    whole mapping), or never if they are populated again first (the mapping
- *    still points at their memory, so no call at all). With defer_limit set and RDM_REGION_ALLOW_WINDOWS,
- *    the oldest deferred mappings are split (unmap, remap the populated runs,
- *    counted as remapped bytes) until the deferred bytes are under the limit;
- *    without windows an exceeded limit is only counted.
+ *    still points at their memory, so no call at all). With defer_limit set
+ *    and RDM_REGION_ALLOW_WINDOWS, the oldest deferred mappings are split
+ *    (unmap, remap the populated runs, counted as remapped bytes) until the
+ *    deferred bytes are under the limit; without windows an exceeded limit
+ *    is only counted.
  *  - coalesce: a bisecting discard unmaps the mapping and remaps the
  *    survivors (a window, counted; a remap is retried once, and a second
  *    failure marks that backend failed), or, on a split-capable kernel,
  *    one UNMAP of exactly the discarded part (no window).
+ *
+ * Deferral budget (defer). Deferred memory is memory the guest gave back
+ * and the host cannot have; without windows nothing can shrink it but the
+ * guest (type1 cannot unmap part of a mapping, iommufd cannot split an
+ * area), so the only lever is the cut made when a run is mapped: finer cuts
+ * cost MAP calls (one per piece; the UNMAPs of adjacent whole pieces merge
+ * into one call), coarser ones risk deferral. The region's defer_budget
+ * (default 2% of the region) is the deferral the policy aims never to pass.
+ * No online policy can both map exact guests at the lower bound from their
+ * first plug and stay within a budget on guests whose unplugs leave islands:
+ * up to their first unplug the two send the same requests (a 4 GiB plug of
+ * fresh memory, say), and a coarse cut of it is pinned for good on the
+ * second kind (measured: 6 of 8 GiB on the kernel-zone workload), a fine one
+ * costs the first kind a MAP per block once. rdm takes the budget's side:
+ *  1. Before the region has seen a discard, pieces are as coarse as the
+ *     budget's room allows: each piece of L units could defer L - 1 of them
+ *     (its "exposure"); the exposure of live mappings cut so, plus what is
+ *     deferred, stays within the budget. So nothing mapped before the first
+ *     discard can take the region past its budget.
+ *  2. From the first discard on, the cut is learned. For every discard the
+ *     planner asks what each cut level (pieces of 2^e units, aligned inside
+ *     the chunk) would have deferred: an edge of the discard inside a piece
+ *     that keeps a populated block defers the discarded part of that piece
+ *     (two lookups in the region state per level, each level widening the
+ *     last). Over the last region's worth of discarded blocks (the counts
+ *     are halved past it: bounded state, old behaviour fades), the cut is
+ *     the coarsest level whose share of deferred blocks is within the
+ *     budget's share of the region: a guest that unplugs whole memory blocks
+ *     gets whole-chunk mappings, one whose unplugs leave islands at any
+ *     density gets single units, conversions of aligned ranges get their
+ *     size. When the cut grows, mappings of step 1 at a level it allows stop
+ *     counting as exposure.
+ *  3. A refill (a run next to a mapping of its chunk: the guest filling a
+ *     hole) is mapped whole while the refills mapped whole so far deferred
+ *     at most the budget's share of what was discarded from them.
+ *  4. Every piece stays within the budget's room (budget - deferred -
+ *     exposure): when deferred memory passes the budget anyway (a learned
+ *     cut that the guest's next unplugs prove wrong), new mappings are single
+ *     units until it is back under; the crossing is logged and counted
+ *     (defer_budget_exceeded).
+ *  5. Fine cuts never take more than half of a backend's mapping budget:
+ *     past it the cut grows, so no populate is refused for the policy's sake
+ *     (a 1 TiB listener registration stays far under the kernel's limit).
+ * The state is a few counters per cut level (at most RDM_PLANNER_LEVELS)
+ * and a flag per mapping. rdm-replay --sweep shows the calls-vs-deferral
+ * frontier this gives, per workload, against fixed cuts, QEMU's strategy
+ * and the offline lower bound (README, "The frontier").
  *
  * Every call goes to every backend the region is attached to, so all of them
  * hold the same layout. Unmaps of whole mappings are queued during a batch
@@ -177,8 +217,8 @@ int rdm_planner_init(struct rdm_planner *p, struct rdm_region *r)
 	p->max_cut = log2_floor(p->chunk / p->unit);
 	if (p->max_cut >= RDM_PLANNER_LEVELS)
 		p->max_cut = RDM_PLANNER_LEVELS - 1;
-	p->cut = p->max_cut;
-	p->refill_whole = true;
+	p->cut = 0; /* nothing learned: cut_run goes by the exposure room */
+	p->refill_whole = false;
 	p->window_blocks = p->nblocks > p->chunk ? p->nblocks : p->chunk;
 	return 0;
 }
@@ -476,8 +516,19 @@ void rdm_planner_flush(struct rdm_planner *p)
 
 /* Take mapping m, whose every block is now discarded, out of the layout; it
  * is unmapped and released at the next flush. */
+/* Mapping m leaves the layout (dies, or is split): what it could defer is
+ * no longer exposure. */
+static void unexpose(struct rdm_planner *p, uint32_t m)
+{
+	if (layout(p, m)->flags & RDM_LAYOUT_EXPOSED) {
+		layout(p, m)->flags &= ~(uint32_t)RDM_LAYOUT_EXPOSED;
+		p->exposure_blocks -= node(p, m)->len - p->unit;
+	}
+}
+
 static void kill_mapping(struct rdm_planner *p, uint32_t m)
 {
+	unexpose(p, m);
 	rdm_maptree_unlink(&p->maps, m);
 	set_dead_next(p, m, 0);
 	if (p->dead_tail)
@@ -492,18 +543,38 @@ static void kill_mapping(struct rdm_planner *p, uint32_t m)
 /* ------------------------------------------------------------- populate */
 
 /* The largest piece the budget's room allows now, in log2 units: a new
- * mapping never risks more than what is left of the budget; past it, one
- * unit (no new mapping can defer anything). */
-static unsigned budget_cut(const struct rdm_planner *p)
+ * mapping never risks more than what is left of the budget (minus what
+ * mappings made before any evidence could still defer, and `planned`, the
+ * same for the pieces of this populate so far); past it, one unit (a
+ * mapping of one unit can defer nothing). */
+static unsigned budget_cut(const struct rdm_planner *p, uint64_t planned)
 {
-	uint64_t room;
+	uint64_t used = p->deferred_blocks + p->exposure_blocks + planned, room;
 
 	if (p->budget_blocks == UINT64_MAX)
 		return p->max_cut;
-	if (p->deferred_blocks >= p->budget_blocks)
+	if (used >= p->budget_blocks)
 		return 0;
-	room = (p->budget_blocks - p->deferred_blocks) / p->unit;
+	room = (p->budget_blocks - used) / p->unit;
 	return room ? log2_floor(room) : 0;
+}
+
+/* Mappings this populate may add before the policy must cut coarser: fine
+ * cuts may fill half of the fullest backend's mapping budget, never more,
+ * so the other half stays for coarse ones and no populate is refused for
+ * the policy's sake. */
+static uint64_t spare_half(const struct rdm_planner *p)
+{
+	uint64_t spare = UINT64_MAX;
+
+	for (uint32_t i = 0; i < p->nbe; i++) {
+		uint64_t half = p->be[i]->budget / 2, used = p->be[i]->used;
+		uint64_t left = half > used ? half - used : 0;
+
+		if (left < spare)
+			spare = left;
+	}
+	return spare;
 }
 
 /* Is [a, b) a refill: next to a mapping inside its chunk? */
@@ -518,7 +589,10 @@ static bool is_refill(const struct rdm_planner *p, uint64_t a, uint64_t b)
 static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct rdm_range_vec *out)
 {
 	uint64_t step = p->policy == RDM_POLICY_BLOCK ? p->unit : p->chunk;
+	uint64_t planned = 0;
 
+	for (uint32_t i = 0; i < out->n; i++)
+		planned += out->v[i].len - p->unit;
 	while (a < b) {
 		uint64_t next = (a / step + 1) * step, g;
 		unsigned cut;
@@ -532,24 +606,30 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 			a = next;
 			continue;
 		}
-		/* Deferral budget: a refill whole while refills stay whole, else
-		 * the cut the discards seen allow; never past the budget's room. */
-		cut = p->cut;
-		if (p->refill_whole && is_refill(p, a, next)) {
-			cut = p->max_cut;
-			flags = RDM_LAYOUT_REFILL;
-		}
-		if (cut > budget_cut(p))
-			cut = budget_cut(p);
-		g = p->unit << cut;
-		while (a < next) {
-			uint64_t e = (a / g + 1) * g;
+		/* Deferral budget: the learned cut (a refill whole while refills
+		 * stay whole); never past the budget's room; before any
+		 * discard, only as coarse as the room for what it could defer.
+		 * Decided piece by piece: each one takes from the room. */
+		bool refill = p->evidence && p->refill_whole && is_refill(p, a, next);
 
+		while (a < next) {
+			uint64_t e;
+
+			cut = refill || !p->evidence ? p->max_cut : p->cut;
+			if (cut > budget_cut(p, p->evidence ? 0 : planned))
+				cut = budget_cut(p, p->evidence ? 0 : planned);
+			/* Never so fine that the backends run out of mappings. */
+			while (cut < p->max_cut && out->n + (next - a) / (p->unit << cut) + 2 > spare_half(p))
+				cut++;
+			g = p->unit << cut;
+			e = (a / g + 1) * g;
 			if (e > next)
 				e = next;
+			flags = refill && a == next - (next - a) && e == next ? RDM_LAYOUT_REFILL : 0;
 			if (vec_push(out, a, e - a))
 				return -ENOMEM;
-			out->v[out->n - 1].flags = e - a == next - a ? flags : 0;
+			out->v[out->n - 1].flags = flags;
+			planned += e - a - p->unit;
 			a = e;
 		}
 	}
@@ -695,6 +775,10 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 
 		layout(p, h)->live = pieces.v[i].len;
 		layout(p, h)->flags = pieces.v[i].flags;
+		if (p->policy == RDM_POLICY_DEFER && !p->evidence && pieces.v[i].len > p->unit) {
+			layout(p, h)->flags |= RDM_LAYOUT_EXPOSED;
+			p->exposure_blocks += pieces.v[i].len - p->unit;
+		}
 	}
 out:
 	put_pieces(p, &pieces);
@@ -745,6 +829,7 @@ static bool split_with_window(struct rdm_planner *p, uint32_t m, uint64_t uncoun
 	rdm_planner_flush(p);
 	unmap_all_backends(p, ms, me - ms);
 	update_deferred_stats(p, -(int64_t)(node(p, m)->len - layout(p, m)->live - uncounted));
+	unexpose(p, m);
 	rdm_maptree_unlink(&p->maps, m);
 	for (uint32_t i = 0; i < p->nbe; i++)
 		p->be[i]->used--;
@@ -811,6 +896,7 @@ static bool split_exact(struct rdm_planner *p, uint32_t m, uint64_t a, uint64_t 
 	rdm_planner_flush(p);
 	unmap_all_backends(p, a, b - a);
 	release_range(p, a, b - a);
+	unexpose(p, m);
 	rdm_maptree_unlink(&p->maps, m);
 	/* m's node keeps the left survivor, or the right one if none. */
 	if (a > ms) {
@@ -862,6 +948,16 @@ static void enforce_defer_limit(struct rdm_planner *p)
 	}
 }
 
+/* The discards now allow coarser cuts: mappings cut before any discard
+ * at a level they allow are no longer exposure (a scan, run only when the
+ * cut grows while exposure is left). */
+static void prove_exposed(struct rdm_planner *p)
+{
+	for (uint32_t m = rdm_maptree_first_ending_after(&p->maps, 0); m; m = rdm_maptree_next(&p->maps, m))
+		if (node(p, m)->len <= p->unit << p->cut)
+			unexpose(p, m);
+}
+
 /* Is some block of [a, b) populated (the applier's view)? */
 static bool any_populated(const struct rdm_planner *p, uint64_t a, uint64_t b)
 {
@@ -911,6 +1007,7 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 		}
 		p->would_defer[e] += d;
 	}
+	p->evidence = true;
 	p->seen_blocks += b - a;
 	if (p->seen_blocks > p->window_blocks) {
 		p->seen_blocks /= 2;
@@ -924,6 +1021,8 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 		p->cut = p->max_cut;
 		return;
 	}
+	unsigned was = p->cut;
+
 	p->cut = 0;
 	for (unsigned e = p->max_cut; e > 0; e--) {
 		if ((unsigned __int128)p->would_defer[e] * p->nblocks <=
@@ -932,8 +1031,10 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 			break;
 		}
 	}
-	p->refill_whole = (unsigned __int128)p->refill_deferred * p->nblocks <=
-			  (unsigned __int128)p->refill_seen * p->budget_blocks;
+	if (p->cut > was && p->exposure_blocks)
+		prove_exposed(p);
+	p->refill_whole = p->refill_seen > 0 && (unsigned __int128)p->refill_deferred * p->nblocks <=
+						       (unsigned __int128)p->refill_seen * p->budget_blocks;
 }
 
 void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
@@ -1119,6 +1220,7 @@ int rdm_planner_detach(struct rdm_planner *p, struct rdm_wbackend *wb)
 	if (p->nbe == 0) {
 		release_deferred(p);
 		rdm_maptree_clear(&p->maps);
+		p->exposure_blocks = 0;
 	}
 	return 0;
 }

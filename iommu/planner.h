@@ -60,7 +60,8 @@ struct rdm_layout {
 };
 
 enum {
-	RDM_LAYOUT_REFILL = 1u << 0, /* a refill's run mapped whole (planner.c) */
+	RDM_LAYOUT_REFILL = 1u << 0,  /* a refill's run mapped whole (planner.c) */
+	RDM_LAYOUT_EXPOSED = 1u << 1, /* cut coarse before any discard: counted in exposure_blocks */
 };
 
 /* Cut levels the defer policy weighs: pieces of 2^0 .. 2^(N-1) units. */
@@ -85,6 +86,9 @@ struct rdm_planner {
 	unsigned max_cut;            /* log2 units of the chunk (< RDM_PLANNER_LEVELS) */
 	unsigned cut;                /* log2 units: the cut the discards seen allow */
 	bool refill_whole;           /* refills' runs may be mapped whole */
+	bool evidence;               /* a discard has been seen */
+	uint64_t exposure_blocks;    /* what the live RDM_LAYOUT_EXPOSED mappings
+				      * could defer at most (len - unit each) */
 	/* Discard history, halved whenever seen_blocks passes window_blocks:
 	 * blocks discarded; blocks each cut level would have deferred; blocks
 	 * discarded from, and deferred in, mappings made of whole refills. */
