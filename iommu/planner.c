@@ -1226,8 +1226,8 @@ int rdm_planner_compact(struct rdm_planner *p, struct rdm_planner_compact_result
 			if (compact_unmap(p, wb, ms, me - ms, res)) {
 				compact_rollback(p, j, m, UINT64_MAX, res);
 				err = rdm_fail(-EIO,
-					       "compaction: unmap of iova 0x%" PRIx64 "+0x%" PRIx64
-					       " failed twice; backend %s is marked failed, the others are rolled back",
+					       "compaction rolled back: unmap of iova 0x%" PRIx64 "+0x%" PRIx64
+					       " failed twice; backend %s marked failed",
 					       iova_of(p, ms), (me - ms) * p->block_size, rdm_backend_name(wb->b));
 				goto out;
 			}
@@ -1242,8 +1242,8 @@ int rdm_planner_compact(struct rdm_planner *p, struct rdm_planner_compact_result
 
 					compact_rollback(p, j, m, mapped_end, res);
 					err = rdm_fail(e,
-						       "compaction: map of iova 0x%" PRIx64 "+0x%" PRIx64
-						       " failed in backend %s (%s); every re-cut mapping was mapped whole again",
+						       "compaction rolled back: map of iova 0x%" PRIx64 "+0x%" PRIx64
+						       " failed in backend %s (%s)",
 						       iova_of(p, pc->start), pc->len * p->block_size,
 						       rdm_backend_name(wb->b), strerror(-e));
 					goto out;
