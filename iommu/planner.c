@@ -79,6 +79,9 @@
  *    layout exactly (the reused blocks deferred again, no split), so a
  *    refused populate leaves the mappings as they were (region.h).
  *
+ * Compaction (rdm_planner_compact, at the end of this file) is the escape
+ * from deferral when the caller guarantees no DMA: see its own block there.
+ *
  * Invariants (after every flush):
  *  1. Every populated block is inside exactly one mapping of the layout, and
  *     each mapping is mapped in every attached, non-failed backend to the
