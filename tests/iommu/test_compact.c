@@ -417,6 +417,55 @@ static void test_refusals(void)
 	world_fini();
 }
 
+/* The re-cut would pass the mapping budget: -ENOSPC, nothing changed. */
+static void test_budget(void)
+{
+	const uint64_t bs = 2 * MiB;
+	struct rdm_sim_config simc = { .struct_size = sizeof(simc), .semantics = RDM_SEM_TYPE1V2, .call_ns = 1 };
+	struct rdm_region_config rc = { .struct_size = sizeof(rc) };
+	struct rdm_compact_result res;
+
+	memset(&W, 0, sizeof(W));
+	W.bs = bs;
+	W.nb = 64;
+	REQUIRE(rdm_worker_create(NULL, &W.w) == 0);
+	REQUIRE(rdm_backend_sim_create(&simc, &W.sim[0]) == 0);
+	REQUIRE(rdm_worker_add_backend(W.w, W.sim[0], 6) == 0); /* 2 mappings + 2 headroom fit */
+	rc.iova = IOVA0;
+	rc.size = 64 * bs;
+	rc.block_size = bs;
+	rc.host_addr = host;
+	rc.release = on_release;
+	rc.policy = RDM_POLICY_DEFER;
+	REQUIRE(rdm_region_create(&rc, &W.r) == 0);
+	REQUIRE(rdm_worker_attach_flags(W.w, W.r, W.sim[0], RDM_ATTACH_QUIESCE_OK) == 0);
+	REQUIRE(rdm_populate(W.r, 0, 64 * bs) == 0);
+	for (uint64_t b = 1; b < 8; b += 2)
+		REQUIRE(rdm_discard(W.r, b * bs, bs) == 0);
+	take(&before, W.sim[0]);
+	REQUIRE(before.nmaps == 2 && before.def_bytes == 4 * bs);
+	/* Five runs in [0, 32): four more mappings, two over the budget. */
+	CHECK(rdm_region_compact(W.r, &res) == -ENOSPC);
+	CHECK(strstr(rdm_last_error(), "mapping limit") != NULL);
+	take(&after, W.sim[0]);
+	CHECK(same_layout(&before, &after));
+	CHECK(sim_matches(W.sim[0], &after));
+	/* Three of them populated again: two more mappings fit exactly. (The
+	 * cut differs from a fresh populate's with a roomy budget, so only the
+	 * outcome is checked here.) */
+	REQUIRE(rdm_populate(W.r, 1 * bs, bs) == 0);
+	REQUIRE(rdm_populate(W.r, 3 * bs, bs) == 0);
+	REQUIRE(rdm_populate(W.r, 5 * bs, bs) == 0);
+	CHECK(rdm_region_compact(W.r, &res) == 0);
+	CHECK(res.released_bytes == bs && res.mappings == 1);
+	take(&after, W.sim[0]);
+	CHECK(after.def_bytes == 0 && after.nmaps <= 4);
+	CHECK(sim_matches(W.sim[0], &after));
+	CHECK(unmapped_populated(W.sim[0]) == 0);
+	CHECK(W.released[7] == 1);
+	world_fini();
+}
+
 /* ------------------------------------------------------------- failures */
 
 /* A fine-grained defer region with many runs inside its mappings, so that
@@ -642,6 +691,7 @@ int main(void)
 	test_defer_basic(2);
 	test_other_policies();
 	test_refusals();
+	test_budget();
 	test_alloc_failures();
 	test_backend_failures();
 	test_random(0x9e3779b97f4a7c15ull, 3000);
