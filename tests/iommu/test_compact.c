@@ -30,9 +30,16 @@ static struct world {
 	unsigned violations;      /* released while mapped or populated */
 } W;
 
+static bool compact_in_callback; /* try rdm_region_compact() from the release callback */
+static int compact_in_callback_rc;
+
 static void on_release(void *opaque, uint64_t off, uint64_t len)
 {
 	(void)opaque;
+	if (compact_in_callback) {
+		compact_in_callback_rc = rdm_region_compact(W.r, NULL);
+		compact_in_callback = false;
+	}
 	for (int i = 0; i < NSIM; i++)
 		if (W.sim[i] && !rdm_sim_is_unmapped(W.sim[i], IOVA0 + off, len))
 			W.violations++; /* I2 */
@@ -380,6 +387,13 @@ static void test_refusals(void)
 	REQUIRE(rdm_discard(W.r, 3 * bs, 2 * bs) == 0);
 	take(&before, W.sim[0]);
 	CHECK(before.def_bytes == 2 * bs);
+
+	/* From a callback: -EDEADLK. */
+	compact_in_callback = true;
+	REQUIRE(rdm_discard(W.r, 32 * bs, 32 * bs) == 0); /* a whole mapping: released */
+	CHECK(!compact_in_callback && compact_in_callback_rc == -EDEADLK);
+	REQUIRE(rdm_populate(W.r, 32 * bs, 32 * bs) == 0);
+	take(&before, W.sim[0]);
 
 	/* One backend, without the flag. */
 	res.mappings = 77;
