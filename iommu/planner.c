@@ -119,6 +119,9 @@
  *    layout exactly (the reused blocks deferred again, no split), so a
  *    refused populate leaves the mappings as they were (region.h).
  *
+ * Compaction (rdm_planner_compact, at the end of this file) is the escape
+ * from deferral when the caller guarantees no DMA: see its own block there.
+ *
  * Invariants (after every flush):
  *  1. Every populated block is inside exactly one mapping of the layout, and
  *     each mapping is mapped in every attached, non-failed backend to the
@@ -1266,4 +1269,260 @@ int rdm_planner_for_each_deferred(const struct rdm_planner *p, rdm_planner_range
 uint64_t rdm_planner_deferred_bytes(const struct rdm_planner *p)
 {
 	return p->deferred_blocks * p->block_size;
+}
+
+/* ----------------------------------------------------------- compaction */
+
+/*
+ * Compaction.
+ *
+ * The caller states that no device does DMA into the region (device reset,
+ * a paused VM), so a DMA window is harmless for the duration of the call:
+ * each mapping that holds deferred blocks (live < len) is unmapped whole and
+ * its populated runs are mapped again, cut by cut_run() as a populate of
+ * those runs would be. Mappings without deferred blocks are left alone.
+ *
+ * All or nothing, in three phases:
+ *  - plan: the pieces of every such mapping, ascending, into the populate
+ *    scratch list (the pieces of mapping m are the ones starting inside m),
+ *    and a layout node per extra piece (rdm_maptree_reserve), and the budget
+ *    check (with the policy's split headroom). An ENOMEM or ENOSPC returns
+ *    before any call.
+ *  - execute, backend by backend, mapping by mapping: one UNMAP of the whole
+ *    mapping, one MAP per piece. Nothing is released yet, so every deferred
+ *    block still holds the memory it was mapped to, and a failure is rolled
+ *    back by unmapping the pieces mapped so far (one call over the mapping's
+ *    range, which holds nothing else of the region's) and mapping the whole
+ *    mapping again, in every backend and mapping already done. A rollback
+ *    MAP that fails twice marks that backend failed (its devices can no
+ *    longer reach populated memory there; the layout still describes the
+ *    other backends), as split_with_window() does. An UNMAP that fails
+ *    twice marks its backend failed and records the range as leaked
+ *    (unmap_one's rule), and the others are rolled back the same way.
+ *  - commit, with calls that cannot fail: the layout takes the pieces (the
+ *    mapping's node becomes its first piece), used grows by the extra pieces
+ *    in every backend, deferred_blocks falls by the released blocks
+ *    (update_deferred_stats) and the discarded blocks between the pieces are
+ *    released (release_range: never a leaked block).
+ *
+ * The invariants above hold after a compaction as after a flush; in
+ * addition deferred_blocks is 0 when it succeeds. The remaps are not counted
+ * as remapped bytes (those measure DMA windows a device could hit).
+ */
+
+static bool holds_deferred(const struct rdm_planner *p, uint32_t m)
+{
+	return layout(p, m)->live < node(p, m)->len;
+}
+
+/* The next mapping holding deferred blocks, from h on (0: none). */
+static uint32_t next_deferred(const struct rdm_planner *p, uint32_t h)
+{
+	while (h && !holds_deferred(p, h))
+		h = rdm_maptree_next(&p->maps, h);
+	return h;
+}
+
+static void compact_mark_failed(struct rdm_planner *p, struct rdm_wbackend *wb, int err, uint64_t start,
+				uint64_t len)
+{
+	if (wb->failed)
+		return;
+	wb->failed = true;
+	(*p->stat_failed_backends)++;
+	snprintf(wb->failed_why, sizeof(wb->failed_why),
+		 "map of iova 0x%" PRIx64 "+0x%" PRIx64 " restoring a mapping after a failed compaction failed twice (%s)",
+		 iova_of(p, start), len * p->block_size, strerror(-err));
+	rdm_log(RDM_LOG_ERROR, "backend %s marked failed: %s", rdm_backend_name(wb->b), wb->failed_why);
+}
+
+/* One UNMAP (retried once, like unmap_one), counted. */
+static int compact_unmap(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_t start, uint64_t len,
+			 struct rdm_planner_compact_result *res)
+{
+	uint64_t done = 0;
+	int err;
+
+	res->unmap_calls++;
+	err = rdm_backend_unmap(wb->b, iova_of(p, start), len * p->block_size, &done);
+	if (err) {
+		res->unmap_calls++;
+		err = rdm_backend_unmap(wb->b, iova_of(p, start), len * p->block_size, &done);
+	}
+	if (err) {
+		mark_failed(p, wb, err, start, len);
+		note_leaked(p, start, len);
+	}
+	return err;
+}
+
+/* Put mapping m back whole in wb, whose pieces of m are mapped up to block
+ * `mapped_end` (m's start: none) and m itself is unmapped. */
+static void compact_restore(struct rdm_planner *p, struct rdm_wbackend *wb, uint32_t m, uint64_t mapped_end,
+			    struct rdm_planner_compact_result *res)
+{
+	uint64_t ms = node(p, m)->start, len = node(p, m)->len;
+	int err;
+
+	if (mapped_end > ms && compact_unmap(p, wb, ms, mapped_end - ms, res))
+		return; /* failed backend; the pieces may stay, nothing is released */
+	res->map_calls++;
+	err = rdm_backend_map(wb->b, iova_of(p, ms), len * p->block_size, vaddr_of(p, ms));
+	if (err) {
+		res->map_calls++;
+		err = rdm_backend_map(wb->b, iova_of(p, ms), len * p->block_size, vaddr_of(p, ms));
+	}
+	if (err)
+		compact_mark_failed(p, wb, err, ms, len);
+}
+
+/*
+ * Roll back a compaction that failed in backend be[j] at mapping `at`:
+ * be[j] holds m's pieces up to `at_end` (at's start: none; UINT64_MAX: the
+ * unmap of `at` failed, it is still mapped there), every mapping before
+ * `at` is re-cut in be[j], and in be[0..j) every mapping is re-cut.
+ */
+static void compact_rollback(struct rdm_planner *p, uint32_t j, uint32_t at, uint64_t at_end,
+			     struct rdm_planner_compact_result *res)
+{
+	for (uint32_t i = 0; i <= j; i++) {
+		for (uint32_t m = next_deferred(p, rdm_maptree_first_ending_after(&p->maps, 0)); m;
+		     m = next_deferred(p, rdm_maptree_next(&p->maps, m))) {
+			if (i == j && m == at) {
+				if (at_end != UINT64_MAX)
+					compact_restore(p, p->be[i], m, at_end, res);
+				break;
+			}
+			compact_restore(p, p->be[i], m, end_of(p, m), res);
+		}
+	}
+}
+
+int rdm_planner_compact(struct rdm_planner *p, struct rdm_planner_compact_result *res)
+{
+	struct rdm_range_vec pieces = p->pieces;
+	uint64_t nmaps = 0, extra, rs, re;
+	int err = 0;
+
+	memset(res, 0, sizeof(*res));
+	if (p->nbe == 0)
+		return 0; /* nothing mapped, nothing deferred (detach released it) */
+	err = any_failed(p);
+	if (err)
+		return err;
+	/* Whole mappings queued for their unmap go first: afterwards every
+	 * mapping of the layout holds a populated block. */
+	rdm_planner_flush(p);
+
+	/* Plan. */
+	pieces.n = 0;
+	for (uint32_t m = next_deferred(p, rdm_maptree_first_ending_after(&p->maps, 0)); m && !err;
+	     m = next_deferred(p, rdm_maptree_next(&p->maps, m))) {
+		nmaps++;
+		for (uint64_t pos = node(p, m)->start; !err && next_run(p, pos, end_of(p, m), true, &rs, &re); pos = re)
+			err = cut_run(p, rs, re, &pieces);
+	}
+	if (nmaps == 0)
+		goto out;
+	/* Every re-cut mapping has a populated block, so a piece: its node
+	 * becomes the first one, the others need new nodes. */
+	extra = err ? 0 : pieces.n - nmaps;
+	if (!err)
+		err = rdm_maptree_reserve(&p->maps, (uint32_t)extra);
+	if (err) {
+		err = rdm_fail(-ENOMEM, "out of memory planning the compaction of %" PRIu64 " mappings", nmaps);
+		goto out;
+	}
+	for (uint32_t i = 0; i < p->nbe; i++) {
+		struct rdm_wbackend *wb = p->be[i];
+
+		if (extra && wb->used + extra + headroom(p) > wb->budget) {
+			err = rdm_fail(-ENOSPC,
+				       "mapping limit: compaction needs %" PRIu64 " more mappings (+%" PRIu64
+				       " headroom) but backend %s holds %" PRIu64 " of its limit of %" PRIu64,
+				       extra, headroom(p), rdm_backend_name(wb->b), wb->used, wb->budget);
+			goto out;
+		}
+	}
+
+	/* Execute. */
+	for (uint32_t j = 0; j < p->nbe; j++) {
+		struct rdm_wbackend *wb = p->be[j];
+		uint32_t k = 0;
+
+		for (uint32_t m = next_deferred(p, rdm_maptree_first_ending_after(&p->maps, 0)); m;
+		     m = next_deferred(p, rdm_maptree_next(&p->maps, m))) {
+			uint64_t ms = node(p, m)->start, me = end_of(p, m), mapped_end = ms;
+
+			if (compact_unmap(p, wb, ms, me - ms, res)) {
+				compact_rollback(p, j, m, UINT64_MAX, res);
+				err = rdm_fail(-EIO,
+					       "compaction rolled back: unmap of iova 0x%" PRIx64 "+0x%" PRIx64
+					       " failed twice; backend %s marked failed",
+					       iova_of(p, ms), (me - ms) * p->block_size, rdm_backend_name(wb->b));
+				goto out;
+			}
+			for (; k < pieces.n && pieces.v[k].start < me; k++) {
+				const struct rdm_range *pc = &pieces.v[k];
+
+				res->map_calls++;
+				err = rdm_backend_map(wb->b, iova_of(p, pc->start), pc->len * p->block_size,
+						      vaddr_of(p, pc->start));
+				if (err) {
+					int e = err;
+
+					compact_rollback(p, j, m, mapped_end, res);
+					err = rdm_fail(e,
+						       "compaction rolled back: map of iova 0x%" PRIx64 "+0x%" PRIx64
+						       " failed in backend %s (%s)",
+						       iova_of(p, pc->start), pc->len * p->block_size,
+						       rdm_backend_name(wb->b), strerror(-e));
+					goto out;
+				}
+				mapped_end = pc->start + pc->len;
+			}
+		}
+	}
+
+	/* Commit. */
+	uint32_t kc = 0;
+
+	for (uint32_t m = next_deferred(p, rdm_maptree_first_ending_after(&p->maps, 0)), next; m; m = next) {
+		uint64_t ms = node(p, m)->start, me = end_of(p, m), released = me - ms - layout(p, m)->live;
+		uint64_t pos = ms, n = 0;
+
+		next = next_deferred(p, rdm_maptree_next(&p->maps, m));
+		update_deferred_stats(p, -(int64_t)released);
+		unexpose(p, m);
+		rdm_maptree_unlink(&p->maps, m);
+		for (; kc < pieces.n && pieces.v[kc].start < me; kc++, n++) {
+			const struct rdm_range *pc = &pieces.v[kc];
+			uint32_t h = m;
+
+			if (n == 0) {
+				node(p, h)->start = pc->start;
+				node(p, h)->len = pc->len;
+				rdm_maptree_link(&p->maps, h);
+			} else {
+				h = rdm_maptree_insert(&p->maps, pc->start, pc->len); /* reserved */
+			}
+			layout(p, h)->live = pc->len;
+			layout(p, h)->stamp = 0;
+			layout(p, h)->flags = pc->flags & RDM_LAYOUT_REFILL;
+			if (pc->start > pos)
+				release_range(p, pos, pc->start - pos);
+			pos = pc->start + pc->len;
+			res->remapped_bytes += pc->len * p->block_size;
+		}
+		if (me > pos)
+			release_range(p, pos, me - pos);
+		for (uint32_t i = 0; i < p->nbe; i++)
+			p->be[i]->used += n - 1;
+		res->mappings++;
+		res->new_mappings += n;
+		res->released_bytes += released * p->block_size;
+	}
+out:
+	put_pieces(p, &pieces);
+	return err;
 }

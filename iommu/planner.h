@@ -9,7 +9,8 @@
  *
  * Failure: every entry point is all-or-nothing. rdm_planner_populate() and
  * rdm_planner_attach() may fail (-ENOMEM, -ENOSPC, -EIO, a backend's error)
- * and then changed nothing; rdm_planner_discard(), rdm_planner_flush(),
+ * and then changed nothing (so may rdm_planner_compact(), see there);
+ * rdm_planner_discard(), rdm_planner_flush(),
  * rdm_planner_detach() and rdm_planner_teardown() cannot fail and need no
  * allocation to stay correct (planner.c, "Allocation").
  */
@@ -186,5 +187,26 @@ typedef int (*rdm_planner_range_fn)(void *opaque, uint64_t offset, uint64_t leng
 int rdm_planner_for_each_mapping(const struct rdm_planner *p, rdm_planner_mapping_fn fn, void *opaque);
 int rdm_planner_for_each_deferred(const struct rdm_planner *p, rdm_planner_range_fn fn, void *opaque);
 uint64_t rdm_planner_deferred_bytes(const struct rdm_planner *p);
+
+/*
+ * Compaction (the caller guarantees that no device does DMA into the region):
+ * every mapping holding deferred blocks is unmapped and its populated runs
+ * mapped again, cut as a populate would cut them, in every backend; its
+ * deferred blocks are released. Afterwards nothing is deferred.
+ * 0 (also with nothing to do), or an error with nothing changed: -EIO (a
+ * backend is marked failed, or an UNMAP failed twice and marked it), -ENOMEM,
+ * -ENOSPC (the re-cut would exceed a backend's budget), or a backend's MAP
+ * error (rolled back: the re-cut mappings are mapped whole again; a backend
+ * where even that fails is marked failed). See planner.c, "Compaction".
+ */
+struct rdm_planner_compact_result {
+	uint64_t mappings;       /* layout mappings re-cut */
+	uint64_t new_mappings;   /* layout mappings that replaced them */
+	uint64_t map_calls;      /* MAP calls issued, all backends */
+	uint64_t unmap_calls;    /* UNMAP calls issued, all backends */
+	uint64_t released_bytes; /* deferred bytes released */
+	uint64_t remapped_bytes; /* populated bytes mapped again (per layout) */
+};
+int rdm_planner_compact(struct rdm_planner *p, struct rdm_planner_compact_result *res);
 
 #endif /* RDM_IOMMU_PLANNER_H */

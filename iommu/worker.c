@@ -304,6 +304,35 @@ static int run_query(struct rdm_wregion *wr, struct wquery *q)
 	return rdm_planner_for_each_mapping(p, note_mapping, &c);
 }
 
+/* rdm_region_compact(), on the worker thread in the region's order. */
+static int run_compact(struct rdm_worker *w, struct rdm_wregion *wr, struct rdm_planner_compact_result *res)
+{
+	struct rdm_planner *p = &wr->planner;
+	int err;
+
+	memset(res, 0, sizeof(*res));
+	/* Refused before anything changes unless every backend's devices can
+	 * be quiesced (the caller's statement covers only those). */
+	for (uint32_t i = 0; i < p->nbe; i++) {
+		bool ok = false;
+
+		for (uint32_t k = 0; k < wr->nquiesce_ok; k++)
+			ok |= wr->quiesce_ok[k] == p->be[i];
+		if (!ok)
+			return rdm_fail(-EPERM,
+					"rdm_region_compact: the region was attached to backend %s without "
+					"RDM_ATTACH_QUIESCE_OK: its devices are not known to be quiescent",
+					rdm_backend_name(p->be[i]->b));
+	}
+	err = rdm_planner_compact(p, res);
+	if (err)
+		return err;
+	w->priv[RDM_WST_COMPACTIONS]++;
+	w->priv[RDM_WST_COMPACT_RELEASED] += res->released_bytes;
+	w->priv[RDM_WST_COMPACT_REMAPPED] += res->remapped_bytes;
+	return 0;
+}
+
 static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct item *it)
 {
 	struct rdm_slot *s = slot_for(it);
@@ -311,7 +340,8 @@ static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct i
 
 	switch (it->rec.op) {
 	case RDM_CTL_ATTACH: {
-		struct rdm_wbackend *wb = ctl;
+		const struct rdm_attach_req *req = ctl;
+		struct rdm_wbackend *wb = req->wb;
 		bool dup = false;
 
 		for (uint32_t i = 0; i < wr->planner.nbe; i++)
@@ -325,10 +355,20 @@ static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct i
 		 * on the attaching thread, which holds the region's writer lock
 		 * while this runs (attach_first()): nothing here may take it. */
 		it->result = rdm_planner_attach(&wr->planner, wb);
+		if (it->result == 0 && (req->flags & RDM_ATTACH_QUIESCE_OK))
+			wr->quiesce_ok[wr->nquiesce_ok++] = wb; /* at most one per attached backend */
 		break;
 	}
 	case RDM_CTL_DETACH:
 		it->result = rdm_planner_detach(&wr->planner, ctl);
+		for (uint32_t i = 0; it->result == 0 && i < wr->nquiesce_ok; i++)
+			if (wr->quiesce_ok[i] == ctl) {
+				wr->quiesce_ok[i] = wr->quiesce_ok[--wr->nquiesce_ok];
+				break;
+			}
+		break;
+	case RDM_CTL_COMPACT:
+		it->result = run_compact(w, wr, ctl);
 		break;
 	case RDM_CTL_REGISTER:
 		it->result = rdm_region_apply(wr->r, RDM_OP_REGISTER, 0, 0, ctl);
@@ -1087,8 +1127,9 @@ static struct rdm_wregion *served(struct rdm_region *r)
  * for the worker but this attach, and a failure leaves the region exactly
  * as it was. The worker's side takes no region lock for an attach.
  */
-static int attach_first(struct rdm_worker *w, struct rdm_region *r, struct rdm_wbackend *wb, bool *raced)
+static int attach_first(struct rdm_worker *w, struct rdm_region *r, struct rdm_attach_req *req, bool *raced)
 {
+	struct rdm_wbackend *wb = req->wb;
 	struct rdm_wregion *wr = NULL;
 	struct rdm_planner probe;
 	int err;
@@ -1111,7 +1152,7 @@ static int attach_first(struct rdm_worker *w, struct rdm_region *r, struct rdm_w
 		rdm_region_unlock(r);
 		return err;
 	}
-	err = ctl_submit(wr, RDM_CTL_ATTACH, wb);
+	err = ctl_submit(wr, RDM_CTL_ATTACH, req);
 	if (!err)
 		rdm_region_install_applier_locked(r, &rdm_worker_applier_ops, wr, &wr->tail);
 	rdm_region_unlock(r);
@@ -1122,23 +1163,31 @@ static int attach_first(struct rdm_worker *w, struct rdm_region *r, struct rdm_w
 
 int rdm_worker_attach(struct rdm_worker *w, struct rdm_region *r, struct rdm_backend *b)
 {
-	struct rdm_wbackend *wb;
+	return rdm_worker_attach_flags(w, r, b, 0);
+}
+
+int rdm_worker_attach_flags(struct rdm_worker *w, struct rdm_region *r, struct rdm_backend *b, uint32_t flags)
+{
+	struct rdm_attach_req req = {.flags = flags};
 	struct rdm_wregion *wr;
 	bool raced = false;
 	int err;
 
 	if (!w || !r || !b)
 		return rdm_fail(-EINVAL, "rdm_worker_attach: NULL worker, region or backend");
+	if (flags & ~(uint32_t)RDM_ATTACH_QUIESCE_OK)
+		return rdm_fail(-EINVAL, "rdm_worker_attach: unknown flags 0x%" PRIx32,
+				flags & ~(uint32_t)RDM_ATTACH_QUIESCE_OK);
 	if (rdm_check_may_block("rdm_worker_attach"))
 		return -EDEADLK;
-	wb = wbackend_of(w, b);
-	if (!wb)
+	req.wb = wbackend_of(w, b);
+	if (!req.wb)
 		return rdm_fail(-EINVAL, "backend %s was not added to this worker", rdm_backend_name(b));
 	err = rdm_region_enter(r);
 	if (err)
 		return err;
 	if (!rdm_region_get_applier_ops(r)) {
-		err = attach_first(w, r, wb, &raced);
+		err = attach_first(w, r, &req, &raced);
 		if (err || !raced)
 			goto out;
 	}
@@ -1147,7 +1196,7 @@ int rdm_worker_attach(struct rdm_worker *w, struct rdm_region *r, struct rdm_bac
 	if (!wr || wr->w != w)
 		err = rdm_fail(-EINVAL, "the region is already served by another %s", wr ? "worker" : "applier");
 	else
-		err = ctl_submit(wr, RDM_CTL_ATTACH, wb);
+		err = ctl_submit(wr, RDM_CTL_ATTACH, &req);
 out:
 	rdm_region_leave(r);
 	return err;
@@ -1243,6 +1292,40 @@ int rdm_region_get_deferred(struct rdm_region *r, struct rdm_deferred *ranges, s
 	return err;
 }
 
+int rdm_region_compact(struct rdm_region *r, struct rdm_compact_result *out)
+{
+	struct rdm_planner_compact_result res;
+	struct rdm_wregion *wr;
+	int err;
+
+	if (out)
+		memset(out, 0, sizeof(*out));
+	if (!r)
+		return rdm_fail(-EINVAL, "rdm_region_compact: region is NULL");
+	if (rdm_check_may_block("rdm_region_compact"))
+		return -EDEADLK;
+	err = rdm_region_enter(r);
+	if (err)
+		return err;
+	wr = served(r);
+	if (!wr)
+		err = rdm_fail(-ENOENT, "rdm_region_compact: the region is not attached to an IOMMU worker");
+	else if (!check_may_wait_for(wr->w, "rdm_region_compact"))
+		err = ctl_submit(wr, RDM_CTL_COMPACT, &res);
+	else
+		err = -EDEADLK;
+	rdm_region_leave(r);
+	if (!err && out) {
+		out->mappings = res.mappings;
+		out->new_mappings = res.new_mappings;
+		out->map_calls = res.map_calls;
+		out->unmap_calls = res.unmap_calls;
+		out->released_bytes = res.released_bytes;
+		out->remapped_bytes = res.remapped_bytes;
+	}
+	return err;
+}
+
 int rdm_worker_flush(struct rdm_worker *w)
 {
 	uint32_t my, done;
@@ -1285,6 +1368,9 @@ void rdm_worker_get_stats(const struct rdm_worker *w, struct rdm_worker_stats *s
 	st->defer_budget_exceeded = v[RDM_WST_BUDGET_EXCEEDED];
 	st->enospc = v[RDM_WST_ENOSPC];
 	st->failed_backends = v[RDM_WST_FAILED_BACKENDS];
+	st->compactions = v[RDM_WST_COMPACTIONS];
+	st->compact_released_bytes = v[RDM_WST_COMPACT_RELEASED];
+	st->compact_remapped_bytes = v[RDM_WST_COMPACT_REMAPPED];
 }
 
 void rdm_producer_close_links(struct rdm_producer *p)

@@ -33,6 +33,13 @@ enum {
 	RDM_CTL_UNREGISTER = 19,
 	RDM_CTL_DESTROY = 20,
 	RDM_CTL_QUERY = 21,
+	RDM_CTL_COMPACT = 22,
+};
+
+/* The payload of RDM_CTL_ATTACH. */
+struct rdm_attach_req {
+	struct rdm_wbackend *wb;
+	uint32_t flags; /* RDM_ATTACH_* */
 };
 
 /* One ticket slot of a producer. */
@@ -91,6 +98,7 @@ enum {
 	RDM_WST_BATCHES, RDM_WST_CHANGES, RDM_WST_SUPERSEDED, RDM_WST_REMAPPED, RDM_WST_DEFERRED,
 	RDM_WST_DEFERRED_PEAK, RDM_WST_DEFER_EXCEEDED, RDM_WST_ENOSPC, RDM_WST_FAILED_BACKENDS,
 	RDM_WST_BUDGET_EXCEEDED,
+	RDM_WST_COMPACTIONS, RDM_WST_COMPACT_RELEASED, RDM_WST_COMPACT_REMAPPED,
 	RDM_WST_COUNT
 };
 
@@ -104,6 +112,10 @@ struct rdm_wregion {
 	/* Applier side (worker thread only). */
 	uint64_t apply_seq;
 	struct rdm_planner planner;
+	/* The backends the region was attached to with RDM_ATTACH_QUIESCE_OK
+	 * (worker thread only: set by the attach, cleared by the detach). */
+	struct rdm_wbackend *quiesce_ok[RDM_PLANNER_MAX_BACKENDS];
+	uint32_t nquiesce_ok;
 	struct rdm_listener tail;
 	/* Control changes (attach, detach, query, destroy) from any thread go
 	 * through this producer, made with its ring and its one ticket slot at

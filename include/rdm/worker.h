@@ -24,7 +24,7 @@
  *                                      same worker may run concurrently
  *   rdm_worker_add_backend, attach,    any thread that is not the worker;
  *   detach, flush, get_mappings,       concurrently with each other and with
- *   get_deferred                       changes
+ *   get_deferred, rdm_region_compact   changes
  *   rdm_producer_create/destroy        the producer's owner thread
  *   rdm_producer_* submits, wait, poll the producer's owner thread only
  *   completion callbacks, on_batch     run on the worker thread (see below)
@@ -141,6 +141,22 @@ RDM_API int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, 
 RDM_API int rdm_worker_attach(struct rdm_worker *w, struct rdm_region *r, struct rdm_backend *b);
 
 /*
+ * Attach flags (rdm_worker_attach_flags).
+ *
+ * RDM_ATTACH_QUIESCE_OK: the caller can stop all DMA of the devices behind
+ * b into r (device reset, VM paused for migration or a snapshot); only then
+ * may rdm_region_compact() be used on r. The flag is remembered for this
+ * (region, backend) attachment until it is detached; it changes nothing
+ * else.
+ */
+#define RDM_ATTACH_QUIESCE_OK (1u << 0)
+
+/* rdm_worker_attach() with flags (rdm_worker_attach is flags 0). The same
+ * contract; unknown flags are -EINVAL (nothing changed). */
+RDM_API int rdm_worker_attach_flags(struct rdm_worker *w, struct rdm_region *r, struct rdm_backend *b,
+				    uint32_t flags);
+
+/*
  * Detach: a change in the region's order; rdm's mappings of r in b are
  * unmapped. The region stays with its worker (applier) even with no backend.
  * 0, -EINVAL, -ENOENT (not attached), -ECANCELED, -EDEADLK.
@@ -192,6 +208,54 @@ struct rdm_deferred {
 RDM_API int rdm_region_get_deferred(struct rdm_region *r, struct rdm_deferred *ranges, size_t cap,
 				    size_t *count, uint64_t *bytes);
 
+/*
+ * Compaction: nothing of region r stays deferred.
+ *
+ * By calling this, the caller states that no device behind any backend r is
+ * attached to does DMA into r until it returns (a device reset, a VM paused
+ * for migration or a snapshot): a DMA window is then harmless. Every mapping
+ * that holds deferred blocks (discarded, still mapped, not released: the
+ * defer policy's price, or coalesce's when a split was refused) is unmapped
+ * and its populated runs are mapped again, cut as the region's policy cuts a
+ * populate, in every backend; the deferred blocks are released (release
+ * callback) before it returns. Afterwards rdm_region_get_deferred() reports
+ * 0 bytes. Mappings without deferred blocks are not touched. Applied as a
+ * change in the region's order: it sees every change submitted before it.
+ *
+ * Costs: per re-cut mapping and backend, one UNMAP and one MAP per piece;
+ * the populated memory of those mappings is pinned again (the kernel unpins
+ * and repins it). These remaps are not DMA windows (the device is quiescent
+ * by the caller's statement): they are counted in compact_remapped_bytes,
+ * not in remapped_bytes.
+ *
+ * out (optional) gets what was done; on failure it is zeroed.
+ *
+ * 0 (also when nothing is deferred, and when r is attached to a worker but
+ * to no backend: nothing is mapped then), -EINVAL (NULL r), -ENOENT (r is
+ * not attached to a worker), -EPERM (a backend r is attached to was attached
+ * without RDM_ATTACH_QUIESCE_OK; the message names it; nothing changed),
+ * -ENOSPC (the re-cut mappings would exceed a backend's mapping budget;
+ * nothing changed), -ENOMEM (nothing changed), -EIO (a backend is marked
+ * failed; nothing changed), -ECANCELED (r is being destroyed), -EDEADLK
+ * (from a callback or the worker's thread), or a backend's MAP error: the
+ * re-cut is then rolled back (every re-cut mapping is mapped whole again,
+ * nothing is released, the state is as before) - and if even that map fails,
+ * that backend is marked failed (sticky, see "Failed backends"). An UNMAP
+ * that fails twice marks its backend failed too, and the call returns -EIO
+ * after rolling the other backends back.
+ */
+struct rdm_compact_result {
+	uint64_t mappings;       /* mappings of the layout that were re-cut */
+	uint64_t new_mappings;   /* mappings of the layout that replaced them */
+	uint64_t map_calls;      /* MAP calls issued, summed over the backends */
+	uint64_t unmap_calls;    /* UNMAP calls issued, summed over the backends */
+	uint64_t released_bytes; /* deferred bytes released */
+	uint64_t remapped_bytes; /* populated bytes mapped again, per backend
+				    (the layout's figure: not multiplied by the
+				    number of backends) */
+};
+RDM_API int rdm_region_compact(struct rdm_region *r, struct rdm_compact_result *out);
+
 struct rdm_worker_stats {
 	uint64_t batches;
 	uint64_t changes;          /* records applied (superseded ones included) */
@@ -205,6 +269,10 @@ struct rdm_worker_stats {
 	/* Times a region's deferred memory passed its defer_budget (each
 	 * crossing from under to over counts once, and is logged). */
 	uint64_t defer_budget_exceeded;
+	uint64_t compactions;      /* rdm_region_compact() calls that succeeded */
+	uint64_t compact_released_bytes; /* deferred bytes they released */
+	uint64_t compact_remapped_bytes; /* bytes they mapped again (per layout;
+					    not DMA windows: not in remapped_bytes) */
 };
 RDM_API void rdm_worker_get_stats(const struct rdm_worker *w, struct rdm_worker_stats *st);
 

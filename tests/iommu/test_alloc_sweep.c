@@ -1,4 +1,4 @@
-/* test_alloc_sweep.c - every allocation the worker and planner make, failed in turn: each call succeeds or fails with -ENOMEM and changes nothing, I1 and I2 hold, destroy works. */
+/* test_alloc_sweep.c - every allocation the worker and planner make (compaction included), failed in turn: each call succeeds or fails with -ENOMEM and changes nothing, I1 and I2 hold, destroy works. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -215,7 +215,7 @@ static void discard(const struct scenario *sc, uint64_t first, uint64_t n)
 
 static void attach(const struct scenario *sc, int i)
 {
-	if (result_ok(rdm_worker_attach(R.w, R.r, R.sim[i]), "attach"))
+	if (result_ok(rdm_worker_attach_flags(R.w, R.r, R.sim[i], RDM_ATTACH_QUIESCE_OK), "attach"))
 		R.attached[i] = true;
 	check_state(sc, "attach");
 }
@@ -227,6 +227,29 @@ static void detach(const struct scenario *sc, int i)
 	if (result_ok(rdm_worker_detach(R.w, R.r, R.sim[i]), "detach"))
 		R.attached[i] = false;
 	check_state(sc, "detach");
+}
+
+/* Compaction: 0 with nothing deferred afterwards, or -ENOMEM with nothing
+ * changed (check_state compares the layout, the sims and the deferred
+ * accounting either way). */
+static void compact(const struct scenario *sc)
+{
+	uint64_t bytes = 1;
+	size_t count = 1;
+
+	if (!planner())
+		return; /* not served by a worker: -ENOENT, nothing to sweep */
+	int rc = rdm_region_compact(R.r, NULL);
+
+	/* A sim's MAP out of memory is a backend error: rolled back. */
+	if (rc == -ENOMEM && strstr(rdm_last_error(), "rolled back")) {
+		R.failed++;
+		note_message(rdm_last_error());
+	} else if (result_ok(rc, "compact") &&
+		   result_ok(rdm_region_get_deferred(R.r, NULL, 0, &count, &bytes), "get_deferred")) {
+		CHECK(count == 0 && bytes == 0);
+	}
+	check_state(sc, "compact");
 }
 
 /* A populate and the discard of the same range submitted together: when
@@ -271,10 +294,13 @@ static void workload(const struct scenario *sc)
 	populate(sc, 128, 32);
 	discard(sc, 130, 2);
 	discard(sc, 140, 4);
+	compact(sc);                 /* re-cuts what is deferred (defer, coalesce past its limit) */
 	attach(sc, 1);               /* the layout into a second backend */
 	discard(sc, 150, 1);
 	populate(sc, 150, 1);
 	discard(sc, 0, 16);
+	discard(sc, 152, 1);
+	compact(sc);                 /* two backends */
 	detach(sc, 0);
 	discard(sc, 32, 8);
 	populate(sc, 200, 16);
@@ -291,6 +317,7 @@ static void workload(const struct scenario *sc)
 		populate(sc, 4 * i, 3);
 	discard(sc, 4 * 10 + 1, 1);
 	discard(sc, 4 * 20 + 1, 1);
+	compact(sc);                 /* the layout's node pool full: reserves */
 	/* No backend left, a new state, then a first backend again: the
 	 * layout is cut from the region's state. */
 	detach(sc, 1);
