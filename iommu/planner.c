@@ -545,21 +545,20 @@ static void kill_mapping(struct rdm_planner *p, uint32_t m)
 
 /* ------------------------------------------------------------- populate */
 
-/* The largest piece the budget's room allows now, in log2 units: a new
- * mapping never risks more than what is left of the budget (minus what
- * mappings made before any evidence could still defer, and `planned`, the
- * same for the pieces of this populate so far); past it, one unit (a
- * mapping of one unit can defer nothing). */
-static unsigned budget_cut(const struct rdm_planner *p, uint64_t planned)
+/* The longest piece the budget's room allows now, in units: a new mapping
+ * never risks more than what is left of the budget (minus what mappings
+ * made before any evidence could still defer, and `planned`, the same for
+ * the pieces of this populate so far); past it, one unit (a mapping of one
+ * unit can defer nothing). */
+static uint64_t budget_room(const struct rdm_planner *p, uint64_t planned)
 {
-	uint64_t used = p->deferred_blocks + p->exposure_blocks + planned, room;
+	uint64_t used = p->deferred_blocks + p->exposure_blocks + planned;
 
 	if (p->budget_blocks == UINT64_MAX)
-		return p->max_cut;
+		return UINT64_MAX;
 	if (used >= p->budget_blocks)
-		return 0;
-	room = (p->budget_blocks - used) / p->unit;
-	return room ? log2_floor(room) : 0;
+		return 1;
+	return (p->budget_blocks - used) / p->unit > 1 ? (p->budget_blocks - used) / p->unit : 1;
 }
 
 /* Mappings this populate may add before the policy must cut coarser: fine
@@ -616,11 +615,10 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 		bool refill = p->evidence && p->refill_whole && is_refill(p, a, next);
 
 		while (a < next) {
-			uint64_t e;
+			uint64_t e, room;
 
+			/* The learned cut: pieces aligned to 2^cut units. */
 			cut = refill || !p->evidence ? p->max_cut : p->cut;
-			if (cut > budget_cut(p, p->evidence ? 0 : planned))
-				cut = budget_cut(p, p->evidence ? 0 : planned);
 			/* Never so fine that the backends run out of mappings. */
 			while (cut < p->max_cut && out->n + (next - a) / (p->unit << cut) + 2 > spare_half(p))
 				cut++;
@@ -628,6 +626,10 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 			e = (a / g + 1) * g;
 			if (e > next)
 				e = next;
+			/* The budget's room: a length, not an alignment. */
+			room = budget_room(p, p->evidence ? 0 : planned);
+			if (room != UINT64_MAX && (e - a) / p->unit > room && out->n + (next - a) / p->unit + 2 <= spare_half(p))
+				e = a + room * p->unit;
 			flags = refill && a == next - (next - a) && e == next ? RDM_LAYOUT_REFILL : 0;
 			if (vec_push(out, a, e - a))
 				return -ENOMEM;

@@ -1,0 +1,296 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tests/iommu/test_budget.c - the defer policy's deferral budget
+ * (iommu/planner.c, "Deferral budget"), on the sim.
+ *
+ * What each check catches:
+ *  - exposure: before any discard, the mappings cut coarser than a unit
+ *    could together defer at most the budget (a cut that ignores the room,
+ *    or takes it once per run instead of per piece, fails it);
+ *  - unbounded: RDM_DEFER_BUDGET_NONE maps a run whole (no cut at all);
+ *  - learned coarse: after exact whole-chunk discards, a plug is one MAP and
+ *    its exact unplug one UNMAP (the lower bound's calls);
+ *  - learned fine: after discards that leave islands, fresh plugs are cut
+ *    into single units and nothing is deferred;
+ *  - exceeded: a learned coarse cut that the guest then bisects takes the
+ *    region past its budget: counted once per crossing, logged, and new
+ *    mappings are single units until it is back under;
+ *  - mapping limit: fine cuts never make a populate fail for the backend's
+ *    mapping budget;
+ *  - the default: 2% of the region, rounded up to the discard unit.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <rdm/rdm.h>
+
+#include "tests/check.h"
+
+#define MiB (UINT64_C(1) << 20)
+#define BS (2 * MiB)
+#define CHUNK (128 * MiB)
+#define IOVA0 (UINT64_C(1) << 32)
+
+static char *host;
+
+struct world {
+	struct rdm_worker *w;
+	struct rdm_backend *sim;
+	struct rdm_region *r;
+	uint64_t size, budget;
+};
+
+static void world_init(struct world *x, uint64_t size, uint64_t budget, uint64_t sim_budget)
+{
+	struct rdm_sim_config sc = {.struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2, .call_ns = 1};
+	struct rdm_region_config rc = {.struct_size = sizeof(rc)};
+
+	memset(x, 0, sizeof(*x));
+	x->size = size;
+	rc.iova = IOVA0;
+	rc.size = size;
+	rc.block_size = BS;
+	rc.host_addr = host;
+	rc.policy = RDM_POLICY_DEFER;
+	rc.defer_budget = budget;
+	REQUIRE(rdm_backend_sim_create(&sc, &x->sim) == 0);
+	REQUIRE(rdm_worker_create(NULL, &x->w) == 0);
+	REQUIRE(rdm_worker_add_backend(x->w, x->sim, sim_budget) == 0);
+	REQUIRE(rdm_region_create(&rc, &x->r) == 0);
+	REQUIRE(rdm_worker_attach(x->w, x->r, x->sim) == 0);
+	x->budget = budget;
+}
+
+static void world_fini(struct world *x)
+{
+	CHECK(rdm_region_destroy(x->r) == 0);
+	CHECK(rdm_worker_destroy(x->w) == 0);
+	rdm_backend_destroy(x->sim);
+}
+
+static struct rdm_backend_stats bstats(struct world *x)
+{
+	struct rdm_backend_stats st;
+
+	rdm_backend_get_stats(x->sim, &st);
+	return st;
+}
+
+static uint64_t deferred(struct world *x)
+{
+	uint64_t bytes = 0;
+	size_t n = 0;
+
+	REQUIRE(rdm_region_get_deferred(x->r, NULL, 0, &n, &bytes) == 0);
+	return bytes;
+}
+
+/* Mappings of [off, off + len): count, and their blocks beyond the first. */
+static void mappings_in(struct world *x, uint64_t off, uint64_t len, size_t *count, uint64_t *exposure)
+{
+	static struct rdm_mapping m[8192];
+	size_t n = 0;
+
+	REQUIRE(rdm_region_get_mappings(x->r, x->sim, m, 8192, &n) == 0);
+	REQUIRE(n <= 8192);
+	*count = 0;
+	*exposure = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (m[i].offset < off || m[i].offset >= off + len)
+			continue;
+		(*count)++;
+		*exposure += m[i].length - BS;
+	}
+}
+
+/* The default budget, and the exposure bound before any discard. */
+static void test_exposure(void)
+{
+	struct world x;
+	size_t n;
+	uint64_t exp;
+
+	/* 1 GiB: 2% = 20.48 MiB, rounded up to the block: 22 MiB. */
+	world_init(&x, 1024 * MiB, 0, 0);
+	CHECK(rdm_populate(x.r, 0, 4 * CHUNK) == 0);
+	mappings_in(&x, 0, x.size, &n, &exp);
+	printf("exposure: 512 MiB populated in %zu mappings, exposure %" PRIu64 " MiB (budget 22 MiB)\n", n,
+	       exp / MiB);
+	CHECK(exp <= 22 * MiB);
+	CHECK(exp >= 16 * MiB); /* it does use the room: a first piece of 16 MiB */
+	CHECK(n > 4 && n < 256);
+	/* Whatever the guest now discards, nothing mapped so far can defer
+	 * more than the budget: discard every other block. */
+	for (uint64_t b = 0; b < 4 * CHUNK / BS; b += 2)
+		CHECK(rdm_discard(x.r, b * BS, BS) == 0);
+	CHECK(deferred(&x) <= 22 * MiB);
+	world_fini(&x);
+
+	/* Unbounded: the run is one mapping per chunk. */
+	world_init(&x, 1024 * MiB, RDM_DEFER_BUDGET_NONE, 0);
+	CHECK(rdm_populate(x.r, 0, 4 * CHUNK) == 0);
+	mappings_in(&x, 0, x.size, &n, &exp);
+	CHECK(n == 4);
+	world_fini(&x);
+}
+
+/* Exact unplugs teach coarse cuts: then every plug is one MAP and every
+ * unplug one UNMAP, the lower bound's calls. */
+static void test_learned_coarse(void)
+{
+	struct world x;
+	struct rdm_backend_stats s0, s1;
+	size_t n;
+	uint64_t exp;
+	unsigned seed = 7;
+
+	world_init(&x, 4096 * MiB, 0, 0);
+	/* The first plug of fresh memory: cut as the room allows. */
+	CHECK(rdm_populate(x.r, 0, CHUNK) == 0);
+	CHECK(rdm_discard(x.r, 0, CHUNK) == 0); /* exact */
+	s0 = bstats(&x);
+	/* Now exact plug/unplug pairs of random whole runs inside chunks. */
+	uint64_t plugs = 0, unplugs = 0;
+
+	for (int i = 0; i < 200; i++) {
+		uint64_t c = (uint64_t)(rand_r(&seed) % 32) * CHUNK;
+		uint64_t len = (1 + (uint64_t)(rand_r(&seed) % 40)) * BS; /* within the room: 82 MiB */
+		uint64_t off = c + (uint64_t)(rand_r(&seed) % (CHUNK / BS - len / BS + 1)) * BS;
+
+		CHECK(rdm_populate(x.r, off, len) == 0);
+		plugs++;
+		mappings_in(&x, off, len, &n, &exp);
+		CHECK(n == 1);
+		CHECK(rdm_discard(x.r, off, len) == 0);
+		unplugs++;
+	}
+	s1 = bstats(&x);
+	printf("learned coarse: %" PRIu64 " maps, %" PRIu64 " unmaps for %" PRIu64 " exact plug/unplug pairs\n",
+	       s1.map_calls - s0.map_calls, s1.unmap_calls - s0.unmap_calls, plugs);
+	CHECK(s1.map_calls - s0.map_calls == plugs);
+	CHECK(s1.unmap_calls - s0.unmap_calls == unplugs);
+	CHECK(deferred(&x) == 0);
+	world_fini(&x);
+}
+
+/* Discards that leave islands teach single units: nothing deferred. */
+static void test_learned_fine(void)
+{
+	struct world x;
+	size_t n;
+	uint64_t exp;
+
+	world_init(&x, 4096 * MiB, 0, 0);
+	/* Plug 8 chunks; the guest unplugs every block but every 8th (islands
+	 * the kernel pinned), top down, one request per run. */
+	for (uint64_t c = 0; c < 8; c++)
+		CHECK(rdm_populate(x.r, c * CHUNK, CHUNK) == 0);
+	for (uint64_t b = 8 * CHUNK / BS; b-- > 0;)
+		if (b % 8)
+			CHECK(rdm_discard(x.r, b * BS, BS) == 0);
+	uint64_t d0 = deferred(&x);
+
+	printf("learned fine: deferred after the first unplug %" PRIu64 " MiB (budget 82 MiB)\n", d0 / MiB);
+	CHECK(d0 <= 82 * MiB);
+	/* Fresh memory is now mapped a unit at a time, and the same unplug
+	 * pattern there defers nothing. */
+	CHECK(rdm_populate(x.r, 16 * CHUNK, CHUNK) == 0);
+	mappings_in(&x, 16 * CHUNK, CHUNK, &n, &exp);
+	CHECK(n == CHUNK / BS && exp == 0);
+	for (uint64_t b = 17 * CHUNK / BS; b-- > 16 * CHUNK / BS;)
+		if (b % 8)
+			CHECK(rdm_discard(x.r, b * BS, BS) == 0);
+	CHECK(deferred(&x) == d0);
+	world_fini(&x);
+}
+
+static unsigned warnings;
+
+static void on_log(void *opaque, enum rdm_log_level level, const char *msg)
+{
+	(void)opaque;
+	if (level == RDM_LOG_WARNING && strstr(msg, "budget"))
+		warnings++;
+}
+
+/* A learned coarse cut the guest then bisects: past the budget, counted,
+ * logged, single units until back under. */
+static void test_exceeded(void)
+{
+	struct world x;
+	struct rdm_worker_stats ws;
+	size_t n;
+	uint64_t exp;
+
+	REQUIRE(rdm_set_log_handler(on_log, NULL, RDM_LOG_WARNING) == 0);
+	world_init(&x, 4096 * MiB, 8 * MiB, 0);
+	/* Teach coarse cuts: exact unplugs of whole chunks. */
+	for (uint64_t c = 0; c < 8; c++) {
+		CHECK(rdm_populate(x.r, c * CHUNK, CHUNK) == 0);
+		CHECK(rdm_discard(x.r, c * CHUNK, CHUNK) == 0);
+	}
+	/* A chunk mapped whole (the room allows 8 MiB: 4 units)... */
+	CHECK(rdm_populate(x.r, 0, 8 * MiB) == 0);
+	mappings_in(&x, 0, 8 * MiB, &n, &exp);
+	CHECK(n == 1);
+	CHECK(rdm_populate(x.r, CHUNK, 8 * MiB) == 0);
+	/* ...then bisected: 6 MiB deferred in each, 12 MiB > 8 MiB. */
+	CHECK(rdm_discard(x.r, 2 * MiB, 6 * MiB) == 0);
+	CHECK(rdm_discard(x.r, CHUNK + 2 * MiB, 6 * MiB) == 0);
+	CHECK(deferred(&x) == 12 * MiB);
+	rdm_worker_get_stats(x.w, &ws);
+	CHECK(ws.defer_budget_exceeded == 1);
+	CHECK(warnings == 1);
+	/* Over the budget: fresh memory a unit at a time. */
+	CHECK(rdm_populate(x.r, 4 * CHUNK, 16 * MiB) == 0);
+	mappings_in(&x, 4 * CHUNK, 16 * MiB, &n, &exp);
+	CHECK(n == 8 && exp == 0);
+	/* Back under (one bisected mapping goes whole): the room left (8 - 6
+	 * MiB deferred) allows a unit; no new crossing. */
+	CHECK(rdm_discard(x.r, 0, 2 * MiB) == 0);
+	CHECK(deferred(&x) == 6 * MiB);
+	CHECK(rdm_populate(x.r, 2 * CHUNK, 8 * MiB) == 0);
+	mappings_in(&x, 2 * CHUNK, 8 * MiB, &n, &exp);
+	CHECK(n == 4 && exp == 0);
+	/* The other goes too: nothing deferred. The two bisections are 6 of
+	 * the 520 blocks discarded so far, over the budget's share of the
+	 * region (8 MiB of 4 GiB): the cut learned is single units. */
+	CHECK(rdm_discard(x.r, CHUNK, 2 * MiB) == 0);
+	CHECK(deferred(&x) == 0);
+	CHECK(rdm_populate(x.r, 3 * CHUNK, 8 * MiB) == 0);
+	mappings_in(&x, 3 * CHUNK, 8 * MiB, &n, &exp);
+	CHECK(n == 4);
+	rdm_worker_get_stats(x.w, &ws);
+	CHECK(ws.defer_budget_exceeded == 1 && warnings == 1);
+	world_fini(&x);
+	REQUIRE(rdm_set_log_handler(NULL, NULL, RDM_LOG_WARNING) == 0);
+}
+
+/* Fine cuts never run the backend out of mappings. */
+static void test_mapping_limit(void)
+{
+	struct world x;
+	struct rdm_backend_stats st;
+
+	/* 1 GiB of 2 MiB blocks (512) and room for 64 mappings. */
+	world_init(&x, 1024 * MiB, 0, 64);
+	CHECK(rdm_populate(x.r, 0, 1024 * MiB) == 0);
+	st = bstats(&x);
+	printf("mapping limit: 1 GiB in %" PRIu64 " mappings of a budget of 64\n", st.mappings);
+	CHECK(st.mappings <= 64);
+	world_fini(&x);
+}
+
+int main(void)
+{
+	host = (char *)(uintptr_t)(UINT64_C(1) << 40); /* addresses only: the sim never touches memory */
+	test_exposure();
+	test_learned_coarse();
+	test_learned_fine();
+	test_exceeded();
+	test_mapping_limit();
+	return check_exit();
+}
