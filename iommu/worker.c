@@ -1228,7 +1228,9 @@ int rdm_worker_detach(struct rdm_worker *w, struct rdm_region *r, struct rdm_bac
 	return err;
 }
 
-static int query(struct rdm_region *r, struct wquery *q, const char *what)
+/* A control record (a query, a compaction) for the worker serving r, in
+ * the region's order; waits for its answer. */
+static int region_ctl(struct rdm_region *r, uint16_t op, void *arg, const char *what)
 {
 	struct rdm_wregion *wr;
 	int err;
@@ -1242,11 +1244,16 @@ static int query(struct rdm_region *r, struct wquery *q, const char *what)
 	if (!wr)
 		err = rdm_fail(-ENOENT, "%s: the region is not attached to an IOMMU worker", what);
 	else if (!check_may_wait_for(wr->w, what))
-		err = ctl_submit(wr, RDM_CTL_QUERY, q);
+		err = ctl_submit(wr, op, arg);
 	else
 		err = -EDEADLK;
 	rdm_region_leave(r);
 	return err;
+}
+
+static int query(struct rdm_region *r, struct wquery *q, const char *what)
+{
+	return region_ctl(r, RDM_CTL_QUERY, q, what);
 }
 
 int rdm_region_get_mappings(struct rdm_region *r, struct rdm_backend *b, struct rdm_mapping *maps, size_t cap,
@@ -1295,26 +1302,13 @@ int rdm_region_get_deferred(struct rdm_region *r, struct rdm_deferred *ranges, s
 int rdm_region_compact(struct rdm_region *r, struct rdm_compact_result *out)
 {
 	struct rdm_planner_compact_result res;
-	struct rdm_wregion *wr;
 	int err;
 
 	if (out)
 		memset(out, 0, sizeof(*out));
 	if (!r)
 		return rdm_fail(-EINVAL, "rdm_region_compact: region is NULL");
-	if (rdm_check_may_block("rdm_region_compact"))
-		return -EDEADLK;
-	err = rdm_region_enter(r);
-	if (err)
-		return err;
-	wr = served(r);
-	if (!wr)
-		err = rdm_fail(-ENOENT, "rdm_region_compact: the region is not attached to an IOMMU worker");
-	else if (!check_may_wait_for(wr->w, "rdm_region_compact"))
-		err = ctl_submit(wr, RDM_CTL_COMPACT, &res);
-	else
-		err = -EDEADLK;
-	rdm_region_leave(r);
+	err = region_ctl(r, RDM_CTL_COMPACT, &res, "rdm_region_compact");
 	if (!err && out) {
 		out->mappings = res.mappings;
 		out->new_mappings = res.new_mappings;

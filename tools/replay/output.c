@@ -316,6 +316,20 @@ int replay_write_json(const char *path, const struct replay_run_info *info, cons
 }
 
 /* gnuplot strings in single quotes: double any single quote. */
+/* The plot's data file is written: close it (its error is the data
+ * file's) and open the gnuplot script. NULL with err set on failure. */
+static FILE *plot_next_file(FILE *f, const char *dat, const char *gp, char *err, size_t errlen)
+{
+	if (fclose(f) != 0) {
+		snprintf(err, errlen, "--plot: %s: %s", dat, strerror(errno));
+		return NULL;
+	}
+	f = fopen(gp, "w");
+	if (!f)
+		snprintf(err, errlen, "--plot: %s: %s", gp, strerror(errno));
+	return f;
+}
+
 static void gp_str(FILE *f, const char *s)
 {
 	fputc('\'', f);
@@ -400,15 +414,9 @@ int replay_write_plot(const char *path, const struct replay_workload_result *w, 
 		}
 		fputc('\n', f);
 	}
-	if (fclose(f) != 0) {
-		snprintf(err, errlen, "--plot: %s: %s", dat, strerror(errno));
+	f = plot_next_file(f, dat, gp, err, errlen);
+	if (!f)
 		goto out;
-	}
-	f = fopen(gp, "w");
-	if (!f) {
-		snprintf(err, errlen, "--plot: %s: %s", gp, strerror(errno));
-		goto out;
-	}
 	fprintf(f, "# rdm-replay plot: gnuplot %s (data in %s)\n", gp, dat);
 	fprintf(f, "set terminal %s size %zu,960 %s font 'sans,10' background '#ffffff'\n",
 		png ? "pngcairo" : "svg", 300 + n * (40 + 12 * ns), png ? "" : "dynamic");
@@ -509,15 +517,9 @@ int replay_write_frontier_plot(const char *path, const struct replay_workload_re
 			fprintf(f, "\n\n");
 		}
 	}
-	if (fclose(f) != 0) {
-		snprintf(err, errlen, "--plot: %s: %s", dat, strerror(errno));
+	f = plot_next_file(f, dat, gp, err, errlen);
+	if (!f)
 		goto out;
-	}
-	f = fopen(gp, "w");
-	if (!f) {
-		snprintf(err, errlen, "--plot: %s: %s", gp, strerror(errno));
-		goto out;
-	}
 	fprintf(f, "# rdm-replay frontier plot: gnuplot %s (data in %s)\n", gp, dat);
 	fprintf(f, "set terminal %s size %zu,%zu %s font 'sans,9' background '#ffffff'\n", png ? "pngcairo" : "svg",
 		460 * cols, 60 + 340 * rows, png ? "" : "dynamic");
