@@ -59,18 +59,24 @@
  *     deferred, stays within the budget. So nothing mapped before the first
  *     discard can take the region past its budget.
  *  2. From the first discard on, the cut is learned. For every discard the
- *     planner asks what each cut level (pieces of 2^e units, aligned inside
- *     the chunk) would have deferred: an edge of the discard inside a piece
- *     that keeps a populated block defers the discarded part of that piece
- *     (two lookups in the region state per level, each level widening the
- *     last). Over the last region's worth of discarded blocks (the counts
- *     are halved past it: bounded state, old behaviour fades), the cut is
- *     the coarsest level whose share of deferred blocks is within the
- *     budget's share of the region: a guest that unplugs whole memory blocks
- *     gets whole-chunk mappings, one whose unplugs leave islands at any
- *     density gets single units, conversions of aligned ranges get their
- *     size. When the cut grows, mappings of step 1 at a level it allows stop
- *     counting as exposure.
+ *     planner works out what each cut level (pieces of 2^e units, aligned
+ *     inside the chunk) would have deferred: an edge of the discard inside
+ *     a piece that keeps a populated block defers the discarded part of
+ *     that piece; an edge piece left empty releases what it held (two
+ *     lookups in the region state per level, each level widening the last).
+ *     Two estimates per level come of it, over the last region's worth of
+ *     discarded blocks (halved past it: bounded state, old behaviour fades):
+ *     the blocks it would have deferred (a rate) and those it would still
+ *     hold (a level: deferrals less what later discards released). The cut
+ *     is the coarsest level that would hold at most half the budget and
+ *     whose deferring share stays within four times the budget's share of
+ *     the region (a transient edge, released by the next discard, is not
+ *     held; a permanent one is). A guest that unplugs whole memory blocks
+ *     gets whole-block mappings again; one whose unplugs leave islands
+ *     everywhere gets single units; conversions of aligned ranges get their
+ *     size. As deferred memory fills the budget the learned cut shrinks in
+ *     proportion (none left: single units). When the cut grows, mappings
+ *     of step 1 at a level it allows stop counting as exposure.
  *  3. A refill (a run next to a mapping of its chunk: the guest filling a
  *     hole) is mapped whole while the refills mapped whole so far deferred
  *     at most the budget's share of what was discarded from them.
@@ -79,9 +85,13 @@
  *     cut that the guest's next unplugs prove wrong), new mappings are single
  *     units until it is back under; the crossing is logged and counted
  *     (defer_budget_exceeded).
- *  5. Fine cuts never take more than half of a backend's mapping budget:
- *     past it the cut grows, so no populate is refused for the policy's sake
- *     (a 1 TiB listener registration stays far under the kernel's limit).
+ *  5. The mapping limit comes first. If a backend could not hold the whole
+ *     region a unit per mapping, fine cuts may add at most a sixteenth of
+ *     its mapping budget (the rest stays for runs still to come, one
+ *     mapping each at least); and a populate whose cut would not fit under
+ *     the limit is planned again with whole runs. So the policy never makes
+ *     a populate fail that whole runs would fit, and on a region too large
+ *     to cut finely (a 1 TiB listener registration) step 1 yields to it.
  * The state is a few counters per cut level (at most RDM_PLANNER_LEVELS)
  * and a flag per mapping. rdm-replay --sweep shows the calls-vs-deferral
  * frontier this gives, per workload, against fixed cuts, QEMU's strategy
@@ -517,10 +527,7 @@ void rdm_planner_flush(struct rdm_planner *p)
 		release_range(p, cs, ce - cs);
 }
 
-/* Take mapping m, whose every block is now discarded, out of the layout; it
- * is unmapped and released at the next flush. */
-/* Mapping m leaves the layout (dies, or is split): what it could defer is
- * no longer exposure. */
+/* What mapping m could defer is no longer exposure. */
 static void unexpose(struct rdm_planner *p, uint32_t m)
 {
 	if (layout(p, m)->flags & RDM_LAYOUT_EXPOSED) {
@@ -529,9 +536,22 @@ static void unexpose(struct rdm_planner *p, uint32_t m)
 	}
 }
 
-static void kill_mapping(struct rdm_planner *p, uint32_t m)
+/* Mapping m leaves the layout (dies, or is split): out of the policy's
+ * accounts. */
+static void leave(struct rdm_planner *p, uint32_t m)
 {
 	unexpose(p, m);
+	if (layout(p, m)->flags & RDM_LAYOUT_FINE) {
+		layout(p, m)->flags &= ~(uint32_t)RDM_LAYOUT_FINE;
+		p->fine_mappings--;
+	}
+}
+
+/* Take mapping m, whose every block is now discarded, out of the layout; it
+ * is unmapped and released at the next flush. */
+static void kill_mapping(struct rdm_planner *p, uint32_t m)
+{
+	leave(p, m);
 	rdm_maptree_unlink(&p->maps, m);
 	set_dead_next(p, m, 0);
 	if (p->dead_tail)
@@ -561,18 +581,28 @@ static uint64_t budget_room(const struct rdm_planner *p, uint64_t planned)
 	return (p->budget_blocks - used) / p->unit > 1 ? (p->budget_blocks - used) / p->unit : 1;
 }
 
-/* Mappings this populate may add before the policy must cut coarser: fine
- * cuts may fill half of the fullest backend's mapping budget, never more,
- * so the other half stays for coarse ones and no populate is refused for
- * the policy's sake. */
-static uint64_t spare_half(const struct rdm_planner *p)
+static uint64_t headroom(const struct rdm_planner *p);
+
+/* Extra mappings (pieces beyond one per run) this populate may add before
+ * the policy must cut coarser. A backend that could hold the whole region a
+ * unit per mapping besides what it holds sets no bound; otherwise the
+ * region's extra mappings stay within a sixteenth of its mapping budget and
+ * never take it past half, so the rest stays for the runs still to come
+ * (one mapping each at the least) and no populate is refused for the
+ * policy's sake. */
+static uint64_t spare_fine(const struct rdm_planner *p)
 {
 	uint64_t spare = UINT64_MAX;
 
 	for (uint32_t i = 0; i < p->nbe; i++) {
-		uint64_t half = p->be[i]->budget / 2, used = p->be[i]->used;
-		uint64_t left = half > used ? half - used : 0;
+		const struct rdm_wbackend *wb = p->be[i];
+		uint64_t sixteenth = wb->budget / 16, half = wb->budget / 2, left;
 
+		if (wb->used + p->nblocks / p->unit + headroom(p) <= wb->budget)
+			continue;
+		left = sixteenth > p->fine_mappings ? sixteenth - p->fine_mappings : 0;
+		if (half < wb->used + left)
+			left = half > wb->used ? half - wb->used : 0;
 		if (left < spare)
 			spare = left;
 	}
@@ -591,10 +621,12 @@ static bool is_refill(const struct rdm_planner *p, uint64_t a, uint64_t b)
 static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct rdm_range_vec *out)
 {
 	uint64_t step = p->policy == RDM_POLICY_BLOCK ? p->unit : p->chunk;
-	uint64_t planned = 0;
+	uint64_t planned = 0, fine = 0;
 
-	for (uint32_t i = 0; i < out->n; i++)
+	for (uint32_t i = 0; i < out->n; i++) {
 		planned += out->v[i].len - p->unit;
+		fine += (out->v[i].flags & RDM_LAYOUT_FINE) != 0;
+	}
 	while (a < b) {
 		uint64_t next = (a / step + 1) * step, g;
 		unsigned cut;
@@ -613,14 +645,27 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 		 * discard, only as coarse as the room for what it could defer.
 		 * Decided piece by piece: each one takes from the room. */
 		bool refill = p->evidence && p->refill_whole && is_refill(p, a, next);
+		uint64_t seg = a;
+
+		if (p->coarse_only) {
+			if (vec_push(out, a, next - a))
+				return -ENOMEM;
+			a = next;
+			continue;
+		}
 
 		while (a < next) {
 			uint64_t e, room;
 
 			/* The learned cut: pieces aligned to 2^cut units. */
 			cut = refill || !p->evidence ? p->max_cut : p->cut;
+			/* As the budget fills, finer: the learned cut scaled by the
+			 * share of the budget still free. */
+			if (p->evidence && p->budget_blocks != UINT64_MAX)
+				cut = p->deferred_blocks >= p->budget_blocks ? 0 :
+				      (unsigned)((uint64_t)cut * (p->budget_blocks - p->deferred_blocks) / p->budget_blocks);
 			/* Never so fine that the backends run out of mappings. */
-			while (cut < p->max_cut && out->n + (next - a) / (p->unit << cut) + 2 > spare_half(p))
+			while (cut < p->max_cut && fine + (next - a) / (p->unit << cut) > spare_fine(p))
 				cut++;
 			g = p->unit << cut;
 			e = (a / g + 1) * g;
@@ -628,9 +673,13 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 				e = next;
 			/* The budget's room: a length, not an alignment. */
 			room = budget_room(p, p->evidence ? 0 : planned);
-			if (room != UINT64_MAX && (e - a) / p->unit > room && out->n + (next - a) / p->unit + 2 <= spare_half(p))
+			if (room != UINT64_MAX && (e - a) / p->unit > room && fine + (next - a) / p->unit <= spare_fine(p))
 				e = a + room * p->unit;
-			flags = refill && a == next - (next - a) && e == next ? RDM_LAYOUT_REFILL : 0;
+			flags = refill && a == seg && e == next ? RDM_LAYOUT_REFILL : 0;
+			if (a > seg) {
+				flags |= RDM_LAYOUT_FINE;
+				fine++;
+			}
 			if (vec_push(out, a, e - a))
 				return -ENOMEM;
 			out->v[out->n - 1].flags = flags;
@@ -646,6 +695,14 @@ static uint64_t headroom(const struct rdm_planner *p)
 	/* Policies that may split keep room for the split a discard may need:
 	 * it bisects at most two mappings, each split adds at most one. */
 	return p->policy == RDM_POLICY_BLOCK ? 0 : 2;
+}
+
+static bool limit_fits(const struct rdm_planner *p, uint64_t extra)
+{
+	for (uint32_t i = 0; i < p->nbe; i++)
+		if (p->be[i]->used + extra + headroom(p) > p->be[i]->budget)
+			return false;
+	return true;
 }
 
 static int check_limit(struct rdm_planner *p, uint64_t extra)
@@ -733,17 +790,26 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 		return err;
 
 	/* Plan: blocks inside existing mappings (deferred) are reused; the
-	 * runs between them become new pieces. */
-	pieces.n = 0;
-	for (uint32_t m = rdm_maptree_first_ending_after(&p->maps, start); m && node(p, m)->start < end && !err;
-	     m = rdm_maptree_next(&p->maps, m)) {
-		overlapping++;
-		if (node(p, m)->start > pos)
-			err = cut_run(p, pos, node(p, m)->start, &pieces);
-		pos = end_of(p, m);
+	 * runs between them become new pieces. If the policy's cut would not
+	 * fit under the mapping limit, plan again with whole runs: a limit is
+	 * the kernel's, the deferral budget only the policy's. */
+	for (p->coarse_only = false;; p->coarse_only = true) {
+		pieces.n = 0;
+		pos = start;
+		overlapping = 0;
+		for (uint32_t m = rdm_maptree_first_ending_after(&p->maps, start);
+		     m && node(p, m)->start < end && !err; m = rdm_maptree_next(&p->maps, m)) {
+			overlapping++;
+			if (node(p, m)->start > pos)
+				err = cut_run(p, pos, node(p, m)->start, &pieces);
+			pos = end_of(p, m);
+		}
+		if (!err && pos < end)
+			err = cut_run(p, pos, end, &pieces);
+		if (err || p->coarse_only || p->policy != RDM_POLICY_DEFER || limit_fits(p, pieces.n))
+			break;
 	}
-	if (!err && pos < end)
-		err = cut_run(p, pos, end, &pieces);
+	p->coarse_only = false;
 	/* Reserve: a layout node per piece (the scratch list already is). */
 	if (!err)
 		err = rdm_maptree_reserve(&p->maps, pieces.n);
@@ -780,6 +846,8 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 
 		layout(p, h)->live = pieces.v[i].len;
 		layout(p, h)->flags = pieces.v[i].flags;
+		if (pieces.v[i].flags & RDM_LAYOUT_FINE)
+			p->fine_mappings++;
 		if (p->policy == RDM_POLICY_DEFER && !p->evidence && pieces.v[i].len > p->unit) {
 			layout(p, h)->flags |= RDM_LAYOUT_EXPOSED;
 			p->exposure_blocks += pieces.v[i].len - p->unit;
@@ -834,7 +902,7 @@ static bool split_with_window(struct rdm_planner *p, uint32_t m, uint64_t uncoun
 	rdm_planner_flush(p);
 	unmap_all_backends(p, ms, me - ms);
 	update_deferred_stats(p, -(int64_t)(node(p, m)->len - layout(p, m)->live - uncounted));
-	unexpose(p, m);
+	leave(p, m);
 	rdm_maptree_unlink(&p->maps, m);
 	for (uint32_t i = 0; i < p->nbe; i++)
 		p->be[i]->used--;
@@ -901,7 +969,7 @@ static bool split_exact(struct rdm_planner *p, uint32_t m, uint64_t a, uint64_t 
 	rdm_planner_flush(p);
 	unmap_all_backends(p, a, b - a);
 	release_range(p, a, b - a);
-	unexpose(p, m);
+	leave(p, m);
 	rdm_maptree_unlink(&p->maps, m);
 	/* m's node keeps the left survivor, or the right one if none. */
 	if (a > ms) {
@@ -973,11 +1041,11 @@ static bool any_populated(const struct rdm_planner *p, uint64_t a, uint64_t b)
 
 /* Deferral budget: what discard [a, b) would have deferred under each cut
  * level (pieces of 2^e units aligned in the chunk): an edge of the discard
- * inside a piece defers the discarded part of that piece if the piece keeps
- * a populated block. Each level widens the edge pieces of the one below,
- * so only the widened parts are looked at. Then the cut is the coarsest
- * level whose share of deferred blocks, over the window, is within the
- * budget's share of the region. */
+ * inside a piece that keeps a populated block defers the discarded part of
+ * that piece; an edge piece left with no populated block goes, and with it
+ * what earlier discards deferred in it (credited back from the held
+ * estimate). Each level widens the edge pieces of the one below, so only
+ * the widened parts are looked at. */
 static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 {
 	uint64_t cs = a / p->chunk * p->chunk, ce = cs + p->chunk;
@@ -990,7 +1058,7 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 		b = ce; /* a discard across chunks: its first chunk stands for it */
 	for (unsigned e = 0; e <= p->max_cut; e++) {
 		uint64_t g = p->unit << e, pa = a / g * g, pb = (b + g - 1) / g * g;
-		uint64_t d = 0;
+		uint64_t d = 0, credit = 0;
 
 		if (pa < cs)
 			pa = cs;
@@ -1004,13 +1072,21 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 			/* One piece holds the whole discard. */
 			if (left || right)
 				d = b - a;
+			else
+				credit = (a - pa) + (pb - b); /* the piece goes: what it deferred too */
 		} else {
 			if (left)
 				d += (pa + g < b ? pa + g : b) - a;
+			else
+				credit += a - pa;
 			if (right)
 				d += b - (b - 1) / g * g;
+			else
+				credit += pb - b;
 		}
 		p->would_defer[e] += d;
+		p->would_hold[e] += d;
+		p->would_hold[e] -= credit < p->would_hold[e] ? credit : p->would_hold[e];
 	}
 	p->evidence = true;
 	p->seen_blocks += b - a;
@@ -1018,10 +1094,13 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 		p->seen_blocks /= 2;
 		p->refill_seen /= 2;
 		p->refill_deferred /= 2;
-		for (unsigned e = 0; e <= p->max_cut; e++)
+		for (unsigned e = 0; e <= p->max_cut; e++) {
 			p->would_defer[e] /= 2;
+			p->would_hold[e] /= 2;
+		}
 	}
-	/* Coarsest level e with would_defer[e] / seen <= budget / region. */
+	/* Coarsest level whose held estimate is within half the budget and
+	 * whose deferring share is within four times the budget's share. */
 	if (p->budget_blocks == UINT64_MAX) {
 		p->cut = p->max_cut;
 		return;
@@ -1030,8 +1109,9 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 
 	p->cut = 0;
 	for (unsigned e = p->max_cut; e > 0; e--) {
-		if ((unsigned __int128)p->would_defer[e] * p->nblocks <=
-		    (unsigned __int128)p->seen_blocks * p->budget_blocks) {
+		if (p->would_hold[e] * 2 <= p->budget_blocks &&
+		    (unsigned __int128)p->would_defer[e] * p->nblocks <=
+			    (unsigned __int128)p->seen_blocks * p->budget_blocks * 4) {
 			p->cut = e;
 			break;
 		}
@@ -1226,6 +1306,7 @@ int rdm_planner_detach(struct rdm_planner *p, struct rdm_wbackend *wb)
 		release_deferred(p);
 		rdm_maptree_clear(&p->maps);
 		p->exposure_blocks = 0;
+		p->fine_mappings = 0;
 	}
 	return 0;
 }
@@ -1495,7 +1576,7 @@ int rdm_planner_compact(struct rdm_planner *p, struct rdm_planner_compact_result
 
 		next = next_deferred(p, rdm_maptree_next(&p->maps, m));
 		update_deferred_stats(p, -(int64_t)released);
-		unexpose(p, m);
+		leave(p, m);
 		rdm_maptree_unlink(&p->maps, m);
 		for (; kc < pieces.n && pieces.v[kc].start < me; kc++, n++) {
 			const struct rdm_range *pc = &pieces.v[kc];
@@ -1510,7 +1591,9 @@ int rdm_planner_compact(struct rdm_planner *p, struct rdm_planner_compact_result
 			}
 			layout(p, h)->live = pc->len;
 			layout(p, h)->stamp = 0;
-			layout(p, h)->flags = pc->flags & RDM_LAYOUT_REFILL;
+			layout(p, h)->flags = pc->flags & (RDM_LAYOUT_REFILL | RDM_LAYOUT_FINE);
+			if (pc->flags & RDM_LAYOUT_FINE)
+				p->fine_mappings++;
 			if (pc->start > pos)
 				release_range(p, pos, pc->start - pos);
 			pos = pc->start + pc->len;
