@@ -77,15 +77,12 @@
  *     size. As deferred memory fills the budget the learned cut shrinks in
  *     proportion (none left: single units). When the cut grows, mappings
  *     of step 1 at a level it allows stop counting as exposure.
- *  3. A refill (a run next to a mapping of its chunk: the guest filling a
- *     hole) is mapped whole while the refills mapped whole so far deferred
- *     at most the budget's share of what was discarded from them.
- *  4. Every piece stays within the budget's room (budget - deferred -
+ *  3. Every piece stays within the budget's room (budget - deferred -
  *     exposure): when deferred memory passes the budget anyway (a learned
  *     cut that the guest's next unplugs prove wrong), new mappings are single
  *     units until it is back under; the crossing is logged and counted
  *     (defer_budget_exceeded).
- *  5. The mapping limit comes first. If a backend could not hold the whole
+ *  4. The mapping limit comes first. If a backend could not hold the whole
  *     region a unit per mapping, fine cuts may add at most a sixteenth of
  *     its mapping budget (the rest stays for runs still to come, one
  *     mapping each at least); and a populate whose cut would not fit under
@@ -231,7 +228,6 @@ int rdm_planner_init(struct rdm_planner *p, struct rdm_region *r)
 	if (p->max_cut >= RDM_PLANNER_LEVELS)
 		p->max_cut = RDM_PLANNER_LEVELS - 1;
 	p->cut = 0; /* nothing learned: cut_run goes by the exposure room */
-	p->refill_whole = false;
 	p->window_blocks = p->nblocks > p->chunk ? p->nblocks : p->chunk;
 	return 0;
 }
@@ -609,14 +605,6 @@ static uint64_t spare_fine(const struct rdm_planner *p)
 	return spare;
 }
 
-/* Is [a, b) a refill: next to a mapping inside its chunk? */
-static bool is_refill(const struct rdm_planner *p, uint64_t a, uint64_t b)
-{
-	uint64_t cs = a / p->chunk * p->chunk, ce = cs + p->chunk;
-
-	return (a > cs && has_mapping_in(p, a - 1, a)) || (b < ce && b < p->nblocks && has_mapping_in(p, b, b + 1));
-}
-
 /* Cut the unmapped run [a, b) into mapping pieces per policy. */
 static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct rdm_range_vec *out)
 {
@@ -640,11 +628,10 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 			a = next;
 			continue;
 		}
-		/* Deferral budget: the learned cut (a refill whole while refills
-		 * stay whole); never past the budget's room; before any
-		 * discard, only as coarse as the room for what it could defer.
-		 * Decided piece by piece: each one takes from the room. */
-		bool refill = p->evidence && p->refill_whole && is_refill(p, a, next);
+		/* Deferral budget: the learned cut, never past the budget's
+		 * room; before any discard, only as coarse as the room for what
+		 * it could defer. Decided piece by piece: each one takes from
+		 * the room. */
 		uint64_t seg = a;
 
 		if (p->coarse_only) {
@@ -658,7 +645,7 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 			uint64_t e, room;
 
 			/* The learned cut: pieces aligned to 2^cut units. */
-			cut = refill || !p->evidence ? p->max_cut : p->cut;
+			cut = p->evidence ? p->cut : p->max_cut;
 			/* As the budget fills, finer: the learned cut scaled by the
 			 * share of the budget still free. */
 			if (p->evidence && p->budget_blocks != UINT64_MAX)
@@ -675,7 +662,7 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 			room = budget_room(p, p->evidence ? 0 : planned);
 			if (room != UINT64_MAX && (e - a) / p->unit > room && fine + (next - a) / p->unit <= spare_fine(p))
 				e = a + room * p->unit;
-			flags = refill && a == seg && e == next ? RDM_LAYOUT_REFILL : 0;
+			flags = 0;
 			if (a > seg) {
 				flags |= RDM_LAYOUT_FINE;
 				fine++;
@@ -1092,8 +1079,6 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 	p->seen_blocks += b - a;
 	if (p->seen_blocks > p->window_blocks) {
 		p->seen_blocks /= 2;
-		p->refill_seen /= 2;
-		p->refill_deferred /= 2;
 		for (unsigned e = 0; e <= p->max_cut; e++) {
 			p->would_defer[e] /= 2;
 			p->would_hold[e] /= 2;
@@ -1118,8 +1103,6 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 	}
 	if (p->cut > was && p->exposure_blocks)
 		prove_exposed(p);
-	p->refill_whole = p->refill_seen > 0 && (unsigned __int128)p->refill_deferred * p->nblocks <=
-						       (unsigned __int128)p->refill_seen * p->budget_blocks;
 }
 
 void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
@@ -1144,8 +1127,6 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 		if (l->live == 0) {
 			/* The whole mapping can go: one UNMAP, and every block of it
 			 * (earlier deferred ones included) is released after it. */
-			if (l->flags & RDM_LAYOUT_REFILL)
-				p->refill_seen += ov;
 			update_deferred_stats(p, -(int64_t)(me - ms - ov));
 			kill_mapping(p, m);
 			continue;
@@ -1157,10 +1138,6 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 			continue;
 		}
 		/* A discard inside a mapping that stays partly populated. */
-		if (l->flags & RDM_LAYOUT_REFILL) {
-			p->refill_seen += ov;
-			p->refill_deferred += ov;
-		}
 		if (l->live + ov == me - ms)
 			l->stamp = ++p->defer_stamp;
 		if (p->policy == RDM_POLICY_COALESCE) {
@@ -1591,7 +1568,7 @@ int rdm_planner_compact(struct rdm_planner *p, struct rdm_planner_compact_result
 			}
 			layout(p, h)->live = pc->len;
 			layout(p, h)->stamp = 0;
-			layout(p, h)->flags = pc->flags & (RDM_LAYOUT_REFILL | RDM_LAYOUT_FINE);
+			layout(p, h)->flags = pc->flags & RDM_LAYOUT_FINE;
 			if (pc->flags & RDM_LAYOUT_FINE)
 				p->fine_mappings++;
 			if (pc->start > pos)

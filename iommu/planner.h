@@ -61,7 +61,6 @@ struct rdm_layout {
 };
 
 enum {
-	RDM_LAYOUT_REFILL = 1u << 0,  /* a refill's run mapped whole (planner.c) */
 	RDM_LAYOUT_EXPOSED = 1u << 1, /* cut coarse before any discard: counted in exposure_blocks */
 	RDM_LAYOUT_FINE = 1u << 2,    /* a piece beyond the first of a cut run: counted in fine_mappings */
 };
@@ -87,19 +86,17 @@ struct rdm_planner {
 	bool over_budget;            /* deferred_blocks > budget_blocks now */
 	unsigned max_cut;            /* log2 units of the chunk (< RDM_PLANNER_LEVELS) */
 	unsigned cut;                /* log2 units: the cut the discards seen allow */
-	bool refill_whole;           /* refills' runs may be mapped whole */
 	bool evidence;               /* a discard has been seen */
 	bool coarse_only;            /* planning a populate again, whole runs: the cut did not fit */
 	uint64_t fine_mappings;      /* live RDM_LAYOUT_FINE mappings */
 	uint64_t exposure_blocks;    /* what the live RDM_LAYOUT_EXPOSED mappings
 				      * could defer at most (len - unit each) */
 	/* Discard history, halved whenever seen_blocks passes window_blocks:
-	 * blocks discarded; blocks each cut level would have deferred; blocks
-	 * discarded from, and deferred in, mappings made of whole refills. */
+	 * the blocks discarded, and per cut level what it would have deferred
+	 * and would still hold. */
 	uint64_t window_blocks, seen_blocks;
 	uint64_t would_defer[RDM_PLANNER_LEVELS]; /* blocks each discard would have deferred */
 	uint64_t would_hold[RDM_PLANNER_LEVELS];  /* the same, less what later discards would have released */
-	uint64_t refill_seen, refill_deferred;
 
 	struct rdm_wbackend *be[RDM_PLANNER_MAX_BACKENDS];
 	uint32_t nbe;
