@@ -610,19 +610,19 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 {
 	uint64_t step = p->policy == RDM_POLICY_BLOCK ? p->unit : p->chunk;
 	uint64_t planned = 0, fine = 0;
+	/* Fixed while a populate is planned: the layout does not change. */
+	uint64_t spare = p->policy == RDM_POLICY_DEFER && !p->coarse_only ? spare_fine(p) : 0;
 
 	for (uint32_t i = 0; i < out->n; i++) {
 		planned += out->v[i].len - p->unit;
 		fine += (out->v[i].flags & RDM_LAYOUT_FINE) != 0;
 	}
 	while (a < b) {
-		uint64_t next = (a / step + 1) * step, g;
-		unsigned cut;
-		uint32_t flags = 0;
+		uint64_t next = (a / step + 1) * step, seg = a;
 
 		if (next > b)
 			next = b;
-		if (p->policy != RDM_POLICY_DEFER) {
+		if (p->policy != RDM_POLICY_DEFER || p->coarse_only) {
 			if (vec_push(out, a, next - a))
 				return -ENOMEM;
 			a = next;
@@ -632,27 +632,18 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 		 * room; before any discard, only as coarse as the room for what
 		 * it could defer. Decided piece by piece: each one takes from
 		 * the room. */
-		uint64_t seg = a;
-
-		if (p->coarse_only) {
-			if (vec_push(out, a, next - a))
-				return -ENOMEM;
-			a = next;
-			continue;
-		}
-
 		while (a < next) {
-			uint64_t e, room;
-
 			/* The learned cut: pieces aligned to 2^cut units. */
-			cut = p->evidence ? p->cut : p->max_cut;
+			unsigned cut = p->evidence ? p->cut : p->max_cut;
+			uint64_t g, e, room;
+
 			/* As the budget fills, finer: the learned cut scaled by the
 			 * share of the budget still free. */
 			if (p->evidence && p->budget_blocks != UINT64_MAX)
 				cut = p->deferred_blocks >= p->budget_blocks ? 0 :
 				      (unsigned)((uint64_t)cut * (p->budget_blocks - p->deferred_blocks) / p->budget_blocks);
 			/* Never so fine that the backends run out of mappings. */
-			while (cut < p->max_cut && fine + (next - a) / (p->unit << cut) > spare_fine(p))
+			while (cut < p->max_cut && fine + (next - a) / (p->unit << cut) > spare)
 				cut++;
 			g = p->unit << cut;
 			e = (a / g + 1) * g;
@@ -660,16 +651,14 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 				e = next;
 			/* The budget's room: a length, not an alignment. */
 			room = budget_room(p, p->evidence ? 0 : planned);
-			if (room != UINT64_MAX && (e - a) / p->unit > room && fine + (next - a) / p->unit <= spare_fine(p))
+			if (room != UINT64_MAX && (e - a) / p->unit > room && fine + (next - a) / p->unit <= spare)
 				e = a + room * p->unit;
-			flags = 0;
-			if (a > seg) {
-				flags |= RDM_LAYOUT_FINE;
-				fine++;
-			}
 			if (vec_push(out, a, e - a))
 				return -ENOMEM;
-			out->v[out->n - 1].flags = flags;
+			if (a > seg) { /* a piece beyond the run's first: an extra mapping */
+				out->v[out->n - 1].flags = RDM_LAYOUT_FINE;
+				fine++;
+			}
 			planned += e - a - p->unit;
 			a = e;
 		}
@@ -684,28 +673,26 @@ static uint64_t headroom(const struct rdm_planner *p)
 	return p->policy == RDM_POLICY_BLOCK ? 0 : 2;
 }
 
-static bool limit_fits(const struct rdm_planner *p, uint64_t extra)
+/* The first backend that cannot take `extra` more mappings, or NULL. */
+static struct rdm_wbackend *full_backend(const struct rdm_planner *p, uint64_t extra)
 {
 	for (uint32_t i = 0; i < p->nbe; i++)
 		if (p->be[i]->used + extra + headroom(p) > p->be[i]->budget)
-			return false;
-	return true;
+			return p->be[i];
+	return NULL;
 }
 
 static int check_limit(struct rdm_planner *p, uint64_t extra)
 {
-	for (uint32_t i = 0; i < p->nbe; i++) {
-		struct rdm_wbackend *wb = p->be[i];
+	struct rdm_wbackend *wb = full_backend(p, extra);
 
-		if (wb->used + extra + headroom(p) > wb->budget) {
-			(*p->stat_enospc)++;
-			return rdm_fail(-ENOSPC,
-					"mapping limit: backend %s would need %" PRIu64 " more mappings (+%" PRIu64
-					" headroom) but holds %" PRIu64 " of its limit of %" PRIu64,
-					rdm_backend_name(wb->b), extra, headroom(p), wb->used, wb->budget);
-		}
-	}
-	return 0;
+	if (!wb)
+		return 0;
+	(*p->stat_enospc)++;
+	return rdm_fail(-ENOSPC,
+			"mapping limit: backend %s would need %" PRIu64 " more mappings (+%" PRIu64
+			" headroom) but holds %" PRIu64 " of its limit of %" PRIu64,
+			rdm_backend_name(wb->b), extra, headroom(p), wb->used, wb->budget);
 }
 
 /* Map pieces into every backend; on failure undo and return the error. */
@@ -793,7 +780,7 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 		}
 		if (!err && pos < end)
 			err = cut_run(p, pos, end, &pieces);
-		if (err || p->coarse_only || p->policy != RDM_POLICY_DEFER || limit_fits(p, pieces.n))
+		if (err || p->coarse_only || p->policy != RDM_POLICY_DEFER || !full_backend(p, pieces.n))
 			break;
 	}
 	p->coarse_only = false;
