@@ -4,6 +4,8 @@
 
 #include <rdm/ring.h>
 
+#include "iommu/record.h"
+
 #include <ck_ring.h>
 #include <urcu/wfcqueue.h>
 #if RDM_BENCH_HAVE_DPDK

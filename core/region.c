@@ -647,7 +647,7 @@ static int apply_unregister(struct rdm_region *r, struct rdm_listener *l)
 	return 0;
 }
 
-static int apply_locked(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset,
+static int apply_locked(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 			uint64_t length, struct rdm_listener *l)
 {
 	uint64_t s = nblocks_of(r, offset), e = nblocks_of(r, offset + length);
@@ -663,11 +663,13 @@ static int apply_locked(struct rdm_region *r, enum rdm_apply_op op, uint64_t off
 		return apply_register(r, l);
 	case RDM_OP_UNREGISTER:
 		return apply_unregister(r, l);
+	default: /* the worker's control changes are not the region's */
+		break;
 	}
-	return rdm_fail(-EINVAL, "apply: unknown operation %d", (int)op);
+	return rdm_fail(-EINVAL, "apply: operation %d is not a region change", (int)op);
 }
 
-int rdm_region_apply(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset,
+int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 		     uint64_t length, struct rdm_listener *l)
 {
 	int ret;
@@ -741,7 +743,7 @@ static void change_leave(struct rdm_region *r)
 	atomic_fetch_sub_explicit(&r->inflight, 1, memory_order_seq_cst);
 }
 
-static int submit(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset, uint64_t length,
+static int submit(struct rdm_region *r, enum rdm_op op, uint64_t offset, uint64_t length,
 		  struct rdm_listener *l, const char *what)
 {
 	const struct rdm_applier_ops *ops;

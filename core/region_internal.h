@@ -16,15 +16,29 @@
 #include <stdint.h>
 
 #include <rdm/region.h>
+#include <rdm/worker.h>
 
 #include "core/alloc.h"
 
-enum rdm_apply_op {
-	RDM_OP_POPULATE = 1,
-	RDM_OP_DISCARD = 2,
-	RDM_OP_DISCARD_ALL = 3,
+/*
+ * Every operation applied in a region's sequence order (DESIGN.md "The
+ * change model"): one enum from the public call to the worker's record.
+ * The first three are the public enum rdm_change_kind's values; the region
+ * applies POPULATE..UNREGISTER itself (rdm_region_apply), the rest are the
+ * IOMMU worker's control changes (iommu/worker.c), which travel in its ring
+ * records like the others.
+ */
+enum rdm_op {
+	RDM_OP_POPULATE = RDM_CHANGE_POPULATE,
+	RDM_OP_DISCARD = RDM_CHANGE_DISCARD,
+	RDM_OP_DISCARD_ALL = RDM_CHANGE_DISCARD_ALL,
 	RDM_OP_REGISTER = 4,
 	RDM_OP_UNREGISTER = 5,
+	RDM_OP_ATTACH = 6,
+	RDM_OP_DETACH = 7,
+	RDM_OP_DESTROY = 8,
+	RDM_OP_QUERY = 9,
+	RDM_OP_COMPACT = 10,
 };
 
 struct rdm_applier_ops {
@@ -33,7 +47,7 @@ struct rdm_applier_ops {
 	 * REGISTER/UNREGISTER, l is the listener (offset/length are 0); for
 	 * DISCARD_ALL offset is 0 and length the region size. Called on the
 	 * submitting thread with no rdm lock held. */
-	int (*submit)(void *ctx, struct rdm_region *r, enum rdm_apply_op op, uint64_t offset,
+	int (*submit)(void *ctx, struct rdm_region *r, enum rdm_op op, uint64_t offset,
 		      uint64_t length, struct rdm_listener *l);
 	/* rdm_region_destroy: new submissions already refused (-ECANCELED) and
 	 * every submit call has returned; the applier drains what it accepted,
@@ -83,7 +97,7 @@ void rdm_region_install_applier_locked(struct rdm_region *r, const struct rdm_ap
  * for REGISTER -EINVAL (already registered), for UNREGISTER -ENOENT (not
  * registered). Works while the region is being destroyed (for the drain).
  */
-int rdm_region_apply(struct rdm_region *r, enum rdm_apply_op op, uint64_t offset,
+int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 		     uint64_t length, struct rdm_listener *l);
 
 /*

@@ -448,7 +448,7 @@ static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, un
 			union rec_buf rb = {0};
 			uint64_t t = take_slot(p, links[i], c[i].done, c[i].opaque, NULL);
 
-			rb.rec.op = (uint16_t)c[i].kind;
+			rb.rec.op = (uint16_t)c[i].kind; /* enum rdm_op has the public kinds' values */
 			rb.rec.flags = 0;
 			rb.rec.region = wr->id;
 			rb.rec.seq = wr->next_seq++;

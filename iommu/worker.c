@@ -196,9 +196,9 @@ static struct rdm_wregion *region_of(struct rdm_worker *w, uint32_t id)
 
 static bool overlaps(const struct rdm_change_rec *a, const struct rdm_change_rec *b)
 {
-	if (a->op != RDM_CHANGE_POPULATE && a->op != RDM_CHANGE_DISCARD)
+	if (a->op != RDM_OP_POPULATE && a->op != RDM_OP_DISCARD)
 		return true;
-	if (b->op != RDM_CHANGE_POPULATE && b->op != RDM_CHANGE_DISCARD)
+	if (b->op != RDM_OP_POPULATE && b->op != RDM_OP_DISCARD)
 		return true;
 	return a->offset < b->offset + b->length && b->offset < a->offset + a->length;
 }
@@ -214,7 +214,7 @@ static int find_cancelling_discard(struct wstate *ws, uint32_t i, uint32_t end)
 
 		if (q->region != p->region)
 			continue;
-		if (q->op == RDM_CHANGE_DISCARD && q->offset == p->offset && q->length == p->length)
+		if (q->op == RDM_OP_DISCARD && q->offset == p->offset && q->length == p->length)
 			return (int)j;
 		if (overlaps(p, q))
 			return -1;
@@ -339,7 +339,7 @@ static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct i
 	void *ctl = s ? s->ctl : NULL;
 
 	switch (it->rec.op) {
-	case RDM_CTL_ATTACH: {
+	case RDM_OP_ATTACH: {
 		const struct rdm_attach_req *req = ctl;
 		struct rdm_wbackend *wb = req->wb;
 		bool dup = false;
@@ -359,7 +359,7 @@ static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct i
 			wr->quiesce_ok[wr->nquiesce_ok++] = wb; /* at most one per attached backend */
 		break;
 	}
-	case RDM_CTL_DETACH:
+	case RDM_OP_DETACH:
 		it->result = rdm_planner_detach(&wr->planner, ctl);
 		for (uint32_t i = 0; it->result == 0 && i < wr->nquiesce_ok; i++)
 			if (wr->quiesce_ok[i] == ctl) {
@@ -367,19 +367,19 @@ static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct i
 				break;
 			}
 		break;
-	case RDM_CTL_COMPACT:
+	case RDM_OP_COMPACT:
 		it->result = run_compact(w, wr, ctl);
 		break;
-	case RDM_CTL_REGISTER:
+	case RDM_OP_REGISTER:
 		it->result = rdm_region_apply(wr->r, RDM_OP_REGISTER, 0, 0, ctl);
 		break;
-	case RDM_CTL_UNREGISTER:
+	case RDM_OP_UNREGISTER:
 		it->result = rdm_region_apply(wr->r, RDM_OP_UNREGISTER, 0, 0, ctl);
 		break;
-	case RDM_CTL_QUERY:
+	case RDM_OP_QUERY:
 		it->result = run_query(wr, ctl);
 		break;
-	case RDM_CTL_DESTROY:
+	case RDM_OP_DESTROY:
 		rdm_planner_teardown(&wr->planner);
 		/* Destroy releases every populated block, as a region without a
 		 * worker does, once no backend maps it - unless a backend failed
@@ -404,24 +404,24 @@ static void apply_item(struct wstate *ws, struct rdm_wregion *wr, struct item *i
 
 	/* Records are plain integers that may one day come from another
 	 * process: check the range again rather than trust the submitter. */
-	if (rec->op == RDM_CHANGE_POPULATE || rec->op == RDM_CHANGE_DISCARD) {
+	if (rec->op == RDM_OP_POPULATE || rec->op == RDM_OP_DISCARD) {
 		it->result = rdm_region_check_range(wr->r, rec->offset, rec->length);
 		if (it->result)
 			return;
 	}
-	if (rec->op <= RDM_CHANGE_DISCARD_ALL || rec->op == RDM_CTL_REGISTER || rec->op == RDM_CTL_UNREGISTER)
+	if (rec->op <= RDM_OP_DISCARD_ALL || rec->op == RDM_OP_REGISTER || rec->op == RDM_OP_UNREGISTER)
 		ws->applied_state = true;
 	switch (rec->op) {
-	case RDM_CHANGE_POPULATE:
+	case RDM_OP_POPULATE:
 		/* A discard the tail is told meanwhile is this populate's rollback. */
 		rdm_planner_populate_begin(&wr->planner);
 		it->result = rdm_region_apply(wr->r, RDM_OP_POPULATE, rec->offset, rec->length, NULL);
 		rdm_planner_populate_end(&wr->planner);
 		break;
-	case RDM_CHANGE_DISCARD:
+	case RDM_OP_DISCARD:
 		it->result = rdm_region_apply(wr->r, RDM_OP_DISCARD, rec->offset, rec->length, NULL);
 		break;
-	case RDM_CHANGE_DISCARD_ALL:
+	case RDM_OP_DISCARD_ALL:
 		it->result = rdm_region_apply(wr->r, RDM_OP_DISCARD_ALL, 0, 0, NULL);
 		break;
 	default:
@@ -471,7 +471,7 @@ static void process(struct wstate *ws, uint32_t fresh)
 		uint32_t last_discard = i;
 
 		while (end < n && ws->items[end].rec.region == id) {
-			if (ws->items[end].rec.op == RDM_CHANGE_DISCARD)
+			if (ws->items[end].rec.op == RDM_OP_DISCARD)
 				last_discard = end;
 			end++;
 		}
@@ -496,7 +496,7 @@ static void process(struct wstate *ws, uint32_t fresh)
 			w->priv[RDM_WST_CHANGES]++;
 			if (it->superseded)
 				continue;
-			if (it->rec.op == RDM_CHANGE_POPULATE && k < last_discard) {
+			if (it->rec.op == RDM_OP_POPULATE && k < last_discard) {
 				int j = find_cancelling_discard(ws, k, end);
 
 				if (j >= 0 && ws->items[j].rec.seq == wr->apply_seq + (uint64_t)(j - (int)k - 1) &&
@@ -513,7 +513,7 @@ static void process(struct wstate *ws, uint32_t fresh)
 			apply_item(ws, wr, it);
 			if (it->result < 0)
 				snprintf(it->msg, sizeof(it->msg), "%s", rdm_last_error());
-			if (it->rec.op == RDM_CTL_DESTROY)
+			if (it->rec.op == RDM_OP_DESTROY)
 				break;
 		}
 		rdm_planner_flush(&wr->planner);
@@ -973,7 +973,7 @@ int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, uint64_t
 	return err;
 }
 
-static int applier_submit(void *ctx, struct rdm_region *r, enum rdm_apply_op op, uint64_t offset, uint64_t length,
+static int applier_submit(void *ctx, struct rdm_region *r, enum rdm_op op, uint64_t offset, uint64_t length,
 			  struct rdm_listener *l)
 {
 	struct rdm_wregion *wr = ctx;
@@ -983,14 +983,10 @@ static int applier_submit(void *ctx, struct rdm_region *r, enum rdm_apply_op op,
 	(void)r;
 	if (!p)
 		return rdm_fail(-ENOMEM, "out of memory creating this thread's producer");
-	switch (op) {
-	case RDM_OP_POPULATE: rop = RDM_CHANGE_POPULATE; break;
-	case RDM_OP_DISCARD: rop = RDM_CHANGE_DISCARD; break;
-	case RDM_OP_DISCARD_ALL: rop = RDM_CHANGE_DISCARD_ALL; break;
-	case RDM_OP_REGISTER: rop = RDM_CTL_REGISTER; break;
-	case RDM_OP_UNREGISTER: rop = RDM_CTL_UNREGISTER; break;
-	default: return rdm_fail(-EINVAL, "unknown change op %d", (int)op);
-	}
+	/* The region hands on only the operations it applies itself. */
+	if (op < RDM_OP_POPULATE || op > RDM_OP_UNREGISTER)
+		return rdm_fail(-EINVAL, "unknown change op %d", (int)op);
+	rop = (uint16_t)op;
 	return rdm_producer_submit_one(p, wr, rop, offset, length, l, true, NULL, NULL, NULL);
 }
 
@@ -1029,7 +1025,7 @@ static void applier_destroy(void *ctx, struct rdm_region *r)
 	(void)r;
 	/* Cannot fail: the control producer was made at attach. The worker
 	 * applies every change accepted before it, then tears down. */
-	ctl_submit(wr, RDM_CTL_DESTROY, NULL);
+	ctl_submit(wr, RDM_OP_DESTROY, NULL);
 	free_wregion(wr->w, wr);
 }
 
@@ -1152,7 +1148,7 @@ static int attach_first(struct rdm_worker *w, struct rdm_region *r, struct rdm_a
 		rdm_region_unlock(r);
 		return err;
 	}
-	err = ctl_submit(wr, RDM_CTL_ATTACH, req);
+	err = ctl_submit(wr, RDM_OP_ATTACH, req);
 	if (!err)
 		rdm_region_install_applier_locked(r, &rdm_worker_applier_ops, wr, &wr->tail);
 	rdm_region_unlock(r);
@@ -1196,7 +1192,7 @@ int rdm_worker_attach_flags(struct rdm_worker *w, struct rdm_region *r, struct r
 	if (!wr || wr->w != w)
 		err = rdm_fail(-EINVAL, "the region is already served by another %s", wr ? "worker" : "applier");
 	else
-		err = ctl_submit(wr, RDM_CTL_ATTACH, &req);
+		err = ctl_submit(wr, RDM_OP_ATTACH, &req);
 out:
 	rdm_region_leave(r);
 	return err;
@@ -1223,7 +1219,7 @@ int rdm_worker_detach(struct rdm_worker *w, struct rdm_region *r, struct rdm_bac
 		err = rdm_fail(-ENOENT, "region is not attached to backend %s through this worker",
 			       rdm_backend_name(b));
 	else
-		err = ctl_submit(wr, RDM_CTL_DETACH, wb);
+		err = ctl_submit(wr, RDM_OP_DETACH, wb);
 	rdm_region_leave(r);
 	return err;
 }
@@ -1253,7 +1249,7 @@ static int region_ctl(struct rdm_region *r, uint16_t op, void *arg, const char *
 
 static int query(struct rdm_region *r, struct wquery *q, const char *what)
 {
-	return region_ctl(r, RDM_CTL_QUERY, q, what);
+	return region_ctl(r, RDM_OP_QUERY, q, what);
 }
 
 int rdm_region_get_mappings(struct rdm_region *r, struct rdm_backend *b, struct rdm_mapping *maps, size_t cap,
@@ -1308,7 +1304,7 @@ int rdm_region_compact(struct rdm_region *r, struct rdm_compact_result *out)
 		memset(out, 0, sizeof(*out));
 	if (!r)
 		return rdm_fail(-EINVAL, "rdm_region_compact: region is NULL");
-	err = region_ctl(r, RDM_CTL_COMPACT, &res, "rdm_region_compact");
+	err = region_ctl(r, RDM_OP_COMPACT, &res, "rdm_region_compact");
 	if (!err && out) {
 		out->mappings = res.mappings;
 		out->new_mappings = res.new_mappings;

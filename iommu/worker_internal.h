@@ -18,25 +18,14 @@
 #include <rdm/worker.h>
 
 #include "iommu/planner.h"
+#include "iommu/record.h"
 
 #define RDM_WORKER_MAX_BACKENDS 16
 /* Ticket slots of a producer made by rdm_producer_create(), and the largest
  * rdm_worker_config.ticket_slots. */
 #define RDM_PRODUCER_SLOTS 1024u
 
-/* Record ops beyond the public RDM_CHANGE_*: control changes, in-process
- * only (their payload pointer travels in the producer's ticket slot). */
-enum {
-	RDM_CTL_ATTACH = 16,
-	RDM_CTL_DETACH = 17,
-	RDM_CTL_REGISTER = 18,
-	RDM_CTL_UNREGISTER = 19,
-	RDM_CTL_DESTROY = 20,
-	RDM_CTL_QUERY = 21,
-	RDM_CTL_COMPACT = 22,
-};
-
-/* The payload of RDM_CTL_ATTACH. */
+/* The payload of RDM_OP_ATTACH. */
 struct rdm_attach_req {
 	struct rdm_wbackend *wb;
 	uint32_t flags; /* RDM_ATTACH_* */

@@ -5,7 +5,8 @@
  *
  * A ring holds `capacity` records (a power of two) of `record_size` bytes
  * (fixed at creation). Exactly one thread produces and exactly one thread
- * consumes at a time. rdm's own record is struct rdm_change_rec.
+ * consumes at a time. The ring knows nothing of what its records mean: the
+ * IOMMU worker's record format is private to rdm (iommu/record.h).
  *
  * Concurrency:
  *
@@ -105,31 +106,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---- rdm's change record ---------------------------------------------- */
-
-enum rdm_change_op {
-	RDM_CHANGE_POPULATE = 1,
-	RDM_CHANGE_DISCARD = 2,
-	RDM_CHANGE_DISCARD_ALL = 3,
-};
-
-/*
- * One state change on its way from a producer to the IOMMU worker. Plain
- * integers only (never pointers), so a record can cross processes.
- */
-struct rdm_change_rec {
-	uint16_t op;     /* enum rdm_change_op (or a later extension) */
-	uint16_t flags;
-	uint32_t region; /* the region's number at the worker */
-	uint64_t seq;    /* the region's sequence number of this change */
-	uint64_t offset; /* bytes from the region's start */
-	uint64_t length; /* bytes */
-	uint64_t ticket; /* the producer's ticket number */
-};
-RDM_RING_STATIC_ASSERT(sizeof(struct rdm_change_rec) == 40, "rdm_change_rec is 40 bytes");
-RDM_RING_STATIC_ASSERT(offsetof(struct rdm_change_rec, seq) == 8, "rdm_change_rec layout");
-RDM_RING_STATIC_ASSERT(offsetof(struct rdm_change_rec, ticket) == 32, "rdm_change_rec layout");
 
 /* ---- settings ----------------------------------------------------------- */
 

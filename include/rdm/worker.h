@@ -292,9 +292,16 @@ RDM_API void rdm_producer_destroy(struct rdm_producer *p);
 
 typedef void (*rdm_complete_fn)(void *opaque, int result);
 
+/* What a struct rdm_change asks for. */
+enum rdm_change_kind {
+	RDM_CHANGE_POPULATE = 1,
+	RDM_CHANGE_DISCARD = 2,
+	RDM_CHANGE_DISCARD_ALL = 3,
+};
+
 struct rdm_change {
 	struct rdm_region *region;
-	uint32_t kind;        /* enum rdm_change_op (rdm/ring.h): RDM_CHANGE_* */
+	uint32_t kind;        /* enum rdm_change_kind: RDM_CHANGE_* */
 	uint32_t reserved;
 	uint64_t offset;
 	uint64_t length;      /* ignored for discard_all */

@@ -78,7 +78,7 @@ struct fake {
 	pthread_cond_t cond;
 	bool has_req, has_res, stop;
 	struct rdm_region *r;
-	enum rdm_apply_op op;
+	enum rdm_op op;
 	uint64_t off, len;
 	struct rdm_listener *l;
 	int res;
@@ -95,7 +95,7 @@ static void *worker(void *arg)
 			pthread_cond_wait(&f->cond, &f->lock);
 		if (f->has_req) {
 			struct rdm_region *r = f->r;
-			enum rdm_apply_op op = f->op;
+			enum rdm_op op = f->op;
 			uint64_t off = f->off, len = f->len;
 			struct rdm_listener *l = f->l;
 			int res;
@@ -118,7 +118,7 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-static int fake_submit(void *ctx, struct rdm_region *r, enum rdm_apply_op op, uint64_t off,
+static int fake_submit(void *ctx, struct rdm_region *r, enum rdm_op op, uint64_t off,
 		       uint64_t len, struct rdm_listener *l)
 {
 	struct fake *f = ctx;
@@ -323,7 +323,7 @@ static void test_destroy_refuses(void)
 }
 
 /* An applier that is the calling thread itself: nothing is submitted. */
-static int self_submit(void *ctx, struct rdm_region *r, enum rdm_apply_op op, uint64_t off,
+static int self_submit(void *ctx, struct rdm_region *r, enum rdm_op op, uint64_t off,
 		       uint64_t len, struct rdm_listener *l)
 {
 	(void)ctx, (void)r, (void)op, (void)off, (void)len, (void)l;

@@ -1,5 +1,6 @@
 /* tests/ring/test_ring_shared.c - memfd rings: attach validation, a hostile peer, and a producer in a forked child. */
 #include "tests/check.h"
+#include "iommu/record.h"
 #include "tests/ring/ring_test_util.h"
 
 #include <rdm/error.h>

@@ -1,5 +1,6 @@
 /* tests/ring/test_ring_unit.c - SPSC ring: every call and error path, single-threaded, plus index wrap. */
 #include "tests/check.h"
+#include "iommu/record.h"
 #include "ring/ring_internal.h"
 
 #include <rdm/error.h>
@@ -62,7 +63,7 @@ static void test_burst_bulk(void)
 	REQUIRE(rdm_ring_create(8, sizeof(struct rdm_change_rec), &r) == 0);
 	struct rdm_change_rec in[16], out[16];
 	for (int i = 0; i < 16; i++)
-		in[i] = (struct rdm_change_rec){.op = RDM_CHANGE_POPULATE, .region = 7, .seq = (uint64_t)i,
+		in[i] = (struct rdm_change_rec){.op = RDM_OP_POPULATE, .region = 7, .seq = (uint64_t)i,
 						.offset = (uint64_t)i << 21, .length = 1u << 21, .ticket = 100u + (uint64_t)i};
 	CHECK(rdm_ring_push_bulk(r, in, 0) == 0);
 	CHECK(rdm_ring_push_bulk(r, in, 9) == 0);
