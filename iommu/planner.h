@@ -24,18 +24,9 @@
 #include <rdm/worker.h>
 
 #include "iommu/maptree.h"
+#include "iommu/wbackend.h"
 
 #define RDM_PLANNER_MAX_BACKENDS 8
-
-/* A backend as the worker sees it: shared by every region attached to it. */
-struct rdm_wbackend {
-	struct rdm_backend *b;
-	struct rdm_backend_caps caps;
-	uint64_t budget;   /* most mappings rdm may hold in it */
-	uint64_t used;     /* mappings rdm holds in it (all regions) */
-	bool failed;       /* sticky: an unmap failed twice */
-	char failed_why[160];
-};
 
 struct rdm_range {
 	uint64_t start, len; /* blocks */
