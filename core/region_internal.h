@@ -28,6 +28,8 @@
  * IOMMU worker's control changes (iommu/worker.c), which travel in its ring
  * records like the others.
  */
+struct rdm_region_inbox; /* iommu/producer.h */
+
 enum rdm_op {
 	RDM_OP_POPULATE = RDM_CHANGE_POPULATE,
 	RDM_OP_DISCARD = RDM_CHANGE_DISCARD,
@@ -54,6 +56,9 @@ struct rdm_applier_ops {
 	 * unmaps, releases, and forgets the region before this returns. The
 	 * region's listeners are told their discards after this returns. */
 	void (*destroy)(void *ctx, struct rdm_region *r);
+	/* Optional: the applier's submission side for producers that bypass
+	 * submit (rdm_producer_submit: asynchronous, tickets), or NULL. */
+	struct rdm_region_inbox *(*inbox)(void *ctx);
 };
 
 /*

@@ -1,8 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * iommu/producer.c - producers: submission, sequence numbers, tickets.
+ * iommu/producer.c - producers: submission, sequence numbers, tickets, and
+ * the channel to a worker (its inbox: links table, doorbell; completion).
  *
  * Theory.
+ *
+ * Module boundary (producer.h): this file owns producers, their slots and
+ * links, and the inbox types the worker embeds; it never sees the worker.
+ * The worker drives the channel from its side through rdm_inbox_*() and
+ * rdm_link_complete()/rdm_link_payload(); a region's inbox is found through
+ * its applier's ops->inbox().
  *
  * A producer belongs to one thread. It owns one SPSC ring to each worker it
  * uses (its "links", made on first use) and a table of ticket slots. A
@@ -18,7 +25,7 @@
  *
  * Completion edges:
  *  C1 the worker writes slot->result, then stores slot->done = ticket with
- *     release (worker.c, complete_record); the producer loads done with
+ *     release (rdm_link_complete, on the worker's thread); the producer loads done with
  *     acquire (slot_done) and then reads result.
  *  C2 doorbell: the producer stores sleeping = 1, issues a seq_cst fence and
  *     re-checks done before futex_wait; the worker stores done, issues a
@@ -27,7 +34,7 @@
  *     wakes. One of the two fences comes first, so either the producer
  *     sees done or the worker sees sleeping: no lost wake-up.
  *  C3 doorbell to the worker: after publishing, the producer fences
- *     (seq_cst) and loads w->sleeping, clearing it (exchange) before the
+ *     (seq_cst) and loads the inbox's sleeping, clearing it (exchange) before the
  *     wake so later publishers skip the syscall; the worker sets sleeping,
  *     fences and re-checks every ring before sleeping (worker.c, idle()).
  *
@@ -51,7 +58,8 @@
 #include "core/callback.h"
 #include "core/error.h"
 #include "core/region_internal.h"
-#include "iommu/worker_internal.h"
+#include "core/wait.h"
+#include "iommu/producer.h"
 
 
 /* A record in a buffer as large as any record size the ring's copy helper
@@ -123,7 +131,7 @@ struct rdm_producer *rdm_producer_implicit(void)
 	return implicit_producer;
 }
 
-void rdm_producer_put(struct rdm_producer *p)
+static void producer_put(struct rdm_producer *p)
 {
 	/* acq_rel: the last dropper sees every write of the others. */
 	if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) {
@@ -131,6 +139,239 @@ void rdm_producer_put(struct rdm_producer *p)
 		rdm_free(p->slots);
 		rdm_free(p->free_stack);
 		rdm_free(p);
+	}
+}
+
+/* ------------------------------------------------ the worker's inbox */
+
+/*
+ * links_lock keeps an inbox from being freed between a producer's read of
+ * l->in and its use (rdm_inbox_fini() clears l->in under it), and orders a
+ * link's close against the worker's destroy: each link is freed exactly once,
+ * by the worker (closed before the worker went) or by its producer (after).
+ */
+static pthread_mutex_t links_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticket_slots)
+{
+	pthread_mutex_init(&in->lock, NULL);
+	in->links = NULL;
+	in->nlinks = in->links_cap = 0;
+	atomic_init(&in->links_gen, 0);
+	atomic_init(&in->futex, 0);
+	atomic_init(&in->sleeping, 0);
+	in->ring_capacity = ring_capacity;
+	in->ticket_slots = ticket_slots;
+}
+
+void rdm_inbox_kick(struct rdm_inbox *in)
+{
+	atomic_fetch_add_explicit(&in->futex, 1, memory_order_release);
+	rdm_futex(&in->futex, FUTEX_WAKE_PRIVATE, 1);
+}
+
+static void link_free(struct rdm_link *l)
+{
+	rdm_ring_destroy(l->ring);
+	rdm_free(l);
+}
+
+void rdm_inbox_fini(struct rdm_inbox *in)
+{
+	pthread_mutex_lock(&links_lock);
+	for (uint32_t i = 0; i < in->nlinks; i++) {
+		struct rdm_link *l = in->links[i];
+
+		/* Acquire: pairs with the release store in close_links(). */
+		if (atomic_load_explicit(&l->closed, memory_order_acquire)) {
+			producer_put(l->p);
+			link_free(l);
+		} else {
+			/* The producer still holds l: it frees it when it closes
+			 * or prunes. */
+			atomic_store_explicit(&l->in, NULL, memory_order_relaxed);
+			producer_put(l->p);
+		}
+	}
+	pthread_mutex_unlock(&links_lock);
+	rdm_free(in->links);
+	pthread_mutex_destroy(&in->lock);
+}
+
+static int add_link(struct rdm_inbox *in, struct rdm_link *l)
+{
+	pthread_mutex_lock(&in->lock);
+	if (in->nlinks == in->links_cap) {
+		uint32_t cap = in->links_cap ? in->links_cap * 2 : 8;
+		struct rdm_link **nl = rdm_reallocarray(in->links, cap, sizeof(*nl));
+
+		if (!nl) {
+			pthread_mutex_unlock(&in->lock);
+			return rdm_fail(-ENOMEM, "out of memory adding a producer ring to the worker");
+		}
+		in->links = nl;
+		in->links_cap = cap;
+	}
+	in->links[in->nlinks++] = l;
+	/* Release: pairs with the acquire load in rdm_inbox_refresh(); the
+	 * table is complete before the worker copies it (under the lock). */
+	atomic_fetch_add_explicit(&in->links_gen, 1, memory_order_release);
+	pthread_mutex_unlock(&in->lock);
+	return 0;
+}
+
+void rdm_inbox_refresh(struct rdm_inbox *in, struct rdm_link ***links, uint32_t *n, uint32_t *cap,
+		       uint32_t *gen)
+{
+	/* Acquire: pairs with the release increments of links_gen. */
+	uint32_t g = atomic_load_explicit(&in->links_gen, memory_order_acquire);
+
+	if (g == *gen)
+		return;
+	pthread_mutex_lock(&in->lock);
+	if (*cap < in->nlinks) {
+		struct rdm_link **nl = rdm_reallocarray(*links, in->links_cap, sizeof(*nl));
+
+		if (!nl) {
+			/* Keep the old copy and generation: the next round tries
+			 * again (new rings wait, none is lost). */
+			pthread_mutex_unlock(&in->lock);
+			return;
+		}
+		*links = nl;
+		*cap = in->links_cap;
+	}
+	memcpy(*links, in->links, in->nlinks * sizeof(**links));
+	*n = in->nlinks;
+	*gen = g;
+	pthread_mutex_unlock(&in->lock);
+}
+
+void rdm_inbox_reap(struct rdm_inbox *in, struct rdm_link **links, uint32_t *n)
+{
+	for (uint32_t i = 0; i < *n; i++) {
+		struct rdm_link *l = links[i];
+
+		/* Acquire: pairs with the release store in close_links(). */
+		if (!atomic_load_explicit(&l->closed, memory_order_acquire) ||
+		    (!l->broken && !rdm_ring_empty(l->ring)))
+			continue;
+		pthread_mutex_lock(&in->lock);
+		for (uint32_t k = 0; k < in->nlinks; k++)
+			if (in->links[k] == l) {
+				in->links[k] = in->links[--in->nlinks];
+				break;
+			}
+		atomic_fetch_add_explicit(&in->links_gen, 1, memory_order_release);
+		pthread_mutex_unlock(&in->lock);
+		producer_put(l->p);
+		link_free(l);
+		/* Out of the worker's copy too. */
+		links[i--] = links[--*n];
+	}
+}
+
+/* The producer is done with its links: each is handed to its worker (which
+ * frees it once drained) or, if the worker is gone, freed here. */
+static void close_links(struct rdm_producer *p)
+{
+	pthread_mutex_lock(&links_lock);
+	for (uint32_t i = 0; i < p->nlinks; i++) {
+		struct rdm_link *l = p->links[i];
+		struct rdm_inbox *in = atomic_load_explicit(&l->in, memory_order_relaxed);
+
+		if (!in) {
+			/* The worker is gone (it dropped the link's reference):
+			 * nobody else holds the link. */
+			link_free(l);
+			continue;
+		}
+		/* Release: pairs with the worker's acquire load of closed in
+		 * rdm_inbox_reap(); the worker frees the link and drops its ref. */
+		atomic_store_explicit(&l->closed, true, memory_order_release);
+		rdm_inbox_kick(in);
+	}
+	pthread_mutex_unlock(&links_lock);
+}
+
+/* Free the links whose worker was destroyed. */
+static void prune_links(struct rdm_producer *p)
+{
+	uint32_t keep = 0;
+
+	pthread_mutex_lock(&links_lock);
+	for (uint32_t i = 0; i < p->nlinks; i++) {
+		struct rdm_link *l = p->links[i];
+
+		if (atomic_load_explicit(&l->in, memory_order_relaxed)) {
+			p->links[keep++] = l;
+			continue;
+		}
+		/* Its worker was destroyed and dropped the link's reference. */
+		link_free(l);
+	}
+	p->nlinks = keep;
+	pthread_mutex_unlock(&links_lock);
+}
+
+void rdm_region_inbox_init(struct rdm_region_inbox *ri, struct rdm_inbox *in, uint32_t id)
+{
+	ri->in = in;
+	ri->id = id;
+	ri->next_seq = 0;
+	pthread_mutex_init(&ri->submit_lock, NULL);
+}
+
+void rdm_region_inbox_fini(struct rdm_region_inbox *ri)
+{
+	pthread_mutex_destroy(&ri->submit_lock);
+}
+
+/* ------------------------------------------------------------ completion */
+
+void *rdm_link_payload(const struct rdm_link *l, uint64_t ticket)
+{
+	uint32_t idx = rdm_ticket_slot(ticket);
+
+	return idx < l->p->nslots ? l->p->slots[idx].ctl : NULL;
+}
+
+void rdm_link_complete(struct rdm_link *l, uint64_t t, int result, const char *msg)
+{
+	struct rdm_producer *p = l->p;
+	uint32_t idx = rdm_ticket_slot(t);
+	struct rdm_slot *s = idx < p->nslots ? &p->slots[idx] : NULL;
+
+	if (!s) {
+		rdm_log(RDM_LOG_WARNING, "worker: record with ticket %" PRIu64 " names no slot; dropped", t);
+		return;
+	}
+	if (s->cb) {
+		rdm_complete_fn cb = s->cb;
+		void *opaque = s->opaque;
+
+		rdm_callback_enter();
+		cb(opaque, result);
+		rdm_callback_leave();
+		/* Release: pairs with the producer's acquire in reclaim_slots(). */
+		atomic_store_explicit(&s->state, SLOT_RECLAIM, memory_order_release);
+		return;
+	}
+	s->result = result;
+	if (result < 0)
+		snprintf(s->msg, sizeof(s->msg), "%s", msg);
+	/* C1. Release: pairs with the acquire in slot_done(). */
+	atomic_store_explicit(&s->done, t, memory_order_release);
+	/* C2. The fence orders the store of done before the load of sleeping. */
+	atomic_thread_fence(memory_order_seq_cst);
+	/* Clear sleeping so only the first completion while the producer
+	 * sleeps pays for FUTEX_WAKE; a wait that starts again sets it anew
+	 * before its fence (C2), so no wake-up is lost. Relaxed: ordered by
+	 * the fence above. */
+	if (atomic_load_explicit(&p->sleeping, memory_order_relaxed) &&
+	    atomic_exchange_explicit(&p->sleeping, 0, memory_order_relaxed)) {
+		atomic_fetch_add_explicit(&p->futex, 1, memory_order_relaxed);
+		rdm_futex(&p->futex, FUTEX_WAKE_PRIVATE, 1);
 	}
 }
 
@@ -156,16 +397,16 @@ static void reclaim_slots(struct rdm_producer *p)
 	}
 }
 
-int rdm_producer_link(struct rdm_producer *p, struct rdm_worker *w, uint32_t capacity, struct rdm_link **out)
+int rdm_producer_link(struct rdm_producer *p, struct rdm_inbox *in, uint32_t capacity, struct rdm_link **out)
 {
 	for (uint32_t i = 0; i < p->nlinks; i++)
-		/* Relaxed: w only ever changes to NULL, never to another worker
+		/* Relaxed: in only ever changes to NULL, never to another worker
 		 * while this producer could still submit to it. */
-		if (atomic_load_explicit(&p->links[i]->w, memory_order_relaxed) == w) {
+		if (atomic_load_explicit(&p->links[i]->in, memory_order_relaxed) == in) {
 			*out = p->links[i];
 			return 0;
 		}
-	rdm_producer_prune_links(p);
+	prune_links(p);
 	if (p->nlinks == p->links_cap) {
 		uint32_t cap = p->links_cap ? p->links_cap * 2 : 4;
 		struct rdm_link **nl = rdm_reallocarray(p->links, cap, sizeof(*nl));
@@ -179,17 +420,17 @@ int rdm_producer_link(struct rdm_producer *p, struct rdm_worker *w, uint32_t cap
 
 	if (!l)
 		return rdm_fail(-ENOMEM, "out of memory creating a producer ring");
-	int err = rdm_ring_create(capacity ? capacity : w->cfg.ring_capacity, sizeof(struct rdm_change_rec),
+	int err = rdm_ring_create(capacity ? capacity : in->ring_capacity, sizeof(struct rdm_change_rec),
 				  &l->ring);
 	if (err) {
 		rdm_free(l);
 		return err;
 	}
 	l->p = p;
-	l->limit = w->cfg.ticket_slots;
-	atomic_init(&l->w, w);
+	l->limit = in->ticket_slots;
+	atomic_init(&l->in, in);
 	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-	err = rdm_worker_add_link(w, l);
+	err = add_link(in, l);
 	if (err) {
 		rdm_ring_destroy(l->ring);
 		rdm_free(l);
@@ -246,7 +487,7 @@ static void give_back_slot(struct rdm_producer *p, uint64_t ticket)
 	p->slots[idx].link->outstanding--;
 }
 
-static void kick_after_publish(struct rdm_worker *w)
+static void kick_after_publish(struct rdm_inbox *w)
 {
 	/* C3: the fence orders our publication (the ring's release store of
 	 * its tail) before the load of sleeping. */
@@ -259,7 +500,7 @@ static void kick_after_publish(struct rdm_worker *w)
 	 * again, by C3 on its new store of 1 (an RMW reads the latest value). */
 	if (atomic_load_explicit(&w->sleeping, memory_order_relaxed) &&
 	    atomic_exchange_explicit(&w->sleeping, 0, memory_order_relaxed))
-		rdm_worker_kick(w);
+		rdm_inbox_kick(w);
 }
 
 static struct rdm_slot *slot_of(struct rdm_producer *p, uint64_t ticket)
@@ -311,11 +552,11 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 	}
 }
 
-int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint16_t op, uint64_t offset,
+int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_region_inbox *wr, uint16_t op, uint64_t offset,
 			    uint64_t length, void *ctl, bool sync, rdm_complete_fn cb, void *opaque,
 			    uint64_t *ticket_out)
 {
-	struct rdm_worker *w = wr->w;
+	struct rdm_inbox *w = wr->in;
 	union rec_buf rb = {0};
 	struct rdm_change_rec *recp = &rb.rec;
 	struct rdm_link *l;
@@ -347,7 +588,7 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint
 		if (!sync) {
 			give_back_slot(p, ticket);
 			return rdm_fail(-EAGAIN, "the producer's ring to the worker is full (%" PRIu32 " records)",
-					w->cfg.ring_capacity);
+					w->ring_capacity);
 		}
 		kick_after_publish(w);
 		rdm_ring_wait_writable(l->ring, RDM_RING_DEFAULT_SPIN);
@@ -368,11 +609,12 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint
 	return err;
 }
 
-static struct rdm_wregion *wregion_of(struct rdm_region *r, unsigned i, int *err)
+static struct rdm_region_inbox *inbox_of(struct rdm_region *r, unsigned i, int *err)
 {
-	struct rdm_wregion *wr = rdm_region_get_applier_ctx(r);
+	const struct rdm_applier_ops *ops = rdm_region_get_applier_ops(r);
+	struct rdm_region_inbox *wr = ops && ops->inbox ? ops->inbox(rdm_region_get_applier_ctx(r)) : NULL;
 
-	if (!wr || rdm_region_get_applier_ops(r) != &rdm_worker_applier_ops) {
+	if (!wr) {
 		*err = rdm_fail(-EINVAL, "change %u: the region is not attached to an IOMMU worker", i);
 		return NULL;
 	}
@@ -396,13 +638,13 @@ static void sort_ptrs(void **v, unsigned n)
 static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, unsigned n, uint64_t *tickets,
 			  struct rdm_region **regs, unsigned nregs)
 {
-	struct rdm_wregion *wr_of[64], *wrs[64];
+	struct rdm_region_inbox *wr_of[64], *wrs[64];
 	struct rdm_link *links[64], *used[64];
 	unsigned want[64], nused = 0;
 	int err = 0;
 
 	for (unsigned i = 0; i < n; i++) {
-		wr_of[i] = wregion_of(c[i].region, i, &err);
+		wr_of[i] = inbox_of(c[i].region, i, &err);
 		if (!wr_of[i])
 			return err;
 		if (c[i].kind != RDM_CHANGE_DISCARD_ALL) {
@@ -411,15 +653,15 @@ static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, un
 				return rdm_fail(err, "change %u: %s", i, rdm_last_error());
 		}
 	}
-	/* regs[] is sorted by address and each region has one wregion: the
+	/* regs[] is sorted by address and each region has one inbox: the
 	 * submit locks below are taken in that order, so two bursts cannot
 	 * deadlock. */
 	for (unsigned k = 0; k < nregs; k++)
-		wrs[k] = rdm_region_get_applier_ctx(regs[k]);
+		wrs[k] = inbox_of(regs[k], 0, &err); /* non-NULL: checked above */
 	for (unsigned i = 0; i < n; i++) {
 		unsigned k;
 
-		err = rdm_producer_link(p, wr_of[i]->w, 0, &links[i]);
+		err = rdm_producer_link(p, wr_of[i]->in, 0, &links[i]);
 		if (err)
 			return err;
 		for (k = 0; k < nused && used[k] != links[i]; k++)
@@ -444,7 +686,7 @@ static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, un
 				       want[k]);
 	if (!err) {
 		for (unsigned i = 0; i < n; i++) {
-			struct rdm_wregion *wr = wr_of[i];
+			struct rdm_region_inbox *wr = wr_of[i];
 			union rec_buf rb = {0};
 			uint64_t t = take_slot(p, links[i], c[i].done, c[i].opaque, NULL);
 
@@ -468,7 +710,7 @@ static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, un
 	 * worker is destroyed only after its regions are gone). */
 	if (!err)
 		for (unsigned k = 0; k < nused; k++)
-			kick_after_publish(atomic_load_explicit(&used[k]->w, memory_order_relaxed));
+			kick_after_publish(atomic_load_explicit(&used[k]->in, memory_order_relaxed));
 	return err;
 }
 
@@ -600,6 +842,6 @@ void rdm_producer_destroy(struct rdm_producer *p)
 	}
 	if (p == implicit_producer)
 		implicit_producer = NULL;
-	rdm_producer_close_links(p);
-	rdm_producer_put(p);
+	close_links(p);
+	producer_put(p);
 }

@@ -28,6 +28,8 @@
  * publishing and wake it only if it sleeps (producer.c, C3). A ring whose
  * producer index is corrupt is logged once and ignored from then on, for
  * draining, sleeping and reaping alike. Completion: see producer.c C1/C2.
+ * The rings, the doorbell and the tickets belong to producer.c (producer.h):
+ * this file embeds the inbox and uses only its functions.
  *
  * Invariants:
  *  1. Only this thread applies changes to an attached region, in the
@@ -78,85 +80,6 @@ struct wstate {
 #define IDLE_YIELDS 32u
 
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void rdm_worker_kick(struct rdm_worker *w)
-{
-	atomic_fetch_add_explicit(&w->futex, 1, memory_order_release);
-	rdm_futex(&w->futex, FUTEX_WAKE_PRIVATE, 1);
-}
-
-int rdm_worker_add_link(struct rdm_worker *w, struct rdm_link *l)
-{
-	pthread_mutex_lock(&w->lock);
-	if (w->nlinks == w->links_cap) {
-		uint32_t cap = w->links_cap ? w->links_cap * 2 : 8;
-		struct rdm_link **nl = rdm_reallocarray(w->links, cap, sizeof(*nl));
-
-		if (!nl) {
-			pthread_mutex_unlock(&w->lock);
-			return rdm_fail(-ENOMEM, "out of memory adding a producer ring to the worker");
-		}
-		w->links = nl;
-		w->links_cap = cap;
-	}
-	w->links[w->nlinks++] = l;
-	/* Release: pairs with the worker's acquire load of links_gen; the
-	 * table is complete before the worker copies it (under the lock). */
-	atomic_fetch_add_explicit(&w->links_gen, 1, memory_order_release);
-	pthread_mutex_unlock(&w->lock);
-	return 0;
-}
-
-/* ----------------------------------------------------------- completion */
-
-/* The ticket slot a record names, or NULL if the index is out of range. */
-static struct rdm_slot *slot_for(struct item *it)
-{
-	struct rdm_producer *p = it->link->p;
-	uint32_t idx = rdm_ticket_slot(it->rec.ticket);
-
-	return idx < p->nslots ? &p->slots[idx] : NULL;
-}
-
-static void complete_record(struct wstate *ws, struct item *it)
-{
-	struct rdm_producer *p = it->link->p;
-	uint64_t t = it->rec.ticket;
-	struct rdm_slot *s = slot_for(it);
-
-	if (!s) {
-		rdm_log(RDM_LOG_WARNING, "worker: record with ticket %" PRIu64 " names no slot; dropped", t);
-		return;
-	}
-	if (s->cb) {
-		rdm_complete_fn cb = s->cb;
-		void *opaque = s->opaque;
-
-		rdm_callback_enter();
-		cb(opaque, it->result);
-		rdm_callback_leave();
-		/* Release: pairs with the producer's acquire in reclaim_slots(). */
-		atomic_store_explicit(&s->state, SLOT_RECLAIM, memory_order_release);
-		return;
-	}
-	s->result = it->result;
-	if (it->result < 0)
-		snprintf(s->msg, sizeof(s->msg), "%s", it->msg);
-	/* C1. Release: pairs with the acquire in slot_done() (producer.c). */
-	atomic_store_explicit(&s->done, t, memory_order_release);
-	/* C2. The fence orders the store of done before the load of sleeping. */
-	atomic_thread_fence(memory_order_seq_cst);
-	/* Clear sleeping so only the first completion while the producer
-	 * sleeps pays for FUTEX_WAKE; a wait that starts again sets it anew
-	 * before its fence (C2), so no wake-up is lost. Relaxed: ordered by
-	 * the fence above. */
-	if (atomic_load_explicit(&p->sleeping, memory_order_relaxed) &&
-	    atomic_exchange_explicit(&p->sleeping, 0, memory_order_relaxed)) {
-		atomic_fetch_add_explicit(&p->futex, 1, memory_order_relaxed);
-		rdm_futex(&p->futex, FUTEX_WAKE_PRIVATE, 1);
-	}
-	(void)ws;
-}
 
 /* -------------------------------------------------------------- the tail */
 
@@ -335,8 +258,7 @@ static int run_compact(struct rdm_worker *w, struct rdm_wregion *wr, struct rdm_
 
 static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct item *it)
 {
-	struct rdm_slot *s = slot_for(it);
-	void *ctl = s ? s->ctl : NULL;
+	void *ctl = rdm_link_payload(it->link, it->rec.ticket);
 
 	switch (it->rec.op) {
 	case RDM_OP_ATTACH: {
@@ -535,7 +457,7 @@ static void process(struct wstate *ws, uint32_t fresh)
 		struct item *it = &ws->items[i];
 
 		if (it->done)
-			complete_record(ws, it);
+			rdm_link_complete(it->link, it->rec.ticket, it->result, it->msg);
 		else
 			ws->items[keep++] = *it;
 	}
@@ -550,61 +472,13 @@ static void process(struct wstate *ws, uint32_t fresh)
 
 static void refresh_links(struct wstate *ws)
 {
-	struct rdm_worker *w = ws->w;
-	/* Acquire: pairs with the release increment in rdm_worker_add_link. */
-	uint32_t gen = atomic_load_explicit(&w->links_gen, memory_order_acquire);
-
-	if (gen == ws->links_gen)
-		return;
-	pthread_mutex_lock(&w->lock);
-	if (ws->links_cap < w->nlinks) {
-		struct rdm_link **nl = rdm_reallocarray(ws->links, w->links_cap, sizeof(*nl));
-
-		if (!nl) {
-			/* Keep the old copy and generation: the next round tries
-			 * again (new rings wait, none is lost). */
-			pthread_mutex_unlock(&w->lock);
-			return;
-		}
-		ws->links = nl;
-		ws->links_cap = w->links_cap;
-	}
-	memcpy(ws->links, w->links, w->nlinks * sizeof(*ws->links));
-	ws->nlinks = w->nlinks;
-	ws->links_gen = gen;
-	pthread_mutex_unlock(&w->lock);
+	rdm_inbox_refresh(&ws->w->in, &ws->links, &ws->nlinks, &ws->links_cap, &ws->links_gen);
 }
 
 /* Drop links whose producer closed them and whose ring is drained. */
 static void reap_links(struct wstate *ws)
 {
-	struct rdm_worker *w = ws->w;
-	bool changed = false;
-
-	for (uint32_t i = 0; i < ws->nlinks; i++) {
-		struct rdm_link *l = ws->links[i];
-
-		/* Acquire: pairs with the release store in rdm_producer_destroy. */
-		if (!atomic_load_explicit(&l->closed, memory_order_acquire) ||
-		    (!l->broken && !rdm_ring_empty(l->ring)))
-			continue;
-		pthread_mutex_lock(&w->lock);
-		for (uint32_t k = 0; k < w->nlinks; k++)
-			if (w->links[k] == l) {
-				w->links[k] = w->links[--w->nlinks];
-				break;
-			}
-		atomic_fetch_add_explicit(&w->links_gen, 1, memory_order_release);
-		pthread_mutex_unlock(&w->lock);
-		rdm_ring_destroy(l->ring);
-		rdm_producer_put(l->p);
-		rdm_free(l);
-		/* Out of the private copy too, whatever refresh_links() manages. */
-		ws->links[i--] = ws->links[--ws->nlinks];
-		changed = true;
-	}
-	if (changed)
-		refresh_links(ws);
+	rdm_inbox_reap(&ws->w->in, ws->links, &ws->nlinks);
 }
 
 static bool all_empty(struct wstate *ws)
@@ -666,20 +540,20 @@ static uint32_t drain(struct wstate *ws)
 static void idle(struct wstate *ws)
 {
 	struct rdm_worker *w = ws->w;
-	uint32_t seen = atomic_load_explicit(&w->futex, memory_order_relaxed);
+	uint32_t seen = atomic_load_explicit(&w->in.futex, memory_order_relaxed);
 
-	atomic_store_explicit(&w->sleeping, 1, memory_order_relaxed);
+	atomic_store_explicit(&w->in.sleeping, 1, memory_order_relaxed);
 	/* C3: pairs with kick_after_publish() in producer.c. */
 	atomic_thread_fence(memory_order_seq_cst);
 	/* The flush check: rdm_worker_flush() increments flush_req before its
 	 * kick's release increment of futex; if `seen` read that increment,
 	 * the fence above (acquire) makes flush_req's new value visible here. */
 	if (all_empty(ws) && !atomic_load_explicit(&w->stop, memory_order_relaxed) &&
-	    atomic_load_explicit(&w->links_gen, memory_order_relaxed) == ws->links_gen &&
+	    atomic_load_explicit(&w->in.links_gen, memory_order_relaxed) == ws->links_gen &&
 	    atomic_load_explicit(&w->flush_req, memory_order_relaxed) ==
 		    atomic_load_explicit(&w->flush_done, memory_order_relaxed))
-		rdm_futex(&w->futex, FUTEX_WAIT_PRIVATE, seen);
-	atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+		rdm_futex(&w->in.futex, FUTEX_WAIT_PRIVATE, seen);
+	atomic_store_explicit(&w->in.sleeping, 0, memory_order_relaxed);
 }
 
 /*
@@ -838,8 +712,10 @@ int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **o
 		return rdm_fail(-ENOMEM, "out of memory creating a worker");
 	w->cfg = c;
 	pthread_mutex_init(&w->lock, NULL);
+	rdm_inbox_init(&w->in, c.ring_capacity, c.ticket_slots);
 	err = pthread_create(&w->thread, NULL, worker_main, w);
 	if (err) {
+		rdm_inbox_fini(&w->in);
 		pthread_mutex_destroy(&w->lock);
 		rdm_free(w);
 		return rdm_fail(-err, "cannot start the worker thread: %s", strerror(err));
@@ -874,30 +750,15 @@ int rdm_worker_destroy(struct rdm_worker *w)
 	pthread_mutex_unlock(&w->lock);
 	/* Release: pairs with the worker's acquire load of stop. */
 	atomic_store_explicit(&w->stop, true, memory_order_release);
-	rdm_worker_kick(w);
+	rdm_inbox_kick(&w->in);
 	pthread_join(w->thread, NULL);
+	rdm_inbox_fini(&w->in);
 	pthread_mutex_lock(&lifecycle_lock);
-	for (uint32_t i = 0; i < w->nlinks; i++) {
-		struct rdm_link *l = w->links[i];
-
-		/* Acquire: pairs with the release store in close_links. */
-		if (atomic_load_explicit(&l->closed, memory_order_acquire)) {
-			rdm_ring_destroy(l->ring);
-			rdm_producer_put(l->p);
-			rdm_free(l);
-		} else {
-			/* The producer still holds l: it frees it when it closes
-			 * or prunes. */
-			atomic_store_explicit(&l->w, NULL, memory_order_relaxed);
-			rdm_producer_put(l->p);
-		}
-	}
 	for (uint32_t i = 0; i < w->nbackends; i++)
 		backend_unclaim_locked(w->backends[i]->b);
 	pthread_mutex_unlock(&lifecycle_lock);
 	for (uint32_t i = 0; i < w->nbackends; i++)
 		rdm_free(w->backends[i]);
-	rdm_free(w->links);
 	rdm_free(w->regions);
 	pthread_mutex_destroy(&w->lock);
 	rdm_free(w);
@@ -987,7 +848,7 @@ static int applier_submit(void *ctx, struct rdm_region *r, enum rdm_op op, uint6
 	if (op < RDM_OP_POPULATE || op > RDM_OP_UNREGISTER)
 		return rdm_fail(-EINVAL, "unknown change op %d", (int)op);
 	rop = (uint16_t)op;
-	return rdm_producer_submit_one(p, wr, rop, offset, length, l, true, NULL, NULL, NULL);
+	return rdm_producer_submit_one(p, &wr->sub, rop, offset, length, l, true, NULL, NULL, NULL);
 }
 
 /*
@@ -999,7 +860,7 @@ static int ctl_submit(struct rdm_wregion *wr, uint16_t op, void *payload)
 	int err;
 
 	pthread_mutex_lock(&wr->ctl_lock);
-	err = rdm_producer_submit_one(wr->ctl, wr, op, 0, 0, payload, true, NULL, NULL, NULL);
+	err = rdm_producer_submit_one(wr->ctl, &wr->sub, op, 0, 0, payload, true, NULL, NULL, NULL);
 	pthread_mutex_unlock(&wr->ctl_lock);
 	return err;
 }
@@ -1014,7 +875,7 @@ static void free_wregion(struct rdm_worker *w, struct rdm_wregion *wr)
 	rdm_producer_destroy(wr->ctl);
 	rdm_planner_fini(&wr->planner);
 	pthread_mutex_destroy(&wr->ctl_lock);
-	pthread_mutex_destroy(&wr->submit_lock);
+	rdm_region_inbox_fini(&wr->sub);
 	rdm_free(wr);
 }
 
@@ -1029,9 +890,17 @@ static void applier_destroy(void *ctx, struct rdm_region *r)
 	free_wregion(wr->w, wr);
 }
 
+static struct rdm_region_inbox *applier_inbox(void *ctx)
+{
+	struct rdm_wregion *wr = ctx;
+
+	return &wr->sub;
+}
+
 const struct rdm_applier_ops rdm_worker_applier_ops = {
 	.submit = applier_submit,
 	.destroy = applier_destroy,
+	.inbox = applier_inbox,
 };
 
 /* Everything a region needs to be served by w, made before anything is
@@ -1055,7 +924,7 @@ static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wr
 	}
 	err = rdm_producer_new(1, &wr->ctl);
 	if (!err) {
-		err = rdm_producer_link(wr->ctl, w, 2, &l);
+		err = rdm_producer_link(wr->ctl, &w->in, 2, &l);
 		if (err)
 			rdm_producer_destroy(wr->ctl);
 	}
@@ -1064,7 +933,7 @@ static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wr
 		rdm_free(wr);
 		return err;
 	}
-	pthread_mutex_init(&wr->submit_lock, NULL);
+	rdm_region_inbox_init(&wr->sub, &w->in, UINT32_MAX); /* its number comes below */
 	pthread_mutex_init(&wr->ctl_lock, NULL);
 	wr->planner.stat_remapped_bytes = &w->priv[RDM_WST_REMAPPED];
 	wr->planner.stat_deferred_bytes = &w->priv[RDM_WST_DEFERRED];
@@ -1091,7 +960,7 @@ static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wr
 				rdm_producer_destroy(wr->ctl);
 				rdm_planner_fini(&wr->planner);
 				pthread_mutex_destroy(&wr->ctl_lock);
-				pthread_mutex_destroy(&wr->submit_lock);
+				rdm_region_inbox_fini(&wr->sub);
 				rdm_free(wr);
 				return rdm_fail(-ENOMEM, "out of memory attaching a region");
 			}
@@ -1101,6 +970,7 @@ static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wr
 		w->nregions++;
 	}
 	wr->id = id;
+	wr->sub.id = id;
 	w->regions[id] = wr;
 	pthread_mutex_unlock(&w->lock);
 	*out = wr;
@@ -1327,7 +1197,7 @@ int rdm_worker_flush(struct rdm_worker *w)
 	/* Seq_cst: after this thread's publications, paired with the worker's
 	 * load in flush_pending(). */
 	my = atomic_fetch_add_explicit(&w->flush_req, 1, memory_order_seq_cst) + 1;
-	rdm_worker_kick(w);
+	rdm_inbox_kick(&w->in);
 	for (;;) {
 		/* Acquire: pairs with the release store in flush_pending(). */
 		done = atomic_load_explicit(&w->flush_done, memory_order_acquire);
@@ -1361,48 +1231,4 @@ void rdm_worker_get_stats(const struct rdm_worker *w, struct rdm_worker_stats *s
 	st->compactions = v[RDM_WST_COMPACTIONS];
 	st->compact_released_bytes = v[RDM_WST_COMPACT_RELEASED];
 	st->compact_remapped_bytes = v[RDM_WST_COMPACT_REMAPPED];
-}
-
-void rdm_producer_close_links(struct rdm_producer *p)
-{
-	/* lifecycle_lock keeps a worker from being freed between reading l->w
-	 * and kicking it (rdm_worker_destroy clears l->w under it). */
-	pthread_mutex_lock(&lifecycle_lock);
-	for (uint32_t i = 0; i < p->nlinks; i++) {
-		struct rdm_link *l = p->links[i];
-		struct rdm_worker *w = atomic_load_explicit(&l->w, memory_order_relaxed);
-
-		if (!w) {
-			/* The worker is gone (it dropped the link's reference):
-			 * nobody else holds the link. */
-			rdm_ring_destroy(l->ring);
-			rdm_free(l);
-			continue;
-		}
-		/* Release: pairs with the worker's acquire load of closed in
-		 * reap_links(); the worker frees the link and drops its ref. */
-		atomic_store_explicit(&l->closed, true, memory_order_release);
-		rdm_worker_kick(w);
-	}
-	pthread_mutex_unlock(&lifecycle_lock);
-}
-
-void rdm_producer_prune_links(struct rdm_producer *p)
-{
-	uint32_t keep = 0;
-
-	pthread_mutex_lock(&lifecycle_lock);
-	for (uint32_t i = 0; i < p->nlinks; i++) {
-		struct rdm_link *l = p->links[i];
-
-		if (atomic_load_explicit(&l->w, memory_order_relaxed)) {
-			p->links[keep++] = l;
-			continue;
-		}
-		/* Its worker was destroyed and dropped the link's reference. */
-		rdm_ring_destroy(l->ring);
-		rdm_free(l);
-	}
-	p->nlinks = keep;
-	pthread_mutex_unlock(&lifecycle_lock);
 }

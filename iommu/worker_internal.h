@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * iommu/worker_internal.h - what the worker thread (worker.c) and the
- * producers (producer.c) share.
+ * iommu/worker_internal.h - the worker's state (owned by worker.c): its
+ * regions, backends, stats, and the receiving side it embeds (producer.h).
+ * Read by tests; producer.c does not include it.
  */
 #ifndef RDM_IOMMU_WORKER_INTERNAL_H
 #define RDM_IOMMU_WORKER_INTERNAL_H
@@ -17,70 +18,16 @@
 #include <rdm/ring.h>
 #include <rdm/worker.h>
 
+#include "core/wait.h"
 #include "iommu/planner.h"
+#include "iommu/producer.h"
 #include "iommu/record.h"
 
 #define RDM_WORKER_MAX_BACKENDS 16
-/* Ticket slots of a producer made by rdm_producer_create(), and the largest
- * rdm_worker_config.ticket_slots. */
-#define RDM_PRODUCER_SLOTS 1024u
-
 /* The payload of RDM_OP_ATTACH. */
 struct rdm_attach_req {
 	struct rdm_wbackend *wb;
 	uint32_t flags; /* RDM_ATTACH_* */
-};
-
-/* One ticket slot of a producer. */
-enum { SLOT_FREE = 0, SLOT_BUSY = 1, SLOT_RECLAIM = 2 };
-struct rdm_slot {
-	/* Worker -> producer: the ticket number once complete. Release in
-	 * complete_record() (worker.c), acquire in slot_done() (producer.c). */
-	_Atomic uint64_t done;
-	int result;             /* written by the worker before `done` */
-	char msg[128];          /* the worker's message when result < 0 */
-	rdm_complete_fn cb;     /* written by the producer before the push */
-	void *opaque;
-	void *ctl;              /* control payload (listener or backend) */
-	uint64_t ticket;        /* producer-private */
-	struct rdm_link *link;  /* producer-private: the ring it went into */
-	/* SLOT_RECLAIM is stored by the worker (release) after a callback ran;
-	 * the producer reclaims with acquire. */
-	_Atomic uint32_t state;
-};
-
-struct rdm_link {
-	struct rdm_producer *p;
-	/* Cleared (under worker.c's lifecycle lock) when the worker is
-	 * destroyed first; atomic because the producer compares it unlocked. */
-	_Atomic(struct rdm_worker *) w;
-	struct rdm_ring *ring;
-	/* Producer -> worker: no more records will come; worker frees the link.
-	 * Release in rdm_producer_destroy(), acquire in the worker's scan. */
-	_Atomic bool closed;
-	/* Worker-private: the ring's producer index was found corrupt; the
-	 * ring is ignored from then on (the worker's other rings go on). */
-	bool broken;
-	/* Producer-private: tickets outstanding towards this worker, and the
-	 * most it may hold (the worker's cfg.ticket_slots). */
-	uint32_t outstanding, limit;
-};
-
-struct rdm_producer {
-	struct rdm_link **links; /* one per worker used; grows */
-	uint32_t nlinks, links_cap;
-	struct rdm_slot *slots;
-	uint32_t nslots, slot_mask;
-	uint32_t *free_stack;
-	uint32_t nfree;
-	uint64_t next_ticket;
-	uint64_t outstanding;   /* submitted and not yet completed+consumed */
-	/* Completion doorbell (Dekker with the worker, see producer.c). */
-	_Atomic uint32_t futex;
-	_Atomic uint32_t sleeping;
-	/* Owner + one per live link; the last to drop it frees. */
-	_Atomic uint32_t refs;
-	bool implicit;
 };
 
 enum {
@@ -95,9 +42,9 @@ struct rdm_wregion {
 	struct rdm_region *r;
 	struct rdm_worker *w;
 	uint32_t id;
-	/* Submission side: a number is taken and its record pushed together. */
-	pthread_mutex_t submit_lock;
-	uint64_t next_seq;
+	/* Submission side (producer.h): a number is taken and its record
+	 * pushed together. */
+	struct rdm_region_inbox sub;
 	/* Applier side (worker thread only). */
 	uint64_t apply_seq;
 	struct rdm_planner planner;
@@ -119,18 +66,14 @@ struct rdm_worker {
 	pthread_t thread;
 	struct rdm_worker_config cfg;
 
-	pthread_mutex_t lock;   /* links, regions, backends tables */
-	struct rdm_link **links;
-	uint32_t nlinks, links_cap;
-	_Atomic uint32_t links_gen;
+	pthread_mutex_t lock;   /* regions, backends tables */
+	/* Producers' rings, the idle doorbell (producer.h). */
+	struct rdm_inbox in;
 	struct rdm_wregion **regions;
 	uint32_t nregions, regions_cap;
 	struct rdm_wbackend *backends[RDM_WORKER_MAX_BACKENDS];
 	uint32_t nbackends;
 
-	/* Idle doorbell (Dekker with producers, see worker.c). */
-	_Atomic uint32_t futex;
-	_Atomic uint32_t sleeping;
 	_Atomic bool stop;
 
 	/* rdm_worker_flush(): a caller takes a number from flush_req
@@ -148,54 +91,6 @@ struct rdm_worker {
 	uint64_t priv[RDM_WST_COUNT];
 	_Atomic uint64_t st[RDM_WST_COUNT];
 };
-
-/* A ticket number is (serial << RDM_TICKET_SHIFT | slot index). */
-#define RDM_TICKET_SHIFT 20
-
-static inline uint32_t rdm_ticket_slot(uint64_t ticket)
-{
-	return (uint32_t)(ticket & ((1u << RDM_TICKET_SHIFT) - 1));
-}
-
-/* futex(2) on a 32-bit atomic word (private to this process). */
-static inline long rdm_futex(_Atomic uint32_t *addr, int op, uint32_t val)
-{
-	return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
-}
-
-/* A monotonic clock in nanoseconds (vDSO, no system call). */
-static inline uint64_t rdm_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* A polite busy-wait step. */
-static inline void rdm_cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield" ::: "memory");
-#endif
-}
-
-/* producer.c */
-struct rdm_producer *rdm_producer_implicit(void);
-int rdm_producer_new(uint32_t nslots, struct rdm_producer **out);
-/* The producer's ring to w, made on first use with `capacity` records (0:
- * the worker's ring_capacity): 0 and *out, or -ENOMEM. */
-int rdm_producer_link(struct rdm_producer *p, struct rdm_worker *w, uint32_t capacity, struct rdm_link **out);
-int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint16_t op, uint64_t offset,
-			    uint64_t length, void *ctl, bool sync, rdm_complete_fn cb, void *opaque,
-			    uint64_t *ticket);
-void rdm_producer_put(struct rdm_producer *p);
-void rdm_producer_close_links(struct rdm_producer *p);
-void rdm_producer_prune_links(struct rdm_producer *p);
-void rdm_worker_kick(struct rdm_worker *w);
-int rdm_worker_add_link(struct rdm_worker *w, struct rdm_link *l);
 
 /* worker.c: the applier hooks installed on attached regions */
 extern const struct rdm_applier_ops rdm_worker_applier_ops;

@@ -158,8 +158,8 @@ static void fake_destroy(void *ctx, struct rdm_region *r)
 	worker_running = false;
 }
 
-static const struct rdm_applier_ops fake_ops = { fake_submit, fake_destroy };
-static const struct rdm_applier_ops half_ops = { fake_submit, NULL };
+static const struct rdm_applier_ops fake_ops = { fake_submit, fake_destroy, NULL };
+static const struct rdm_applier_ops half_ops = { fake_submit, NULL, NULL };
 
 static struct rdm_region *make(uint32_t flags)
 {
@@ -335,7 +335,7 @@ static void self_destroy(void *ctx, struct rdm_region *r)
 	(void)ctx, (void)r;
 }
 
-static const struct rdm_applier_ops self_ops = { self_submit, self_destroy };
+static const struct rdm_applier_ops self_ops = { self_submit, self_destroy, NULL };
 
 /* Under an applier the state a change replaced waits for
  * rdm_region_retire_flush(); a refused change keeps what earlier changes

@@ -501,11 +501,11 @@ static void test_bad_records(void)
 	REQUIRE(rdm_producer_create(&p) == 0);
 	wr = rdm_region_get_applier_ctx(f.r);
 	REQUIRE(wr != NULL);
-	CHECK(rdm_producer_submit_one(p, wr, RDM_OP_POPULATE, REGION, BS, NULL, false, NULL, NULL, &t) == 0);
+	CHECK(rdm_producer_submit_one(p, &wr->sub, RDM_OP_POPULATE, REGION, BS, NULL, false, NULL, NULL, &t) == 0);
 	CHECK(rdm_producer_wait(p, t, &res) == 0 && res == -ERANGE);
-	CHECK(rdm_producer_submit_one(p, wr, RDM_OP_POPULATE, 1, BS, NULL, false, NULL, NULL, &t) == 0);
+	CHECK(rdm_producer_submit_one(p, &wr->sub, RDM_OP_POPULATE, 1, BS, NULL, false, NULL, NULL, &t) == 0);
 	CHECK(rdm_producer_wait(p, t, &res) == 0 && res == -EINVAL);
-	CHECK(rdm_producer_submit_one(p, wr, 99, 0, BS, NULL, false, NULL, NULL, &t) == 0);
+	CHECK(rdm_producer_submit_one(p, &wr->sub, 99, 0, BS, NULL, false, NULL, NULL, &t) == 0);
 	CHECK(rdm_producer_wait(p, t, &res) == 0 && res == -EINVAL);
 	CHECK(strstr(rdm_last_error(), "unknown") != NULL);
 	CHECK(stats(&f).map_calls == 0 && rdm_is_discarded(f.r, 0, REGION));

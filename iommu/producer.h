@@ -1,0 +1,153 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * iommu/producer.h - producers and the channel from them to a worker.
+ *
+ * Owned by producer.c: a producer's ticket slots, its links (one SPSC ring
+ * to each worker it uses), the completion of its tickets, and the worker's
+ * receiving side (struct rdm_inbox: the table of links, the idle doorbell,
+ * the ring and ticket limits; struct rdm_region_inbox: a region's
+ * submission side, its sequence numbers). The worker (worker.c) embeds
+ * those two and uses them only through the functions below; producer.c
+ * knows nothing of the worker. Dependency: worker -> producer, never back.
+ */
+#ifndef RDM_IOMMU_PRODUCER_H
+#define RDM_IOMMU_PRODUCER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <rdm/ring.h>
+#include <rdm/worker.h>
+
+#include "iommu/record.h"
+
+/* Ticket slots of a producer made by rdm_producer_create(), and the largest
+ * rdm_worker_config.ticket_slots. */
+#define RDM_PRODUCER_SLOTS 1024u
+
+/* One ticket slot of a producer. */
+enum { SLOT_FREE = 0, SLOT_BUSY = 1, SLOT_RECLAIM = 2 };
+struct rdm_slot {
+	/* Worker -> producer: the ticket number once complete. Release in
+	 * complete_record() (worker.c), acquire in slot_done() (producer.c). */
+	_Atomic uint64_t done;
+	int result;             /* written by the worker before `done` */
+	char msg[128];          /* the worker's message when result < 0 */
+	rdm_complete_fn cb;     /* written by the producer before the push */
+	void *opaque;
+	void *ctl;              /* control payload (listener or backend) */
+	uint64_t ticket;        /* producer-private */
+	struct rdm_link *link;  /* producer-private: the ring it went into */
+	/* SLOT_RECLAIM is stored by the worker (release) after a callback ran;
+	 * the producer reclaims with acquire. */
+	_Atomic uint32_t state;
+};
+
+struct rdm_link {
+	struct rdm_producer *p;
+	/* Cleared (under producer.c's links_lock) when the worker is
+	 * destroyed first; atomic because the producer compares it unlocked. */
+	_Atomic(struct rdm_inbox *) in;
+	struct rdm_ring *ring;
+	/* Producer -> worker: no more records will come; worker frees the link.
+	 * Release in rdm_producer_destroy(), acquire in the worker's scan. */
+	_Atomic bool closed;
+	/* Worker-private: the ring's producer index was found corrupt; the
+	 * ring is ignored from then on (the worker's other rings go on). */
+	bool broken;
+	/* Producer-private: tickets outstanding towards this worker, and the
+	 * most it may hold (the worker's cfg.ticket_slots). */
+	uint32_t outstanding, limit;
+};
+
+struct rdm_producer {
+	struct rdm_link **links; /* one per worker used; grows */
+	uint32_t nlinks, links_cap;
+	struct rdm_slot *slots;
+	uint32_t nslots, slot_mask;
+	uint32_t *free_stack;
+	uint32_t nfree;
+	uint64_t next_ticket;
+	uint64_t outstanding;   /* submitted and not yet completed+consumed */
+	/* Completion doorbell (Dekker with the worker, see producer.c). */
+	_Atomic uint32_t futex;
+	_Atomic uint32_t sleeping;
+	/* Owner + one per live link; the last to drop it frees. */
+	_Atomic uint32_t refs;
+	bool implicit;
+};
+
+/* A ticket number is (serial << RDM_TICKET_SHIFT | slot index). */
+#define RDM_TICKET_SHIFT 20
+
+static inline uint32_t rdm_ticket_slot(uint64_t ticket)
+{
+	return (uint32_t)(ticket & ((1u << RDM_TICKET_SHIFT) - 1));
+}
+
+
+/*
+ * A worker's receiving side (embedded in struct rdm_worker). The links table
+ * is written by producers (rdm_inbox_add_link) and by rdm_inbox_reap/orphan,
+ * under `lock`; the worker reads it through rdm_inbox_refresh(). The doorbell
+ * (futex, sleeping) is the Dekker pair C3 of producer.c.
+ */
+struct rdm_inbox {
+	pthread_mutex_t lock;   /* links table */
+	struct rdm_link **links;
+	uint32_t nlinks, links_cap;
+	/* Bumped (release) on every change of the table; the worker copies
+	 * the table when it sees a new value (acquire). */
+	_Atomic uint32_t links_gen;
+	/* Idle doorbell. */
+	_Atomic uint32_t futex;
+	_Atomic uint32_t sleeping;
+	uint32_t ring_capacity; /* records per ring made for this worker */
+	uint32_t ticket_slots;  /* unconsumed tickets a producer may hold towards it */
+};
+
+/* A region's submission side (embedded in the worker's region state): a
+ * number is taken and its record pushed together, under submit_lock. */
+struct rdm_region_inbox {
+	struct rdm_inbox *in;
+	uint32_t id; /* the region's number at the worker, in every record */
+	pthread_mutex_t submit_lock;
+	uint64_t next_seq;
+};
+
+/* ---- the worker's side ---- */
+void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticket_slots);
+/* After the worker thread stopped: free closed links, orphan the others
+ * (their producers free them), free the table. */
+void rdm_inbox_fini(struct rdm_inbox *in);
+/* Wake the worker sleeping on the doorbell (unconditionally). */
+void rdm_inbox_kick(struct rdm_inbox *in);
+/* The worker's private copy of the links table: refreshed when links_gen
+ * moved; keeps the old copy if memory runs out (new rings wait). */
+void rdm_inbox_refresh(struct rdm_inbox *in, struct rdm_link ***links, uint32_t *n, uint32_t *cap,
+		       uint32_t *gen);
+/* Drop links whose producer closed them and whose ring is drained (or
+ * broken), from the table and from the worker's copy; frees them. */
+void rdm_inbox_reap(struct rdm_inbox *in, struct rdm_link **links, uint32_t *n);
+/* Complete the record carrying `ticket` on link l: run its callback, or
+ * store its result (and message when result < 0) and wake its waiter. */
+void rdm_link_complete(struct rdm_link *l, uint64_t ticket, int result, const char *msg);
+/* The control payload of the record carrying `ticket` (NULL if none). */
+void *rdm_link_payload(const struct rdm_link *l, uint64_t ticket);
+
+void rdm_region_inbox_init(struct rdm_region_inbox *ri, struct rdm_inbox *in, uint32_t id);
+void rdm_region_inbox_fini(struct rdm_region_inbox *ri);
+
+/* ---- submission (the producer's own thread) ---- */
+struct rdm_producer *rdm_producer_implicit(void);
+int rdm_producer_new(uint32_t nslots, struct rdm_producer **out);
+/* The producer's ring to in's worker, made on first use with `capacity`
+ * records (0: in->ring_capacity): 0 and *out, or -ENOMEM. */
+int rdm_producer_link(struct rdm_producer *p, struct rdm_inbox *in, uint32_t capacity, struct rdm_link **out);
+int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_region_inbox *ri, uint16_t op, uint64_t offset,
+			    uint64_t length, void *ctl, bool sync, rdm_complete_fn cb, void *opaque,
+			    uint64_t *ticket);
+
+#endif /* RDM_IOMMU_PRODUCER_H */
