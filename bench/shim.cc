@@ -9,6 +9,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <string>
 #include <vector>
@@ -31,6 +33,10 @@ std::deque<registered> &registry()
 	return r;
 }
 
+// --benchmark_repetitions=N from the command line, 0 if not given (main.cc
+// records it before Google Benchmark consumes its flags).
+int cli_repetitions = 0;
+
 std::vector<rdm_bench_finish_fn> &finish_hooks()
 {
 	static std::vector<rdm_bench_finish_fn> h;
@@ -39,7 +45,11 @@ std::vector<rdm_bench_finish_fn> &finish_hooks()
 
 } // namespace
 
-extern "C" void rdm_bench_register(const struct rdm_bench_def *def)
+namespace {
+
+// once: one copy of an interleaved series - a single run whatever the
+// command line says (the series' length already honours it).
+void register_one(const rdm_bench_def *def, bool once)
 {
 	registry().push_back(registered{def->name ? def->name : "unnamed", *def});
 	registered *r = &registry().back();
@@ -58,8 +68,48 @@ extern "C" void rdm_bench_register(const struct rdm_bench_def *def)
 		b->MinTime(r->def.min_time_s);
 	if (r->def.iterations > 0)
 		b->Iterations(r->def.iterations);
-	if (r->def.repetitions > 0)
+	// An explicit Repetitions() overrides --benchmark_repetitions: set
+	// one only where the command line gave none.
+	if (once)
+		b->Repetitions(1);
+	else if (r->def.repetitions > 0 && cli_repetitions == 0)
 		b->Repetitions(r->def.repetitions);
+}
+
+} // namespace
+
+extern "C" void rdm_bench_register(const struct rdm_bench_def *def)
+{
+	register_one(def, false);
+}
+
+extern "C" int rdm_bench_repetitions(int dflt)
+{
+	return cli_repetitions > 0 ? cli_repetitions : dflt;
+}
+
+extern "C" void rdm_bench_register_interleaved(const struct rdm_bench_def *defs, int n, int default_reps)
+{
+	int reps = rdm_bench_repetitions(default_reps);
+
+	for (int k = 0; k < reps; k++)
+		for (int i = 0; i < n; i++)
+			register_one(&defs[i], true);
+}
+
+// Called by main.cc before benchmark::Initialize() removes its flags.
+extern "C" void rdm_bench_parse_args(int argc, char **argv);
+extern "C" void rdm_bench_parse_args(int argc, char **argv)
+{
+	static const char flag[] = "--benchmark_repetitions=";
+
+	for (int i = 1; i < argc; i++)
+		if (!std::strncmp(argv[i], flag, sizeof(flag) - 1)) {
+			long v = std::strtol(argv[i] + sizeof(flag) - 1, nullptr, 10);
+
+			// Google Benchmark itself rejects a bad value.
+			cli_repetitions = v > 0 && v < 1000000 ? static_cast<int>(v) : 0;
+		}
 }
 
 extern "C" bool rdm_bench_running(struct rdm_bench *b)

@@ -31,10 +31,29 @@ struct rdm_bench_def {
 	bool real_time;      /* measure wall-clock time (use for multi-threaded cases) */
 	double min_time_s;   /* 0 = Google Benchmark's default */
 	int64_t iterations;  /* 0 = let Google Benchmark choose */
-	int repetitions;     /* 0 = default (1) */
+	int repetitions;     /* 0 = default (1); --benchmark_repetitions=N on the
+			      * command line overrides it */
 };
 
 void rdm_bench_register(const struct rdm_bench_def *def);
+
+/*
+ * Repetitions. Google Benchmark runs the repetitions of one case back to
+ * back; a case that compares rdm against a peer wants them interleaved
+ * (rdm, peer, rdm, peer ...), so that a burst of outside load on a shared
+ * machine hits both series alike. rdm_bench_register_interleaved()
+ * registers each of defs[0..n) `reps` times, in the order defs[0], defs[1],
+ * ..., defs[n-1], defs[0], ... - every copy under its own def's name and
+ * run once - where reps = rdm_bench_repetitions(default_reps). Google
+ * Benchmark's JSON then holds `reps` runs per name, which is what
+ * compare.py's U test groups by, exactly as with --benchmark_repetitions.
+ * The defs' own repetitions field is ignored.
+ *
+ * rdm_bench_repetitions(dflt): N if the command line gave
+ * --benchmark_repetitions=N (N >= 1), else dflt.
+ */
+int rdm_bench_repetitions(int dflt);
+void rdm_bench_register_interleaved(const struct rdm_bench_def *defs, int n, int default_reps);
 
 /* The benchmark loop: while (rdm_bench_running(b)) { ... one iteration ... } */
 bool rdm_bench_running(struct rdm_bench *b);
