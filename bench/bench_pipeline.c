@@ -35,6 +35,7 @@
  * 2 producers (3 threads on 2 cores) is reported only.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -43,12 +44,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <linux/perf_event.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
 
 #include <rdm/backend.h>
 #include <rdm/error.h>
 #include <rdm/region.h>
 #include <rdm/worker.h>
 
+#include "core/region_internal.h"
+#include "iommu/planner.h"
 #include "shim.h"
 
 #define WINDOW 64u          /* tickets outstanding per producer, at most */
@@ -480,6 +488,347 @@ static void finish_pipeline(void)
 	fflush(stdout);
 }
 
+/* ------------------------------------------------- block-fastpath */
+/*
+ * The planner's cost per request under the block policy against QEMU's
+ * direct path, in instructions (planner.c, "Fast path"). Trace A
+ * (data/traces/A_sbm2M_movable.csv: 2 MiB blocks, an 8 GiB region, 128 MiB
+ * plugs and unplugs) is replayed one request at a time on the calling
+ * thread, three ways, each on its own sim:
+ *  - rdm: rdm_planner_populate/discard + flush per request, the fast path on;
+ *  - general: the same with the fast path off (general_only);
+ *  - direct: QEMU's inline strategy - a bitmap, one MAP per block of a plug,
+ *    one UNMAP per unplug.
+ * All three must make the same calls (checked). Each replays the trace
+ * once untimed, then once measured (steady state: the trees' node pools
+ * have grown, as in a long-running VMM). The planner is driven
+ * directly, without the worker and its handoff, so only the planner's and
+ * the sim's work is counted - what the issue's 32k-vs-14k figures measured.
+ * Instructions come from perf_event_open (PERF_COUNT_HW_INSTRUCTIONS, user
+ * space only); where perf events are not permitted the SUMMARY says
+ * "unavailable", and the same figures come from callgrind (README,
+ * "Benchmarks"): the inclusive cost of fastpath_replay_rdm, _general and
+ * _direct divided by the requests.
+ */
+#ifndef RDM_BENCH_TRACE_A
+#define RDM_BENCH_TRACE_A "data/traces/A_sbm2M_movable.csv"
+#endif
+#define FP_BLOCK (2ull << 20)
+#define FP_REGION (8ull << 30)
+#define FP_MAX_REQ 4096
+
+struct fp_req {
+	bool plug;
+	uint64_t off, len; /* bytes */
+};
+
+static struct fp_req fp_reqs[FP_MAX_REQ];
+static unsigned fp_nreq;
+
+static int fp_load(char *msg, size_t msglen)
+{
+	FILE *f = fopen(RDM_BENCH_TRACE_A, "r");
+	char line[256];
+
+	if (!f) {
+		snprintf(msg, msglen, "cannot open %s", RDM_BENCH_TRACE_A);
+		return -ENOENT;
+	}
+	fp_nreq = 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long seq, off, len;
+		char op[16];
+
+		if (sscanf(line, "%llu,%15[^,],%llu,%llu", &seq, op, &off, &len) != 4)
+			continue; /* the header */
+		if (fp_nreq == FP_MAX_REQ || off % FP_BLOCK || len % FP_BLOCK || !len || off + len > FP_REGION ||
+		    (strcmp(op, "plug") && strcmp(op, "unplug"))) {
+			fclose(f);
+			snprintf(msg, msglen, "%s: unexpected request %llu", RDM_BENCH_TRACE_A, seq);
+			return -EINVAL;
+		}
+		fp_reqs[fp_nreq++] = (struct fp_req){.plug = !strcmp(op, "plug"), .off = off, .len = len};
+	}
+	fclose(f);
+	return fp_nreq ? 0 : -EINVAL;
+}
+
+/* User-space instructions of this thread; fd < 0: unavailable (errno kept). */
+static int fp_counter_open(void)
+{
+	struct perf_event_attr pa;
+
+	memset(&pa, 0, sizeof(pa));
+	pa.size = sizeof(pa);
+	pa.type = PERF_TYPE_HARDWARE;
+	pa.config = PERF_COUNT_HW_INSTRUCTIONS;
+	pa.disabled = 1;
+	pa.exclude_kernel = 1;
+	pa.exclude_hv = 1;
+	return (int)syscall(SYS_perf_event_open, &pa, 0, -1, -1, 0);
+}
+
+static uint64_t fp_counter_read(int fd)
+{
+	uint64_t v = 0;
+
+	if (fd < 0 || read(fd, &v, sizeof(v)) != (ssize_t)sizeof(v))
+		return 0;
+	return v;
+}
+
+struct fp_rdm {
+	struct rdm_region *r;
+	struct rdm_planner p;
+	struct rdm_wbackend wb;
+	uint64_t stats[7];
+};
+
+static int fp_rdm_init(struct fp_rdm *x, bool general_only)
+{
+	struct rdm_region_config rc = {
+		.struct_size = sizeof(rc),
+		.iova = 1ull << 40,
+		.size = FP_REGION,
+		.block_size = FP_BLOCK,
+		.host_addr = (void *)(uintptr_t)HOST_BASE,
+		.policy = RDM_POLICY_BLOCK,
+	};
+	int err;
+
+	memset(x, 0, sizeof(*x));
+	x->wb.b = new_sim();
+	if (!x->wb.b)
+		return -ENOMEM;
+	rdm_backend_get_caps(x->wb.b, &x->wb.caps);
+	x->wb.budget = 65535; /* type1's default limit */
+	err = rdm_region_create(&rc, &x->r);
+	if (err)
+		return err;
+	rdm_planner_init(&x->p, x->r);
+	x->p.general_only = general_only;
+	x->p.stat_remapped_bytes = &x->stats[0];
+	x->p.stat_deferred_bytes = &x->stats[1];
+	x->p.stat_deferred_peak = &x->stats[2];
+	x->p.stat_defer_exceeded = &x->stats[3];
+	x->p.stat_budget_exceeded = &x->stats[4];
+	x->p.stat_enospc = &x->stats[5];
+	x->p.stat_failed_backends = &x->stats[6];
+	return rdm_planner_attach(&x->p, &x->wb);
+}
+
+static void fp_rdm_fini(struct fp_rdm *x)
+{
+	if (x->r) {
+		rdm_planner_teardown(&x->p);
+		rdm_planner_fini(&x->p);
+		rdm_region_destroy(x->r);
+	}
+	rdm_backend_destroy(x->wb.b);
+}
+
+/* What the worker does per request: one change, then the end of its batch. */
+__attribute__((noinline)) static int fp_replay_planner(struct rdm_planner *p)
+{
+	for (unsigned i = 0; i < fp_nreq; i++) {
+		uint64_t s = fp_reqs[i].off / FP_BLOCK, n = fp_reqs[i].len / FP_BLOCK;
+
+		if (fp_reqs[i].plug) {
+			int err;
+
+			rdm_planner_populate_begin(p);
+			err = rdm_planner_populate(p, s, n);
+			rdm_planner_populate_end(p);
+			if (err)
+				return err;
+		} else {
+			rdm_planner_discard(p, s, n);
+		}
+		rdm_planner_flush(p);
+	}
+	return 0;
+}
+
+/* Named apart so that callgrind separates the two. */
+__attribute__((noinline)) int fastpath_replay_rdm(struct rdm_planner *p);
+__attribute__((noinline)) int fastpath_replay_general(struct rdm_planner *p);
+__attribute__((noinline)) int fastpath_replay_direct(struct direct *d);
+
+int fastpath_replay_rdm(struct rdm_planner *p)
+{
+	return fp_replay_planner(p);
+}
+
+int fastpath_replay_general(struct rdm_planner *p)
+{
+	return fp_replay_planner(p);
+}
+
+/* QEMU's vfio listener with virtio-mem: a MAP per block of a plug, one
+ * UNMAP per unplug notification; the bitmap is virtio-mem's. */
+__attribute__((noinline)) static int fp_replay_direct(struct direct *d)
+{
+	for (unsigned i = 0; i < fp_nreq; i++) {
+		uint64_t s = fp_reqs[i].off / FP_BLOCK, n = fp_reqs[i].len / FP_BLOCK;
+		int err = 0;
+
+		pthread_mutex_lock(&d->lock);
+		if (fp_reqs[i].plug) {
+			for (uint64_t b = s; b < s + n && !err; b++)
+				if (!(d->bitmap[b / 64] & (1ull << (b % 64)))) {
+					err = rdm_backend_map(d->sim, d->iova + b * FP_BLOCK, FP_BLOCK, HOST_BASE + b * FP_BLOCK);
+					if (!err)
+						d->bitmap[b / 64] |= 1ull << (b % 64);
+				}
+		} else {
+			for (uint64_t b = s; b < s + n; b++)
+				d->bitmap[b / 64] &= ~(1ull << (b % 64));
+			err = rdm_backend_unmap(d->sim, d->iova + s * FP_BLOCK, n * FP_BLOCK, NULL);
+		}
+		pthread_mutex_unlock(&d->lock);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+int fastpath_replay_direct(struct direct *d)
+{
+	return fp_replay_direct(d);
+}
+
+enum { FP_RDM, FP_GENERAL, FP_DIRECT, FP_WAYS };
+static const char *const fp_names[FP_WAYS] = {"rdm", "general", "direct"};
+static struct samples fp_instr[FP_WAYS], fp_ns[FP_WAYS];
+static char fp_unavailable[120];
+
+/* One replay of trace A one way: instructions (0 if unavailable) and ns. */
+static int fp_run(int way, int fd, uint64_t *instr, uint64_t *ns, struct rdm_backend_stats *st, char *msg,
+		  size_t msglen)
+{
+	struct fp_rdm x;
+	struct direct d;
+	uint64_t i0, i1, t0, t1;
+	int err;
+
+	memset(&d, 0, sizeof(d));
+	if (way == FP_DIRECT) {
+		pthread_mutex_init(&d.lock, NULL);
+		d.iova = 1ull << 40;
+		d.bitmap = calloc(FP_REGION / FP_BLOCK / 64, sizeof(uint64_t));
+		d.sim = new_sim();
+		err = d.bitmap && d.sim ? 0 : -ENOMEM;
+	} else {
+		err = fp_rdm_init(&x, way == FP_GENERAL);
+	}
+	/* Trace A ends where it starts (all unplugged): a first replay, not
+	 * counted, grows the trees' pools as a long-running VMM's would be. */
+	if (!err)
+		err = way == FP_DIRECT ? fp_replay_direct(&d) : fp_replay_planner(&x.p);
+	if (!err) {
+		if (fd >= 0) {
+			ioctl(fd, PERF_EVENT_IOC_RESET, 0);
+			ioctl(fd, PERF_EVENT_IOC_ENABLE, 0);
+		}
+		i0 = fp_counter_read(fd);
+		t0 = now_ns();
+		err = way == FP_DIRECT ? fastpath_replay_direct(&d) :
+		      way == FP_RDM    ? fastpath_replay_rdm(&x.p) : fastpath_replay_general(&x.p);
+		t1 = now_ns();
+		i1 = fp_counter_read(fd);
+		if (fd >= 0)
+			ioctl(fd, PERF_EVENT_IOC_DISABLE, 0);
+		*instr = i1 - i0;
+		*ns = t1 - t0;
+		rdm_backend_get_stats(way == FP_DIRECT ? d.sim : x.wb.b, st);
+	}
+	if (err)
+		snprintf(msg, msglen, "%s: %d %s", fp_names[way], err, rdm_last_error());
+	if (way == FP_DIRECT) {
+		rdm_backend_destroy(d.sim);
+		free(d.bitmap);
+		pthread_mutex_destroy(&d.lock);
+	} else {
+		fp_rdm_fini(&x);
+	}
+	return err;
+}
+
+static void bench_block_fastpath(struct rdm_bench *b, void *arg)
+{
+	char msg[200] = "";
+	int fd, err = fp_nreq ? 0 : fp_load(msg, sizeof(msg));
+
+	(void)arg;
+	if (err) {
+		rdm_bench_fail(b, msg);
+		return;
+	}
+	fd = fp_counter_open();
+	if (fd < 0)
+		snprintf(fp_unavailable, sizeof(fp_unavailable), "perf_event_open: %s", strerror(errno));
+	while (rdm_bench_running(b)) {
+		struct rdm_backend_stats st[FP_WAYS];
+
+		/* Interleaved: rdm, general, direct in every iteration. */
+		for (int way = 0; way < FP_WAYS && !err; way++) {
+			uint64_t instr = 0, ns = 0;
+
+			err = fp_run(way, fd, &instr, &ns, &st[way], msg, sizeof(msg));
+			if (!err) {
+				if (fd >= 0)
+					add_sample(&fp_instr[way], (double)instr / fp_nreq);
+				add_sample(&fp_ns[way], (double)ns / fp_nreq);
+			}
+		}
+		if (!err && (st[FP_RDM].map_calls != st[FP_DIRECT].map_calls ||
+			     st[FP_RDM].unmap_calls != st[FP_DIRECT].unmap_calls ||
+			     st[FP_GENERAL].map_calls != st[FP_DIRECT].map_calls ||
+			     st[FP_GENERAL].unmap_calls != st[FP_DIRECT].unmap_calls)) {
+			snprintf(msg, sizeof(msg), "the calls differ: rdm %" PRIu64 "+%" PRIu64 ", direct %" PRIu64 "+%" PRIu64,
+				 st[FP_RDM].map_calls, st[FP_RDM].unmap_calls, st[FP_DIRECT].map_calls,
+				 st[FP_DIRECT].unmap_calls);
+			err = -EIO;
+		}
+		if (err) {
+			rdm_bench_fail(b, msg);
+			break;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	rdm_bench_set_items(b, rdm_bench_iterations(b) * (int64_t)fp_nreq);
+}
+
+static void fp_print(const char *key, struct samples *s)
+{
+	if (s->n)
+		printf(" %s=%.0f", key, median(s));
+	else
+		printf(" %s=unavailable", key);
+}
+
+static void finish_block_fastpath(void)
+{
+	if (!fp_ns[FP_DIRECT].n)
+		return;
+	if (fp_unavailable[0])
+		printf("block-fastpath: instructions unavailable (%s); README, \"Benchmarks\", counts them with callgrind\n",
+		       fp_unavailable);
+	printf("SUMMARY block-fastpath requests=%u", fp_nreq);
+	fp_print("instr_per_req", &fp_instr[FP_RDM]);
+	fp_print("direct_instr_per_req", &fp_instr[FP_DIRECT]);
+	if (fp_instr[FP_RDM].n && fp_instr[FP_DIRECT].n)
+		printf(" ratio=%.2f", median(&fp_instr[FP_RDM]) / median(&fp_instr[FP_DIRECT]));
+	else
+		printf(" ratio=unavailable");
+	fp_print("general_instr_per_req", &fp_instr[FP_GENERAL]);
+	printf(" ns_per_req=%.0f direct_ns_per_req=%.0f general_ns_per_req=%.0f goal_ratio=1.5", median(&fp_ns[FP_RDM]),
+	       median(&fp_ns[FP_DIRECT]), median(&fp_ns[FP_GENERAL]));
+	printf("\n");
+	fflush(stdout);
+}
+
 void rdm_bench_register_pipeline(void)
 {
 	/* One iteration is one round (2 * blocks_per_producer changes per
@@ -507,4 +856,15 @@ void rdm_bench_register_pipeline(void)
 		rdm_bench_register(&def);
 	}
 	rdm_bench_on_finish(finish_pipeline);
+
+	/* One iteration replays trace A three ways (~10 ms). */
+	struct rdm_bench_def fp = {
+		.name = "block-fastpath",
+		.fn = bench_block_fastpath,
+		.real_time = true,
+		.iterations = 5,
+	};
+
+	rdm_bench_register(&fp);
+	rdm_bench_on_finish(finish_block_fastpath);
 }

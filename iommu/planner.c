@@ -789,9 +789,9 @@ static int populate_units(struct rdm_planner *p, uint64_t start, uint64_t end, u
 	if (err)
 		return err;
 	rdm_planner_flush(p);
-	/* map_pieces() over the units. */
-	for (a = start, i = 0; a < end; a = e, i++) {
-		e = (a / step + 1) * step;
+	/* map_pieces() over the units: [start, the first multiple of step
+	 * above it), then a step at a time, the last one cut at end. */
+	for (a = start, i = 0, e = (start / step + 1) * step; a < end; a = e, e += step, i++) {
 		if (e > end)
 			e = end;
 		for (uint32_t j = 0; j < p->nbe; j++) {
@@ -812,8 +812,7 @@ static int populate_units(struct rdm_planner *p, uint64_t start, uint64_t end, u
 			return err;
 		}
 	}
-	for (a = start; a < end; a = e) {
-		e = (a / step + 1) * step;
+	for (a = start, e = (start / step + 1) * step; a < end; a = e, e += step) {
 		if (e > end)
 			e = end;
 		layout(p, rdm_maptree_insert(&p->maps, a, e - a))->live = e - a; /* payload zeroed: no flags */
