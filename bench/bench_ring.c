@@ -21,7 +21,8 @@
 
 /*
  * Every case moves `n` items from a producer (the benchmark thread, pinned to
- * CPU 0) to a consumer (a thread pinned to CPU 1) and times it with the wall
+ * the first CPU of the process's affinity mask) to a consumer (a thread pinned
+ * to the second) and times it with the wall
  * clock; the consumer sums the sequence numbers it receives and the run fails
  * if the sum is wrong. Items are 8 bytes (a pointer-sized value) or, in the
  * `_rec` cases, struct rdm_change_rec (40 bytes) by value; wfcqueue carries
@@ -100,12 +101,10 @@ static inline uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void pin(int cpu)
+/* i: the i-th CPU of the process's mask (rdm_bench_cpu). */
+static void pin(int i)
 {
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	rdm_bench_pin(i);
 }
 
 /* ---- per-queue operations: T is uint64_t or struct rdm_change_rec ----- */
@@ -579,8 +578,14 @@ static void ring_summary(void)
 		for (int q = 0; q < Q_COUNT; q++)
 			fmt(s[q], sizeof(s[q]), m[q]);
 		fmt(ratio, sizeof(ratio), m[Q_RDM] >= 0 && best > 0 ? m[Q_RDM] / best : -1);
-		printf("SUMMARY ring case=%s rdm_mops=%s ck_mops=%s wfcq_mops=%s rte_mops=%s vs_best_peer=%s\n",
-		       cases[ci].name, s[Q_RDM], s[Q_CK], s[Q_WFCQ], s[Q_RTE], ratio);
+		printf("SUMMARY ring case=%s rdm_mops=%s ck_mops=%s wfcq_mops=%s rte_mops=%s vs_best_peer=%s runs=%d",
+		       cases[ci].name, s[Q_RDM], s[Q_CK], s[Q_WFCQ], s[Q_RTE], ratio, nresults[ci][Q_RDM]);
+		/* The goals of the earlier ring issue, printed, never asserted. */
+		double goal = !strcmp(cases[ci].name, "single") ? 1.7 : !strcmp(cases[ci].name, "burst32") ? 1.2 : 0;
+		if (goal > 0)
+			printf(" goal_vs_best_peer=%.1f goal=%s", goal,
+			       m[Q_RDM] >= 0 && best > 0 && m[Q_RDM] / best >= goal ? "met" : "missed");
+		printf("\n");
 	}
 	fflush(stdout);
 }

@@ -9,6 +9,9 @@
 
 #include <benchmark/benchmark.h>
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -36,6 +39,14 @@ std::deque<registered> &registry()
 // --benchmark_repetitions=N from the command line, 0 if not given (main.cc
 // records it before Google Benchmark consumes its flags).
 int cli_repetitions = 0;
+
+// The process's CPUs at startup (rdm_bench_cpu); main.cc records them
+// before any case pins a thread.
+std::vector<int> &startup_cpus()
+{
+	static std::vector<int> c;
+	return c;
+}
 
 std::vector<rdm_bench_finish_fn> &finish_hooks()
 {
@@ -97,11 +108,40 @@ extern "C" void rdm_bench_register_interleaved(const struct rdm_bench_def *defs,
 			register_one(&defs[i], true);
 }
 
+extern "C" int rdm_bench_ncpus(void)
+{
+	return startup_cpus().empty() ? 1 : static_cast<int>(startup_cpus().size());
+}
+
+extern "C" int rdm_bench_cpu(int i)
+{
+	const std::vector<int> &c = startup_cpus();
+
+	if (c.empty())
+		return i < 0 ? 0 : i;
+	return c[static_cast<size_t>(i < 0 ? 0 : i) % c.size()];
+}
+
+extern "C" int rdm_bench_pin(int i)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(rdm_bench_cpu(i), &set);
+	return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
 // Called by main.cc before benchmark::Initialize() removes its flags.
 extern "C" void rdm_bench_parse_args(int argc, char **argv);
 extern "C" void rdm_bench_parse_args(int argc, char **argv)
 {
 	static const char flag[] = "--benchmark_repetitions=";
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0)
+		for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+			if (CPU_ISSET(cpu, &set))
+				startup_cpus().push_back(cpu);
 
 	for (int i = 1; i < argc; i++)
 		if (!std::strncmp(argv[i], flag, sizeof(flag) - 1)) {

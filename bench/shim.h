@@ -81,6 +81,18 @@ void rdm_bench_fail(struct rdm_bench *b, const char *msg);
 typedef void (*rdm_bench_finish_fn)(void);
 void rdm_bench_on_finish(rdm_bench_finish_fn fn);
 
+/*
+ * CPUs for pinning: rdm_bench_cpu(i) is the i-th CPU (i modulo their count)
+ * of the process's affinity mask as it was at startup, so `taskset -c 2,3
+ * rdm-bench` pins the cases' threads to CPUs 2 and 3. rdm_bench_ncpus() is
+ * their count. rdm_bench_pin(i) pins the calling thread to rdm_bench_cpu(i):
+ * 0 or a positive errno. Threads a thread creates inherit its mask, which is
+ * how a case pins a thread it does not own (the IOMMU worker).
+ */
+int rdm_bench_cpu(int i);
+int rdm_bench_ncpus(void);
+int rdm_bench_pin(int i);
+
 /* Keep a value opaque to the compiler (benchmark::DoNotOptimize). */
 void rdm_bench_keep(const void *p);
 
