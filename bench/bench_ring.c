@@ -23,17 +23,21 @@
 
 /*
  * Every case moves `n` items from a producer (the benchmark thread, pinned to
- * CPU 0) to a consumer (a thread pinned to CPU 1) and times it with the wall
+ * the first CPU of the process's affinity mask) to a consumer (a thread pinned
+ * to the second) and times it with the wall
  * clock; the consumer sums the sequence numbers it receives and the run fails
  * if the sum is wrong. Items are 8 bytes (a pointer-sized value) or, in the
  * `_rec` cases, struct rdm_change_rec (40 bytes) by value; wfcqueue carries
  * pooled nodes by pointer. pingpong bounces one item over two queues.
- * Each (case, queue) runs RB_RUNS times; the SUMMARY line gives the medians.
+ * Each (case, queue) runs RB_RUNS times (--benchmark_repetitions=N: N times,
+ * under one benchmark name, for compare.py); the SUMMARY line gives the
+ * medians of the first RB_MAX_RUNS.
  * The runs of one case are interleaved (round 1 of every queue, then round 2,
  * ...), so on a shared, unevenly loaded machine a burst of outside load hits
  * every queue's median alike instead of one queue's whole series.
  */
 #define RB_RUNS 5
+#define RB_MAX_RUNS 256   /* runs kept per (case, queue) */
 #define RB_CAP 1024u        /* slots per queue */
 #define RB_POOL 4096u       /* wfcqueue nodes in flight at most */
 
@@ -55,7 +59,7 @@ static const struct rb_case cases[] = {
 };
 #define RB_NCASES (sizeof(cases) / sizeof(cases[0]))
 
-static double results[RB_NCASES][Q_COUNT][RB_RUNS];
+static double results[RB_NCASES][Q_COUNT][RB_MAX_RUNS];
 static int nresults[RB_NCASES][Q_COUNT];
 static volatile uint64_t opaque_n_div = 1; /* keeps sizes opaque to the compiler */
 
@@ -99,12 +103,10 @@ static inline uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void pin(int cpu)
+/* i: the i-th CPU of the process's mask (rdm_bench_cpu). */
+static void pin(int i)
 {
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	CPU_SET(cpu, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+	rdm_bench_pin(i);
 }
 
 /* ---- per-queue operations: T is uint64_t or struct rdm_change_rec ----- */
@@ -517,7 +519,7 @@ static void bench_ring_case(struct rdm_bench *b, void *arg)
 			break;
 		}
 		int *k = &nresults[a->ci][a->q];
-		if (*k < RB_RUNS)
+		if (*k < RB_MAX_RUNS)
 			results[a->ci][a->q][(*k)++] = mops;
 		rdm_bench_set_counter(b, "mops", mops, RDM_BENCH_COUNTER_VALUE);
 		rdm_bench_set_items(b, (int64_t)c->n);
@@ -536,7 +538,7 @@ static double median(size_t ci, int q)
 	int k = nresults[ci][q];
 	if (k == 0)
 		return -1;
-	double v[RB_RUNS];
+	double v[RB_MAX_RUNS];
 	memcpy(v, results[ci][q], sizeof(double) * (size_t)k);
 	qsort(v, (size_t)k, sizeof(double), cmp_double);
 	return k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
@@ -578,8 +580,14 @@ static void ring_summary(void)
 		for (int q = 0; q < Q_COUNT; q++)
 			fmt(s[q], sizeof(s[q]), m[q]);
 		fmt(ratio, sizeof(ratio), m[Q_RDM] >= 0 && best > 0 ? m[Q_RDM] / best : -1);
-		printf("SUMMARY ring case=%s rdm_mops=%s ck_mops=%s wfcq_mops=%s rte_mops=%s vs_best_peer=%s\n",
-		       cases[ci].name, s[Q_RDM], s[Q_CK], s[Q_WFCQ], s[Q_RTE], ratio);
+		printf("SUMMARY ring case=%s rdm_mops=%s ck_mops=%s wfcq_mops=%s rte_mops=%s vs_best_peer=%s runs=%d",
+		       cases[ci].name, s[Q_RDM], s[Q_CK], s[Q_WFCQ], s[Q_RTE], ratio, nresults[ci][Q_RDM]);
+		/* The goals of the earlier ring issue, printed, never asserted. */
+		double goal = !strcmp(cases[ci].name, "single") ? 1.7 : !strcmp(cases[ci].name, "burst32") ? 1.2 : 0;
+		if (goal > 0)
+			printf(" goal_vs_best_peer=%.1f goal=%s", goal,
+			       m[Q_RDM] >= 0 && best > 0 && m[Q_RDM] / best >= goal ? "met" : "missed");
+		printf("\n");
 	}
 	fflush(stdout);
 }
@@ -587,29 +595,27 @@ static void ring_summary(void)
 void rdm_bench_register_ring(void)
 {
 	static struct rb_arg args[RB_NCASES][Q_COUNT];
-	static char names[RB_NCASES][RB_RUNS][Q_COUNT][64];
+	static char names[RB_NCASES][Q_COUNT][64];
 	for (size_t ci = 0; ci < RB_NCASES; ci++) {
-		for (int q = 0; q < Q_COUNT; q++)
-			args[ci][q] = (struct rb_arg){ci, q};
-		for (int k = 0; k < RB_RUNS; k++) {
-			for (int q = 0; q < Q_COUNT; q++) {
+		struct rdm_bench_def defs[Q_COUNT];
+		int n = 0;
+		for (int q = 0; q < Q_COUNT; q++) {
 #if !RDM_BENCH_HAVE_DPDK
-				if (q == Q_RTE)
-					continue;
+			if (q == Q_RTE)
+				continue;
 #endif
-				snprintf(names[ci][k][q], sizeof(names[ci][k][q]), "ring/%s/%s/round:%d",
-					 cases[ci].name, q_names[q], k + 1);
-				struct rdm_bench_def def = {
-					.name = names[ci][k][q],
-					.fn = bench_ring_case,
-					.arg = &args[ci][q],
-					.real_time = true,
-					.iterations = 1,
-					.repetitions = 1,
-				};
-				rdm_bench_register(&def);
-			}
+			args[ci][q] = (struct rb_arg){ci, q};
+			snprintf(names[ci][q], sizeof(names[ci][q]), "ring/%s/%s", cases[ci].name, q_names[q]);
+			defs[n++] = (struct rdm_bench_def){
+				.name = names[ci][q],
+				.fn = bench_ring_case,
+				.arg = &args[ci][q],
+				.real_time = true,
+				.iterations = 1,
+			};
 		}
+		/* Round k of every queue, then round k+1: see the top. */
+		rdm_bench_register_interleaved(defs, n, RB_RUNS);
 	}
 	rdm_bench_on_finish(ring_summary);
 }

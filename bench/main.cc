@@ -6,10 +6,12 @@
 
 #include <benchmark/benchmark.h>
 
+extern "C" void rdm_bench_parse_args(int argc, char **argv);
 extern "C" void rdm_bench_run_finish_hooks(void);
 
 int main(int argc, char **argv)
 {
+	rdm_bench_parse_args(argc, argv);
 	benchmark::Initialize(&argc, argv);
 	if (benchmark::ReportUnrecognizedArguments(argc, argv))
 		return 1;

@@ -126,6 +126,29 @@
  *    layout exactly (the reused blocks deferred again, no split), so a
  *    refused populate leaves the mappings as they were (region.h).
  *
+ * Fast path (block policy). One mapping per unit makes the general code
+ * pay per block what it is built to pay per mapping: a scratch list entry
+ * and a cut per piece, and at discard a tree walk, an unlink and a dead-list
+ * entry per mapping, then a lookup per dead mapping at the flush (~32k
+ * instructions per 128 MiB request of 2 MiB blocks, against ~14k for QEMU's
+ * direct path making the same sim calls). Two shortcuts take the common
+ * cases with the same calls, in the same order, and the same layout:
+ *  - populate of a range no mapping reaches: its pieces are the units it
+ *    touches (exactly cut_run's for this policy), counted, reserved, checked
+ *    against the limit, mapped and inserted without the scratch list.
+ *  - discard of a range whose first mapping starts at its start and whose
+ *    last one ends at its end: every block of the range is populated (the
+ *    caller's contract), so by invariant 1 the mappings tile it and every
+ *    one dies whole. They leave the tree in one split and join
+ *    (rdm_maptree_remove_starts_in); the first one's node, widened to the
+ *    whole range, is the one dead-list entry. The flush merges adjacent
+ *    dead mappings into one UNMAP and one release anyway, so one entry for
+ *    k adjacent ones makes the same calls.
+ * Anything else (an edge inside a mapping, mappings already there, the
+ * other policies) takes the general path. tests/iommu/test_fastpath.c
+ * replays random changes with and without the fast path (general_only)
+ * and compares every backend call, release and mapping.
+ *
  * Compaction (rdm_planner_compact, at the end of this file) is the escape
  * from deferral when the caller guarantees no DMA: see its own block there.
  *
@@ -496,7 +519,8 @@ void rdm_planner_flush(struct rdm_planner *p)
 	uint64_t cs = node(p, head)->start, ce = end_of(p, head);
 
 	for (uint32_t h = dead_next(p, head);; h = dead_next(p, h)) {
-		if (h && !has_mapping_in(p, ce, node(p, h)->start)) {
+		/* Adjacent: no hole to look into. */
+		if (h && (node(p, h)->start == ce || !has_mapping_in(p, ce, node(p, h)->start))) {
 			ce = end_of(p, h);
 			continue;
 		}
@@ -749,6 +773,53 @@ static void put_pieces(struct rdm_planner *p, struct rdm_range_vec *pieces)
 	p->pieces = *pieces;
 }
 
+/* Fast path: the block policy's populate of [start, end), where no mapping
+ * lies, in n pieces (the units it touches). The same calls, errors and
+ * layout as the general path below (planner.c, "Fast path"). */
+static int populate_units(struct rdm_planner *p, uint64_t start, uint64_t end, uint32_t n)
+{
+	uint64_t step = p->unit, a, e;
+	uint32_t i;
+	int err;
+
+	if (rdm_maptree_reserve(&p->maps, n))
+		return rdm_fail(-ENOMEM, "out of memory planning the mappings of populate [0x%" PRIx64 ", +0x%" PRIx64 ")",
+				start * p->block_size, (end - start) * p->block_size);
+	err = check_limit(p, n);
+	if (err)
+		return err;
+	rdm_planner_flush(p);
+	/* map_pieces() over the units: [start, the first multiple of step
+	 * above it), then a step at a time, the last one cut at end. */
+	for (a = start, i = 0, e = (start / step + 1) * step; a < end; a = e, e += step, i++) {
+		if (e > end)
+			e = end;
+		for (uint32_t j = 0; j < p->nbe; j++) {
+			err = rdm_backend_map(p->be[j]->b, iova_of(p, a), (e - a) * p->block_size, vaddr_of(p, a));
+			if (err == 0) {
+				p->be[j]->used++;
+				continue;
+			}
+			for (uint32_t k = 0; k < j; k++) {
+				unmap_one(p, p->be[k], a, e - a);
+				p->be[k]->used--;
+			}
+			if (i > 0)
+				for (uint32_t k = 0; k < p->nbe; k++) {
+					unmap_one(p, p->be[k], start, a - start);
+					p->be[k]->used -= i;
+				}
+			return err;
+		}
+	}
+	for (a = start, e = (start / step + 1) * step; a < end; a = e, e += step) {
+		if (e > end)
+			e = end;
+		layout(p, rdm_maptree_insert(&p->maps, a, e - a))->live = e - a; /* payload zeroed: no flags */
+	}
+	return 0;
+}
+
 int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 {
 	/* The planner's scratch list, kept between calls: no allocation per
@@ -762,6 +833,13 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 	err = any_failed(p);
 	if (err)
 		return err;
+	if (p->policy == RDM_POLICY_BLOCK && !p->general_only) {
+		uint32_t m = rdm_maptree_first_ending_after(&p->maps, start);
+		uint64_t n = (end - 1) / p->unit - start / p->unit + 1;
+
+		if ((!m || node(p, m)->start >= end) && n <= UINT32_MAX)
+			return populate_units(p, start, end, (uint32_t)n);
+	}
 
 	/* Plan: blocks inside existing mappings (deferred) are reused; the
 	 * runs between them become new pieces. If the policy's cut would not
@@ -1092,10 +1170,41 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 		prove_exposed(p);
 }
 
+/* Fast path: the block policy's discard of [start, end) when mappings tile
+ * it (planner.c, "Fast path"); false (nothing done) otherwise. */
+static bool discard_units(struct rdm_planner *p, uint64_t start, uint64_t end)
+{
+	uint32_t first = rdm_maptree_first_ending_after(&p->maps, start), last;
+	uint64_t count = 1, blocks;
+
+	if (!first || node(p, first)->start != start)
+		return false;
+	last = rdm_maptree_find_le(&p->maps, end - 1);
+	if (end_of(p, last) != end)
+		return false;
+	blocks = node(p, first)->len;
+	rdm_maptree_unlink(&p->maps, first);
+	if (blocks < end - start)
+		rdm_maptree_remove_starts_in(&p->maps, start + blocks, end - 1, &count, &blocks);
+	node(p, first)->len = end - start; /* == blocks: they tile it */
+	set_dead_next(p, first, 0);
+	if (p->dead_tail)
+		set_dead_next(p, p->dead_tail, first);
+	else
+		p->dead_head = first;
+	p->dead_tail = first;
+	for (uint32_t i = 0; i < p->nbe; i++)
+		p->be[i]->used -= count;
+	return true;
+}
+
 void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 {
 	uint64_t end = start + len, pos = start;
 	uint32_t m, next;
+
+	if (p->policy == RDM_POLICY_BLOCK && !p->general_only && discard_units(p, start, end))
+		return;
 
 	for (m = rdm_maptree_first_ending_after(&p->maps, start); m && node(p, m)->start < end; m = next) {
 		uint64_t ms = node(p, m)->start, me = end_of(p, m);

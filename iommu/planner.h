@@ -108,6 +108,10 @@ struct rdm_planner {
 	bool in_populate;
 	/* rdm_planner_populate()'s scratch list of new mapping pieces. */
 	struct rdm_range_vec pieces;
+	/* Tests only: never take the block policy's fast path (planner.c,
+	 * "Fast path"), so that both paths can be compared call by call.
+	 * Set before the region's first change reaches the planner. */
+	bool general_only;
 
 	/* Accounting, shared with the worker's stats. */
 	uint64_t deferred_blocks;
