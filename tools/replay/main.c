@@ -618,8 +618,10 @@ int main(int argc, char **argv)
 	printf("\n");
 	if (sweep)
 		replay_print_frontier(stdout, res, nw);
-	else
+	else {
 		replay_print_summary(stdout, res, nw);
+		replay_print_latency(stdout, res, nw);
+	}
 	fflush(stdout);
 
 	struct replay_run_info info = {
