@@ -60,7 +60,6 @@ union rec_buf {
 	struct rdm_change_rec rec;
 	unsigned char bytes[64];
 };
-#define WAIT_YIELDS 32u
 
 static pthread_key_t implicit_key;
 static pthread_once_t implicit_once = PTHREAD_ONCE_INIT;
@@ -97,6 +96,7 @@ int rdm_producer_new(uint32_t nslots, struct rdm_producer **out)
 	p->nfree = nslots;
 	p->next_ticket = 1;
 	atomic_init(&p->refs, 1);
+	atomic_init(&p->wait_cpu, -1);
 	*out = p;
 	return 0;
 }
@@ -187,6 +187,11 @@ int rdm_producer_link(struct rdm_producer *p, struct rdm_worker *w, uint32_t cap
 	}
 	l->p = p;
 	l->limit = w->cfg.ticket_slots;
+	l->spin_cap_ns = (uint64_t)w->cfg.spin_us * 1000u;
+	/* Start at half the cap's budget: the first waits spin, and what they
+	 * measure sets the budget from then on. */
+	l->wait_avg_ns = l->spin_cap_ns / 4;
+	atomic_init(&l->wcpu, -1);
 	atomic_init(&l->w, w);
 	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 	err = rdm_worker_add_link(w, l);
@@ -273,26 +278,48 @@ static struct rdm_slot *slot_of(struct rdm_producer *p, uint64_t ticket)
 	return &p->slots[idx];
 }
 
+static void wait_done(struct rdm_producer *p, struct rdm_link *l, uint64_t t0)
+{
+	rdm_spin_note(&l->wait_avg_ns, rdm_now_ns() - t0, l->spin_cap_ns);
+	atomic_store_explicit(&p->wait_cpu, -1, memory_order_relaxed);
+}
+
+/*
+ * Wait for a ticket (see "Handoff" above): spin only while the worker runs
+ * on another CPU, for the link's adaptive budget; otherwise, and after it,
+ * sleep on the futex (C2).
+ */
 static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket)
 {
-	/* Poll for about the worker's idle spin (the clock is read every 64
-	 * rounds): while the worker works on a batch, its tickets come soon. */
-	uint64_t t0 = rdm_now_ns();
+	struct rdm_link *l = s->link;
+	int32_t me = rdm_this_cpu();
+	uint64_t t0, budget;
 
-	for (unsigned i = 1;; i++) {
-		if (slot_done(s, ticket))
-			return 0;
-		if (i % 64 == 0 && rdm_now_ns() - t0 > (uint64_t)RDM_WORKER_DEFAULT_SPIN_US * 1000u)
-			break;
-		rdm_cpu_relax();
+	if (slot_done(s, ticket)) {
+		atomic_store_explicit(&p->wait_cpu, -1, memory_order_relaxed);
+		return 0;
 	}
-	/* Then give the CPU away a few times before sleeping: on a machine with
-	 * fewer cores than busy threads the worker may need this one, and a
-	 * yield costs far less than a futex sleep and wake. */
-	for (unsigned i = 0; i < WAIT_YIELDS; i++) {
-		sched_yield();
-		if (slot_done(s, ticket))
-			return 0;
+	/* Relaxed: hints (worker_internal.h); any value leads to C2 below. */
+	atomic_store_explicit(&p->wait_cpu, me, memory_order_relaxed);
+	t0 = rdm_now_ns();
+	budget = rdm_spin_budget(l->wait_avg_ns, l->spin_cap_ns);
+	if (budget && atomic_load_explicit(&l->wcpu, memory_order_relaxed) != me) {
+		/* The clock and both CPUs are read every 8 rounds (~0.3-1 us). */
+		for (unsigned i = 1;; i++) {
+			if (slot_done(s, ticket)) {
+				wait_done(p, l, t0);
+				return 0;
+			}
+			if (i % 8 == 0) {
+				if (rdm_now_ns() - t0 > budget)
+					break;
+				me = rdm_this_cpu();
+				if (atomic_load_explicit(&l->wcpu, memory_order_relaxed) == me)
+					break; /* the worker came to this CPU: leave it */
+			}
+			rdm_cpu_relax();
+		}
+		atomic_store_explicit(&p->wait_cpu, me, memory_order_relaxed);
 	}
 	for (;;) {
 		uint32_t seen = atomic_load_explicit(&p->futex, memory_order_relaxed);
@@ -302,13 +329,15 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 		atomic_thread_fence(memory_order_seq_cst);
 		if (slot_done(s, ticket)) {
 			atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
-			return 0;
+			break;
 		}
 		rdm_futex(&p->futex, FUTEX_WAIT_PRIVATE, seen);
 		atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
 		if (slot_done(s, ticket))
-			return 0;
+			break;
 	}
+	wait_done(p, l, t0);
+	return 0;
 }
 
 int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint16_t op, uint64_t offset,
@@ -335,6 +364,10 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_wregion *wr, uint
 	recp->offset = offset;
 	recp->length = length;
 	recp->ticket = ticket;
+	/* A synchronous caller waits from now on: tell the worker where
+	 * (worker.c, "Handoff"), in case it completes before wait_slot() runs. */
+	if (sync)
+		atomic_store_explicit(&p->wait_cpu, rdm_this_cpu(), memory_order_relaxed);
 	for (;;) {
 		pthread_mutex_lock(&wr->submit_lock);
 		recp->seq = wr->next_seq;

@@ -73,9 +73,15 @@ struct wstate {
 	/* The current region group applied a change to the region's state
 	 * (so it has retired state to flush, under the region's lock). */
 	bool applied_state;
+	/* Handoff (see the theory block): the CPU this thread last ran on, the
+	 * links generation it was published for, whether a batch completed a
+	 * ticket whose waiter shares that CPU, and the moving average of idle
+	 * gaps (end of a batch to the next record found). */
+	int32_t cpu;
+	uint32_t cpu_gen;
+	bool handoff_local;
+	uint64_t gap_avg_ns;
 };
-
-#define IDLE_YIELDS 32u
 
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -155,7 +161,9 @@ static void complete_record(struct wstate *ws, struct item *it)
 		atomic_fetch_add_explicit(&p->futex, 1, memory_order_relaxed);
 		rdm_futex(&p->futex, FUTEX_WAKE_PRIVATE, 1);
 	}
-	(void)ws;
+	/* Handoff: a waiter on this CPU needs it now (relaxed: a hint). */
+	if (ws->cpu >= 0 && atomic_load_explicit(&p->wait_cpu, memory_order_relaxed) == ws->cpu)
+		ws->handoff_local = true;
 }
 
 /* -------------------------------------------------------------- the tail */
@@ -663,6 +671,12 @@ static uint32_t drain(struct wstate *ws)
 	return got;
 }
 
+static void count(_Atomic uint64_t *c)
+{
+	/* Relaxed: one writer (this thread), readers only display it. */
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
 static void idle(struct wstate *ws)
 {
 	struct rdm_worker *w = ws->w;
@@ -677,9 +691,25 @@ static void idle(struct wstate *ws)
 	if (all_empty(ws) && !atomic_load_explicit(&w->stop, memory_order_relaxed) &&
 	    atomic_load_explicit(&w->links_gen, memory_order_relaxed) == ws->links_gen &&
 	    atomic_load_explicit(&w->flush_req, memory_order_relaxed) ==
-		    atomic_load_explicit(&w->flush_done, memory_order_relaxed))
+		    atomic_load_explicit(&w->flush_done, memory_order_relaxed)) {
+		count(&w->idle_sleeps);
 		rdm_futex(&w->futex, FUTEX_WAIT_PRIVATE, seen);
+	}
 	atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
+}
+
+/* Tell the producers' waiters which CPU this thread runs on (links carry
+ * it: see worker_internal.h), when it or the table of links changed. */
+static void publish_cpu(struct wstate *ws)
+{
+	int32_t cpu = rdm_this_cpu();
+
+	if (cpu == ws->cpu && ws->cpu_gen == ws->links_gen)
+		return;
+	for (uint32_t i = 0; i < ws->nlinks; i++)
+		atomic_store_explicit(&ws->links[i]->wcpu, cpu, memory_order_relaxed);
+	ws->cpu = cpu;
+	ws->cpu_gen = ws->links_gen;
 }
 
 /*
@@ -714,18 +744,26 @@ static bool flush_pending(struct wstate *ws)
 
 static void *worker_main(void *arg)
 {
-	struct wstate ws = {.w = arg};
+	struct wstate ws = {.w = arg, .cpu = -1};
 	struct rdm_worker *w = arg;
-	unsigned spins = 0;
-	uint64_t idle_since = 0;
+	uint64_t cap = (uint64_t)w->cfg.spin_us * 1000u;
+	/* idle_since: when the last batch ended (0: not idle); spin_from: when
+	 * the current spin began; budget: its length; yields: how many of the
+	 * RDM_WORKER_IDLE_YIELDS were made since. */
+	uint64_t idle_since = 0, spin_from = 0, budget = 0;
+	unsigned spins = 0, yields = 0;
 
+	ws.gap_avg_ns = cap / 4;
 	for (;;) {
 		refresh_links(&ws);
+		publish_cpu(&ws);
 		uint32_t got = drain(&ws);
 
 		if (got) {
-			spins = 0;
+			if (idle_since)
+				rdm_spin_note(&ws.gap_avg_ns, rdm_now_ns() - idle_since, cap);
 			idle_since = 0;
+			ws.handoff_local = false;
 			process(&ws, got);
 			continue;
 		}
@@ -734,28 +772,41 @@ static void *worker_main(void *arg)
 		if (atomic_load_explicit(&w->stop, memory_order_acquire))
 			break;
 		reap_links(&ws);
-		/* Poll for spin_us (the clock is read every 64 rounds), then
-		 * yield a few times (see wait_slot() in producer.c), then sleep. */
-		if (++spins % 64 == 0 || idle_since == 0) {
-			uint64_t now = rdm_now_ns();
-
-			if (idle_since == 0)
-				idle_since = now;
-			if (now - idle_since < (uint64_t)w->cfg.spin_us * 1000u) {
-				spins = 1;
+		if (idle_since == 0) {
+			/* A batch just ended. A waiter that shares this CPU needs
+			 * it now: no spin and no yields (a yield between two
+			 * threads of one CPU may come straight back); sleep. */
+			idle_since = spin_from = rdm_now_ns();
+			spins = yields = 0;
+			budget = ws.handoff_local ? 0 : rdm_spin_budget(ws.gap_avg_ns, cap);
+			if (ws.handoff_local) {
+				count(&w->local_handoffs);
+				yields = RDM_WORKER_IDLE_YIELDS;
+			}
+		}
+		/* Poll for the budget (the clock is read every 8 rounds)... */
+		if (budget && yields == 0) {
+			if (++spins % 8 != 0 || rdm_now_ns() - spin_from < budget) {
+				rdm_cpu_relax();
 				continue;
 			}
-		} else {
-			rdm_cpu_relax();
-			continue;
+			budget = 0;
 		}
-		if (spins < 64 + IDLE_YIELDS) {
+		/* ...then give the CPU away a few times (cheaper than a sleep
+		 * and a wake when another thread wants it)... */
+		if (yields < RDM_WORKER_IDLE_YIELDS) {
+			yields++;
+			count(&w->idle_yields);
 			sched_yield();
 			continue;
 		}
-		spins = 0;
-		idle_since = 0;
+		/* ...then sleep (C3). Woken, spin and yield again before the
+		 * next sleep; the gap runs on until records come. */
 		idle(&ws);
+		ws.handoff_local = false;
+		spin_from = rdm_now_ns();
+		spins = yields = 0;
+		budget = rdm_spin_budget(ws.gap_avg_ns, cap);
 	}
 	rdm_free(ws.items);
 	rdm_free(ws.links);

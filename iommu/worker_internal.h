@@ -7,6 +7,7 @@
 #define RDM_IOMMU_WORKER_INTERNAL_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -75,6 +76,17 @@ struct rdm_link {
 	/* Producer-private: tickets outstanding towards this worker, and the
 	 * most it may hold (the worker's cfg.ticket_slots). */
 	uint32_t outstanding, limit;
+	/* Handoff hint, worker -> producer: the CPU the worker thread last ran
+	 * on (-1: not known yet). Written by the worker (relaxed) when its CPU
+	 * or its table of links changes; read relaxed by a waiter, which only
+	 * chooses between spinning and sleeping by it (worker.c, "Handoff").
+	 * In the link, not the worker, because a link outlives the worker for
+	 * as long as its producer may read it. */
+	_Atomic int32_t wcpu;
+	/* Producer-private: the waiter's spin cap (the worker's cfg.spin_us in
+	 * ns, copied at link creation) and its moving average of how long
+	 * waits for this worker's tickets took (rdm_spin_budget()). */
+	uint64_t spin_cap_ns, wait_avg_ns;
 };
 
 struct rdm_producer {
@@ -89,6 +101,12 @@ struct rdm_producer {
 	/* Completion doorbell (Dekker with the worker, see producer.c). */
 	_Atomic uint32_t futex;
 	_Atomic uint32_t sleeping;
+	/* Handoff hint, producer -> worker: the CPU the owner thread runs on
+	 * while it waits for a ticket (from a synchronous submit, or the start
+	 * of a wait, until the wait returns), else -1. Relaxed both ways: the
+	 * worker only decides by it whether to leave its CPU at once after a
+	 * batch (worker.c, "Handoff"). */
+	_Atomic int32_t wait_cpu;
 	/* Owner + one per live link; the last to drop it frees. */
 	_Atomic uint32_t refs;
 	bool implicit;
@@ -153,6 +171,11 @@ struct rdm_worker {
 	_Atomic uint32_t flush_req;
 	_Atomic uint32_t flush_done;
 
+	/* Idle-loop counters (worker thread writes, relaxed; read by tests and
+	 * for display): sched_yield() calls, futex sleeps, and batches after
+	 * which the worker left its CPU at once for a waiter sharing it. */
+	_Atomic uint64_t idle_yields, idle_sleeps, local_handoffs;
+
 	/* Stats: priv is written by the worker thread only (the planners point
 	 * into it); st is its copy published after every batch with relaxed
 	 * stores (independent counters, read for display). */
@@ -181,6 +204,37 @@ static inline uint64_t rdm_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Idle: sched_yield() calls between the spin and the futex sleep. */
+#define RDM_WORKER_IDLE_YIELDS 32u
+
+/*
+ * Adaptive spinning (worker.c, "Handoff"). avg is a moving average (1/8
+ * weight) of how long past waits took, each clipped to 4 x cap. The budget
+ * is twice that average - enough to catch the usual wait and its spread -
+ * up to cap; when the average is above cap, waits are long enough that a
+ * futex sleep and wake (a few microseconds) costs less than spinning: 0.
+ */
+static inline uint64_t rdm_spin_budget(uint64_t avg, uint64_t cap)
+{
+	if (avg > cap)
+		return 0;
+	return 2 * avg < cap ? 2 * avg : cap;
+}
+
+static inline void rdm_spin_note(uint64_t *avg, uint64_t waited, uint64_t cap)
+{
+	if (waited > 4 * cap)
+		waited = 4 * cap;
+	*avg = *avg - *avg / 8 + waited / 8;
+}
+
+/* The CPU the calling thread runs on, or -1 (glibc reads rseq's cpu_id:
+ * no system call). */
+static inline int32_t rdm_this_cpu(void)
+{
+	return (int32_t)sched_getcpu();
 }
 
 /* A polite busy-wait step. */

@@ -83,8 +83,12 @@ static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t
 	if (err) {
 		rdm_region_destroy(st->r);
 		rdm_worker_destroy(st->w);
+		return err;
 	}
-	return err;
+	/* The attach was a batch: its on_batch call follows its completion. */
+	while (!atomic_load_explicit(&st->have_wclk, memory_order_acquire))
+		sched_yield();
+	return 0;
 }
 
 static void unmake(struct rdm_state *st)
