@@ -31,6 +31,15 @@
  *     wake so later publishers skip the syscall; the worker sets sleeping,
  *     fences and re-checks every ring before sleeping (worker.c, idle()).
  *
+ * Waiting (wait_slot()): see worker.c "Handoff" H1-H3. A waiter whose CPU
+ * is the worker's (the link's wcpu hint) sleeps at once; otherwise it polls
+ * for the link's adaptive budget (up to the worker's spin_us), leaving
+ * early if the worker comes to its CPU, then sleeps. Sleeping is always
+ * the C2 sequence above; the hints (wcpu, wait_cpu) only choose when it
+ * starts, so C2's argument does not depend on them. There are no yields
+ * before the sleep any more: on a shared CPU a yield may return at once,
+ * and on another CPU the budget already covers the short waits.
+ *
  * Invariants:
  *  1. A slot is BUSY from submit until its ticket is consumed (wait/poll) or
  *     its callback ran (then RECLAIM until the producer takes it back).

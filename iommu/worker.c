@@ -22,12 +22,54 @@
  * then tickets complete, so a discard's blocks are released before it
  * completes (I2).
  *
- * Idle: when drains have found nothing for cfg.spin_us and a few
- * sched_yield() rounds, the worker sets `sleeping`, fences (seq_cst) and
- * checks every ring once more before futex_wait; producers fence after
- * publishing and wake it only if it sleeps (producer.c, C3). A ring whose
- * producer index is corrupt is logged once and ignored from then on, for
- * draining, sleeping and reaping alike. Completion: see producer.c C1/C2.
+ * Idle: when a drain finds nothing the worker polls the rings for a spin
+ * budget (below), then calls sched_yield() RDM_WORKER_IDLE_YIELDS times,
+ * then sets `sleeping`, fences (seq_cst) and checks every ring once more
+ * before futex_wait; producers fence after publishing and wake it only if
+ * it sleeps (producer.c, C3). A ring whose producer index is corrupt is
+ * logged once and ignored from then on, for draining, sleeping and reaping
+ * alike. Completion: see producer.c C1/C2.
+ *
+ * Handoff. A synchronous caller and this thread hand each change back and
+ * forth; on a host whose cores run vCPUs the two often share one CPU, and
+ * then a spin on either side only keeps the other off the CPU it needs
+ * (measured before this design, rdm-replay trace A one request at a time,
+ * `taskset -c 0`: p50 ~110-280 us = the worker's 50 us poll after each
+ * batch + the caller's 50 us poll before its first yield + the work).
+ * Three rules:
+ *  H1 where: this thread publishes the CPU it runs on (sched_getcpu(),
+ *     rseq: no system call) in every producer link (rdm_link.wcpu) when the
+ *     CPU or the link table changes; a waiter publishes its own CPU in
+ *     rdm_producer.wait_cpu from a synchronous submit (or the start of a
+ *     wait) until its wait returns. Both are hints, relaxed: they choose
+ *     only whether a side spins, yields or sleeps, never whether it
+ *     checks the flags of C2/C3, so every proof below holds for any value
+ *     they hold (a stale one costs time, not a wake-up).
+ *  H2 shared CPU: a waiter whose CPU is the worker's sleeps at once (C2);
+ *     after a batch that completed a ticket whose waiter shares this CPU,
+ *     this thread neither polls nor yields: it goes to sleep (C3), so the
+ *     waiter runs at once. A futex sleep is the reliable way to give the
+ *     CPU away: sched_yield() between two SCHED_OTHER threads may return at
+ *     once (measured: a waiter that yields up to 4 times before sleeping
+ *     gave the same p50, 5.9 against 6.0 us, so it is not done). What
+ *     usually happens on one CPU: the worker's FUTEX_WAKE lets the waiter
+ *     preempt it, the waiter submits the next change and sleeps, and the
+ *     worker finds that change at once - one wake, one sleep and two
+ *     context switches per change (p50 3.4-6 us for rdm-defer, whose work
+ *     is ~1-2 us of it; rdm-block's planner makes its own work ~10 us).
+ *  H3 other CPUs: a side spins only for a budget that adapts to how long
+ *     its waits take (rdm_spin_budget(), worker_internal.h): twice the
+ *     moving average (1/8 weight) of past waits - this thread's gaps from
+ *     the end of a batch to the next record, a waiter's submit-to-done
+ *     times - never more than cfg.spin_us, and none when the average
+ *     exceeds cfg.spin_us: waits that long cost more spinning than a
+ *     sleep and a wake (a few us, above). A wait's length is measured
+ *     whether it ended spinning or asleep, so a budget that fell to 0
+ *     comes back when waits shorten again. No constant is fitted to a
+ *     workload: the cap is the configured spin_us, the start is half of
+ *     it (average cap/4), and the rest is measured.
+ * The idle counters (idle_yields, idle_sleeps, local_handoffs in struct
+ * rdm_worker) show which path ran.
  *
  * Invariants:
  *  1. Only this thread applies changes to an attached region, in the
