@@ -260,10 +260,10 @@ try:
                 check(m is not None, f"no SUMMARY latency for {w['name']}/{r['strategy']}")
                 if m:
                     check(int(m[3]) >= 1 and int(m[4]) == n, f"SUMMARY latency cpus/requests: {m[0]}")
-                    check(abs(float(m[5]) * 1000 - r["latency_p50_ns"]) <= 5 and
-                          abs(float(m[8]) * 1000 - r["cpu_ns_per_request"]) <= 5, f"SUMMARY latency vs JSON: {m[0]}")
+                    check(abs(float(m[5]) * 1000 - r["latency_p50_ns"]) <= 10 and
+                          abs(float(m[8]) * 1000 - r["cpu_ns_per_request"]) <= 10, f"SUMMARY latency vs JSON: {m[0]}")
                     q = [x for x in w["results"] if x["strategy"] == "qemu"][0]
-                    check(abs(float(m[12]) * 1000 - q["latency_p50_ns"]) <= 5, f"qemu_p50_us: {m[0]}")
+                    check(abs(float(m[12]) * 1000 - q["latency_p50_ns"]) <= 10, f"qemu_p50_us: {m[0]}")
             check(r["async"] is None or isinstance(r["async"], dict), "async")
             m = summaries.get((w["name"], r["strategy"]))
             check(m is not None, f"no SUMMARY for {w['name']}/{r['strategy']}")
