@@ -38,6 +38,15 @@
  *     wake so later publishers skip the syscall; the worker sets sleeping,
  *     fences and re-checks every ring before sleeping (worker.c, idle()).
  *
+ * Waiting (wait_slot()): see worker.c "Handoff" H1-H3. A waiter whose CPU
+ * is the worker's (the link's wcpu hint) sleeps at once; otherwise it polls
+ * for the link's adaptive budget (up to the worker's spin_us), leaving
+ * early if the worker comes to its CPU, then sleeps. Sleeping is always
+ * the C2 sequence above; the hints (wcpu, wait_cpu) only choose when it
+ * starts, so C2's argument does not depend on them. There are no yields
+ * before the sleep: on a shared CPU a yield may return at once, and on
+ * another CPU the budget already covers the short waits.
+ *
  * Invariants:
  *  1. A slot is BUSY from submit until its ticket is consumed (wait/poll) or
  *     its callback ran (then RECLAIM until the producer takes it back).
@@ -68,7 +77,6 @@ union rec_buf {
 	struct rdm_change_rec rec;
 	unsigned char bytes[64];
 };
-#define WAIT_YIELDS 32u
 
 static pthread_key_t implicit_key;
 static pthread_once_t implicit_once = PTHREAD_ONCE_INIT;
@@ -105,6 +113,7 @@ int rdm_producer_new(uint32_t nslots, struct rdm_producer **out)
 	p->nfree = nslots;
 	p->next_ticket = 1;
 	atomic_init(&p->refs, 1);
+	atomic_init(&p->wait_cpu, -1);
 	*out = p;
 	return 0;
 }
@@ -152,7 +161,7 @@ static void producer_put(struct rdm_producer *p)
  */
 static pthread_mutex_t links_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticket_slots)
+void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticket_slots, uint32_t spin_us)
 {
 	pthread_mutex_init(&in->lock, NULL);
 	in->links = NULL;
@@ -162,6 +171,7 @@ void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticke
 	atomic_init(&in->sleeping, 0);
 	in->ring_capacity = ring_capacity;
 	in->ticket_slots = ticket_slots;
+	in->spin_cap_ns = (uint64_t)spin_us * 1000u;
 }
 
 void rdm_inbox_kick(struct rdm_inbox *in)
@@ -336,7 +346,7 @@ void *rdm_link_payload(const struct rdm_link *l, uint64_t ticket)
 	return idx < l->p->nslots ? l->p->slots[idx].ctl : NULL;
 }
 
-void rdm_link_complete(struct rdm_link *l, uint64_t t, int result, const char *msg)
+bool rdm_link_complete(struct rdm_link *l, uint64_t t, int result, const char *msg, int32_t cpu)
 {
 	struct rdm_producer *p = l->p;
 	uint32_t idx = rdm_ticket_slot(t);
@@ -344,7 +354,7 @@ void rdm_link_complete(struct rdm_link *l, uint64_t t, int result, const char *m
 
 	if (!s) {
 		rdm_log(RDM_LOG_WARNING, "worker: record with ticket %" PRIu64 " names no slot; dropped", t);
-		return;
+		return false;
 	}
 	if (s->cb) {
 		rdm_complete_fn cb = s->cb;
@@ -355,7 +365,7 @@ void rdm_link_complete(struct rdm_link *l, uint64_t t, int result, const char *m
 		rdm_callback_leave();
 		/* Release: pairs with the producer's acquire in reclaim_slots(). */
 		atomic_store_explicit(&s->state, SLOT_RECLAIM, memory_order_release);
-		return;
+		return false;
 	}
 	s->result = result;
 	if (result < 0)
@@ -373,6 +383,9 @@ void rdm_link_complete(struct rdm_link *l, uint64_t t, int result, const char *m
 		atomic_fetch_add_explicit(&p->futex, 1, memory_order_relaxed);
 		rdm_futex(&p->futex, FUTEX_WAKE_PRIVATE, 1);
 	}
+	/* Handoff: does a waiter on the worker's CPU need it now? (relaxed:
+	 * a hint) */
+	return cpu >= 0 && atomic_load_explicit(&p->wait_cpu, memory_order_relaxed) == cpu;
 }
 
 static bool slot_done(const struct rdm_slot *s, uint64_t ticket)
@@ -428,6 +441,11 @@ int rdm_producer_link(struct rdm_producer *p, struct rdm_inbox *in, uint32_t cap
 	}
 	l->p = p;
 	l->limit = in->ticket_slots;
+	l->spin_cap_ns = in->spin_cap_ns;
+	/* Start at half the cap's budget: the first waits spin, and what they
+	 * measure sets the budget from then on. */
+	l->wait_avg_ns = l->spin_cap_ns / 4;
+	atomic_init(&l->wcpu, -1);
 	atomic_init(&l->in, in);
 	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 	err = add_link(in, l);
@@ -514,26 +532,48 @@ static struct rdm_slot *slot_of(struct rdm_producer *p, uint64_t ticket)
 	return &p->slots[idx];
 }
 
+static void wait_done(struct rdm_producer *p, struct rdm_link *l, uint64_t t0)
+{
+	rdm_spin_note(&l->wait_avg_ns, rdm_now_ns() - t0, l->spin_cap_ns);
+	atomic_store_explicit(&p->wait_cpu, -1, memory_order_relaxed);
+}
+
+/*
+ * Wait for a ticket (see "Handoff" in worker.c): spin only while the worker
+ * runs on another CPU, for the link's adaptive budget; otherwise, and after
+ * it, sleep on the futex (C2).
+ */
 static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket)
 {
-	/* Poll for about the worker's idle spin (the clock is read every 64
-	 * rounds): while the worker works on a batch, its tickets come soon. */
-	uint64_t t0 = rdm_now_ns();
+	struct rdm_link *l = s->link;
+	int32_t me = rdm_this_cpu();
+	uint64_t t0, budget;
 
-	for (unsigned i = 1;; i++) {
-		if (slot_done(s, ticket))
-			return 0;
-		if (i % 64 == 0 && rdm_now_ns() - t0 > (uint64_t)RDM_WORKER_DEFAULT_SPIN_US * 1000u)
-			break;
-		rdm_cpu_relax();
+	if (slot_done(s, ticket)) {
+		atomic_store_explicit(&p->wait_cpu, -1, memory_order_relaxed);
+		return 0;
 	}
-	/* Then give the CPU away a few times before sleeping: on a machine with
-	 * fewer cores than busy threads the worker may need this one, and a
-	 * yield costs far less than a futex sleep and wake. */
-	for (unsigned i = 0; i < WAIT_YIELDS; i++) {
-		sched_yield();
-		if (slot_done(s, ticket))
-			return 0;
+	/* Relaxed: hints (producer.h); any value leads to C2 below. */
+	atomic_store_explicit(&p->wait_cpu, me, memory_order_relaxed);
+	t0 = rdm_now_ns();
+	budget = rdm_spin_budget(l->wait_avg_ns, l->spin_cap_ns);
+	if (budget && atomic_load_explicit(&l->wcpu, memory_order_relaxed) != me) {
+		/* The clock and both CPUs are read every 8 rounds (~0.3-1 us). */
+		for (unsigned i = 1;; i++) {
+			if (slot_done(s, ticket)) {
+				wait_done(p, l, t0);
+				return 0;
+			}
+			if (i % 8 == 0) {
+				if (rdm_now_ns() - t0 > budget)
+					break;
+				me = rdm_this_cpu();
+				if (atomic_load_explicit(&l->wcpu, memory_order_relaxed) == me)
+					break; /* the worker came to this CPU: leave it */
+			}
+			rdm_cpu_relax();
+		}
+		atomic_store_explicit(&p->wait_cpu, me, memory_order_relaxed);
 	}
 	for (;;) {
 		uint32_t seen = atomic_load_explicit(&p->futex, memory_order_relaxed);
@@ -543,13 +583,15 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 		atomic_thread_fence(memory_order_seq_cst);
 		if (slot_done(s, ticket)) {
 			atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
-			return 0;
+			break;
 		}
 		rdm_futex(&p->futex, FUTEX_WAIT_PRIVATE, seen);
 		atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
 		if (slot_done(s, ticket))
-			return 0;
+			break;
 	}
+	wait_done(p, l, t0);
+	return 0;
 }
 
 int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_region_inbox *wr, uint16_t op, uint64_t offset,
@@ -576,6 +618,10 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_region_inbox *wr,
 	recp->offset = offset;
 	recp->length = length;
 	recp->ticket = ticket;
+	/* A synchronous caller waits from now on: tell the worker where
+	 * (worker.c, "Handoff"), in case it completes before wait_slot() runs. */
+	if (sync)
+		atomic_store_explicit(&p->wait_cpu, rdm_this_cpu(), memory_order_relaxed);
 	for (;;) {
 		pthread_mutex_lock(&wr->submit_lock);
 		recp->seq = wr->next_seq;

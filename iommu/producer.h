@@ -60,6 +60,18 @@ struct rdm_link {
 	/* Producer-private: tickets outstanding towards this worker, and the
 	 * most it may hold (the worker's cfg.ticket_slots). */
 	uint32_t outstanding, limit;
+	/* Handoff hint, worker -> producer: the CPU the worker thread last ran
+	 * on (-1: not known yet). Written by the worker (relaxed, through
+	 * rdm_link_set_worker_cpu()) when its CPU or its table of links
+	 * changes; read relaxed by a waiter, which only chooses between
+	 * spinning and sleeping by it (worker.c, "Handoff"). In the link, not
+	 * the inbox, because a link outlives the worker for as long as its
+	 * producer may read it. */
+	_Atomic int32_t wcpu;
+	/* Producer-private: the waiter's spin cap (the inbox's spin_cap_ns,
+	 * copied at link creation) and its moving average of how long waits
+	 * for this worker's tickets took (rdm_spin_budget(), core/wait.h). */
+	uint64_t spin_cap_ns, wait_avg_ns;
 };
 
 struct rdm_producer {
@@ -74,6 +86,12 @@ struct rdm_producer {
 	/* Completion doorbell (Dekker with the worker, see producer.c). */
 	_Atomic uint32_t futex;
 	_Atomic uint32_t sleeping;
+	/* Handoff hint, producer -> worker: the CPU the owner thread runs on
+	 * while it waits for a ticket (from a synchronous submit, or the start
+	 * of a wait, until the wait returns), else -1. Relaxed both ways: the
+	 * worker only decides by it whether to leave its CPU at once after a
+	 * batch (worker.c, "Handoff"). */
+	_Atomic int32_t wait_cpu;
 	/* Owner + one per live link; the last to drop it frees. */
 	_Atomic uint32_t refs;
 	bool implicit;
@@ -106,6 +124,7 @@ struct rdm_inbox {
 	_Atomic uint32_t sleeping;
 	uint32_t ring_capacity; /* records per ring made for this worker */
 	uint32_t ticket_slots;  /* unconsumed tickets a producer may hold towards it */
+	uint64_t spin_cap_ns;   /* a waiter's longest spin (the worker's spin_us) */
 };
 
 /* A region's submission side (embedded in the worker's region state): a
@@ -118,7 +137,7 @@ struct rdm_region_inbox {
 };
 
 /* ---- the worker's side ---- */
-void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticket_slots);
+void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticket_slots, uint32_t spin_us);
 /* After the worker thread stopped: free closed links, orphan the others
  * (their producers free them), free the table. */
 void rdm_inbox_fini(struct rdm_inbox *in);
@@ -132,8 +151,14 @@ void rdm_inbox_refresh(struct rdm_inbox *in, struct rdm_link ***links, uint32_t 
  * broken), from the table and from the worker's copy; frees them. */
 void rdm_inbox_reap(struct rdm_inbox *in, struct rdm_link **links, uint32_t *n);
 /* Complete the record carrying `ticket` on link l: run its callback, or
- * store its result (and message when result < 0) and wake its waiter. */
-void rdm_link_complete(struct rdm_link *l, uint64_t ticket, int result, const char *msg);
+ * store its result (and message when result < 0) and wake its waiter.
+ * Returns true if the link's producer waits on CPU `cpu` (a hint). */
+bool rdm_link_complete(struct rdm_link *l, uint64_t ticket, int result, const char *msg, int32_t cpu);
+/* Handoff hint: the worker thread runs on `cpu` (relaxed, see wcpu). */
+static inline void rdm_link_set_worker_cpu(struct rdm_link *l, int32_t cpu)
+{
+	atomic_store_explicit(&l->wcpu, cpu, memory_order_relaxed);
+}
 /* The control payload of the record carrying `ticket` (NULL if none). */
 void *rdm_link_payload(const struct rdm_link *l, uint64_t ticket);
 

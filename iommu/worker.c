@@ -22,12 +22,55 @@
  * then tickets complete, so a discard's blocks are released before it
  * completes (I2).
  *
- * Idle: when drains have found nothing for cfg.spin_us and a few
- * sched_yield() rounds, the worker sets `sleeping`, fences (seq_cst) and
- * checks every ring once more before futex_wait; producers fence after
- * publishing and wake it only if it sleeps (producer.c, C3). A ring whose
- * producer index is corrupt is logged once and ignored from then on, for
- * draining, sleeping and reaping alike. Completion: see producer.c C1/C2.
+ * Idle: when a drain finds nothing the worker polls the rings for a spin
+ * budget (below), then calls sched_yield() RDM_WORKER_IDLE_YIELDS times,
+ * then sets `sleeping`, fences (seq_cst) and checks every ring once more
+ * before futex_wait; producers fence after publishing and wake it only if
+ * it sleeps (producer.c, C3). A ring whose producer index is corrupt is
+ * logged once and ignored from then on, for draining, sleeping and reaping
+ * alike. Completion: see producer.c C1/C2.
+ *
+ * Handoff. A synchronous caller and this thread hand each change back and
+ * forth; on a host whose cores run vCPUs the two often share one CPU, and
+ * then a spin on either side only keeps the other off the CPU it needs
+ * (measured before this design, rdm-replay trace A one request at a time,
+ * `taskset -c 0`: p50 ~110-280 us = the worker's 50 us poll after each
+ * batch + the caller's 50 us poll before its first yield + the work).
+ * Three rules:
+ *  H1 where: this thread publishes the CPU it runs on (sched_getcpu(),
+ *     rseq: no system call) in every producer link (rdm_link.wcpu) when the
+ *     CPU or the link table changes; a waiter publishes its own CPU in
+ *     rdm_producer.wait_cpu (producer.h) from a synchronous submit (or the start of a
+ *     wait) until its wait returns. Both are hints, relaxed: they choose
+ *     only whether a side spins, yields or sleeps, never whether it
+ *     checks the flags of C2/C3, so every proof below holds for any value
+ *     they hold (a stale one costs time, not a wake-up).
+ *  H2 shared CPU: a waiter whose CPU is the worker's sleeps at once (C2);
+ *     after a batch that completed a ticket whose waiter shares this CPU,
+ *     this thread neither polls nor yields: it goes to sleep (C3), so the
+ *     waiter runs at once. A futex sleep is the reliable way to give the
+ *     CPU away: sched_yield() between two SCHED_OTHER threads may return at
+ *     once (measured: a waiter that yields up to 4 times before sleeping
+ *     gave the same p50, 5.9 against 6.0 us, so it is not done). What
+ *     usually happens on one CPU: the worker's FUTEX_WAKE lets the waiter
+ *     preempt it, the waiter submits the next change and sleeps, and the
+ *     worker finds that change at once - one wake, one sleep and two
+ *     context switches per change (p50 3.4-6 us for rdm-defer, whose work
+ *     is ~1-2 us of it; rdm-block's planner makes its own work ~10 us).
+ *  H3 other CPUs: a side spins only for a budget that adapts to how long
+ *     its waits take (rdm_spin_budget(), core/wait.h): twice the
+ *     moving average (1/8 weight) of past waits - this thread's gaps from
+ *     the end of a batch to the next record, a waiter's submit-to-done
+ *     times - never more than cfg.spin_us, and none when the average
+ *     exceeds cfg.spin_us: waits that long cost more spinning than a
+ *     sleep and a wake (a few us, above). A wait's length is measured
+ *     whether it ended spinning or asleep, so a budget that fell to 0
+ *     comes back when waits shorten again. No constant is fitted to a
+ *     workload: the cap is the configured spin_us, the start is half of
+ *     it (average cap/4), and the rest is measured.
+ * The idle counters (idle_yields, idle_sleeps, local_handoffs in struct
+ * rdm_worker) show which path ran.
+ *
  * The rings, the doorbell and the tickets belong to producer.c (producer.h):
  * this file embeds the inbox and uses only its functions.
  *
@@ -75,9 +118,15 @@ struct wstate {
 	/* The current region group applied a change to the region's state
 	 * (so it has retired state to flush, under the region's lock). */
 	bool applied_state;
+	/* Handoff (see the theory block): the CPU this thread last ran on, the
+	 * links generation it was published for, whether a batch completed a
+	 * ticket whose waiter shares that CPU, and the moving average of idle
+	 * gaps (end of a batch to the next record found). */
+	int32_t cpu;
+	uint32_t cpu_gen;
+	bool handoff_local;
+	uint64_t gap_avg_ns;
 };
-
-#define IDLE_YIELDS 32u
 
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -457,7 +506,7 @@ static void process(struct wstate *ws, uint32_t fresh)
 		struct item *it = &ws->items[i];
 
 		if (it->done)
-			rdm_link_complete(it->link, it->rec.ticket, it->result, it->msg);
+			ws->handoff_local |= rdm_link_complete(it->link, it->rec.ticket, it->result, it->msg, ws->cpu);
 		else
 			ws->items[keep++] = *it;
 	}
@@ -537,6 +586,12 @@ static uint32_t drain(struct wstate *ws)
 	return got;
 }
 
+static void count(_Atomic uint64_t *c)
+{
+	/* Relaxed: one writer (this thread), readers only display it. */
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
 static void idle(struct wstate *ws)
 {
 	struct rdm_worker *w = ws->w;
@@ -551,9 +606,25 @@ static void idle(struct wstate *ws)
 	if (all_empty(ws) && !atomic_load_explicit(&w->stop, memory_order_relaxed) &&
 	    atomic_load_explicit(&w->in.links_gen, memory_order_relaxed) == ws->links_gen &&
 	    atomic_load_explicit(&w->flush_req, memory_order_relaxed) ==
-		    atomic_load_explicit(&w->flush_done, memory_order_relaxed))
+		    atomic_load_explicit(&w->flush_done, memory_order_relaxed)) {
+		count(&w->idle_sleeps);
 		rdm_futex(&w->in.futex, FUTEX_WAIT_PRIVATE, seen);
+	}
 	atomic_store_explicit(&w->in.sleeping, 0, memory_order_relaxed);
+}
+
+/* Tell the producers' waiters which CPU this thread runs on (links carry
+ * it: see producer.h), when it or the table of links changed. */
+static void publish_cpu(struct wstate *ws)
+{
+	int32_t cpu = rdm_this_cpu();
+
+	if (cpu == ws->cpu && ws->cpu_gen == ws->links_gen)
+		return;
+	for (uint32_t i = 0; i < ws->nlinks; i++)
+		rdm_link_set_worker_cpu(ws->links[i], cpu);
+	ws->cpu = cpu;
+	ws->cpu_gen = ws->links_gen;
 }
 
 /*
@@ -588,18 +659,26 @@ static bool flush_pending(struct wstate *ws)
 
 static void *worker_main(void *arg)
 {
-	struct wstate ws = {.w = arg};
+	struct wstate ws = {.w = arg, .cpu = -1};
 	struct rdm_worker *w = arg;
-	unsigned spins = 0;
-	uint64_t idle_since = 0;
+	uint64_t cap = (uint64_t)w->cfg.spin_us * 1000u;
+	/* idle_since: when the last batch ended (0: not idle); spin_from: when
+	 * the current spin began; budget: its length; yields: how many of the
+	 * RDM_WORKER_IDLE_YIELDS were made since. */
+	uint64_t idle_since = 0, spin_from = 0, budget = 0;
+	unsigned spins = 0, yields = 0;
 
+	ws.gap_avg_ns = cap / 4;
 	for (;;) {
 		refresh_links(&ws);
+		publish_cpu(&ws);
 		uint32_t got = drain(&ws);
 
 		if (got) {
-			spins = 0;
+			if (idle_since)
+				rdm_spin_note(&ws.gap_avg_ns, rdm_now_ns() - idle_since, cap);
 			idle_since = 0;
+			ws.handoff_local = false;
 			process(&ws, got);
 			continue;
 		}
@@ -608,28 +687,41 @@ static void *worker_main(void *arg)
 		if (atomic_load_explicit(&w->stop, memory_order_acquire))
 			break;
 		reap_links(&ws);
-		/* Poll for spin_us (the clock is read every 64 rounds), then
-		 * yield a few times (see wait_slot() in producer.c), then sleep. */
-		if (++spins % 64 == 0 || idle_since == 0) {
-			uint64_t now = rdm_now_ns();
-
-			if (idle_since == 0)
-				idle_since = now;
-			if (now - idle_since < (uint64_t)w->cfg.spin_us * 1000u) {
-				spins = 1;
+		if (idle_since == 0) {
+			/* A batch just ended. A waiter that shares this CPU needs
+			 * it now: no spin and no yields (a yield between two
+			 * threads of one CPU may come straight back); sleep. */
+			idle_since = spin_from = rdm_now_ns();
+			spins = yields = 0;
+			budget = ws.handoff_local ? 0 : rdm_spin_budget(ws.gap_avg_ns, cap);
+			if (ws.handoff_local) {
+				count(&w->local_handoffs);
+				yields = RDM_WORKER_IDLE_YIELDS;
+			}
+		}
+		/* Poll for the budget (the clock is read every 8 rounds)... */
+		if (budget && yields == 0) {
+			if (++spins % 8 != 0 || rdm_now_ns() - spin_from < budget) {
+				rdm_cpu_relax();
 				continue;
 			}
-		} else {
-			rdm_cpu_relax();
-			continue;
+			budget = 0;
 		}
-		if (spins < 64 + IDLE_YIELDS) {
+		/* ...then give the CPU away a few times (cheaper than a sleep
+		 * and a wake when another thread wants it)... */
+		if (yields < RDM_WORKER_IDLE_YIELDS) {
+			yields++;
+			count(&w->idle_yields);
 			sched_yield();
 			continue;
 		}
-		spins = 0;
-		idle_since = 0;
+		/* ...then sleep (C3). Woken, spin and yield again before the
+		 * next sleep; the gap runs on until records come. */
 		idle(&ws);
+		ws.handoff_local = false;
+		spin_from = rdm_now_ns();
+		spins = yields = 0;
+		budget = rdm_spin_budget(ws.gap_avg_ns, cap);
 	}
 	rdm_free(ws.items);
 	rdm_free(ws.links);
@@ -712,7 +804,7 @@ int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **o
 		return rdm_fail(-ENOMEM, "out of memory creating a worker");
 	w->cfg = c;
 	pthread_mutex_init(&w->lock, NULL);
-	rdm_inbox_init(&w->in, c.ring_capacity, c.ticket_slots);
+	rdm_inbox_init(&w->in, c.ring_capacity, c.ticket_slots, c.spin_us);
 	err = pthread_create(&w->thread, NULL, worker_main, w);
 	if (err) {
 		rdm_inbox_fini(&w->in);

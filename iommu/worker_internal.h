@@ -24,6 +24,8 @@
 #include "iommu/record.h"
 
 #define RDM_WORKER_MAX_BACKENDS 16
+/* Idle: sched_yield() calls between the spin and the futex sleep. */
+#define RDM_WORKER_IDLE_YIELDS 32u
 /* The payload of RDM_OP_ATTACH. */
 struct rdm_attach_req {
 	struct rdm_wbackend *wb;
@@ -84,6 +86,11 @@ struct rdm_worker {
 	 * number (acquire). Wrapping 32-bit counters, compared by difference. */
 	_Atomic uint32_t flush_req;
 	_Atomic uint32_t flush_done;
+
+	/* Idle-loop counters (worker thread writes, relaxed; read by tests and
+	 * for display): sched_yield() calls, futex sleeps, and batches after
+	 * which the worker left its CPU at once for a waiter sharing it. */
+	_Atomic uint64_t idle_yields, idle_sleeps, local_handoffs;
 
 	/* Stats: priv is written by the worker thread only (the planners point
 	 * into it); st is its copy published after every batch with relaxed

@@ -78,10 +78,12 @@ extern "C" {
 struct rdm_worker;   /* opaque */
 struct rdm_producer; /* opaque */
 
-/* How long an idle worker, and a producer waiting for a ticket, poll before
- * they yield and then sleep on a futex. Polling costs a core while it lasts;
- * a sleep costs a futex wake (a system call and a scheduler round trip) on
- * the other side. */
+/* The most an idle worker, and a producer waiting for a ticket, poll before
+ * they sleep on a futex. Within it each side polls for a budget adapted to
+ * how long its recent waits took (none when they take longer than this),
+ * and not at all when the other side runs on the same CPU: polling costs a
+ * core while it lasts; a sleep costs a futex wake (a system call and a
+ * scheduler round trip) on the other side. */
 #define RDM_WORKER_DEFAULT_SPIN_US 50u
 
 struct rdm_worker_config {
@@ -94,8 +96,10 @@ struct rdm_worker_config {
 	 * get -EAGAIN. Power of two, at most 1024 (a producer's own total);
 	 * default 1024. */
 	uint32_t ticket_slots;
-	uint32_t spin_us;       /* idle: poll the rings this long before sleeping;
-	                           default RDM_WORKER_DEFAULT_SPIN_US */
+	uint32_t spin_us;       /* idle: poll the rings at most this long before
+	                           sleeping (see RDM_WORKER_DEFAULT_SPIN_US); also
+	                           caps a ticket wait's polling; default
+	                           RDM_WORKER_DEFAULT_SPIN_US */
 	uint32_t reserved;      /* must be 0 */
 	/* Called on the worker thread after every batch, once the batch's
 	 * tickets are complete (tests check invariants here). */
@@ -331,7 +335,8 @@ RDM_API int rdm_producer_discard(struct rdm_producer *p, struct rdm_region *r, u
 				 uint64_t length, uint64_t *ticket);
 
 /*
- * Wait for a ticket (spin briefly, then sleep on a futex) and consume it.
+ * Wait for a ticket (spin briefly if the worker runs on another CPU, then
+ * sleep on a futex) and consume it.
  * Two results, never mixed: the return value says whether the wait itself
  * worked; *result (optional) gets the change's own result (0 or a negative
  * errno, e.g. -EEXIST or -ENOSPC; rdm_last_error() then names its cause).

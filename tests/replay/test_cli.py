@@ -89,8 +89,8 @@ try:
     a = os.path.join(traces, "A_sbm2M_movable.csv")
     rc1, out1, _ = run("--policy", "qemu", a)
     rc2, out2, _ = run("--policy", "qemu", "--scale", "64", a)
-    s1 = [l for l in out1.splitlines() if l.startswith("SUMMARY")]
-    s2 = [l for l in out2.splitlines() if l.startswith("SUMMARY")]
+    s1 = [l for l in out1.splitlines() if l.startswith("SUMMARY replay")]
+    s2 = [l for l in out2.splitlines() if l.startswith("SUMMARY replay")]
     check(rc1 == 0 and rc2 == 0 and s1 == s2 and len(s1) == 2, "--scale 64 keeps call counts")
     rc, out, err = run("--scale", "3", a)
     check(rc == 1 and "--scale 3" in err, f"--scale not dividing: {err!r}")
@@ -201,7 +201,12 @@ try:
     row_keys = {"strategy", "map_calls", "unmap_calls", "calls", "ratio_lb", "peak_mappings", "limit_exceeded",
                 "remapped_bytes", "deferred_peak_bytes", "deferred_end_bytes", "deferred_integrated",
                 "defer_budget", "modelled_ns", "wall_ns", "latency_p50_ns", "latency_p99_ns", "failed_requests",
-                "async"}
+                "async", "latency_mean_ns", "cpu_caller_ns", "cpu_worker_ns", "cpu_ns_per_request"}
+    lat_re = re.compile(r"SUMMARY latency workload=(\S+) strategy=(\S+) cpus=(\d+) requests=(\d+) p50_us=([\d.]+) "
+                        r"p99_us=([\d.]+) mean_us=([\d.]+) cpu_us_per_req=([\d.]+) caller_cpu_us_per_req=([\d.]+) "
+                        r"worker_cpu_us_per_req=([\d.]+) cpu_per_wall=([\d.]+) qemu_p50_us=([\d.]+) "
+                        r"qemu_cpu_us_per_req=([\d.]+)")
+    latency = {}
     summaries = {}
     for l in out.splitlines():
         if l.startswith("SUMMARY replay "):
@@ -211,6 +216,11 @@ try:
             check(m is not None, f"SUMMARY format: {l}")
             if m:
                 summaries[(m[1], m[2])] = m
+        elif l.startswith("SUMMARY latency "):
+            m = lat_re.fullmatch(l)
+            check(m is not None, f"SUMMARY latency format: {l}")
+            if m:
+                latency[(m[1], m[2])] = m
     for w in d["workloads"]:
         for k, t in [("name", str), ("source", str), ("block_size", int), ("region_size", int), ("requests", int),
                      ("lower_bound", dict), ("results", list)]:
@@ -233,8 +243,27 @@ try:
             check(r["limit_exceeded"] == max(0, r["peak_mappings"] - 65535), "limit_exceeded")
             if r["strategy"] == "lower-bound":
                 check(r["wall_ns"] is None and r["latency_p50_ns"] is None, "lower bound has no wall time")
+                check(r["cpu_ns_per_request"] is None and r["cpu_worker_ns"] is None, "lower bound has no CPU time")
+                check((w["name"], r["strategy"]) not in latency, "lower bound has no SUMMARY latency")
             else:
                 check(isinstance(r["wall_ns"], int) and r["latency_p50_ns"] <= r["latency_p99_ns"], "latency")
+                # CPU time: the calling thread's always, the worker's for rdm strategies only.
+                n = w["requests"]
+                check(r["cpu_caller_ns"] > 0 and r["cpu_ns_per_request"] ==
+                      (r["cpu_caller_ns"] + r["cpu_worker_ns"]) // n, f"{r['strategy']}: cpu fields")
+                check(r["latency_mean_ns"] * n <= r["wall_ns"], f"{r['strategy']}: mean latency above wall/requests")
+                if r["strategy"].startswith("rdm-"):
+                    check(r["cpu_worker_ns"] > 0, f"{r['strategy']}: no worker CPU time")
+                else:
+                    check(r["cpu_worker_ns"] == 0, f"{r['strategy']}: a baseline has worker CPU time")
+                m = latency.get((w["name"], r["strategy"]))
+                check(m is not None, f"no SUMMARY latency for {w['name']}/{r['strategy']}")
+                if m:
+                    check(int(m[3]) >= 1 and int(m[4]) == n, f"SUMMARY latency cpus/requests: {m[0]}")
+                    check(abs(float(m[5]) * 1000 - r["latency_p50_ns"]) <= 10 and
+                          abs(float(m[8]) * 1000 - r["cpu_ns_per_request"]) <= 10, f"SUMMARY latency vs JSON: {m[0]}")
+                    q = [x for x in w["results"] if x["strategy"] == "qemu"][0]
+                    check(abs(float(m[12]) * 1000 - q["latency_p50_ns"]) <= 10, f"qemu_p50_us: {m[0]}")
             check(r["async"] is None or isinstance(r["async"], dict), "async")
             m = summaries.get((w["name"], r["strategy"]))
             check(m is not None, f"no SUMMARY for {w['name']}/{r['strategy']}")

@@ -218,8 +218,9 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "    mappings and how far past the kernel's default limit of 65535 they go, remapped bytes\n"
 	       "    (DMA windows), deferred bytes (peak, after the last request, and integrated: the sum\n"
 	       "    over requests of the deferred bytes after each, in byte-requests, as traces carry no\n"
-	       "    times), modelled time, wall time, request latency p50/p99. Then one line per workload\n"
-	       "    and strategy:\n"
+	       "    times), modelled time, wall time, request latency p50/p99, CPU time per request (the\n"
+	       "    calling thread's CPU clock plus, for rdm strategies, the IOMMU worker thread's, over the\n"
+	       "    whole replay, per request). Then one line per workload and strategy:\n"
 	       "      SUMMARY replay workload=W strategy=S calls=N lower_bound=LB ratio_lb=R peak_mappings=K\n"
 	       "              limit_exceeded=E remapped_bytes=B deferred_peak_bytes=D deferred_end_bytes=F\n"
 	       "              deferred_integrated=I\n"
@@ -227,6 +228,12 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "      SUMMARY frontier workload=W budget=B calls=N deferred_peak_bytes=D qemu_calls=Q\n"
 	       "              lower_bound=LB deferred_end_bytes=F deferred_integrated=I\n"
 	       "    B: rdm-defer's budget in bytes or 'none'; cut-4M ... cut-128M; qemu; lower-bound.\n"
+	       "    Without --sweep, also one line per workload and strategy (not the lower bound):\n"
+	       "      SUMMARY latency workload=W strategy=S cpus=N requests=R p50_us=T p99_us=T mean_us=T\n"
+	       "              cpu_us_per_req=T caller_cpu_us_per_req=T worker_cpu_us_per_req=T\n"
+	       "              cpu_per_wall=X [qemu_p50_us=T qemu_cpu_us_per_req=T]\n"
+	       "    cpus: CPUs in the affinity mask (taskset); cpu_per_wall: CPU per request / mean\n"
+	       "    latency; qemu_*: the qemu baseline's, when it ran on the same workload.\n"
 	       "    Baselines run on an unlimited sim; rdm strategies on one with the default limit.\n"
 	       "    A progress line goes to stderr when it is a terminal.\n"
 	       "\n"
@@ -239,7 +246,8 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "    rdm-replay --workload storm:conversions=20000 --policy qemu,naive\n"
 	       "    rdm-replay --sweep --workload sbm --plot out/frontier.svg data/traces/A_sbm2M_movable.csv\n"
 	       "    rdm-replay --defer-budget 0.5%% --policy rdm-defer,qemu --workload frag\n"
-	       "    rdm-replay --scale 64 --backend vfio-type1:/dev/vfio/12 data/traces/A_sbm2M_movable.csv\n");
+	       "    rdm-replay --scale 64 --backend vfio-type1:/dev/vfio/12 data/traces/A_sbm2M_movable.csv\n"
+	       "    taskset -c 0 rdm-replay --policy rdm-block,rdm-defer,qemu data/traces/A_sbm2M_movable.csv\n");
 }
 
 static void print_list(const struct replay_strategy *const *all, size_t nall)
@@ -618,8 +626,10 @@ int main(int argc, char **argv)
 	printf("\n");
 	if (sweep)
 		replay_print_frontier(stdout, res, nw);
-	else
+	else {
 		replay_print_summary(stdout, res, nw);
+		replay_print_latency(stdout, res, nw);
+	}
 	fflush(stdout);
 
 	struct replay_run_info info = {

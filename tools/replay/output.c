@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,12 @@ static const char *fmt_ratio(uint64_t calls, uint64_t lb, char *buf, size_t len)
 	return buf;
 }
 
+/* CPU time per request: the calling thread's and the strategy's threads'. */
+static uint64_t cpu_per_req(const struct replay_result *r)
+{
+	return r->requests ? (r->cpu_caller_ns + r->cpu_helper_ns) / r->requests : 0;
+}
+
 void replay_print_table(FILE *f, const struct replay_workload_result *w, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -64,12 +71,12 @@ void replay_print_table(FILE *f, const struct replay_workload_result *w, size_t 
 		fprintf(f, "\n%s: %zu requests, block %s, region %s, lower bound %" PRIu64 " calls\n", t->name, t->n,
 			replay_fmt_size(t->block_size, b1, sizeof(b1)), replay_fmt_size(t->region_size, b2, sizeof(b2)),
 			w[i].lb.calls);
-		fprintf(f, "  %-18s %10s %10s %10s %8s %9s %9s %8s %8s %8s %8s %9s %9s %9s %9s\n", "strategy", "map",
-			"unmap", "total", "x lb", "peak map", "over lim", "remap", "defer", "def end", "def int", "model",
-			"wall", "p50", "p99");
+		fprintf(f, "  %-18s %10s %10s %10s %8s %9s %9s %8s %8s %8s %8s %9s %9s %9s %9s %9s\n", "strategy",
+			"map", "unmap", "total", "x lb", "peak map", "over lim", "remap", "defer", "def end", "def int",
+			"model", "wall", "p50", "p99", "cpu/req");
 		for (size_t k = 0; k < w[i].nrows; k++) {
 			const struct replay_result *r = &w[i].rows[k];
-			char c[12][32], name[48];
+			char c[13][32], name[48];
 
 			if (r->budget_label[0])
 				snprintf(name, sizeof(name), "%s@%s", r->strategy, r->budget_label);
@@ -80,14 +87,15 @@ void replay_print_table(FILE *f, const struct replay_workload_result *w, size_t 
 				continue;
 			}
 			fprintf(f, "  %-18s %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %8s %9" PRIu64 " %9" PRIu64
-				" %8s %8s %8s %8s %9s %9s %9s %9s",
+				" %8s %8s %8s %8s %9s %9s %9s %9s %9s",
 				name, r->map_calls, r->unmap_calls, r->calls,
 				fmt_ratio(r->calls, w[i].lb.calls, c[0], 32), r->peak_mappings, r->limit_exceeded,
 				fmt_bytes(r->remapped_bytes, c[1], 32), fmt_bytes(r->deferred_peak_bytes, c[2], 32),
 				fmt_bytes(r->deferred_end_bytes, c[10], 32), fmt_bytes(r->deferred_integrated, c[11], 32),
 				fmt_ns(r->model_ns, c[3], 32), r->lower_bound ? "-" : fmt_ns(r->wall_ns, c[4], 32),
 				r->lower_bound ? "-" : fmt_ns(r->lat_p50_ns, c[5], 32),
-				r->lower_bound ? "-" : fmt_ns(r->lat_p99_ns, c[6], 32));
+				r->lower_bound ? "-" : fmt_ns(r->lat_p99_ns, c[6], 32),
+				r->lower_bound || !r->cpu_measured ? "-" : fmt_ns(cpu_per_req(r), c[12], 32));
 			if (r->failed_requests)
 				fprintf(f, "  (%" PRIu64 " requests failed)", r->failed_requests);
 			fputc('\n', f);
@@ -105,7 +113,8 @@ void replay_print_table(FILE *f, const struct replay_workload_result *w, size_t 
 	fprintf(f, "\nx lb: calls / lower bound; over lim: peak mappings past the default limit of %" PRIu64
 		   "; defer / def end: deferred bytes,\npeak and after the last request; def int: deferred bytes after"
 		   " each request, summed (byte-requests);\nmodel: the sim's cost model; p50/p99: request completion"
-		   " latency; S@B: strategy S with defer budget B\n",
+		   " latency; cpu/req: CPU time per request,\ncalling thread + the strategy's own threads (rdm's worker),"
+		   " thread CPU clocks; S@B: strategy S with defer budget B\n",
 		REPLAY_MAPPING_LIMIT);
 }
 
@@ -135,6 +144,43 @@ void replay_print_summary(FILE *f, const struct replay_workload_result *w, size_
 					w[i].trace->name, r->strategy, a->producers, a->requests, a->calls, a->wall_ns,
 					a->lat_p50_ns, a->lat_p99_ns);
 			}
+		}
+	}
+}
+
+static double us(uint64_t ns)
+{
+	return (double)ns / 1e3;
+}
+
+void replay_print_latency(FILE *f, const struct replay_workload_result *w, size_t n)
+{
+	cpu_set_t set;
+	int cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct replay_result *q = NULL;
+
+		for (size_t k = 0; k < w[i].nrows; k++)
+			if (!w[i].rows[k].error && strcmp(w[i].rows[k].strategy, "qemu") == 0)
+				q = &w[i].rows[k];
+		for (size_t k = 0; k < w[i].nrows; k++) {
+			const struct replay_result *r = &w[i].rows[k];
+
+			if (r->error || r->lower_bound || !r->cpu_measured || !r->requests)
+				continue;
+			fprintf(f,
+				"SUMMARY latency workload=%s strategy=%s cpus=%d requests=%" PRIu64
+				" p50_us=%.2f p99_us=%.2f mean_us=%.2f cpu_us_per_req=%.2f caller_cpu_us_per_req=%.2f"
+				" worker_cpu_us_per_req=%.2f cpu_per_wall=%.2f",
+				w[i].trace->name, r->strategy, cpus, r->requests, us(r->lat_p50_ns), us(r->lat_p99_ns),
+				us(r->lat_mean_ns), us(cpu_per_req(r)), us(r->cpu_caller_ns / r->requests),
+				us(r->cpu_helper_ns / r->requests),
+				r->lat_mean_ns ? (double)cpu_per_req(r) / (double)r->lat_mean_ns : 0.0);
+			if (q)
+				fprintf(f, " qemu_p50_us=%.2f qemu_cpu_us_per_req=%.2f", us(q->lat_p50_ns),
+					us(cpu_per_req(q)));
+			fputc('\n', f);
 		}
 	}
 }
@@ -255,6 +301,13 @@ int replay_write_json(const char *path, const struct replay_run_info *info, cons
 				fprintf(f, ", \"wall_ns\": %" PRIu64 ", \"latency_p50_ns\": %" PRIu64
 					   ", \"latency_p99_ns\": %" PRIu64,
 					r->wall_ns, r->lat_p50_ns, r->lat_p99_ns);
+			if (r->lower_bound || !r->cpu_measured)
+				fprintf(f, ", \"latency_mean_ns\": null, \"cpu_caller_ns\": null, \"cpu_worker_ns\": null"
+					   ", \"cpu_ns_per_request\": null");
+			else
+				fprintf(f, ", \"latency_mean_ns\": %" PRIu64 ", \"cpu_caller_ns\": %" PRIu64
+					   ", \"cpu_worker_ns\": %" PRIu64 ", \"cpu_ns_per_request\": %" PRIu64,
+					r->lat_mean_ns, r->cpu_caller_ns, r->cpu_helper_ns, cpu_per_req(r));
 			fprintf(f, ", \"deferred_end_bytes\": %" PRIu64 ", \"deferred_integrated\": %" PRIu64
 				   ", \"defer_budget\": ",
 				r->deferred_end_bytes, r->deferred_integrated);

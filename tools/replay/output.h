@@ -19,6 +19,15 @@ struct replay_run_info {
 void replay_print_table(FILE *f, const struct replay_workload_result *w, size_t n);
 void replay_print_summary(FILE *f, const struct replay_workload_result *w, size_t n);
 /*
+ * One line per workload and strategy from the one-request-at-a-time replay:
+ *   SUMMARY latency workload=W strategy=S cpus=N requests=R p50_us=.. p99_us=.. mean_us=..
+ *           cpu_us_per_req=.. caller_cpu_us_per_req=.. worker_cpu_us_per_req=.. cpu_per_wall=..
+ *           [qemu_p50_us=.. qemu_cpu_us_per_req=..]
+ * cpus: CPUs in the process's affinity mask; cpu_per_wall: CPU per request
+ * over mean latency; the qemu fields when qemu ran on the same workload.
+ */
+void replay_print_latency(FILE *f, const struct replay_workload_result *w, size_t n);
+/*
  * --sweep: one line per point of each workload's frontier:
  *   SUMMARY frontier workload=W budget=B calls=N deferred_peak_bytes=D qemu_calls=Q lower_bound=L
  *           deferred_end_bytes=E deferred_integrated=I

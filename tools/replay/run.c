@@ -68,6 +68,16 @@ uint64_t replay_quantile(uint64_t *v, size_t n, double q)
 	return v[i < n ? i : n - 1];
 }
 
+/* The calling thread's CPU clock in nanoseconds (0 if it cannot be read). */
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts))
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static int fail_msg(char *err, size_t errlen, int rc, const char *what)
 {
 	const char *m = rdm_last_error();
@@ -166,6 +176,9 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 		fail_msg(err, errlen, rc, s->name);
 		goto out;
 	}
+	uint64_t helper0 = s->helper_cpu_ns ? s->helper_cpu_ns(state) : 0, caller0 = thread_cpu_ns();
+	uint64_t lat_sum = 0;
+
 	t0 = replay_now_ns();
 	for (size_t i = 0; i < t->n; i++) {
 		uint64_t a = replay_now_ns();
@@ -173,6 +186,7 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 		if (s->apply(state, &t->reqs[i]) < 0)
 			out->failed_requests++;
 		lat[i] = replay_now_ns() - a;
+		lat_sum += lat[i];
 		/* The deferred bytes after each request, integrated over the trace
 		 * (outside the latency: stats() is the harness's, not the request's). */
 		if (s->stats) {
@@ -189,6 +203,12 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 			replay_progress("rdm-replay: %s / %s: request %zu of %zu", t->name, s->name, i + 1, t->n);
 	}
 	out->wall_ns = replay_now_ns() - t0;
+	uint64_t caller1 = thread_cpu_ns(), helper1 = s->helper_cpu_ns ? s->helper_cpu_ns(state) : 0;
+
+	out->cpu_measured = caller0 && caller1 && (!s->helper_cpu_ns || (helper0 && helper1));
+	out->cpu_caller_ns = caller1 - caller0;
+	out->cpu_helper_ns = helper1 - helper0;
+	out->lat_mean_ns = t->n ? lat_sum / t->n : 0;
 	/* Counted up to the last request's completion: what destroy() does afterwards is not. */
 	rdm_backend_get_stats(b, &bst);
 	if (s->stats)

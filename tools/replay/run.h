@@ -45,6 +45,13 @@ struct replay_result {
 	char budget_label[24];
 	bool sweep_point;       /* a --sweep point (its row is labelled with the budget) */
 	uint64_t model_ns, wall_ns, lat_p50_ns, lat_p99_ns;
+	uint64_t lat_mean_ns;   /* mean request latency */
+	/* CPU time over the whole replay loop (thread CPU clocks): the calling
+	 * thread's (requests and the harness's bookkeeping between them) and the
+	 * strategy's own threads' (an rdm worker: work, spinning and yielding
+	 * alike). cpu_measured: both clocks could be read. */
+	uint64_t cpu_caller_ns, cpu_helper_ns;
+	bool cpu_measured;
 	uint64_t requests, failed_requests;
 	bool has_async;
 	struct replay_async_result async;

@@ -81,6 +81,14 @@ struct replay_strategy {
 	int (*apply)(void *state, const struct replay_req *req);
 	/* Optional: fill what only the strategy knows (see the struct). */
 	void (*stats)(void *state, struct replay_strategy_stats *st);
+	/*
+	 * Optional: the CPU time, in nanoseconds, that the strategy's own
+	 * threads (an rdm IOMMU worker) have used so far (their thread CPU
+	 * clocks). The harness reads it before and after the replay, beside the
+	 * calling thread's CPU clock, so that CPU burnt waiting shows next to
+	 * the latency it buys. NULL: the strategy has no thread of its own.
+	 */
+	uint64_t (*helper_cpu_ns)(void *state);
 	/* Release the state. It may unmap what it mapped (an rdm region's destroy
 	 * does): the harness has read the backend's stats before this call. */
 	void (*destroy)(void *state);

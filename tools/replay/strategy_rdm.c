@@ -34,11 +34,30 @@
 struct rdm_state {
 	struct rdm_worker *w;
 	struct rdm_region *r;
+	/* The worker thread's CPU clock, taken by the first on_batch call
+	 * (which runs on the worker thread: the attach in make() is one).
+	 * Release there, acquire in helper_cpu_ns(): wclk is written first. */
+	clockid_t wclk;
+	_Atomic bool have_wclk;
 };
+
+/* Runs on the worker thread after every batch: learn its CPU clock once. */
+static void on_batch(void *opaque, uint64_t batch_no, uint32_t changes)
+{
+	struct rdm_state *st = opaque;
+
+	(void)batch_no;
+	(void)changes;
+	if (atomic_load_explicit(&st->have_wclk, memory_order_relaxed))
+		return;
+	if (pthread_getcpuclockid(pthread_self(), &st->wclk) == 0)
+		atomic_store_explicit(&st->have_wclk, true, memory_order_release);
+}
 
 static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t policy, struct rdm_state *st)
 {
 	struct rdm_region_config rc = {.struct_size = sizeof(rc)};
+	struct rdm_worker_config wc = {.struct_size = sizeof(wc), .on_batch = on_batch, .on_batch_opaque = st};
 	int err;
 
 	rc.flags = (g->strict ? RDM_REGION_STRICT : 0) |
@@ -49,7 +68,8 @@ static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t
 	rc.host_addr = (void *)(uintptr_t)g->host_addr;
 	rc.policy = policy;
 	rc.defer_budget = g->defer_budget; /* 0: the library's default */
-	err = rdm_worker_create(NULL, &st->w);
+	atomic_init(&st->have_wclk, false);
+	err = rdm_worker_create(&wc, &st->w);
 	if (err)
 		return err;
 	err = rdm_worker_add_backend(st->w, b, 0);
@@ -63,8 +83,12 @@ static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t
 	if (err) {
 		rdm_region_destroy(st->r);
 		rdm_worker_destroy(st->w);
+		return err;
 	}
-	return err;
+	/* The attach was a batch: its on_batch call follows its completion. */
+	while (!atomic_load_explicit(&st->have_wclk, memory_order_acquire))
+		sched_yield();
+	return 0;
 }
 
 static void unmake(struct rdm_state *st)
@@ -129,6 +153,16 @@ static void stats(void *state, struct replay_strategy_stats *out)
 	out->remapped_bytes = ws.remapped_bytes;
 	out->deferred_bytes = ws.deferred_bytes;
 	out->deferred_peak_bytes = ws.deferred_peak_bytes;
+}
+
+static uint64_t helper_cpu_ns(void *state)
+{
+	struct rdm_state *st = state;
+	struct timespec ts;
+
+	if (!atomic_load_explicit(&st->have_wclk, memory_order_acquire) || clock_gettime(st->wclk, &ts))
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static void destroy(void *state)
@@ -306,6 +340,7 @@ static const struct replay_strategy rdm_block = {
 	.create = create_block,
 	.apply = apply,
 	.stats = stats,
+	.helper_cpu_ns = helper_cpu_ns,
 	.destroy = destroy,
 	.run_async = async_block,
 };
@@ -316,6 +351,7 @@ static const struct replay_strategy rdm_coalesce = {
 	.create = create_coalesce,
 	.apply = apply,
 	.stats = stats,
+	.helper_cpu_ns = helper_cpu_ns,
 	.destroy = destroy,
 	.run_async = async_coalesce,
 };
@@ -326,6 +362,7 @@ static const struct replay_strategy rdm_defer = {
 	.create = create_defer,
 	.apply = apply,
 	.stats = stats,
+	.helper_cpu_ns = helper_cpu_ns,
 	.destroy = destroy,
 	.run_async = async_defer,
 };

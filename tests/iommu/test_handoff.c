@@ -1,0 +1,173 @@
+/* test_handoff.c - the worker handoff on a shared CPU: waiter and worker pinned to one CPU, results against an oracle, no lost wake-up; the idle loop's yields. */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <rdm/rdm.h>
+#include <rdm/region.h>
+#include <rdm/worker.h>
+
+#include "iommu/worker_internal.h"
+#include "tests/check.h"
+
+#define MiB (1ull << 20)
+#define BS (2 * MiB)
+#define NB 64u
+#define REGION (NB * BS)
+#define ROUNDS 3000u
+
+/* A wake-up lost by the handoff leaves a caller asleep for ever: the
+ * watchdog turns that hang into a failure that says so. */
+static void on_alarm(int sig)
+{
+	static const char msg[] = "test_handoff: watchdog: no progress for 120 s (a lost wake-up?)\n";
+
+	(void)sig;
+	(void)!write(2, msg, sizeof(msg) - 1);
+	_exit(1);
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static uint64_t next_rand(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 7;
+	rng ^= rng << 17;
+	return rng;
+}
+
+/* Pin the calling thread to one CPU of its affinity mask; threads it
+ * creates afterwards (the worker) inherit the mask. */
+static int pin_to_one_cpu(void)
+{
+	cpu_set_t set, one;
+
+	REQUIRE(sched_getaffinity(0, sizeof(set), &set) == 0);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &set)) {
+			CPU_ZERO(&one);
+			CPU_SET(c, &one);
+			REQUIRE(sched_setaffinity(0, sizeof(one), &one) == 0);
+			return c;
+		}
+	REQUIRE(!"an empty affinity mask");
+	return -1;
+}
+
+/* Strict mode's expected result of populating (or discarding) blocks
+ * [b, b + n), and the oracle updated when it succeeds. */
+static int expect(bool *pop, unsigned b, unsigned n, bool populate)
+{
+	for (unsigned k = b; k < b + n; k++)
+		if (pop[k] == populate)
+			return populate ? -EEXIST : -ENOENT;
+	for (unsigned k = b; k < b + n; k++)
+		pop[k] = populate;
+	return 0;
+}
+
+/*
+ * Waiter and worker on one CPU: synchronous changes (rdm_populate and
+ * rdm_discard through the implicit producer) and asynchronous ones waited
+ * for (rdm_producer_wait) or polled, each result checked against a bitmap,
+ * the region's state after each one too. Every change is a handoff both
+ * ways on the one CPU; a lost wake-up hangs (watchdog).
+ */
+static void test_one_cpu(void)
+{
+	struct rdm_sim_config sc = {.struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2, .call_ns = 1};
+	struct rdm_region_config rc = {.struct_size = sizeof(rc)};
+	struct rdm_backend *sim;
+	struct rdm_worker *w;
+	struct rdm_region *r;
+	struct rdm_producer *p;
+	bool pop[NB] = {false};
+	int cpu = pin_to_one_cpu();
+
+	REQUIRE(rdm_backend_sim_create(&sc, &sim) == 0);
+	REQUIRE(rdm_worker_create(NULL, &w) == 0);
+	REQUIRE(rdm_worker_add_backend(w, sim, 0) == 0);
+	rc.flags = RDM_REGION_STRICT;
+	rc.iova = 1ull << 32;
+	rc.size = REGION;
+	rc.block_size = BS;
+	rc.host_addr = (void *)(uintptr_t)(1ull << 40);
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	REQUIRE(rdm_worker_attach(w, r, sim) == 0);
+	REQUIRE(rdm_producer_create(&p) == 0);
+
+	for (unsigned i = 0; i < ROUNDS; i++) {
+		unsigned b = (unsigned)(next_rand() % NB);
+		unsigned n = 1 + (unsigned)(next_rand() % (NB - b < 4 ? NB - b : 4));
+		bool populate = next_rand() % 2;
+		int want = expect(pop, b, n, populate), got = 0;
+		uint64_t t;
+
+		switch (i % 3) {
+		case 0: /* synchronous */
+			got = populate ? rdm_populate(r, b * BS, n * BS) : rdm_discard(r, b * BS, n * BS);
+			break;
+		case 1: /* asynchronous, waited for */
+			REQUIRE((populate ? rdm_producer_populate(p, r, b * BS, n * BS, &t)
+					  : rdm_producer_discard(p, r, b * BS, n * BS, &t)) == 0);
+			REQUIRE(rdm_producer_wait(p, t, &got) == 0);
+			break;
+		default: /* asynchronous, polled (the worker needs this CPU: yield it) */
+			REQUIRE((populate ? rdm_producer_populate(p, r, b * BS, n * BS, &t)
+					  : rdm_producer_discard(p, r, b * BS, n * BS, &t)) == 0);
+			for (int e; (e = rdm_producer_poll(p, t, &got)) != 0; sched_yield())
+				REQUIRE(e == -EINPROGRESS);
+			break;
+		}
+		CHECK(got == want);
+		for (unsigned k = b; k < b + n; k++)
+			CHECK(rdm_is_populated(r, k * BS, BS) == pop[k]);
+		if (got != want) {
+			fprintf(stderr, "round %u: %s blocks %u+%u: got %d, want %d\n", i,
+				populate ? "populate" : "discard", b, n, got, want);
+			break;
+		}
+	}
+	/* The waiter's hint is cleared once no wait runs. */
+	CHECK(atomic_load_explicit(&p->wait_cpu, memory_order_relaxed) == -1);
+	/* The worker saw it share its CPU with waiters and left the CPU to
+	 * them after their batches (the path this test is for). */
+	CHECK(atomic_load_explicit(&w->local_handoffs, memory_order_relaxed) > 0);
+	CHECK(sched_getcpu() == cpu);
+	rdm_producer_destroy(p);
+	CHECK(rdm_region_destroy(r) == 0);
+	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_backend_destroy(sim);
+}
+
+/* With nothing to do, the worker yields RDM_WORKER_IDLE_YIELDS times
+ * before each futex sleep (it used to yield once). */
+static void test_idle_yields(void)
+{
+	struct rdm_worker *w;
+
+	REQUIRE(rdm_worker_create(NULL, &w) == 0);
+	while (atomic_load_explicit(&w->idle_sleeps, memory_order_relaxed) == 0)
+		usleep(1000);
+	uint64_t yields = atomic_load_explicit(&w->idle_yields, memory_order_relaxed);
+
+	CHECK(yields >= RDM_WORKER_IDLE_YIELDS);
+	if (yields < RDM_WORKER_IDLE_YIELDS)
+		fprintf(stderr, "idle: %llu yield(s) before the first sleep, want %u\n", (unsigned long long)yields,
+			RDM_WORKER_IDLE_YIELDS);
+	CHECK(rdm_worker_destroy(w) == 0);
+}
+
+int main(void)
+{
+	signal(SIGALRM, on_alarm);
+	alarm(120);
+	test_idle_yields();
+	test_one_cpu();
+	return check_exit();
+}
