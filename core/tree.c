@@ -290,6 +290,8 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 	}
 	t->mem = mem;
 	atomic_init(&t->backlog, 0);
+	atomic_init(&t->versions, 0);
+	t->open = false;
 	t->old_root = t->new_root = EMPTY;
 	t->fresh.v = t->fresh.inline_v;
 	t->fresh.cap = RDM_TREE_VEC_INLINE;
@@ -305,6 +307,8 @@ void rdm_tree_fini(struct rdm_tree *t)
 	/* Pairs with every reader's rdm_tree_read_done(); the caller waited for
 	 * a grace period, which TSan cannot see. */
 	rdm_tsan_acquire(&t->gp);
+	/* An unpublished working version (a batch cut short) is dropped. */
+	rdm_tree_abort(t);
 	/* Relaxed: no reader or writer runs any more. */
 	free_subtree(t, atomic_load_explicit(&t->root, memory_order_relaxed));
 	atomic_store_explicit(&t->root, EMPTY, memory_order_relaxed);
@@ -941,20 +945,63 @@ static uintptr_t write_rec(struct wctx *c, uintptr_t v, unsigned level, uint64_t
 	return write_runs(c, v, level, base, s, e, val);
 }
 
+/* Open the working version if none is: it starts as the published one. */
+static void open_version(struct rdm_tree *t)
+{
+	if (t->open)
+		return;
+	/* Relaxed: only this (the single) writer stores the root. */
+	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
+	t->new_root = t->old_root;
+	t->fresh.n = 0;
+	t->retired.n = t->retired_kept;
+	t->open = true;
+}
+
+/* Undo one failed step: free the nodes it made, forget what it retired, and
+ * return the working version to what it was before the step. */
+static void step_undo(struct rdm_tree *t, uintptr_t root, size_t nfresh, size_t nretired)
+{
+	for (size_t i = nfresh; i < t->fresh.n; i++)
+		free_node(t, t->fresh.v[i]);
+	t->fresh.n = nfresh;
+	t->retired.n = nretired;
+	t->new_root = root;
+}
+
 int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated)
 {
 	struct wctx c = { .t = t, .err = 0 };
+	uintptr_t root;
+	size_t nfresh, nretired;
 
-	/* Relaxed: only this (the single) writer stores the root. */
-	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
-	t->fresh.n = 0;
-	t->retired.n = t->retired_kept;
-	t->new_root = write_rec(&c, t->old_root, t->root_level, 0, s, e, populated);
+	open_version(t);
+	root = t->new_root;
+	nfresh = t->fresh.n;
+	nretired = t->retired.n;
+	t->new_root = write_rec(&c, root, t->root_level, 0, s, e, populated);
 	if (c.err != 0) {
-		rdm_tree_abort(t);
+		step_undo(t, root, nfresh, nretired);
 		return c.err;
 	}
 	return 0;
+}
+
+uintptr_t rdm_tree_working(const struct rdm_tree *t)
+{
+	/* Relaxed: the writer reads its own last store. */
+	return t->open ? t->new_root : atomic_load_explicit(&t->root, memory_order_relaxed);
+}
+
+bool rdm_tree_is_open(const struct rdm_tree *t)
+{
+	return t->open;
+}
+
+uint64_t rdm_tree_versions(const struct rdm_tree *t)
+{
+	/* Relaxed: a counter for tests; see rdm_tree_publish(). */
+	return atomic_load_explicit(&t->versions, memory_order_relaxed);
 }
 
 /* Bottom-up construction from a bitmap source (rdm_tree_prepare_load). */
@@ -989,14 +1036,17 @@ int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque
 {
 	struct wctx c = { .t = t, .err = 0 };
 
-	/* Relaxed: only this (the single) writer stores the root. */
-	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
-	t->fresh.n = 0;
-	t->retired.n = t->retired_kept;
-	retire(&c, t->old_root, false);
+	uintptr_t root;
+	size_t nfresh, nretired;
+
+	open_version(t);
+	root = t->new_root;
+	nfresh = t->fresh.n;
+	nretired = t->retired.n;
+	retire(&c, root, false);
 	t->new_root = load_rec(&c, t->root_level, 0, get, opaque);
 	if (c.err != 0) {
-		rdm_tree_abort(t);
+		step_undo(t, root, nfresh, nretired);
 		return c.err;
 	}
 	return 0;
@@ -1004,22 +1054,34 @@ int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque
 
 void rdm_tree_abort(struct rdm_tree *t)
 {
+	if (!t->open)
+		return;
+	/* Every node of every step since the last publish: none is reachable
+	 * from the published version, and a node made by one step and replaced
+	 * by a later one is in both lists but freed here only. */
 	for (size_t i = 0; i < t->fresh.n; i++)
 		free_node(t, t->fresh.v[i]);
-	vec_reset(t, &t->fresh);
-	/* Earlier changes' kept nodes stay; this change's list is dropped. */
-	if (t->retired_kept == 0)
-		vec_reset(t, &t->retired);
-	else
-		t->retired.n = t->retired_kept;
+	t->fresh.n = 0;
+	/* Earlier, published changes' kept nodes stay; the steps' entries go. */
+	t->retired.n = t->retired_kept;
 	t->new_root = t->old_root;
+	t->open = false;
 }
 
 void rdm_tree_publish(struct rdm_tree *t)
 {
+	if (!t->open)
+		return;
 	/* Release: pairs with the acquire in rdm_tree_snapshot(); every node of
 	 * the new version is written before a reader can reach it. */
 	atomic_store_explicit(&t->root, t->new_root, memory_order_release);
+	/* Relaxed: only this writer stores it; readers are tests and stats. */
+	atomic_store_explicit(&t->versions, atomic_load_explicit(&t->versions, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	/* The fresh nodes are published now: never written or freed by the
+	 * writer again, only retired. */
+	t->fresh.n = 0;
+	t->open = false;
 }
 
 uintptr_t rdm_tree_old_root(const struct rdm_tree *t)
@@ -1066,14 +1128,15 @@ static void retire_now(struct rdm_tree *t)
 	rdm_tsan_acquire(&t->gp);
 	for (size_t i = 0; i < t->retired.n; i++)
 		free_retired(t, t->retired.v[i]);
-	vec_reset(t, &t->retired);
+	t->retired.n = 0; /* keeps its capacity (freed by fini) */
 	t->retired_kept = 0;
 }
 
 void rdm_tree_retire_later(struct rdm_tree *t)
 {
+	/* fresh keeps its capacity: a batch's lists are reused, not reallocated
+	 * per change (freed by fini). */
 	t->fresh.n = 0;
-	vec_reset(t, &t->fresh);
 	t->old_root = t->new_root;
 	t->retired_kept = t->retired.n;
 }
@@ -1091,7 +1154,7 @@ void rdm_tree_retire_flush(struct rdm_tree *t)
 
 	t->retired_kept = 0;
 	if (n == 0) {
-		vec_reset(t, &t->retired);
+		t->retired.n = 0; /* keeps its capacity (freed by fini) */
 		return;
 	}
 	/* A whole inner subtree is counted as its top node only: sizing it
@@ -1114,7 +1177,7 @@ void rdm_tree_retire_flush(struct rdm_tree *t)
 	b->n = n;
 	b->bytes = bytes;
 	memcpy(b->v, t->retired.v, n * sizeof(uintptr_t));
-	vec_reset(t, &t->retired);
+	t->retired.n = 0; /* keeps its capacity (freed by fini) */
 	/* Relaxed: see retire_cb(). */
 	atomic_fetch_add_explicit(&t->backlog, bytes, memory_order_relaxed);
 	/* Release: pairs with the acquire in retire_cb() on the call_rcu thread. */
