@@ -5,6 +5,7 @@
  * the middle of a batch. */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -73,7 +74,13 @@ static int tl_populate(struct rdm_listener *l, uint64_t off, uint64_t len)
 	struct tl *t = (struct tl *)l;
 
 	log_call(&real_log, t->who, 'p', off / BS, (off + len) / BS);
-	return refuses(t->who, off / BS, (off + len) / BS) ? REFUSE_ERR : 0;
+	if (!refuses(t->who, off / BS, (off + len) / BS))
+		return 0;
+	/* Linger, so that a reader would catch a refused populate made
+	 * visible too early. */
+	for (int i = 0; i < 20; i++)
+		sched_yield();
+	return REFUSE_ERR;
 }
 
 static void tl_discard(struct rdm_listener *l, uint64_t off, uint64_t len)
@@ -546,9 +553,37 @@ static void test_alloc_failure(void)
 			}
 		}
 		(void)v;
-		/* The listeners' net view and the readers' state agree with the
-		 * oracle's. */
+		/* The readers' state, each listener's net view (what it was told
+		 * populated and not discarded since) and the IOMMU's mappings agree
+		 * with the oracle's. */
 		CHECK(real_state(f.r) == st);
+		for (char who = 'a'; who <= 'b'; who++) {
+			uint64_t view = warm;
+
+			for (unsigned i = 0; i < real_log.n; i++) {
+				const struct call *x = &real_log.c[i];
+
+				if (x->who != who)
+					continue;
+				if (x->what == 'p')
+					view |= mask(x->s, x->e);
+				else
+					view &= ~mask(x->s, x->e);
+			}
+			if (view != st) {
+				fprintf(stderr, "alloc %u: listener %c sees %#llx, oracle %#llx\n", k, who,
+					(unsigned long long)view, (unsigned long long)st);
+				CHECK(false);
+			}
+		}
+		for (unsigned b = 0; b < NB; b++) {
+			uint64_t iova = (1ull << 32) + b * BS;
+
+			if ((st >> b) & 1)
+				CHECK(rdm_sim_is_mapped(f.sim, iova, BS, true, (uint64_t)(uintptr_t)host + b * BS));
+			else
+				CHECK(rdm_sim_is_unmapped(f.sim, iova, BS));
+		}
 		teardown(&f);
 	}
 	CHECK(enomem > 0);
