@@ -129,10 +129,16 @@
 struct rdm_retire_batch {
 	struct rcu_head head;
 	struct rdm_tree *t;
-	size_t n;
+	struct rdm_retire_batch *next; /* in a spare list */
+	size_t n, cap;
 	size_t bytes; /* node bytes counted in the tree's backlog */
 	uintptr_t v[];
 };
+
+/* Bytes of nodes the writer's pool may keep (see "Node pool"). */
+#define POOL_MAX ((size_t)4 << 20)
+/* Emptied retire batches the writer keeps for reuse. */
+#define SPARES_MAX 8u
 
 static inline size_t batch_bytes(size_t n)
 {
@@ -238,6 +244,150 @@ static void free_retired(const struct rdm_tree *t, uintptr_t v)
 		free_subtree(t, v);
 }
 
+/* ---- the node pool ---- */
+
+static inline unsigned pool_class(size_t size, size_t align)
+{
+	return (unsigned)(size / 8) + (align == NODE_ALIGN ? 65u : 0u);
+}
+
+static inline size_t node_align(uintptr_t v)
+{
+	return tag_of(v) == T_EXT ? 16 : NODE_ALIGN;
+}
+
+/* The node's bytes count as allocated again (rdm_mem: taken from the pool). */
+static void mem_count(struct rdm_mem *m, size_t size)
+{
+	/* Relaxed: statistics only, as in rdm_mem_alloc(). */
+	size_t cur = atomic_fetch_add_explicit(&m->cur, size, memory_order_relaxed) + size;
+	size_t peak = atomic_load_explicit(&m->peak, memory_order_relaxed);
+
+	while (cur > peak && !atomic_compare_exchange_weak_explicit(&m->peak, &peak, cur, memory_order_relaxed,
+								     memory_order_relaxed))
+		;
+}
+
+/* Writer: keep a node no reader can reach for reuse, or free it when the
+ * pool is full (or the quarantine test hook is on). `counted`: its bytes
+ * still count as allocated in rdm_mem (pooled and handed-back bytes do
+ * not: they are not state). */
+static void pool_keep(struct rdm_tree *t, void *p, size_t size, size_t align, bool counted)
+{
+	void **n = p;
+	unsigned k = pool_class(size, align);
+
+	if (t->pool_bytes + size > POOL_MAX || rdm_mem_quarantine_enabled()) {
+		if (!counted)
+			mem_count(t->mem, size);
+		rdm_mem_free(t->mem, p, size, align);
+		return;
+	}
+	n[0] = t->pool[k];
+	t->pool[k] = n;
+	t->pool_bytes += size;
+	/* Relaxed: statistics only. */
+	if (counted)
+		atomic_fetch_sub_explicit(&t->mem->cur, size, memory_order_relaxed);
+}
+
+static void pool_put(struct rdm_tree *t, void *p, size_t size, size_t align)
+{
+	pool_keep(t, p, size, align, true);
+}
+
+/* Writer: move every node the call_rcu thread handed back into the pool. */
+static void pool_take_returned(struct rdm_tree *t)
+{
+	uintptr_t *n;
+
+	/* Relaxed first: the common case is an empty list and no RMW. */
+	if (atomic_load_explicit(&t->returned, memory_order_relaxed) == 0)
+		return;
+	/* Acquire: pairs with the release CAS in retire_cb(); the chain links
+	 * it wrote (and the grace period it followed) happen before this
+	 * thread reuses the nodes. */
+	n = (uintptr_t *)atomic_exchange_explicit(&t->returned, 0, memory_order_acquire);
+	while (n != NULL) {
+		uintptr_t *next = (uintptr_t *)n[0];
+		size_t size = n[1] & ~(uintptr_t)1;
+
+		pool_keep(t, n, size, (n[1] & 1) ? NODE_ALIGN : 16, false);
+		n = next;
+	}
+}
+
+/* Writer: a pooled node of this size and alignment, or NULL. */
+static void *pool_get(struct rdm_tree *t, size_t size, size_t align)
+{
+	unsigned k = pool_class(size, align);
+	void **n = t->pool[k];
+
+	if (n == NULL) {
+		pool_take_returned(t);
+		n = t->pool[k];
+		if (n == NULL)
+			return NULL;
+	}
+	t->pool[k] = n[0];
+	t->pool_bytes -= size;
+	mem_count(t->mem, size);
+	return n;
+}
+
+/* Writer, no reader can reach v's nodes: put them into the pool, children
+ * first (putting a node overwrites its first slot). */
+static void pool_put_subtree(struct rdm_tree *t, uintptr_t v, bool node_only)
+{
+	if (!is_node(v))
+		return;
+	if (is_inner(v) && !node_only) {
+		const uintptr_t *ch = ptr_of(v);
+		unsigned fan = fan_of(t, v);
+
+		for (unsigned i = 0; i < fan; i++)
+			pool_put_subtree(t, ch[i], false);
+	}
+	pool_put(t, ptr_of(v), node_bytes(t, v), node_align(v));
+}
+
+/* retire_cb: chain the nodes of one retire entry through their first word
+ * (their second holds size | 1 if 64-aligned), children first. */
+static void chain_subtree(const struct rdm_tree *t, uintptr_t v, bool node_only, uintptr_t **head,
+			  uintptr_t **tail)
+{
+	uintptr_t *n;
+	size_t size;
+
+	if (!is_node(v))
+		return;
+	if (is_inner(v) && !node_only) {
+		const uintptr_t *ch = ptr_of(v);
+		unsigned fan = fan_of(t, v);
+
+		for (unsigned i = 0; i < fan; i++)
+			chain_subtree(t, ch[i], false, head, tail);
+	}
+	n = ptr_of(v);
+	size = node_bytes(t, v);
+	/* Relaxed: statistics only; handed-back bytes are not state. */
+	atomic_fetch_sub_explicit(&t->mem->cur, size, memory_order_relaxed);
+	/* Every node has at least two words: extent leaves 24 bytes, inner
+	 * nodes at least 2 slots (a root level > 0 reaches at least two). */
+	n[1] = size | (node_align(v) == NODE_ALIGN ? 1u : 0u);
+	n[0] = (uintptr_t)*head;
+	*head = n;
+	if (*tail == NULL)
+		*tail = n;
+}
+
+/* Free a handed-back or spare retire batch (not counted: see retire_cb()). */
+static void free_batch(struct rdm_tree *t, struct rdm_retire_batch *b)
+{
+	mem_count(t->mem, batch_bytes(b->cap));
+	rdm_mem_free(t->mem, b, batch_bytes(b->cap), 16);
+}
+
 /* ---- the writer's scratch lists ---- */
 
 static void vec_reset(struct rdm_tree *t, struct rdm_tree_vec *v)
@@ -291,6 +441,12 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 	t->mem = mem;
 	atomic_init(&t->backlog, 0);
 	atomic_init(&t->versions, 0);
+	memset(t->pool, 0, sizeof(t->pool));
+	t->pool_bytes = 0;
+	t->spares = NULL;
+	t->nspares = 0;
+	atomic_init(&t->returned, 0);
+	atomic_init(&t->returned_batches, NULL);
 	t->open = false;
 	t->old_root = t->new_root = EMPTY;
 	t->fresh.v = t->fresh.inline_v;
@@ -319,6 +475,8 @@ void rdm_tree_fini(struct rdm_tree *t)
 	t->retired_kept = 0;
 	vec_reset(t, &t->fresh);
 	vec_reset(t, &t->retired);
+	/* The pool and spare batches are freed by rdm_tree_barrier_done(),
+	 * once no retire callback can hand anything back. */
 }
 
 static inline unsigned popcount64(uint64_t x)
@@ -644,14 +802,16 @@ struct wctx {
 
 static void *node_alloc(struct wctx *c, size_t size, size_t align, unsigned tag)
 {
-	void *p = rdm_mem_alloc(c->t->mem, size, align);
+	void *p = pool_get(c->t, size, align);
 
+	if (p == NULL)
+		p = rdm_mem_alloc(c->t->mem, size, align);
 	if (p == NULL) {
 		c->err = -ENOMEM;
 		return NULL;
 	}
 	if (vec_push(c->t, &c->t->fresh, (uintptr_t)p | tag) != 0) {
-		rdm_mem_free(c->t->mem, p, size, align);
+		pool_put(c->t, p, size, align);
 		c->err = -ENOMEM;
 		return NULL;
 	}
@@ -963,7 +1123,7 @@ static void open_version(struct rdm_tree *t)
 static void step_undo(struct rdm_tree *t, uintptr_t root, size_t nfresh, size_t nretired)
 {
 	for (size_t i = nfresh; i < t->fresh.n; i++)
-		free_node(t, t->fresh.v[i]);
+		pool_put_subtree(t, t->fresh.v[i], true);
 	t->fresh.n = nfresh;
 	t->retired.n = nretired;
 	t->new_root = root;
@@ -1060,7 +1220,7 @@ void rdm_tree_abort(struct rdm_tree *t)
 	 * from the published version, and a node made by one step and replaced
 	 * by a later one is in both lists but freed here only. */
 	for (size_t i = 0; i < t->fresh.n; i++)
-		free_node(t, t->fresh.v[i]);
+		pool_put_subtree(t, t->fresh.v[i], true);
 	t->fresh.n = 0;
 	/* Earlier, published changes' kept nodes stay; the steps' entries go. */
 	t->retired.n = t->retired_kept;
@@ -1096,6 +1256,9 @@ static void retire_cb(struct rcu_head *head)
 	struct rdm_retire_batch *b =
 		(struct rdm_retire_batch *)(void *)((char *)head - offsetof(struct rdm_retire_batch, head));
 	struct rdm_tree *t;
+	uintptr_t *first = NULL, *last = NULL;
+	uintptr_t old;
+	struct rdm_retire_batch *ob;
 
 	/* Acquire: pairs with the release in rdm_tree_retire() (the hand-off to
 	 * this thread) and with every reader's rdm_tree_read_done() (the grace
@@ -1103,11 +1266,36 @@ static void retire_cb(struct rcu_head *head)
 	rdm_tsan_acquire(b);
 	t = b->t;
 	rdm_tsan_acquire(&t->gp);
-	for (size_t i = 0; i < b->n; i++)
-		free_retired(t, b->v[i]);
+	if (rdm_mem_quarantine_enabled()) {
+		for (size_t i = 0; i < b->n; i++)
+			free_retired(t, b->v[i]);
+	} else {
+		/* Hand the nodes back to the writer's pool ("Node pool"). */
+		for (size_t i = 0; i < b->n; i++)
+			chain_subtree(t, b->v[i] & ~RETIRE_NODE_ONLY, (b->v[i] & RETIRE_NODE_ONLY) != 0, &first,
+				      &last);
+	}
 	/* Relaxed: a bound the writer reads; nothing is ordered by it. */
 	atomic_fetch_sub_explicit(&t->backlog, b->bytes, memory_order_relaxed);
-	rdm_mem_free(t->mem, b, batch_bytes(b->n), 16);
+	if (first != NULL) {
+		old = atomic_load_explicit(&t->returned, memory_order_relaxed);
+		do
+			last[0] = old;
+		/* Release: pairs with the acquire exchange in
+		 * pool_take_returned() and rdm_tree_barrier_done(): the links
+		 * written above happen before the writer reads them. */
+		while (!atomic_compare_exchange_weak_explicit(&t->returned, &old, (uintptr_t)first,
+							      memory_order_release, memory_order_relaxed));
+	}
+	/* Relaxed: statistics only; a handed-back batch is not state. */
+	atomic_fetch_sub_explicit(&t->mem->cur, batch_bytes(b->cap), memory_order_relaxed);
+	ob = atomic_load_explicit(&t->returned_batches, memory_order_relaxed);
+	do
+		b->next = ob;
+	/* Release: pairs with the acquire exchange in take_batch() and
+	 * rdm_tree_barrier_done(). */
+	while (!atomic_compare_exchange_weak_explicit(&t->returned_batches, &ob, b, memory_order_release,
+						      memory_order_relaxed));
 	/* Release: pairs with the acquire in rdm_tree_barrier_done(), the edge
 	 * rcu_barrier() provides but TSan cannot see. */
 	rdm_tsan_release(&t->reclaimed);
@@ -1115,9 +1303,84 @@ static void retire_cb(struct rcu_head *head)
 
 void rdm_tree_barrier_done(struct rdm_tree *t)
 {
+	uintptr_t *n;
+	struct rdm_retire_batch *b;
+
 	/* Acquire: pairs with the release at the end of retire_cb(). */
 	rdm_tsan_acquire(&t->reclaimed);
-	(void)t;
+	/* Every retire callback has run (rcu_barrier()): free what they handed
+	 * back, and the pool. Acquire: pairs with retire_cb()'s release CASes. */
+	n = (uintptr_t *)atomic_exchange_explicit(&t->returned, 0, memory_order_acquire);
+	while (n != NULL) {
+		uintptr_t *next = (uintptr_t *)n[0];
+
+		mem_count(t->mem, n[1] & ~(uintptr_t)1);
+		rdm_mem_free(t->mem, n, n[1] & ~(uintptr_t)1, (n[1] & 1) ? NODE_ALIGN : 16);
+		n = next;
+	}
+	for (unsigned k = 0; k < RDM_TREE_POOL_CLASSES; k++) {
+		size_t size = (size_t)(k % 65) * 8, align = k >= 65 ? NODE_ALIGN : 16;
+
+		for (void **p = t->pool[k], **next; p != NULL; p = next) {
+			next = p[0];
+			/* Pooled bytes were taken out of the count; free takes
+			 * them out again. */
+			mem_count(t->mem, size);
+			rdm_mem_free(t->mem, p, size, align);
+		}
+		t->pool[k] = NULL;
+	}
+	t->pool_bytes = 0;
+	b = atomic_exchange_explicit(&t->returned_batches, NULL, memory_order_acquire);
+	while (b != NULL) {
+		struct rdm_retire_batch *next = b->next;
+
+		free_batch(t, b);
+		b = next;
+	}
+	for (b = t->spares; b != NULL;) {
+		struct rdm_retire_batch *next = b->next;
+
+		free_batch(t, b);
+		b = next;
+	}
+	t->spares = NULL;
+	t->nspares = 0;
+}
+
+/* Writer: an emptied retire batch of at least n entries, or NULL. Takes the
+ * ones retire_cb handed back, keeps up to SPARES_MAX, frees the rest. */
+static struct rdm_retire_batch *take_batch(struct rdm_tree *t, size_t n)
+{
+	struct rdm_retire_batch **pp, *b;
+
+	/* Relaxed first: no RMW when nothing came back. */
+	if (atomic_load_explicit(&t->returned_batches, memory_order_relaxed) != NULL) {
+		/* Acquire: pairs with the release CAS in retire_cb(). */
+		b = atomic_exchange_explicit(&t->returned_batches, NULL, memory_order_acquire);
+		while (b != NULL) {
+			struct rdm_retire_batch *next = b->next;
+
+			if (t->nspares < SPARES_MAX) {
+				b->next = t->spares;
+				t->spares = b;
+				t->nspares++;
+			} else {
+				free_batch(t, b);
+			}
+			b = next;
+		}
+	}
+	for (pp = &t->spares; *pp != NULL; pp = &(*pp)->next) {
+		if ((*pp)->cap >= n) {
+			b = *pp;
+			*pp = b->next;
+			t->nspares--;
+			mem_count(t->mem, batch_bytes(b->cap));
+			return b;
+		}
+	}
+	return NULL;
 }
 
 /* Wait for the grace period here and free this change's nodes at once. */
@@ -1127,7 +1390,7 @@ static void retire_now(struct rdm_tree *t)
 	/* Pairs with every reader's rdm_tree_read_done(). */
 	rdm_tsan_acquire(&t->gp);
 	for (size_t i = 0; i < t->retired.n; i++)
-		free_retired(t, t->retired.v[i]);
+		pool_put_subtree(t, t->retired.v[i] & ~RETIRE_NODE_ONLY, (t->retired.v[i] & RETIRE_NODE_ONLY) != 0);
 	t->retired.n = 0; /* keeps its capacity (freed by fini) */
 	t->retired_kept = 0;
 }
@@ -1167,11 +1430,22 @@ void rdm_tree_retire_flush(struct rdm_tree *t)
 		retire_now(t);
 		return;
 	}
-	b = rdm_mem_alloc(t->mem, batch_bytes(n), 16);
+	/* The writer is here once per batch: bring back what was reclaimed
+	 * meanwhile, so the hand-back list stays short. */
+	pool_take_returned(t);
+	b = take_batch(t, n);
 	if (b == NULL) {
-		/* No memory for the batch. */
-		retire_now(t);
-		return;
+		size_t cap = 64;
+
+		while (cap < n)
+			cap *= 2;
+		b = rdm_mem_alloc(t->mem, batch_bytes(cap), 16);
+		if (b == NULL) {
+			/* No memory for the batch. */
+			retire_now(t);
+			return;
+		}
+		b->cap = cap;
 	}
 	b->t = t;
 	b->n = n;

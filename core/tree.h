@@ -51,6 +51,10 @@ struct rdm_tree_vec {
 
 struct rdm_retire_batch;
 
+/* Node size classes: size / 8 (<= 64) for 16-aligned extent leaves, and
+ * 65 + size / 8 for 64-aligned inner and bitmap nodes. */
+#define RDM_TREE_POOL_CLASSES 130
+
 struct rdm_tree {
 	/* Read by every query, written once per change (root) or never: the
 	 * first cache line of the tree. The published root slot: release store
@@ -80,6 +84,17 @@ struct rdm_tree {
 	/* Node bytes handed to call_rcu and not yet freed (relaxed: a bound
 	 * only, see rdm_tree_retire()). */
 	atomic_size_t backlog;
+	/* The node pool (tree.c "Node pool"): writer-private free lists by
+	 * size class, and what the call_rcu thread hands back. */
+	void *pool[RDM_TREE_POOL_CLASSES];
+	size_t pool_bytes;
+	struct rdm_retire_batch *spares; /* writer-private, at most SPARES_MAX */
+	unsigned nspares;
+	/* Lock-free hand-back from retire_cb (push: release CAS) to the
+	 * writer (take all: acquire exchange): reclaimed nodes chained through
+	 * their first word, and emptied retire batches. */
+	_Atomic(uintptr_t) returned;
+	_Atomic(struct rdm_retire_batch *) returned_batches;
 	/* TSan sync objects (core/tsan.h): gp for the reader -> reclaim edge;
 	 * reclaimed for the edge from a finished retire callback to whoever frees
 	 * the tree after rcu_barrier(). */

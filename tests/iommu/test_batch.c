@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <urcu-bp.h>
 
 #include <rdm/rdm.h>
 #include <rdm/region.h>
@@ -322,9 +323,10 @@ static void random_batch(struct chg *c, unsigned n, uint64_t st, unsigned mix)
  * drains it whole) and wait for every ticket. */
 static void run_real(struct fixture *f, const struct chg *c, unsigned n, int *res)
 {
-	struct rdm_change ch[MAXB];
+	struct rdm_change ch[MAXB] = { { 0 } };
 	uint64_t t[MAXB];
 
+	REQUIRE(n >= 1 && n <= MAXB);
 	for (unsigned i = 0; i < n; i++)
 		ch[i] = (struct rdm_change){ .region = f->r, .kind = c[i].kind, .offset = c[i].s * BS,
 					     .length = (c[i].e - c[i].s) * BS };
@@ -590,6 +592,62 @@ static void test_alloc_failure(void)
 	printf("alloc failures: %u changes failed with -ENOMEM\n", enomem);
 }
 
+/* After warm-up, a steady state of populate and discard batches allocates
+ * no tree node: retired nodes come back to the tree's pool. */
+static void test_steady_state(void)
+{
+	struct fixture f;
+	struct chg c[32];
+	int res[32];
+	const struct rdm_mem *m;
+	size_t allocs0 = 0;
+
+	setup(&f, true);
+	m = rdm_region_mem(f.r);
+	for (unsigned round = 0; round < 60; round++) {
+		if (round == 20) {
+			/* Warm: measure from here. */
+			allocs0 = atomic_load(&m->allocs);
+		}
+		/* Scattered single blocks, then runs, so that extent leaves of
+		 * several sizes are made and replaced. */
+		for (unsigned i = 0; i < 32; i++) {
+			uint64_t s = (i * 7 + round) % NB;
+
+			c[i] = (struct chg){ .kind = RDM_CHANGE_POPULATE, .s = s, .e = s + 1 };
+		}
+		for (unsigned i = 0; i < 32; i++)
+			for (unsigned j = 0; j < i; j++)
+				if (c[j].s == c[i].s)
+					c[i].s = c[i].e = 0;
+		{
+			unsigned n = 0;
+
+			for (unsigned i = 0; i < 32; i++)
+				if (c[i].e != 0)
+					c[n++] = c[i];
+			real_log.n = 0;
+			run_real(&f, c, n, res);
+			for (unsigned i = 0; i < n; i++) {
+				CHECK(res[i] == 0);
+				c[i].kind = RDM_CHANGE_DISCARD;
+			}
+			/* Let the reclaimed nodes come back before the next batch. */
+			rcu_barrier();
+			real_log.n = 0;
+			run_real(&f, c, n, res);
+			for (unsigned i = 0; i < n; i++)
+				CHECK(res[i] == 0);
+			rcu_barrier();
+		}
+	}
+	CHECK(real_state(f.r) == 0);
+	printf("steady state: %zu tree allocations in 40 rounds (%u changes)\n", atomic_load(&m->allocs) - allocs0,
+	       40u * 64u);
+	CHECK(atomic_load(&m->allocs) == allocs0);
+	teardown(&f);
+}
+
 int main(int argc, char **argv)
 {
 	unsigned batches = argc > 1 ? (unsigned)atoi(argv[1]) : 300;
@@ -598,6 +656,7 @@ int main(int argc, char **argv)
 	REQUIRE(host != NULL);
 	srand(11);
 	test_versions();
+	test_steady_state();
 	test_random(false, batches);
 	test_random(true, batches);
 	test_alloc_failure();
