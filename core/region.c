@@ -30,6 +30,28 @@
  * the change, strict and lenient mode share the code: in strict mode the
  * runs are the whole range.
  *
+ * Versions per batch. An applier's batch (rdm_region_apply_batched() calls
+ * up to rdm_region_retire_flush()) keeps one private working version in the
+ * tree (tree.c "Working version"). A populate is checked and told against
+ * the working state, and only once every listener (the IOMMU last) accepted
+ * is it added to the working version: a refusal needs no tree rollback, and
+ * a populate runs out of memory there only after it was accepted, when the
+ * listeners are told a discard of it in reverse order, as for a refusal. A
+ * discard that changes the state adds itself and publishes the working
+ * version - every populate accepted before it plus itself, one version -
+ * before any listener is told. rdm_region_retire_flush(), a listener
+ * (un)registration and an unbatched rdm_region_apply() publish the working
+ * version if it is open. So a batch makes exactly D + P versions: D its
+ * state-changing discards, P its runs of accepted populates ended by a
+ * control, a registration or the batch's end rather than by a discard - one
+ * version for a batch of populates, one per discard for a batch of
+ * discards (consecutive discards are not merged). Every version published is
+ * a state of the one-at-a-time application (DESIGN.md's rules: a discard is
+ * visible before its listeners are told; a populate only after all
+ * accepted; refused or failed changes never), and a later one, so readers
+ * see a subsequence of those states. Without a batch, every change is one
+ * version (invariant 3).
+ *
  * Destroy: set dying (new public calls get -ECANCELED), synchronize_rcu()
  * (readers that missed the flag have left), wait until no public change
  * call is in flight, let the applier drain and forget the region, tell the
@@ -42,8 +64,10 @@
  *  2. A listener is told exactly the blocks that change, clipped to its
  *     sub-range; after a refused populate every listener has been told a
  *     discard of everything it accepted in that change.
- *  3. The published version changes only by rdm_tree_publish(), once per
- *     applied change, so each change is atomic to readers.
+ *  3. The published version changes only by rdm_tree_publish(): once per
+ *     applied change, or in a batch once per "Versions per batch" above;
+ *     each version holds whole changes, so each change is atomic to
+ *     readers, and only accepted ones.
  *  4. After dying is set and synchronize_rcu() returned, no reader touches
  *     the tree; after inflight reached 0, no public change call runs.
  */

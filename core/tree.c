@@ -37,6 +37,44 @@
  * worker) may keep them across its changes (rdm_tree_retire_later) and hand
  * them on in one call_rcu at the end of its batch (rdm_tree_retire_flush).
  *
+ * Working version. Several prepares may precede one publish. The first
+ * opens a working version (new_root, starting at the published root); each
+ * prepare is a step that applies its change copy-on-write on top of it,
+ * against the working state, so a later step copies the nodes an earlier
+ * step made again (a made node is never written in place: a step that fails
+ * for memory then only drops what it made itself - step_undo() - and the
+ * working version is exactly as before the step). The nodes a step replaces
+ * are retired like those of a published change (freed after a grace period
+ * even if no reader ever saw them, which is merely late), and the made
+ * nodes are listed in `fresh` until the publish, so rdm_tree_abort() drops
+ * every step since the last publish. rdm_tree_publish() stores the root of
+ * all the steps at once (one version) and counts it (`versions`).
+ *
+ * Node pool. A node no reader can reach any more is kept for reuse: one the
+ * writer made and dropped before publishing (a failed step, an abort) at
+ * once; a retired one after its grace period, handed back by the call_rcu
+ * callback, which chains the batch's nodes through their first word (size
+ * and alignment in the second) and pushes the chain with one release CAS
+ * onto t->returned, and the emptied retire batch onto t->returned_batches.
+ * The writer takes a whole list with one acquire exchange - when a size
+ * class it needs is empty, and once per flush - into private free lists by
+ * size class (RDM_TREE_POOL_CLASSES), and allocates from them first; the
+ * retire batch of the next flush is a handed-back one when one is large
+ * enough. Synchronising edges: retire_cb()'s release CAS on returned (and
+ * returned_batches) -> the acquire exchange in pool_take_returned() (and
+ * take_batch(), rdm_tree_barrier_done()); the grace period before that is
+ * retire_cb()'s as before. Neither end waits for the other: the callback
+ * retries a CAS only against another callback's push, and the writer's
+ * exchange always succeeds; a single consumer that takes everything has no
+ * ABA problem. Bounds: the private pool keeps at most POOL_MAX = 4 MiB of
+ * nodes (more is freed) and SPARES_MAX = 8 batches; the hand-back lists
+ * hold at most what waited for a grace period (the backlog bound below)
+ * until the writer's next flush. The pool and the lists are freed by
+ * rdm_tree_barrier_done() (after rcu_barrier(), at destroy). Pooled and
+ * handed-back bytes are not counted as allocated in rdm_mem (they are not
+ * state); the quarantine test hook bypasses the pool. So a steady state of
+ * changes allocates no node and no retire batch.
+ *
  * Why these sizes (measured, see bench_state.c and tests/core):
  *  - 4096-block bitmap leaves (512 B) and 64-way inner nodes (512 B) keep a
  *    change in the fragmented 2^20-block state to one leaf + two inner copies
@@ -73,11 +111,13 @@
  *    root's child shift); the writer's state lies on later lines.
  *
  * Invariants
- *  1. A published node is never written again; it is freed only by the
- *     call_rcu callback of the flush that handed on the change that replaced
- *     it, by the writer after synchronize_rcu() (backlog over
- *     RETIRE_BACKLOG_MAX, or no memory for the batch), or by fini (also
- *     when it is still kept for a flush).
+ *  1. A published node is never written again while a reader may reach
+ *     it: it is freed or handed back to the pool (and only then reused
+ *     and written) by the call_rcu callback of the flush that handed on
+ *     the change that replaced it, by the writer after synchronize_rcu()
+ *     (backlog over RETIRE_BACKLOG_MAX, or no memory for the batch), or by
+ *     fini (also when it is still kept for a flush). A node of an open
+ *     working version is not published and not written either once made.
  *  2. Every slot is canonical: EMPTY iff no block of its span is populated,
  *     FULL iff all are, an extent leaf iff it has 1..EXT_MAX maximal runs and
  *     is not FULL, otherwise a bitmap (level 0) or an inner node (level > 0).

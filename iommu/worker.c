@@ -14,9 +14,16 @@
  * discarded when the populate is reached, is superseded: both complete with
  * 0 and nobody is told (DESIGN.md "Superseding").
  *
- * Applying a change is rdm_region_apply(): strict checks, listeners, then
- * the region's tail listener - the IOMMU - whose callbacks run the planner
- * (planner.c) for every backend the region is attached to. Maps happen
+ * Applying a change is rdm_region_apply_batched(): strict checks, listeners,
+ * then the region's tail listener - the IOMMU - whose callbacks run the
+ * planner (planner.c) for every backend the region is attached to. The
+ * region's changes of one batch build one working version of its state
+ * that readers see once per state-changing discard (with the populates
+ * accepted before it) and once at the end of the region's group
+ * (rdm_region_retire_flush(), which also hands the replaced nodes to one
+ * call_rcu), before any ticket completes; a control record after a change
+ * of the group publishes it first. Exactly D + P versions per region and
+ * batch: core/region.c "Versions per batch". Maps happen
  * inside the populate callback (a refusal rolls the populate back);
  * unmaps are queued and flushed once per batch (merged), then releases run,
  * then tickets complete, so a discard's blocks are released before it
