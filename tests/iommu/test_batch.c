@@ -650,7 +650,7 @@ static void test_steady_state(void)
 
 int main(int argc, char **argv)
 {
-	unsigned batches = argc > 1 ? (unsigned)atoi(argv[1]) : 300;
+	unsigned batches = argc > 1 ? (unsigned)atoi(argv[1]) : 150;
 
 	host = aligned_alloc(BS, REGION);
 	REQUIRE(host != NULL);
