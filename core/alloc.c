@@ -144,6 +144,12 @@ struct quarantined {
 #define QUARANTINE_MAX_BYTES (64u << 20)
 
 static atomic_bool quarantine_on;
+
+bool rdm_mem_quarantine_enabled(void)
+{
+	/* Relaxed: a test switches the hook while no state exists. */
+	return atomic_load_explicit(&quarantine_on, memory_order_relaxed);
+}
 static pthread_mutex_t quarantine_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct quarantined *quarantine, *quarantine_tail; /* oldest first */
 static size_t quarantine_bytes;

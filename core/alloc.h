@@ -49,6 +49,9 @@ void rdm_mem_reset_peak(struct rdm_mem *m);
  */
 #define RDM_MEM_POISON 0x5a
 void rdm_mem_set_quarantine(bool on);
+/* Whether the quarantine is on (a node pool then frees instead of keeping:
+ * reused memory would hide a late reader). */
+bool rdm_mem_quarantine_enabled(void);
 void rdm_mem_quarantine_drain(void);
 
 /*

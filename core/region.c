@@ -30,6 +30,28 @@
  * the change, strict and lenient mode share the code: in strict mode the
  * runs are the whole range.
  *
+ * Versions per batch. An applier's batch (rdm_region_apply_batched() calls
+ * up to rdm_region_retire_flush()) keeps one private working version in the
+ * tree (tree.c "Working version"). A populate is checked and told against
+ * the working state, and only once every listener (the IOMMU last) accepted
+ * is it added to the working version: a refusal needs no tree rollback, and
+ * a populate runs out of memory there only after it was accepted, when the
+ * listeners are told a discard of it in reverse order, as for a refusal. A
+ * discard that changes the state adds itself and publishes the working
+ * version - every populate accepted before it plus itself, one version -
+ * before any listener is told. rdm_region_retire_flush(), a listener
+ * (un)registration and an unbatched rdm_region_apply() publish the working
+ * version if it is open. So a batch makes exactly D + P versions: D its
+ * state-changing discards, P its runs of accepted populates ended by a
+ * control, a registration or the batch's end rather than by a discard - one
+ * version for a batch of populates, one per discard for a batch of
+ * discards (consecutive discards are not merged). Every version published is
+ * a state of the one-at-a-time application (DESIGN.md's rules: a discard is
+ * visible before its listeners are told; a populate only after all
+ * accepted; refused or failed changes never), and a later one, so readers
+ * see a subsequence of those states. Without a batch, every change is one
+ * version (invariant 3).
+ *
  * Destroy: set dying (new public calls get -ECANCELED), synchronize_rcu()
  * (readers that missed the flag have left), wait until no public change
  * call is in flight, let the applier drain and forget the region, tell the
@@ -42,8 +64,10 @@
  *  2. A listener is told exactly the blocks that change, clipped to its
  *     sub-range; after a refused populate every listener has been told a
  *     discard of everything it accepted in that change.
- *  3. The published version changes only by rdm_tree_publish(), once per
- *     applied change, so each change is atomic to readers.
+ *  3. The published version changes only by rdm_tree_publish(): once per
+ *     applied change, or in a batch once per "Versions per batch" above;
+ *     each version holds whole changes, so each change is atomic to
+ *     readers, and only accepted ones.
  *  4. After dying is set and synchronize_rcu() returned, no reader touches
  *     the tree; after inflight reached 0, no public change call runs.
  */
@@ -537,9 +561,46 @@ static void retire_change(struct rdm_region *r)
 		rdm_tree_retire(&r->tree);
 }
 
-static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
+/* Publish the applier's working version, if one is open (populates accepted
+ * since the last publish), as one version. */
+static void publish_working(struct rdm_region *r)
 {
-	uintptr_t root = rdm_tree_snapshot(&r->tree);
+	if (!rdm_tree_is_open(&r->tree))
+		return;
+	rdm_tree_publish(&r->tree);
+	rdm_tree_retire_later(&r->tree);
+}
+
+/* Tell listeners 0..k-1 a discard of what they were told, in reverse. */
+static void untell_populate(struct rdm_region *r, size_t k, uintptr_t root, bool whole, uint64_t s,
+			    uint64_t e)
+{
+	for (size_t j = k; j-- > 0;)
+		tell_discard(r, listener_at(r, j), root, false, whole, s, e);
+}
+
+static int refused(struct rdm_region *r, struct rdm_listener *l, size_t k, int ret, uint64_t s, uint64_t e)
+{
+	if (l == r->tail_l && rdm_last_error()[0] != '\0')
+		return ret; /* the IOMMU: its own message names the cause */
+	return rdm_fail(ret, "populate [%#llx, +%#llx): refused by listener %zu (error %d)",
+			(unsigned long long)(s << r->shift), (unsigned long long)((e - s) << r->shift), k,
+			ret);
+}
+
+/*
+ * Populate. Without an applier: build the new version, tell the listeners,
+ * publish (or drop the version on a refusal). With one (batched): tell the
+ * listeners against the working version, and only once all accepted add the
+ * change to it (a refusal leaves the tree untouched, so nothing needs undoing
+ * there); the working version is published by a later discard, a control
+ * change or the end of the batch. If adding it runs out of memory after
+ * every listener accepted, they are told a discard of it in reverse order,
+ * as for a refusal, and the populate fails with -ENOMEM.
+ */
+static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e, bool batched)
+{
+	uintptr_t root = rdm_tree_working(&r->tree);
 	/* Every block of [s, e) is discarded: strict mode checks it below,
 	 * and a single block that is not populated is. */
 	bool whole = (r->cfg.flags & RDM_REGION_STRICT) || e - s == 1;
@@ -555,9 +616,11 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 	 * nonempty range discarded). */
 	if (!(r->cfg.flags & RDM_REGION_STRICT) && rdm_tree_all(&r->tree, root, s, e, true))
 		return 0;
-	ret = rdm_tree_prepare(&r->tree, s, e, true);
-	if (ret != 0)
-		return rdm_fail(ret, "populate: out of memory for the new state");
+	if (!batched) {
+		ret = rdm_tree_prepare(&r->tree, s, e, true);
+		if (ret != 0)
+			return rdm_fail(ret, "populate: out of memory for the new state");
+	}
 
 	n = listener_count(r);
 	rdm_error_clear();
@@ -567,23 +630,34 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e)
 		ret = tell_populate(r, l, root, false, whole, s, e);
 		if (ret == 0)
 			continue;
-		for (size_t j = k; j-- > 0;)
-			tell_discard(r, listener_at(r, j), root, false, whole, s, e);
-		rdm_tree_abort(&r->tree);
-		if (l == r->tail_l && rdm_last_error()[0] != '\0')
-			return ret; /* the IOMMU: its own message names the cause */
-		return rdm_fail(ret, "populate [%#llx, +%#llx): refused by listener %zu (error %d)",
-				(unsigned long long)(s << r->shift),
-				(unsigned long long)((e - s) << r->shift), k, ret);
+		untell_populate(r, k, root, whole, s, e);
+		if (!batched)
+			rdm_tree_abort(&r->tree);
+		return refused(r, l, k, ret, s, e);
+	}
+	if (batched) {
+		ret = rdm_tree_prepare(&r->tree, s, e, true);
+		if (ret != 0) {
+			untell_populate(r, n, root, whole, s, e);
+			return rdm_fail(ret, "populate: out of memory for the new state");
+		}
+		return 0;
 	}
 	rdm_tree_publish(&r->tree);
 	retire_change(r);
 	return 0;
 }
 
+/*
+ * Discard. The new version - the working version (populates of the batch
+ * accepted so far) plus this discard - is published before any listener is
+ * told, then each is told the populated runs of the state before the
+ * discard. That earlier state's replaced nodes are kept for the batch's
+ * flush, so it stays readable here.
+ */
 static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool strict)
 {
-	uintptr_t root = rdm_tree_snapshot(&r->tree);
+	uintptr_t root = rdm_tree_working(&r->tree);
 	/* Every block of [s, e) is populated: strict mode checks it below,
 	 * and a single block that is not discarded is. */
 	bool whole = strict || e - s == 1;
@@ -648,13 +722,17 @@ static int apply_unregister(struct rdm_region *r, struct rdm_listener *l)
 }
 
 static int apply_locked(struct rdm_region *r, enum rdm_op op, uint64_t offset,
-			uint64_t length, struct rdm_listener *l)
+			uint64_t length, struct rdm_listener *l, bool batched)
 {
 	uint64_t s = nblocks_of(r, offset), e = nblocks_of(r, offset + length);
 
+	/* A listener (un)registration sees, and is seen after, every earlier
+	 * change of the batch: the working version is published first. */
+	if (op == RDM_OP_REGISTER || op == RDM_OP_UNREGISTER)
+		publish_working(r);
 	switch (op) {
 	case RDM_OP_POPULATE:
-		return apply_populate(r, s, e);
+		return apply_populate(r, s, e, batched);
 	case RDM_OP_DISCARD:
 		return apply_discard(r, s, e, (r->cfg.flags & RDM_REGION_STRICT) != 0);
 	case RDM_OP_DISCARD_ALL:
@@ -669,17 +747,31 @@ static int apply_locked(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 	return rdm_fail(-EINVAL, "apply: operation %d is not a region change", (int)op);
 }
 
-int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
-		     uint64_t length, struct rdm_listener *l)
+static int apply(struct rdm_region *r, enum rdm_op op, uint64_t offset, uint64_t length,
+		 struct rdm_listener *l, bool batched)
 {
 	int ret;
 
 	if (r == NULL)
 		return rdm_fail(-EINVAL, "apply: NULL region");
 	pthread_mutex_lock(&r->lock);
-	ret = apply_locked(r, op, offset, length, l);
+	ret = apply_locked(r, op, offset, length, l, batched && r->applier != NULL);
+	if (!batched)
+		publish_working(r);
 	pthread_mutex_unlock(&r->lock);
 	return ret;
+}
+
+int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
+		     uint64_t length, struct rdm_listener *l)
+{
+	return apply(r, op, offset, length, l, false);
+}
+
+int rdm_region_apply_batched(struct rdm_region *r, enum rdm_op op, uint64_t offset,
+			     uint64_t length, struct rdm_listener *l)
+{
+	return apply(r, op, offset, length, l, true);
 }
 
 int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t first, uint64_t *words),
@@ -763,7 +855,7 @@ static int submit(struct rdm_region *r, enum rdm_op op, uint64_t offset, uint64_
 		ops = r->applier; /* installed meanwhile? the lock decides */
 		ctx = r->applier_ctx;
 		if (ops == NULL) {
-			ret = apply_locked(r, op, offset, length, l);
+			ret = apply_locked(r, op, offset, length, l, false);
 			pthread_mutex_unlock(&r->lock);
 			change_leave(r);
 			return ret;
@@ -880,6 +972,7 @@ int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *o
 			atomic_store_explicit(&r->applier_pub, NULL, memory_order_release);
 			atomic_store_explicit(&r->applier_ctx_pub, NULL, memory_order_relaxed);
 			/* What the leaving applier kept (it may not have flushed). */
+			publish_working(r);
 			rdm_tree_retire_flush(&r->tree);
 		}
 	}
@@ -949,6 +1042,7 @@ int rdm_region_destroy(struct rdm_region *r)
 		ops->destroy(ctx, r);
 
 	pthread_mutex_lock(&r->lock);
+	publish_working(r);
 	root = rdm_tree_snapshot(&r->tree);
 	for (struct rdm_listener *l = r->listeners, *next; l != NULL; l = next) {
 		next = l->rdm_next;
@@ -979,8 +1073,25 @@ int rdm_region_destroy(struct rdm_region *r)
 void rdm_region_retire_flush(struct rdm_region *r)
 {
 	pthread_mutex_lock(&r->lock);
+	publish_working(r);
 	rdm_tree_retire_flush(&r->tree);
 	pthread_mutex_unlock(&r->lock);
+}
+
+bool rdm_region_applier_all(struct rdm_region *r, uint64_t offset, uint64_t length, bool populated)
+{
+	uint64_t s = nblocks_of(r, offset), e = nblocks_of(r, offset + length);
+	bool ret;
+
+	pthread_mutex_lock(&r->lock);
+	ret = rdm_tree_all(&r->tree, rdm_tree_working(&r->tree), s, e, populated);
+	pthread_mutex_unlock(&r->lock);
+	return ret;
+}
+
+uint64_t rdm_region_versions(const struct rdm_region *r)
+{
+	return rdm_tree_versions(&r->tree);
 }
 
 const struct rdm_applier_ops *rdm_region_get_applier_ops(struct rdm_region *r)
@@ -1024,9 +1135,12 @@ int rdm_region_applier_runs(struct rdm_region *r, uint64_t offset, uint64_t leng
 	if (!clipped_blocks(r, offset, length, &s, &e))
 		return 0;
 	/* The applier's own view: no dying check (destroy's teardown runs on
-	 * the applier after dying is set). */
+	 * the applier after dying is set), and the working version of its
+	 * batch - every change it applied, published or not - which only the
+	 * applier's thread writes (under the lock, which it may hold here: the
+	 * planner asks from inside listener callbacks). */
 	rcu_read_lock();
-	ret = rdm_tree_runs(&r->tree, rdm_tree_snapshot(&r->tree), s, e, populated, replay_cb, &c);
+	ret = rdm_tree_runs(&r->tree, rdm_tree_working(&r->tree), s, e, populated, replay_cb, &c);
 	rdm_tree_read_done(&r->tree);
 	rcu_read_unlock();
 	return ret;

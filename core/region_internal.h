@@ -94,7 +94,8 @@ void rdm_region_install_applier_locked(struct rdm_region *r, const struct rdm_ap
  * (the submitter did). Does the strict-mode checks against the current
  * state, tells listeners (then the tail listener) with rollback, publishes to
  * readers with the visibility rules of DESIGN.md (a discard is visible
- * before listeners are told, a populate once all accepted). When an applier
+ * before listeners are told, a populate once all accepted): one version per
+ * change. When an applier
  * is installed it does NOT call the release callback (the applier releases
  * after unmapping); without one, a discard calls release for the blocks it
  * discarded before returning.
@@ -106,8 +107,24 @@ int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 		     uint64_t length, struct rdm_listener *l);
 
 /*
- * End of the applier's batch: hand the state that the changes it applied
- * since the last flush replaced to reclamation, in one batch (call_rcu).
+ * Like rdm_region_apply(), but batched (installed applier only; without one
+ * it is rdm_region_apply()): the strict checks and listeners see the
+ * applier's working state (every earlier change it applied), and an accepted
+ * populate joins a working version that is published, as one version, by the
+ * next discard that changes the state (together with that discard), the next
+ * rdm_region_apply() or listener (un)registration, or
+ * rdm_region_retire_flush(), whichever comes first (see "Versions per batch"
+ * in core/region.c). The applier must call rdm_region_retire_flush() before
+ * it completes any change of the batch or waits for more work.
+ */
+int rdm_region_apply_batched(struct rdm_region *r, enum rdm_op op, uint64_t offset,
+			     uint64_t length, struct rdm_listener *l);
+
+/*
+ * End of the applier's batch: publish the working version (populates
+ * accepted since the last publish) and hand the state that the changes it
+ * applied since the last flush replaced to reclamation, in one batch
+ * (call_rcu). The applier calls it before any change of the batch completes.
  * While an applier is installed, rdm_region_apply() keeps that state for
  * this call instead of handing it on per change; an applier calls it after
  * each run of rdm_region_apply() calls (the worker: per region, per batch),
@@ -115,6 +132,16 @@ int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
  * region flush too. On the applier's thread, like rdm_region_apply().
  */
 void rdm_region_retire_flush(struct rdm_region *r);
+/*
+ * Whether every block of [offset, offset + length) is populated (or
+ * discarded) in the applier's working state: every change it applied, also
+ * those of its batch not yet visible to readers. Applier only, not from a
+ * listener callback (takes the writer lock). Arguments are not checked.
+ */
+bool rdm_region_applier_all(struct rdm_region *r, uint64_t offset, uint64_t length, bool populated);
+/* Versions of the state published to readers so far (any thread): see
+ * "Versions per batch" in core/region.c. */
+uint64_t rdm_region_versions(const struct rdm_region *r);
 /*
  * Load the whole state from a bitmap in one change (an incoming migration
  * restoring a plug bitmap; benchmarks building large states): get() fills
@@ -163,7 +190,9 @@ int rdm_region_enter(struct rdm_region *r);
 void rdm_region_leave(struct rdm_region *r);
 
 /* Replay for the applier itself: like rdm_replay_populated/discarded
- * (populated selects which), but also while the region is being destroyed. */
+ * (populated selects which), but also while the region is being destroyed,
+ * and of the applier's working state (as rdm_region_applier_all()). On the
+ * applier's thread only; may be called from its listener callbacks. */
 int rdm_region_applier_runs(struct rdm_region *r, uint64_t offset, uint64_t length, bool populated,
 			    rdm_replay_fn fn, void *opaque);
 

@@ -37,6 +37,44 @@
  * worker) may keep them across its changes (rdm_tree_retire_later) and hand
  * them on in one call_rcu at the end of its batch (rdm_tree_retire_flush).
  *
+ * Working version. Several prepares may precede one publish. The first
+ * opens a working version (new_root, starting at the published root); each
+ * prepare is a step that applies its change copy-on-write on top of it,
+ * against the working state, so a later step copies the nodes an earlier
+ * step made again (a made node is never written in place: a step that fails
+ * for memory then only drops what it made itself - step_undo() - and the
+ * working version is exactly as before the step). The nodes a step replaces
+ * are retired like those of a published change (freed after a grace period
+ * even if no reader ever saw them, which is merely late), and the made
+ * nodes are listed in `fresh` until the publish, so rdm_tree_abort() drops
+ * every step since the last publish. rdm_tree_publish() stores the root of
+ * all the steps at once (one version) and counts it (`versions`).
+ *
+ * Node pool. A node no reader can reach any more is kept for reuse: one the
+ * writer made and dropped before publishing (a failed step, an abort) at
+ * once; a retired one after its grace period, handed back by the call_rcu
+ * callback, which chains the batch's nodes through their first word (size
+ * and alignment in the second) and pushes the chain with one release CAS
+ * onto t->returned, and the emptied retire batch onto t->returned_batches.
+ * The writer takes a whole list with one acquire exchange - when a size
+ * class it needs is empty, and once per flush - into private free lists by
+ * size class (RDM_TREE_POOL_CLASSES), and allocates from them first; the
+ * retire batch of the next flush is a handed-back one when one is large
+ * enough. Synchronising edges: retire_cb()'s release CAS on returned (and
+ * returned_batches) -> the acquire exchange in pool_take_returned() (and
+ * take_batch(), rdm_tree_barrier_done()); the grace period before that is
+ * retire_cb()'s as before. Neither end waits for the other: the callback
+ * retries a CAS only against another callback's push, and the writer's
+ * exchange always succeeds; a single consumer that takes everything has no
+ * ABA problem. Bounds: the private pool keeps at most POOL_MAX = 4 MiB of
+ * nodes (more is freed) and SPARES_MAX = 8 batches; the hand-back lists
+ * hold at most what waited for a grace period (the backlog bound below)
+ * until the writer's next flush. The pool and the lists are freed by
+ * rdm_tree_barrier_done() (after rcu_barrier(), at destroy). Pooled and
+ * handed-back bytes are not counted as allocated in rdm_mem (they are not
+ * state); the quarantine test hook bypasses the pool. So a steady state of
+ * changes allocates no node and no retire batch.
+ *
  * Why these sizes (measured, see bench_state.c and tests/core):
  *  - 4096-block bitmap leaves (512 B) and 64-way inner nodes (512 B) keep a
  *    change in the fragmented 2^20-block state to one leaf + two inner copies
@@ -73,11 +111,13 @@
  *    root's child shift); the writer's state lies on later lines.
  *
  * Invariants
- *  1. A published node is never written again; it is freed only by the
- *     call_rcu callback of the flush that handed on the change that replaced
- *     it, by the writer after synchronize_rcu() (backlog over
- *     RETIRE_BACKLOG_MAX, or no memory for the batch), or by fini (also
- *     when it is still kept for a flush).
+ *  1. A published node is never written again while a reader may reach
+ *     it: it is freed or handed back to the pool (and only then reused
+ *     and written) by the call_rcu callback of the flush that handed on
+ *     the change that replaced it, by the writer after synchronize_rcu()
+ *     (backlog over RETIRE_BACKLOG_MAX, or no memory for the batch), or by
+ *     fini (also when it is still kept for a flush). A node of an open
+ *     working version is not published and not written either once made.
  *  2. Every slot is canonical: EMPTY iff no block of its span is populated,
  *     FULL iff all are, an extent leaf iff it has 1..EXT_MAX maximal runs and
  *     is not FULL, otherwise a bitmap (level 0) or an inner node (level > 0).
@@ -129,10 +169,16 @@
 struct rdm_retire_batch {
 	struct rcu_head head;
 	struct rdm_tree *t;
-	size_t n;
+	struct rdm_retire_batch *next; /* in a spare list */
+	size_t n, cap;
 	size_t bytes; /* node bytes counted in the tree's backlog */
 	uintptr_t v[];
 };
+
+/* Bytes of nodes the writer's pool may keep (see "Node pool"). */
+#define POOL_MAX ((size_t)4 << 20)
+/* Emptied retire batches the writer keeps for reuse. */
+#define SPARES_MAX 8u
 
 static inline size_t batch_bytes(size_t n)
 {
@@ -238,6 +284,150 @@ static void free_retired(const struct rdm_tree *t, uintptr_t v)
 		free_subtree(t, v);
 }
 
+/* ---- the node pool ---- */
+
+static inline unsigned pool_class(size_t size, size_t align)
+{
+	return (unsigned)(size / 8) + (align == NODE_ALIGN ? 65u : 0u);
+}
+
+static inline size_t node_align(uintptr_t v)
+{
+	return tag_of(v) == T_EXT ? 16 : NODE_ALIGN;
+}
+
+/* The node's bytes count as allocated again (rdm_mem: taken from the pool). */
+static void mem_count(struct rdm_mem *m, size_t size)
+{
+	/* Relaxed: statistics only, as in rdm_mem_alloc(). */
+	size_t cur = atomic_fetch_add_explicit(&m->cur, size, memory_order_relaxed) + size;
+	size_t peak = atomic_load_explicit(&m->peak, memory_order_relaxed);
+
+	while (cur > peak && !atomic_compare_exchange_weak_explicit(&m->peak, &peak, cur, memory_order_relaxed,
+								     memory_order_relaxed))
+		;
+}
+
+/* Writer: keep a node no reader can reach for reuse, or free it when the
+ * pool is full (or the quarantine test hook is on). `counted`: its bytes
+ * still count as allocated in rdm_mem (pooled and handed-back bytes do
+ * not: they are not state). */
+static void pool_keep(struct rdm_tree *t, void *p, size_t size, size_t align, bool counted)
+{
+	void **n = p;
+	unsigned k = pool_class(size, align);
+
+	if (t->pool_bytes + size > POOL_MAX || rdm_mem_quarantine_enabled()) {
+		if (!counted)
+			mem_count(t->mem, size);
+		rdm_mem_free(t->mem, p, size, align);
+		return;
+	}
+	n[0] = t->pool[k];
+	t->pool[k] = n;
+	t->pool_bytes += size;
+	/* Relaxed: statistics only. */
+	if (counted)
+		atomic_fetch_sub_explicit(&t->mem->cur, size, memory_order_relaxed);
+}
+
+static void pool_put(struct rdm_tree *t, void *p, size_t size, size_t align)
+{
+	pool_keep(t, p, size, align, true);
+}
+
+/* Writer: move every node the call_rcu thread handed back into the pool. */
+static void pool_take_returned(struct rdm_tree *t)
+{
+	uintptr_t *n;
+
+	/* Relaxed first: the common case is an empty list and no RMW. */
+	if (atomic_load_explicit(&t->returned, memory_order_relaxed) == 0)
+		return;
+	/* Acquire: pairs with the release CAS in retire_cb(); the chain links
+	 * it wrote (and the grace period it followed) happen before this
+	 * thread reuses the nodes. */
+	n = (uintptr_t *)atomic_exchange_explicit(&t->returned, 0, memory_order_acquire);
+	while (n != NULL) {
+		uintptr_t *next = (uintptr_t *)n[0];
+		size_t size = n[1] & ~(uintptr_t)1;
+
+		pool_keep(t, n, size, (n[1] & 1) ? NODE_ALIGN : 16, false);
+		n = next;
+	}
+}
+
+/* Writer: a pooled node of this size and alignment, or NULL. */
+static void *pool_get(struct rdm_tree *t, size_t size, size_t align)
+{
+	unsigned k = pool_class(size, align);
+	void **n = t->pool[k];
+
+	if (n == NULL) {
+		pool_take_returned(t);
+		n = t->pool[k];
+		if (n == NULL)
+			return NULL;
+	}
+	t->pool[k] = n[0];
+	t->pool_bytes -= size;
+	mem_count(t->mem, size);
+	return n;
+}
+
+/* Writer, no reader can reach v's nodes: put them into the pool, children
+ * first (putting a node overwrites its first slot). */
+static void pool_put_subtree(struct rdm_tree *t, uintptr_t v, bool node_only)
+{
+	if (!is_node(v))
+		return;
+	if (is_inner(v) && !node_only) {
+		const uintptr_t *ch = ptr_of(v);
+		unsigned fan = fan_of(t, v);
+
+		for (unsigned i = 0; i < fan; i++)
+			pool_put_subtree(t, ch[i], false);
+	}
+	pool_put(t, ptr_of(v), node_bytes(t, v), node_align(v));
+}
+
+/* retire_cb: chain the nodes of one retire entry through their first word
+ * (their second holds size | 1 if 64-aligned), children first. */
+static void chain_subtree(const struct rdm_tree *t, uintptr_t v, bool node_only, uintptr_t **head,
+			  uintptr_t **tail)
+{
+	uintptr_t *n;
+	size_t size;
+
+	if (!is_node(v))
+		return;
+	if (is_inner(v) && !node_only) {
+		const uintptr_t *ch = ptr_of(v);
+		unsigned fan = fan_of(t, v);
+
+		for (unsigned i = 0; i < fan; i++)
+			chain_subtree(t, ch[i], false, head, tail);
+	}
+	n = ptr_of(v);
+	size = node_bytes(t, v);
+	/* Relaxed: statistics only; handed-back bytes are not state. */
+	atomic_fetch_sub_explicit(&t->mem->cur, size, memory_order_relaxed);
+	/* Every node has at least two words: extent leaves 24 bytes, inner
+	 * nodes at least 2 slots (a root level > 0 reaches at least two). */
+	n[1] = size | (node_align(v) == NODE_ALIGN ? 1u : 0u);
+	n[0] = (uintptr_t)*head;
+	*head = n;
+	if (*tail == NULL)
+		*tail = n;
+}
+
+/* Free a handed-back or spare retire batch (not counted: see retire_cb()). */
+static void free_batch(struct rdm_tree *t, struct rdm_retire_batch *b)
+{
+	mem_count(t->mem, batch_bytes(b->cap));
+	rdm_mem_free(t->mem, b, batch_bytes(b->cap), 16);
+}
+
 /* ---- the writer's scratch lists ---- */
 
 static void vec_reset(struct rdm_tree *t, struct rdm_tree_vec *v)
@@ -290,6 +480,14 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 	}
 	t->mem = mem;
 	atomic_init(&t->backlog, 0);
+	atomic_init(&t->versions, 0);
+	memset(t->pool, 0, sizeof(t->pool));
+	t->pool_bytes = 0;
+	t->spares = NULL;
+	t->nspares = 0;
+	atomic_init(&t->returned, 0);
+	atomic_init(&t->returned_batches, NULL);
+	t->open = false;
 	t->old_root = t->new_root = EMPTY;
 	t->fresh.v = t->fresh.inline_v;
 	t->fresh.cap = RDM_TREE_VEC_INLINE;
@@ -305,6 +503,8 @@ void rdm_tree_fini(struct rdm_tree *t)
 	/* Pairs with every reader's rdm_tree_read_done(); the caller waited for
 	 * a grace period, which TSan cannot see. */
 	rdm_tsan_acquire(&t->gp);
+	/* An unpublished working version (a batch cut short) is dropped. */
+	rdm_tree_abort(t);
 	/* Relaxed: no reader or writer runs any more. */
 	free_subtree(t, atomic_load_explicit(&t->root, memory_order_relaxed));
 	atomic_store_explicit(&t->root, EMPTY, memory_order_relaxed);
@@ -315,6 +515,8 @@ void rdm_tree_fini(struct rdm_tree *t)
 	t->retired_kept = 0;
 	vec_reset(t, &t->fresh);
 	vec_reset(t, &t->retired);
+	/* The pool and spare batches are freed by rdm_tree_barrier_done(),
+	 * once no retire callback can hand anything back. */
 }
 
 static inline unsigned popcount64(uint64_t x)
@@ -640,14 +842,16 @@ struct wctx {
 
 static void *node_alloc(struct wctx *c, size_t size, size_t align, unsigned tag)
 {
-	void *p = rdm_mem_alloc(c->t->mem, size, align);
+	void *p = pool_get(c->t, size, align);
 
+	if (p == NULL)
+		p = rdm_mem_alloc(c->t->mem, size, align);
 	if (p == NULL) {
 		c->err = -ENOMEM;
 		return NULL;
 	}
 	if (vec_push(c->t, &c->t->fresh, (uintptr_t)p | tag) != 0) {
-		rdm_mem_free(c->t->mem, p, size, align);
+		pool_put(c->t, p, size, align);
 		c->err = -ENOMEM;
 		return NULL;
 	}
@@ -941,20 +1145,63 @@ static uintptr_t write_rec(struct wctx *c, uintptr_t v, unsigned level, uint64_t
 	return write_runs(c, v, level, base, s, e, val);
 }
 
+/* Open the working version if none is: it starts as the published one. */
+static void open_version(struct rdm_tree *t)
+{
+	if (t->open)
+		return;
+	/* Relaxed: only this (the single) writer stores the root. */
+	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
+	t->new_root = t->old_root;
+	t->fresh.n = 0;
+	t->retired.n = t->retired_kept;
+	t->open = true;
+}
+
+/* Undo one failed step: free the nodes it made, forget what it retired, and
+ * return the working version to what it was before the step. */
+static void step_undo(struct rdm_tree *t, uintptr_t root, size_t nfresh, size_t nretired)
+{
+	for (size_t i = nfresh; i < t->fresh.n; i++)
+		pool_put_subtree(t, t->fresh.v[i], true);
+	t->fresh.n = nfresh;
+	t->retired.n = nretired;
+	t->new_root = root;
+}
+
 int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated)
 {
 	struct wctx c = { .t = t, .err = 0 };
+	uintptr_t root;
+	size_t nfresh, nretired;
 
-	/* Relaxed: only this (the single) writer stores the root. */
-	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
-	t->fresh.n = 0;
-	t->retired.n = t->retired_kept;
-	t->new_root = write_rec(&c, t->old_root, t->root_level, 0, s, e, populated);
+	open_version(t);
+	root = t->new_root;
+	nfresh = t->fresh.n;
+	nretired = t->retired.n;
+	t->new_root = write_rec(&c, root, t->root_level, 0, s, e, populated);
 	if (c.err != 0) {
-		rdm_tree_abort(t);
+		step_undo(t, root, nfresh, nretired);
 		return c.err;
 	}
 	return 0;
+}
+
+uintptr_t rdm_tree_working(const struct rdm_tree *t)
+{
+	/* Relaxed: the writer reads its own last store. */
+	return t->open ? t->new_root : atomic_load_explicit(&t->root, memory_order_relaxed);
+}
+
+bool rdm_tree_is_open(const struct rdm_tree *t)
+{
+	return t->open;
+}
+
+uint64_t rdm_tree_versions(const struct rdm_tree *t)
+{
+	/* Relaxed: a counter for tests; see rdm_tree_publish(). */
+	return atomic_load_explicit(&t->versions, memory_order_relaxed);
 }
 
 /* Bottom-up construction from a bitmap source (rdm_tree_prepare_load). */
@@ -989,14 +1236,17 @@ int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque
 {
 	struct wctx c = { .t = t, .err = 0 };
 
-	/* Relaxed: only this (the single) writer stores the root. */
-	t->old_root = atomic_load_explicit(&t->root, memory_order_relaxed);
-	t->fresh.n = 0;
-	t->retired.n = t->retired_kept;
-	retire(&c, t->old_root, false);
+	uintptr_t root;
+	size_t nfresh, nretired;
+
+	open_version(t);
+	root = t->new_root;
+	nfresh = t->fresh.n;
+	nretired = t->retired.n;
+	retire(&c, root, false);
 	t->new_root = load_rec(&c, t->root_level, 0, get, opaque);
 	if (c.err != 0) {
-		rdm_tree_abort(t);
+		step_undo(t, root, nfresh, nretired);
 		return c.err;
 	}
 	return 0;
@@ -1004,22 +1254,34 @@ int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque
 
 void rdm_tree_abort(struct rdm_tree *t)
 {
+	if (!t->open)
+		return;
+	/* Every node of every step since the last publish: none is reachable
+	 * from the published version, and a node made by one step and replaced
+	 * by a later one is in both lists but freed here only. */
 	for (size_t i = 0; i < t->fresh.n; i++)
-		free_node(t, t->fresh.v[i]);
-	vec_reset(t, &t->fresh);
-	/* Earlier changes' kept nodes stay; this change's list is dropped. */
-	if (t->retired_kept == 0)
-		vec_reset(t, &t->retired);
-	else
-		t->retired.n = t->retired_kept;
+		pool_put_subtree(t, t->fresh.v[i], true);
+	t->fresh.n = 0;
+	/* Earlier, published changes' kept nodes stay; the steps' entries go. */
+	t->retired.n = t->retired_kept;
 	t->new_root = t->old_root;
+	t->open = false;
 }
 
 void rdm_tree_publish(struct rdm_tree *t)
 {
+	if (!t->open)
+		return;
 	/* Release: pairs with the acquire in rdm_tree_snapshot(); every node of
 	 * the new version is written before a reader can reach it. */
 	atomic_store_explicit(&t->root, t->new_root, memory_order_release);
+	/* Relaxed: only this writer stores it; readers are tests and stats. */
+	atomic_store_explicit(&t->versions, atomic_load_explicit(&t->versions, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	/* The fresh nodes are published now: never written or freed by the
+	 * writer again, only retired. */
+	t->fresh.n = 0;
+	t->open = false;
 }
 
 uintptr_t rdm_tree_old_root(const struct rdm_tree *t)
@@ -1034,6 +1296,9 @@ static void retire_cb(struct rcu_head *head)
 	struct rdm_retire_batch *b =
 		(struct rdm_retire_batch *)(void *)((char *)head - offsetof(struct rdm_retire_batch, head));
 	struct rdm_tree *t;
+	uintptr_t *first = NULL, *last = NULL;
+	uintptr_t old;
+	struct rdm_retire_batch *ob;
 
 	/* Acquire: pairs with the release in rdm_tree_retire() (the hand-off to
 	 * this thread) and with every reader's rdm_tree_read_done() (the grace
@@ -1041,11 +1306,36 @@ static void retire_cb(struct rcu_head *head)
 	rdm_tsan_acquire(b);
 	t = b->t;
 	rdm_tsan_acquire(&t->gp);
-	for (size_t i = 0; i < b->n; i++)
-		free_retired(t, b->v[i]);
+	if (rdm_mem_quarantine_enabled()) {
+		for (size_t i = 0; i < b->n; i++)
+			free_retired(t, b->v[i]);
+	} else {
+		/* Hand the nodes back to the writer's pool ("Node pool"). */
+		for (size_t i = 0; i < b->n; i++)
+			chain_subtree(t, b->v[i] & ~RETIRE_NODE_ONLY, (b->v[i] & RETIRE_NODE_ONLY) != 0, &first,
+				      &last);
+	}
 	/* Relaxed: a bound the writer reads; nothing is ordered by it. */
 	atomic_fetch_sub_explicit(&t->backlog, b->bytes, memory_order_relaxed);
-	rdm_mem_free(t->mem, b, batch_bytes(b->n), 16);
+	if (first != NULL) {
+		old = atomic_load_explicit(&t->returned, memory_order_relaxed);
+		do
+			last[0] = old;
+		/* Release: pairs with the acquire exchange in
+		 * pool_take_returned() and rdm_tree_barrier_done(): the links
+		 * written above happen before the writer reads them. */
+		while (!atomic_compare_exchange_weak_explicit(&t->returned, &old, (uintptr_t)first,
+							      memory_order_release, memory_order_relaxed));
+	}
+	/* Relaxed: statistics only; a handed-back batch is not state. */
+	atomic_fetch_sub_explicit(&t->mem->cur, batch_bytes(b->cap), memory_order_relaxed);
+	ob = atomic_load_explicit(&t->returned_batches, memory_order_relaxed);
+	do
+		b->next = ob;
+	/* Release: pairs with the acquire exchange in take_batch() and
+	 * rdm_tree_barrier_done(). */
+	while (!atomic_compare_exchange_weak_explicit(&t->returned_batches, &ob, b, memory_order_release,
+						      memory_order_relaxed));
 	/* Release: pairs with the acquire in rdm_tree_barrier_done(), the edge
 	 * rcu_barrier() provides but TSan cannot see. */
 	rdm_tsan_release(&t->reclaimed);
@@ -1053,9 +1343,84 @@ static void retire_cb(struct rcu_head *head)
 
 void rdm_tree_barrier_done(struct rdm_tree *t)
 {
+	uintptr_t *n;
+	struct rdm_retire_batch *b;
+
 	/* Acquire: pairs with the release at the end of retire_cb(). */
 	rdm_tsan_acquire(&t->reclaimed);
-	(void)t;
+	/* Every retire callback has run (rcu_barrier()): free what they handed
+	 * back, and the pool. Acquire: pairs with retire_cb()'s release CASes. */
+	n = (uintptr_t *)atomic_exchange_explicit(&t->returned, 0, memory_order_acquire);
+	while (n != NULL) {
+		uintptr_t *next = (uintptr_t *)n[0];
+
+		mem_count(t->mem, n[1] & ~(uintptr_t)1);
+		rdm_mem_free(t->mem, n, n[1] & ~(uintptr_t)1, (n[1] & 1) ? NODE_ALIGN : 16);
+		n = next;
+	}
+	for (unsigned k = 0; k < RDM_TREE_POOL_CLASSES; k++) {
+		size_t size = (size_t)(k % 65) * 8, align = k >= 65 ? NODE_ALIGN : 16;
+
+		for (void **p = t->pool[k], **next; p != NULL; p = next) {
+			next = p[0];
+			/* Pooled bytes were taken out of the count; free takes
+			 * them out again. */
+			mem_count(t->mem, size);
+			rdm_mem_free(t->mem, p, size, align);
+		}
+		t->pool[k] = NULL;
+	}
+	t->pool_bytes = 0;
+	b = atomic_exchange_explicit(&t->returned_batches, NULL, memory_order_acquire);
+	while (b != NULL) {
+		struct rdm_retire_batch *next = b->next;
+
+		free_batch(t, b);
+		b = next;
+	}
+	for (b = t->spares; b != NULL;) {
+		struct rdm_retire_batch *next = b->next;
+
+		free_batch(t, b);
+		b = next;
+	}
+	t->spares = NULL;
+	t->nspares = 0;
+}
+
+/* Writer: an emptied retire batch of at least n entries, or NULL. Takes the
+ * ones retire_cb handed back, keeps up to SPARES_MAX, frees the rest. */
+static struct rdm_retire_batch *take_batch(struct rdm_tree *t, size_t n)
+{
+	struct rdm_retire_batch **pp, *b;
+
+	/* Relaxed first: no RMW when nothing came back. */
+	if (atomic_load_explicit(&t->returned_batches, memory_order_relaxed) != NULL) {
+		/* Acquire: pairs with the release CAS in retire_cb(). */
+		b = atomic_exchange_explicit(&t->returned_batches, NULL, memory_order_acquire);
+		while (b != NULL) {
+			struct rdm_retire_batch *next = b->next;
+
+			if (t->nspares < SPARES_MAX) {
+				b->next = t->spares;
+				t->spares = b;
+				t->nspares++;
+			} else {
+				free_batch(t, b);
+			}
+			b = next;
+		}
+	}
+	for (pp = &t->spares; *pp != NULL; pp = &(*pp)->next) {
+		if ((*pp)->cap >= n) {
+			b = *pp;
+			*pp = b->next;
+			t->nspares--;
+			mem_count(t->mem, batch_bytes(b->cap));
+			return b;
+		}
+	}
+	return NULL;
 }
 
 /* Wait for the grace period here and free this change's nodes at once. */
@@ -1065,15 +1430,16 @@ static void retire_now(struct rdm_tree *t)
 	/* Pairs with every reader's rdm_tree_read_done(). */
 	rdm_tsan_acquire(&t->gp);
 	for (size_t i = 0; i < t->retired.n; i++)
-		free_retired(t, t->retired.v[i]);
-	vec_reset(t, &t->retired);
+		pool_put_subtree(t, t->retired.v[i] & ~RETIRE_NODE_ONLY, (t->retired.v[i] & RETIRE_NODE_ONLY) != 0);
+	t->retired.n = 0; /* keeps its capacity (freed by fini) */
 	t->retired_kept = 0;
 }
 
 void rdm_tree_retire_later(struct rdm_tree *t)
 {
+	/* fresh keeps its capacity: a batch's lists are reused, not reallocated
+	 * per change (freed by fini). */
 	t->fresh.n = 0;
-	vec_reset(t, &t->fresh);
 	t->old_root = t->new_root;
 	t->retired_kept = t->retired.n;
 }
@@ -1091,7 +1457,7 @@ void rdm_tree_retire_flush(struct rdm_tree *t)
 
 	t->retired_kept = 0;
 	if (n == 0) {
-		vec_reset(t, &t->retired);
+		t->retired.n = 0; /* keeps its capacity (freed by fini) */
 		return;
 	}
 	/* A whole inner subtree is counted as its top node only: sizing it
@@ -1104,17 +1470,28 @@ void rdm_tree_retire_flush(struct rdm_tree *t)
 		retire_now(t);
 		return;
 	}
-	b = rdm_mem_alloc(t->mem, batch_bytes(n), 16);
+	/* The writer is here once per batch: bring back what was reclaimed
+	 * meanwhile, so the hand-back list stays short. */
+	pool_take_returned(t);
+	b = take_batch(t, n);
 	if (b == NULL) {
-		/* No memory for the batch. */
-		retire_now(t);
-		return;
+		size_t cap = 64;
+
+		while (cap < n)
+			cap *= 2;
+		b = rdm_mem_alloc(t->mem, batch_bytes(cap), 16);
+		if (b == NULL) {
+			/* No memory for the batch. */
+			retire_now(t);
+			return;
+		}
+		b->cap = cap;
 	}
 	b->t = t;
 	b->n = n;
 	b->bytes = bytes;
 	memcpy(b->v, t->retired.v, n * sizeof(uintptr_t));
-	vec_reset(t, &t->retired);
+	t->retired.n = 0; /* keeps its capacity (freed by fini) */
 	/* Relaxed: see retire_cb(). */
 	atomic_fetch_add_explicit(&t->backlog, bytes, memory_order_relaxed);
 	/* Release: pairs with the acquire in retire_cb() on the call_rcu thread. */

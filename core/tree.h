@@ -9,10 +9,15 @@
  * rdm_tree_read_done() (a TSan annotation; a no-op otherwise).
  *
  * Writer (one at a time, serialised by the caller): rdm_tree_prepare() builds
- * the new version beside the current one (nothing visible yet), then either
- * rdm_tree_abort() (nothing changed) or rdm_tree_publish() (one release store
- * of the new root; every reader that loads the root afterwards sees the whole
- * change) followed, once the writer no longer reads the old version, by
+ * the new version beside the current one (nothing visible yet). Several
+ * prepares may follow each other before one publish: the first opens a
+ * private working version, each later one applies its change on top of it
+ * (a step; a step that fails with -ENOMEM leaves the working version as it
+ * was before that step). Then either rdm_tree_abort() (back to the last
+ * published version: every step since is dropped) or rdm_tree_publish() (one
+ * release store of the new root; every reader that loads the root afterwards
+ * sees every step at once) followed, once the writer no longer reads the old
+ * version, by
  * rdm_tree_retire() (the superseded nodes are freed after a grace period),
  * or rdm_tree_retire_later() to gather a batch of changes' superseded nodes
  * for one rdm_tree_retire_flush().
@@ -46,6 +51,10 @@ struct rdm_tree_vec {
 
 struct rdm_retire_batch;
 
+/* Node size classes: size / 8 (<= 64) for 16-aligned extent leaves, and
+ * 65 + size / 8 for 64-aligned inner and bitmap nodes. */
+#define RDM_TREE_POOL_CLASSES 130
+
 struct rdm_tree {
 	/* Read by every query, written once per change (root) or never: the
 	 * first cache line of the tree. The published root slot: release store
@@ -67,9 +76,25 @@ struct rdm_tree {
 	 * published changes (rdm_tree_retire_later()); the change in progress
 	 * appends after them. */
 	size_t retired_kept;
+	/* A working version is open: prepared steps not yet published. */
+	bool open;
+	/* Versions published (rdm_tree_publish() calls that stored a root);
+	 * written by the writer only, read relaxed by tests and stats. */
+	_Atomic uint64_t versions;
 	/* Node bytes handed to call_rcu and not yet freed (relaxed: a bound
 	 * only, see rdm_tree_retire()). */
 	atomic_size_t backlog;
+	/* The node pool (tree.c "Node pool"): writer-private free lists by
+	 * size class, and what the call_rcu thread hands back. */
+	void *pool[RDM_TREE_POOL_CLASSES];
+	size_t pool_bytes;
+	struct rdm_retire_batch *spares; /* writer-private, at most SPARES_MAX */
+	unsigned nspares;
+	/* Lock-free hand-back from retire_cb (push: release CAS) to the
+	 * writer (take all: acquire exchange): reclaimed nodes chained through
+	 * their first word, and emptied retire batches. */
+	_Atomic(uintptr_t) returned;
+	_Atomic(struct rdm_retire_batch *) returned_batches;
 	/* TSan sync objects (core/tsan.h): gp for the reader -> reclaim edge;
 	 * reclaimed for the edge from a finished retire callback to whoever frees
 	 * the tree after rcu_barrier(). */
@@ -210,8 +235,8 @@ typedef int (*rdm_tree_run_fn)(void *opaque, uint64_t s, uint64_t e);
 int rdm_tree_runs(const struct rdm_tree *t, uintptr_t root, uint64_t s, uint64_t e, bool populated,
 		  rdm_tree_run_fn fn, void *opaque);
 
-/* Writer: see above. prepare returns 0 or -ENOMEM (then nothing changed and
- * no abort is needed). */
+/* Writer: see above. prepare returns 0 or -ENOMEM (then the working version
+ * is as it was before the call, and no abort is needed). */
 int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated);
 void rdm_tree_abort(struct rdm_tree *t);
 /* Like prepare, but the new version is built from scratch, bottom up, from a
@@ -221,6 +246,12 @@ void rdm_tree_abort(struct rdm_tree *t);
 typedef void (*rdm_tree_load_fn)(void *opaque, uint64_t first, uint64_t *words);
 int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque);
 void rdm_tree_publish(struct rdm_tree *t);
+/* The writer's current state: the open working version (every prepared,
+ * unpublished step applied), else the published one. Writer only. */
+uintptr_t rdm_tree_working(const struct rdm_tree *t);
+bool rdm_tree_is_open(const struct rdm_tree *t);
+/* Versions published so far (any thread; a count for tests and stats). */
+uint64_t rdm_tree_versions(const struct rdm_tree *t);
 /* The version before the last publish (valid until rdm_tree_retire()). */
 uintptr_t rdm_tree_old_root(const struct rdm_tree *t);
 /* Hands the superseded nodes to call_rcu; if the bytes already waiting for

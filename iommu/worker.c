@@ -14,9 +14,16 @@
  * discarded when the populate is reached, is superseded: both complete with
  * 0 and nobody is told (DESIGN.md "Superseding").
  *
- * Applying a change is rdm_region_apply(): strict checks, listeners, then
- * the region's tail listener - the IOMMU - whose callbacks run the planner
- * (planner.c) for every backend the region is attached to. Maps happen
+ * Applying a change is rdm_region_apply_batched(): strict checks, listeners,
+ * then the region's tail listener - the IOMMU - whose callbacks run the
+ * planner (planner.c) for every backend the region is attached to. The
+ * region's changes of one batch build one working version of its state
+ * that readers see once per state-changing discard (with the populates
+ * accepted before it) and once at the end of the region's group
+ * (rdm_region_retire_flush(), which also hands the replaced nodes to one
+ * call_rcu), before any ticket completes; a control record after a change
+ * of the group publishes it first. Exactly D + P versions per region and
+ * batch: core/region.c "Versions per batch". Maps happen
  * inside the populate callback (a refusal rolls the populate back);
  * unmaps are queued and flushed once per batch (merged), then releases run,
  * then tickets complete, so a discard's blocks are released before it
@@ -380,22 +387,31 @@ static void apply_item(struct wstate *ws, struct rdm_wregion *wr, struct item *i
 		if (it->result)
 			return;
 	}
+	bool earlier = ws->applied_state;
+
 	if (rec->op <= RDM_OP_DISCARD_ALL || rec->op == RDM_OP_REGISTER || rec->op == RDM_OP_UNREGISTER)
 		ws->applied_state = true;
 	switch (rec->op) {
 	case RDM_OP_POPULATE:
 		/* A discard the tail is told meanwhile is this populate's rollback. */
 		rdm_planner_populate_begin(&wr->planner);
-		it->result = rdm_region_apply(wr->r, RDM_OP_POPULATE, rec->offset, rec->length, NULL);
+		it->result = rdm_region_apply_batched(wr->r, RDM_OP_POPULATE, rec->offset, rec->length, NULL);
 		rdm_planner_populate_end(&wr->planner);
 		break;
 	case RDM_OP_DISCARD:
-		it->result = rdm_region_apply(wr->r, RDM_OP_DISCARD, rec->offset, rec->length, NULL);
+		it->result = rdm_region_apply_batched(wr->r, RDM_OP_DISCARD, rec->offset, rec->length, NULL);
 		break;
 	case RDM_OP_DISCARD_ALL:
-		it->result = rdm_region_apply(wr->r, RDM_OP_DISCARD_ALL, 0, 0, NULL);
+		it->result = rdm_region_apply_batched(wr->r, RDM_OP_DISCARD_ALL, 0, 0, NULL);
 		break;
 	default:
+		/* Controls (destroy's release, queries, compaction, attach)
+		 * read or replay the state readers see: publish the batch's
+		 * working version first. Only after a change of this group, so
+		 * a first attach, whose caller holds the region's lock, does not
+		 * take it. */
+		if (earlier)
+			rdm_region_retire_flush(wr->r);
 		apply_control(ws->w, wr, it);
 	}
 }
@@ -470,8 +486,10 @@ static void process(struct wstate *ws, uint32_t fresh)
 			if (it->rec.op == RDM_OP_POPULATE && k < last_discard) {
 				int j = find_cancelling_discard(ws, k, end);
 
+				/* The working state: earlier populates of this batch
+				 * are applied but not yet visible to readers. */
 				if (j >= 0 && ws->items[j].rec.seq == wr->apply_seq + (uint64_t)(j - (int)k - 1) &&
-				    rdm_is_discarded(wr->r, it->rec.offset, it->rec.length)) {
+				    rdm_region_applier_all(wr->r, it->rec.offset, it->rec.length, false)) {
 					/* Contiguous numbers up to j are in this batch,
 					 * so the discard will be applied in it. */
 					it->result = 0;

@@ -1,0 +1,665 @@
+/* test_batch.c - batched application on the worker (DESIGN.md "The change
+ * model"): random mixed batches against a one-change-at-a-time oracle
+ * (results, listener calls, state, the versions published), readers that
+ * must only see the oracle's states in order, and allocation failures in
+ * the middle of a batch. */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu-bp.h>
+
+#include <rdm/rdm.h>
+#include <rdm/region.h>
+#include <rdm/worker.h>
+
+#include "core/alloc.h"
+#include "core/region_internal.h"
+#include "tests/check.h"
+
+#define MiB (1ull << 20)
+#define BS (2 * MiB)
+#define NB 64 /* blocks: a state is one uint64_t */
+#define REGION (NB * BS)
+#define MAXB 64 /* changes per batch (one rdm_producer_submit) */
+#define HIST (1u << 18)
+#define REFUSE_ERR (-EPERM)
+
+static char *host;
+
+/* ---- listener call logs: the worker's and the oracle's ---- */
+
+struct call {
+	char who, what; /* 'a'/'b', 'p'/'d' */
+	uint8_t s, e;   /* blocks */
+};
+
+#define MAXCALLS 4096
+struct log {
+	struct call c[MAXCALLS];
+	unsigned n;
+};
+
+static struct log real_log, model_log;
+static uint32_t salt; /* the refusal decision's seed, per batch */
+
+/* Listener `who` refuses a populate of [s, e) when this says so: a
+ * function of the call only, so the worker and the oracle agree. */
+static bool refuses(char who, uint64_t s, uint64_t e)
+{
+	uint32_t h = (uint32_t)(s * 2654435761u) ^ (uint32_t)(e * 40503u) ^ salt ^ (uint32_t)who;
+
+	h ^= h >> 13;
+	h *= 0x5bd1e995u;
+	h ^= h >> 15;
+	return salt != 0 && h % 6 == 0;
+}
+
+static void log_call(struct log *lg, char who, char what, uint64_t s, uint64_t e)
+{
+	REQUIRE(lg->n < MAXCALLS);
+	lg->c[lg->n++] = (struct call){ .who = who, .what = what, .s = (uint8_t)s, .e = (uint8_t)e };
+}
+
+struct tl {
+	struct rdm_listener l;
+	char who;
+};
+
+static int tl_populate(struct rdm_listener *l, uint64_t off, uint64_t len)
+{
+	struct tl *t = (struct tl *)l;
+
+	log_call(&real_log, t->who, 'p', off / BS, (off + len) / BS);
+	if (!refuses(t->who, off / BS, (off + len) / BS))
+		return 0;
+	/* Linger, so that a reader would catch a refused populate made
+	 * visible too early. */
+	for (int i = 0; i < 20; i++)
+		sched_yield();
+	return REFUSE_ERR;
+}
+
+static void tl_discard(struct rdm_listener *l, uint64_t off, uint64_t len)
+{
+	struct tl *t = (struct tl *)l;
+
+	log_call(&real_log, t->who, 'd', off / BS, (off + len) / BS);
+}
+
+static const struct rdm_listener_ops tl_ops = { .populate = tl_populate, .discard = tl_discard };
+
+/* ---- the oracle: one change at a time on a bitmap ---- */
+
+static uint64_t mask(uint64_t s, uint64_t e)
+{
+	return (e - s == 64 ? ~0ull : ((1ull << (e - s)) - 1)) << s;
+}
+
+/* The runs of `val` blocks of state st inside [s, e), told to who. Returns
+ * the block a refusal happened at (e if none). */
+static uint64_t tell(char who, char what, uint64_t st, bool val, uint64_t s, uint64_t e, bool may_refuse)
+{
+	uint64_t b = s;
+
+	while (b < e) {
+		uint64_t rs = b, re;
+
+		while (rs < e && (((st >> rs) & 1) != 0) != val)
+			rs++;
+		if (rs == e)
+			break;
+		re = rs;
+		while (re < e && (((st >> re) & 1) != 0) == val)
+			re++;
+		log_call(&model_log, who, what, rs, re);
+		if (may_refuse && refuses(who, rs, re))
+			return rs;
+		b = re;
+	}
+	return e;
+}
+
+/* Tell `who` a discard of the `val` runs of st inside [s, stop). */
+static void untell(char who, uint64_t st, bool val, uint64_t s, uint64_t stop)
+{
+	if (stop > s)
+		tell(who, 'd', st, val, s, stop, false);
+}
+
+struct chg {
+	uint32_t kind;
+	uint64_t s, e;
+};
+
+/* One change; returns its result and updates *st and the counts of
+ * versions that the batch rule publishes (*pending: populates accepted since
+ * the last version). */
+static int model_apply(uint64_t *st, const struct chg *c, bool strict, uint64_t *versions, bool *pending)
+{
+	uint64_t s = c->s, e = c->e, m = mask(s, e);
+
+	if (c->kind == RDM_CHANGE_POPULATE) {
+		uint64_t stop;
+
+		if (strict && (*st & m) != 0)
+			return -EEXIST;
+		if ((*st & m) == m)
+			return 0;
+		stop = tell('a', 'p', *st, false, s, e, true);
+		if (stop < e) {
+			untell('a', *st, false, s, stop);
+			return REFUSE_ERR;
+		}
+		stop = tell('b', 'p', *st, false, s, e, true);
+		if (stop < e) {
+			untell('b', *st, false, s, stop);
+			untell('a', *st, false, s, e);
+			return REFUSE_ERR;
+		}
+		*st |= m;
+		*pending = true;
+		return 0;
+	}
+	if (c->kind == RDM_CHANGE_DISCARD_ALL) {
+		s = 0;
+		e = NB;
+		m = ~0ull;
+	} else if (strict && (*st & m) != m) {
+		return -ENOENT;
+	}
+	if ((*st & m) == 0)
+		return 0;
+	tell('a', 'd', *st, true, s, e, false);
+	tell('b', 'd', *st, true, s, e, false);
+	*st &= ~m;
+	(*versions)++;
+	*pending = false;
+	return 0;
+}
+
+/* The worker's superseding rule (iommu/worker.c find_cancelling_discard):
+ * a populate whose exact range a later discard of the batch removes, with
+ * nothing overlapping in between and all its blocks discarded when it is
+ * reached. */
+static bool overlap(const struct chg *a, const struct chg *b)
+{
+	if (a->kind == RDM_CHANGE_DISCARD_ALL || b->kind == RDM_CHANGE_DISCARD_ALL)
+		return true;
+	return a->s < b->e && b->s < a->e;
+}
+
+/* ---- readers: every state seen must be an oracle state, in order ---- */
+
+static uint64_t hist[HIST];
+static atomic_uint hist_n;
+static atomic_bool stop_readers;
+static struct rdm_region *reader_region;
+static atomic_uint reader_errors;
+static atomic_ulong reader_reads;
+
+static int note_run(void *opaque, uint64_t off, uint64_t len)
+{
+	*(uint64_t *)opaque |= mask(off / BS, (off + len) / BS);
+	return 0;
+}
+
+static void *reader(void *arg)
+{
+	unsigned at = 0;
+
+	(void)arg;
+	/* Relaxed: a stop flag only. */
+	while (!atomic_load_explicit(&stop_readers, memory_order_relaxed)) {
+		uint64_t st = 0;
+		unsigned n;
+
+		/* One replay answers from one version (DESIGN.md). */
+		if (rdm_replay_populated(reader_region, 0, REGION, note_run, &st) != 0)
+			break;
+		/* Acquire: pairs with the release in push_hist(); the states up to
+		 * n are written. Loaded after the read, so the version read is one
+		 * of them. */
+		n = atomic_load_explicit(&hist_n, memory_order_acquire);
+		while (at < n && hist[at] != st)
+			at++;
+		if (at == n) {
+			fprintf(stderr, "reader: state %#llx is no oracle state after index %u\n",
+				(unsigned long long)st, n);
+			atomic_fetch_add(&reader_errors, 1);
+			break;
+		}
+		atomic_fetch_add_explicit(&reader_reads, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+static void push_hist(uint64_t st)
+{
+	unsigned n = atomic_load_explicit(&hist_n, memory_order_relaxed);
+
+	REQUIRE(n < HIST);
+	hist[n] = st;
+	/* Release: pairs with the acquire in reader(). */
+	atomic_store_explicit(&hist_n, n + 1, memory_order_release);
+}
+
+/* ---- the fixture ---- */
+
+struct fixture {
+	struct rdm_backend *sim;
+	struct rdm_worker *w;
+	struct rdm_region *r;
+	struct rdm_producer *p;
+	struct tl a, b;
+};
+
+static void setup(struct fixture *f, bool strict)
+{
+	struct rdm_sim_config sc = { .struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2, .call_ns = 1 };
+	struct rdm_region_config rc = { .struct_size = sizeof(rc) };
+
+	REQUIRE(rdm_backend_sim_create(&sc, &f->sim) == 0);
+	REQUIRE(rdm_worker_create(NULL, &f->w) == 0);
+	REQUIRE(rdm_worker_add_backend(f->w, f->sim, 0) == 0);
+	rc.flags = strict ? RDM_REGION_STRICT : 0;
+	rc.iova = 1ull << 32;
+	rc.size = REGION;
+	rc.block_size = BS;
+	rc.host_addr = host;
+	rc.policy = RDM_POLICY_BLOCK;
+	REQUIRE(rdm_region_create(&rc, &f->r) == 0);
+	REQUIRE(rdm_worker_attach(f->w, f->r, f->sim) == 0);
+	f->a = (struct tl){ .l = { .ops = &tl_ops, .offset = 0, .length = REGION }, .who = 'a' };
+	f->b = (struct tl){ .l = { .ops = &tl_ops, .offset = 0, .length = REGION }, .who = 'b' };
+	salt = 0;
+	REQUIRE(rdm_listener_register(f->r, &f->a.l) == 0);
+	REQUIRE(rdm_listener_register(f->r, &f->b.l) == 0);
+	REQUIRE(rdm_producer_create(&f->p) == 0);
+}
+
+static void teardown(struct fixture *f)
+{
+	rdm_producer_destroy(f->p);
+	CHECK(rdm_region_destroy(f->r) == 0);
+	CHECK(rdm_worker_destroy(f->w) == 0);
+	rdm_backend_destroy(f->sim);
+}
+
+static void random_batch(struct chg *c, unsigned n, uint64_t st, unsigned mix)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint64_t s = (uint64_t)rand() % NB, len = 1 + (uint64_t)rand() % 6;
+		unsigned k = (unsigned)rand() % 100;
+
+		if (s + len > NB)
+			len = NB - s;
+		/* mix 0: mixed; 1: populates only; 2: discards only. */
+		c[i].kind = mix == 1 ? RDM_CHANGE_POPULATE
+			    : mix == 2 ? (k < 3 ? RDM_CHANGE_DISCARD_ALL : RDM_CHANGE_DISCARD)
+			    : k < 2 ? RDM_CHANGE_DISCARD_ALL
+			    : k < 55 ? RDM_CHANGE_POPULATE : RDM_CHANGE_DISCARD;
+		c[i].s = s;
+		c[i].e = s + len;
+		/* Sometimes a discard of exactly an earlier populate's range, and
+		 * sometimes a block of the current state, to hit superseding and
+		 * strict successes. */
+		if (c[i].kind == RDM_CHANGE_DISCARD && i > 0 && k % 4 == 0 &&
+		    c[i - 1].kind == RDM_CHANGE_POPULATE) {
+			c[i].s = c[i - 1].s;
+			c[i].e = c[i - 1].e;
+		} else if (c[i].kind == RDM_CHANGE_DISCARD && st != 0 && k % 3 == 0) {
+			c[i].s = (uint64_t)__builtin_ctzll(st);
+			c[i].e = c[i].s + 1;
+		}
+	}
+}
+
+/* Submit one batch through the producer (one ring publish: the worker
+ * drains it whole) and wait for every ticket. */
+static void run_real(struct fixture *f, const struct chg *c, unsigned n, int *res)
+{
+	struct rdm_change ch[MAXB] = { { 0 } };
+	uint64_t t[MAXB];
+
+	REQUIRE(n >= 1 && n <= MAXB);
+	for (unsigned i = 0; i < n; i++)
+		ch[i] = (struct rdm_change){ .region = f->r, .kind = c[i].kind, .offset = c[i].s * BS,
+					     .length = (c[i].e - c[i].s) * BS };
+	REQUIRE(rdm_producer_submit(f->p, ch, n, t) == 0);
+	for (unsigned i = 0; i < n; i++)
+		REQUIRE(rdm_producer_wait(f->p, t[i], &res[i]) == 0);
+}
+
+/* The oracle for a batch: superseding first (on the oracle's state as each
+ * populate is reached), then one change at a time. */
+static void run_model(uint64_t *st, const struct chg *c, unsigned n, bool strict, int *res,
+		      uint64_t *versions, bool track_hist, const bool *skip)
+{
+	bool sup[MAXB] = { false }, pending = false;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (skip != NULL && skip[i]) {
+			res[i] = -ENOMEM;
+			continue;
+		}
+		if (sup[i]) {
+			res[i] = 0;
+			continue;
+		}
+		if (c[i].kind == RDM_CHANGE_POPULATE && (*st & mask(c[i].s, c[i].e)) == 0) {
+			for (unsigned j = i + 1; j < n; j++) {
+				if (c[j].kind == RDM_CHANGE_DISCARD && c[j].s == c[i].s && c[j].e == c[i].e) {
+					sup[i] = sup[j] = true;
+					break;
+				}
+				if (overlap(&c[i], &c[j]) && (skip == NULL || !skip[j]))
+					break;
+			}
+			if (sup[i]) {
+				res[i] = 0;
+				continue;
+			}
+		}
+		res[i] = model_apply(st, &c[i], strict, versions, &pending);
+		if (track_hist)
+			push_hist(*st);
+	}
+	if (pending)
+		(*versions)++;
+}
+
+static uint64_t real_state(struct rdm_region *r)
+{
+	uint64_t st = 0;
+
+	REQUIRE(rdm_replay_populated(r, 0, REGION, note_run, &st) == 0);
+	return st;
+}
+
+static bool logs_equal(void)
+{
+	if (real_log.n != model_log.n)
+		return false;
+	for (unsigned i = 0; i < real_log.n; i++) {
+		const struct call *x = &real_log.c[i], *y = &model_log.c[i];
+
+		if (x->who != y->who || x->what != y->what || x->s != y->s || x->e != y->e)
+			return false;
+	}
+	return true;
+}
+
+static void dump_logs(void)
+{
+	for (unsigned i = 0; i < real_log.n || i < model_log.n; i++) {
+		const struct call *x = &real_log.c[i], *y = &model_log.c[i];
+
+		fprintf(stderr, "  %3u real %c%c[%u,%u)  model %c%c[%u,%u)\n", i, i < real_log.n ? x->who : '-',
+			i < real_log.n ? x->what : '-', i < real_log.n ? x->s : 0, i < real_log.n ? x->e : 0,
+			i < model_log.n ? y->who : '-', i < model_log.n ? y->what : '-',
+			i < model_log.n ? y->s : 0, i < model_log.n ? y->e : 0);
+	}
+}
+
+/* Random mixed batches against the oracle, with readers. */
+static void test_random(bool strict, unsigned batches)
+{
+	struct fixture f;
+	pthread_t rd[2];
+	uint64_t st = 0, versions = 0, one_kind = 0;
+	unsigned bad = 0;
+
+	setup(&f, strict);
+	atomic_store(&hist_n, 0);
+	atomic_store(&stop_readers, false);
+	atomic_store(&reader_errors, 0);
+	push_hist(0);
+	reader_region = f.r;
+	for (int i = 0; i < 2; i++)
+		REQUIRE(pthread_create(&rd[i], NULL, reader, NULL) == 0);
+	for (unsigned b = 0; b < batches && bad < 3; b++) {
+		struct chg c[MAXB];
+		int res[MAXB], want[MAXB];
+		unsigned n = 1 + (unsigned)rand() % MAXB, mix = b % 5 == 3 ? 1 : b % 5 == 4 ? 2 : 0;
+		uint64_t v0 = rdm_region_versions(f.r), want_v = 0, st0 = st;
+
+		random_batch(c, n, st, mix);
+		salt = b % 3 == 0 ? 0 : (uint32_t)rand() | 1; /* listeners refuse sometimes */
+		real_log.n = model_log.n = 0;
+		/* The oracle first: the readers must know every state before the
+		 * worker can publish it. */
+		run_model(&st, c, n, strict, want, &want_v, true, NULL);
+		run_real(&f, c, n, res);
+		for (unsigned i = 0; i < n; i++) {
+			if (res[i] != want[i]) {
+				fprintf(stderr, "batch %u change %u (%u [%llu,%llu)): %d, oracle %d\n", b, i,
+					c[i].kind, (unsigned long long)c[i].s, (unsigned long long)c[i].e, res[i],
+					want[i]);
+				bad++;
+				break;
+			}
+		}
+		if (!logs_equal()) {
+			fprintf(stderr, "batch %u: listener calls differ\n", b);
+			dump_logs();
+			bad++;
+		}
+		if (real_state(f.r) != st) {
+			fprintf(stderr, "batch %u: state %#llx, oracle %#llx (before %#llx)\n", b,
+				(unsigned long long)real_state(f.r), (unsigned long long)st,
+				(unsigned long long)st0);
+			bad++;
+		}
+		/* Versions: one per discard that changed the state, one more if
+		 * populates were accepted after the last one. */
+		if (rdm_region_versions(f.r) - v0 != want_v) {
+			fprintf(stderr, "batch %u: %llu versions published, rule says %llu\n", b,
+				(unsigned long long)(rdm_region_versions(f.r) - v0), (unsigned long long)want_v);
+			bad++;
+		}
+		if (mix == 1)
+			one_kind += want_v == (st != st0);
+		versions += want_v;
+	}
+	CHECK(bad == 0);
+	CHECK(one_kind > 0);
+	atomic_store(&stop_readers, true);
+	for (int i = 0; i < 2; i++)
+		pthread_join(rd[i], NULL);
+	CHECK(atomic_load(&reader_errors) == 0);
+	CHECK(atomic_load(&reader_reads) > 0);
+	salt = 0;
+	teardown(&f);
+	printf("random %s: %u batches, %llu versions, %lu reads\n", strict ? "strict" : "lenient", batches,
+	       (unsigned long long)versions, (unsigned long)atomic_load(&reader_reads));
+}
+
+/* A batch of populates only publishes one version; each discard that
+ * changes the state publishes one, with the populates before it. */
+static void test_versions(void)
+{
+	struct fixture f;
+	struct chg c[8];
+	int res[8];
+	uint64_t v0;
+
+	setup(&f, false);
+	for (unsigned i = 0; i < 8; i++)
+		c[i] = (struct chg){ .kind = RDM_CHANGE_POPULATE, .s = 2 * i, .e = 2 * i + 1 };
+	v0 = rdm_region_versions(f.r);
+	run_real(&f, c, 8, res);
+	CHECK(rdm_region_versions(f.r) - v0 == 1);
+	CHECK(real_state(f.r) == 0x5555);
+	/* populate, populate, discard, populate: two versions. */
+	c[0] = (struct chg){ .kind = RDM_CHANGE_POPULATE, .s = 20, .e = 21 };
+	c[1] = (struct chg){ .kind = RDM_CHANGE_POPULATE, .s = 22, .e = 23 };
+	c[2] = (struct chg){ .kind = RDM_CHANGE_DISCARD, .s = 0, .e = 1 };
+	c[3] = (struct chg){ .kind = RDM_CHANGE_POPULATE, .s = 24, .e = 25 };
+	v0 = rdm_region_versions(f.r);
+	run_real(&f, c, 4, res);
+	CHECK(res[0] == 0 && res[1] == 0 && res[2] == 0 && res[3] == 0);
+	CHECK(rdm_region_versions(f.r) - v0 == 2);
+	/* A no-op discard publishes nothing. */
+	c[0] = (struct chg){ .kind = RDM_CHANGE_DISCARD, .s = 40, .e = 41 };
+	v0 = rdm_region_versions(f.r);
+	run_real(&f, c, 1, res);
+	CHECK(res[0] == 0 && rdm_region_versions(f.r) == v0);
+	/* Without a batch (a synchronous call): one version per change. */
+	v0 = rdm_region_versions(f.r);
+	CHECK(rdm_populate(f.r, 50 * BS, BS) == 0);
+	CHECK(rdm_region_versions(f.r) - v0 == 1);
+	teardown(&f);
+}
+
+/* An allocation failure anywhere in a batch: every change all-or-nothing,
+ * the others as the oracle says. Sweeps the failing attempt over the batch. */
+static void test_alloc_failure(void)
+{
+	unsigned enomem = 0;
+
+	for (unsigned k = 1; k < 80; k++) {
+		struct fixture f;
+		struct chg c[24];
+		int res[24], want[24];
+		bool skip[24];
+		uint64_t st = 0, v = 0, warm = 0;
+
+		setup(&f, (k & 1) != 0);
+		/* A state to work on. */
+		for (unsigned i = 0; i < 12; i++)
+			c[i] = (struct chg){ .kind = RDM_CHANGE_POPULATE, .s = 5 * i, .e = 5 * i + 2 };
+		run_real(&f, c, 12, res);
+		run_model(&warm, c, 12, false, want, &v, false, NULL);
+		st = warm;
+		srand(k);
+		random_batch(c, 24, st, 0);
+		real_log.n = model_log.n = 0;
+		rdm_alloc_inject(k, false);
+		run_real(&f, c, 24, res);
+		rdm_alloc_inject(0, false);
+		/* The oracle, skipping the changes that failed for memory. */
+		for (unsigned i = 0; i < 24; i++) {
+			skip[i] = res[i] == -ENOMEM;
+			enomem += skip[i];
+		}
+		run_model(&st, c, 24, (k & 1) != 0, want, &v, false, skip);
+		for (unsigned i = 0; i < 24; i++) {
+			if (res[i] != want[i]) {
+				fprintf(stderr, "alloc %u: change %u: %d, oracle %d\n", k, i, res[i], want[i]);
+				CHECK(false);
+			}
+		}
+		(void)v;
+		/* The readers' state, each listener's net view (what it was told
+		 * populated and not discarded since) and the IOMMU's mappings agree
+		 * with the oracle's. */
+		CHECK(real_state(f.r) == st);
+		for (char who = 'a'; who <= 'b'; who++) {
+			uint64_t view = warm;
+
+			for (unsigned i = 0; i < real_log.n; i++) {
+				const struct call *x = &real_log.c[i];
+
+				if (x->who != who)
+					continue;
+				if (x->what == 'p')
+					view |= mask(x->s, x->e);
+				else
+					view &= ~mask(x->s, x->e);
+			}
+			if (view != st) {
+				fprintf(stderr, "alloc %u: listener %c sees %#llx, oracle %#llx\n", k, who,
+					(unsigned long long)view, (unsigned long long)st);
+				CHECK(false);
+			}
+		}
+		for (unsigned b = 0; b < NB; b++) {
+			uint64_t iova = (1ull << 32) + b * BS;
+
+			if ((st >> b) & 1)
+				CHECK(rdm_sim_is_mapped(f.sim, iova, BS, true, (uint64_t)(uintptr_t)host + b * BS));
+			else
+				CHECK(rdm_sim_is_unmapped(f.sim, iova, BS));
+		}
+		teardown(&f);
+	}
+	CHECK(enomem > 0);
+	printf("alloc failures: %u changes failed with -ENOMEM\n", enomem);
+}
+
+/* After warm-up, a steady state of populate and discard batches allocates
+ * no tree node: retired nodes come back to the tree's pool. */
+static void test_steady_state(void)
+{
+	struct fixture f;
+	struct chg c[32];
+	int res[32];
+	const struct rdm_mem *m;
+	size_t allocs0 = 0;
+
+	setup(&f, true);
+	m = rdm_region_mem(f.r);
+	for (unsigned round = 0; round < 60; round++) {
+		if (round == 20) {
+			/* Warm: measure from here. */
+			allocs0 = atomic_load(&m->allocs);
+		}
+		/* Scattered single blocks, then runs, so that extent leaves of
+		 * several sizes are made and replaced. */
+		for (unsigned i = 0; i < 32; i++) {
+			uint64_t s = (i * 7 + round) % NB;
+
+			c[i] = (struct chg){ .kind = RDM_CHANGE_POPULATE, .s = s, .e = s + 1 };
+		}
+		for (unsigned i = 0; i < 32; i++)
+			for (unsigned j = 0; j < i; j++)
+				if (c[j].s == c[i].s)
+					c[i].s = c[i].e = 0;
+		{
+			unsigned n = 0;
+
+			for (unsigned i = 0; i < 32; i++)
+				if (c[i].e != 0)
+					c[n++] = c[i];
+			real_log.n = 0;
+			run_real(&f, c, n, res);
+			for (unsigned i = 0; i < n; i++) {
+				CHECK(res[i] == 0);
+				c[i].kind = RDM_CHANGE_DISCARD;
+			}
+			/* Let the reclaimed nodes come back before the next batch. */
+			rcu_barrier();
+			real_log.n = 0;
+			run_real(&f, c, n, res);
+			for (unsigned i = 0; i < n; i++)
+				CHECK(res[i] == 0);
+			rcu_barrier();
+		}
+	}
+	CHECK(real_state(f.r) == 0);
+	printf("steady state: %zu tree allocations in 40 rounds (%u changes)\n", atomic_load(&m->allocs) - allocs0,
+	       40u * 64u);
+	CHECK(atomic_load(&m->allocs) == allocs0);
+	teardown(&f);
+}
+
+int main(int argc, char **argv)
+{
+	unsigned batches = argc > 1 ? (unsigned)atoi(argv[1]) : 150;
+
+	host = aligned_alloc(BS, REGION);
+	REQUIRE(host != NULL);
+	srand(11);
+	test_versions();
+	test_steady_state();
+	test_random(false, batches);
+	test_random(true, batches);
+	test_alloc_failure();
+	free(host);
+	return check_exit();
+}
