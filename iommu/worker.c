@@ -442,85 +442,121 @@ static void publish_stats(struct rdm_worker *w)
 		atomic_store_explicit(&w->st[i], w->priv[i], memory_order_relaxed);
 }
 
-static void process(struct wstate *ws, uint32_t fresh)
+/*
+ * A batch goes through these stages, each its own function below:
+ *  1. order_batch: items into (region, sequence) order;
+ *  2. per region group (group_end): refuse_group if the worker does not
+ *     serve the region, else apply_group - sequence gating, superseding
+ *     (try_supersede), application (apply_item) - then finish_group: the
+ *     planner's pending unmaps and releases, the tree's one publish and
+ *     retire for the group;
+ *  3. complete_batch: stats, then every applied item's ticket or callback,
+ *     keeping the rest (waiting for a missing number) in order;
+ *  4. notify_batch: the on_batch hook.
+ */
+static void order_batch(struct wstate *ws)
+{
+	if (!items_sorted(ws->items, ws->nitems))
+		qsort(ws->items, ws->nitems, sizeof(ws->items[0]), cmp_item);
+}
+
+/* The end of the region group starting at i, and its last discard (i if
+ * none): only a populate before it can be superseded. */
+static uint32_t group_end(const struct wstate *ws, uint32_t i, uint32_t *last_discard)
+{
+	uint32_t id = ws->items[i].rec.region, end = i;
+
+	*last_discard = i;
+	while (end < ws->nitems && ws->items[end].rec.region == id) {
+		if (ws->items[end].rec.op == RDM_OP_DISCARD)
+			*last_discard = end;
+		end++;
+	}
+	return end;
+}
+
+/* Records naming a region this worker does not serve: -EINVAL, logged. */
+static void refuse_group(struct wstate *ws, uint32_t i, uint32_t end)
+{
+	uint32_t id = ws->items[i].rec.region;
+
+	for (uint32_t k = i; k < end; k++) {
+		ws->items[k].result = rdm_fail(-EINVAL, "record names region %" PRIu32
+							" which the worker does not serve", id);
+		snprintf(ws->items[k].msg, sizeof(ws->items[k].msg), "%s", rdm_last_error());
+		rdm_log(RDM_LOG_WARNING, "worker: %s", rdm_last_error());
+		ws->items[k].done = true;
+	}
+}
+
+/*
+ * Superseding (DESIGN.md): the populate at k, whose exact range a later
+ * discard of this batch removes again with nothing in between, completes
+ * with 0 together with that discard and nobody is told. Returns true if so.
+ */
+static bool try_supersede(struct wstate *ws, struct rdm_wregion *wr, uint32_t k, uint32_t end)
+{
+	struct item *it = &ws->items[k];
+	int j = find_cancelling_discard(ws, k, end);
+
+	/* Contiguous numbers up to j are in this batch, so the discard will be
+	 * applied in it. The working state: earlier populates of this batch
+	 * are applied but not yet visible to readers. */
+	if (j < 0 || ws->items[j].rec.seq != wr->apply_seq + (uint64_t)(j - (int)k - 1) ||
+	    !rdm_region_applier_all(wr->r, it->rec.offset, it->rec.length, false))
+		return false;
+	it->result = 0;
+	ws->items[j].superseded = true;
+	ws->items[j].result = 0;
+	ws->w->priv[RDM_WST_SUPERSEDED] += 2;
+	return true;
+}
+
+/* Apply the group's items in sequence order, up to the first gap. */
+static void apply_group(struct wstate *ws, struct rdm_wregion *wr, uint32_t i, uint32_t end,
+			uint32_t last_discard)
+{
+	for (uint32_t k = i; k < end; k++) {
+		struct item *it = &ws->items[k];
+
+		if (it->rec.seq != wr->apply_seq)
+			break; /* a gap: the rest waits for the missing number */
+		wr->apply_seq++;
+		it->done = true;
+		ws->w->priv[RDM_WST_CHANGES]++;
+		if (it->superseded)
+			continue;
+		if (it->rec.op == RDM_OP_POPULATE && k < last_discard && try_supersede(ws, wr, k, end))
+			continue;
+		apply_item(ws, wr, it);
+		if (it->result < 0)
+			snprintf(it->msg, sizeof(it->msg), "%s", rdm_last_error());
+		if (it->rec.op == RDM_OP_DESTROY)
+			break;
+	}
+}
+
+static void finish_group(struct wstate *ws, struct rdm_wregion *wr)
+{
+	rdm_planner_flush(&wr->planner);
+	/* Only a group that applied a change has state to retire; one that
+	 * only attached must not take the region's lock, which the first
+	 * attach's caller holds (attach_first()). */
+	if (ws->applied_state)
+		rdm_region_retire_flush(wr->r);
+	ws->applied_state = false;
+}
+
+static void complete_batch(struct wstate *ws)
 {
 	struct rdm_worker *w = ws->w;
-	uint32_t n = ws->nitems;
+	uint32_t keep = 0;
 
-	if (!items_sorted(ws->items, n))
-		qsort(ws->items, n, sizeof(ws->items[0]), cmp_item);
-	for (uint32_t i = 0; i < n;) {
-		uint32_t id = ws->items[i].rec.region, end = i;
-		struct rdm_wregion *wr = region_of(w, id);
-
-		/* Only a populate before the group's last discard (i if none)
-		 * can be superseded: the others need no search. */
-		uint32_t last_discard = i;
-
-		while (end < n && ws->items[end].rec.region == id) {
-			if (ws->items[end].rec.op == RDM_OP_DISCARD)
-				last_discard = end;
-			end++;
-		}
-		if (!wr) {
-			for (uint32_t k = i; k < end; k++) {
-				ws->items[k].result = rdm_fail(-EINVAL, "record names region %" PRIu32
-								       " which the worker does not serve", id);
-				snprintf(ws->items[k].msg, sizeof(ws->items[k].msg), "%s", rdm_last_error());
-				rdm_log(RDM_LOG_WARNING, "worker: %s", rdm_last_error());
-				ws->items[k].done = true;
-			}
-			i = end;
-			continue;
-		}
-		for (uint32_t k = i; k < end; k++) {
-			struct item *it = &ws->items[k];
-
-			if (it->rec.seq != wr->apply_seq)
-				break; /* a gap: the rest waits for the missing number */
-			wr->apply_seq++;
-			it->done = true;
-			w->priv[RDM_WST_CHANGES]++;
-			if (it->superseded)
-				continue;
-			if (it->rec.op == RDM_OP_POPULATE && k < last_discard) {
-				int j = find_cancelling_discard(ws, k, end);
-
-				/* The working state: earlier populates of this batch
-				 * are applied but not yet visible to readers. */
-				if (j >= 0 && ws->items[j].rec.seq == wr->apply_seq + (uint64_t)(j - (int)k - 1) &&
-				    rdm_region_applier_all(wr->r, it->rec.offset, it->rec.length, false)) {
-					/* Contiguous numbers up to j are in this batch,
-					 * so the discard will be applied in it. */
-					it->result = 0;
-					ws->items[j].superseded = true;
-					ws->items[j].result = 0;
-					w->priv[RDM_WST_SUPERSEDED] += 2;
-					continue;
-				}
-			}
-			apply_item(ws, wr, it);
-			if (it->result < 0)
-				snprintf(it->msg, sizeof(it->msg), "%s", rdm_last_error());
-			if (it->rec.op == RDM_OP_DESTROY)
-				break;
-		}
-		rdm_planner_flush(&wr->planner);
-		/* Only a group that applied a change has state to retire; one
-		 * that only attached must not take the region's lock, which the
-		 * first attach's caller holds (attach_first()). */
-		if (ws->applied_state)
-			rdm_region_retire_flush(wr->r);
-		ws->applied_state = false;
-		i = end;
-	}
 	/* Stats first, so a caller woken by its ticket sees its change counted. */
 	w->priv[RDM_WST_BATCHES]++;
 	publish_stats(w);
 	/* Complete what was applied, keep the rest (in order) for later. */
-	uint32_t keep = 0;
-
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < ws->nitems; i++) {
 		struct item *it = &ws->items[i];
 
 		if (it->done)
@@ -530,11 +566,35 @@ static void process(struct wstate *ws, uint32_t fresh)
 	}
 	ws->nitems = keep;
 	ws->batch_no++;
+}
+
+static void notify_batch(struct wstate *ws, uint32_t fresh)
+{
+	struct rdm_worker *w = ws->w;
+
 	if (w->cfg.on_batch) {
 		rdm_callback_enter();
 		w->cfg.on_batch(w->cfg.on_batch_opaque, ws->batch_no, fresh);
 		rdm_callback_leave();
 	}
+}
+
+static void process(struct wstate *ws, uint32_t fresh)
+{
+	order_batch(ws);
+	for (uint32_t i = 0, last_discard, end; i < ws->nitems; i = end) {
+		struct rdm_wregion *wr = region_of(ws->w, ws->items[i].rec.region);
+
+		end = group_end(ws, i, &last_discard);
+		if (!wr) {
+			refuse_group(ws, i, end);
+			continue;
+		}
+		apply_group(ws, wr, i, end, last_discard);
+		finish_group(ws, wr);
+	}
+	complete_batch(ws);
+	notify_batch(ws, fresh);
 }
 
 static void refresh_links(struct wstate *ws)
