@@ -96,6 +96,7 @@
 #include <string.h>
 #include <urcu-bp.h>
 
+#include "core/flat.h"
 #include "core/tsan.h"
 
 #define LEAF_SHIFT RDM_TREE_LEAF_SHIFT
@@ -298,6 +299,7 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 	t->retired.cap = RDM_TREE_VEC_INLINE;
 	t->retired.n = 0;
 	t->retired_kept = 0;
+	t->flat = NULL;
 }
 
 void rdm_tree_fini(struct rdm_tree *t)
@@ -950,6 +952,9 @@ int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated)
 	t->fresh.n = 0;
 	t->retired.n = t->retired_kept;
 	t->new_root = write_rec(&c, t->old_root, t->root_level, 0, s, e, populated);
+	/* The flat view notes the change too (core/flat.h). */
+	if (c.err == 0 && t->flat != NULL)
+		c.err = rdm_flat_note(t->flat, s, e, populated);
 	if (c.err != 0) {
 		rdm_tree_abort(t);
 		return c.err;
@@ -995,6 +1000,8 @@ int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque
 	t->retired.n = t->retired_kept;
 	retire(&c, t->old_root, false);
 	t->new_root = load_rec(&c, t->root_level, 0, get, opaque);
+	if (c.err == 0 && t->flat != NULL)
+		c.err = rdm_flat_note_load(t->flat, get, opaque);
 	if (c.err != 0) {
 		rdm_tree_abort(t);
 		return c.err;
@@ -1013,13 +1020,20 @@ void rdm_tree_abort(struct rdm_tree *t)
 	else
 		t->retired.n = t->retired_kept;
 	t->new_root = t->old_root;
+	if (t->flat != NULL)
+		rdm_flat_abort(t->flat);
 }
 
 void rdm_tree_publish(struct rdm_tree *t)
 {
 	/* Release: pairs with the acquire in rdm_tree_snapshot(); every node of
 	 * the new version is written before a reader can reach it. */
+	/* The flat view's publish brackets the root store (see flat.c). */
+	if (t->flat != NULL)
+		rdm_flat_publish_begin(t->flat);
 	atomic_store_explicit(&t->root, t->new_root, memory_order_release);
+	if (t->flat != NULL)
+		rdm_flat_publish_end(t->flat);
 }
 
 uintptr_t rdm_tree_old_root(const struct rdm_tree *t)

@@ -45,6 +45,7 @@ struct rdm_tree_vec {
 };
 
 struct rdm_retire_batch;
+struct rdm_flat;
 
 struct rdm_tree {
 	/* Read by every query, written once per change (root) or never: the
@@ -67,6 +68,10 @@ struct rdm_tree {
 	 * published changes (rdm_tree_retire_later()); the change in progress
 	 * appends after them. */
 	size_t retired_kept;
+	/* The flat view kept beside the tree for a small region (core/flat.h),
+	 * or NULL; set by the owner after rdm_tree_init(). Every prepare,
+	 * abort and publish is passed on to it. */
+	struct rdm_flat *flat;
 	/* Node bytes handed to call_rcu and not yet freed (relaxed: a bound
 	 * only, see rdm_tree_retire()). */
 	atomic_size_t backlog;
