@@ -416,7 +416,7 @@ static void *oracle_reader(void *arg)
 	struct rng rng = { .s = (uint64_t)(uintptr_t)arg };
 
 	while (!atomic_load_explicit(&cdone, memory_order_relaxed)) {
-		uint64_t len = 1 + rng_below(&rng, rng_below(&rng, 16) == 0 ? CN : 130);
+		uint64_t len = 1 + rng_below(&rng, rng_below(&rng, 4) == 0 ? CN : 130);
 		uint64_t s = rng_below(&rng, CN - len + 1), e = s + len, ans, v0, v1, v2;
 		unsigned kind = (unsigned)rng_below(&rng, 3);
 		bool match = false;
@@ -478,8 +478,8 @@ static void test_oracle(uint64_t seed, uint64_t iters)
 			s = 0;
 			len = CN;
 			val = false; /* discard_all */
-		} else if (what < 10) {
-			len = 1 + rng_below(&rng, CN); /* a long range */
+		} else if (what < 100) {
+			len = 1 + rng_below(&rng, CN); /* a long range: a longer publish */
 		}
 		if (s + len > CN)
 			len = CN - s;
@@ -512,6 +512,42 @@ static void test_oracle(uint64_t seed, uint64_t iters)
 	CHECK(rdm_region_destroy(creg) == 0);
 }
 
+/* ---- whole-region flips: the longest publish, never seen half done ---- */
+
+static void *torn_reader(void *arg)
+{
+	(void)arg;
+	while (!atomic_load_explicit(&cdone, memory_order_relaxed)) {
+		uint64_t n = rdm_populated_bytes(creg, 0, CN * BS) / BS;
+
+		if (n != 0 && n != CN) {
+			fprintf(stderr, "populated_bytes saw %" PRIu64 " of %u blocks: a torn publish\n",
+				n, CN);
+			check_failures++;
+			break;
+		}
+	}
+	return NULL;
+}
+
+static void test_torn(uint64_t iters)
+{
+	struct rdm_region_config cfg = { .struct_size = sizeof(cfg), .size = CN * BS,
+					 .block_size = BS };
+	pthread_t th[NREADERS];
+
+	REQUIRE(rdm_region_create(&cfg, &creg) == 0);
+	atomic_store_explicit(&cdone, false, memory_order_relaxed);
+	for (uintptr_t i = 0; i < NREADERS; i++)
+		REQUIRE(pthread_create(&th[i], NULL, torn_reader, NULL) == 0);
+	for (uint64_t it = 0; it < iters && check_failures == 0; it++)
+		CHECK((it % 2 ? rdm_discard_all(creg) : rdm_populate(creg, 0, CN * BS)) == 0);
+	atomic_store_explicit(&cdone, true, memory_order_relaxed);
+	for (unsigned i = 0; i < NREADERS; i++)
+		pthread_join(th[i], NULL);
+	CHECK(rdm_region_destroy(creg) == 0);
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t seed = env_u64("RDM_SEED", 0), iters = env_u64("RDM_ITERS", 0);
@@ -535,6 +571,7 @@ int main(int argc, char **argv)
 	test_refused();
 	test_destroy_inside();
 	test_oracle(seed, iters);
+	test_torn(iters);
 	test_destroy_hammer(stress ? 200 : TEST_SANITIZED ? 6 : 20);
 	return check_exit();
 }
