@@ -85,17 +85,19 @@
 
 /* ---- the view ---- */
 
-int rdm_flat_create(uint64_t nblocks, struct rdm_flat **out)
+int rdm_flat_create(uint64_t nblocks, struct rdm_mem *mem, struct rdm_flat **out)
 {
 	size_t words = (size_t)((nblocks + 63) / 64);
-	size_t bytes = sizeof(struct rdm_flat) + words * sizeof(uint64_t);
-	struct rdm_flat *f = rdm_aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+	size_t bytes = (sizeof(struct rdm_flat) + words * sizeof(uint64_t) + 63) & ~(size_t)63;
+	struct rdm_flat *f = rdm_mem_alloc(mem, bytes, 64);
 
 	if (f == NULL)
 		return -ENOMEM;
 	memset(f, 0, bytes);
 	atomic_init(&f->seq, 0);
 	f->nblocks = nblocks;
+	f->mem = mem;
+	f->bytes = bytes;
 	f->pend = f->pend_inline;
 	f->cap = RDM_FLAT_PEND_INLINE;
 	*out = f;
@@ -107,7 +109,7 @@ void rdm_flat_destroy(struct rdm_flat *f)
 	if (f == NULL)
 		return;
 	rdm_flat_abort(f);
-	rdm_free(f);
+	rdm_mem_free(f->mem, f, f->bytes, 64);
 }
 
 int rdm_flat_note(struct rdm_flat *f, uint64_t s, uint64_t e, bool val)

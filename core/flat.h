@@ -48,6 +48,8 @@ struct rdm_flat {
 	_Atomic uint32_t seq;
 	uint32_t pad;
 	uint64_t nblocks;
+	struct rdm_mem *mem;
+	size_t bytes; /* of this allocation */
 	/* Writer-only: the changes noted since the last publish, in order,
 	 * after a pending load (the whole bitmap, or NULL). */
 	_Alignas(64) struct rdm_flat_change *pend;
@@ -64,8 +66,10 @@ static inline bool rdm_flat_fits(uint64_t nblocks)
 	return nblocks <= RDM_FLAT_MAX_BLOCKS;
 }
 
-/* 0 or -ENOMEM. Every block discarded. */
-int rdm_flat_create(uint64_t nblocks, struct rdm_flat **out);
+struct rdm_mem;
+/* 0 or -ENOMEM. Every block discarded. The view's memory is counted in mem
+ * (the region's state allocator), which must outlive it. */
+int rdm_flat_create(uint64_t nblocks, struct rdm_mem *mem, struct rdm_flat **out);
 void rdm_flat_destroy(struct rdm_flat *f);
 
 /* Record the change "blocks [s, e) become val" (0, or -ENOMEM and nothing

@@ -211,10 +211,11 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 		rdm_free(r);
 		return rdm_fail(-ENOMEM, "region create: cannot initialise the writer lock");
 	}
+	rdm_mem_init(&r->mem);
 	if (rdm_flat_fits(r->nblocks)) {
 		struct rdm_flat *f;
 
-		if (rdm_flat_create(r->nblocks, &f) != 0) {
+		if (rdm_flat_create(r->nblocks, &r->mem, &f) != 0) {
 			pthread_mutex_destroy(&r->lock);
 			rdm_free(r);
 			return rdm_fail(-ENOMEM, "region create: out of memory for the flat view "
@@ -224,7 +225,6 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 		rdm_reader_init();
 		r->flat = f;
 	}
-	rdm_mem_init(&r->mem);
 	rdm_tree_init(&r->tree, r->nblocks, &r->mem);
 	r->tree.flat = (struct rdm_flat *)(uintptr_t)r->flat;
 	*out = r;

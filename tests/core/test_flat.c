@@ -43,9 +43,11 @@ static void load_alt(void *opaque, uint64_t first, uint64_t *words)
 
 static void test_module(void)
 {
+	struct rdm_mem mem;
 	struct rdm_flat *f;
 
-	REQUIRE(rdm_flat_create(200, &f) == 0);
+	rdm_mem_init(&mem);
+	REQUIRE(rdm_flat_create(200, &mem, &f) == 0);
 	/* Three prepares, nothing visible until the publish. */
 	CHECK(rdm_flat_note(f, 10, 100, true) == 0);
 	CHECK(rdm_flat_note(f, 50, 60, false) == 0);
@@ -94,6 +96,7 @@ static void test_module(void)
 	CHECK(rdm_flat_note_load(f, load_alt, NULL) == -ENOMEM);
 	rdm_alloc_inject(0, false);
 	rdm_flat_destroy(f);
+	CHECK(rdm_mem_current(&mem) == 0);
 }
 
 /* ---- the threshold: just below and just above agree with an oracle ---- */
