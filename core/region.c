@@ -216,11 +216,13 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 		struct rdm_flat *f;
 
 		if (rdm_flat_create(r->nblocks, &r->mem, &f) != 0) {
+			uint64_t nb = r->nblocks;
+
 			pthread_mutex_destroy(&r->lock);
 			rdm_free(r);
 			return rdm_fail(-ENOMEM, "region create: out of memory for the flat view "
 						 "(%llu blocks)",
-					(unsigned long long)r->nblocks);
+					(unsigned long long)nb);
 		}
 		rdm_reader_init();
 		r->flat = f;
