@@ -20,9 +20,11 @@
  * Cases: single (no writer), writer100k / writer500k (every writer limited
  * to that many changes per second; the achieved rate of each is printed),
  * writermax (flat out). One benchmark per case and state runs rounds of
- * rdm, bitmap_mutex, rwlock in turn (interleaved, ROUND_S seconds each),
- * so drift on a shared machine hits all of them; --benchmark_repetitions
- * adds rounds. Memory is what rdm's counted allocator reports for the
+ * rdm, bitmap_mutex, rwlock in turn (interleaved: rdm for ROUND_QUERIES
+ * queries, each peer for as long), so drift on a shared machine hits all of
+ * them; --benchmark_repetitions adds rounds. The time Google Benchmark
+ * reports is rdm's (the peers run with its timing paused), so compare.py
+ * compares rdm's read path between two builds. Memory is what rdm's counted allocator reports for the
  * region's state, the flat view included (core/flat.h): steady (before the
  * writer starts) and peak (during the case, so memory waiting for a grace
  * period shows). frag1t builds the worst state (1 TiB at 4 KiB blocks,
@@ -64,7 +66,11 @@
 #define QUERIES (1u << 16)
 #define BATCH 64
 #define ROUNDS 5
-#define ROUND_S 0.2
+/* rdm's share of a round: this many queries (its time is what Google
+ * Benchmark reports, so compare.py compares rdm's query time), at most
+ * ROUND_MAX_S; each peer then runs for as long as rdm did. */
+#define ROUND_QUERIES (UINT64_C(1) << 21)
+#define ROUND_MAX_S 2.0
 #define MAX_SAMPLES 256
 /* The sim's address for region offset 0 (any page-aligned value). */
 #define VADDR UINT64_C(0x100000000000)
@@ -364,9 +370,11 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-/* ---- the reader (the measured thread): one contender for ROUND_S ---- */
+/* ---- the reader (the measured thread): one contender, one window ---- */
 
-static void measure(struct state *st, int kase, int cont, struct result *res)
+/* Runs until max_q queries or max_s seconds; returns the seconds taken. */
+static double measure(struct state *st, int kase, int cont, struct result *res, uint64_t max_q,
+		      double max_s)
 {
 	struct writer w;
 	pthread_t wt;
@@ -385,7 +393,7 @@ static void measure(struct state *st, int kase, int cont, struct result *res)
 		pin(wt, cpus[1]);
 	}
 	t0 = now_s();
-	end = t0 + ROUND_S;
+	end = t0 + max_s;
 	do {
 		for (unsigned k = 0; k < BATCH; k++, qi = (qi + 1) & (QUERIES - 1)) {
 			uint64_t s = st->qs[qi], e = s + st->ql[qi];
@@ -410,7 +418,7 @@ static void measure(struct state *st, int kase, int cont, struct result *res)
 		}
 		queries += BATCH;
 		t1 = now_s();
-	} while (t1 < end);
+	} while (t1 < end && queries < max_q);
 	rdm_bench_keep(&hits);
 	if (kase != K_SINGLE) {
 		atomic_store_explicit(&w.stop, true, memory_order_relaxed);
@@ -421,14 +429,17 @@ static void measure(struct state *st, int kase, int cont, struct result *res)
 		res->kcps[res->n] = w.elapsed > 0 ? (double)w.changes / w.elapsed / 1e3 : 0;
 		res->n++;
 	}
+	return t1 - t0;
 }
 
-/* One iteration = one round: rdm, bitmap_mutex, rwlock, each for ROUND_S. */
+/* One iteration = one round: rdm for ROUND_QUERIES queries (the timed
+ * part), then bitmap_mutex and rwlock each for as long (timing paused). */
 static void bench_case(struct rdm_bench *b, void *arg)
 {
 	const struct bench_arg *a = arg;
 	struct result *res = results[a->kase][a->state];
 	struct state *st;
+	uint64_t queries = 0;
 	cpu_set_t old;
 
 	if (states[a->state] == NULL)
@@ -438,24 +449,29 @@ static void bench_case(struct rdm_bench *b, void *arg)
 	pthread_getaffinity_np(pthread_self(), sizeof(old), &old);
 	pin(pthread_self(), cpus[0]);
 	while (rdm_bench_running(b)) {
-		for (int c = 0; c < NCONT; c++) {
+		double window;
 #ifndef RDM_BENCH_SHARED
-			struct rdm_mem *mem = rdm_region_mem_mut(st->r);
+		struct rdm_mem *mem = rdm_region_mem_mut(st->r);
 
-			if (c == C_RDM) {
-				rcu_barrier();
-				rdm_mem_reset_peak(mem);
-			}
-			measure(st, a->kase, c, &res[c]);
-			if (c == C_RDM && rdm_mem_peak(mem) > res[c].peak)
-				res[c].peak = rdm_mem_peak(mem);
-#else
-			measure(st, a->kase, c, &res[c]);
+		rdm_bench_pause(b);
+		rcu_barrier();
+		rdm_mem_reset_peak(mem);
+		rdm_bench_resume(b);
 #endif
-		}
+		window = measure(st, a->kase, C_RDM, &res[C_RDM], ROUND_QUERIES, ROUND_MAX_S);
+		rdm_bench_pause(b);
+#ifndef RDM_BENCH_SHARED
+		if (rdm_mem_peak(mem) > res[C_RDM].peak)
+			res[C_RDM].peak = rdm_mem_peak(mem);
+#endif
+		for (int c = C_MUTEX; c < NCONT; c++)
+			measure(st, a->kase, c, &res[c], UINT64_MAX, window);
+		rdm_bench_resume(b);
+		queries += ROUND_QUERIES;
 	}
 	pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
 	res[C_RDM].bytes = st->rdm_steady;
+	rdm_bench_set_items(b, (int64_t)queries);
 	rdm_bench_set_counter(b, "rdm_mops", res[C_RDM].mops[res[C_RDM].n - 1], RDM_BENCH_COUNTER_VALUE);
 	rdm_bench_set_counter(b, "mutex_mops", res[C_MUTEX].mops[res[C_MUTEX].n - 1],
 			      RDM_BENCH_COUNTER_VALUE);
