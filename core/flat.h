@@ -10,7 +10,11 @@
  * of them before one publish; rdm_flat_publish_begin() and
  * rdm_flat_publish_end() bracket the tree's root store and apply every noted
  * change in order; rdm_flat_abort() drops the noted changes (the view stays
- * at the last published state).
+ * at the last published state). rdm_tree_prepare() notes a change as its
+ * last step, only once the tree part succeeded, so a prepare that fails has
+ * noted nothing: a batch that keeps its earlier prepares after a failed one
+ * needs no undo here (rdm_tree_abort() today drops them all, and so does
+ * the view).
  *
  *   call                        may run concurrently with
  *   --------------------------  ------------------------------------------
