@@ -13,8 +13,13 @@
  * through librdm.so, where each of the two urcu-bp TLS accesses calls
  * __tls_get_addr (~22 instructions each: liburcu-bp's reader record is
  * another module's TLS, general-dynamic by construction). A QEMU-style
- * bitmap under a mutex costs ~103. A region small enough also keeps the
- * plain bitmap beside the tree: a query reads one or two words.
+ * bitmap under a mutex costs ~103-124. A region small enough also keeps the
+ * plain bitmap beside the tree: a query reads one or two words. Measured
+ * the same way, a query on the view takes 81 instructions through either
+ * library (range checks ~15, record and dying flag ~12, the seqcount read
+ * of one or two words ~35, call and register saves the rest); single-
+ * threaded CPU time per query ~22 ns, against ~33 ns (librdm.a) and ~44 ns
+ * (librdm.so) before and ~25-30 ns for the mutex peer.
  *
  * What readers see. The view changes only inside rdm_tree_publish(), under
  * a sequence count: publish_begin makes seq odd and applies every change

@@ -341,8 +341,8 @@ __attribute__((noinline, cold)) static bool query_flat_retry(const struct rdm_re
 
 /*
  * A region with a flat view answers a short query from it, inside the
- * thread's reader record instead of an RCU section (flat.c's theory: about
- * 50 instructions against 159, or 207 through librdm.so). The record is
+ * thread's reader record instead of an RCU section (flat.c's theory: 81
+ * instructions against 159, or 207 through librdm.so). The record is
  * entered before dying is checked: the Dekker pair with destroy's
  * rdm_reader_wait(). Without a record (out of memory), a long range, or a
  * view that kept changing under the reader, the tree answers.
