@@ -4,19 +4,42 @@
  * QEMU-style bitmap under a pthread mutex and under a pthread rwlock.
  *
  * States (2^20 blocks): sparse (~1,000 extents) and frag (~100,000 extents).
- * The reader (pinned to one CPU) queries random ranges of 1..64 blocks; a
- * writer (pinned to another CPU) runs toggle pairs: populate or discard 1..64
- * blocks inside one extent or gap, then undo it, so the state keeps its
- * shape. Cases: single (no writer), writer100k / writer500k (writer throttled
- * to that many changes per second for every contender), writermax (flat
- * out). Memory is what rdm's counted allocator reports for the region's
- * state: steady (before the writer starts, nothing waiting for RCU) and peak
- * (during the case, so memory waiting for a grace period shows). frag1t
- * builds the worst state (1 TiB at 4 KiB blocks, alternating) for memory only.
+ * The reader (pinned to the first CPU of the process's affinity mask)
+ * queries random ranges of 1..64 blocks. A writer (pinned to the second)
+ * runs toggle pairs on a gap (populate 1..64 blocks of it, discard them
+ * again, so the state keeps its shape), and each change makes the backend
+ * call a real update makes, on a sim backend (rdm/backend.h): a map of the
+ * populated range, an unmap of the discarded one.
+ *  - rdm's writer is rdm_populate()/rdm_discard() on a region without an
+ *    IOMMU worker: the calling thread is the applier and a listener makes
+ *    the sim call, QEMU's synchronous path. A worker would add a third
+ *    thread to two pinned CPUs and measure its pipeline (bench_pipeline.c
+ *    does), not the read side.
+ *  - The peers' writer holds its lock across the bitmap update and the same
+ *    sim call, as QEMU holds the BQL while VFIO maps.
+ * Cases: single (no writer), writer100k / writer500k (every writer limited
+ * to that many changes per second; the achieved rate of each is printed),
+ * writermax (flat out). One benchmark per case and state runs rounds of
+ * rdm, bitmap_mutex, rwlock in turn (interleaved: rdm for ROUND_QUERIES
+ * queries, each peer for as long), so drift on a shared machine hits all of
+ * them; --benchmark_repetitions adds rounds. The time Google Benchmark
+ * reports is rdm's (the peers run with its timing paused), so compare.py
+ * compares rdm's read path between two builds. Memory is what rdm's counted allocator reports for the
+ * region's state, the flat view included (core/flat.h): steady (before the
+ * writer starts) and peak (during the case, so memory waiting for a grace
+ * period shows). frag1t builds the worst state (1 TiB at 4 KiB blocks,
+ * alternating) for memory only.
  *
- * One SUMMARY line per case and state, printed after all cases ran:
- * SUMMARY state case=<name> state=<sparse|frag> rdm_mops=<x> bitmap_mutex_mops=<y>
- *   rwlock_mops=<z> rdm_writer_kcps=<w> rdm_bytes=<a> rdm_peak_bytes=<p> bitmap_bytes=<b>
+ * Built twice: into rdm-bench (librdm.a) and into rdm-bench-state-shared
+ * (librdm.so, as a VMM links it; public API only, so no memory figures).
+ *
+ * One SUMMARY line per case and state, printed after all cases ran; the
+ * throughputs are the median over rounds, with _min and _max beside them:
+ * SUMMARY state case=<name> state=<sparse|frag> link=<static|shared> rounds=<n>
+ *   rdm_mops=<x> rdm_mops_min= rdm_mops_max= bitmap_mutex_mops=<y> (_min, _max)
+ *   rwlock_mops=<z> (_min, _max) rdm_vs_mutex=<x/y> rdm_writer_kcps=<achieved>
+ *   bitmap_mutex_writer_kcps= rwlock_writer_kcps= rdm_bytes=<a> rdm_peak_bytes=<p>
+ *   bitmap_bytes=<b>
  */
 #include <pthread.h>
 #include <sched.h>
@@ -27,21 +50,36 @@
 #include <time.h>
 #include <urcu-bp.h>
 
+#include <rdm/backend.h>
 #include <rdm/region.h>
 
+#ifndef RDM_BENCH_SHARED
 #include "core/alloc.h"
 #include "core/region_internal.h"
+#define LINK "static"
+#else
+#define LINK "shared"
+#endif
 #include "shim.h"
 
 #define BS UINT64_C(4096)
 #define QUERIES (1u << 16)
 #define BATCH 64
+#define ROUNDS 5
+/* rdm's share of a round: this many queries (its time is what Google
+ * Benchmark reports, so compare.py compares rdm's query time), at most
+ * ROUND_MAX_S; each peer then runs for as long as rdm did. */
+#define ROUND_QUERIES (UINT64_C(1) << 21)
+#define ROUND_MAX_S 2.0
+#define MAX_SAMPLES 256
+/* The sim's address for region offset 0 (any page-aligned value). */
+#define VADDR UINT64_C(0x100000000000)
 
 enum { C_RDM, C_MUTEX, C_RWLOCK, NCONT };
 enum { S_SPARSE, S_FRAG, NSTATE };
 enum { K_SINGLE, K_W100K, K_W500K, K_WMAX, K_FRAG1T, NCASE };
 
-static const char *const cont_names[NCONT] = { "rdm", "bitmap_mutex", "bitmap_rwlock" };
+static const char *const cont_names[NCONT] = { "rdm", "bitmap_mutex", "rwlock" };
 static const char *const state_names[NSTATE] = { "sparse", "frag" };
 static const char *const case_names[NCASE] = { "single", "writer100k", "writer500k", "writermax",
 					       "frag1t" };
@@ -53,7 +91,6 @@ static uint64_t nblocks_opaque = UINT64_C(1) << 20;
 
 struct run {
 	uint64_t s, e;
-	bool populated;
 };
 
 struct state {
@@ -62,8 +99,10 @@ struct state {
 	pthread_mutex_t mu;
 	pthread_rwlock_t rw;
 	struct rdm_region *r;
-	struct run *runs;
-	size_t nruns, extents;
+	struct rdm_backend *sim;
+	struct rdm_listener l;
+	struct run *gaps;
+	size_t ngaps, extents;
 	uint32_t qs[QUERIES], ql[QUERIES];
 	size_t rdm_steady;
 };
@@ -71,18 +110,18 @@ struct state {
 static struct state *states[NSTATE];
 
 struct result {
-	bool ran;
-	double mops, writer_kcps;
+	unsigned n;
+	double mops[MAX_SAMPLES], kcps[MAX_SAMPLES];
 	size_t bytes, peak;
 };
 
 static struct result results[NCASE][NSTATE][NCONT];
 
 struct bench_arg {
-	int kase, state, cont;
+	int kase, state;
 };
 
-static struct bench_arg args[NCASE][NSTATE][NCONT];
+static struct bench_arg args[NCASE][NSTATE];
 
 static uint64_t rng_next(uint64_t *s)
 {
@@ -133,6 +172,30 @@ static bool bm_all_set(const uint64_t *bm, uint64_t s, uint64_t e)
 	return true;
 }
 
+/* ---- the backend call every change makes ---- */
+
+static int sim_call(struct rdm_backend *sim, uint64_t off, uint64_t len, bool populate)
+{
+	uint64_t done;
+
+	return populate ? rdm_backend_map(sim, off, len, VADDR + off)
+			: rdm_backend_unmap(sim, off, len, &done);
+}
+
+static int l_populate(struct rdm_listener *l, uint64_t off, uint64_t len)
+{
+	return sim_call(l->opaque, off, len, true);
+}
+
+static void l_discard(struct rdm_listener *l, uint64_t off, uint64_t len)
+{
+	if (sim_call(l->opaque, off, len, false) != 0)
+		abort();
+}
+
+static const struct rdm_listener_ops sim_listener = { l_populate, l_discard };
+
+#ifndef RDM_BENCH_SHARED
 static void load_get(void *opaque, uint64_t first, uint64_t *words)
 {
 	const struct state *st = opaque;
@@ -140,12 +203,14 @@ static void load_get(void *opaque, uint64_t first, uint64_t *words)
 	if (first < st->nblocks)
 		memcpy(words, &st->bm[first / 64], 64 * sizeof(uint64_t));
 }
+#endif
 
 static struct state *build_state(int which)
 {
 	struct state *st = calloc(1, sizeof(*st));
 	uint64_t seed = 42 + (uint64_t)which, slot, b;
 	struct rdm_region_config cfg = { .struct_size = sizeof(cfg), .block_size = BS };
+	struct rdm_sim_config scfg = { .struct_size = sizeof(scfg), .limit = RDM_SIM_UNLIMITED };
 
 	st->nblocks = nblocks_opaque;
 	st->bm = calloc(st->nblocks / 64, 8);
@@ -159,15 +224,16 @@ static struct state *build_state(int which)
 		bm_set(st->bm, s + off, s + off + len, true);
 		st->extents++;
 	}
-	/* Every run (extents and gaps) for the writer's toggle pairs. */
-	st->runs = malloc(sizeof(*st->runs) * (2 * st->extents + 2));
+	/* The gaps, for the writer's toggle pairs. */
+	st->gaps = malloc(sizeof(*st->gaps) * (st->extents + 2));
 	for (b = 0; b < st->nblocks;) {
 		bool v = bm_all_set(st->bm, b, b + 1);
 		uint64_t e = b + 1;
 
 		while (e < st->nblocks && bm_all_set(st->bm, e, e + 1) == v)
 			e++;
-		st->runs[st->nruns++] = (struct run){ b, e, v };
+		if (!v)
+			st->gaps[st->ngaps++] = (struct run){ b, e };
 		b = e;
 	}
 	for (unsigned i = 0; i < QUERIES; i++) {
@@ -179,10 +245,32 @@ static struct state *build_state(int which)
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_rwlock_init(&st->rw, NULL);
 	cfg.size = st->nblocks * BS;
-	if (rdm_region_create(&cfg, &st->r) != 0 || rdm_region_load(st->r, load_get, st) != 0)
+	if (rdm_backend_sim_create(&scfg, &st->sim) != 0 || rdm_region_create(&cfg, &st->r) != 0)
+		abort();
+#ifndef RDM_BENCH_SHARED
+	if (rdm_region_load(st->r, load_get, st) != 0)
+		abort();
+#else
+	for (b = 0; b < st->nblocks;) {
+		uint64_t e = b;
+
+		while (e < st->nblocks && bm_all_set(st->bm, e, e + 1))
+			e++;
+		if (e > b && rdm_populate(st->r, b * BS, (e - b) * BS) != 0)
+			abort();
+		b = e + 1;
+	}
+#endif
+	/* The listener maps every extent now (its registration replay), as a
+	 * VMM's IOMMU listener would have; the writers then map and unmap
+	 * inside gaps only. */
+	st->l = (struct rdm_listener){ .ops = &sim_listener, .length = cfg.size, .opaque = st->sim };
+	if (rdm_listener_register(st->r, &st->l) != 0)
 		abort();
 	rcu_barrier();
+#ifndef RDM_BENCH_SHARED
 	st->rdm_steady = rdm_mem_current(rdm_region_mem(st->r));
+#endif
 	return st;
 }
 
@@ -236,11 +324,15 @@ static void change(struct state *st, int cont, uint64_t s, uint64_t e, bool v)
 	case C_MUTEX:
 		pthread_mutex_lock(&st->mu);
 		bm_set(st->bm, s, e, v);
+		if (sim_call(st->sim, s * BS, (e - s) * BS, v) != 0)
+			abort();
 		pthread_mutex_unlock(&st->mu);
 		break;
 	default:
 		pthread_rwlock_wrlock(&st->rw);
 		bm_set(st->bm, s, e, v);
+		if (sim_call(st->sim, s * BS, (e - s) * BS, v) != 0)
+			abort();
 		pthread_rwlock_unlock(&st->rw);
 		break;
 	}
@@ -255,7 +347,7 @@ static void *writer_main(void *arg)
 
 	/* Relaxed: a stop request; the join orders everything else. */
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
-		const struct run *r;
+		const struct run *g;
 		uint64_t len, n, s;
 
 		t = now_s();
@@ -265,12 +357,12 @@ static void *writer_main(void *arg)
 			nanosleep(&ts, NULL);
 			continue;
 		}
-		r = &st->runs[rng_next(&seed) % st->nruns];
-		len = r->e - r->s;
+		g = &st->gaps[rng_next(&seed) % st->ngaps];
+		len = g->e - g->s;
 		n = 1 + rng_next(&seed) % (len < 64 ? len : 64);
-		s = r->s + rng_next(&seed) % (len - n + 1);
-		change(st, w->cont, s, s + n, !r->populated);
-		change(st, w->cont, s, s + n, r->populated);
+		s = g->s + rng_next(&seed) % (len - n + 1);
+		change(st, w->cont, s, s + n, true);
+		change(st, w->cont, s, s + n, false);
 		done += 2;
 	}
 	w->changes = done;
@@ -278,51 +370,36 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-/* ---- the reader (the measured thread) ---- */
+/* ---- the reader (the measured thread): one contender, one window ---- */
 
-static void bench_case(struct rdm_bench *b, void *arg)
+/* Runs until max_q queries or max_s seconds; returns the seconds taken. */
+static double measure(struct state *st, int kase, int cont, struct result *res, uint64_t max_q,
+		      double max_s)
 {
-	const struct bench_arg *a = arg;
-	struct state *st;
 	struct writer w;
 	pthread_t wt;
-	cpu_set_t old;
 	uint64_t queries = 0, hits = 0;
 	unsigned qi = 0;
-	double t0, t1;
-	struct result *res = &results[a->kase][a->state][a->cont];
-	struct rdm_mem *mem;
+	double t0, t1, end;
 
-	if (states[a->state] == NULL)
-		states[a->state] = build_state(a->state);
-	st = states[a->state];
-	mem = rdm_region_mem_mut(st->r);
-	find_cpus();
-	pthread_getaffinity_np(pthread_self(), sizeof(old), &old);
-	pin(pthread_self(), cpus[0]);
-
-	rcu_barrier();
-	rdm_mem_reset_peak(mem);
 	memset(&w, 0, sizeof(w));
 	w.st = st;
-	w.cont = a->cont;
-	w.rate = case_rates[a->kase];
+	w.cont = cont;
+	w.rate = case_rates[kase];
 	atomic_init(&w.stop, false);
-	if (a->kase != K_SINGLE) {
-		if (pthread_create(&wt, NULL, writer_main, &w) != 0) {
-			rdm_bench_fail(b, "cannot start the writer");
-			return;
-		}
+	if (kase != K_SINGLE) {
+		if (pthread_create(&wt, NULL, writer_main, &w) != 0)
+			abort();
 		pin(wt, cpus[1]);
 	}
-
 	t0 = now_s();
-	while (rdm_bench_running(b)) {
+	end = t0 + max_s;
+	do {
 		for (unsigned k = 0; k < BATCH; k++, qi = (qi + 1) & (QUERIES - 1)) {
 			uint64_t s = st->qs[qi], e = s + st->ql[qi];
 			bool v;
 
-			switch (a->cont) {
+			switch (cont) {
 			case C_RDM:
 				v = rdm_is_populated(st->r, s * BS, (e - s) * BS);
 				break;
@@ -340,29 +417,68 @@ static void bench_case(struct rdm_bench *b, void *arg)
 			hits += v;
 		}
 		queries += BATCH;
-	}
-	t1 = now_s();
+		t1 = now_s();
+	} while (t1 < end && queries < max_q);
 	rdm_bench_keep(&hits);
-	if (a->kase != K_SINGLE) {
+	if (kase != K_SINGLE) {
 		atomic_store_explicit(&w.stop, true, memory_order_relaxed);
 		pthread_join(wt, NULL);
 	}
-	pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
-
-	res->ran = true;
-	res->mops = (double)queries / (t1 - t0) / 1e6;
-	res->writer_kcps = w.elapsed > 0 ? (double)w.changes / w.elapsed / 1e3 : 0;
-	res->bytes = st->rdm_steady;
-	res->peak = a->cont == C_RDM ? rdm_mem_peak(mem) : st->rdm_steady;
-	rdm_bench_set_items(b, (int64_t)queries);
-	rdm_bench_set_counter(b, "writer_kcps", res->writer_kcps, RDM_BENCH_COUNTER_VALUE);
-	if (a->cont == C_RDM) {
-		rdm_bench_set_counter(b, "bytes", (double)res->bytes, RDM_BENCH_COUNTER_VALUE);
-		rdm_bench_set_counter(b, "peak_bytes", (double)res->peak, RDM_BENCH_COUNTER_VALUE);
+	if (res->n < MAX_SAMPLES) {
+		res->mops[res->n] = (double)queries / (t1 - t0) / 1e6;
+		res->kcps[res->n] = w.elapsed > 0 ? (double)w.changes / w.elapsed / 1e3 : 0;
+		res->n++;
 	}
+	return t1 - t0;
+}
+
+/* One iteration = one round: rdm for ROUND_QUERIES queries (the timed
+ * part), then bitmap_mutex and rwlock each for as long (timing paused). */
+static void bench_case(struct rdm_bench *b, void *arg)
+{
+	const struct bench_arg *a = arg;
+	struct result *res = results[a->kase][a->state];
+	struct state *st;
+	uint64_t queries = 0;
+	cpu_set_t old;
+
+	if (states[a->state] == NULL)
+		states[a->state] = build_state(a->state);
+	st = states[a->state];
+	find_cpus();
+	pthread_getaffinity_np(pthread_self(), sizeof(old), &old);
+	pin(pthread_self(), cpus[0]);
+	while (rdm_bench_running(b)) {
+		double window;
+#ifndef RDM_BENCH_SHARED
+		struct rdm_mem *mem = rdm_region_mem_mut(st->r);
+
+		rdm_bench_pause(b);
+		rcu_barrier();
+		rdm_mem_reset_peak(mem);
+		rdm_bench_resume(b);
+#endif
+		window = measure(st, a->kase, C_RDM, &res[C_RDM], ROUND_QUERIES, ROUND_MAX_S);
+		rdm_bench_pause(b);
+#ifndef RDM_BENCH_SHARED
+		if (rdm_mem_peak(mem) > res[C_RDM].peak)
+			res[C_RDM].peak = rdm_mem_peak(mem);
+#endif
+		for (int c = C_MUTEX; c < NCONT; c++)
+			measure(st, a->kase, c, &res[c], UINT64_MAX, window);
+		rdm_bench_resume(b);
+		queries += ROUND_QUERIES;
+	}
+	pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
+	res[C_RDM].bytes = st->rdm_steady;
+	rdm_bench_set_items(b, (int64_t)queries);
+	rdm_bench_set_counter(b, "rdm_mops", res[C_RDM].mops[res[C_RDM].n - 1], RDM_BENCH_COUNTER_VALUE);
+	rdm_bench_set_counter(b, "mutex_mops", res[C_MUTEX].mops[res[C_MUTEX].n - 1],
+			      RDM_BENCH_COUNTER_VALUE);
 }
 
 /* frag1t: 1 TiB at 4 KiB blocks, every other block populated; memory only. */
+#ifndef RDM_BENCH_SHARED
 static const uint64_t alternating = UINT64_C(0x5555555555555555);
 
 static void frag1t_get(void *opaque, uint64_t first, uint64_t *words)
@@ -393,9 +509,32 @@ static void bench_frag1t(struct rdm_bench *b, void *arg)
 			rdm_bench_fail(b, "wrong state");
 		rdm_region_destroy(r);
 	}
-	res->ran = true;
+	res->n = 1;
 	rdm_bench_set_counter(b, "bytes", (double)res->bytes, RDM_BENCH_COUNTER_VALUE);
 	rdm_bench_set_counter(b, "bitmap_bytes", (double)(cfg.size / BS / 8), RDM_BENCH_COUNTER_VALUE);
+}
+#endif
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* Median, min and max of a result's samples (0 when none). */
+static void stats(const double *v, unsigned n, double out[3])
+{
+	double s[MAX_SAMPLES];
+
+	out[0] = out[1] = out[2] = 0;
+	if (n == 0)
+		return;
+	memcpy(s, v, n * sizeof(double));
+	qsort(s, n, sizeof(double), cmp_double);
+	out[0] = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+	out[1] = s[0];
+	out[2] = s[n - 1];
 }
 
 static void finish(void)
@@ -403,22 +542,33 @@ static void finish(void)
 	for (int k = 0; k < NCASE; k++) {
 		for (int s = 0; s < NSTATE; s++) {
 			const struct result *r = results[k][s];
+			double m[NCONT][3], w[NCONT][3];
 			uint64_t bitmap_bytes;
 
-			if (!r[C_RDM].ran && !r[C_MUTEX].ran && !r[C_RWLOCK].ran)
+			if (r[C_RDM].n == 0)
 				continue;
 			bitmap_bytes = k == K_FRAG1T ? (nblocks_opaque << 8) / 8 : nblocks_opaque / 8;
-			printf("SUMMARY state case=%s state=%s rdm_mops=%.2f bitmap_mutex_mops=%.2f "
-			       "rwlock_mops=%.2f rdm_writer_kcps=%.1f rdm_bytes=%zu rdm_peak_bytes=%zu "
-			       "bitmap_bytes=%llu\n",
-			       case_names[k], state_names[s], r[C_RDM].mops, r[C_MUTEX].mops,
-			       r[C_RWLOCK].mops, r[C_RDM].writer_kcps, r[C_RDM].bytes, r[C_RDM].peak,
-			       (unsigned long long)bitmap_bytes);
-			if (k != K_FRAG1T && (r[C_MUTEX].ran || r[C_RWLOCK].ran))
-				printf("# state case=%s state=%s writer_kcps rdm=%.1f bitmap_mutex=%.1f "
-				       "rwlock=%.1f\n",
-				       case_names[k], state_names[s], r[C_RDM].writer_kcps,
-				       r[C_MUTEX].writer_kcps, r[C_RWLOCK].writer_kcps);
+			if (k == K_FRAG1T) {
+				printf("SUMMARY state case=%s state=%s link=%s rdm_bytes=%zu "
+				       "rdm_peak_bytes=%zu bitmap_bytes=%llu\n",
+				       case_names[k], state_names[s], LINK, r[C_RDM].bytes, r[C_RDM].peak,
+				       (unsigned long long)bitmap_bytes);
+				continue;
+			}
+			for (int c = 0; c < NCONT; c++) {
+				stats(r[c].mops, r[c].n, m[c]);
+				stats(r[c].kcps, r[c].n, w[c]);
+			}
+			printf("SUMMARY state case=%s state=%s link=%s rounds=%u", case_names[k],
+			       state_names[s], LINK, r[C_RDM].n);
+			for (int c = 0; c < NCONT; c++)
+				printf(" %s_mops=%.2f %s_mops_min=%.2f %s_mops_max=%.2f", cont_names[c],
+				       m[c][0], cont_names[c], m[c][1], cont_names[c], m[c][2]);
+			printf(" rdm_vs_mutex=%.2f", m[C_MUTEX][0] > 0 ? m[C_RDM][0] / m[C_MUTEX][0] : 0);
+			for (int c = 0; c < NCONT; c++)
+				printf(" %s_writer_kcps=%.1f", cont_names[c], w[c][0]);
+			printf(" rdm_bytes=%zu rdm_peak_bytes=%zu bitmap_bytes=%llu\n", r[C_RDM].bytes,
+			       r[C_RDM].peak, (unsigned long long)bitmap_bytes);
 		}
 	}
 	fflush(stdout);
@@ -426,37 +576,37 @@ static void finish(void)
 
 void rdm_bench_register_state(void)
 {
-	static char names[NCASE][NSTATE][NCONT][64];
+	static char names[NCASE][NSTATE][64];
 
 	rdm_bench_keep(&nblocks_opaque);
 
 	for (int k = 0; k < K_FRAG1T; k++) {
 		for (int s = 0; s < NSTATE; s++) {
-			for (int c = 0; c < NCONT; c++) {
-				struct rdm_bench_def def = { 0 };
+			struct rdm_bench_def def = { 0 };
 
-				args[k][s][c] = (struct bench_arg){ k, s, c };
-				snprintf(names[k][s][c], sizeof(names[k][s][c]), "state/%s/%s/%s",
-					 case_names[k], state_names[s], cont_names[c]);
-				def.name = names[k][s][c];
-				def.fn = bench_case;
-				def.arg = &args[k][s][c];
-				def.threads = 1;
-				def.real_time = true;
-				def.min_time_s = 0.5;
-				rdm_bench_register(&def);
-			}
+			args[k][s] = (struct bench_arg){ k, s };
+			snprintf(names[k][s], sizeof(names[k][s]), "state%s/%s/%s",
+				 LINK[1] == 'h' ? "_shared" : "", case_names[k], state_names[s]);
+			def.name = names[k][s];
+			def.fn = bench_case;
+			def.arg = &args[k][s];
+			def.threads = 1;
+			def.real_time = true;
+			def.iterations = ROUNDS;
+			rdm_bench_register(&def);
 		}
 	}
+#ifndef RDM_BENCH_SHARED
 	{
 		struct rdm_bench_def def = { 0 };
 
-		def.name = "state/frag1t/frag/rdm";
+		def.name = "state/frag1t/frag";
 		def.fn = bench_frag1t;
 		def.threads = 1;
 		def.real_time = true;
 		def.iterations = 1;
 		rdm_bench_register(&def);
 	}
+#endif
 	rdm_bench_on_finish(finish);
 }

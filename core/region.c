@@ -97,6 +97,7 @@
 #include "core/alloc.h"
 #include "core/callback.h"
 #include "core/error.h"
+#include "core/flat.h"
 #include "core/region_internal.h"
 #include "core/tree.h"
 
@@ -108,9 +109,13 @@ struct rdm_region {
 	/* First cache line: what every query reads and no change writes. */
 	uint64_t size; /* cfg.size */
 	unsigned shift;
-	/* Set once by destroy (seq_cst: the Dekker pair with inflight). */
+	/* Set once by destroy (seq_cst: the Dekker pair with inflight and
+	 * with the flat view's reader records). */
 	atomic_bool dying;
 	uint64_t nblocks;
+	/* The flat view (core/flat.h) of a region of at most
+	 * RDM_FLAT_MAX_BLOCKS blocks, else NULL; also r->tree.flat. */
+	const struct rdm_flat *flat;
 	/* Its first cache line holds the root; the writer's state follows on
 	 * lines of its own (core/tree.h). */
 	struct rdm_tree tree;
@@ -231,7 +236,23 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 		return rdm_fail(-ENOMEM, "region create: cannot initialise the writer lock");
 	}
 	rdm_mem_init(&r->mem);
+	if (rdm_flat_fits(r->nblocks)) {
+		struct rdm_flat *f;
+
+		if (rdm_flat_create(r->nblocks, &r->mem, &f) != 0) {
+			uint64_t nb = r->nblocks;
+
+			pthread_mutex_destroy(&r->lock);
+			rdm_free(r);
+			return rdm_fail(-ENOMEM, "region create: out of memory for the flat view "
+						 "(%llu blocks)",
+					(unsigned long long)nb);
+		}
+		rdm_reader_init();
+		r->flat = f;
+	}
 	rdm_tree_init(&r->tree, r->nblocks, &r->mem);
+	r->tree.flat = (struct rdm_flat *)(uintptr_t)r->flat;
 	*out = r;
 	return 0;
 }
@@ -314,17 +335,65 @@ static bool clipped_blocks(const struct rdm_region *r, uint64_t offset, uint64_t
 	return true;
 }
 
-static inline bool query_all(const struct rdm_region *r, uint64_t offset, uint64_t length,
-			     bool val)
+static bool query_tree(const struct rdm_region *r, uint64_t s, uint64_t e, bool val)
 {
-	uint64_t s, e;
 	bool ret;
 
-	if (!whole_blocks(r, offset, length, &s, &e) || !reader_enter(r))
+	if (!reader_enter(r))
 		return false;
 	ret = rdm_tree_all(&r->tree, rdm_tree_snapshot(&r->tree), s, e, val);
 	reader_leave(r);
 	return ret;
+}
+
+/* The view changed under the reader: read it again, and after
+ * RDM_FLAT_TRIES reads let the tree answer, still inside the record (out of
+ * line, so the fast path saves no registers). */
+__attribute__((noinline, cold)) static bool query_flat_retry(const struct rdm_region *r,
+							     struct rdm_reader *rd, uint64_t s,
+							     uint64_t e, bool val)
+{
+	int ret = -1;
+
+	for (int t = 1; t < RDM_FLAT_TRIES && ret < 0; t++)
+		ret = rdm_flat_all(r->flat, s, e, val);
+	if (ret < 0)
+		ret = query_tree(r, s, e, val);
+	rdm_reader_leave(rd);
+	return ret != 0;
+}
+
+/*
+ * A region with a flat view answers a short query from it, inside the
+ * thread's reader record instead of an RCU section (flat.c's theory: 81
+ * instructions against 159, or 207 through librdm.so). The record is
+ * entered before dying is checked: the Dekker pair with destroy's
+ * rdm_reader_wait(). Without a record (out of memory), a long range, or a
+ * view that kept changing under the reader, the tree answers.
+ */
+static inline bool query_all(const struct rdm_region *r, uint64_t offset, uint64_t length,
+			     bool val)
+{
+	const struct rdm_flat *f;
+	struct rdm_reader *rd;
+	uint64_t s, e;
+	int ret;
+
+	if (!whole_blocks(r, offset, length, &s, &e))
+		return false;
+	f = r->flat;
+	if (f == NULL || e - s > RDM_FLAT_MAX_QUERY)
+		return query_tree(r, s, e, val);
+	rd = rdm_reader_enter(r);
+	if (__builtin_expect(rd == NULL, 0))
+		return query_tree(r, s, e, val);
+	/* Relaxed: ordered after the record's store by rdm_reader_enter()'s
+	 * barrier (with destroy's membarrier or its own fence). */
+	ret = atomic_load_explicit(&r->dying, memory_order_relaxed) ? 0 : rdm_flat_all(f, s, e, val);
+	if (__builtin_expect(ret < 0, 0))
+		return query_flat_retry(r, rd, s, e, val);
+	rdm_reader_leave(rd);
+	return ret != 0;
 }
 
 bool rdm_is_populated(const struct rdm_region *r, uint64_t offset, uint64_t length)
@@ -341,7 +410,23 @@ uint64_t rdm_populated_bytes(const struct rdm_region *r, uint64_t offset, uint64
 {
 	uint64_t s, e, n;
 
-	if (r == NULL || !clipped_blocks(r, offset, length, &s, &e) || !reader_enter(r))
+	if (r == NULL || !clipped_blocks(r, offset, length, &s, &e))
+		return 0;
+	if (r->flat != NULL && e - s <= RDM_FLAT_MAX_QUERY) {
+		struct rdm_reader *rd = rdm_reader_enter(r);
+		int64_t c = -1;
+
+		if (rd != NULL) {
+			/* Relaxed: as in query_all(). */
+			c = atomic_load_explicit(&r->dying, memory_order_relaxed)
+				    ? 0
+				    : rdm_flat_count(r->flat, s, e);
+			rdm_reader_leave(rd);
+		}
+		if (c >= 0)
+			return (uint64_t)c << r->shift;
+	}
+	if (!reader_enter(r))
 		return 0;
 	n = rdm_tree_count(&r->tree, rdm_tree_snapshot(&r->tree), s, e);
 	reader_leave(r);
@@ -1025,7 +1110,10 @@ int rdm_region_destroy(struct rdm_region *r)
 	/* Seq_cst: the Dekker pair with change_enter(). */
 	if (atomic_exchange_explicit(&r->dying, true, memory_order_seq_cst))
 		return rdm_fail(-ECANCELED, "region destroy: already being destroyed");
-	/* Every reader that may have missed the flag leaves its section. */
+	/* Every reader that may have missed the flag leaves its section: the
+	 * flat view's records, then RCU. */
+	if (r->flat != NULL)
+		rdm_reader_wait(r);
 	synchronize_rcu();
 	/* Seq_cst: pairs with change_enter()/change_leave(). */
 	while (atomic_load_explicit(&r->inflight, memory_order_seq_cst) != 0) {
@@ -1063,6 +1151,7 @@ int rdm_region_destroy(struct rdm_region *r)
 	/* Retire callbacks of earlier changes reference r->mem and r->tree. */
 	rcu_barrier();
 	rdm_tree_barrier_done(&r->tree);
+	rdm_flat_destroy(r->tree.flat);
 	pthread_mutex_destroy(&r->lock);
 	rdm_free(r);
 	return 0;

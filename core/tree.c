@@ -136,6 +136,7 @@
 #include <string.h>
 #include <urcu-bp.h>
 
+#include "core/flat.h"
 #include "core/tsan.h"
 
 #define LEAF_SHIFT RDM_TREE_LEAF_SHIFT
@@ -496,6 +497,7 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 	t->retired.cap = RDM_TREE_VEC_INLINE;
 	t->retired.n = 0;
 	t->retired_kept = 0;
+	t->flat = NULL;
 }
 
 void rdm_tree_fini(struct rdm_tree *t)
@@ -1180,6 +1182,10 @@ int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated)
 	nfresh = t->fresh.n;
 	nretired = t->retired.n;
 	t->new_root = write_rec(&c, root, t->root_level, 0, s, e, populated);
+	/* The flat view notes the step too (core/flat.h); a step that fails
+	 * notes nothing there, and step_undo() below undoes the tree's part. */
+	if (c.err == 0 && t->flat != NULL)
+		c.err = rdm_flat_note(t->flat, s, e, populated);
 	if (c.err != 0) {
 		step_undo(t, root, nfresh, nretired);
 		return c.err;
@@ -1245,6 +1251,8 @@ int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque
 	nretired = t->retired.n;
 	retire(&c, root, false);
 	t->new_root = load_rec(&c, t->root_level, 0, get, opaque);
+	if (c.err == 0 && t->flat != NULL)
+		c.err = rdm_flat_note_load(t->flat, get, opaque);
 	if (c.err != 0) {
 		step_undo(t, root, nfresh, nretired);
 		return c.err;
@@ -1266,6 +1274,8 @@ void rdm_tree_abort(struct rdm_tree *t)
 	t->retired.n = t->retired_kept;
 	t->new_root = t->old_root;
 	t->open = false;
+	if (t->flat != NULL)
+		rdm_flat_abort(t->flat);
 }
 
 void rdm_tree_publish(struct rdm_tree *t)
@@ -1274,10 +1284,15 @@ void rdm_tree_publish(struct rdm_tree *t)
 		return;
 	/* Release: pairs with the acquire in rdm_tree_snapshot(); every node of
 	 * the new version is written before a reader can reach it. */
+	/* The flat view's publish brackets the root store (see flat.c). */
+	if (t->flat != NULL)
+		rdm_flat_publish_begin(t->flat);
 	atomic_store_explicit(&t->root, t->new_root, memory_order_release);
 	/* Relaxed: only this writer stores it; readers are tests and stats. */
 	atomic_store_explicit(&t->versions, atomic_load_explicit(&t->versions, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
+	if (t->flat != NULL)
+		rdm_flat_publish_end(t->flat);
 	/* The fresh nodes are published now: never written or freed by the
 	 * writer again, only retired. */
 	t->fresh.n = 0;

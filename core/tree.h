@@ -50,6 +50,7 @@ struct rdm_tree_vec {
 };
 
 struct rdm_retire_batch;
+struct rdm_flat;
 
 /* Node size classes: size / 8 (<= 64) for 16-aligned extent leaves, and
  * 65 + size / 8 for 64-aligned inner and bitmap nodes. */
@@ -81,6 +82,10 @@ struct rdm_tree {
 	/* Versions published (rdm_tree_publish() calls that stored a root);
 	 * written by the writer only, read relaxed by tests and stats. */
 	_Atomic uint64_t versions;
+	/* The flat view kept beside the tree for a small region (core/flat.h),
+	 * or NULL; set by the owner after rdm_tree_init(). Every prepare,
+	 * abort and publish is passed on to it. */
+	struct rdm_flat *flat;
 	/* Node bytes handed to call_rcu and not yet freed (relaxed: a bound
 	 * only, see rdm_tree_retire()). */
 	atomic_size_t backlog;

@@ -29,7 +29,12 @@
  * Readers use RCU (liburcu, bulletproof flavour): threads need no
  * registration. A replay callback runs inside one read-side critical
  * section; it may block, which delays reclamation of superseded state but
- * never a writer.
+ * never a writer. A region of at most 2^22 blocks also keeps a flat bitmap
+ * of its state, published with the same visibility; is_populated,
+ * is_discarded and populated_bytes over up to 4096 blocks read it without
+ * RCU (a per-thread record, created on a thread's first such query, tells
+ * destroy to wait for them). Either way each answer comes from one
+ * published state and no query waits for a writer.
  *
  * Callbacks (listener, release and replay callbacks) may call the queries
  * of any region. Every call that changes a region or may wait (populate,

@@ -493,6 +493,7 @@ static void test_memory(void)
 	struct rdm_region *r = make(UINT64_C(1) << 40, BS, 0);
 	const struct rdm_mem *m = rdm_region_mem(r);
 	uint64_t nb = (UINT64_C(1) << 40) / BS;
+	size_t view;
 
 	CHECK(rdm_mem_current(m) == 0);
 	/* A few extents in a 1 TiB region. */
@@ -510,15 +511,18 @@ static void test_memory(void)
 	CHECK(rdm_mem_current(m) == 0);
 	CHECK(rdm_region_destroy(r) == 0);
 
-	/* ~1,000 extents in 2^20 blocks. */
+	/* ~1,000 extents in 2^20 blocks; the flat view (core/flat.h) of a
+	 * region this small is counted apart. */
 	r = make((UINT64_C(1) << 20) * BS, BS, 0);
 	m = rdm_region_mem(r);
+	view = rdm_mem_current(m);
+	CHECK(view <= (UINT64_C(1) << 20) / 8 + 256);
 	for (uint64_t i = 0; i < 1000; i++)
 		CHECK(rdm_populate(r, (i * 1048 + (i * 7919) % 500) * BS, (1 + i % 13) * BS) == 0);
 	rcu_barrier();
-	printf("1000 extents in 2^20 blocks: %zu bytes (%.1f per extent)\n", rdm_mem_current(m),
-	       rdm_mem_current(m) / 1000.0);
-	CHECK(rdm_mem_current(m) <= 64 * 1000);
+	printf("1000 extents in 2^20 blocks: %zu bytes (%.1f per extent)\n", rdm_mem_current(m) - view,
+	       (rdm_mem_current(m) - view) / 1000.0);
+	CHECK(rdm_mem_current(m) - view <= 64 * 1000);
 	CHECK(rdm_region_destroy(r) == 0);
 }
 
