@@ -284,6 +284,41 @@ uint32_t rdm_maptree_insert(struct rdm_maptree *t, uint64_t start, uint64_t len)
 	return h;
 }
 
+void rdm_maptree_insert_run(struct rdm_maptree *t, uint64_t start, uint64_t len, uint32_t n, const void *payload,
+			    size_t size)
+{
+	uint32_t sub = 0, l, r;
+	uint64_t first = start;
+
+	if (n == 0)
+		return;
+	assert(rdm_maptree_spare(t) >= n && sizeof(struct rdm_maptree_node) + size <= (size_t)1 << t->shift);
+	/* Build the run's own treap: each key is above all keys before it, so
+	 * it hangs from the right spine, below the last node that outranks it,
+	 * and the rest of the spine (smaller keys, lower priority) becomes its
+	 * left subtree. The spine is as short as the subtree is deep. */
+	for (uint32_t k = 0; k < n; k++, start += len) {
+		uint32_t h = node_alloc(t), ph = prio(h), *link = &sub, i;
+		struct rdm_maptree_node *nd = N(t, h);
+
+		memset(nd, 0, (size_t)1 << t->shift);
+		nd->start = start;
+		nd->len = len;
+		if (size)
+			memcpy(nd + 1, payload, size);
+		while ((i = *link) != 0 && prio(i) >= ph)
+			link = &N(t, i)->right;
+		nd->left = i;
+		*link = h;
+	}
+	/* No key of the tree lies inside the run (the caller checked): it goes
+	 * between the keys below it and those above. Treaps are unique for
+	 * their keys and priorities, so this is the tree n inserts build. */
+	split(t, t->root, first, &l, &r);
+	t->root = merge(t, merge(t, l, sub), r);
+	t->count += n;
+}
+
 void rdm_maptree_unlink(struct rdm_maptree *t, uint32_t h)
 {
 	uint32_t *link = &t->root, i;
@@ -326,27 +361,57 @@ void rdm_maptree_clear(struct rdm_maptree *t)
 	t->count = 0;
 }
 
+/* The link from which every interval starting in [lo, last] hangs: the
+ * first node on the way down that is in the range (or the nil link the way
+ * ends at). Only that subtree needs splitting and joining again. */
+static uint32_t *range_link(struct rdm_maptree *t, uint64_t lo, uint64_t last)
+{
+	uint32_t *link = &t->root;
+
+	while (*link && (N(t, *link)->start < lo || N(t, *link)->start > last))
+		link = N(t, *link)->start < lo ? &N(t, *link)->right : &N(t, *link)->left;
+	return link;
+}
+
+/* Split the subtree at *link into keys below lo (*l), in [lo, last] (*mid)
+ * and above last (*r). */
+static void split3(const struct rdm_maptree *t, uint32_t i, uint64_t lo, uint64_t last, uint32_t *l, uint32_t *mid,
+		   uint32_t *r)
+{
+	split(t, i, lo, l, mid);
+	if (last == UINT64_MAX)
+		*r = 0;
+	else
+		split(t, *mid, last + 1, mid, r);
+}
+
+static int visit(const struct rdm_maptree *t, uint32_t i, rdm_maptree_fn fn, void *opaque);
+
 void rdm_maptree_remove_starts_in(struct rdm_maptree *t, uint64_t lo, uint64_t last, uint64_t *count,
 				  uint64_t *len_sum)
 {
-	uint32_t l, mid, r, *link = &t->root;
+	rdm_maptree_remove_starts_in_if(t, lo, last, NULL, NULL, count, len_sum);
+}
+
+bool rdm_maptree_remove_starts_in_if(struct rdm_maptree *t, uint64_t lo, uint64_t last, rdm_maptree_fn refuse,
+				     void *opaque, uint64_t *count, uint64_t *len_sum)
+{
+	uint32_t l, mid, r, *link = range_link(t, lo, last);
 	uint64_t c = 0, s = 0;
 
-	/* Every key in [lo, last] lies below the first node on the way down
-	 * that is in the range (or below the nil link the way ends at): only
-	 * that subtree is split and joined again. */
-	while (*link && (N(t, *link)->start < lo || N(t, *link)->start > last))
-		link = N(t, *link)->start < lo ? &N(t, *link)->right : &N(t, *link)->left;
-	split(t, *link, lo, &l, &mid);
-	if (last == UINT64_MAX)
-		r = 0;
-	else
-		split(t, mid, last + 1, &mid, &r);
+	split3(t, *link, lo, last, &l, &mid, &r);
+	if (refuse && visit(t, mid, refuse, opaque)) {
+		/* Joined back as it was: a treap's shape is a function of its
+		 * keys and priorities (distinct: prio() is a bijection). */
+		*link = merge(t, merge(t, l, mid), r);
+		return false;
+	}
 	free_subtree(t, mid, &c, &s);
 	*link = merge(t, l, r);
 	t->count -= c;
 	*count += c;
 	*len_sum += s;
+	return true;
 }
 
 static int visit(const struct rdm_maptree *t, uint32_t i, rdm_maptree_fn fn, void *opaque)
