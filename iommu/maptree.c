@@ -289,10 +289,16 @@ void rdm_maptree_insert_run(struct rdm_maptree *t, uint64_t start, uint64_t len,
 {
 	uint32_t sub = 0, l, r;
 	uint64_t first = start;
+	/* Every node starts as this slot: a copy of a constant size (32 or
+	 * 64 bytes) is a few stores, where memset and memcpy of a size only
+	 * known here would be two library calls per node. */
+	_Alignas(struct rdm_maptree_node) unsigned char slot[64] = { 0 };
 
 	if (n == 0)
 		return;
 	assert(rdm_maptree_spare(t) >= n && sizeof(struct rdm_maptree_node) + size <= (size_t)1 << t->shift);
+	if (size)
+		memcpy(slot + sizeof(struct rdm_maptree_node), payload, size);
 	/* Build the run's own treap: each key is above all keys before it, so
 	 * it hangs from the right spine, below the last node that outranks it,
 	 * and the rest of the spine (smaller keys, lower priority) becomes its
@@ -301,11 +307,12 @@ void rdm_maptree_insert_run(struct rdm_maptree *t, uint64_t start, uint64_t len,
 		uint32_t h = node_alloc(t), ph = prio(h), *link = &sub, i;
 		struct rdm_maptree_node *nd = N(t, h);
 
-		memset(nd, 0, (size_t)1 << t->shift);
+		if (t->shift == 5)
+			memcpy(nd, slot, 32);
+		else
+			memcpy(nd, slot, 64);
 		nd->start = start;
 		nd->len = len;
-		if (size)
-			memcpy(nd + 1, payload, size);
 		while ((i = *link) != 0 && prio(i) >= ph)
 			link = &N(t, i)->right;
 		nd->left = i;
