@@ -10,6 +10,13 @@
  * to the subtree that holds its range, splits it at both ends, frees the k
  * nodes in the middle and merges the rest back in its place. Split, merge
  * and insert are loops over the links they rewrite, not recursions.
+ * A run of n adjacent new intervals (the planner's single-unit mappings of
+ * one populate) is built as its own treap - each node hangs from the right
+ * spine of the ones before it - and joined in with one split and two
+ * merges: O(n + log count) instead of n descents. Since a treap's shape
+ * is a function of its keys and priorities, that is the tree n inserts
+ * make, and a removal that its owner refuses after looking at the nodes
+ * (rdm_maptree_remove_starts_in_if) merges them back into the same tree.
  *
  * Nodes (start, len, two 32-bit child indices, then the owner's payload)
  * live in one array of power-of-two sized slots that grows by doubling;
