@@ -126,28 +126,59 @@
  *    layout exactly (the reused blocks deferred again, no split), so a
  *    refused populate leaves the mappings as they were (region.h).
  *
- * Fast path (block policy). One mapping per unit makes the general code
- * pay per block what it is built to pay per mapping: a scratch list entry
- * and a cut per piece, and at discard a tree walk, an unlink and a dead-list
- * entry per mapping, then a lookup per dead mapping at the flush (~32k
- * instructions per 128 MiB request of 2 MiB blocks, against ~14k for QEMU's
- * direct path making the same sim calls). Two shortcuts take the common
- * cases with the same calls, in the same order, and the same layout:
- *  - populate of a range no mapping reaches: its pieces are the units it
- *    touches (exactly cut_run's for this policy), counted, reserved, checked
- *    against the limit, mapped and inserted without the scratch list.
+ * Fast path. One mapping per unit makes the general code pay per block
+ * what it is built to pay per mapping: a scratch list entry and a cut per
+ * piece, and at discard a tree walk, an unlink and a dead-list entry per
+ * mapping, then a lookup per dead mapping at the flush (~32k instructions
+ * per 128 MiB request of 2 MiB blocks, against ~14k for QEMU's direct path
+ * making the same sim calls). The block policy always cuts so; the others
+ * do where their cut gives single units. Two shortcuts take those cases
+ * with the same calls, in the same order, the same layout (flags, live
+ * counts, ages) and the same accounts:
+ *  - populate of a range no mapping reaches, whose pieces are the units it
+ *    touches: counted, reserved, checked against the limit, flushed,
+ *    mapped and rolled back exactly as map_pieces() would, and inserted in
+ *    one rdm_maptree_insert_run() per run of like pieces. That the pieces
+ *    are single units is cut_run's rule for the block policy; for the
+ *    others cuts_to_units() proves it, for unit-aligned ranges (every
+ *    change is: region.c refuses one that breaks a discard unit; the chunk
+ *    is a power-of-two multiple of the unit, so unit-aligned pieces never
+ *    straddle a chunk):
+ *      a single unit is one piece under any policy (it lies in one chunk;
+ *      a cut or a room of one unit or more keeps it whole);
+ *      coalesce cuts at chunks only: units when the chunk is one unit;
+ *      defer, when no backend is full for n pieces (else the general path
+ *      plans again with whole runs) and n <= spare_fine() (then the cut is
+ *      never coarsened for the mapping limit, and the room's clamp always
+ *      applies): units when the chunk is one unit (max_cut 0), when the
+ *      room is one unit (budget_room(p, 0) == 1: single-unit pieces add
+ *      nothing to `planned`, so it stays one), or when the cut is 0 - the
+ *      learned one scaled by the free share of the budget, or max_cut
+ *      before any discard. Its pieces are RDM_LAYOUT_FINE except the first
+ *      of each chunk segment (fine_mappings counts them); none is EXPOSED
+ *      (only pieces longer than a unit are); nothing is reused (no mapping
+ *      reaches the range), so the deferred count does not move.
  *  - discard of a range whose first mapping starts at its start and whose
  *    last one ends at its end: every block of the range is populated (the
  *    caller's contract), so by invariant 1 the mappings tile it and every
- *    one dies whole. They leave the tree in one split and join
- *    (rdm_maptree_remove_starts_in); the first one's node, widened to the
- *    whole range, is the one dead-list entry. The flush merges adjacent
+ *    one dies whole, with live == len: the general path's per-mapping step
+ *    is kill_mapping() and a zero update of the deferred count (a no-op).
+ *    Under the block policy any such mappings qualify; under the others
+ *    only if every one is a single unit and not EXPOSED (checked during the
+ *    removal, which otherwise leaves the tree as it was), so that leave()
+ *    only drops RDM_LAYOUT_FINE: fine_mappings loses the count of them.
+ *    They leave the tree in one split and join
+ *    (rdm_maptree_remove_starts_in_if); the first one's node, widened to
+ *    the whole range, is the one dead-list entry. The flush merges adjacent
  *    dead mappings into one UNMAP and one release anyway, so one entry for
- *    k adjacent ones makes the same calls.
- * Anything else (an edge inside a mapping, mappings already there, the
- * other policies) takes the general path. tests/iommu/test_fastpath.c
- * replays random changes with and without the fast path (general_only)
- * and compares every backend call, release and mapping.
+ *    k adjacent ones makes the same calls. Then, as in the general path,
+ *    defer learns from the discard and enforces its limit (not during a
+ *    populate's rollback).
+ * Anything else (an edge inside a mapping, mappings already there, coarser
+ * cuts) takes the general path. tests/iommu/test_fastpath.c replays random
+ * changes under every policy with and without the fast path (general_only)
+ * and compares every backend call, release and mapping, the worker's
+ * stats and the planner's accounts.
  *
  * Compaction (rdm_planner_compact, at the end of this file) is the escape
  * from deferral when the caller guarantees no DMA: see its own block there.
@@ -773,9 +804,38 @@ static void put_pieces(struct rdm_planner *p, struct rdm_range_vec *pieces)
 	p->pieces = *pieces;
 }
 
-/* Fast path: the block policy's populate of [start, end), where no mapping
- * lies, in n pieces (the units it touches). The same calls, errors and
- * layout as the general path below (planner.c, "Fast path"). */
+/* Insert the new unit mappings [start, end), unit-aligned, as
+ * populate_units mapped them: live = len; under defer a piece that is not
+ * the first of its chunk segment is RDM_LAYOUT_FINE (cut_run's rule). */
+static void insert_units(struct rdm_planner *p, uint64_t start, uint64_t end, bool fine)
+{
+	struct rdm_layout plain = { .live = p->unit }, extra = { .live = p->unit, .flags = RDM_LAYOUT_FINE };
+
+	while (start < end) {
+		uint64_t seg = (start / p->chunk + 1) * p->chunk;
+
+		if (seg > end)
+			seg = end;
+		if (!fine) {
+			rdm_maptree_insert_run(&p->maps, start, p->unit, (uint32_t)((end - start) / p->unit), &plain,
+					       sizeof(plain));
+			return;
+		}
+		rdm_maptree_insert_run(&p->maps, start, p->unit, 1, &plain, sizeof(plain));
+		if (seg - start > p->unit) {
+			uint32_t k = (uint32_t)((seg - start) / p->unit - 1);
+
+			rdm_maptree_insert_run(&p->maps, start + p->unit, p->unit, k, &extra, sizeof(extra));
+			p->fine_mappings += k;
+		}
+		start = seg;
+	}
+}
+
+/* Fast path: a populate of [start, end), where no mapping lies, whose
+ * pieces are the n units it touches (the block policy; the other policies
+ * when cuts_to_units() proved it). The same calls, errors and layout as
+ * the general path below (planner.c, "Fast path"). */
 static int populate_units(struct rdm_planner *p, uint64_t start, uint64_t end, uint32_t n)
 {
 	uint64_t step = p->unit, a, e;
@@ -812,12 +872,39 @@ static int populate_units(struct rdm_planner *p, uint64_t start, uint64_t end, u
 			return err;
 		}
 	}
-	for (a = start, e = (start / step + 1) * step; a < end; a = e, e += step) {
+	if (((start | end) & (step - 1)) == 0) {
+		insert_units(p, start, end, p->policy == RDM_POLICY_DEFER);
+		return 0;
+	}
+	for (a = start, e = (start / step + 1) * step; a < end; a = e, e += step) { /* block policy only */
 		if (e > end)
 			e = end;
 		layout(p, rdm_maptree_insert(&p->maps, a, e - a))->live = e - a; /* payload zeroed: no flags */
 	}
 	return 0;
+}
+
+/* Would cut_run() cut the fresh run [start, end) of a coalesce or defer
+ * region into single units, all mapped in one plan (no re-plan with whole
+ * runs)? Only when it provably would (planner.c, "Fast path"). */
+static bool cuts_to_units(const struct rdm_planner *p, uint64_t start, uint64_t end, uint64_t n)
+{
+	bool one = n == 1 && start / p->chunk == (end - 1) / p->chunk;
+
+	if (((start | end) & (p->unit - 1)) || n > UINT32_MAX)
+		return false;
+	if (p->policy == RDM_POLICY_COALESCE)
+		return one || p->chunk == p->unit;
+	if (p->policy != RDM_POLICY_DEFER || full_backend(p, n) || n > spare_fine(p))
+		return false;
+	if (one || p->chunk == p->unit || budget_room(p, 0) == 1)
+		return true;
+	if (!p->evidence)
+		return p->max_cut == 0;
+	/* cut_run's learned cut, scaled as the budget fills. */
+	return p->cut == 0 || (p->budget_blocks != UINT64_MAX &&
+			       (p->deferred_blocks >= p->budget_blocks ||
+				(uint64_t)p->cut * (p->budget_blocks - p->deferred_blocks) / p->budget_blocks == 0));
 }
 
 int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
@@ -833,11 +920,12 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 	err = any_failed(p);
 	if (err)
 		return err;
-	if (p->policy == RDM_POLICY_BLOCK && !p->general_only) {
+	if (!p->general_only) {
 		uint32_t m = rdm_maptree_first_ending_after(&p->maps, start);
 		uint64_t n = (end - 1) / p->unit - start / p->unit + 1;
 
-		if ((!m || node(p, m)->start >= end) && n <= UINT32_MAX)
+		if ((!m || node(p, m)->start >= end) &&
+		    (p->policy == RDM_POLICY_BLOCK ? n <= UINT32_MAX : cuts_to_units(p, start, end, n)))
 			return populate_units(p, start, end, (uint32_t)n);
 	}
 
@@ -1170,12 +1258,33 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 		prove_exposed(p);
 }
 
-/* Fast path: the block policy's discard of [start, end) when mappings tile
- * it (planner.c, "Fast path"); false (nothing done) otherwise. */
+/* remove_starts_in_if() visitor: refuse a mapping that is not a single
+ * unit (or is exposure); count the fine ones. */
+struct unit_walk {
+	const struct rdm_planner *p;
+	uint64_t fine;
+};
+
+static int refuse_non_unit(void *opaque, const struct rdm_maptree *t, uint32_t h)
+{
+	struct unit_walk *w = opaque;
+	const struct rdm_layout *l = rdm_maptree_payload(t, h);
+
+	if (rdm_maptree_node(t, h)->len != w->p->unit || (l->flags & RDM_LAYOUT_EXPOSED))
+		return 1;
+	w->fine += (l->flags & RDM_LAYOUT_FINE) != 0;
+	return 0;
+}
+
+/* Fast path: the discard of [start, end) when mappings tile it - any
+ * mappings under the block policy, single-unit ones under the others
+ * (planner.c, "Fast path"); false (nothing done) otherwise. */
 static bool discard_units(struct rdm_planner *p, uint64_t start, uint64_t end)
 {
 	uint32_t first = rdm_maptree_first_ending_after(&p->maps, start), last;
 	uint64_t count = 1, blocks;
+	bool block = p->policy == RDM_POLICY_BLOCK;
+	struct unit_walk w = { p, 0 };
 
 	if (!first || node(p, first)->start != start)
 		return false;
@@ -1183,9 +1292,15 @@ static bool discard_units(struct rdm_planner *p, uint64_t start, uint64_t end)
 	if (end_of(p, last) != end)
 		return false;
 	blocks = node(p, first)->len;
+	if (!block && (refuse_non_unit(&w, &p->maps, first) || node(p, last)->len != p->unit))
+		return false;
+	if (blocks < end - start &&
+	    !rdm_maptree_remove_starts_in_if(&p->maps, start + blocks, end - 1, block ? NULL : refuse_non_unit, &w,
+					     &count, &blocks))
+		return false;
 	rdm_maptree_unlink(&p->maps, first);
-	if (blocks < end - start)
-		rdm_maptree_remove_starts_in(&p->maps, start + blocks, end - 1, &count, &blocks);
+	layout(p, first)->flags = 0;
+	p->fine_mappings -= w.fine;
 	node(p, first)->len = end - start; /* == blocks: they tile it */
 	set_dead_next(p, first, 0);
 	if (p->dead_tail)
@@ -1203,8 +1318,13 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)
 	uint64_t end = start + len, pos = start;
 	uint32_t m, next;
 
-	if (p->policy == RDM_POLICY_BLOCK && !p->general_only && discard_units(p, start, end))
+	if (!p->general_only && discard_units(p, start, end)) {
+		if (p->policy == RDM_POLICY_DEFER && !p->in_populate) {
+			learn_discard(p, start, end);
+			enforce_defer_limit(p);
+		}
 		return;
+	}
 
 	for (m = rdm_maptree_first_ending_after(&p->maps, start); m && node(p, m)->start < end; m = next) {
 		uint64_t ms = node(p, m)->start, me = end_of(p, m);

@@ -108,7 +108,7 @@ struct rdm_planner {
 	bool in_populate;
 	/* rdm_planner_populate()'s scratch list of new mapping pieces. */
 	struct rdm_range_vec pieces;
-	/* Tests only: never take the block policy's fast path (planner.c,
+	/* Tests only: never take the fast path (planner.c,
 	 * "Fast path"), so that both paths can be compared call by call.
 	 * Set before the region's first change reaches the planner. */
 	bool general_only;

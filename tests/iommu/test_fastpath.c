@@ -1,4 +1,4 @@
-/* test_fastpath.c - the block policy's fast path makes exactly the calls of the general path (planner.c, "Fast path"). */
+/* test_fastpath.c - the planner's fast path (every policy's single-unit pieces) makes exactly the calls of the general path (planner.c, "Fast path"). */
 /*
  * Two worlds replay the same random changes: in one the planner may take its
  * fast path, in the other it never does (general_only). Each world's
@@ -11,7 +11,14 @@
  * discarded block is unmapped. Failures are injected alike in both worlds
  * (a MAP, an UNMAP once - retried -, an UNMAP twice - the backend is marked
  * failed), and some runs use a mapping limit, two backends, a discard unit
- * of several blocks, or a region ending at 2^64.
+ * of several blocks, or a region ending at 2^64. Each seed picks a policy:
+ * block; coalesce (with windows); defer with a deferral budget of none, a
+ * unit or a few, the default or more, sometimes with a defer_limit and
+ * windows; and some regions have blocks of 64 MiB, where the chunk is one
+ * discard unit. Besides calls and mappings, the worlds must agree on the
+ * worker's stats and the planner's accounts (the layout with its flags,
+ * live counts and ages, fine mappings, exposure, deferred blocks, the
+ * learned cut and its history).
  *
  * RDM_TEST_SEED=N replays one seed; RDM_TEST_ROUNDS=N sets the rounds.
  */
@@ -30,11 +37,13 @@
 #include "iommu/worker_internal.h"
 #include "tests/check.h"
 
-#define BS (64ull << 10)
+#define BS g_bs
 #define NBLOCKS 192u
 #define MAX_LOG 200000u
 #define NWORLDS 2
 #define MAX_BE 2
+
+static uint64_t g_bs = 64ull << 10;
 
 enum { EV_MAP = 1, EV_UNMAP = 2, EV_RELEASE = 3, EV_RESULT = 4 };
 
@@ -151,6 +160,9 @@ struct geometry {
 	uint64_t iova, unit; /* unit: blocks per discard unit */
 	int nbe;
 	uint64_t budget;     /* 0: the backend's own limit */
+	uint32_t policy;
+	uint64_t defer_budget, defer_limit; /* bytes; 0: the default / none */
+	bool windows;
 };
 
 static void on_release(void *opaque, uint64_t offset, uint64_t length)
@@ -180,10 +192,16 @@ static void world_init(struct world *wd, const struct geometry *g, bool general_
 	rc.discard_unit = g->unit * BS;
 	/* Page aligned, never dereferenced (no release touches memory). */
 	rc.host_addr = (void *)(((uintptr_t)host_base + (1u << 20)) & ~(uintptr_t)0xfffff);
-	rc.policy = RDM_POLICY_BLOCK;
+	rc.policy = g->policy;
+	rc.defer_budget = g->defer_budget;
+	rc.defer_limit = g->defer_limit;
+	if (g->windows)
+		rc.flags |= RDM_REGION_ALLOW_WINDOWS;
 	rc.release = on_release;
 	rc.release_opaque = wd;
-	REQUIRE(rdm_region_create(&rc, &wd->r) == 0);
+	if (rdm_region_create(&rc, &wd->r) != 0)
+		fprintf(stderr, "region create: %s\n", rdm_last_error());
+	REQUIRE(wd->r != NULL);
 	for (int i = 0; i < g->nbe; i++)
 		REQUIRE(rdm_worker_attach(wd->w, wd->r, &wd->be[i]->base) == 0);
 	/* Attach returned: the worker is done with the planner until the next
@@ -245,6 +263,8 @@ static bool world_matches_model(const struct world *wd, const struct geometry *g
 					return false;
 			}
 		}
+		if (g->policy != RDM_POLICY_BLOCK)
+			continue; /* coarser mappings, and deferred blocks */
 		struct mapping_list ml = { .n = 0 };
 
 		rdm_sim_for_each_mapping(wd->be[i]->inner, collect, &ml);
@@ -268,6 +288,89 @@ static bool same_mappings(const struct world *a, const struct world *b)
 		if (x.n != y.n || memcmp(x.v, y.v, x.n * sizeof(x.v[0])))
 			return false;
 	}
+	return true;
+}
+
+static struct rdm_planner *planner_of(const struct world *wd)
+{
+	return &((struct rdm_wregion *)rdm_region_get_applier_ctx(wd->r))->planner;
+}
+
+struct layout_list {
+	struct {
+		uint64_t start, len, live, stamp;
+		uint32_t flags;
+	} v[NBLOCKS + 1];
+	size_t n;
+};
+
+static int collect_layout(void *opaque, const struct rdm_maptree *t, uint32_t h)
+{
+	struct layout_list *ll = opaque;
+	const struct rdm_layout *l = rdm_maptree_payload(t, h);
+
+	if (ll->n == sizeof(ll->v) / sizeof(ll->v[0]))
+		return -1;
+	memset(&ll->v[ll->n], 0, sizeof(ll->v[0]));
+	ll->v[ll->n].start = rdm_maptree_node(t, h)->start;
+	ll->v[ll->n].len = rdm_maptree_node(t, h)->len;
+	ll->v[ll->n].live = l->live;
+	ll->v[ll->n].stamp = l->stamp;
+	ll->v[ll->n].flags = l->flags;
+	ll->n++;
+	return 0;
+}
+
+/* The worker's stats and the planner's accounts. Read between changes: the
+ * change's completion orders the worker's writes before these reads. */
+static bool same_accounts(const struct world *a, const struct world *b)
+{
+	const struct rdm_planner *x = planner_of(a), *y = planner_of(b);
+	struct rdm_worker_stats sa, sb;
+	static struct layout_list la, lb;
+
+	rdm_worker_get_stats(a->w, &sa);
+	rdm_worker_get_stats(b->w, &sb);
+	if (memcmp(&sa, &sb, sizeof(sa))) {
+		fprintf(stderr, "worker stats differ\n");
+		return false;
+	}
+	la.n = lb.n = 0;
+	rdm_maptree_for_each(&x->maps, collect_layout, &la);
+	rdm_maptree_for_each(&y->maps, collect_layout, &lb);
+	if (la.n != lb.n || memcmp(la.v, lb.v, la.n * sizeof(la.v[0]))) {
+		fprintf(stderr, "layouts differ (%zu and %zu mappings)\n", la.n, lb.n);
+		for (size_t i = 0; i < la.n || i < lb.n; i++)
+			fprintf(stderr, "  %zu: %" PRIu64 "+%" PRIu64 " live %" PRIu64 " stamp %" PRIu64 " flags %u | %" PRIu64
+				"+%" PRIu64 " live %" PRIu64 " stamp %" PRIu64 " flags %u\n",
+				i, la.v[i].start, la.v[i].len, la.v[i].live, la.v[i].stamp, la.v[i].flags, lb.v[i].start,
+				lb.v[i].len, lb.v[i].live, lb.v[i].stamp, lb.v[i].flags);
+		return false;
+	}
+#define SAME(f)                                                                  \
+	do {                                                                     \
+		if (memcmp(&x->f, &y->f, sizeof(x->f))) {                        \
+			fprintf(stderr, "planner field %s differs\n", #f);      \
+			return false;                                            \
+		}                                                                \
+	} while (0)
+	SAME(fine_mappings);
+	SAME(exposure_blocks);
+	SAME(deferred_blocks);
+	SAME(over_budget);
+	SAME(cut);
+	SAME(evidence);
+	SAME(defer_stamp);
+	SAME(seen_blocks);
+	SAME(would_defer);
+	SAME(would_hold);
+	SAME(leak_all);
+	for (uint32_t i = 0; i < x->nbe; i++)
+		if (x->be[i]->used != y->be[i]->used || x->be[i]->failed != y->be[i]->failed) {
+			fprintf(stderr, "backend %u's accounts differ\n", i);
+			return false;
+		}
+#undef SAME
 	return true;
 }
 
@@ -321,10 +424,24 @@ static bool run_seed(uint64_t seed, int steps)
 	size_t scanned = 0;
 
 	rng_state = seed * 0x9e3779b97f4a7c15ull + 1;
+	g_bs = below(6) == 0 ? 64ull << 20 : 64ull << 10; /* 64 MiB: the chunk is one unit */
 	g.unit = below(4) == 0 ? 4 : 1;
 	g.nbe = below(4) == 0 ? 2 : 1;
 	g.iova = below(5) == 0 ? 0ull - NBLOCKS * BS : (below(1024) + 1) * (1ull << 30);
 	g.budget = below(4) == 0 ? 8 + below(48) : 0;
+	g.policy = (uint32_t)below(3) == 0 ? RDM_POLICY_BLOCK : below(2) ? RDM_POLICY_DEFER : RDM_POLICY_COALESCE;
+	if (g.policy == RDM_POLICY_COALESCE) {
+		g.windows = true; /* the sim cannot split */
+	} else if (g.policy == RDM_POLICY_DEFER) {
+		uint64_t k = below(4);
+
+		g.defer_budget = k == 0 ? RDM_DEFER_BUDGET_NONE : k == 1 ? (1 + below(3)) * g.unit * BS :
+				 k == 2 ? 0 : (4 + below(40)) * g.unit * BS;
+		if (below(4) == 0) {
+			g.windows = true;
+			g.defer_limit = (1 + below(16)) * BS;
+		}
+	}
 	for (int i = 0; i < NWORLDS; i++)
 		world_init(&wd[i], &g, i == 1);
 
@@ -373,9 +490,10 @@ static bool run_seed(uint64_t seed, int steps)
 			wd[i].be[target]->map_at = 0;
 			wd[i].be[target]->unmap_fails = 0;
 		}
-		if (!same_logs(&wd[0], &wd[1]) || !same_mappings(&wd[0], &wd[1])) {
-			fprintf(stderr, "seed %" PRIu64 " step %d: %s [%" PRIu64 ", +%" PRIu64 ") units: the paths differ\n",
-				seed, step, populate ? "populate" : "discard", u0, n);
+		if (!same_logs(&wd[0], &wd[1]) || !same_mappings(&wd[0], &wd[1]) || !same_accounts(&wd[0], &wd[1])) {
+			fprintf(stderr,
+				"seed %" PRIu64 " (policy %u) step %d: %s [%" PRIu64 ", +%" PRIu64 ") units: the paths differ\n",
+				seed, g.policy, step, populate ? "populate" : "discard", u0, n);
 			ok = false;
 		}
 		/* An UNMAP that failed twice marks its backend failed, which may

@@ -1,0 +1,226 @@
+/* test_maptree.c - the maptree's bulk operations against its one-at-a-time ones and a bitmap of keys. */
+/*
+ * Two trees take the same random operations: in one, a run of n adjacent
+ * intervals goes in by rdm_maptree_insert_run() and a key range out by
+ * rdm_maptree_remove_starts_in_if(); in the other, by n calls of
+ * rdm_maptree_insert() and by rdm_maptree_remove_starts_in() (after the
+ * same visit decided whether to remove). Node handles are allocated in the
+ * same order and a treap's shape depends only on keys and priorities, so
+ * both pools must be byte for byte the same after every operation, and a
+ * refused removal must leave the tree exactly as it was. The oracle is a
+ * bitmap of the keys covered; in-order traversal must give the intervals
+ * ascending, disjoint, covering exactly the bitmap, with their payloads.
+ * Keys sit near 2^64 in some rounds (an interval may end exactly there).
+ *
+ * RDM_TEST_SEED=N replays one seed; RDM_TEST_ROUNDS=N sets the rounds.
+ */
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "iommu/maptree.h"
+#include "tests/check.h"
+
+#define KEYS 2048u
+
+struct pay {
+	uint64_t tag;
+	uint32_t flags;
+};
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 2685821657736338717ull;
+}
+
+static uint64_t below(uint64_t n)
+{
+	return rnd() % n;
+}
+
+struct model {
+	uint64_t base;
+	uint64_t tag[KEYS]; /* 0: not covered; else the tag of its interval */
+	uint64_t first[KEYS]; /* the interval's start key (offset) */
+};
+
+struct walk {
+	const struct model *m;
+	uint64_t next; /* offset the next interval may start at */
+	uint64_t covered;
+	bool ok;
+};
+
+static int check_node(void *opaque, const struct rdm_maptree *t, uint32_t h)
+{
+	struct walk *w = opaque;
+	const struct rdm_maptree_node *n = rdm_maptree_node(t, h);
+	const struct pay *p = rdm_maptree_payload(t, h);
+	uint64_t off = n->start - w->m->base;
+
+	if (off < w->next || n->len == 0 || off + n->len > KEYS) {
+		w->ok = false;
+		return 1;
+	}
+	for (uint64_t k = off; k < off + n->len; k++)
+		if (w->m->tag[k] != p->tag || w->m->first[k] != off) {
+			w->ok = false;
+			return 1;
+		}
+	w->next = off + n->len;
+	w->covered += n->len;
+	return 0;
+}
+
+static bool matches(const struct rdm_maptree *t, const struct model *m)
+{
+	struct walk w = { m, 0, 0, true };
+	uint64_t covered = 0;
+
+	rdm_maptree_for_each(t, check_node, &w);
+	for (uint64_t k = 0; k < KEYS; k++)
+		covered += m->tag[k] != 0;
+	return w.ok && w.covered == covered;
+}
+
+static bool same_pool(const struct rdm_maptree *a, const struct rdm_maptree *b)
+{
+	if (!a->pool || !b->pool)
+		return a->pool == b->pool && a->root == b->root;
+	return a->root == b->root && a->used == b->used && a->count == b->count && a->nfree == b->nfree &&
+	       a->free_head == b->free_head &&
+	       memcmp(a->pool, b->pool, ((size_t)a->used + 1) << a->shift) == 0;
+}
+
+/* The visitor: refuse an interval whose tag has `bad` in its low bits. */
+struct refuse_ctx {
+	uint64_t bad, seen;
+};
+
+static int refuse(void *opaque, const struct rdm_maptree *t, uint32_t h)
+{
+	struct refuse_ctx *c = opaque;
+	const struct pay *p = rdm_maptree_payload(t, h);
+
+	c->seen++;
+	return (p->tag & 7) == c->bad;
+}
+
+static bool run_seed(uint64_t seed)
+{
+	static struct model m;
+	struct rdm_maptree a, b; /* a: bulk calls, b: one at a time */
+	uint64_t next_tag = 1;
+	bool ok = true;
+
+	rng_state = seed * 0x9e3779b97f4a7c15ull + 1;
+	memset(&m, 0, sizeof(m));
+	m.base = below(3) == 0 ? 0ull - KEYS : below(1u << 20);
+	rdm_maptree_init(&a, below(2) ? sizeof(struct pay) : 40);
+	rdm_maptree_init(&b, a.shift == 5 ? sizeof(struct pay) : 40);
+	for (int step = 0; step < 600 && ok; step++) {
+		uint64_t op = below(3);
+
+		if (op < 2) {
+			/* A run of n intervals of len keys each in a free stretch. */
+			uint64_t len = 1 + below(below(4) ? 2 : 9), n = 1 + below(below(4) ? 8 : 200);
+			uint64_t off = below(KEYS), end = off;
+
+			while (end < KEYS && end - off < len * n && m.tag[end] == 0)
+				end++;
+			n = (end - off) / len;
+			if (n == 0)
+				continue;
+			struct pay tmpl;
+
+			memset(&tmpl, 0, sizeof(tmpl)); /* padding too: pools are compared bytewise */
+			tmpl.tag = next_tag;
+			tmpl.flags = (uint32_t)below(16);
+
+			REQUIRE(rdm_maptree_reserve(&a, (uint32_t)n) == 0);
+			REQUIRE(rdm_maptree_reserve(&b, (uint32_t)n) == 0);
+			rdm_maptree_insert_run(&a, m.base + off, len, (uint32_t)n, &tmpl, sizeof(tmpl));
+			for (uint64_t k = 0; k < n; k++) {
+				uint32_t h = rdm_maptree_insert(&b, m.base + off + k * len, len);
+
+				memcpy(rdm_maptree_payload(&b, h), &tmpl, sizeof(tmpl));
+				for (uint64_t x = 0; x < len; x++) {
+					m.tag[off + k * len + x] = next_tag;
+					m.first[off + k * len + x] = off + k * len;
+				}
+			}
+			next_tag++;
+		} else {
+			uint64_t lo = below(KEYS), last = lo + below(KEYS - lo);
+			struct refuse_ctx ca = { below(8), 0 };
+			uint64_t count = 0, sum = 0, count_b = 0, sum_b = 0;
+			bool refused = false;
+			static unsigned char before[(size_t)(4 * KEYS + 2) << 6];
+			size_t bytes = ((size_t)a.used + 1) << a.shift;
+			uint32_t root = a.root;
+
+			if (a.pool)
+				memcpy(before, a.pool, bytes);
+			/* The oracle's answer: refused iff some interval starting
+			 * in [lo, last] has a bad tag. */
+			for (uint64_t k = lo; k <= last; k++)
+				refused |= m.tag[k] && m.first[k] == k && (m.tag[k] & 7) == ca.bad;
+			bool removed = rdm_maptree_remove_starts_in_if(&a, m.base + lo, m.base + last, refuse, &ca, &count,
+								      &sum);
+			if (removed == refused) {
+				fprintf(stderr, "seed %" PRIu64 " step %d: removal %s, expected the opposite\n", seed,
+					step, removed ? "done" : "refused");
+				ok = false;
+				break;
+			}
+			if (!removed) {
+				if (a.root != root || (a.pool && memcmp(before, a.pool, bytes))) {
+					fprintf(stderr, "seed %" PRIu64 " step %d: a refused removal changed the tree\n",
+						seed, step);
+					ok = false;
+				}
+				continue;
+			}
+			rdm_maptree_remove_starts_in(&b, m.base + lo, m.base + last, &count_b, &sum_b);
+			if (count != count_b || sum != sum_b) {
+				fprintf(stderr, "seed %" PRIu64 " step %d: removed %" PRIu64 "/%" PRIu64 " against %" PRIu64
+					"/%" PRIu64 "\n", seed, step, count, sum, count_b, sum_b);
+				ok = false;
+			}
+			/* The oracle: every interval starting in [lo, last] goes. */
+			for (uint64_t k = lo; k <= last; k++)
+				if (m.tag[k] && m.first[k] == k)
+					for (uint64_t x = k; x < KEYS && m.tag[x] && m.first[x] == k; x++)
+						m.tag[x] = 0;
+		}
+		if (!matches(&a, &m) || !matches(&b, &m) || !same_pool(&a, &b)) {
+			fprintf(stderr, "seed %" PRIu64 " step %d (op %" PRIu64 "): the trees differ from the model or each other\n",
+				seed, step, op);
+			ok = false;
+		}
+	}
+	rdm_maptree_fini(&a);
+	rdm_maptree_fini(&b);
+	return ok;
+}
+
+int main(void)
+{
+	const char *s = getenv("RDM_TEST_SEED"), *r = getenv("RDM_TEST_ROUNDS");
+	int rounds = r ? atoi(r) : 100;
+
+	if (s) {
+		CHECK(run_seed(strtoull(s, NULL, 0)));
+		return check_exit();
+	}
+	for (int i = 1; i <= rounds; i++)
+		CHECK(run_seed((uint64_t)i));
+	return check_exit();
+}
