@@ -29,6 +29,7 @@
  * records like the others.
  */
 struct rdm_region_inbox; /* iommu/producer.h */
+struct rdm_tree;        /* core/tree.h */
 
 enum rdm_op {
 	RDM_OP_POPULATE = RDM_CHANGE_POPULATE,
@@ -174,6 +175,8 @@ const struct rdm_region_config *rdm_region_get_config(const struct rdm_region *r
 
 /* The counted allocator of the region's state structure. */
 const struct rdm_mem *rdm_region_mem(const struct rdm_region *r);
+/* The region's state, read-only (tests: structure statistics). */
+const struct rdm_tree *rdm_region_tree(const struct rdm_region *r);
 struct rdm_mem *rdm_region_mem_mut(struct rdm_region *r);
 
 /* The installed applier (NULL when none) and its context. */

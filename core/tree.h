@@ -272,6 +272,11 @@ void rdm_tree_retire_later(struct rdm_tree *t);
  * synchronize_rcu, as rdm_tree_retire() does); nothing if none is kept.
  * Writer only, between changes. */
 void rdm_tree_retire_flush(struct rdm_tree *t);
+/* Retired nodes kept by rdm_tree_retire_later() and not yet flushed. */
+static inline size_t rdm_tree_retired_pending(const struct rdm_tree *t)
+{
+	return t->retired_kept;
+}
 
 /* Diagnostics for tests and benchmarks (writer-side, current version). */
 struct rdm_tree_stats {
