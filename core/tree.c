@@ -1160,6 +1160,16 @@ static void open_version(struct rdm_tree *t)
 	t->open = true;
 }
 
+/* Begin one step of the working version: remember where it starts, so
+ * step_undo() can take it back. */
+static uintptr_t step_begin(struct rdm_tree *t, size_t *nfresh, size_t *nretired)
+{
+	open_version(t);
+	*nfresh = t->fresh.n;
+	*nretired = t->retired.n;
+	return t->new_root;
+}
+
 /* Undo one failed step: free the nodes it made, forget what it retired, and
  * return the working version to what it was before the step. */
 static void step_undo(struct rdm_tree *t, uintptr_t root, size_t nfresh, size_t nretired)
@@ -1177,10 +1187,7 @@ int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated)
 	uintptr_t root;
 	size_t nfresh, nretired;
 
-	open_version(t);
-	root = t->new_root;
-	nfresh = t->fresh.n;
-	nretired = t->retired.n;
+	root = step_begin(t, &nfresh, &nretired);
 	t->new_root = write_rec(&c, root, t->root_level, 0, s, e, populated);
 	/* The flat view notes the step too (core/flat.h); a step that fails
 	 * notes nothing there, and step_undo() below undoes the tree's part. */
@@ -1241,14 +1248,10 @@ static uintptr_t load_rec(struct wctx *c, unsigned level, uint64_t base, rdm_tre
 int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque)
 {
 	struct wctx c = { .t = t, .err = 0 };
-
 	uintptr_t root;
 	size_t nfresh, nretired;
 
-	open_version(t);
-	root = t->new_root;
-	nfresh = t->fresh.n;
-	nretired = t->retired.n;
+	root = step_begin(t, &nfresh, &nretired);
 	retire(&c, root, false);
 	t->new_root = load_rec(&c, t->root_level, 0, get, opaque);
 	if (c.err == 0 && t->flat != NULL)

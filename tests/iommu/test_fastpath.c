@@ -36,6 +36,7 @@
 #include "iommu/backend.h"
 #include "iommu/worker_internal.h"
 #include "tests/check.h"
+#include "tests/rng.h"
 
 #define BS g_bs
 #define NBLOCKS 192u
@@ -372,22 +373,6 @@ static bool same_accounts(const struct world *a, const struct world *b)
 		}
 #undef SAME
 	return true;
-}
-
-static uint64_t rng_state;
-
-static uint64_t rnd(void)
-{
-	/* xorshift64* */
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 2685821657736338717ull;
-}
-
-static uint64_t below(uint64_t n)
-{
-	return rnd() % n;
 }
 
 static void print_event(const char *who, const struct event *e)

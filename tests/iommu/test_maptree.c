@@ -22,6 +22,7 @@
 
 #include "iommu/maptree.h"
 #include "tests/check.h"
+#include "tests/rng.h"
 
 #define KEYS 2048u
 
@@ -29,21 +30,6 @@ struct pay {
 	uint64_t tag;
 	uint32_t flags;
 };
-
-static uint64_t rng_state;
-
-static uint64_t rnd(void)
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 2685821657736338717ull;
-}
-
-static uint64_t below(uint64_t n)
-{
-	return rnd() % n;
-}
 
 struct model {
 	uint64_t base;
