@@ -16,7 +16,8 @@
  *    region past its budget: counted once per crossing, logged, and new
  *    mappings are single units until it is back under;
  *  - mapping limit: fine cuts never make a populate fail for the backend's
- *    mapping budget;
+ *    mapping budget; when the cut's pieces would not fit but the populate's
+ *    whole runs do, the populate is planned again with whole runs;
  *  - the default: 2% of the region, rounded up to the discard unit.
  */
 #include <errno.h>
@@ -291,6 +292,58 @@ static void test_mapping_limit(void)
 	world_fini(&x);
 }
 
+/*
+ * The whole-run re-plan. The region first learns a fine cut (the islands
+ * pattern of test_learned_fine, then the islands go too: nothing mapped).
+ * Another region then holds 10 of the backend's 64 mappings. A fresh
+ * 50-chunk populate cut fine makes 50 first pieces plus the fine pieces
+ * the limit leaves room for (64/16 = 4): with the headroom of 2 it would
+ * need 66. Whole runs (one per chunk: 50) fit, so the populate succeeds
+ * with one mapping per chunk instead of failing with -ENOSPC.
+ */
+static void test_limit_replan(void)
+{
+	struct world x;
+	struct rdm_region *other;
+	struct rdm_region_config rc = {.struct_size = sizeof(rc)};
+	size_t n;
+	uint64_t exp;
+	int err;
+
+	world_init(&x, 60 * CHUNK, 0, 64);
+	for (uint64_t c = 0; c < 8; c++)
+		CHECK(rdm_populate(x.r, c * CHUNK, CHUNK) == 0);
+	for (uint64_t b = 8 * CHUNK / BS; b-- > 0;)
+		if (b % 8)
+			CHECK(rdm_discard(x.r, b * BS, BS) == 0);
+	for (uint64_t b = 8 * CHUNK / BS; b-- > 0;)
+		if (b % 8 == 0)
+			CHECK(rdm_discard(x.r, b * BS, BS) == 0);
+	CHECK(deferred(&x) == 0 && bstats(&x).mappings == 0);
+
+	rc.iova = IOVA0 + (UINT64_C(1) << 40);
+	rc.size = 64 * MiB;
+	rc.block_size = BS;
+	rc.host_addr = host + (UINT64_C(1) << 40);
+	rc.policy = RDM_POLICY_BLOCK;
+	REQUIRE(rdm_region_create(&rc, &other) == 0);
+	REQUIRE(rdm_worker_attach(x.w, other, x.sim) == 0);
+	for (uint64_t b = 0; b < 20; b += 2)
+		REQUIRE(rdm_populate(other, b * BS, BS) == 0);
+	CHECK(bstats(&x).mappings == 10);
+
+	err = rdm_populate(x.r, 8 * CHUNK, 50 * CHUNK);
+	if (err)
+		printf("limit re-plan: %s\n", rdm_last_error());
+	CHECK(err == 0);
+	mappings_in(&x, 8 * CHUNK, 50 * CHUNK, &n, &exp);
+	printf("limit re-plan: 50 chunks in %zu mappings, backend holds %" PRIu64 " of 64\n", n,
+	       bstats(&x).mappings);
+	CHECK(n == 50 && bstats(&x).mappings == 60);
+	CHECK(rdm_region_destroy(other) == 0);
+	world_fini(&x);
+}
+
 int main(void)
 {
 	host = (char *)(uintptr_t)(UINT64_C(1) << 40); /* addresses only: the sim never touches memory */
@@ -299,5 +352,6 @@ int main(void)
 	test_learned_fine();
 	test_exceeded();
 	test_mapping_limit();
+	test_limit_replan();
 	return check_exit();
 }
