@@ -882,7 +882,8 @@ static void op_attach(int i, int w, int s, bool detach)
 		return;
 	}
 	/* Past the checks the worker is the region's applier, whatever the
-	 * attach change's own result. */
+	 * attach change's own result - except after a failed first attach. */
+	bool first = g->worker < 0;
 	g->worker = w;
 	if (g->attached[s]) {
 		CHECK_RC(rc, -EEXIST);
@@ -895,7 +896,9 @@ static void op_attach(int i, int w, int s, bool detach)
 	}
 	CHECK(iommu_error(rc));
 	/* A failed first attach leaves the region as it was: it applies
-	 * (and releases) on its own again. */
+	 * (and releases) on its own again, and has no worker. */
+	if (first)
+		g->worker = -1;
 }
 
 static void op_inject(struct in *in, int s)
