@@ -177,6 +177,23 @@ static void test_learned_coarse(void)
 	world_fini(&x);
 }
 
+/* Plug the first 8 chunks. */
+static void plug_chunks(struct world *x)
+{
+	for (uint64_t c = 0; c < 8; c++)
+		CHECK(rdm_populate(x->r, c * CHUNK, CHUNK) == 0);
+}
+
+/* Unplug, top down and one request per block, the blocks of the first 8
+ * chunks that are islands (every 8th block: what the kernel pinned) or,
+ * with islands false, every other one. */
+static void unplug_blocks(struct world *x, bool islands)
+{
+	for (uint64_t b = 8 * CHUNK / BS; b-- > 0;)
+		if ((b % 8 == 0) == islands)
+			CHECK(rdm_discard(x->r, b * BS, BS) == 0);
+}
+
 /* Discards that leave islands teach single units: nothing deferred. */
 static void test_learned_fine(void)
 {
@@ -187,11 +204,8 @@ static void test_learned_fine(void)
 	world_init(&x, 4096 * MiB, 0, 0);
 	/* Plug 8 chunks; the guest unplugs every block but every 8th (islands
 	 * the kernel pinned), top down, one request per run. */
-	for (uint64_t c = 0; c < 8; c++)
-		CHECK(rdm_populate(x.r, c * CHUNK, CHUNK) == 0);
-	for (uint64_t b = 8 * CHUNK / BS; b-- > 0;)
-		if (b % 8)
-			CHECK(rdm_discard(x.r, b * BS, BS) == 0);
+	plug_chunks(&x);
+	unplug_blocks(&x, false);
 	uint64_t d0 = deferred(&x);
 
 	printf("learned fine: deferred after the first unplug %" PRIu64 " MiB (budget 82 MiB)\n", d0 / MiB);
@@ -200,9 +214,7 @@ static void test_learned_fine(void)
 	 * again. Fresh memory is still mapped a unit at a time (what the
 	 * discards taught, not the room), and the same unplug pattern there
 	 * defers nothing. */
-	for (uint64_t b = 8 * CHUNK / BS; b-- > 0;)
-		if (b % 8 == 0)
-			CHECK(rdm_discard(x.r, b * BS, BS) == 0);
+	unplug_blocks(&x, true);
 	CHECK(deferred(&x) == 0);
 	CHECK(rdm_populate(x.r, 16 * CHUNK, CHUNK) == 0);
 	mappings_in(&x, 16 * CHUNK, CHUNK, &n, &exp);
@@ -311,14 +323,9 @@ static void test_limit_replan(void)
 	int err;
 
 	world_init(&x, 60 * CHUNK, 0, 64);
-	for (uint64_t c = 0; c < 8; c++)
-		CHECK(rdm_populate(x.r, c * CHUNK, CHUNK) == 0);
-	for (uint64_t b = 8 * CHUNK / BS; b-- > 0;)
-		if (b % 8)
-			CHECK(rdm_discard(x.r, b * BS, BS) == 0);
-	for (uint64_t b = 8 * CHUNK / BS; b-- > 0;)
-		if (b % 8 == 0)
-			CHECK(rdm_discard(x.r, b * BS, BS) == 0);
+	plug_chunks(&x);
+	unplug_blocks(&x, false);
+	unplug_blocks(&x, true);
 	CHECK(deferred(&x) == 0 && bstats(&x).mappings == 0);
 
 	rc.iova = IOVA0 + (UINT64_C(1) << 40);
