@@ -367,6 +367,12 @@ bool rdm_link_complete(struct rdm_link *l, uint64_t t, int result, const char *m
 		atomic_store_explicit(&s->state, SLOT_RECLAIM, memory_order_release);
 		return false;
 	}
+	/* Handoff: does a waiter on the worker's CPU need it now? Read before
+	 * C1 (relaxed: a hint): once done is stored, the woken waiter may run
+	 * at once on this CPU, return, and clear or reuse wait_cpu before this
+	 * thread runs again. */
+	bool local = cpu >= 0 && atomic_load_explicit(&p->wait_cpu, memory_order_relaxed) == cpu;
+
 	s->result = result;
 	if (result < 0)
 		snprintf(s->msg, sizeof(s->msg), "%s", msg);
@@ -383,9 +389,7 @@ bool rdm_link_complete(struct rdm_link *l, uint64_t t, int result, const char *m
 		atomic_fetch_add_explicit(&p->futex, 1, memory_order_relaxed);
 		rdm_futex(&p->futex, FUTEX_WAKE_PRIVATE, 1);
 	}
-	/* Handoff: does a waiter on the worker's CPU need it now? (relaxed:
-	 * a hint) */
-	return cpu >= 0 && atomic_load_explicit(&p->wait_cpu, memory_order_relaxed) == cpu;
+	return local;
 }
 
 static bool slot_done(const struct rdm_slot *s, uint64_t ticket)

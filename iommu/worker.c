@@ -75,8 +75,12 @@
  *     comes back when waits shorten again. No constant is fitted to a
  *     workload: the cap is the configured spin_us, the start is half of
  *     it (average cap/4), and the rest is measured.
- * The idle counters (idle_yields, idle_sleeps, local_handoffs in struct
- * rdm_worker) show which path ran.
+ * The idle counters (idle_yields, idle_sleeps, local_waiters, local_handoffs
+ * in struct rdm_worker) show which path ran. local_handoffs counts only the
+ * batches after which this thread itself found no work and slept at once;
+ * when the waiter preempted it at the FUTEX_WAKE (the usual case above, and
+ * on some kernels every time) the next change is there when it runs again,
+ * and only local_waiters counts the batch.
  *
  * The rings, the doorbell and the tickets belong to producer.c (producer.h):
  * this file embeds the inbox and uses only its functions.
@@ -547,6 +551,12 @@ static void finish_group(struct wstate *ws, struct rdm_wregion *wr)
 	ws->applied_state = false;
 }
 
+static void count(_Atomic uint64_t *c)
+{
+	/* Relaxed: one writer (this thread), readers only display it. */
+	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
+}
+
 static void complete_batch(struct wstate *ws)
 {
 	struct rdm_worker *w = ws->w;
@@ -566,6 +576,8 @@ static void complete_batch(struct wstate *ws)
 	}
 	ws->nitems = keep;
 	ws->batch_no++;
+	if (ws->handoff_local)
+		count(&w->local_waiters);
 }
 
 static void notify_batch(struct wstate *ws, uint32_t fresh)
@@ -662,12 +674,6 @@ static uint32_t drain(struct wstate *ws)
 		}
 	}
 	return got;
-}
-
-static void count(_Atomic uint64_t *c)
-{
-	/* Relaxed: one writer (this thread), readers only display it. */
-	atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1, memory_order_relaxed);
 }
 
 static void idle(struct wstate *ws)

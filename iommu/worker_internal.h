@@ -88,9 +88,10 @@ struct rdm_worker {
 	_Atomic uint32_t flush_done;
 
 	/* Idle-loop counters (worker thread writes, relaxed; read by tests and
-	 * for display): sched_yield() calls, futex sleeps, and batches after
-	 * which the worker left its CPU at once for a waiter sharing it. */
-	_Atomic uint64_t idle_yields, idle_sleeps, local_handoffs;
+	 * for display): sched_yield() calls, futex sleeps, batches that
+	 * completed a ticket of a waiter sharing the worker's CPU, and those of
+	 * them after which the worker, finding no work, left its CPU at once. */
+	_Atomic uint64_t idle_yields, idle_sleeps, local_waiters, local_handoffs;
 
 	/* Stats: priv is written by the worker thread only (the planners point
 	 * into it); st is its copy published after every batch with relaxed
