@@ -9,5 +9,6 @@
 #include <rdm/ring.h>
 #include <rdm/backend.h>
 #include <rdm/worker.h>
+#include <rdm/numa.h>
 
 #endif /* RDM_RDM_H */

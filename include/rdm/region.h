@@ -81,8 +81,13 @@ enum {
 	/* A map policy may close a DMA window briefly (unmap and remap the
 	 * survivors of a split mapping); every such byte is counted. */
 	RDM_REGION_ALLOW_WINDOWS = 1u << 1,
-	/* numa_node is meaningful; without it the region has no node. */
+	/* numa_node is meaningful; without it the region's node is the
+	 * creating thread's (rdm/numa.h). A node that does not exist or has
+	 * no memory is -EINVAL... */
 	RDM_REGION_NUMA_NODE = 1u << 2,
+	/* ...unless this is set too: then it falls back to the creating
+	 * thread's node, and rdm_region_placement() reports the fallback. */
+	RDM_REGION_NUMA_PREFERRED = 1u << 3,
 };
 
 /* How the IOMMU worker cuts populated ranges into mappings (rdm/worker.h). */

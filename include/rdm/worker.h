@@ -105,6 +105,22 @@ struct rdm_worker_config {
 	 * tickets are complete (tests check invariants here). */
 	void (*on_batch)(void *opaque, uint64_t batch_no, uint32_t changes);
 	void *on_batch_opaque;
+	uint32_t flags;         /* RDM_WORKER_* */
+	int32_t numa_node;      /* with RDM_WORKER_NUMA_NODE (rdm/numa.h) */
+};
+
+/* rdm_worker_config.flags */
+enum {
+	/* numa_node is meaningful (a device's: rdm_numa_node_of_pci()); without
+	 * it the worker's node is the creating thread's. A node that does not
+	 * exist or has no memory is -EINVAL... */
+	RDM_WORKER_NUMA_NODE = 1u << 0,
+	/* ...unless this is set too: then the creating thread's node, and
+	 * rdm_worker_placement() reports the fallback. */
+	RDM_WORKER_NUMA_PREFERRED = 1u << 1,
+	/* Do not pin the worker thread to its node's CPUs (it keeps the
+	 * creating thread's affinity). */
+	RDM_WORKER_NO_PIN = 1u << 2,
 };
 
 /* Start a worker thread. 0, -EINVAL (bad config: ring_capacity or
@@ -289,6 +305,25 @@ RDM_API void rdm_worker_get_stats(const struct rdm_worker *w, struct rdm_worker_
  * rdm_populate() etc. get an implicit producer, freed at thread exit.
  */
 RDM_API int rdm_producer_create(struct rdm_producer **out);
+
+/* rdm_producer_config.flags */
+enum {
+	/* The rings this producer creates are on ring_node rather than on
+	 * their consuming worker's node (measurements of remote rings). */
+	RDM_PRODUCER_RING_NODE = 1u << 0,
+};
+
+/* rdm_producer_create_ex() arguments: zero-initialise, set struct_size. */
+struct rdm_producer_config {
+	uint32_t struct_size;
+	uint32_t flags;          /* RDM_PRODUCER_* */
+	int32_t ring_node;       /* with RDM_PRODUCER_RING_NODE; must exist and have memory */
+	uint32_t reserved;       /* must be 0 */
+};
+
+/* rdm_producer_create() with a config (NULL = the defaults). 0, -EINVAL
+ * (bad config or node, with a message), -ENOMEM. */
+RDM_API int rdm_producer_create_ex(const struct rdm_producer_config *cfg, struct rdm_producer **out);
 
 /* Waits for every change it submitted to complete (consumed or not), then
  * frees. From a callback it does nothing (logged, -EDEADLK's message). */
