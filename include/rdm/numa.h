@@ -44,6 +44,8 @@
 #ifndef RDM_NUMA_H
 #define RDM_NUMA_H
 
+#include <stdint.h>
+
 #include <rdm/common.h>
 
 #ifdef __cplusplus
