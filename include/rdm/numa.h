@@ -80,7 +80,7 @@ struct rdm_placement {
 /* Where a region's range structure is. 0, or -EINVAL (NULL, struct_size
  * too small), -ENOMEM; on failure *out is unchanged. Any thread, any time;
  * the walk takes the region's current version under RCU. */
-RDM_API int rdm_region_placement(struct rdm_region *r, struct rdm_placement *out);
+RDM_API int rdm_region_get_placement(struct rdm_region *r, struct rdm_placement *out);
 
 struct rdm_worker_placement {
 	uint32_t struct_size;    /* set by the caller */
@@ -95,7 +95,7 @@ struct rdm_worker_placement {
 
 /* Where a worker runs and where its memory and rings are. 0, -EINVAL,
  * -ENOMEM; on failure *out is unchanged. Any thread but the worker's. */
-RDM_API int rdm_worker_placement(struct rdm_worker *w, struct rdm_worker_placement *out);
+RDM_API int rdm_worker_get_placement(struct rdm_worker *w, struct rdm_worker_placement *out);
 
 /* The NUMA node of PCI device `bdf` ("0000:00:04.0") from
  * /sys/bus/pci/devices/<bdf>/numa_node. 0 and *node (-1 when the platform

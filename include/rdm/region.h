@@ -86,7 +86,7 @@ enum {
 	 * no memory is -EINVAL... */
 	RDM_REGION_NUMA_NODE = 1u << 2,
 	/* ...unless this is set too: then it falls back to the creating
-	 * thread's node, and rdm_region_placement() reports the fallback. */
+	 * thread's node, and rdm_region_get_placement() reports the fallback. */
 	RDM_REGION_NUMA_PREFERRED = 1u << 3,
 };
 

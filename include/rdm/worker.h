@@ -116,7 +116,7 @@ enum {
 	 * exist or has no memory is -EINVAL... */
 	RDM_WORKER_NUMA_NODE = 1u << 0,
 	/* ...unless this is set too: then the creating thread's node, and
-	 * rdm_worker_placement() reports the fallback. */
+	 * rdm_worker_get_placement() reports the fallback. */
 	RDM_WORKER_NUMA_PREFERRED = 1u << 1,
 	/* Do not pin the worker thread to its node's CPUs (it keeps the
 	 * creating thread's affinity). */
