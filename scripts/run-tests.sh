@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build rdm and run every test suite (unit, stress, vm, fuzz).
+# Build rdm and run every test suite (unit, stress, numa, vm, fuzz).
 #   scripts/run-tests.sh                      normal build in build/, then the clang
 #                                             fuzz build in build-fuzz/ (suite fuzz)
 #   scripts/run-tests.sh address,undefined    ASan+UBSan build in build-address-undefined/
