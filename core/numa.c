@@ -49,12 +49,57 @@
 /* Nodes above this are refused (libnuma's own limit is 1024 by default). */
 #define MAX_NODES 1024
 
+/* Topology, read once (pthread_once orders it before every use): libnuma's
+ * numa_node_of_cpu()/numa_node_to_cpus() fill a cache of their own without
+ * a lock, so rdm asks them only here. CPUs or nodes brought online later
+ * are not seen. */
 static pthread_once_t numa_once = PTHREAD_ONCE_INIT;
 static bool numa_ok;
+static int max_node;          /* highest node number */
+static int ncpu_nodes;        /* entries of cpu_node */
+static int16_t *cpu_node;     /* CPU -> node (-1: unknown) */
+static cpu_set_t *node_cpus;  /* node -> its CPUs, max_node + 1 entries */
 
 static void numa_init(void)
 {
+	struct bitmask *bm;
+
 	numa_ok = numa_available() >= 0;
+	if (!numa_ok)
+		return;
+	max_node = numa_max_node();
+	if (max_node >= MAX_NODES)
+		max_node = MAX_NODES - 1;
+	ncpu_nodes = CPU_SETSIZE;
+	/* Topology for the process's life: plain calloc, outside the counted
+	 * allocator and its failure injection. Without it, NUMA is off. */
+	cpu_node = calloc((size_t)ncpu_nodes, sizeof(*cpu_node));
+	node_cpus = calloc((size_t)max_node + 1, sizeof(*node_cpus));
+	bm = numa_allocate_cpumask();
+	if (!cpu_node || !node_cpus || !bm) {
+		free(cpu_node);
+		free(node_cpus);
+		if (bm)
+			numa_free_cpumask(bm);
+		cpu_node = NULL;
+		node_cpus = NULL;
+		numa_ok = false;
+		return;
+	}
+	for (int c = 0; c < ncpu_nodes; c++)
+		cpu_node[c] = -1;
+	for (int n = 0; n <= max_node; n++) {
+		CPU_ZERO(&node_cpus[n]);
+		numa_bitmask_clearall(bm);
+		if (numa_node_to_cpus(n, bm) != 0)
+			continue;
+		for (unsigned c = 0; c < bm->size && c < (unsigned)ncpu_nodes; c++)
+			if (numa_bitmask_isbitset(bm, c)) {
+				CPU_SET(c, &node_cpus[n]);
+				cpu_node[c] = (int16_t)n;
+			}
+	}
+	numa_free_cpumask(bm);
 }
 
 bool rdm_numa_on(void)
@@ -68,9 +113,9 @@ int32_t rdm_numa_current_node(void)
 	int cpu = sched_getcpu();
 	int node;
 
-	if (!rdm_numa_on() || cpu < 0)
+	if (!rdm_numa_on() || cpu < 0 || cpu >= ncpu_nodes)
 		return 0;
-	node = numa_node_of_cpu(cpu);
+	node = cpu_node[cpu];
 	return node < 0 ? 0 : node;
 }
 
@@ -86,7 +131,7 @@ static int node_usable(int32_t node, const char **why)
 		*why = "does not exist (no NUMA support: only node 0)";
 		return node == 0 ? 0 : -EINVAL;
 	}
-	if (node > numa_max_node() || node >= MAX_NODES) {
+	if (node > max_node) {
 		*why = "does not exist";
 		return -EINVAL;
 	}
@@ -112,7 +157,7 @@ int rdm_node_resolve(bool explicit_node, int32_t requested, bool preferred, cons
 			n.flags |= RDM_PLACE_FALLBACK; /* the caller's node, reported */
 		else
 			return rdm_fail(-EINVAL, "%s: NUMA node %d %s (highest node %d)", what, requested, why,
-					rdm_numa_on() ? numa_max_node() : 0);
+					rdm_numa_on() ? max_node : 0);
 	}
 	*out = n;
 	return 0;
@@ -156,8 +201,6 @@ int rdm_node_bind(void *addr, size_t len, const struct rdm_node *n, bool strict)
 bool rdm_node_cpus(int32_t node, cpu_set_t *set)
 {
 	cpu_set_t allowed;
-	struct bitmask *cpus;
-	bool any = false;
 
 	CPU_ZERO(set);
 	if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
@@ -166,17 +209,10 @@ bool rdm_node_cpus(int32_t node, cpu_set_t *set)
 		*set = allowed;
 		return CPU_COUNT(set) > 0;
 	}
-	cpus = numa_allocate_cpumask();
-	if (!cpus)
+	if (node < 0 || node > max_node)
 		return false;
-	if (numa_node_to_cpus(node, cpus) == 0)
-		for (unsigned c = 0; c < cpus->size && c < CPU_SETSIZE; c++)
-			if (numa_bitmask_isbitset(cpus, c) && CPU_ISSET(c, &allowed)) {
-				CPU_SET(c, set);
-				any = true;
-			}
-	numa_free_cpumask(cpus);
-	return any;
+	CPU_AND(set, &allowed, &node_cpus[node]);
+	return CPU_COUNT(set) > 0;
 }
 
 /* --------------------------------------------------------------- arenas */
