@@ -14,6 +14,9 @@
  *           thread's node. The worker thread is pinned to that node's CPUs
  *           (those of them the creating thread may run on) unless
  *           RDM_WORKER_NO_PIN, and its batch state is allocated there.
+ *           The thread's memory policy is the node too (set_mempolicy:
+ *           MPOL_BIND for an explicit node, else MPOL_PREFERRED), so pages
+ *           the callbacks it runs touch first come from the node as well.
  *   ring    the node of the worker that consumes it; a producer may name
  *           another (rdm_producer_config.ring_node) - deliberately remote
  *           rings are for measurements.
