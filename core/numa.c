@@ -198,7 +198,7 @@ int rdm_node_bind(void *addr, size_t len, const struct rdm_node *n, bool strict)
 	return 0;
 }
 
-bool rdm_node_cpus(int32_t node, cpu_set_t *set)
+bool rdm_node_cpus(int32_t node, bool callers_only, cpu_set_t *set)
 {
 	cpu_set_t allowed;
 
@@ -211,7 +211,10 @@ bool rdm_node_cpus(int32_t node, cpu_set_t *set)
 	}
 	if (node < 0 || node > max_node)
 		return false;
-	CPU_AND(set, &allowed, &node_cpus[node]);
+	if (callers_only)
+		CPU_AND(set, &allowed, &node_cpus[node]);
+	else
+		*set = node_cpus[node];
 	return CPU_COUNT(set) > 0;
 }
 

@@ -59,8 +59,9 @@ int rdm_node_arena(const struct rdm_node *n, bool strict, unsigned *arena);
  * touched (MPOL_MF_MOVE). 0 or -errno with a message. No-op without NUMA. */
 int rdm_node_bind(void *addr, size_t len, const struct rdm_node *n, bool strict);
 
-/* CPUs of node `node` that the calling thread may run on. false if none. */
-bool rdm_node_cpus(int32_t node, cpu_set_t *set);
+/* CPUs of node `node`: all of them, or (callers_only) those the calling
+ * thread may run on. false if none. Without NUMA: the caller's CPUs. */
+bool rdm_node_cpus(int32_t node, bool callers_only, cpu_set_t *set);
 
 /*
  * Page census: add the distinct pages of n ranges (addr[i], len[i]) to

@@ -930,51 +930,64 @@ int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **o
 	unsigned arena;
 	cpu_set_t cpus;
 	pthread_attr_t attr;
+	bool pin;
 
 	err = rdm_node_resolve(c.flags & RDM_WORKER_NUMA_NODE, c.numa_node, c.flags & RDM_WORKER_NUMA_PREFERRED,
 			       "worker create", &node);
-	if (!err)
-		err = rdm_node_arena(&node, rdm_node_strict(&node), &arena);
 	if (err)
 		return err;
-	/* Pinned to the node's CPUs that this thread may use; a node without
-	 * one is an error when the node was demanded, else the worker keeps
-	 * the creating thread's CPUs. */
-	if (!rdm_node_cpus(node.node, &cpus)) {
-		if (!(c.flags & RDM_WORKER_NO_PIN) && rdm_node_strict(&node))
-			return rdm_fail(-EINVAL, "worker create: NUMA node %d has no CPU this thread may run on",
-					node.node);
-		if (sched_getaffinity(0, sizeof(cpus), &cpus) != 0)
-			CPU_ZERO(&cpus);
-		c.flags |= RDM_WORKER_NO_PIN;
-	}
-	if (c.flags & RDM_WORKER_NO_PIN && sched_getaffinity(0, sizeof(cpus), &cpus) != 0)
-		CPU_ZERO(&cpus);
+retry:
+	err = rdm_node_arena(&node, rdm_node_strict(&node), &arena);
+	if (err)
+		return err;
+	/*
+	 * The CPUs: an explicit node's own (whatever the creating thread's
+	 * affinity; the kernel keeps those of the process's cpuset, and fails
+	 * when none is left); a derived node's among the creating thread's, so
+	 * that `taskset` still confines a worker created with the defaults.
+	 */
+	pin = !(c.flags & RDM_WORKER_NO_PIN);
+	if (pin && !rdm_node_cpus(node.node, !(node.flags & RDM_PLACE_EXPLICIT) || (node.flags & RDM_PLACE_FALLBACK),
+				  &cpus))
+		pin = false; /* a node without CPUs: the creator's CPUs */
 	w = rdm_arena_alloc(arena, sizeof(*w), _Alignof(struct rdm_worker));
 	if (!w)
 		return rdm_fail(-ENOMEM, "out of memory creating a worker");
 	memset(w, 0, sizeof(*w));
 	w->cfg = c;
 	w->arena = arena;
-	w->ncpus = (uint32_t)CPU_COUNT(&cpus);
 	atomic_init(&w->cur_cpu, -1);
 	atomic_init(&w->items_pub, NULL);
 	atomic_init(&w->items_bytes, 0);
 	pthread_mutex_init(&w->lock, NULL);
 	rdm_inbox_init(&w->in, c.ring_capacity, c.ticket_slots, c.spin_us, &node);
 	err = pthread_attr_init(&attr);
-	if (!err && !(c.flags & RDM_WORKER_NO_PIN))
-		err = pthread_attr_setaffinity_np(&attr, sizeof(cpus), &cpus);
 	if (!err) {
-		err = pthread_create(&w->thread, &attr, worker_main, w);
+		if (pin)
+			err = pthread_attr_setaffinity_np(&attr, sizeof(cpus), &cpus);
+		if (!err)
+			err = pthread_create(&w->thread, &attr, worker_main, w);
 		pthread_attr_destroy(&attr);
 	}
 	if (err) {
 		rdm_inbox_fini(&w->in);
 		pthread_mutex_destroy(&w->lock);
 		rdm_arena_free(arena, w, sizeof(*w), _Alignof(struct rdm_worker));
+		if (err == EINVAL && pin && (node.flags & RDM_PLACE_EXPLICIT) && !(node.flags & RDM_PLACE_FALLBACK)) {
+			/* No CPU of the node is in the process's cpuset. */
+			if (rdm_node_strict(&node))
+				return rdm_fail(-EINVAL, "worker create: NUMA node %d has no CPU this process may run on",
+						node.node);
+			node.flags |= RDM_PLACE_FALLBACK;
+			node.node = rdm_numa_current_node();
+			goto retry;
+		}
 		return rdm_fail(-err, "cannot start the worker thread: %s", strerror(err));
 	}
+	/* What the kernel made of the mask (the cpuset clips it). */
+	if (pthread_getaffinity_np(w->thread, sizeof(cpus), &cpus) != 0)
+		CPU_ZERO(&cpus);
+	w->ncpus = (uint32_t)CPU_COUNT(&cpus);
 	*out = w;
 	return 0;
 }

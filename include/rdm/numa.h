@@ -11,9 +11,12 @@
  *           there.
  *   worker  rdm_worker_config.numa_node with RDM_WORKER_NUMA_NODE (for a
  *           device: rdm_numa_node_of_pci()); without it, the creating
- *           thread's node. The worker thread is pinned to that node's CPUs
- *           (those of them the creating thread may run on) unless
- *           RDM_WORKER_NO_PIN, and its batch state is allocated there.
+ *           thread's node. The worker thread is pinned, unless
+ *           RDM_WORKER_NO_PIN: to an explicit node's CPUs (those in the
+ *           process's cpuset, whatever the creating thread's own affinity),
+ *           or to a derived node's CPUs among the creating thread's (so a
+ *           `taskset` still confines a worker made with the defaults). Its
+ *           batch state is allocated on the node.
  *           The thread's memory policy is the node too (set_mempolicy:
  *           MPOL_BIND for an explicit node, else MPOL_PREFERRED), so pages
  *           the callbacks it runs touch first come from the node as well.
@@ -21,8 +24,9 @@
  *           another (rdm_producer_config.ring_node) - deliberately remote
  *           rings are for measurements.
  *
- * A node given explicitly must exist and have memory this process may use
- * (-EINVAL otherwise, with a message naming the node), unless the matching
+ * A node given explicitly must exist and have memory this process may use,
+ * and a worker's node a CPU in the process's cpuset (-EINVAL otherwise,
+ * with a message naming the node), unless the matching
  * PREFERRED flag is set: then a node that cannot be used falls back to the
  * caller's node and the placement says so (RDM_PLACE_FALLBACK). A derived
  * node is always preferred. On a machine without NUMA support every node

@@ -113,7 +113,8 @@ struct rdm_worker_config {
 enum {
 	/* numa_node is meaningful (a device's: rdm_numa_node_of_pci()); without
 	 * it the worker's node is the creating thread's. A node that does not
-	 * exist or has no memory is -EINVAL... */
+	 * exist, has no memory, or has no CPU in the process's cpuset is
+	 * -EINVAL... */
 	RDM_WORKER_NUMA_NODE = 1u << 0,
 	/* ...unless this is set too: then the creating thread's node, and
 	 * rdm_worker_get_placement() reports the fallback. */

@@ -244,26 +244,27 @@ static void test_worker_default(void)
 	rdm_backend_destroy(sim);
 }
 
-/* Explicit node 0 on the CPUs of node 0 only, from a caller pinned to
- * one CPU: the worker runs where the node and the caller allow. */
+/* An explicit node's worker runs on the node's CPUs even when the creating
+ * thread is pinned to one of them (a VMM thread pinned elsewhere creates
+ * the worker of a device's node); a default worker keeps the creator's. */
 static void test_worker_explicit_pinned(void)
 {
 	struct rdm_worker_config wc = {.struct_size = sizeof(wc), .on_batch = on_batch};
 	struct rdm_worker *w;
 	struct rdm_producer *p;
 	struct rdm_worker_placement wp = {.struct_size = sizeof(wp)};
-	cpu_set_t saved, one;
+	cpu_set_t saved, one, node0;
 	int c;
 
 	REQUIRE(sched_getaffinity(0, sizeof(saved), &saved) == 0);
-	node_cpus(0, &want_cpus);
-	for (c = 0; c < CPU_SETSIZE && !CPU_ISSET(c, &want_cpus); c++)
+	node_cpus(0, &node0);
+	for (c = 0; c < CPU_SETSIZE && !CPU_ISSET(c, &node0); c++)
 		;
 	REQUIRE(c < CPU_SETSIZE);
 	CPU_ZERO(&one);
 	CPU_SET(c, &one);
 	REQUIRE(sched_setaffinity(0, sizeof(one), &one) == 0);
-	want_cpus = one;
+	want_cpus = node0;
 	atomic_store(&batch_cpu_bad, 0);
 	wc.flags = RDM_WORKER_NUMA_NODE;
 	wc.numa_node = 0;
@@ -271,10 +272,21 @@ static void test_worker_explicit_pinned(void)
 	REQUIRE(rdm_producer_create(&p) == 0);
 	struct rdm_backend *sim = drive(w, p, 0, true);
 	REQUIRE(rdm_worker_get_placement(w, &wp) == 0);
-	CHECK(wp.ncpus == 1 && wp.cpu == c);
+	CHECK(wp.ncpus == (uint32_t)CPU_COUNT(&node0));
 	CHECK(wp.state.flags & RDM_PLACE_EXPLICIT);
-	CHECK(!(wp.state.flags & RDM_PLACE_PREFERRED));
+	CHECK(!(wp.state.flags & (RDM_PLACE_PREFERRED | RDM_PLACE_FALLBACK)));
 	CHECK(atomic_load(&batch_cpu_bad) == 0);
+	rdm_producer_destroy(p);
+	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_backend_destroy(sim);
+
+	/* The defaults: confined with the creator (taskset keeps working). */
+	want_cpus = one;
+	REQUIRE(rdm_worker_create(NULL, &w) == 0);
+	REQUIRE(rdm_producer_create(&p) == 0);
+	sim = drive(w, p, 0, true);
+	REQUIRE(rdm_worker_get_placement(w, &wp) == 0);
+	CHECK(wp.ncpus == 1 && wp.cpu == c);
 	rdm_producer_destroy(p);
 	CHECK(rdm_worker_destroy(w) == 0);
 	rdm_backend_destroy(sim);
