@@ -7,39 +7,49 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef RDM_HAVE_JEMALLOC
-#include <jemalloc/jemalloc.h>
-#endif
+#include "core/jemalloc.h"
 
 void rdm_mem_init(struct rdm_mem *m)
 {
 	atomic_init(&m->cur, 0);
 	atomic_init(&m->peak, 0);
 	atomic_init(&m->allocs, 0);
+	m->arena = 0;
 }
 
-static void *raw_alloc(size_t size, size_t align)
+void rdm_mem_set_arena(struct rdm_mem *m, unsigned arena)
+{
+	m->arena = arena;
+}
+
+/* arena: rdm_mem.arena (0: malloc). An arena's memory bypasses the thread
+ * cache, which may hold other arenas' objects (core/numa.c). */
+static void *raw_alloc(unsigned arena, size_t size, size_t align)
 {
 #ifdef RDM_HAVE_JEMALLOC
-	return mallocx(size, MALLOCX_ALIGN(align));
-#else
+	if (arena)
+		return mallocx(size, MALLOCX_ALIGN(align) | MALLOCX_ARENA(arena - 1) | MALLOCX_TCACHE_NONE);
+#endif
 	void *p = NULL;
 
+	(void)arena;
 	if (align < sizeof(void *))
 		align = sizeof(void *);
 	return posix_memalign(&p, align, size) == 0 ? p : NULL;
-#endif
 }
 
-static void raw_free(void *p, size_t size, size_t align)
+static void raw_free(unsigned arena, void *p, size_t size, size_t align)
 {
 #ifdef RDM_HAVE_JEMALLOC
-	sdallocx(p, size, MALLOCX_ALIGN(align));
-#else
+	if (arena) {
+		sdallocx(p, size, MALLOCX_ALIGN(align) | MALLOCX_TCACHE_NONE);
+		return;
+	}
+#endif
+	(void)arena;
 	(void)size;
 	(void)align;
 	free(p);
-#endif
 }
 
 /* Injection state (see alloc.h). Relaxed: each attempt needs a unique
@@ -113,9 +123,20 @@ void rdm_free(void *p)
 	free(p);
 }
 
+void *rdm_arena_alloc(unsigned arena, size_t size, size_t align)
+{
+	return rdm_alloc_should_fail() ? NULL : raw_alloc(arena, size, align);
+}
+
+void rdm_arena_free(unsigned arena, void *p, size_t size, size_t align)
+{
+	if (p != NULL)
+		raw_free(arena, p, size, align);
+}
+
 void *rdm_mem_alloc(struct rdm_mem *m, size_t size, size_t align)
 {
-	void *p = rdm_alloc_should_fail() ? NULL : raw_alloc(size, align);
+	void *p = rdm_alloc_should_fail() ? NULL : raw_alloc(m->arena, size, align);
 	size_t cur, peak;
 
 	if (p == NULL)
@@ -136,6 +157,7 @@ struct quarantined {
 	struct quarantined *next;
 	void *p;
 	size_t size, align;
+	unsigned arena;
 };
 
 /* Bounded: past this many bytes the oldest quarantined blocks are freed
@@ -168,6 +190,7 @@ void rdm_mem_free(struct rdm_mem *m, void *p, size_t size, size_t align)
 			q->p = p;
 			q->size = size;
 			q->align = align;
+			q->arena = m->arena;
 			struct quarantined *old = NULL;
 
 			q->next = NULL;
@@ -187,13 +210,13 @@ void rdm_mem_free(struct rdm_mem *m, void *p, size_t size, size_t align)
 			}
 			pthread_mutex_unlock(&quarantine_lock);
 			if (old != NULL) {
-				raw_free(old->p, old->size, old->align);
+				raw_free(old->arena, old->p, old->size, old->align);
 				free(old);
 			}
 			return;
 		}
 	}
-	raw_free(p, size, align);
+	raw_free(m->arena, p, size, align);
 }
 
 size_t rdm_mem_current(const struct rdm_mem *m)
@@ -229,7 +252,7 @@ void rdm_mem_quarantine_drain(void)
 	while (q != NULL) {
 		struct quarantined *next = q->next;
 
-		raw_free(q->p, q->size, q->align);
+		raw_free(q->arena, q->p, q->size, q->align);
 		free(q);
 		q = next;
 	}

@@ -7,8 +7,10 @@
  * waiting for an RCU grace period stays counted until it is actually freed,
  * so "peak - steady" shows what reclamation lags behind.
  *
- * With RDM_HAVE_JEMALLOC the memory comes from jemalloc (mallocx/sdallocx);
- * otherwise (and in sanitizer builds) from malloc/free.
+ * A struct rdm_mem may name a jemalloc arena (rdm_mem_set_arena: a NUMA
+ * node's, core/numa.h); its memory then comes from that arena through
+ * mallocx/sdallocx. Otherwise (no arena, no jemalloc in the process, and in
+ * sanitizer builds) it comes from posix_memalign/free.
  *
  * Counters are updated from the writer (allocation) and from the call_rcu
  * thread (free); each is a relaxed atomic: they are statistics, nothing is
@@ -25,12 +27,21 @@ struct rdm_mem {
 	atomic_size_t cur;   /* bytes allocated and not yet freed */
 	atomic_size_t peak;  /* highest cur since init or the last reset */
 	atomic_size_t allocs; /* allocation calls, for tests and benchmarks */
+	unsigned arena;       /* jemalloc arena + 1; 0: malloc */
 };
 
 void rdm_mem_init(struct rdm_mem *m);
+/* Take m's memory from `arena` (jemalloc's index + 1; 0: malloc) from now
+ * on: before its first allocation. */
+void rdm_mem_set_arena(struct rdm_mem *m, unsigned arena);
 
 /* size bytes aligned to align (a power of two <= 4096); NULL on failure. */
 void *rdm_mem_alloc(struct rdm_mem *m, size_t size, size_t align);
+/* Uncounted memory from arena (an rdm_mem.arena value; 0: malloc), for
+ * structures that live in a struct rdm_mem's arena but outside its count
+ * (the region itself). Injection applies. */
+void *rdm_arena_alloc(unsigned arena, size_t size, size_t align);
+void rdm_arena_free(unsigned arena, void *p, size_t size, size_t align);
 /* Free what rdm_mem_alloc returned, with the same size and align. */
 void rdm_mem_free(struct rdm_mem *m, void *p, size_t size, size_t align);
 

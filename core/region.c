@@ -84,7 +84,6 @@
 #define _LGPL_SOURCE
 #endif
 #include <errno.h>
-#include <numa.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -98,12 +97,14 @@
 #include "core/callback.h"
 #include "core/error.h"
 #include "core/flat.h"
+#include "core/numa.h"
 #include "core/region_internal.h"
 #include "core/tree.h"
 
 #define CONFIG_MIN_SIZE offsetof(struct rdm_region_config, policy)
 #define CONFIG_MAX_SIZE 4096u
-#define KNOWN_FLAGS (RDM_REGION_STRICT | RDM_REGION_ALLOW_WINDOWS | RDM_REGION_NUMA_NODE)
+#define KNOWN_FLAGS \
+	(RDM_REGION_STRICT | RDM_REGION_ALLOW_WINDOWS | RDM_REGION_NUMA_NODE | RDM_REGION_NUMA_PREFERRED)
 
 struct rdm_region {
 	/* First cache line: what every query reads and no change writes. */
@@ -135,6 +136,7 @@ struct rdm_region {
 	_Atomic(const struct rdm_applier_ops *) applier_pub;
 	_Atomic(void *) applier_ctx_pub;
 	struct rdm_mem mem;
+	struct rdm_node node; /* where mem's memory and this struct are */
 };
 
 static uint64_t nblocks_of(const struct rdm_region *r, uint64_t bytes)
@@ -154,6 +156,8 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 	struct rdm_region_config c;
 	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
 	struct rdm_region *r;
+	struct rdm_node node;
+	unsigned arena = 0;
 
 	if (cfg == NULL || out == NULL)
 		return rdm_fail(-EINVAL, "region create: NULL %s", cfg == NULL ? "config" : "out");
@@ -207,23 +211,26 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 		c.defer_budget = RDM_DEFER_BUDGET_NONE; /* the region cannot defer more */
 	if (c.defer_budget != RDM_DEFER_BUDGET_NONE && c.defer_budget % c.discard_unit)
 		c.defer_budget += c.discard_unit - c.defer_budget % c.discard_unit;
-	if (c.flags & RDM_REGION_NUMA_NODE) {
-		int max = numa_available() < 0 ? 0 : numa_max_node();
-
-		if (c.numa_node < 0 || c.numa_node > max)
-			return rdm_fail(-EINVAL, "region create: NUMA node %d outside [0, %d]",
-					c.numa_node, max);
-	} else {
+	if ((c.flags & RDM_REGION_NUMA_PREFERRED) && !(c.flags & RDM_REGION_NUMA_NODE))
+		return rdm_fail(-EINVAL, "region create: RDM_REGION_NUMA_PREFERRED without RDM_REGION_NUMA_NODE");
+	if (!(c.flags & RDM_REGION_NUMA_NODE))
 		c.numa_node = -1;
-	}
+	int err = rdm_node_resolve(c.flags & RDM_REGION_NUMA_NODE, c.numa_node, c.flags & RDM_REGION_NUMA_PREFERRED,
+				   "region create", &node);
+
+	if (err == 0)
+		err = rdm_node_arena(&node, rdm_node_strict(&node), &arena);
+	if (err)
+		return err;
 
 	/* Aligned: the tree's read-mostly line must not share a line with its
-	 * writer state. */
-	r = rdm_aligned_alloc(_Alignof(struct rdm_region), sizeof(*r));
+	 * writer state. On the node: the tree's writer state is in it. */
+	r = rdm_arena_alloc(arena, sizeof(*r), _Alignof(struct rdm_region));
 	if (r == NULL)
 		return rdm_fail(-ENOMEM, "region create: out of memory");
 	memset(r, 0, sizeof(*r));
 	r->cfg = c;
+	r->node = node;
 	r->size = c.size;
 	r->shift = (unsigned)__builtin_ctzll(c.block_size);
 	r->nblocks = c.size >> r->shift;
@@ -232,10 +239,11 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 	atomic_init(&r->applier_ctx_pub, NULL);
 	atomic_init(&r->inflight, 0);
 	if (pthread_mutex_init(&r->lock, NULL) != 0) {
-		rdm_free(r);
+		rdm_arena_free(arena, r, sizeof(*r), _Alignof(struct rdm_region));
 		return rdm_fail(-ENOMEM, "region create: cannot initialise the writer lock");
 	}
 	rdm_mem_init(&r->mem);
+	rdm_mem_set_arena(&r->mem, arena);
 	if (rdm_flat_fits(r->nblocks)) {
 		struct rdm_flat *f;
 
@@ -243,7 +251,7 @@ int rdm_region_create(const struct rdm_region_config *cfg, struct rdm_region **o
 			uint64_t nb = r->nblocks;
 
 			pthread_mutex_destroy(&r->lock);
-			rdm_free(r);
+			rdm_arena_free(arena, r, sizeof(*r), _Alignof(struct rdm_region));
 			return rdm_fail(-ENOMEM, "region create: out of memory for the flat view "
 						 "(%llu blocks)",
 					(unsigned long long)nb);
@@ -311,6 +319,71 @@ static inline void reader_leave(const struct rdm_region *r)
 {
 	rdm_tree_read_done(&r->tree);
 	rcu_read_unlock();
+}
+
+/* ---- placement (rdm/numa.h) ---- */
+
+struct ranges {
+	const void **addr;
+	size_t *len;
+	size_t n, cap;
+};
+
+static int add_range(void *opaque, const void *p, size_t bytes)
+{
+	struct ranges *rg = opaque;
+
+	if (rg->n == rg->cap) {
+		size_t cap = rg->cap ? rg->cap * 2 : 64;
+		const void **na = rdm_reallocarray(rg->addr, cap, sizeof(*na));
+
+		if (!na)
+			return -ENOMEM;
+		rg->addr = na;
+		size_t *nl = rdm_reallocarray(rg->len, cap, sizeof(*nl));
+
+		if (!nl)
+			return -ENOMEM;
+		rg->len = nl;
+		rg->cap = cap;
+	}
+	rg->addr[rg->n] = p;
+	rg->len[rg->n++] = bytes;
+	return 0;
+}
+
+int rdm_region_get_placement(struct rdm_region *r, struct rdm_placement *out)
+{
+	struct ranges rg = {0};
+	struct rdm_placement pl;
+	int err;
+
+	if (r == NULL || out == NULL)
+		return rdm_fail(-EINVAL, "region placement: NULL %s", r == NULL ? "region" : "out");
+	if (out->struct_size < sizeof(pl))
+		return rdm_fail(-EINVAL, "region placement: struct_size %u, want %zu", out->struct_size, sizeof(pl));
+	pl.struct_size = out->struct_size;
+	rdm_node_placement_init(&pl, &r->node);
+	if (r->mem.arena)
+		pl.flags |= RDM_PLACE_BOUND;
+	if (!reader_enter(r))
+		return rdm_fail(-EINVAL, "region placement: the region is being destroyed");
+	/* The region itself (the tree's writer state is in it), the flat view,
+	 * and every node of the version readers see now. */
+	err = add_range(&rg, r, sizeof(*r));
+	if (!err && r->flat)
+		err = add_range(&rg, r->flat, r->flat->bytes);
+	if (!err)
+		err = rdm_tree_nodes(&r->tree, rdm_tree_snapshot(&r->tree), add_range, &rg);
+	if (!err)
+		err = rdm_node_census(&pl, rg.addr, rg.len, rg.n);
+	reader_leave(r);
+	rdm_free(rg.addr);
+	rdm_free(rg.len);
+	if (err)
+		return rdm_fail(-ENOMEM, "region placement: out of memory");
+	memcpy(out, &pl, sizeof(pl));
+	return 0;
 }
 
 /* Block range of a query that must lie wholly inside the region. */
@@ -1171,7 +1244,7 @@ int rdm_region_destroy(struct rdm_region *r)
 	rdm_tree_barrier_done(&r->tree);
 	rdm_flat_destroy(r->tree.flat);
 	pthread_mutex_destroy(&r->lock);
-	rdm_free(r);
+	rdm_arena_free(r->mem.arena, r, sizeof(*r), _Alignof(struct rdm_region));
 	return 0;
 }
 

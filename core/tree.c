@@ -1546,3 +1546,22 @@ void rdm_tree_stats(const struct rdm_tree *t, struct rdm_tree_stats *st)
 	/* Relaxed: writer-side diagnostics. */
 	stats_rec(t, atomic_load_explicit(&t->root, memory_order_relaxed), st);
 }
+
+static int nodes_rec(const struct rdm_tree *t, uintptr_t v, rdm_tree_node_fn fn, void *opaque)
+{
+	int err;
+
+	if (!is_node(v))
+		return 0;
+	err = fn(opaque, ptr_of(v), node_bytes(t, v));
+	if (err || tag_of(v) == T_EXT || tag_of(v) == T_BITMAP)
+		return err;
+	for (unsigned i = 0; i < fan_of(t, v) && !err; i++)
+		err = nodes_rec(t, ((const uintptr_t *)ptr_of(v))[i], fn, opaque);
+	return err;
+}
+
+int rdm_tree_nodes(const struct rdm_tree *t, uintptr_t root, rdm_tree_node_fn fn, void *opaque)
+{
+	return nodes_rec(t, root, fn, opaque);
+}

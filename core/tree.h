@@ -283,5 +283,9 @@ struct rdm_tree_stats {
 	uint64_t inner, bitmap, ext, extents;
 };
 void rdm_tree_stats(const struct rdm_tree *t, struct rdm_tree_stats *st);
+/* Every node of version `root` (a snapshot the caller holds under RCU, or
+ * the writer's), with its size in bytes, until fn returns non-zero. */
+typedef int (*rdm_tree_node_fn)(void *opaque, const void *node, size_t bytes);
+int rdm_tree_nodes(const struct rdm_tree *t, uintptr_t root, rdm_tree_node_fn fn, void *opaque);
 
 #endif /* RDM_CORE_TREE_H */

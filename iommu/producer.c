@@ -69,6 +69,7 @@
 #include "core/region_internal.h"
 #include "core/wait.h"
 #include "iommu/producer.h"
+#include "ring/ring_internal.h"
 
 
 /* A record in a buffer as large as any record size the ring's copy helper
@@ -125,6 +126,70 @@ int rdm_producer_create(struct rdm_producer **out)
 	return rdm_producer_new(RDM_PRODUCER_SLOTS, out);
 }
 
+int rdm_producer_create_ex(const struct rdm_producer_config *cfg, struct rdm_producer **out)
+{
+	struct rdm_producer_config c = {0};
+	struct rdm_node n = {0};
+	int err;
+
+	if (!out)
+		return rdm_fail(-EINVAL, "rdm_producer_create_ex: out is NULL");
+	if (cfg) {
+		if (cfg->struct_size < sizeof(c))
+			return rdm_fail(-EINVAL, "rdm_producer_config.struct_size %" PRIu32 " is too small (want %zu)",
+					cfg->struct_size, sizeof(c));
+		for (size_t i = sizeof(c); i < cfg->struct_size; i++)
+			if (((const unsigned char *)cfg)[i])
+				return rdm_fail(-EINVAL, "rdm_producer_config: unknown byte %zu is set", i);
+		c = *cfg;
+	}
+	if (c.flags & ~(uint32_t)RDM_PRODUCER_RING_NODE)
+		return rdm_fail(-EINVAL, "rdm_producer_config: unknown flags %#" PRIx32,
+				c.flags & ~(uint32_t)RDM_PRODUCER_RING_NODE);
+	if (c.reserved)
+		return rdm_fail(-EINVAL, "rdm_producer_config.reserved must be 0");
+	if (c.flags & RDM_PRODUCER_RING_NODE) {
+		err = rdm_node_resolve(true, c.ring_node, false, "producer create: ring node", &n);
+		if (err)
+			return err;
+	}
+	err = rdm_producer_new(RDM_PRODUCER_SLOTS, out);
+	if (err == 0 && (c.flags & RDM_PRODUCER_RING_NODE)) {
+		(*out)->has_ring_node = true;
+		(*out)->ring_node = n;
+	}
+	return err;
+}
+
+int rdm_inbox_ring_census(struct rdm_inbox *in, uint32_t *rings, uint32_t *on_node, struct rdm_placement *pl)
+{
+	int err = 0;
+
+	*rings = *on_node = 0;
+	pthread_mutex_lock(&in->lock);
+	for (uint32_t i = 0; i < in->nlinks && !err; i++) {
+		struct rdm_placement one = {.node = pl->node};
+		const void *addr;
+		void *a;
+		size_t len;
+
+		rdm_ring_memory(in->links[i]->ring, &a, &len);
+		addr = a;
+		err = rdm_node_census(&one, &addr, &len, 1);
+		if (err)
+			break;
+		(*rings)++;
+		*on_node += one.pages_elsewhere == 0;
+		pl->bytes += one.bytes;
+		pl->pages += one.pages;
+		pl->pages_on_node += one.pages_on_node;
+		pl->pages_elsewhere += one.pages_elsewhere;
+		pl->pages_absent += one.pages_absent;
+	}
+	pthread_mutex_unlock(&in->lock);
+	return err;
+}
+
 struct rdm_producer *rdm_producer_implicit(void)
 {
 	if (!implicit_producer) {
@@ -161,8 +226,10 @@ static void producer_put(struct rdm_producer *p)
  */
 static pthread_mutex_t links_lock = PTHREAD_MUTEX_INITIALIZER;
 
-void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticket_slots, uint32_t spin_us)
+void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticket_slots, uint32_t spin_us,
+		    const struct rdm_node *node)
 {
+	in->node = *node;
 	pthread_mutex_init(&in->lock, NULL);
 	in->links = NULL;
 	in->nlinks = in->links_cap = 0;
@@ -442,6 +509,21 @@ int rdm_producer_link(struct rdm_producer *p, struct rdm_inbox *in, uint32_t cap
 	if (err) {
 		rdm_free(l);
 		return err;
+	}
+	/* The ring lives on its consumer's node (or the producer's chosen
+	 * one): the worker reads every record and writes the consumer index. */
+	{
+		const struct rdm_node *n = p->has_ring_node ? &p->ring_node : &in->node;
+		void *addr;
+		size_t len;
+
+		rdm_ring_memory(l->ring, &addr, &len);
+		err = rdm_node_bind(addr, len, n, rdm_node_strict(n));
+		if (err) {
+			rdm_ring_destroy(l->ring);
+			rdm_free(l);
+			return err;
+		}
 	}
 	l->p = p;
 	l->limit = in->ticket_slots;

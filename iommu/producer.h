@@ -21,6 +21,7 @@
 #include <rdm/ring.h>
 #include <rdm/worker.h>
 
+#include "core/numa.h"
 #include "iommu/record.h"
 
 /* Ticket slots of a producer made by rdm_producer_create(), and the largest
@@ -95,6 +96,10 @@ struct rdm_producer {
 	/* Owner + one per live link; the last to drop it frees. */
 	_Atomic uint32_t refs;
 	bool implicit;
+	/* rdm_producer_config's RDM_PRODUCER_RING_NODE: rings this producer
+	 * creates are bound to ring_node instead of their worker's node. */
+	bool has_ring_node;
+	struct rdm_node ring_node;
 };
 
 /* A ticket number is (serial << RDM_TICKET_SHIFT | slot index). */
@@ -125,6 +130,7 @@ struct rdm_inbox {
 	uint32_t ring_capacity; /* records per ring made for this worker */
 	uint32_t ticket_slots;  /* unconsumed tickets a producer may hold towards it */
 	uint64_t spin_cap_ns;   /* a waiter's longest spin (the worker's spin_us) */
+	struct rdm_node node;   /* the worker's: its rings are bound there */
 };
 
 /* A region's submission side (embedded in the worker's region state): a
@@ -137,7 +143,12 @@ struct rdm_region_inbox {
 };
 
 /* ---- the worker's side ---- */
-void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticket_slots, uint32_t spin_us);
+void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticket_slots, uint32_t spin_us,
+		    const struct rdm_node *node);
+/* Where the rings of in's links are: their count, those whose resident
+ * pages are all on in's node, and their pages (added to *pl, whose node is
+ * in's). -ENOMEM or 0. */
+int rdm_inbox_ring_census(struct rdm_inbox *in, uint32_t *rings, uint32_t *on_node, struct rdm_placement *pl);
 /* After the worker thread stopped: free closed links, orphan the others
  * (their producers free them), free the table. */
 void rdm_inbox_fini(struct rdm_inbox *in);

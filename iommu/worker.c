@@ -95,6 +95,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <linux/futex.h>
+#include <numaif.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +107,7 @@
 #include "core/alloc.h"
 #include "core/callback.h"
 #include "core/error.h"
+#include "core/numa.h"
 #include "core/region_internal.h"
 #include "iommu/backend.h"
 #include "iommu/worker_internal.h"
@@ -636,13 +639,20 @@ static uint32_t drain(struct wstate *ws)
 	struct rdm_change_rec recs[64 + 2];
 
 	if (ws->items_cap < ws->nitems + max) {
+		/* From the worker's arena: on its node (rdm/numa.h). */
 		uint32_t cap = ws->nitems + max;
-		struct item *ni = rdm_reallocarray(ws->items, cap, sizeof(*ni));
+		struct item *ni = rdm_arena_alloc(ws->w->arena, (size_t)cap * sizeof(*ni), _Alignof(struct item));
 
 		if (!ni)
 			return 0;
+		if (ws->nitems)
+			memcpy(ni, ws->items, ws->nitems * sizeof(*ni));
+		rdm_arena_free(ws->w->arena, ws->items, (size_t)ws->items_cap * sizeof(*ni), _Alignof(struct item));
 		ws->items = ni;
 		ws->items_cap = cap;
+		/* Relaxed: display only (the placement call counts pages). */
+		atomic_store_explicit(&ws->w->items_pub, ni, memory_order_relaxed);
+		atomic_store_explicit(&ws->w->items_bytes, (size_t)cap * sizeof(*ni), memory_order_relaxed);
 	}
 	for (uint32_t i = 0; i < ws->nlinks && got < max; i++) {
 		struct rdm_link *l = ws->links[i];
@@ -709,6 +719,8 @@ static void publish_cpu(struct wstate *ws)
 		rdm_link_set_worker_cpu(ws->links[i], cpu);
 	ws->cpu = cpu;
 	ws->cpu_gen = ws->links_gen;
+	/* Relaxed: display only (rdm_worker_get_placement). */
+	atomic_store_explicit(&ws->w->cur_cpu, cpu, memory_order_relaxed);
 }
 
 /*
@@ -741,6 +753,25 @@ static bool flush_pending(struct wstate *ws)
 	return false;
 }
 
+/*
+ * Pages this thread touches first (its stack, the planner's and backends'
+ * state it allocates, malloc arenas it alone uses) come from the worker's
+ * node: the thread's memory policy says so. Memory the worker allocates
+ * explicitly comes from its node's arena anyway (w->arena).
+ */
+static void bind_thread_memory(struct rdm_worker *w)
+{
+	const struct rdm_node *n = &w->in.node;
+	unsigned long mask[16] = {0};
+
+	if (!rdm_numa_on() || n->node < 0 || n->node >= 1024)
+		return;
+	mask[n->node / 64] = 1ul << (n->node % 64);
+	if (set_mempolicy(rdm_node_strict(n) ? MPOL_BIND : MPOL_PREFERRED, mask, 1025) != 0)
+		rdm_log(RDM_LOG_WARNING, "worker: cannot set the thread's memory policy to node %d (errno %d)",
+			n->node, errno);
+}
+
 static void *worker_main(void *arg)
 {
 	struct wstate ws = {.w = arg, .cpu = -1};
@@ -753,6 +784,7 @@ static void *worker_main(void *arg)
 	unsigned spins = 0, yields = 0;
 
 	ws.gap_avg_ns = cap / 4;
+	bind_thread_memory(w);
 	for (;;) {
 		refresh_links(&ws);
 		publish_cpu(&ws);
@@ -807,7 +839,8 @@ static void *worker_main(void *arg)
 		spins = yields = 0;
 		budget = rdm_spin_budget(ws.gap_avg_ns, cap);
 	}
-	rdm_free(ws.items);
+	atomic_store_explicit(&w->items_pub, NULL, memory_order_relaxed);
+	rdm_arena_free(w->arena, ws.items, (size_t)ws.items_cap * sizeof(*ws.items), _Alignof(struct item));
 	rdm_free(ws.links);
 	return NULL;
 }
@@ -853,6 +886,8 @@ bool rdm_worker_serves_backend(const struct rdm_backend *b)
 	return ret;
 }
 
+#define WORKER_KNOWN_FLAGS (RDM_WORKER_NUMA_NODE | RDM_WORKER_NUMA_PREFERRED | RDM_WORKER_NO_PIN)
+
 int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **out)
 {
 	struct rdm_worker_config c = {0};
@@ -883,20 +918,108 @@ int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **o
 				c.ticket_slots, RDM_PRODUCER_SLOTS);
 	if (c.reserved)
 		return rdm_fail(-EINVAL, "rdm_worker_config.reserved must be 0");
-	w = rdm_calloc(1, sizeof(*w));
+	if (c.flags & ~(uint32_t)WORKER_KNOWN_FLAGS)
+		return rdm_fail(-EINVAL, "rdm_worker_config: unknown flags %#" PRIx32,
+				c.flags & ~(uint32_t)WORKER_KNOWN_FLAGS);
+	if ((c.flags & RDM_WORKER_NUMA_PREFERRED) && !(c.flags & RDM_WORKER_NUMA_NODE))
+		return rdm_fail(-EINVAL, "rdm_worker_config: RDM_WORKER_NUMA_PREFERRED without RDM_WORKER_NUMA_NODE");
+	if (!(c.flags & RDM_WORKER_NUMA_NODE))
+		c.numa_node = -1;
+
+	struct rdm_node node;
+	unsigned arena;
+	cpu_set_t cpus;
+	pthread_attr_t attr;
+
+	err = rdm_node_resolve(c.flags & RDM_WORKER_NUMA_NODE, c.numa_node, c.flags & RDM_WORKER_NUMA_PREFERRED,
+			       "worker create", &node);
+	if (!err)
+		err = rdm_node_arena(&node, rdm_node_strict(&node), &arena);
+	if (err)
+		return err;
+	/* Pinned to the node's CPUs that this thread may use; a node without
+	 * one is an error when the node was demanded, else the worker keeps
+	 * the creating thread's CPUs. */
+	if (!rdm_node_cpus(node.node, &cpus)) {
+		if (!(c.flags & RDM_WORKER_NO_PIN) && rdm_node_strict(&node))
+			return rdm_fail(-EINVAL, "worker create: NUMA node %d has no CPU this thread may run on",
+					node.node);
+		if (sched_getaffinity(0, sizeof(cpus), &cpus) != 0)
+			CPU_ZERO(&cpus);
+		c.flags |= RDM_WORKER_NO_PIN;
+	}
+	if (c.flags & RDM_WORKER_NO_PIN && sched_getaffinity(0, sizeof(cpus), &cpus) != 0)
+		CPU_ZERO(&cpus);
+	w = rdm_arena_alloc(arena, sizeof(*w), _Alignof(struct rdm_worker));
 	if (!w)
 		return rdm_fail(-ENOMEM, "out of memory creating a worker");
+	memset(w, 0, sizeof(*w));
 	w->cfg = c;
+	w->arena = arena;
+	w->ncpus = (uint32_t)CPU_COUNT(&cpus);
+	atomic_init(&w->cur_cpu, -1);
+	atomic_init(&w->items_pub, NULL);
+	atomic_init(&w->items_bytes, 0);
 	pthread_mutex_init(&w->lock, NULL);
-	rdm_inbox_init(&w->in, c.ring_capacity, c.ticket_slots, c.spin_us);
-	err = pthread_create(&w->thread, NULL, worker_main, w);
+	rdm_inbox_init(&w->in, c.ring_capacity, c.ticket_slots, c.spin_us, &node);
+	err = pthread_attr_init(&attr);
+	if (!err && !(c.flags & RDM_WORKER_NO_PIN))
+		err = pthread_attr_setaffinity_np(&attr, sizeof(cpus), &cpus);
+	if (!err) {
+		err = pthread_create(&w->thread, &attr, worker_main, w);
+		pthread_attr_destroy(&attr);
+	}
 	if (err) {
 		rdm_inbox_fini(&w->in);
 		pthread_mutex_destroy(&w->lock);
-		rdm_free(w);
+		rdm_arena_free(arena, w, sizeof(*w), _Alignof(struct rdm_worker));
 		return rdm_fail(-err, "cannot start the worker thread: %s", strerror(err));
 	}
 	*out = w;
+	return 0;
+}
+
+int rdm_worker_get_placement(struct rdm_worker *w, struct rdm_worker_placement *out)
+{
+	struct rdm_worker_placement wp;
+	const void *addr[2 + RDM_WORKER_MAX_BACKENDS];
+	size_t len[2 + RDM_WORKER_MAX_BACKENDS], n = 0;
+	int err;
+
+	if (!w || !out)
+		return rdm_fail(-EINVAL, "worker placement: NULL %s", w ? "out" : "worker");
+	if (out->struct_size < sizeof(wp))
+		return rdm_fail(-EINVAL, "worker placement: struct_size %u, want %zu", out->struct_size, sizeof(wp));
+	memset(&wp, 0, sizeof(wp));
+	wp.struct_size = out->struct_size;
+	wp.ncpus = w->ncpus;
+	/* Relaxed: display values (see worker_internal.h). */
+	wp.cpu = atomic_load_explicit(&w->cur_cpu, memory_order_relaxed);
+	wp.state.struct_size = wp.ring_memory.struct_size = sizeof(struct rdm_placement);
+	rdm_node_placement_init(&wp.state, &w->in.node);
+	rdm_node_placement_init(&wp.ring_memory, &w->in.node);
+	if (w->arena)
+		wp.state.flags |= RDM_PLACE_BOUND;
+	if (rdm_numa_on())
+		wp.ring_memory.flags |= RDM_PLACE_BOUND;
+	/* The worker itself (stats, inbox, tables), its batch array, and the
+	 * per-backend planner state. */
+	addr[n] = w;
+	len[n++] = sizeof(*w);
+	addr[n] = atomic_load_explicit(&w->items_pub, memory_order_relaxed);
+	len[n++] = atomic_load_explicit(&w->items_bytes, memory_order_relaxed);
+	pthread_mutex_lock(&w->lock);
+	for (uint32_t i = 0; i < w->nbackends; i++) {
+		addr[n] = w->backends[i];
+		len[n++] = sizeof(*w->backends[i]);
+	}
+	err = rdm_node_census(&wp.state, addr, len, n);
+	pthread_mutex_unlock(&w->lock);
+	if (!err)
+		err = rdm_inbox_ring_census(&w->in, &wp.rings, &wp.rings_on_node, &wp.ring_memory);
+	if (err)
+		return rdm_fail(-ENOMEM, "worker placement: out of memory");
+	memcpy(out, &wp, sizeof(wp));
 	return 0;
 }
 
@@ -934,10 +1057,10 @@ int rdm_worker_destroy(struct rdm_worker *w)
 		backend_unclaim_locked(w->backends[i]->b);
 	pthread_mutex_unlock(&lifecycle_lock);
 	for (uint32_t i = 0; i < w->nbackends; i++)
-		rdm_free(w->backends[i]);
+		rdm_arena_free(w->arena, w->backends[i], sizeof(*w->backends[i]), _Alignof(struct rdm_wbackend));
 	rdm_free(w->regions);
 	pthread_mutex_destroy(&w->lock);
-	rdm_free(w);
+	rdm_arena_free(w->arena, w, sizeof(*w), _Alignof(struct rdm_worker));
 	return 0;
 }
 
@@ -964,15 +1087,17 @@ int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, uint64_t
 		return rdm_fail(-EINVAL, "rdm_worker_add_backend: NULL worker or backend");
 	if (rdm_check_may_block("rdm_worker_add_backend"))
 		return -EDEADLK;
-	wb = rdm_calloc(1, sizeof(*wb));
+	/* The planner's per-backend state: from the worker's node. */
+	wb = rdm_arena_alloc(w->arena, sizeof(*wb), _Alignof(struct rdm_wbackend));
 	if (!wb)
 		return rdm_fail(-ENOMEM, "out of memory adding a backend");
+	memset(wb, 0, sizeof(*wb));
 	/* The claim first: until it is ours, no other thread drives b for
 	 * this worker, and dma_avail below is a call on b. */
 	pthread_mutex_lock(&lifecycle_lock);
 	if (backend_claimed_locked(b)) {
 		pthread_mutex_unlock(&lifecycle_lock);
-		rdm_free(wb);
+		rdm_arena_free(w->arena, wb, sizeof(*wb), _Alignof(struct rdm_wbackend));
 		return rdm_fail(-EEXIST, "backend %s was already added to a worker", rdm_backend_name(b));
 	}
 	if (nclaimed == claimed_cap) {
@@ -981,7 +1106,7 @@ int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, uint64_t
 
 		if (!nc) {
 			pthread_mutex_unlock(&lifecycle_lock);
-			rdm_free(wb);
+			rdm_arena_free(w->arena, wb, sizeof(*wb), _Alignof(struct rdm_wbackend));
 			return rdm_fail(-ENOMEM, "out of memory adding a backend");
 		}
 		claimed = nc;
@@ -1005,7 +1130,7 @@ int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, uint64_t
 		pthread_mutex_lock(&lifecycle_lock);
 		backend_unclaim_locked(b);
 		pthread_mutex_unlock(&lifecycle_lock);
-		rdm_free(wb);
+		rdm_arena_free(w->arena, wb, sizeof(*wb), _Alignof(struct rdm_wbackend));
 	}
 	return err;
 }

@@ -78,6 +78,17 @@ struct rdm_worker {
 
 	_Atomic bool stop;
 
+	/* NUMA (rdm/numa.h): the worker's node (also in.node), the arena its
+	 * own memory comes from (rdm_mem.arena encoding), the CPUs it may run
+	 * on. cur_cpu: the CPU it last ran on (worker writes, relaxed; read for
+	 * display). items_pub/items_bytes: its batch array (worker writes,
+	 * relaxed; the placement call only counts the pages). */
+	unsigned arena;
+	uint32_t ncpus;
+	_Atomic int32_t cur_cpu;
+	_Atomic(void *) items_pub;
+	_Atomic size_t items_bytes;
+
 	/* rdm_worker_flush(): a caller takes a number from flush_req
 	 * (seq_cst, after its own publications); the worker loads flush_req,
 	 * drains once more, and when that drain finds every ring empty and

@@ -611,3 +611,9 @@ bool rdm_ring_is_asymmetric_for_test(const struct rdm_ring *r)
 {
 	return r->prod.asym != 0;
 }
+
+void rdm_ring_memory(const struct rdm_ring *r, void **addr, size_t *len)
+{
+	*addr = r->ctl.map;
+	*len = r->ctl.map_size;
+}

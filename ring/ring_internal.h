@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* ring/ring_internal.h - test hooks of the SPSC ring (not part of the API). */
+/* ring/ring_internal.h - the SPSC ring's internals for the rest of rdm and its tests (not part of the API). */
 #ifndef RDM_RING_INTERNAL_H
 #define RDM_RING_INTERNAL_H
 
@@ -17,6 +17,10 @@ int rdm_ring_set_index_for_test(struct rdm_ring *r, uint32_t index);
  * on private rings). Returns 0. No other call on r may be running.
  */
 int rdm_ring_use_seq_cst_for_test(struct rdm_ring *r);
+
+/* The memory mapping that holds r's records and indices (to bind it to a
+ * NUMA node, or to ask where it is: core/numa.h). */
+void rdm_ring_memory(const struct rdm_ring *r, void **addr, size_t *len);
 
 /* True when r uses the asymmetric (membarrier) wake-up protocol. */
 bool rdm_ring_is_asymmetric_for_test(const struct rdm_ring *r);
