@@ -96,6 +96,17 @@ static int pin_to(int cpu)
 	return sched_setaffinity(0, sizeof(set), &set) == 0 ? 0 : -errno;
 }
 
+/* Both nodes' CPUs: a worker is pinned to those CPUs of its node that its creator may use. */
+static int pin_to_both(void)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu_of[0], &set);
+	CPU_SET(cpu_of[1], &set);
+	return sched_setaffinity(0, sizeof(set), &set) == 0 ? 0 : -errno;
+}
+
 /* The first CPU of node n from sysfs, or -1. */
 static int first_cpu_of_node(int n)
 {
@@ -224,8 +235,8 @@ static bool ring_pages(struct rdm_producer *p, uint32_t n, struct pages *pc)
 
 static void placement_diag(const char *what, const struct rdm_placement *pl)
 {
-	gu_tap_diag("%s: flags %#x node %d (requested %d) bytes %" PRIu64 " pages %" PRIu64 " on node %" PRIu64
-		    " elsewhere %" PRIu64 " absent %" PRIu64, what, pl->flags, pl->node, pl->node_requested, pl->bytes,
+	gu_tap_diag("%s: flags %#x node %d (requested %d) bytes %" PRIu64 " pages %" PRIu64 " (on the node %" PRIu64
+		    ", elsewhere %" PRIu64 ", absent %" PRIu64 ")", what, pl->flags, pl->node, pl->node_requested, pl->bytes,
 		    pl->pages, pl->pages_on_node, pl->pages_elsewhere, pl->pages_absent);
 }
 
@@ -381,7 +392,11 @@ static int make_worker(int node, uint32_t flags, uint32_t ring, struct batch_cpu
 		.numa_node = node,
 	};
 
-	return rdm_worker_create(&wc, w);
+	int err = rdm_worker_create(&wc, w);
+
+	if (err)
+		gu_tap_diag("worker on node %d (flags %#x): %s: %s", node, flags, strerror(-err), rdm_last_error());
+	return err;
 }
 
 /* A region of nb 4 KiB blocks at iova on node `node` (flags RDM_REGION_*), attached to w through
@@ -577,13 +592,16 @@ static void test_placement(int node)
 	int err;
 
 	snprintf(tag, sizeof(tag), "node %d", node);
-	err = pin_to(cpu_of[other]);
-	gu_tap_ok(err == 0 && rdm_numa_current_node() == other, "%s: the creating thread runs on node %d's CPU %d (%d)",
-		  tag, other, cpu_of[other], err);
+	/* The worker from a thread that may run on both nodes (rdm pins it to the CPUs of its node
+	 * that its creator may use), everything else from the other node's CPU. */
+	pin_to_both();
 	err = make_worker(node, RDM_WORKER_NUMA_NODE, PL_RING, &bc, &w);
 	if (!gu_tap_ok(err == 0, "%s: worker created with RDM_WORKER_NUMA_NODE (%d: %s)", tag, err,
 		       err ? rdm_last_error() : ""))
 		goto out;
+	err = pin_to(cpu_of[other]);
+	gu_tap_ok(err == 0 && rdm_numa_current_node() == other, "%s: the creating thread runs on node %d's CPU %d (%d)",
+		  tag, other, cpu_of[other], err);
 	err = make_region(w, UINT64_C(1) << 32, PL_BLOCKS, RDM_REGION_NUMA_NODE, node, &b, &r);
 	if (!gu_tap_ok(err == 0, "%s: region created with RDM_REGION_NUMA_NODE and attached to it (%d)", tag, err))
 		goto out;
@@ -824,6 +842,7 @@ static void test_workers(void)
 		reps = TP_MAX_REPS;
 	if (!reps)
 		reps = 1;
+	pin_to_both();
 	for (int i = 0; i < 2 && setup; i++)
 		setup = make_worker(i, RDM_WORKER_NUMA_NODE, 0, NULL, &w[i]) == 0;
 	for (int i = 0; i < 2 && setup; i++) {
@@ -846,6 +865,7 @@ static void test_workers(void)
 				rdm_listener_register(g->r, &g->cl.l) == 0;
 		}
 	}
+	pin_to(cpu_of[0]);
 	if (!gu_tap_ok(setup, "workers: two workers (nodes 0, 1), four strict regions with a working listener each"))
 		goto out;
 	dual[0]->cl.peer = &dual[1]->cl;
