@@ -309,7 +309,7 @@ struct cpu_listener {
 	_Atomic uint64_t first_ns, last_ns;
 	_Atomic int inside;
 	struct cpu_listener *peer;
-	int last_wrong_cpu;
+	int last_wrong_cpu; /* -1: none */
 };
 
 static void cpu_listener_note(struct cpu_listener *c)
@@ -365,7 +365,7 @@ static void cpu_listener_reset(struct cpu_listener *c)
 struct batch_cpu {
 	int expect_cpu;
 	_Atomic uint64_t batches, wrong;
-	int last_wrong_cpu;
+	int last_wrong_cpu; /* -1: none */
 };
 
 static void batch_cpu_note(void *opaque, uint64_t batch_no, uint32_t changes)
@@ -573,9 +573,9 @@ static void test_placement(int node)
 {
 	int other = 1 - node;
 	char tag[32];
-	struct batch_cpu bc = { .expect_cpu = cpu_of[node] };
+	struct batch_cpu bc = { .expect_cpu = cpu_of[node], .last_wrong_cpu = -1 };
 	struct cpu_listener cl = { .l = { .ops = &cpu_listener_ops, .offset = 0, .length = (uint64_t)PL_BLOCKS * PAGE },
-				   .expect_cpu = cpu_of[node] };
+				   .expect_cpu = cpu_of[node], .last_wrong_cpu = -1 };
 	struct rdm_producer_config pcfg = { .struct_size = sizeof(pcfg), .flags = RDM_PRODUCER_RING_NODE,
 					    .ring_node = other };
 	struct rdm_worker *w = NULL;
@@ -859,6 +859,7 @@ static void test_workers(void)
 				.l = { .ops = &cpu_listener_ops, .offset = 0, .length = (uint64_t)TP_BLOCKS * PAGE },
 				.expect_cpu = cpu_of[node],
 				.iters = burn_iters,
+				.last_wrong_cpu = -1,
 			};
 			setup = make_region(gw, (UINT64_C(8) + 2 * (uint64_t)i + (uint64_t)k) << 32, TP_BLOCKS,
 					    RDM_REGION_STRICT | RDM_REGION_NUMA_NODE, node, &g->b, &g->r) == 0 &&
