@@ -476,7 +476,8 @@ static void test_errors(void)
 	/* Preferred: falls back to the caller's node, and says so. */
 	rc.flags = RDM_REGION_NUMA_NODE | RDM_REGION_NUMA_PREFERRED;
 	err = rdm_region_create(&rc, &r);
-	if (gu_tap_ok(err == 0, "errors: a region preferring node 2 is created (got %d: %s)", err, err ? rdm_last_error() : "")) {
+	if (gu_tap_ok(err == 0, "errors: a region preferring node 2 is created (got %d: %s)", err,
+		      err ? rdm_last_error() : "")) {
 		err = region_placement(r, &pl);
 		placement_diag("errors: region preferring node 2", &pl);
 		gu_tap_ok(err == 0 && (pl.flags & RDM_PLACE_FALLBACK) && (pl.flags & RDM_PLACE_PREFERRED) && pl.node == 0 &&
@@ -499,7 +500,8 @@ static void test_errors(void)
 	}
 
 	err = make_worker(2, RDM_WORKER_NUMA_NODE | RDM_WORKER_NUMA_PREFERRED, 0, NULL, &w);
-	if (gu_tap_ok(err == 0, "errors: a worker preferring node 2 is created (got %d: %s)", err, err ? rdm_last_error() : "")) {
+	if (gu_tap_ok(err == 0, "errors: a worker preferring node 2 is created (got %d: %s)", err,
+		      err ? rdm_last_error() : "")) {
 		rdm_worker_flush(w);
 		err = worker_placement(w, &wp);
 		worker_placement_diag("errors: worker preferring node 2", &wp);
