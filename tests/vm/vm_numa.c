@@ -473,6 +473,36 @@ static void test_errors(void)
 	if (p)
 		rdm_producer_destroy(p), p = NULL;
 
+	/* A device's node: edu sits on q35's root bus, which the platform gives no node. */
+	{
+		const char *bdf = getenv("RDM_VM_BDF");
+		int32_t dn = -5;
+
+		err = rdm_numa_node_of_pci(bdf ? bdf : "", &dn);
+		gu_tap_ok(err == 0 && dn >= -1 && dn <= 1, "errors: rdm_numa_node_of_pci(%s): 0, node -1..1 (got %d, node %d)",
+			  bdf ? bdf : "(unset)", err, dn);
+		err = rdm_numa_node_of_pci("0000:00:1f.7", &dn);
+		gu_tap_ok(err == -ENOENT, "errors: ...of a device that does not exist: -ENOENT (got %d)", err);
+		err = rdm_numa_node_of_pci("00:02.0", &dn);
+		gu_tap_ok(err == -EINVAL, "errors: ...of a malformed address: -EINVAL (got %d)", err);
+	}
+
+	/* RDM_WORKER_NO_PIN: the node's memory, the creator's CPUs (here node 0's only). */
+	err = make_worker(1, RDM_WORKER_NUMA_NODE | RDM_WORKER_NO_PIN, 0, NULL, &w);
+	if (gu_tap_ok(err == 0, "errors: a worker on node 1 with RDM_WORKER_NO_PIN, made on CPU %d (got %d)", cpu_of[0],
+		      err)) {
+		rdm_worker_flush(w);
+		err = worker_placement(w, &wp);
+		worker_placement_diag("errors: worker on node 1, not pinned", &wp);
+		gu_tap_ok(err == 0 && wp.state.node == 1 && wp.state.pages_elsewhere == 0 && wp.state.pages_on_node > 0 &&
+				  wp.ncpus == 1 && (wp.cpu == -1 || wp.cpu == cpu_of[0]),
+			  "errors: ...its state on node 1, its thread on the creator's CPU %d (got %d: node %d, %" PRIu64
+			  " pages elsewhere, ncpus %u, cpu %d)", cpu_of[0], err, wp.state.node, wp.state.pages_elsewhere,
+			  wp.ncpus, wp.cpu);
+		rdm_worker_destroy(w);
+		w = NULL;
+	}
+
 	/* Preferred: falls back to the caller's node, and says so. */
 	rc.flags = RDM_REGION_NUMA_NODE | RDM_REGION_NUMA_PREFERRED;
 	err = rdm_region_create(&rc, &r);
