@@ -3,6 +3,7 @@
 #
 # Everything the host reads is a line starting with "@@RDM-VM " (see run-vm.py):
 #   @@RDM-VM BOOTED uptime=<s>
+#   @@RDM-VM NUMA online=<list> node<i>_cpus=<list> node<i>_mem_kb=<n>...   (on rdm_numa=N)
 #   @@RDM-VM READY uptime=<s> bdf=<bdf> group=<n> limit=<n>
 #   @@RDM-VM BEGIN <name>            the program's stdout+stderr follow
 #   @@RDM-VM END <name> rc=<rc> secs=<s>
@@ -42,6 +43,17 @@ fail() {
 }
 
 echo "@@RDM-VM BOOTED uptime=$(up)"
+
+# The NUMA nodes the kernel sees (run-vm.py --numa N boots N of them and checks this line).
+if [ -n "$rdm_numa" ]; then
+	line="online=$(cat /sys/devices/system/node/online 2>/dev/null || echo none)"
+	for n in /sys/devices/system/node/node[0-9]*; do
+		[ -d "$n" ] || continue
+		i=${n##*/node}
+		line="$line node${i}_cpus=$(cat "$n/cpulist") node${i}_mem_kb=$(awk '/MemTotal/ { print $4 }' "$n/meminfo")"
+	done
+	echo "@@RDM-VM NUMA $line"
+fi
 
 # Modules, in dependency order (run-vm.py wrote the list).
 while read -r ko; do

@@ -4,7 +4,7 @@
 One invocation is one guest boot:
   run-vm.py --init tests/vm/init.sh --cache BUILD/tests/vm/cache --name NAME
             [--param key=value]... [--dmesg] [--timeout SECONDS] [--tap-skip]
-            [--module NAME]... [--file SRC[:DEST]]...
+            [--module NAME]... [--file SRC[:DEST]]... [--numa N]
             --prog PATH [--args 'ARGS']  [--prog PATH [--args 'ARGS']]...
 
 What it does (README.md has the details):
@@ -16,7 +16,8 @@ What it does (README.md has the details):
      the guest programs (statically linked) and any --file;
   4. boots qemu-system-x86_64 (TCG, q35, intel-iommu, edu) under a hard timeout, reads the serial
      console and turns it into TAP on stdout: a line per boot step, one per guest check (renamed
-     "<program>: <check>"), one per program's exit.
+     "<program>: <check>"), one per program's exit. With --numa N the guest has N NUMA nodes of
+     one CPU and 4/N GiB each (node i: CPU i), and a setup line checks the guest sees them.
 Exit: 0 when every check passed, 1 otherwise; 77 (or, with --tap-skip, a TAP skip plan and 0,
 which is how meson's TAP runner counts a skip) only when QEMU cannot be installed.
 """
@@ -41,7 +42,9 @@ PACKAGES = {"qemu-system-x86": "/usr/bin/qemu-system-x86_64", "busybox-static": 
             "cpio": "/usr/bin/cpio"}
 QEMU_ARGS = ["-accel", "tcg,thread=multi", "-cpu", "max", "-machine", "q35",
              "-device", "intel-iommu,caching-mode=on,intremap=on",
-             "-m", "4G", "-smp", "2", "-nographic", "-no-reboot", "-nic", "none"]
+             "-nographic", "-no-reboot", "-nic", "none"]
+MEM_MIB = 4096  # -m 4G
+NUMA_MAX = 4
 CMDLINE = ["console=ttyS0", "intel_iommu=on", "panic=-1"]
 # edu's DMA engine masks addresses to 28 bits unless its dma_mask property says otherwise (QEMU
 # 7.2's edu has it); 40 bits reach every IOVA the guest's VT-d (39-bit address width) translates,
@@ -58,7 +61,7 @@ def usage(msg):
 
 def parse_args(argv):
     o = {"init": None, "cache": None, "name": "vm", "params": [], "dmesg": False, "timeout": 300.0,
-         "tap_skip": False, "modules": list(MODULES), "files": [], "progs": []}
+         "tap_skip": False, "modules": list(MODULES), "files": [], "progs": [], "numa": 0}
     it = iter(argv)
     for a in it:
         key, eq, val = a.partition("=")
@@ -93,6 +96,11 @@ def parse_args(argv):
             o["modules"].append(value())
         elif key == "--file":
             o["files"].append(value())
+        elif key == "--numa":
+            v = value()
+            if not v.isdigit() or not 2 <= int(v) <= NUMA_MAX:
+                usage(f"--numa {v!r}: want a node count from 2 to {NUMA_MAX}")
+            o["numa"] = int(v)
         elif key == "--prog":
             o["progs"].append({"path": value(), "args": ""})
         elif key == "--args":
@@ -361,12 +369,45 @@ def edu_device():
     return "edu", EDU_DEFAULT_BITS
 
 
+def machine_args(numa):
+    """Memory and CPUs: 4 GiB and 2 CPUs; with numa = N, N nodes of one CPU and 4/N GiB each
+    (node i has CPU i and memory backend m<i>), 4 GiB in all."""
+    if not numa:
+        return ["-m", "4G", "-smp", "2"]
+    per = MEM_MIB // numa
+    args = ["-m", f"{per * numa}M", "-smp", str(numa)]
+    for i in range(numa):
+        args += ["-object", f"memory-backend-ram,id=m{i},size={per}M"]
+    for i in range(numa):
+        args += ["-numa", f"node,nodeid={i},cpus={i},memdev=m{i}"]
+    return args
+
+
+def numa_seen(kv, numa):
+    """The guest's view of its nodes (init.sh's NUMA line) against what was booted: nodes
+    0..N-1 online, node i's CPU list is i, every node has memory. (ok, text)"""
+    want_online = f"0-{numa - 1}" if numa > 1 else "0"
+    bad = []
+    if kv.get("online") != want_online:
+        bad.append(f"online nodes {kv.get('online')!r}, want {want_online!r}")
+    parts = []
+    for i in range(numa):
+        cpus, mem = kv.get(f"node{i}_cpus"), kv.get(f"node{i}_mem_kb")
+        parts.append(f"node{i} cpus {cpus} memory {int(mem) // 1024 if (mem or '').isdigit() else mem} MiB")
+        if cpus != str(i):
+            bad.append(f"node{i} has CPUs {cpus!r}, want '{i}'")
+        if not (mem or "").isdigit() or int(mem) == 0:
+            bad.append(f"node{i} has no memory ({mem!r} kB)")
+    return not bad, f"setup: {numa} NUMA nodes: " + "; ".join(parts) + ("" if not bad else " - " + "; ".join(bad))
+
+
 def boot(o, meta, image, work, tap):
     edu, edu_bits = edu_device()
-    params = list(o["params"]) + (["rdm_dmesg=1"] if o["dmesg"] else [])
+    params = (list(o["params"]) + (["rdm_dmesg=1"] if o["dmesg"] else []) +
+              ([f"rdm_numa={o['numa']}"] if o["numa"] else []))
     cmdline = " ".join(CMDLINE + [f"RDM_VM_EDU_DMA_BITS={edu_bits}"] + params)
-    cmd = ["qemu-system-x86_64"] + QEMU_ARGS + ["-device", edu, "-kernel", meta["vmlinuz"], "-initrd", image,
-                                                 "-append", cmdline]
+    cmd = (["qemu-system-x86_64"] + QEMU_ARGS + machine_args(o["numa"]) +
+           ["-device", edu, "-kernel", meta["vmlinuz"], "-initrd", image, "-append", cmdline])
     with open(os.path.join(work, "qemu-command"), "w") as f:
         f.write(shlex.join(cmd) + "\n")
     tap.diag(f"boot: {shlex.join(cmd)}")
@@ -390,7 +431,7 @@ def boot(o, meta, image, work, tap):
 
     expected_limit = next((p.split("=", 1)[1] for p in params if p.startswith("dma_entry_limit=")), None)
     state = {"booted": False, "ready": False, "done": False, "prog": None, "count": 0, "plan": None,
-             "bad": 0, "in_dmesg": False, "ran": set()}
+             "bad": 0, "in_dmesg": False, "ran": set(), "numa": False}
     tail = []
     progs = {p["name"]: p for p in o["progs"]}
     timed_out = False
@@ -408,6 +449,9 @@ def boot(o, meta, image, work, tap):
             tap.line(ok, f"setup: {', '.join(meta['modules'])} loaded; edu {kv.get('bdf')} on vfio-pci in IOMMU "
                          f"group {kv.get('group')}; dma_entry_limit {kv.get('limit')}"
                          + ("" if ok else f" (asked for {expected_limit})") + f" ({now:.1f} s)")
+        elif kind == "NUMA":
+            state["numa"] = True
+            tap.line(*numa_seen(kv, o["numa"]))
         elif kind == "FAIL":
             tap.line(False, f"setup: {rest}")
         elif kind == "BEGIN":
@@ -447,7 +491,9 @@ def boot(o, meta, image, work, tap):
             return
         if text.startswith("#"):
             text = text[1:].lstrip()
-        if text:
+        if text.startswith("SUMMARY "):
+            tap.diag(text)  # verbatim: "# SUMMARY ..." in meson's log, whatever program printed it
+        elif text:
             tap.diag(f"{name}: {text}")
 
     while True:
@@ -491,6 +537,8 @@ def boot(o, meta, image, work, tap):
 
     if not state["booted"]:
         tap.line(False, "boot: the kernel never ran /init")
+    elif o["numa"] and not state["numa"]:
+        tap.line(False, f"setup: the guest never said which NUMA nodes it sees (asked for {o['numa']})")
     if state["prog"]:
         tap.line(False, f"{state['prog']}: did not finish")
     for name in progs:
