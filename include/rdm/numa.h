@@ -93,7 +93,7 @@ struct rdm_worker_placement {
 	uint32_t struct_size;    /* set by the caller */
 	uint32_t ncpus;          /* CPUs the worker thread may run on */
 	int32_t cpu;             /* the CPU it last ran on (-1: not known yet) */
-	uint32_t rings;          /* producer rings it consumes */
+	uint32_t rings;          /* rings it consumes: producers', threads' implicit producers', one per attached region for its control changes */
 	uint32_t rings_on_node;  /* ...whose every resident page is on the worker's node */
 	uint32_t reserved;
 	struct rdm_placement state; /* the worker's own batch state */
