@@ -661,25 +661,34 @@ static uint64_t spare_fine(const struct rdm_planner *p)
 }
 
 /* Cut the unmapped run [a, b) into mapping pieces per policy. */
-static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct rdm_range_vec *out)
+/* What a plan's pieces so far add up to (cut_run() keeps it with the
+ * pieces: summing them again for every run made a plan of n runs cost n^2,
+ * seconds for an attach to a fragmented region). Zero it with pieces.n. */
+struct cut_acc {
+	uint64_t planned; /* blocks the pieces map beyond one unit each */
+	uint64_t fine;    /* pieces beyond their run's first */
+};
+
+static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct rdm_range_vec *out,
+		   struct cut_acc *acc)
 {
 	uint64_t step = p->policy == RDM_POLICY_BLOCK ? p->unit : p->chunk;
-	uint64_t planned = 0, fine = 0;
+	uint64_t planned = acc->planned, fine = acc->fine;
 	/* Fixed while a populate is planned: the layout does not change. */
 	uint64_t spare = p->policy == RDM_POLICY_DEFER && !p->coarse_only ? spare_fine(p) : 0;
+	uint32_t n0 = out->n;
+	int err = 0;
 
-	for (uint32_t i = 0; i < out->n; i++) {
-		planned += out->v[i].len - p->unit;
-		fine += (out->v[i].flags & RDM_LAYOUT_FINE) != 0;
-	}
 	while (a < b) {
 		uint64_t next = (a / step + 1) * step, seg = a;
 
 		if (next > b)
 			next = b;
 		if (p->policy != RDM_POLICY_DEFER || p->coarse_only) {
-			if (vec_push(out, a, next - a))
-				return -ENOMEM;
+			if (vec_push(out, a, next - a)) {
+				err = -ENOMEM;
+				break;
+			}
 			a = next;
 			continue;
 		}
@@ -708,8 +717,10 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 			room = budget_room(p, p->evidence ? 0 : planned);
 			if (room != UINT64_MAX && (e - a) / p->unit > room && fine + (next - a) / p->unit <= spare)
 				e = a + room * p->unit;
-			if (vec_push(out, a, e - a))
-				return -ENOMEM;
+			if (vec_push(out, a, e - a)) {
+				err = -ENOMEM;
+				break;
+			}
 			if (a > seg) { /* a piece beyond the run's first: an extra mapping */
 				out->v[out->n - 1].flags = RDM_LAYOUT_FINE;
 				fine++;
@@ -717,8 +728,15 @@ static int cut_run(const struct rdm_planner *p, uint64_t a, uint64_t b, struct r
 			planned += e - a - p->unit;
 			a = e;
 		}
+		if (err)
+			break;
 	}
-	return 0;
+	/* The pieces this call pushed, counted once (all policies). */
+	for (uint32_t i = n0; i < out->n; i++) {
+		acc->planned += out->v[i].len - p->unit;
+		acc->fine += (out->v[i].flags & RDM_LAYOUT_FINE) != 0;
+	}
+	return err;
 }
 
 static uint64_t headroom(const struct rdm_planner *p)
@@ -934,6 +952,8 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 	 * fit under the mapping limit, plan again with whole runs: a limit is
 	 * the kernel's, the deferral budget only the policy's. */
 	for (p->coarse_only = false;; p->coarse_only = true) {
+		struct cut_acc acc = {0};
+
 		pieces.n = 0;
 		pos = start;
 		overlapping = 0;
@@ -941,11 +961,11 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 		     m && node(p, m)->start < end && !err; m = rdm_maptree_next(&p->maps, m)) {
 			overlapping++;
 			if (node(p, m)->start > pos)
-				err = cut_run(p, pos, node(p, m)->start, &pieces);
+				err = cut_run(p, pos, node(p, m)->start, &pieces, &acc);
 			pos = end_of(p, m);
 		}
 		if (!err && pos < end)
-			err = cut_run(p, pos, end, &pieces);
+			err = cut_run(p, pos, end, &pieces, &acc);
 		if (err || p->coarse_only || p->policy != RDM_POLICY_DEFER || !full_backend(p, pieces.n))
 			break;
 	}
@@ -1429,11 +1449,12 @@ int rdm_planner_attach(struct rdm_planner *p, struct rdm_wbackend *wb)
 	/* First backend: lay out the populated state (the layout is empty).
 	 * Reserve the pieces and their nodes, map, then commit. */
 	struct rdm_range_vec pieces = p->pieces;
+	struct cut_acc acc = {0};
 	uint64_t rs, re;
 
 	pieces.n = 0;
 	for (uint64_t pos = 0; !err && next_run(p, pos, p->nblocks, true, &rs, &re); pos = re)
-		err = cut_run(p, rs, re, &pieces);
+		err = cut_run(p, rs, re, &pieces, &acc);
 	if (!err)
 		err = rdm_maptree_reserve(&p->maps, pieces.n);
 	if (err) {
@@ -1691,12 +1712,14 @@ int rdm_planner_compact(struct rdm_planner *p, struct rdm_planner_compact_result
 	rdm_planner_flush(p);
 
 	/* Plan. */
+	struct cut_acc acc = {0};
+
 	pieces.n = 0;
 	for (uint32_t m = next_deferred(p, rdm_maptree_first_ending_after(&p->maps, 0)); m && !err;
 	     m = next_deferred(p, rdm_maptree_next(&p->maps, m))) {
 		nmaps++;
 		for (uint64_t pos = node(p, m)->start; !err && next_run(p, pos, end_of(p, m), true, &rs, &re); pos = re)
-			err = cut_run(p, rs, re, &pieces);
+			err = cut_run(p, rs, re, &pieces, &acc);
 	}
 	if (nmaps == 0)
 		goto out;
