@@ -626,6 +626,15 @@ static void op_region_create(struct in *in, int i)
 	cfg->policy = (a >> 4) % 3;
 	cfg->discard_unit = du_shift || (a & 0x40) ? g->du_blocks * g->bs : 0;
 	cfg->defer_limit = (a & 0x80) ? (uint64_t)u8(in) * g->bs : 0;
+	/* A NUMA node: none (the caller's), node 0, or a node that does not
+	 * exist with preferred placement (falls back); the state behaves the
+	 * same on every one. */
+	switch ((b >> 2) & 3) {
+	case 1: cfg->flags |= RDM_REGION_NUMA_NODE; cfg->numa_node = 0; break;
+	case 2: cfg->flags |= RDM_REGION_NUMA_NODE | RDM_REGION_NUMA_PREFERRED; cfg->numa_node = 4096; break;
+	case 3: cfg->flags |= RDM_REGION_NUMA_NODE | RDM_REGION_NUMA_PREFERRED; cfg->numa_node = 0; break;
+	default: break;
+	}
 
 	/* Sometimes a bad config: it must be refused with -EINVAL. */
 	int want = 0;
@@ -639,6 +648,10 @@ static void op_region_create(struct in *in, int i)
 	case 6: bad.iova = UINT64_MAX & ~(PAGE - 1); want = cfg->size > PAGE ? -EINVAL : 0; break;
 	case 7: bad.discard_unit = g->bs * 3; want = -EINVAL; break;
 	case 8: bad.struct_size = 4; want = -EINVAL; break;
+	case 9: bad.flags = (bad.flags & ~(uint32_t)RDM_REGION_NUMA_PREFERRED) | RDM_REGION_NUMA_NODE;
+		bad.numa_node = 4096; want = -EINVAL; break;
+	case 10: bad.flags = (bad.flags & ~(uint32_t)RDM_REGION_NUMA_NODE) | RDM_REGION_NUMA_PREFERRED;
+		want = -EINVAL; break;
 	default: break;
 	}
 	if (want == 0 && ((b >> 4) == 3 || (b >> 4) == 6))
