@@ -1,0 +1,58 @@
+#!/bin/busybox sh
+# tests/qemu/l2-init.sh - /init of the L2 guest: load virtio_mem, then answer l1drive's commands.
+#
+# The console (ttyS0, the L2 QEMU's stdio) is the only channel: l1drive writes one command a
+# line, every answer is one line starting with "@@L2 ":
+#   @@L2 READY uptime=<s> memtotal_kb=<n> online=<policy>
+#   online <policy>   -> @@L2 ONLINE <policy>   auto_online_blocks for later plugs: online_movable
+#                        or online (the kernel zone), as memhp_default_state= sets it at boot
+#   mem               -> @@L2 MEM memtotal_kb=<n> blocks=<n> online=<n> movable=<n> normal=<n>
+#                        (/proc/meminfo; /sys/devices/system/memory: blocks online and in which zone)
+#   dma START END     -> edu_dma find START END: edu DMA into a page of hotplugged memory
+#   dmaw PADDR        -> edu_dma write PADDR: edu DMA into memory that was unplugged
+#   off               -> power off
+/bin/busybox mkdir -p /proc /sys /dev /tmp /usr/bin /usr/sbin /sbin
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+dmesg -n 1
+stty -echo 2>/dev/null
+
+up() { cut -d' ' -f1 /proc/uptime; }
+memtotal() { awk '/^MemTotal:/ { print $2 }' /proc/meminfo; }
+
+while read -r ko; do
+	insmod "/lib/modules/$ko" || echo "@@L2 FAIL insmod $ko"
+done </etc/rdm-vm/modules
+
+echo "@@L2 READY uptime=$(up) memtotal_kb=$(memtotal) online=$(cat /sys/devices/system/memory/auto_online_blocks)"
+
+while read -r cmd a b; do
+	case "$cmd" in
+	online)
+		echo "$a" >/sys/devices/system/memory/auto_online_blocks
+		echo "@@L2 ONLINE $(cat /sys/devices/system/memory/auto_online_blocks)" ;;
+	mem)
+		n=0 on=0 mov=0 nor=0
+		for m in /sys/devices/system/memory/memory*; do
+			n=$((n + 1))
+			[ "$(cat "$m/state")" = online ] || continue
+			on=$((on + 1))
+			case "$(cat "$m/valid_zones")" in
+			Movable*) mov=$((mov + 1)) ;;
+			*) nor=$((nor + 1)) ;;
+			esac
+		done
+		echo "@@L2 MEM memtotal_kb=$(memtotal) blocks=$n online=$on movable=$mov normal=$nor" ;;
+	dma) /tests/edu_dma find "$a" "$b" || echo "@@L2 DMA fail rc=$?" ;;
+	dmaw) /tests/edu_dma write "$a" || echo "@@L2 DMAW fail rc=$?" ;;
+	off) poweroff -f ;;
+	"") ;;
+	*) echo "@@L2 ERR unknown command $cmd" ;;
+	esac
+done
+echo "@@L2 EOF"
+poweroff -f
