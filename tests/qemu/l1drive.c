@@ -255,10 +255,10 @@ static bool step(struct tally *t, uint64_t target, bool must_reach)
 	uint64_t pin = pinned() - boot_pinned;
 	bool ok = !ret && (size == target || !must_reach) && kb == want_kb && pin == size;
 	gu_tap_ok(ok, "%s: requested-size %" PRIu64 " MiB: size %" PRIu64 " MiB after %.2f s (%" PRIu64
-		  " VFIO calls); L2 MemTotal +%" PRId64 " MiB (%" PRIu64 " blocks online, %" PRIu64 " movable, %" PRIu64
+		  " VFIO calls); L2 MemTotal +%" PRId64 " MiB (%" PRIu64 " hotplugged blocks online: %" PRIu64 " movable, %" PRIu64
 		  " normal); pinned beyond boot %" PRIu64 " MiB",
 		  t->name, target / MIB, size / MIB, secs, vfio_calls() - calls,
-		  ((int64_t)kb - (int64_t)boot_memtotal_kb) / 1024, l2_val("online"), l2_val("movable"),
+		  ((int64_t)kb - (int64_t)boot_memtotal_kb) / 1024, l2_val("hot_online"), l2_val("movable"),
 		  l2_val("normal"), pin / MIB);
 	if (ret)
 		gu_tap_diag("QMP: %d %s", ret, qmp.reply);
