@@ -24,50 +24,13 @@
 #include <unistd.h>
 
 enum {
-	EDU_DMA_SRC = 0x80,
-	EDU_DMA_DST = 0x88,
-	EDU_DMA_COUNT = 0x90,
-	EDU_DMA_CMD = 0x98,
-	EDU_CMD_START = 0x1,
-	EDU_CMD_TO_RAM = 0x2,
-	EDU_BUF = 0x40000,
-	DMA_LEN = 4095, /* a transfer ending at the buffer's end aborts QEMU 7.2's edu */
 	PAGE = 4096,
 	MAX_PAGES = 65536, /* 256 MiB of tries */
+	EDU_BITS = 40,     /* edu's dma_mask on L1's QEMU (tests/vm/run-vm.py) */
 };
 
-static volatile uint8_t *bar0;
-
-static void reg_write(size_t off, uint64_t v)
-{
-	*(volatile uint64_t *)(volatile void *)(bar0 + off) = v;
-}
-
-static uint32_t reg_read32(size_t off)
-{
-	return *(volatile uint32_t *)(volatile void *)(bar0 + off);
-}
-
-static uint64_t reg_read(size_t off)
-{
-	return *(volatile uint64_t *)(volatile void *)(bar0 + off);
-}
-
-static int dma(uint64_t src, uint64_t dst, uint64_t cmd)
-{
-	struct timespec tick = { 0, 1000000 };
-
-	reg_write(EDU_DMA_SRC, src);
-	reg_write(EDU_DMA_DST, dst);
-	reg_write(EDU_DMA_COUNT, DMA_LEN);
-	reg_write(EDU_DMA_CMD, cmd | EDU_CMD_START);
-	for (int ms = 0; reg_read(EDU_DMA_CMD) & EDU_CMD_START; ms++) {
-		if (ms > 20000)
-			return -ETIMEDOUT;
-		nanosleep(&tick, NULL);
-	}
-	return 0;
-}
+/* guest_util's edu DMA with BAR0 mapped from sysfs instead of through VFIO. */
+static struct gu_edu edu = { .device = -1, .container = -1, .iova_limit = UINT64_C(1) << EDU_BITS };
 
 /* Find edu (1234:11e8), turn on memory decoding and bus mastering, map BAR0. */
 static int edu_open(void)
@@ -116,15 +79,18 @@ static int edu_open(void)
 	close(fd);
 	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource0", buf);
 	fd = open(path, O_RDWR | O_SYNC);
-	bar0 = fd < 0 ? MAP_FAILED : mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	void *bar0 = fd < 0 ? MAP_FAILED : mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (bar0 == MAP_FAILED) {
 		printf("@@L2 DMA fail map %s: %s\n", path, strerror(errno));
 		return -1;
 	}
 	close(fd);
+	edu.bar0 = bar0;
+	edu.bar0_size = 1 << 20;
 	/* edu answers 4-byte reads only below 0x80 (all ones otherwise). */
-	if (reg_read32(0) != 0x010000ed) {
-		printf("@@L2 DMA fail %s: identification 0x%08x is not edu's\n", buf, reg_read32(0));
+	uint32_t ident = *(volatile uint32_t *)bar0;
+	if (ident != 0x010000ed) {
+		printf("@@L2 DMA fail %s: identification 0x%08x is not edu's\n", buf, ident);
 		return -1;
 	}
 	return 0;
@@ -169,13 +135,13 @@ static int find(uint64_t start, uint64_t end)
 		printf("@@L2 DMA fail no locked page in [0x%" PRIx64 ", 0x%" PRIx64 ")\n", start, end);
 		return 1;
 	}
-	gu_pattern_fill(hit[0], DMA_LEN, 11);
+	gu_pattern_fill(hit[0], GU_EDU_DMA_MAX, 11);
 	memset(hit[1], 0, PAGE);
-	if (dma(pa[0], EDU_BUF, 0) || dma(EDU_BUF, pa[1], EDU_CMD_TO_RAM)) {
-		printf("@@L2 DMA fail edu stayed busy\n");
+	if (gu_edu_dma_from_ram(&edu, pa[0], 0, GU_EDU_DMA_MAX) || gu_edu_dma_to_ram(&edu, 0, pa[1], GU_EDU_DMA_MAX)) {
+		printf("@@L2 DMA fail edu did not run\n");
 		return 1;
 	}
-	long bad = gu_pattern_check(hit[1], DMA_LEN, 11);
+	long bad = gu_pattern_check(hit[1], GU_EDU_DMA_MAX, 11);
 	if (bad >= 0) {
 		printf("@@L2 DMA fail 0x%" PRIx64 " -> edu -> 0x%" PRIx64 ": byte %ld differs\n", pa[0], pa[1],
 		       bad);
@@ -193,8 +159,8 @@ int main(int argc, char **argv)
 	if (!strcmp(argv[1], "find") && argc == 4)
 		return find(strtoull(argv[2], NULL, 0), strtoull(argv[3], NULL, 0));
 	if (!strcmp(argv[1], "write")) {
-		int ret = dma(EDU_BUF, strtoull(argv[2], NULL, 0), EDU_CMD_TO_RAM);
-		printf("@@L2 DMAW %s\n", ret ? "busy" : "done");
+		int ret = gu_edu_dma_to_ram(&edu, 0, strtoull(argv[2], NULL, 0), GU_EDU_DMA_MAX);
+		printf("@@L2 DMAW %s\n", ret ? "fail" : "done");
 		return ret ? 1 : 0;
 	}
 	return 2;

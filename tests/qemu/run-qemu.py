@@ -195,17 +195,8 @@ def main():
         tap.diag(f"{o['name']}: VMM {o['qemu']} ({o['variant']}), kernel {meta['package']}, L1 initramfs "
                  f"{os.path.getsize(image) / 2**20:.0f} MiB, ready in {time.monotonic() - t0:.1f} s")
         tap.diag(f"L2: {shlex.join(cmd)}")
-    except rv.Skip as e:
-        msg = str(e).replace("\n", " | ")
-        if o["tap_skip"]:
-            print(f"1..0 # SKIP {msg}", flush=True)
-            return 0
-        sys.stderr.write(f"run-qemu.py: SKIP: {msg}\n")
-        return 77
-    except rv.Fail as e:
-        tap.line(False, f"setup: {str(e).splitlines()[0]}")
-        tap.diag(str(e))
-        return tap.done()
+    except (rv.Skip, rv.Fail) as e:
+        return rv.setup_failed(e, tap, o["tap_skip"], "run-qemu.py")
     # L1 holds the L2 QEMU's memory (1 GiB and what is plugged, all pinned) and the initramfs.
     args = list(rv.QEMU_ARGS)
     args[args.index("-m") + 1] = L1_MEMORY

@@ -507,6 +507,20 @@ def boot(o, meta, image, work, tap):
             tap.diag(f"  | {t}")
 
 
+def setup_failed(e, tap, tap_skip, prog):
+    """The exit code when preparing a boot raised Skip (QEMU not installable) or Fail."""
+    if isinstance(e, Skip):
+        msg = str(e).replace("\n", " | ")
+        if tap_skip:
+            print(f"1..0 # SKIP {msg}", flush=True)
+            return 0
+        sys.stderr.write(f"{prog}: SKIP: {msg}\n")
+        return 77
+    tap.line(False, f"setup: {str(e).splitlines()[0]}")
+    tap.diag(str(e))
+    return tap.done()
+
+
 def main():
     o = parse_args(sys.argv[1:])
     tap = Tap()
@@ -520,17 +534,8 @@ def main():
         image = build_initramfs(o, meta, work)
         tap.diag(f"{o['name']}: kernel {meta['package']} ({'fetched' if meta['fetched'] else 'cached'}), "
                  f"initramfs {os.path.getsize(image) / 2**20:.1f} MiB, ready in {time.monotonic() - t0:.1f} s")
-    except Skip as e:
-        msg = str(e).replace("\n", " | ")
-        if o["tap_skip"]:
-            print(f"1..0 # SKIP {msg}", flush=True)
-            return 0
-        sys.stderr.write(f"run-vm.py: SKIP: {msg}\n")
-        return 77
-    except Fail as e:
-        tap.line(False, f"setup: {str(e).splitlines()[0]}")
-        tap.diag(str(e))
-        return tap.done()
+    except (Skip, Fail) as e:
+        return setup_failed(e, tap, o["tap_skip"], "run-vm.py")
     boot(o, meta, image, work, tap)
     return tap.done()
 
