@@ -1,11 +1,12 @@
 /* tests/qemu/l1drive.c - in the L1 guest: run the L2 QEMU, drive virtio-mem through QMP, measure.
  *
  *   l1drive --cmd FILE [--preload SO] [--variant NAME] [--step-mib N] [--levels N] [--cycles N]
- *           [--boot-timeout S]
+ *           [--boot-timeout S] [--only SCENARIO[,SCENARIO]] [--break skip-unmap]
  *
  * FILE holds the L2 QEMU's command line, one argument a line; "@BDF@" becomes RDM_VM_BDF (edu,
  * bound to vfio-pci by tests/vm/init.sh). QEMU runs with SO preloaded (vfio_count.so: its
- * VFIO_IOMMU_MAP_DMA/UNMAP_DMA ioctls are counted in a shared file) and its stdio as L2's
+ * VFIO_IOMMU_MAP_DMA/UNMAP_DMA ioctls are counted in a shared file; --break skip-unmap has it
+ * swallow every unmap, to see the checks fail) and its stdio as L2's
  * serial console, over which l2-init.sh takes commands. Scenarios, one L2 boot:
  *   movable  hotplugged memory onlined to ZONE_MOVABLE; plug/unplug cycles of --levels steps of
  *            --step-mib up and down; edu DMA from L2 into plugged memory, and into the same
@@ -45,10 +46,10 @@
 #define COUNT_FILE "/tmp/vfio-count"
 
 static struct {
-	const char *cmd_file, *preload, *variant;
+	const char *cmd_file, *preload, *variant, *brk, *only;
 	uint64_t step, levels, cycles;
 	int boot_timeout_s;
-} opt = { NULL, NULL, "stock", 128 * MIB, 4, 2, 600 };
+} opt = { NULL, NULL, "stock", NULL, NULL, 128 * MIB, 4, 2, 600 };
 
 static struct {
 	pid_t pid;
@@ -185,6 +186,8 @@ static int start_qemu(void)
 		if (opt.preload)
 			setenv("LD_PRELOAD", opt.preload, 1);
 		setenv("RDM_QEMU_VFIO_COUNT", COUNT_FILE, 1);
+		if (opt.brk)
+			setenv("RDM_QEMU_VFIO_BREAK", opt.brk, 1);
 		execv(argv[0], argv);
 		printf("exec %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
@@ -369,6 +372,10 @@ int main(int argc, char **argv)
 			opt.levels = strtoull(v, NULL, 0);
 		else if (!strcmp(k, "--cycles"))
 			opt.cycles = strtoull(v, NULL, 0);
+		else if (!strcmp(k, "--only"))
+			opt.only = v;
+		else if (!strcmp(k, "--break"))
+			opt.brk = v;
 		else if (!strcmp(k, "--boot-timeout"))
 			opt.boot_timeout_s = atoi(v);
 	}
@@ -392,9 +399,12 @@ int main(int argc, char **argv)
 	if (!gu_tap_ok(!ret && boot_pinned > 0, "L2 QEMU pins its boot memory for VFIO (%" PRIu64 " MiB)",
 		       boot_pinned / MIB))
 		goto out;
-	cycles("movable", "online_movable", true);
-	cycles("kernel", "online", false);
-	reset();
+	if (!opt.only || strstr(opt.only, "movable"))
+		cycles("movable", "online_movable", true);
+	if (!opt.only || strstr(opt.only, "kernel"))
+		cycles("kernel", "online", false);
+	if (!opt.only || strstr(opt.only, "reset"))
+		reset();
 out:
 	if (qmp.fd > 0)
 		qmp_cmd(&qmp, 30000, "{\"execute\":\"quit\"}");
