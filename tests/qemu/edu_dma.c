@@ -1,8 +1,8 @@
 /* tests/qemu/edu_dma.c - edu DMA from the L2 guest, where edu is passed through by the L2 QEMU.
  *
- *   edu_dma find START END   lock pages until one lies at a physical address in [START, END)
- *                            (hotplugged memory), have edu copy it into its buffer and back into
- *                            another page of the range, check both; print
+ *   edu_dma find START END   lock pages until two lie at physical addresses in [START, END)
+ *                            (hotplugged memory), have edu copy the first into its buffer and
+ *                            from there into the second, compare; print
  *                            "@@L2 DMA ok paddr=0x..." or "@@L2 DMA fail <why>"
  *   edu_dma write PADDR      have edu write its buffer to PADDR (memory the guest no longer has);
  *                            print "@@L2 DMAW done" (L1's IOMMU reports the fault, not L2)
@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 enum {
