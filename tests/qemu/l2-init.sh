@@ -12,17 +12,9 @@
 #   dma START END     -> edu_dma find START END: edu DMA into a page of hotplugged memory
 #   dmaw PADDR        -> edu_dma write PADDR: edu DMA into memory that was unplugged
 #   off               -> power off
-/bin/busybox mkdir -p /proc /sys /dev /tmp /usr/bin /usr/sbin /sbin
-/bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
-dmesg -n 1
+. /etc/rdm-vm/setup.sh # tests/vm/guest-setup.sh: busybox, /proc /sys /dev /tmp, dmesg -n 1, up()
 stty -echo 2>/dev/null
 
-up() { cut -d' ' -f1 /proc/uptime; }
 # Shell builtins only in what l1drive polls (a fork and exec costs much in a nested guest);
 # memtotal sets mt.
 memtotal() {

@@ -309,6 +309,9 @@ def build_initramfs(o, meta, work):
         os.makedirs(os.path.join(root, d))
     shutil.copy("/bin/busybox", os.path.join(root, "bin", "busybox"))
     shutil.copy(o["init"], os.path.join(root, "init"))
+    # What every /init sources first.
+    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest-setup.sh"),
+                os.path.join(root, "etc/rdm-vm/setup.sh"))
     os.chmod(os.path.join(root, "init"), 0o755)
     for fn in meta["modules"]:
         shutil.copy(os.path.join(meta["moddir"], fn), os.path.join(root, "lib", "modules", fn))
