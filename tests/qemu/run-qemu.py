@@ -166,6 +166,21 @@ def build_bundle(o, meta, work, vmlinux):
     return b, cmd
 
 
+def l1_memory():
+    """L1 holds the L2 QEMU's memory (1 GiB and what is plugged, all pinned) and the initramfs:
+    it boots with L1_MEMORY instead of run-vm.py's 4 GiB (whose -m is in QEMU_ARGS, or in what
+    machine_args() returns where run-vm.py boots NUMA nodes)."""
+    def more(args):
+        args = list(args)
+        if "-m" in args:
+            args[args.index("-m") + 1] = L1_MEMORY
+        return args
+    if hasattr(rv, "machine_args"):
+        base = rv.machine_args
+        rv.machine_args = lambda numa: more(base(numa))
+    rv.QEMU_ARGS = more(rv.QEMU_ARGS)
+
+
 def main():
     o = parse_args(sys.argv[1:])
     tap = rv.Tap()
@@ -197,10 +212,7 @@ def main():
         tap.diag(f"L2: {shlex.join(cmd)}")
     except (rv.Skip, rv.Fail) as e:
         return rv.setup_failed(e, tap, o["tap_skip"], "run-qemu.py")
-    # L1 holds the L2 QEMU's memory (1 GiB and what is plugged, all pinned) and the initramfs.
-    args = list(rv.QEMU_ARGS)
-    args[args.index("-m") + 1] = L1_MEMORY
-    rv.QEMU_ARGS = args
+    l1_memory()
     rv.boot(l1, l1meta, image, work, tap)
     return tap.done()
 
