@@ -12,18 +12,8 @@
 #   @@RDM-VM DONE uptime=<s>
 # Kernel command-line words key=value arrive here as environment variables and are passed on to
 # the programs; dma_entry_limit=N becomes vfio_iommu_type1's parameter.
-/bin/busybox mkdir -p /proc /sys /dev /tmp /usr/bin /usr/sbin /sbin
-/bin/busybox --install -s
-export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
-# Kernel messages stay off the console so they cannot split the programs' lines; programs and
-# the DMESG block read the log from /dev/kmsg.
-dmesg -n 1
+. /etc/rdm-vm/setup.sh # busybox, /proc /sys /dev /tmp, kernel messages off the console, up()
 
-up() { cut -d' ' -f1 /proc/uptime; }
 dump_dmesg() {
 	echo "@@RDM-VM DMESG BEGIN"
 	dmesg

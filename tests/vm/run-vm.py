@@ -317,6 +317,9 @@ def build_initramfs(o, meta, work):
         os.makedirs(os.path.join(root, d))
     shutil.copy("/bin/busybox", os.path.join(root, "bin", "busybox"))
     shutil.copy(o["init"], os.path.join(root, "init"))
+    # What every /init sources first.
+    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest-setup.sh"),
+                os.path.join(root, "etc/rdm-vm/setup.sh"))
     os.chmod(os.path.join(root, "init"), 0o755)
     for fn in meta["modules"]:
         shutil.copy(os.path.join(meta["moddir"], fn), os.path.join(root, "lib", "modules", fn))
@@ -555,6 +558,20 @@ def boot(o, meta, image, work, tap):
             tap.diag(f"  | {t}")
 
 
+def setup_failed(e, tap, tap_skip, prog):
+    """The exit code when preparing a boot raised Skip (QEMU not installable) or Fail."""
+    if isinstance(e, Skip):
+        msg = str(e).replace("\n", " | ")
+        if tap_skip:
+            print(f"1..0 # SKIP {msg}", flush=True)
+            return 0
+        sys.stderr.write(f"{prog}: SKIP: {msg}\n")
+        return 77
+    tap.line(False, f"setup: {str(e).splitlines()[0]}")
+    tap.diag(str(e))
+    return tap.done()
+
+
 def main():
     o = parse_args(sys.argv[1:])
     tap = Tap()
@@ -568,17 +585,8 @@ def main():
         image = build_initramfs(o, meta, work)
         tap.diag(f"{o['name']}: kernel {meta['package']} ({'fetched' if meta['fetched'] else 'cached'}), "
                  f"initramfs {os.path.getsize(image) / 2**20:.1f} MiB, ready in {time.monotonic() - t0:.1f} s")
-    except Skip as e:
-        msg = str(e).replace("\n", " | ")
-        if o["tap_skip"]:
-            print(f"1..0 # SKIP {msg}", flush=True)
-            return 0
-        sys.stderr.write(f"run-vm.py: SKIP: {msg}\n")
-        return 77
-    except Fail as e:
-        tap.line(False, f"setup: {str(e).splitlines()[0]}")
-        tap.diag(str(e))
-        return tap.done()
+    except (Skip, Fail) as e:
+        return setup_failed(e, tap, o["tap_skip"], "run-vm.py")
     boot(o, meta, image, work, tap)
     return tap.done()
 
