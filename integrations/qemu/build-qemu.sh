@@ -14,8 +14,9 @@
 #   build/      QEMU's build directory
 #   qemu-system-x86_64        link to the built binary
 # A second run fetches nothing and rebuilds only what changed: the series is
-# reapplied only when a patch changed (and then only the files it touches
-# get new mtimes), librdm and QEMU go through their own incremental builds.
+# reapplied only when a patch changed (in a scratch worktree; the build tree
+# then moves to the result and only the files that differ get new mtimes),
+# librdm and QEMU go through their own incremental builds.
 #
 # --stock builds the same tree without the series into build-stock/ (the
 # reference variant of the tests), with qemu-system-x86_64-stock next to it.
@@ -110,14 +111,21 @@ if [ "$variant" = rdm ]; then
 	want_ref=rdm-$(series_id)
 	if ! gitq rev-parse -q --verify "refs/heads/$want_ref" >/dev/null; then
 		log "applying the patch series ($want_ref)"
-		gitq checkout -q -B "$want_ref" debian
-		gitq am -q --whitespace=nowarn "$here"/patches/*.patch || {
-			gitq am --abort || true
-			gitq checkout -q -f debian
-			gitq branch -q -D "$want_ref"
+		# In a scratch worktree, so that the build tree only ever moves
+		# from one patched state to the next (below) and keeps the
+		# mtimes of every file the change does not touch.
+		scratch=$work/qemu-src-am
+		rm -rf "$scratch"
+		gitq worktree prune
+		gitq worktree add -q --detach "$scratch" debian
+		if ! git -C "$scratch" -c user.name=build-qemu -c user.email=build-qemu@localhost \
+			am -q --whitespace=nowarn "$here"/patches/*.patch; then
+			gitq worktree remove --force "$scratch"
 			log "the patch series does not apply"
 			exit 1
-		}
+		fi
+		gitq branch -f "$want_ref" "$(git -C "$scratch" rev-parse HEAD)"
+		gitq worktree remove --force "$scratch"
 	fi
 fi
 if [ "$variant" = rdm ]; then
