@@ -5,6 +5,8 @@
 #   scripts/deps.sh test    build + what the real-kernel guest tests need (QEMU, busybox, cpio)
 #                           and the model checker of models/ (spin)
 #   scripts/deps.sh fuzz    build + clang, its libFuzzer/sanitizer runtimes and llvm-symbolizer
+#   scripts/deps.sh qemu    build + what integrations/qemu/build-qemu.sh needs to build Debian's
+#                           QEMU with librdm (glib, pixman, dpkg-source, git) and its smoke test
 # DPDK (libdpdk-dev) is optional: installed when available, for the ring benchmark's rte_ring peer.
 set -euo pipefail
 
@@ -17,7 +19,8 @@ for what in "$@"; do
 	main) want+=(gnuplot-nox libbenchmark-tools python3-scipy); optional+=(libdpdk-dev) ;;
 	test) want+=(qemu-system-x86 busybox-static cpio spin) ;;
 	fuzz) want+=(clang libclang-rt-dev llvm) ;;
-	*) echo "deps.sh: unknown set '$what' (build, main, test or fuzz)" >&2; exit 2 ;;
+	qemu) want+=(libglib2.0-dev libpixman-1-dev dpkg-dev git xz-utils busybox-static cpio) ;;
+	*) echo "deps.sh: unknown set '$what' (build, main, test, fuzz or qemu)" >&2; exit 2 ;;
 	esac
 done
 
