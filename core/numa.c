@@ -176,13 +176,35 @@ void rdm_node_placement_init(struct rdm_placement *pl, const struct rdm_node *n)
 
 /* ---------------------------------------------------------------- mbind */
 
+#define MASK_WORDS (MAX_NODES / (8 * sizeof(unsigned long)))
+
+/* The node mask of mbind/set_mempolicy naming only `node`. */
+static void node_mask(unsigned long mask[MASK_WORDS], int32_t node)
+{
+	memset(mask, 0, MASK_WORDS * sizeof(mask[0]));
+	mask[node / (8 * sizeof(unsigned long))] = 1ul << (node % (8 * sizeof(unsigned long)));
+}
+
 static int bind_range(void *addr, size_t len, int32_t node, bool strict)
 {
-	unsigned long mask[MAX_NODES / (8 * sizeof(unsigned long))] = {0};
+	unsigned long mask[MASK_WORDS];
 
-	mask[node / (8 * sizeof(unsigned long))] = 1ul << (node % (8 * sizeof(unsigned long)));
+	node_mask(mask, node);
 	if (mbind(addr, len, strict ? MPOL_BIND : MPOL_PREFERRED, mask, MAX_NODES + 1, MPOL_MF_MOVE) != 0)
 		return -errno;
+	return 0;
+}
+
+int rdm_node_bind_thread(const struct rdm_node *n)
+{
+	unsigned long mask[MASK_WORDS];
+
+	if (!rdm_numa_on())
+		return 0;
+	node_mask(mask, n->node);
+	if (set_mempolicy(rdm_node_strict(n) ? MPOL_BIND : MPOL_PREFERRED, mask, MAX_NODES + 1) != 0)
+		return rdm_fail(-errno, "cannot set the thread's memory policy to NUMA node %d (errno %d)", n->node,
+				errno);
 	return 0;
 }
 

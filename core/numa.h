@@ -59,6 +59,10 @@ int rdm_node_arena(const struct rdm_node *n, bool strict, unsigned *arena);
  * touched (MPOL_MF_MOVE). 0 or -errno with a message. No-op without NUMA. */
 int rdm_node_bind(void *addr, size_t len, const struct rdm_node *n, bool strict);
 
+/* The calling thread's memory policy: n's node (MPOL_BIND when strict,
+ * else MPOL_PREFERRED). 0 or -errno with a message; no-op without NUMA. */
+int rdm_node_bind_thread(const struct rdm_node *n);
+
 /* CPUs of node `node`: all of them, or (callers_only) those the calling
  * thread may run on. false if none. Without NUMA: the caller's CPUs. */
 bool rdm_node_cpus(int32_t node, bool callers_only, cpu_set_t *set);

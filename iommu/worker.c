@@ -95,7 +95,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <linux/futex.h>
-#include <numaif.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -761,15 +760,8 @@ static bool flush_pending(struct wstate *ws)
  */
 static void bind_thread_memory(struct rdm_worker *w)
 {
-	const struct rdm_node *n = &w->in.node;
-	unsigned long mask[16] = {0};
-
-	if (!rdm_numa_on() || n->node < 0 || n->node >= 1024)
-		return;
-	mask[n->node / 64] = 1ul << (n->node % 64);
-	if (set_mempolicy(rdm_node_strict(n) ? MPOL_BIND : MPOL_PREFERRED, mask, 1025) != 0)
-		rdm_log(RDM_LOG_WARNING, "worker: cannot set the thread's memory policy to node %d (errno %d)",
-			n->node, errno);
+	if (rdm_node_bind_thread(&w->in.node) != 0)
+		rdm_log(RDM_LOG_WARNING, "worker: %s", rdm_last_error());
 }
 
 static void *worker_main(void *arg)
