@@ -12,6 +12,10 @@
  *    its exact unplug one UNMAP (the lower bound's calls);
  *  - learned fine: after discards that leave islands, fresh plugs are cut
  *    into single units and nothing is deferred;
+ *  - scaled: with half the budget deferred, fresh pieces are one level
+ *    finer than the learned cut, and the budget's room clamps them (a
+ *    linear scale of the level, 6 * 1/2 = 3, cuts 16 MiB pieces; no scale
+ *    at all, 64 MiB ones);
  *  - exceeded: a learned coarse cut that the guest then bisects takes the
  *    region past its budget: counted once per crossing, logged, and new
  *    mappings are single units until it is back under;
@@ -174,6 +178,31 @@ static void test_learned_coarse(void)
 	CHECK(s1.map_calls - s0.map_calls == plugs);
 	CHECK(s1.unmap_calls - s0.unmap_calls == unplugs);
 	CHECK(deferred(&x) == 0);
+	world_fini(&x);
+}
+
+/* Half the budget deferred: a level finer, and never past the room. */
+static void test_scaled(void)
+{
+	struct world x;
+	size_t n;
+	uint64_t exp;
+
+	world_init(&x, 4096 * MiB, 64 * MiB, 0);
+	for (uint64_t c = 0; c < 8; c++) { /* teach whole chunks (level 6) */
+		CHECK(rdm_populate(x.r, c * CHUNK, CHUNK) == 0);
+		CHECK(rdm_discard(x.r, c * CHUNK, CHUNK) == 0);
+	}
+	CHECK(rdm_populate(x.r, 0, 64 * MiB) == 0); /* the room: 64 MiB */
+	mappings_in(&x, 0, 64 * MiB, &n, &exp);
+	CHECK(n == 1);
+	CHECK(rdm_discard(x.r, 2 * MiB, 32 * MiB) == 0); /* an edge inside: deferred */
+	CHECK(deferred(&x) == 32 * MiB);
+	/* Level 5 (64 MiB pieces), clamped to the room left: 32 MiB. */
+	CHECK(rdm_populate(x.r, 4 * CHUNK, 64 * MiB) == 0);
+	mappings_in(&x, 4 * CHUNK, 64 * MiB, &n, &exp);
+	printf("scaled: 64 MiB in %zu mappings with half the budget deferred\n", n);
+	CHECK(n == 2);
 	world_fini(&x);
 }
 
@@ -357,6 +386,7 @@ int main(void)
 	test_exposure();
 	test_learned_coarse();
 	test_learned_fine();
+	test_scaled();
 	test_exceeded();
 	test_mapping_limit();
 	test_limit_replan();
