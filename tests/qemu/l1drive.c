@@ -19,11 +19,17 @@
  * beyond what it pinned at boot equals the plugged size plus what the VMM defers (--deferred
  * names a QOM integer property holding those bytes; none for a stock QEMU). Prints per scenario
  *   SUMMARY qemu scenario=S variant=V vfio_calls=N plug_s=T unplug_s=T
- *           pinned_after_unplug_bytes=B deferred_peak_bytes=D
+ *           pinned_after_unplug_bytes=B deferred_peak_bytes=D plug_map_calls=C plug_map_s=T
+ *           plug_call_s=T plug_page_s=T
  * with plug_s/unplug_s the mean time of one step (QMP request to size == requested-size; steps
  * that never got there, kernel-zone unplugs, are counted apart),
  * vfio_calls the map + unmap ioctls of the scenario, B the pinned bytes beyond boot after the
- * scenario's last unplug (after the reset for reset).
+ * scenario's last unplug (after the reset for reset). The plug time's split: per plug step, the
+ * MAP_DMA calls (C) and the time inside them (plug_map_s, timed by vfio_count.so), and the
+ * kernel's cost model, measured first on L1's own container (calibrate(): a map call costs
+ * call_us + page_ns per page; SUMMARY qemu-map-cost), applied to the step's calls and pages: a
+ * part per call (plug_call_s = C * call_us) and a part per page (plug_page_s); the rest of plug_s
+ * is the guest's and the VMM's own work.
  */
 #include "guest_util.h"
 #include "qmp.h"
@@ -226,11 +232,83 @@ static uint64_t vfio_calls(void)
 
 /* ---- scenarios ---- */
 
+/* The MAP_DMA sums of vfio_count.so: calls, pages, ns inside the ioctl. */
+struct mapsum {
+	uint64_t n, p, t;
+};
+
+static struct mapsum mapsum(void)
+{
+	struct mapsum m = {
+		atomic_load_explicit(&counts->map, memory_order_relaxed),
+		atomic_load_explicit(&counts->map_pages, memory_order_relaxed),
+		atomic_load_explicit(&counts->map_ns, memory_order_relaxed),
+	};
+	return m;
+}
+
+/* The kernel's cost of one VFIO_IOMMU_MAP_DMA, t = call_s + page_s * pages, measured by
+ * calibrate() on L1's container before the L2 QEMU owns the group (0: not measured). */
+static double call_s, page_s;
+
+/*
+ * Map fresh anonymous memory (never touched, as virtio-mem's plugged memory is after QEMU
+ * discarded it: the kernel faults in, zeroes and pins every page) in pieces of 4 KiB, 2, 16 and
+ * 128 MiB on a container of edu's group and time each call; sizes interleaved, so drift hits all
+ * of them. A one-page call is nearly all per-call cost: call_s = t(4 KiB) - page_s and page_s =
+ * (t(128 MiB) - t(4 KiB)) / 32767 from the means; 2 and 16 MiB show whether the cost is linear
+ * in pages between the two.
+ */
+static void calibrate(void)
+{
+	static const uint64_t sizes[] = { 4096, 2 * MIB, 16 * MIB, 128 * MIB };
+	static const int reps[] = { 16, 4, 2, 1 };
+	double sum[4] = { 0 }, cnt[4] = { 0 }, mean[4];
+	struct gu_vfio v;
+	int ret = gu_vfio_open(&v), bad = 0;
+
+	for (int round = 0; !ret && round < 4; round++)
+		for (size_t k = 0; k < 4; k++)
+			for (int rep = 0; rep < reps[k]; rep++) {
+				uint64_t len = sizes[k], iova = UINT64_C(1) << 36;
+				void *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+				double t0 = now_s();
+
+				if (mem == MAP_FAILED || gu_dma_map(v.container, iova, mem, len)) {
+					bad++;
+				} else {
+					sum[k] += now_s() - t0;
+					cnt[k]++;
+					if (gu_dma_unmap(v.container, iova, len, NULL))
+						bad++;
+				}
+				if (mem != MAP_FAILED)
+					munmap(mem, len);
+			}
+	if (!ret)
+		gu_vfio_close(&v);
+	for (size_t k = 0; k < 4; k++)
+		mean[k] = cnt[k] ? sum[k] / cnt[k] : 0;
+	if (!ret && !bad) {
+		page_s = (mean[3] - mean[0]) / 32767;
+		call_s = mean[0] - page_s;
+	}
+	gu_tap_ok(!ret && !bad && mean[3] > mean[0],
+		  "the kernel's cost of a VFIO map call, over %.0f calls: 4 KiB %.2f ms, 2 MiB %.2f ms, 16 MiB %.1f ms, "
+		  "128 MiB %.1f ms: %.1f us per call + %.0f ns per 4 KiB page (predicts 2 MiB %.2f ms, 16 MiB %.1f ms)",
+		  cnt[0] + cnt[1] + cnt[2] + cnt[3], mean[0] * 1e3, mean[1] * 1e3, mean[2] * 1e3, mean[3] * 1e3,
+		  call_s * 1e6, page_s * 1e9, (call_s + 512 * page_s) * 1e3, (call_s + 4096 * page_s) * 1e3);
+	printf("SUMMARY qemu-map-cost variant=%s call_us=%.1f page_ns=%.1f map_4k_ms=%.3f map_2m_ms=%.3f "
+	       "map_16m_ms=%.2f map_128m_ms=%.1f\n",
+	       opt.variant, call_s * 1e6, page_s * 1e9, mean[0] * 1e3, mean[1] * 1e3, mean[2] * 1e3, mean[3] * 1e3);
+}
+
 struct tally {
 	const char *name;
 	double plug_s, unplug_s;
 	unsigned plugs, unplugs, unreached; /* steps timed; steps that did not reach their size */
 	uint64_t calls0, pinned_after, deferred_peak;
+	uint64_t plug_maps, plug_pages, plug_map_ns; /* MAP_DMA calls of the timed plug steps */
 };
 
 /* Bytes the VMM keeps mapped (and pinned) after the guest gave them back, when it says so
@@ -246,6 +324,7 @@ static int deferred(uint64_t *bytes)
 static bool step(struct tally *t, uint64_t target, bool must_reach)
 {
 	uint64_t size = 0, before = 0, calls = vfio_calls();
+	struct mapsum m0 = mapsum();
 	double t0 = now_s(), secs, limit = must_reach ? 120 : 30;
 	int ret;
 
@@ -258,8 +337,13 @@ static bool step(struct tally *t, uint64_t target, bool must_reach)
 	if (size != target) {
 		t->unreached++; /* a timeout says nothing about how long a step takes */
 	} else if (target > before) {
+		struct mapsum m1 = mapsum();
+
 		t->plug_s += secs;
 		t->plugs++;
+		t->plug_maps += m1.n - m0.n;
+		t->plug_pages += m1.p - m0.p;
+		t->plug_map_ns += m1.t - m0.t;
 	} else {
 		t->unplug_s += secs;
 		t->unplugs++;
@@ -291,10 +375,14 @@ static bool step(struct tally *t, uint64_t target, bool must_reach)
 
 static void summary(struct tally *t)
 {
+	double per = t->plugs ? 1.0 / t->plugs : 0;
+
 	printf("SUMMARY qemu scenario=%s variant=%s vfio_calls=%" PRIu64 " plug_s=%.3f unplug_s=%.3f "
-	       "pinned_after_unplug_bytes=%" PRIu64 " deferred_peak_bytes=%" PRIu64 "\n",
-	       t->name, opt.variant, vfio_calls() - t->calls0, t->plugs ? t->plug_s / t->plugs : 0,
-	       t->unplugs ? t->unplug_s / t->unplugs : 0, t->pinned_after, t->deferred_peak);
+	       "pinned_after_unplug_bytes=%" PRIu64 " deferred_peak_bytes=%" PRIu64 " plug_map_calls=%.1f "
+	       "plug_map_s=%.3f plug_call_s=%.3f plug_page_s=%.3f\n",
+	       t->name, opt.variant, vfio_calls() - t->calls0, t->plug_s * per, t->unplugs ? t->unplug_s / t->unplugs : 0,
+	       t->pinned_after, t->deferred_peak, (double)t->plug_maps * per, (double)t->plug_map_ns / 1e9 * per,
+	       call_s * (double)t->plug_maps * per, page_s * (double)t->plug_pages * per);
 	gu_tap_diag("%s: %u plugs and %u unplugs of %" PRIu64 " MiB timed, %u steps short of their size; VFIO "
 		    "maps %" PRIu64 " unmaps %" PRIu64 " rejected %" PRIu64 " (whole run so far)",
 		    t->name, t->plugs, t->unplugs, opt.step / MIB, t->unreached, (uint64_t)counts->map, (uint64_t)counts->unmap,
@@ -400,6 +488,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(k, "--boot-timeout"))
 			opt.boot_timeout_s = atoi(v);
 	}
+	if (opt.cmd_file)
+		calibrate();
 	if (!opt.cmd_file || start_qemu()) {
 		gu_tap_ok(false, "start the L2 QEMU");
 		return gu_tap_done();

@@ -3,6 +3,8 @@
  * Loaded into the L2 QEMU by l1drive: every ioctl() goes through here to libc's. The counts live
  * in a shared file (RDM_QEMU_VFIO_COUNT names it) so l1drive reads them while QEMU runs: see
  * struct vfio_counts in vfio_count.h. A request that the kernel rejects is counted as failed.
+ * Each successful MAP_DMA is also timed (CLOCK_MONOTONIC around the real ioctl) and its pages
+ * counted: l1drive reports the time a plug spends inside the kernel's map calls.
  *
  * RDM_QEMU_VFIO_BREAK=skip-unmap breaks the VMM on purpose, to see the harness's checks fail:
  * every UNMAP_DMA at or above 4 GiB (virtio-mem's region; L2's boot memory lies below) is
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef int (*ioctl_fn)(int, unsigned long, ...);
@@ -56,11 +59,24 @@ int ioctl(int fd, unsigned long request, ...)
 	va_start(ap, request);
 	arg = va_arg(ap, void *);
 	va_end(ap);
+	struct timespec t0, t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (skip_unmap && request == VFIO_IOMMU_UNMAP_DMA &&
 	    ((struct vfio_iommu_type1_dma_unmap *)arg)->iova >= UINT64_C(1) << 32)
 		ret = 0;
 	else
 		ret = real_ioctl(fd, request, arg);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (counts && request == VFIO_IOMMU_MAP_DMA && !ret) {
+		uint64_t pages = ((struct vfio_iommu_type1_dma_map *)arg)->size / 4096;
+		uint64_t ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)t1.tv_nsec -
+			      (uint64_t)t0.tv_nsec;
+
+		/* Relaxed, as the counts below: read between steps. */
+		atomic_fetch_add_explicit(&counts->map_pages, pages, memory_order_relaxed);
+		atomic_fetch_add_explicit(&counts->map_ns, ns, memory_order_relaxed);
+	}
 	if (counts && (request == VFIO_IOMMU_MAP_DMA || request == VFIO_IOMMU_UNMAP_DMA)) {
 		/* Relaxed: l1drive reads the counts between steps, after QEMU has answered the QMP
 		 * request that caused them; no other memory depends on them. */
