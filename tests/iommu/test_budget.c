@@ -13,9 +13,9 @@
  *  - learned fine: after discards that leave islands, fresh plugs are cut
  *    into single units and nothing is deferred;
  *  - scaled: with half the budget deferred, fresh pieces are one level
- *    finer than the learned cut, and the budget's room clamps them (a
- *    linear scale of the level, 6 * 1/2 = 3, cuts 16 MiB pieces; no scale
- *    at all, 64 MiB ones);
+ *    finer than the learned cut (64 MiB pieces; a linear scale of the
+ *    level, 6 * 1/2 = 3, cuts 16 MiB ones; no scale at all, one 128 MiB
+ *    mapping, which the room left still allows);
  *  - exceeded: a learned coarse cut that the guest then bisects takes the
  *    region past its budget: counted once per crossing, logged, and new
  *    mappings are single units until it is back under;
@@ -181,27 +181,29 @@ static void test_learned_coarse(void)
 	world_fini(&x);
 }
 
-/* Half the budget deferred: a level finer, and never past the room. */
+/* Half the budget deferred: a level finer, where the room would allow more. */
 static void test_scaled(void)
 {
 	struct world x;
 	size_t n;
 	uint64_t exp;
 
-	world_init(&x, 4096 * MiB, 64 * MiB, 0);
+	world_init(&x, 4096 * MiB, 256 * MiB, 0);
 	for (uint64_t c = 0; c < 8; c++) { /* teach whole chunks (level 6) */
 		CHECK(rdm_populate(x.r, c * CHUNK, CHUNK) == 0);
 		CHECK(rdm_discard(x.r, c * CHUNK, CHUNK) == 0);
 	}
-	CHECK(rdm_populate(x.r, 0, 64 * MiB) == 0); /* the room: 64 MiB */
-	mappings_in(&x, 0, 64 * MiB, &n, &exp);
-	CHECK(n == 1);
-	CHECK(rdm_discard(x.r, 2 * MiB, 32 * MiB) == 0); /* an edge inside: deferred */
-	CHECK(deferred(&x) == 32 * MiB);
-	/* Level 5 (64 MiB pieces), clamped to the room left: 32 MiB. */
-	CHECK(rdm_populate(x.r, 4 * CHUNK, 64 * MiB) == 0);
-	mappings_in(&x, 4 * CHUNK, 64 * MiB, &n, &exp);
-	printf("scaled: 64 MiB in %zu mappings with half the budget deferred\n", n);
+	CHECK(rdm_populate(x.r, 0, 2 * CHUNK) == 0); /* a mapping per chunk */
+	mappings_in(&x, 0, 2 * CHUNK, &n, &exp);
+	CHECK(n == 2);
+	/* Edges inside both: 63 + 1 blocks deferred, half the budget. */
+	CHECK(rdm_discard(x.r, 2 * MiB, CHUNK - 2 * MiB) == 0);
+	CHECK(rdm_discard(x.r, CHUNK + 2 * MiB, 2 * MiB) == 0);
+	CHECK(deferred(&x) == 128 * MiB);
+	/* Level 5: two 64 MiB pieces (the room left, 128 MiB, would allow one). */
+	CHECK(rdm_populate(x.r, 4 * CHUNK, CHUNK) == 0);
+	mappings_in(&x, 4 * CHUNK, CHUNK, &n, &exp);
+	printf("scaled: 128 MiB in %zu mappings with half the budget deferred\n", n);
 	CHECK(n == 2);
 	world_fini(&x);
 }
