@@ -289,15 +289,18 @@ static void calibrate(void)
 		gu_vfio_close(&v);
 	for (size_t k = 0; k < 4; k++)
 		mean[k] = cnt[k] ? sum[k] / cnt[k] : 0;
+	double pages[4];
+	for (size_t k = 0; k < 4; k++)
+		pages[k] = (double)(sizes[k] / 4096);
 	if (!ret && !bad) {
-		page_s = (mean[3] - mean[0]) / 32767;
-		call_s = mean[0] - page_s;
+		page_s = (mean[3] - mean[0]) / (pages[3] - pages[0]);
+		call_s = mean[0] - page_s * pages[0];
 	}
 	gu_tap_ok(!ret && !bad && mean[3] > mean[0],
 		  "the kernel's cost of a VFIO map call, over %.0f calls: 4 KiB %.2f ms, 2 MiB %.2f ms, 16 MiB %.1f ms, "
 		  "128 MiB %.1f ms: %.1f us per call + %.0f ns per 4 KiB page (predicts 2 MiB %.2f ms, 16 MiB %.1f ms)",
 		  cnt[0] + cnt[1] + cnt[2] + cnt[3], mean[0] * 1e3, mean[1] * 1e3, mean[2] * 1e3, mean[3] * 1e3,
-		  call_s * 1e6, page_s * 1e9, (call_s + 512 * page_s) * 1e3, (call_s + 4096 * page_s) * 1e3);
+		  call_s * 1e6, page_s * 1e9, (call_s + pages[1] * page_s) * 1e3, (call_s + pages[2] * page_s) * 1e3);
 	printf("SUMMARY qemu-map-cost variant=%s call_us=%.1f page_ns=%.1f map_4k_ms=%.3f map_2m_ms=%.3f "
 	       "map_16m_ms=%.2f map_128m_ms=%.1f\n",
 	       opt.variant, call_s * 1e6, page_s * 1e9, mean[0] * 1e3, mean[1] * 1e3, mean[2] * 1e3, mean[3] * 1e3);
