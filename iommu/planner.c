@@ -67,11 +67,18 @@
  *     Two estimates per level come of it, over the last region's worth of
  *     discarded blocks (halved past it: bounded state, old behaviour fades):
  *     the blocks it would have deferred (a rate) and those it would still
- *     hold (a level: deferrals less what later discards released). The cut
- *     is the coarsest level that would hold at most half the budget and
- *     whose deferring share stays within four times the budget's share of
- *     the region (a transient edge, released by the next discard, is not
- *     held; a permanent one is). A guest that unplugs whole memory blocks
+ *     hold (a level: deferrals less what later discards released), with the
+ *     most the latter has been (halved with the rest). The cut is the
+ *     coarsest level whose held peak stays within half the budget and whose
+ *     deferring share stays within four times the budget's share of the
+ *     region (a transient edge, released by the next discard, is not held;
+ *     a permanent one is). The peak, not the level now: the budget bounds
+ *     the peak, and a guest that walked its memory down a block at a time
+ *     and then gave back the last block (or was reset) holds nothing at the
+ *     end, but the next walk would hold as much again (sbm and reset with
+ *     other seeds and busy shares: deferred peaks of 366-810 MiB on a 328
+ *     MiB budget judged by the level now, 194-262 MiB by the peak; calls
+ *     rose 0-27% where that happened, none on the shipped traces). A guest that unplugs whole memory blocks
  *     gets whole-block mappings again; one whose unplugs leave islands
  *     everywhere gets single units; conversions of aligned ranges get their
  *     size. As deferred memory fills the budget the learned cut shrinks, a
@@ -1265,6 +1272,8 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 		p->would_defer[e] += d;
 		p->would_hold[e] += d;
 		p->would_hold[e] -= credit < p->would_hold[e] ? credit : p->would_hold[e];
+		if (p->would_hold[e] > p->would_peak[e])
+			p->would_peak[e] = p->would_hold[e];
 	}
 	p->evidence = true;
 	p->seen_blocks += b - a;
@@ -1273,10 +1282,11 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 		for (unsigned e = 0; e <= p->max_cut; e++) {
 			p->would_defer[e] /= 2;
 			p->would_hold[e] /= 2;
+			p->would_peak[e] /= 2;
 		}
 	}
-	/* Coarsest level whose held estimate is within half the budget and
-	 * whose deferring share is within four times the budget's share. */
+	/* Coarsest level whose held peak is within half the budget and whose
+	 * deferring share is within four times the budget's share. */
 	if (p->budget_blocks == UINT64_MAX) {
 		p->cut = p->max_cut;
 		return;
@@ -1285,7 +1295,7 @@ static void learn_discard(struct rdm_planner *p, uint64_t a, uint64_t b)
 
 	p->cut = 0;
 	for (unsigned e = p->max_cut; e > 0; e--) {
-		if (p->would_hold[e] * 2 <= p->budget_blocks &&
+		if (p->would_peak[e] * 2 <= p->budget_blocks &&
 		    (unsigned __int128)p->would_defer[e] * p->nblocks <=
 			    (unsigned __int128)p->seen_blocks * p->budget_blocks * 4) {
 			p->cut = e;

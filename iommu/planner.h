@@ -88,6 +88,7 @@ struct rdm_planner {
 	uint64_t window_blocks, seen_blocks;
 	uint64_t would_defer[RDM_PLANNER_LEVELS]; /* blocks each discard would have deferred */
 	uint64_t would_hold[RDM_PLANNER_LEVELS];  /* the same, less what later discards would have released */
+	uint64_t would_peak[RDM_PLANNER_LEVELS];  /* the most would_hold has been (halved with the rest) */
 
 	struct rdm_wbackend *be[RDM_PLANNER_MAX_BACKENDS];
 	uint32_t nbe;

@@ -16,6 +16,9 @@
  *    finer than the learned cut (64 MiB pieces; a linear scale of the
  *    level, 6 * 1/2 = 3, cuts 16 MiB ones; no scale at all, one 128 MiB
  *    mapping, which the room left still allows);
+ *  - held peak: a level that would have held more than half the budget
+ *    stays out of the cut after the guest released it all (judging by what
+ *    it holds now, a fresh plug is one whole-chunk mapping again);
  *  - exceeded: a learned coarse cut that the guest then bisects takes the
  *    region past its budget: counted once per crossing, logged, and new
  *    mappings are single units until it is back under;
@@ -257,6 +260,42 @@ static void test_learned_fine(void)
 	world_fini(&x);
 }
 
+/*
+ * A cut is judged by the most it would have held, not by what it holds now:
+ * after many exact whole-chunk discards (cut: whole chunks), the guest walks
+ * one chunk down a block at a time and keeps its lowest block - 63 blocks a
+ * whole-chunk mapping would hold, past half the budget (41 of 82 blocks) -
+ * then gives that block back too, which releases them all. Judged by what
+ * level 6 holds now (nothing), the next plug would be one 128 MiB mapping
+ * again, ready to defer 126 MiB at the next such walk. Judged by the most
+ * each level held (level 5: 31 blocks), it is cut into 64 MiB pieces.
+ */
+static void test_held_peak(void)
+{
+	struct world x;
+	size_t n;
+	uint64_t exp;
+
+	world_init(&x, 8192 * MiB, 0, 0); /* budget 164 MiB: room for a whole chunk */
+	for (uint64_t c = 0; c < 24; c++) { /* whole chunks, exactly */
+		CHECK(rdm_populate(x.r, c * CHUNK, CHUNK) == 0);
+		CHECK(rdm_discard(x.r, c * CHUNK, CHUNK) == 0);
+	}
+	CHECK(rdm_populate(x.r, 0, CHUNK) == 0);
+	mappings_in(&x, 0, CHUNK, &n, &exp);
+	CHECK(n == 1); /* the cut learned: whole chunks */
+	for (uint64_t b = CHUNK / BS; b-- > 1;)
+		CHECK(rdm_discard(x.r, b * BS, BS) == 0);
+	CHECK(deferred(&x) == CHUNK - BS);
+	CHECK(rdm_discard(x.r, 0, BS) == 0);
+	CHECK(deferred(&x) == 0);
+	CHECK(rdm_populate(x.r, 8 * CHUNK, CHUNK) == 0);
+	mappings_in(&x, 8 * CHUNK, CHUNK, &n, &exp);
+	printf("held peak: a fresh chunk in %zu mappings after a walk that held 63 blocks\n", n);
+	CHECK(n == 2);
+	world_fini(&x);
+}
+
 static unsigned warnings;
 
 static void on_log(void *opaque, enum rdm_log_level level, const char *msg)
@@ -389,6 +428,7 @@ int main(void)
 	test_learned_coarse();
 	test_learned_fine();
 	test_scaled();
+	test_held_peak();
 	test_exceeded();
 	test_mapping_limit();
 	test_limit_replan();

@@ -365,6 +365,7 @@ static bool same_accounts(const struct world *a, const struct world *b)
 	SAME(seen_blocks);
 	SAME(would_defer);
 	SAME(would_hold);
+	SAME(would_peak);
 	SAME(leak_all);
 	for (uint32_t i = 0; i < x->nbe; i++)
 		if (x->be[i]->used != y->be[i]->used || x->be[i]->failed != y->be[i]->failed) {
