@@ -29,7 +29,10 @@
  * kernel's cost model, measured first on L1's own container (calibrate(): a map call costs
  * call_us + page_ns per page; SUMMARY qemu-map-cost), applied to the step's calls and pages: a
  * part per call (plug_call_s = C * call_us) and a part per page (plug_page_s); the rest of plug_s
- * is the guest's and the VMM's own work.
+ * is the guest's and the VMM's own work. With more than one cycle, movable and kernel also print
+ *   SUMMARY qemu-cycles scenario=S variant=V cycles=N vfio_calls_first_cycle=F
+ *           vfio_calls_per_later_cycle=L
+ * the calls of the first cycle (before the guest ever unplugged) and the mean of the others.
  */
 #include "guest_util.h"
 #include "qmp.h"
@@ -312,6 +315,10 @@ struct tally {
 	unsigned plugs, unplugs, unreached; /* steps timed; steps that did not reach their size */
 	uint64_t calls0, pinned_after, deferred_peak;
 	uint64_t plug_maps, plug_pages, plug_map_ns; /* MAP_DMA calls of the timed plug steps */
+	/* VFIO calls of the first cycle and of all later ones (cycles() only): what a VMM pays
+	 * before the region has seen an unplug, and once it has (iommu/planner.c, the learned cut). */
+	uint64_t calls_first, calls_later;
+	unsigned ncycles;
 };
 
 /* Bytes the VMM keeps mapped (and pinned) after the guest gave them back, when it says so
@@ -386,6 +393,11 @@ static void summary(struct tally *t)
 	       t->name, opt.variant, vfio_calls() - t->calls0, t->plug_s * per, t->unplugs ? t->unplug_s / t->unplugs : 0,
 	       t->pinned_after, t->deferred_peak, (double)t->plug_maps * per, (double)t->plug_map_ns / 1e9 * per,
 	       call_s * (double)t->plug_maps * per, page_s * (double)t->plug_pages * per);
+	if (t->ncycles > 1)
+		printf("SUMMARY qemu-cycles scenario=%s variant=%s cycles=%u vfio_calls_first_cycle=%" PRIu64
+		       " vfio_calls_per_later_cycle=%.1f\n",
+		       t->name, opt.variant, t->ncycles, t->calls_first,
+		       (double)t->calls_later / (double)(t->ncycles - 1));
 	gu_tap_diag("%s: %u plugs and %u unplugs of %" PRIu64 " MiB timed, %u steps short of their size; VFIO "
 		    "maps %" PRIu64 " unmaps %" PRIu64 " rejected %" PRIu64 " (whole run so far)",
 		    t->name, t->plugs, t->unplugs, opt.step / MIB, t->unreached, (uint64_t)counts->map, (uint64_t)counts->unmap,
@@ -424,6 +436,8 @@ static void cycles(const char *name, const char *policy, bool dma)
 	gu_tap_ok(l2_cmd("ONLINE", 60, "online %s", policy) == 0 && strstr(l2.line, policy),
 		  "%s: L2 onlines hotplugged memory as %s", name, policy);
 	for (uint64_t c = 0; c < opt.cycles; c++) {
+		uint64_t c0 = vfio_calls();
+
 		for (uint64_t k = 1; k <= opt.levels; k++) {
 			step(&t, k * opt.step, true);
 			if (dma && c == 0 && k == 1)
@@ -433,6 +447,11 @@ static void cycles(const char *name, const char *policy, bool dma)
 			step(&t, k * opt.step, movable);
 		if (dma && c == 0 && paddr)
 			dma_unplugged(paddr);
+		if (c == 0)
+			t.calls_first = vfio_calls() - c0;
+		else
+			t.calls_later += vfio_calls() - c0;
+		t.ncycles++;
 	}
 	t.pinned_after = pinned() - boot_pinned;
 	summary(&t);
