@@ -78,10 +78,10 @@
  *     end, but the next walk would hold as much again (sbm and reset with
  *     other seeds and busy shares: deferred peaks of 366-810 MiB on a 328
  *     MiB budget judged by the level now, 194-262 MiB by the peak; calls
- *     rose 0-27% where that happened, none on the shipped traces). A guest that unplugs whole memory blocks
- *     gets whole-block mappings again; one whose unplugs leave islands
- *     everywhere gets single units; conversions of aligned ranges get their
- *     size. As deferred memory fills the budget the learned cut shrinks, a
+ *     rose 0-27% where that happened, none on the shipped traces). A guest
+ *     that unplugs whole memory blocks gets whole-block mappings again; one
+ *     whose unplugs leave islands everywhere gets single units; conversions
+ *     of aligned ranges get their size. As deferred memory fills the budget the learned cut shrinks, a
  *     level per halving of the budget's free share (none left: single
  *     units). When the cut grows, mappings of step 1 at a level it allows
  *     stop counting as exposure.
