@@ -849,6 +849,8 @@ static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool stri
 	 * nonempty range populated). */
 	if (!strict && rdm_tree_all(&r->tree, root, s, e, false))
 		return 0;
+	/* The listeners are told from root, the state before this discard. */
+	rdm_tree_keep_working(&r->tree);
 	ret = rdm_tree_prepare(&r->tree, s, e, false);
 	if (ret != 0)
 		return rdm_fail(ret, "discard: out of memory for the new state");

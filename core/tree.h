@@ -41,6 +41,16 @@
 #include "core/tsan.h"
 
 #define RDM_TREE_VEC_INLINE 48
+/* Nodes of the open working version a later step may write in place. */
+#define RDM_TREE_HOT 16
+#define RDM_TREE_UNDO_INLINE 32
+
+/* One word a step overwrote in place, to restore if the step fails. */
+struct rdm_tree_undo {
+	void *addr;   /* a bitmap word (uint64_t) or an inner slot (uintptr_t) */
+	uint64_t old;
+	bool slot;
+};
 
 /* A writer's scratch list of node references (inline first, then heap). */
 struct rdm_tree_vec {
@@ -79,6 +89,14 @@ struct rdm_tree {
 	size_t retired_kept;
 	/* A working version is open: prepared steps not yet published. */
 	bool open;
+	/* Nodes made since the working version opened (tree.c "Working
+	 * version"), untagged, round robin; 0 = none. Only these are written
+	 * in place, each overwritten word logged in `undo` first. */
+	uintptr_t hot[RDM_TREE_HOT];
+	unsigned hot_next;
+	struct rdm_tree_undo *undo; /* the step in progress's log */
+	size_t nundo, undo_cap;
+	struct rdm_tree_undo undo_inline[RDM_TREE_UNDO_INLINE];
 	/* Versions published (rdm_tree_publish() calls that stored a root);
 	 * written by the writer only, read relaxed by tests and stats. */
 	_Atomic uint64_t versions;
@@ -252,8 +270,14 @@ typedef void (*rdm_tree_load_fn)(void *opaque, uint64_t first, uint64_t *words);
 int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque);
 void rdm_tree_publish(struct rdm_tree *t);
 /* The writer's current state: the open working version (every prepared,
- * unpublished step applied), else the published one. Writer only. */
+ * unpublished step applied), else the published one. Writer only. A later
+ * step may write the working version's nodes in place (tree.c "Working
+ * version"): to read this root after further steps, keep it first. */
 uintptr_t rdm_tree_working(const struct rdm_tree *t);
+/* The working version as it is now stays readable, unchanged, until the
+ * retire that follows its replacement's publish: later steps copy its nodes
+ * instead of writing them in place. Writer only. */
+void rdm_tree_keep_working(struct rdm_tree *t);
 bool rdm_tree_is_open(const struct rdm_tree *t);
 /* Versions published so far (any thread; a count for tests and stats). */
 uint64_t rdm_tree_versions(const struct rdm_tree *t);

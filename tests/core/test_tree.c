@@ -1,0 +1,238 @@
+/* test_tree.c - the range tree's working version: steps written in place, undone when one fails, against a bitmap oracle. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu-bp.h>
+
+#include "core/alloc.h"
+#include "core/tree.h"
+#include "tests/check.h"
+#include "tests/rng.h"
+
+#define LEAF 4096u
+
+/* ---- the oracle: one bool per block ---- */
+
+static bool state_is(const struct rdm_tree *t, uintptr_t root, const bool *o, uint64_t n, const char *what)
+{
+	uint64_t count = 0;
+
+	for (uint64_t b = 0; b < n; b++) {
+		if (rdm_tree_all(t, root, b, b + 1, true) != o[b]) {
+			fprintf(stderr, "%s: block %" PRIu64 ": tree %d, oracle %d\n", what, b, !o[b], o[b]);
+			return false;
+		}
+		count += o[b];
+	}
+	if (rdm_tree_count(t, root, 0, n) != count) {
+		fprintf(stderr, "%s: count %" PRIu64 ", oracle %" PRIu64 "\n", what, rdm_tree_count(t, root, 0, n),
+			count);
+		return false;
+	}
+	return true;
+}
+
+static void oracle_set(bool *o, uint64_t s, uint64_t e, bool val)
+{
+	for (uint64_t b = s; b < e; b++)
+		o[b] = val;
+}
+
+static void tree_open(struct rdm_tree *t, struct rdm_mem *m, uint64_t n)
+{
+	rdm_mem_init(m);
+	rdm_tree_init(t, n, m);
+}
+
+static void tree_close(struct rdm_tree *t)
+{
+	rdm_tree_fini(t);
+	rcu_barrier();
+	rdm_tree_barrier_done(t);
+}
+
+/* Publish the working version and hand its superseded nodes on. */
+static void publish(struct rdm_tree *t)
+{
+	rdm_tree_publish(t);
+	rdm_tree_retire(t);
+}
+
+/*
+ * Directed: two fragmented bitmap leaves, published. Step 1 copies leaf 0
+ * (now a node of the working version). Step 2 covers the end of leaf 0 and
+ * the start of leaf 1: leaf 0 is written in place, then leaf 1's copy fails
+ * for memory. The working version must be as after step 1 (leaf 0's words
+ * restored), the published one untouched, and a retry must work. Then a
+ * working version kept (rdm_tree_keep_working) must read the same after a
+ * later step.
+ */
+static void test_undo_in_place(void)
+{
+	const uint64_t n = 2 * LEAF;
+	struct rdm_tree t;
+	struct rdm_mem m;
+	bool *pub = calloc(n, 1), *work = calloc(n, 1);
+
+	REQUIRE(pub && work);
+	tree_open(&t, &m, n);
+	/* Every even block populated: 2048 runs per leaf, bitmaps. */
+	for (uint64_t b = 0; b < n; b += 2) {
+		REQUIRE(rdm_tree_prepare(&t, b, b + 1, true) == 0);
+		pub[b] = true;
+	}
+	publish(&t);
+	memcpy(work, pub, n);
+	REQUIRE(state_is(&t, rdm_tree_snapshot(&t), pub, n, "published"));
+
+	REQUIRE(rdm_tree_prepare(&t, 101, 102, true) == 0); /* step 1: leaf 0 copied */
+	work[101] = true;
+	/* Step 2: blocks LEAF-64 .. LEAF+64, all populated: leaf 0's last
+	 * word in place, then leaf 1 needs a new node, which fails. */
+	rdm_mem_set_quarantine(true); /* no pooled node: the copy allocates */
+	rdm_alloc_inject(1, true);
+	int err = rdm_tree_prepare(&t, LEAF - 64, LEAF + 64, true);
+	rdm_alloc_inject(0, false);
+	CHECK(err == -ENOMEM);
+	CHECK(state_is(&t, rdm_tree_working(&t), work, n, "working after the failed step"));
+	CHECK(state_is(&t, rdm_tree_snapshot(&t), pub, n, "published after the failed step"));
+	/* The retry works and only the working version changes. */
+	CHECK(rdm_tree_prepare(&t, LEAF - 64, LEAF + 64, true) == 0);
+	oracle_set(work, LEAF - 64, LEAF + 64, true);
+	CHECK(state_is(&t, rdm_tree_working(&t), work, n, "working after the retry"));
+	CHECK(state_is(&t, rdm_tree_snapshot(&t), pub, n, "published before the publish"));
+	/* A kept working version stays readable as it was across a later step
+	 * (the region tells a discard's listeners from the state before it). */
+	uintptr_t kept = rdm_tree_working(&t);
+	bool *before = malloc(n);
+
+	REQUIRE(before);
+	memcpy(before, work, n);
+	rdm_tree_keep_working(&t);
+	CHECK(rdm_tree_prepare(&t, 203, 204, true) == 0); /* odd: a change */
+	work[203] = true;
+	CHECK(state_is(&t, kept, before, n, "kept working version after a step"));
+	CHECK(state_is(&t, rdm_tree_working(&t), work, n, "working after the kept step"));
+	free(before);
+	publish(&t);
+	CHECK(state_is(&t, rdm_tree_snapshot(&t), work, n, "published after the publish"));
+	rdm_mem_set_quarantine(false);
+	tree_close(&t);
+	rdm_mem_quarantine_drain();
+	CHECK(rdm_mem_current(&m) == 0);
+	free(pub);
+	free(work);
+}
+
+/* A random range: mostly a few blocks in a busy window around one of the
+ * leaf boundaries (fragmenting the leaves there into bitmaps, and crossing
+ * from one leaf into the next), sometimes a long one (covering leaves and
+ * whole spans). */
+static void random_range(uint64_t n, uint64_t *s, uint64_t *e)
+{
+	uint64_t len, centre = LEAF * (1 + below(n / LEAF));
+
+	switch (below(16)) {
+	case 0:
+		len = 1 + below(n);
+		*s = below(n - len + 1);
+		break;
+	case 1:
+		len = 1 + below(2 * LEAF);
+		*s = below(n - len + 1);
+		break;
+	case 2:
+	case 3:
+		/* Across the boundary. */
+		len = 2 + below(16);
+		*s = centre - 1 - below(len - 1);
+		break;
+	default:
+		len = 1 + below(4);
+		*s = centre - 512 + below(1024);
+	}
+	if (*s + len > n)
+		len = n - *s;
+	*e = *s + len;
+}
+
+/*
+ * Randomized against the oracle: versions of 1..40 steps on a region of a
+ * few leaves (a root, a partial last leaf); some steps fail for memory at a
+ * random allocation (the working version must stay as before the step), some
+ * versions are aborted. After every step the working version, and the
+ * published one (untouched until the publish), are checked. Nodes are never
+ * pooled (quarantine), so every node a step makes is an allocation that the
+ * injection can fail.
+ */
+static void test_random(uint64_t seed, unsigned versions)
+{
+	const uint64_t n = 3 * LEAF + 777;
+	struct rdm_tree t;
+	struct rdm_mem m;
+	bool *pub = calloc(n, 1), *work = calloc(n, 1);
+	unsigned failed = 0, aborted = 0, steps = 0;
+	int before = check_failures; /* stop at this run's first failure */
+
+	REQUIRE(pub && work);
+	rng_state = seed;
+	rdm_mem_set_quarantine(true);
+	tree_open(&t, &m, n);
+	for (unsigned v = 0; v < versions && check_failures == before; v++) {
+		unsigned nsteps = 1 + (unsigned)below(40);
+
+		for (unsigned k = 0; k < nsteps && check_failures == before; k++) {
+			uint64_t s, e;
+			bool val = below(2) == 0, inject = below(4) == 0;
+			int err;
+
+			random_range(n, &s, &e);
+			if (inject)
+				rdm_alloc_inject(1 + below(3), false);
+			err = rdm_tree_prepare(&t, s, e, val);
+			if (inject)
+				rdm_alloc_inject(0, false);
+			steps++;
+			if (err == -ENOMEM && inject) {
+				failed++;
+			} else {
+				CHECK(err == 0);
+				oracle_set(work, s, e, val);
+			}
+			CHECK(state_is(&t, rdm_tree_working(&t), work, n, "working"));
+			CHECK(state_is(&t, rdm_tree_snapshot(&t), pub, n, "published"));
+		}
+		if (below(5) == 0) {
+			rdm_tree_abort(&t);
+			memcpy(work, pub, n);
+			aborted++;
+		} else {
+			publish(&t);
+			memcpy(pub, work, n);
+		}
+		CHECK(state_is(&t, rdm_tree_snapshot(&t), pub, n, "after the version"));
+	}
+	printf("random seed %" PRIu64 ": %u versions, %u steps, %u failed for memory, %u aborted\n", seed, versions,
+	       steps, failed, aborted);
+	CHECK(check_failures > before || (failed > 0 && aborted > 0));
+	tree_close(&t);
+	rdm_mem_set_quarantine(false);
+	rdm_mem_quarantine_drain();
+	CHECK(rdm_mem_current(&m) == 0);
+	free(pub);
+	free(work);
+}
+
+int main(int argc, char **argv)
+{
+	uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 0) : 1;
+
+	test_undo_in_place();
+	for (uint64_t k = 0; k < 4; k++)
+		test_random(seed + k, 150);
+	return check_exit();
+}
