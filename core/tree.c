@@ -42,8 +42,8 @@
  * prepare is a step that applies its change on top of it, against the
  * working state. A published node is copied (copy on write, as above); a
  * node an earlier step of the same working version made is written in place
- * when it is still in the hot set (the RDM_TREE_HOT nodes made last, round
- * robin, emptied when a version opens): such a node is reachable only from
+ * when it is still in the hot set (a direct-mapped set of RDM_TREE_HOT
+ * slots holding the nodes made last, emptied when a version opens): such a node is reachable only from
  * the unpublished working root, through parents made in this version too,
  * so no reader can see the write. So a batch of changes to one fragmented
  * leaf copies the leaf and its path once, then sets bits (the worker's
@@ -507,7 +507,6 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 	t->retired.n = 0;
 	t->retired_kept = 0;
 	memset(t->hot, 0, sizeof(t->hot));
-	t->hot_next = 0;
 	t->undo = t->undo_inline;
 	t->undo_cap = RDM_TREE_UNDO_INLINE;
 	t->nundo = 0;
@@ -861,6 +860,14 @@ struct wctx {
 	int err;
 };
 
+/* The hot set is direct-mapped: a node made later evicts one made earlier
+ * in its slot (that one is then copied again if a step changes it). Nodes
+ * are at least 16-aligned and mostly 64-aligned 512-byte blocks. */
+static inline unsigned hot_slot(uintptr_t p)
+{
+	return (unsigned)((p >> 6) ^ (p >> 12)) % RDM_TREE_HOT;
+}
+
 static void *node_alloc(struct wctx *c, size_t size, size_t align, unsigned tag)
 {
 	void *p = pool_get(c->t, size, align);
@@ -876,7 +883,7 @@ static void *node_alloc(struct wctx *c, size_t size, size_t align, unsigned tag)
 		c->err = -ENOMEM;
 		return NULL;
 	}
-	c->t->hot[c->t->hot_next++ % RDM_TREE_HOT] = (uintptr_t)p;
+	c->t->hot[hot_slot((uintptr_t)p)] = (uintptr_t)p;
 	return p;
 }
 
@@ -888,12 +895,7 @@ static bool is_hot(const struct rdm_tree *t, uintptr_t v)
 {
 	uintptr_t p = (uintptr_t)ptr_of(v);
 
-	if (!is_node(v))
-		return false;
-	for (unsigned i = 0; i < RDM_TREE_HOT; i++)
-		if (t->hot[i] == p)
-			return true;
-	return false;
+	return is_node(v) && t->hot[hot_slot(p)] == p;
 }
 
 /* Log the word at addr before a step overwrites it in place, so that

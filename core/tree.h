@@ -90,10 +90,9 @@ struct rdm_tree {
 	/* A working version is open: prepared steps not yet published. */
 	bool open;
 	/* Nodes made since the working version opened (tree.c "Working
-	 * version"), untagged, round robin; 0 = none. Only these are written
+	 * version"), untagged, direct-mapped; 0 = none. Only these are written
 	 * in place, each overwritten word logged in `undo` first. */
 	uintptr_t hot[RDM_TREE_HOT];
-	unsigned hot_next;
 	struct rdm_tree_undo *undo; /* the step in progress's log */
 	size_t nundo, undo_cap;
 	struct rdm_tree_undo undo_inline[RDM_TREE_UNDO_INLINE];
