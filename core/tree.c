@@ -43,15 +43,18 @@
  * working state. A published node is copied (copy on write, as above); a
  * node an earlier step of the same working version made is written in place
  * when it is still in the hot set (a direct-mapped set of RDM_TREE_HOT
- * slots holding the nodes made last, emptied when a version opens): such a node is reachable only from
- * the unpublished working root, through parents made in this version too,
- * so no reader can see the write. So a batch of changes to one fragmented
- * leaf copies the leaf and its path once, then sets bits (the worker's
- * populates: ~1,000 instructions per change as copies, ~250 in place,
- * callgrind, bench pipeline). Every word a step overwrites in place is
- * logged first (t->undo), so a step that fails for memory restores those
- * words, drops what it made itself - step_undo() - and the working version
- * is exactly as before the step. The nodes a step replaces are retired like
+ * slots holding the nodes made last, emptied when a version opens): such a
+ * node is reachable only from the unpublished working root, through parents
+ * made in this version too, so no reader can see the write. So a batch of
+ * changes to one fragmented leaf copies the leaf and its path once, then
+ * sets bits (a worker's populate step: ~965 instructions as copies, ~610 in
+ * place, callgrind, bench pipeline). rdm_tree_keep_working() empties the
+ * hot set, for a writer that reads the current working version after later
+ * steps (a discard tells its listeners from the state before it). Every
+ * word a step overwrites in place is logged first (t->undo), so a step that
+ * fails for memory restores those words, drops what it made itself -
+ * step_undo() - and the working version is exactly as before the step. The
+ * nodes a step replaces are retired like
  * those of a published change (freed after a grace period even if no reader
  * ever saw them, which is merely late), and the made nodes are listed in
  * `fresh` until the publish, so rdm_tree_abort() drops every step since the
