@@ -1336,7 +1336,9 @@ static bool discard_units(struct rdm_planner *p, uint64_t start, uint64_t end)
 
 	if (!first || node(p, first)->start != start)
 		return false;
-	last = rdm_maptree_find_le(&p->maps, end - 1);
+	/* One mapping covering the range (a block's discard) needs no second
+	 * lookup. */
+	last = end_of(p, first) >= end ? first : rdm_maptree_find_le(&p->maps, end - 1);
 	if (end_of(p, last) != end)
 		return false;
 	blocks = node(p, first)->len;
