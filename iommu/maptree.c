@@ -293,6 +293,21 @@ uint32_t rdm_maptree_insert(struct rdm_maptree *t, uint64_t start, uint64_t len)
 	return h;
 }
 
+/* A reserved node made from insert_run's template slot, keyed [start, +len). */
+static uint32_t node_from_slot(struct rdm_maptree *t, const unsigned char *slot, uint64_t start, uint64_t len)
+{
+	uint32_t h = node_alloc(t);
+	struct rdm_maptree_node *nd = N(t, h);
+
+	if (t->shift == 5)
+		memcpy(nd, slot, 32);
+	else
+		memcpy(nd, slot, 64);
+	nd->start = start;
+	nd->len = len;
+	return h;
+}
+
 void rdm_maptree_insert_run(struct rdm_maptree *t, uint64_t start, uint64_t len, uint32_t n, const void *payload,
 			    size_t size)
 {
@@ -313,16 +328,7 @@ void rdm_maptree_insert_run(struct rdm_maptree *t, uint64_t start, uint64_t len,
 		 * gives the same treap as the split and two merges below, in
 		 * about half the steps (~590 -> ~280 instructions per insert in
 		 * a tree of ~12k nodes, callgrind, bench pipeline). */
-		uint32_t h = node_alloc(t);
-		struct rdm_maptree_node *nd = N(t, h);
-
-		if (t->shift == 5)
-			memcpy(nd, slot, 32);
-		else
-			memcpy(nd, slot, 64);
-		nd->start = start;
-		nd->len = len;
-		rdm_maptree_link(t, h);
+		rdm_maptree_link(t, node_from_slot(t, slot, start, len));
 		return;
 	}
 	/* Build the run's own treap: each key is above all keys before it, so
@@ -330,15 +336,9 @@ void rdm_maptree_insert_run(struct rdm_maptree *t, uint64_t start, uint64_t len,
 	 * and the rest of the spine (smaller keys, lower priority) becomes its
 	 * left subtree. The spine is as short as the subtree is deep. */
 	for (uint32_t k = 0; k < n; k++, start += len) {
-		uint32_t h = node_alloc(t), ph = prio(h), *link = &sub, i;
+		uint32_t h = node_from_slot(t, slot, start, len), ph = prio(h), *link = &sub, i;
 		struct rdm_maptree_node *nd = N(t, h);
 
-		if (t->shift == 5)
-			memcpy(nd, slot, 32);
-		else
-			memcpy(nd, slot, 64);
-		nd->start = start;
-		nd->len = len;
 		while ((i = *link) != 0 && prio(i) >= ph)
 			link = &N(t, i)->right;
 		nd->left = i;
