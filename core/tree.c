@@ -54,12 +54,12 @@
  * word a step overwrites in place is logged first (t->undo), so a step that
  * fails for memory restores those words, drops what it made itself -
  * step_undo() - and the working version is exactly as before the step. The
- * nodes a step replaces are retired like
- * those of a published change (freed after a grace period even if no reader
- * ever saw them, which is merely late), and the made nodes are listed in
- * `fresh` until the publish, so rdm_tree_abort() drops every step since the
- * last publish. rdm_tree_publish() stores the root of all the steps at once
- * (one version) and counts it (`versions`).
+ * nodes a step replaces are retired like those of a published change (freed
+ * after a grace period even if no reader ever saw them, which is merely
+ * late), and the made nodes are listed in `fresh` until the publish, so
+ * rdm_tree_abort() drops every step since the last publish.
+ * rdm_tree_publish() stores the root of all the steps at once (one version)
+ * and counts it (`versions`).
  *
  * Node pool. A node no reader can reach any more is kept for reuse: one the
  * writer made and dropped before publishing (a failed step, an abort) at
@@ -452,19 +452,31 @@ static void vec_reset(struct rdm_tree *t, struct rdm_tree_vec *v)
 	v->n = 0;
 }
 
+/* Double a full scratch array of n elements of `size` bytes (its first
+ * storage inline_v, never freed); *arr and *cap change only on success.
+ * 0 or -ENOMEM. */
+static int grow(struct rdm_tree *t, void **arr, const void *inline_v, size_t n, size_t *cap, size_t size)
+{
+	void *na = rdm_mem_alloc(t->mem, *cap * 2 * size, 8);
+
+	if (na == NULL)
+		return -ENOMEM;
+	memcpy(na, *arr, n * size);
+	if (*arr != inline_v)
+		rdm_mem_free(t->mem, *arr, *cap * size, 8);
+	*arr = na;
+	*cap *= 2;
+	return 0;
+}
+
 static int vec_push(struct rdm_tree *t, struct rdm_tree_vec *v, uintptr_t x)
 {
-	if (v->n == v->cap) {
-		size_t cap = v->cap * 2;
-		uintptr_t *nv = rdm_mem_alloc(t->mem, cap * sizeof(uintptr_t), 8);
+	void *arr = v->v;
 
-		if (nv == NULL)
+	if (v->n == v->cap) {
+		if (grow(t, &arr, v->inline_v, v->n, &v->cap, sizeof(uintptr_t)) != 0)
 			return -ENOMEM;
-		memcpy(nv, v->v, v->n * sizeof(uintptr_t));
-		if (v->v != v->inline_v)
-			rdm_mem_free(t->mem, v->v, v->cap * sizeof(uintptr_t), 8);
-		v->v = nv;
-		v->cap = cap;
+		v->v = arr;
 	}
 	v->v[v->n++] = x;
 	return 0;
@@ -890,6 +902,12 @@ static void *node_alloc(struct wctx *c, size_t size, size_t align, unsigned tag)
 	return p;
 }
 
+/* Empty the hot set: no node is written in place until made again. */
+static void hot_clear(struct rdm_tree *t)
+{
+	memset(t->hot, 0, sizeof(t->hot));
+}
+
 /* Was node v made since the working version opened (and is it still in the
  * hot set)? Only such a node may be written in place: no reader can reach
  * it (its parents in the working version were made in it too, and the
@@ -906,20 +924,14 @@ static bool is_hot(const struct rdm_tree *t, uintptr_t v)
 static bool undo_note(struct wctx *c, void *addr, uint64_t old, bool slot)
 {
 	struct rdm_tree *t = c->t;
+	void *arr = t->undo;
 
 	if (t->nundo == t->undo_cap) {
-		size_t cap = t->undo_cap * 2;
-		struct rdm_tree_undo *nu = rdm_mem_alloc(t->mem, cap * sizeof(*nu), 8);
-
-		if (nu == NULL) {
+		if (grow(t, &arr, t->undo_inline, t->nundo, &t->undo_cap, sizeof(*t->undo)) != 0) {
 			c->err = -ENOMEM;
 			return false;
 		}
-		memcpy(nu, t->undo, t->nundo * sizeof(*nu));
-		if (t->undo != t->undo_inline)
-			rdm_mem_free(t->mem, t->undo, t->undo_cap * sizeof(*nu), 8);
-		t->undo = nu;
-		t->undo_cap = cap;
+		t->undo = arr;
 	}
 	t->undo[t->nundo++] = (struct rdm_tree_undo){ .addr = addr, .old = old, .slot = slot };
 	return true;
@@ -1032,12 +1044,10 @@ static uintptr_t write_runs(struct wctx *c, uintptr_t v, unsigned level, uint64_
  * happened, where the run count starts (bm_runs_exceed). On failure c->err
  * is set and the return value is meaningless.
  */
+static uintptr_t leaf_from_runs(struct wctx *c, const uint64_t *w, uint64_t base);
+
 static uintptr_t leaf_from_bitmap(struct wctx *c, const uint64_t *w, uint64_t base, unsigned first)
 {
-	uint64_t r[2 * EXT_MAX];
-	size_t m = 0;
-	unsigned b = 0;
-
 	if (bm_runs_exceed(w, EXT_MAX, first)) {
 		uint64_t *nw = node_alloc(c, NODE_BYTES, NODE_ALIGN, T_BITMAP);
 
@@ -1046,6 +1056,16 @@ static uintptr_t leaf_from_bitmap(struct wctx *c, const uint64_t *w, uint64_t ba
 		memcpy(nw, w, LEAF_WORDS * sizeof(*w));
 		return (uintptr_t)nw | T_BITMAP;
 	}
+	return leaf_from_runs(c, w, base);
+}
+
+/* The same for a bitmap known to hold at most EXT_MAX runs. */
+static uintptr_t leaf_from_runs(struct wctx *c, const uint64_t *w, uint64_t base)
+{
+	uint64_t r[2 * EXT_MAX];
+	size_t m = 0;
+	unsigned b = 0;
+
 	while (b < LEAF_BITS) {
 		unsigned rs = bm_find(w, b, LEAF_BITS, true);
 		unsigned re = bm_find(w, rs, LEAF_BITS, false);
@@ -1089,7 +1109,7 @@ static uintptr_t write_leaf(struct wctx *c, uintptr_t v, uint64_t base, uint64_t
 		bm_set(hw, a, b, val);
 		if (bm_runs_exceed(hw, EXT_MAX, a >> 6))
 			return v;
-		nv = leaf_from_bitmap(c, hw, base, a >> 6);
+		nv = leaf_from_runs(c, hw, base);
 		if (c->err != 0)
 			return v;
 		retire(c, v, false);
@@ -1230,9 +1250,7 @@ static uintptr_t write_inner(struct wctx *c, uintptr_t v, unsigned level, uint64
 	}
 	/* No slot changed: every child is as it was or changed in place (a
 	 * hot child keeps its form: bitmap or inner), so v stays canonical. */
-	if (!changed)
-		return v;
-	if (hot && keep)
+	if (!changed || (hot && keep))
 		return v;
 	nv = keep ? inner_copy(c, ch, level) : normalize(c, ch, level, base, hot ? v : 0);
 	if (c->err != 0 || nv == v)
@@ -1272,7 +1290,7 @@ static void open_version(struct rdm_tree *t)
 	t->new_root = t->old_root;
 	t->fresh.n = 0;
 	t->retired.n = t->retired_kept;
-	memset(t->hot, 0, sizeof(t->hot));
+	hot_clear(t);
 	t->open = true;
 }
 
@@ -1302,7 +1320,7 @@ static void step_undo(struct rdm_tree *t, uintptr_t root, size_t nfresh, size_t 
 			*(uint64_t *)u->addr = u->old;
 	}
 	/* Nodes this step made go back to the pool: not hot any more. */
-	memset(t->hot, 0, sizeof(t->hot));
+	hot_clear(t);
 	for (size_t i = nfresh; i < t->fresh.n; i++)
 		pool_put_subtree(t, t->fresh.v[i], true);
 	t->fresh.n = nfresh;
@@ -1338,7 +1356,7 @@ uintptr_t rdm_tree_working(const struct rdm_tree *t)
 void rdm_tree_keep_working(struct rdm_tree *t)
 {
 	/* Only hot nodes are written in place. */
-	memset(t->hot, 0, sizeof(t->hot));
+	hot_clear(t);
 }
 
 bool rdm_tree_is_open(const struct rdm_tree *t)

@@ -81,10 +81,10 @@
  *     rose 0-27% where that happened, none on the shipped traces). A guest
  *     that unplugs whole memory blocks gets whole-block mappings again; one
  *     whose unplugs leave islands everywhere gets single units; conversions
- *     of aligned ranges get their size. As deferred memory fills the budget the learned cut shrinks, a
- *     level per halving of the budget's free share (none left: single
- *     units). When the cut grows, mappings of step 1 at a level it allows
- *     stop counting as exposure.
+ *     of aligned ranges get their size. As deferred memory fills the budget
+ *     the learned cut shrinks, a level per halving of the budget's free
+ *     share (none left: single units). When the cut grows, mappings of step
+ *     1 at a level it allows stop counting as exposure.
  *  3. Every piece stays within the budget's room (budget - deferred -
  *     exposure): when deferred memory passes the budget anyway (a learned
  *     cut that the guest's next unplugs prove wrong), new mappings are single
