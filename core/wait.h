@@ -39,24 +39,89 @@ static inline void rdm_cpu_relax(void)
 }
 
 /*
- * Adaptive spinning (worker.c, "Handoff"). avg is a moving average (1/8
- * weight) of how long past waits took, each clipped to 4 x cap. The budget
- * is twice that average - enough to catch the usual wait and its spread -
- * up to cap; when the average is above cap, waits are long enough that a
- * futex sleep and wake (a few microseconds) costs less than spinning: 0.
+ * Adaptive spinning (worker.c, "Handoff", H3): one side's measure of its
+ * waits. wait_avg is a moving average (1/8 weight) of how long its waits
+ * took until the other side had done its part (not until this side got a
+ * CPU back after sleeping); wake_avg one of how long this side took to run
+ * again after the other side woke it from a futex sleep (W). Samples are
+ * clipped to 4 x cap. The budget is twice wait_avg - enough to catch the
+ * usual wait and its spread - with wait_avg counted at most up to 2 W, and
+ * never less than W; never more than cap.
+ *  - The floor W: a wait shorter than a sleep and a wake is cheaper spun,
+ *    and spinning W before sleeping costs at most about twice the better
+ *    choice whatever the waits are (the classic competitive bound).
+ *  - The ceiling 4 W: waits much longer than a wake are slept through
+ *    after a bounded spin, not spun.
+ *  - Why waits up to 2 W are still spun: a wait is a round trip to another
+ *    thread that spins and sleeps by the same rule. Once one side sleeps,
+ *    the other side's next wait includes that side's wake-up (W + the
+ *    work); a budget below that makes it sleep too, and both then sleep
+ *    after every handoff, each wait including a wake-up: a stable state.
+ *    Measured on 2 vCPUs of a VM whose idle vCPUs halt (rdm-replay, trace
+ *    A): W 80-250 us, 50-500 us per request in that state against 2-6 us
+ *    spinning; the old rule (budget 0 above cap) and a budget of W alone
+ *    both fell into it. Spinning 2 (W + work) catches that wait once, the
+ *    next handoff finds the other side spinning, and both are out.
  */
-static inline uint64_t rdm_spin_budget(uint64_t avg, uint64_t cap)
+struct rdm_spin {
+	uint64_t cap, wait_avg, wake_avg;
+	uint32_t waits; /* noted so far (wraps) */
+};
+
+/* Until the first wake-up is measured, a prior of cap/4 stands for it, and
+ * every RDM_SPIN_PROBE-th wait sleeps at once to measure one: a side learns
+ * its wake-up cost only by sleeping, and one whose prior caught every wait
+ * would spin through waits up to 4 x cap/4 for ever, even where a wake-up
+ * costs 2 us. Starting out spinning, not sleeping, matters too: two
+ * threads that start by sleeping and waking each other tend to be kept on
+ * one CPU by the scheduler (measured: rdm-replay trace A on 2 CPUs then
+ * runs as on one, p50 7-8 us for rdm-block instead of 4-5). */
+#define RDM_SPIN_PROBE 16u
+
+static inline void rdm_spin_init(struct rdm_spin *s, uint64_t cap)
 {
-	if (avg > cap)
-		return 0;
-	return 2 * avg < cap ? 2 * avg : cap;
+	s->cap = cap;
+	s->wait_avg = s->wake_avg = 0;
+	s->waits = 0;
 }
 
-static inline void rdm_spin_note(uint64_t *avg, uint64_t waited, uint64_t cap)
+static inline uint64_t rdm_spin_budget(const struct rdm_spin *s)
 {
-	if (waited > 4 * cap)
-		waited = 4 * cap;
-	*avg = *avg - *avg / 8 + waited / 8;
+	uint64_t wake = s->wake_avg;
+
+	if (!wake) {
+		if (s->waits % RDM_SPIN_PROBE == RDM_SPIN_PROBE - 1)
+			return 0;
+		wake = s->cap / 4;
+	}
+	uint64_t w = s->wait_avg < 2 * wake ? s->wait_avg : 2 * wake;
+	uint64_t b = 2 * w > wake ? 2 * w : wake;
+
+	return b < s->cap ? b : s->cap;
+}
+
+/* A moving average (1/8 weight) of samples clipped to 4 x cap; the first
+ * sample is taken whole. */
+static inline void rdm_spin_avg(uint64_t *avg, uint64_t sample, uint64_t cap)
+{
+	if (sample > 4 * cap)
+		sample = 4 * cap;
+	if (!sample)
+		sample = 1; /* 0 means nothing measured */
+	*avg = *avg ? *avg - *avg / 8 + sample / 8 : sample;
+}
+
+/* A wait of `waited` ns ended (up to the other side's part, see above). */
+static inline void rdm_spin_note(struct rdm_spin *s, uint64_t waited)
+{
+	rdm_spin_avg(&s->wait_avg, waited, s->cap);
+	s->waits++;
+}
+
+/* This side slept and ran again `late` ns after the other side woke it. */
+static inline void rdm_spin_note_wake(struct rdm_spin *s, uint64_t late)
+{
+	rdm_spin_avg(&s->wake_avg, late, s->cap);
 }
 
 /* The CPU the calling thread runs on, or -1 (glibc reads rseq's cpu_id:

@@ -236,6 +236,7 @@ void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticke
 	atomic_init(&in->links_gen, 0);
 	atomic_init(&in->futex, 0);
 	atomic_init(&in->sleeping, 0);
+	atomic_init(&in->kicked_ns, 0);
 	in->ring_capacity = ring_capacity;
 	in->ticket_slots = ticket_slots;
 	in->spin_cap_ns = (uint64_t)spin_us * 1000u;
@@ -453,6 +454,8 @@ bool rdm_link_complete(struct rdm_link *l, uint64_t t, int result, const char *m
 	 * the fence above. */
 	if (atomic_load_explicit(&p->sleeping, memory_order_relaxed) &&
 	    atomic_exchange_explicit(&p->sleeping, 0, memory_order_relaxed)) {
+		/* H3: the waiter's wait ended now, however late it runs. */
+		atomic_store_explicit(&p->woken_ns, rdm_now_ns(), memory_order_relaxed);
 		atomic_fetch_add_explicit(&p->futex, 1, memory_order_relaxed);
 		rdm_futex(&p->futex, FUTEX_WAKE_PRIVATE, 1);
 	}
@@ -527,10 +530,7 @@ int rdm_producer_link(struct rdm_producer *p, struct rdm_inbox *in, uint32_t cap
 	}
 	l->p = p;
 	l->limit = in->ticket_slots;
-	l->spin_cap_ns = in->spin_cap_ns;
-	/* Start at half the cap's budget: the first waits spin, and what they
-	 * measure sets the budget from then on. */
-	l->wait_avg_ns = l->spin_cap_ns / 4;
+	rdm_spin_init(&l->spin, in->spin_cap_ns);
 	atomic_init(&l->wcpu, -1);
 	atomic_init(&l->in, in);
 	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
@@ -603,8 +603,20 @@ static void kick_after_publish(struct rdm_inbox *w)
 	 * (the worker drains every ring after it) or, if the worker went idle
 	 * again, by C3 on its new store of 1 (an RMW reads the latest value). */
 	if (atomic_load_explicit(&w->sleeping, memory_order_relaxed) &&
-	    atomic_exchange_explicit(&w->sleeping, 0, memory_order_relaxed))
+	    atomic_exchange_explicit(&w->sleeping, 0, memory_order_relaxed)) {
+		/* H3: the worker's gap ends now, not when it gets a CPU back. */
+		atomic_store_explicit(&w->kicked_ns, rdm_now_ns(), memory_order_relaxed);
 		rdm_inbox_kick(w);
+	}
+}
+
+uint64_t rdm_inbox_arrival_ns(const struct rdm_inbox *in, uint64_t since)
+{
+	uint64_t now = rdm_now_ns(), k = atomic_load_explicit(&in->kicked_ns, memory_order_relaxed);
+
+	/* Relaxed (a hint): a stamp from an earlier sleep is before `since`
+	 * and ignored; one not yet visible leaves `now`, the old measure. */
+	return k >= since && k <= now ? k : now;
 }
 
 static struct rdm_slot *slot_of(struct rdm_producer *p, uint64_t ticket)
@@ -618,9 +630,23 @@ static struct rdm_slot *slot_of(struct rdm_producer *p, uint64_t ticket)
 	return &p->slots[idx];
 }
 
-static void wait_done(struct rdm_producer *p, struct rdm_link *l, uint64_t t0)
+/* slept: the wait went through the futex sleep of C2. H3: then the wait is
+ * measured up to the worker's wake, and the time from that wake to now is
+ * a sample of this thread's wake-up cost. */
+static void wait_done(struct rdm_producer *p, struct rdm_link *l, uint64_t t0, bool slept)
 {
-	rdm_spin_note(&l->wait_avg_ns, rdm_now_ns() - t0, l->spin_cap_ns);
+	uint64_t end = rdm_now_ns();
+
+	if (slept) {
+		/* Relaxed (a hint): a stamp from before this wait is ignored. */
+		uint64_t w = atomic_load_explicit(&p->woken_ns, memory_order_relaxed);
+
+		if (w >= t0 && w < end) {
+			rdm_spin_note_wake(&l->spin, end - w);
+			end = w;
+		}
+	}
+	rdm_spin_note(&l->spin, end - t0);
 	atomic_store_explicit(&p->wait_cpu, -1, memory_order_relaxed);
 }
 
@@ -642,12 +668,12 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 	/* Relaxed: hints (producer.h); any value leads to C2 below. */
 	atomic_store_explicit(&p->wait_cpu, me, memory_order_relaxed);
 	t0 = rdm_now_ns();
-	budget = rdm_spin_budget(l->wait_avg_ns, l->spin_cap_ns);
+	budget = rdm_spin_budget(&l->spin);
 	if (budget && atomic_load_explicit(&l->wcpu, memory_order_relaxed) != me) {
 		/* The clock and both CPUs are read every 8 rounds (~0.3-1 us). */
 		for (unsigned i = 1;; i++) {
 			if (slot_done(s, ticket)) {
-				wait_done(p, l, t0);
+				wait_done(p, l, t0, false);
 				return 0;
 			}
 			if (i % 8 == 0) {
@@ -661,6 +687,8 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 		}
 		atomic_store_explicit(&p->wait_cpu, me, memory_order_relaxed);
 	}
+	bool slept = false;
+
 	for (;;) {
 		uint32_t seen = atomic_load_explicit(&p->futex, memory_order_relaxed);
 
@@ -672,11 +700,12 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 			break;
 		}
 		rdm_futex(&p->futex, FUTEX_WAIT_PRIVATE, seen);
+		slept = true;
 		atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
 		if (slot_done(s, ticket))
 			break;
 	}
-	wait_done(p, l, t0);
+	wait_done(p, l, t0, slept);
 	return 0;
 }
 

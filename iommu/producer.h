@@ -22,6 +22,7 @@
 #include <rdm/worker.h>
 
 #include "core/numa.h"
+#include "core/wait.h"
 #include "iommu/record.h"
 
 /* Ticket slots of a producer made by rdm_producer_create(), and the largest
@@ -70,9 +71,10 @@ struct rdm_link {
 	 * producer may read it. */
 	_Atomic int32_t wcpu;
 	/* Producer-private: the waiter's spin cap (the inbox's spin_cap_ns,
-	 * copied at link creation) and its moving average of how long waits
-	 * for this worker's tickets took (rdm_spin_budget(), core/wait.h). */
-	uint64_t spin_cap_ns, wait_avg_ns;
+	 * copied at link creation) and its moving averages of how long waits
+	 * for this worker's tickets took and of how long this thread took to
+	 * run again when woken (struct rdm_spin, core/wait.h). */
+	struct rdm_spin spin;
 };
 
 struct rdm_producer {
@@ -93,6 +95,12 @@ struct rdm_producer {
 	 * worker only decides by it whether to leave its CPU at once after a
 	 * batch (worker.c, "Handoff"). */
 	_Atomic int32_t wait_cpu;
+	/* Handoff hint, worker -> producer: when the worker last woke this
+	 * producer from its futex sleep (rdm_now_ns()), stored before the wake.
+	 * A waiter that slept measures its wait up to this instant, not up to
+	 * when it got the CPU back (worker.c, "Handoff", H3). Relaxed: a
+	 * stale value only skews one sample of an average. */
+	_Atomic uint64_t woken_ns;
 	/* Owner + one per live link; the last to drop it frees. */
 	_Atomic uint32_t refs;
 	bool implicit;
@@ -127,6 +135,10 @@ struct rdm_inbox {
 	/* Idle doorbell. */
 	_Atomic uint32_t futex;
 	_Atomic uint32_t sleeping;
+	/* Handoff hint, producer -> worker: when a publisher last rang the
+	 * doorbell (rdm_now_ns()), stored before the wake; the worker measures
+	 * its idle gap up to it (rdm_inbox_arrival_ns()). Relaxed, as woken_ns. */
+	_Atomic uint64_t kicked_ns;
 	uint32_t ring_capacity; /* records per ring made for this worker */
 	uint32_t ticket_slots;  /* unconsumed tickets a producer may hold towards it */
 	uint64_t spin_cap_ns;   /* a waiter's longest spin (the worker's spin_us) */
@@ -154,6 +166,9 @@ int rdm_inbox_ring_census(struct rdm_inbox *in, uint32_t *rings, uint32_t *on_no
 void rdm_inbox_fini(struct rdm_inbox *in);
 /* Wake the worker sleeping on the doorbell (unconditionally). */
 void rdm_inbox_kick(struct rdm_inbox *in);
+/* When work came to a worker idle since `since` (rdm_now_ns()): the
+ * doorbell's time if a publisher rang it after `since`, else now. */
+uint64_t rdm_inbox_arrival_ns(const struct rdm_inbox *in, uint64_t since);
 /* The worker's private copy of the links table: refreshed when links_gen
  * moved; keeps the old copy if memory runs out (new rings wait). */
 void rdm_inbox_refresh(struct rdm_inbox *in, struct rdm_link ***links, uint32_t *n, uint32_t *cap,

@@ -65,16 +65,25 @@
  *     context switches per change (p50 3.4-6 us for rdm-defer, whose work
  *     is ~1-2 us of it; rdm-block's planner makes its own work ~10 us).
  *  H3 other CPUs: a side spins only for a budget that adapts to how long
- *     its waits take (rdm_spin_budget(), core/wait.h): twice the
- *     moving average (1/8 weight) of past waits - this thread's gaps from
- *     the end of a batch to the next record, a waiter's submit-to-done
- *     times - never more than cfg.spin_us, and none when the average
- *     exceeds cfg.spin_us: waits that long cost more spinning than a
- *     sleep and a wake (a few us, above). A wait's length is measured
- *     whether it ended spinning or asleep, so a budget that fell to 0
- *     comes back when waits shorten again. No constant is fitted to a
- *     workload: the cap is the configured spin_us, the start is half of
- *     it (average cap/4), and the rest is measured.
+ *     its waits take and how long its wake-ups take (struct rdm_spin,
+ *     core/wait.h, which argues the rule; tests/core/test_spin.c checks it
+ *     against a model of this handoff): moving averages (1/8 weight) of
+ *     this thread's gaps from the end of a batch to the next record's
+ *     arrival, a waiter's submit-to-done times, and each side's delay from
+ *     being woken to running. The budget is twice the wait average, at
+ *     least one wake-up, at most about four, never more than cfg.spin_us.
+ *     A wait is measured to the other side's act - the producer's doorbell
+ *     (rdm_inbox.kicked_ns), the worker's wake of a sleeping waiter
+ *     (rdm_producer.woken_ns) - not to when the sleeper got a CPU back,
+ *     which is the wake-up sample. Waiting across CPUs costs a wake-up of
+ *     the other CPU whenever the other side sleeps: 80-250 us measured in
+ *     a VM whose idle vCPUs halt, against ~2 us on one CPU. The old rule
+ *     (twice the wait average, none once it exceeded a 50 us cap) locked
+ *     both sides into sleeping after every handoff there: 50-90 us per
+ *     request on trace A, in most runs. No constant is fitted to a
+ *     workload: the cap is the configured spin_us (a safety bound above
+ *     any wake-up measured), the averages start unmeasured (a prior of
+ *     cap/4 for the wake-up, probed by sleeping), and the rest is measured.
  * The idle counters (idle_yields, idle_sleeps, local_waiters, local_handoffs
  * in struct rdm_worker) show which path ran. local_handoffs counts only the
  * batches after which this thread itself found no work and slept at once;
@@ -133,12 +142,13 @@ struct wstate {
 	bool applied_state;
 	/* Handoff (see the theory block): the CPU this thread last ran on, the
 	 * links generation it was published for, whether a batch completed a
-	 * ticket whose waiter shares that CPU, and the moving average of idle
-	 * gaps (end of a batch to the next record found). */
+	 * ticket whose waiter shares that CPU, and the moving averages of idle
+	 * gaps (end of a batch to the next record's arrival) and of this
+	 * thread's wake-ups (struct rdm_spin, core/wait.h). */
 	int32_t cpu;
 	uint32_t cpu_gen;
 	bool handoff_local;
-	uint64_t gap_avg_ns;
+	struct rdm_spin spin;
 };
 
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -685,6 +695,8 @@ static uint32_t drain(struct wstate *ws)
 	return got;
 }
 
+/* Sleep until kicked (C3), unless work or a request came. H3: a sleep that
+ * a publisher's doorbell ended is a sample of this thread's wake-up cost. */
 static void idle(struct wstate *ws)
 {
 	struct rdm_worker *w = ws->w;
@@ -700,8 +712,14 @@ static void idle(struct wstate *ws)
 	    atomic_load_explicit(&w->in.links_gen, memory_order_relaxed) == ws->links_gen &&
 	    atomic_load_explicit(&w->flush_req, memory_order_relaxed) ==
 		    atomic_load_explicit(&w->flush_done, memory_order_relaxed)) {
+		uint64_t slept = rdm_now_ns();
+
 		count(&w->idle_sleeps);
 		rdm_futex(&w->in.futex, FUTEX_WAIT_PRIVATE, seen);
+		uint64_t rang = rdm_inbox_arrival_ns(&w->in, slept), now = rdm_now_ns();
+
+		if (rang < now)
+			rdm_spin_note_wake(&ws->spin, now - rang);
 	}
 	atomic_store_explicit(&w->in.sleeping, 0, memory_order_relaxed);
 }
@@ -775,7 +793,7 @@ static void *worker_main(void *arg)
 	uint64_t idle_since = 0, spin_from = 0, budget = 0;
 	unsigned spins = 0, yields = 0;
 
-	ws.gap_avg_ns = cap / 4;
+	rdm_spin_init(&ws.spin, cap);
 	bind_thread_memory(w);
 	for (;;) {
 		refresh_links(&ws);
@@ -784,7 +802,7 @@ static void *worker_main(void *arg)
 
 		if (got) {
 			if (idle_since)
-				rdm_spin_note(&ws.gap_avg_ns, rdm_now_ns() - idle_since, cap);
+				rdm_spin_note(&ws.spin, rdm_inbox_arrival_ns(&w->in, idle_since) - idle_since);
 			idle_since = 0;
 			ws.handoff_local = false;
 			process(&ws, got);
@@ -801,7 +819,7 @@ static void *worker_main(void *arg)
 			 * threads of one CPU may come straight back); sleep. */
 			idle_since = spin_from = rdm_now_ns();
 			spins = yields = 0;
-			budget = ws.handoff_local ? 0 : rdm_spin_budget(ws.gap_avg_ns, cap);
+			budget = ws.handoff_local ? 0 : rdm_spin_budget(&ws.spin);
 			if (ws.handoff_local) {
 				count(&w->local_handoffs);
 				yields = RDM_WORKER_IDLE_YIELDS;
@@ -829,7 +847,7 @@ static void *worker_main(void *arg)
 		ws.handoff_local = false;
 		spin_from = rdm_now_ns();
 		spins = yields = 0;
-		budget = rdm_spin_budget(ws.gap_avg_ns, cap);
+		budget = rdm_spin_budget(&ws.spin);
 	}
 	atomic_store_explicit(&w->items_pub, NULL, memory_order_relaxed);
 	rdm_arena_free(w->arena, ws.items, (size_t)ws.items_cap * sizeof(*ws.items), _Alignof(struct item));
