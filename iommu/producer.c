@@ -683,7 +683,7 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 				if (atomic_load_explicit(&l->wcpu, memory_order_relaxed) == me)
 					break; /* the worker came to this CPU: leave it */
 			}
-			rdm_cpu_relax();
+			rdm_spin_round(i);
 		}
 		atomic_store_explicit(&p->wait_cpu, me, memory_order_relaxed);
 	}

@@ -71,7 +71,9 @@
  *     this thread's gaps from the end of a batch to the next record's
  *     arrival, a waiter's submit-to-done times, and each side's delay from
  *     being woken to running. The budget is twice the wait average, at
- *     least one wake-up, at most about four, never more than cfg.spin_us.
+ *     least one wake-up, one wake-up alone when waits are longer than two,
+ *     never more than cfg.spin_us; a spin yields every few us, so threads
+ *     woken onto its CPU are not kept waiting (rdm_spin_round()).
  *     A wait is measured to the other side's act - the producer's doorbell
  *     (rdm_inbox.kicked_ns), the worker's wake of a sleeping waiter
  *     (rdm_producer.woken_ns) - not to when the sleeper got a CPU back,
@@ -828,7 +830,7 @@ static void *worker_main(void *arg)
 		/* Poll for the budget (the clock is read every 8 rounds)... */
 		if (budget && yields == 0) {
 			if (++spins % 8 != 0 || rdm_now_ns() - spin_from < budget) {
-				rdm_cpu_relax();
+				rdm_spin_round(spins);
 				continue;
 			}
 			budget = 0;

@@ -80,13 +80,14 @@ struct rdm_producer; /* opaque */
 
 /* The most an idle worker, and a producer waiting for a ticket, poll before
  * they sleep on a futex. Within it each side polls for a budget adapted to
- * how long its recent waits took and how long its wake-ups from a sleep
- * took (at least one wake-up, at most about four), and not at all when the
- * other side runs on the same CPU: polling costs a core while it lasts; a
- * sleep costs a futex wake and, when the other side's CPU went idle, that
- * CPU's wake-up (80-250 us measured on VMs whose idle vCPUs halt, a few us
- * on bare metal). A bound, not the usual spin: it must be above the
- * host's wake-up time, or waits across CPUs lock into sleeping. */
+ * how long its recent waits and its wake-ups from a sleep took (at least
+ * one wake-up; one alone when waits are longer than two), yielding every
+ * few us, and not at all when the other side runs on the same CPU: polling
+ * costs a core while it lasts; a sleep costs a futex wake and, when the
+ * other side's CPU went idle, that CPU's wake-up (80-250 us measured on VMs
+ * whose idle vCPUs halt, a few us on bare metal). A bound, not the usual
+ * spin: it must be above the host's wake-up time, or waits across CPUs
+ * lock into sleeping. */
 #define RDM_WORKER_DEFAULT_SPIN_US 1000u
 
 struct rdm_worker_config {

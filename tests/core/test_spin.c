@@ -20,9 +20,9 @@
  *     wake-up (then spinning is cheaper): the lock-in is left. With the
  *     old default cap (50 us) or the old rule (no spin once the average
  *     exceeds the cap) this fails for the wake-ups measured on VMs.
- *  2. When the waits are much longer than a wake-up, a side spins at most
- *     about 4 wake-ups per wait before it sleeps (CPU bounded by the
- *     wake-up cost, not by the cap).
+ *  2. When the waits are much longer than a wake-up, a side spins about
+ *     one wake-up per wait before it sleeps (CPU bounded by the wake-up
+ *     cost, not by the cap). The old rule spun through them.
  */
 #include <inttypes.h>
 #include <stdbool.h>
@@ -154,9 +154,9 @@ static void check_long_waits(uint64_t cap)
 			model_init(&m, cap, w, w, mult * w, mult * w);
 			model_run(&m, 200);
 			model_run(&m, 100);
-			/* Each side's budget is at most 4 W; a little slack for the
-			 * averages' integer steps. */
-			uint64_t most = 4 * w + w / 8;
+			/* Each side's budget is W; a little slack for the averages'
+			 * integer steps. */
+			uint64_t most = w + w / 8;
 
 			if (m.caller_spin_ns > m.waits * most || m.worker_spin_ns > m.waits * most) {
 				fprintf(stderr,
@@ -181,8 +181,12 @@ static void check_budget(void)
 	CHECK(rdm_spin_budget(&s) == 10 * US); /* floor: one wake-up */
 	s.wait_avg = 8 * US;
 	CHECK(rdm_spin_budget(&s) == 16 * US); /* twice the waits */
+	s.wait_avg = 20 * US;
+	CHECK(rdm_spin_budget(&s) == 40 * US); /* waits up to 2 W: still twice */
+	s.wait_avg = 21 * US;
+	CHECK(rdm_spin_budget(&s) == 10 * US); /* longer: one wake-up */
 	s.wait_avg = 500 * US;
-	CHECK(rdm_spin_budget(&s) == 40 * US); /* ceiling: four wake-ups */
+	CHECK(rdm_spin_budget(&s) == 10 * US);
 	s.wake_avg = 900 * US;
 	CHECK(rdm_spin_budget(&s) == 1000 * US); /* never above the cap */
 	/* Samples are clipped to 4 x cap. */
