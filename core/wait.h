@@ -84,15 +84,18 @@ static inline void rdm_spin_init(struct rdm_spin *s, uint64_t cap)
 	s->waits = 0;
 }
 
+/* The wake-up cost W: measured, else the prior. */
+static inline uint64_t rdm_spin_wake(const struct rdm_spin *s)
+{
+	return s->wake_avg ? s->wake_avg : s->cap / 4;
+}
+
 static inline uint64_t rdm_spin_budget(const struct rdm_spin *s)
 {
-	uint64_t wake = s->wake_avg;
+	uint64_t wake = rdm_spin_wake(s);
 
-	if (!wake) {
-		if (s->waits % RDM_SPIN_PROBE == RDM_SPIN_PROBE - 1)
-			return 0;
-		wake = s->cap / 4;
-	}
+	if (!s->wake_avg && s->waits % RDM_SPIN_PROBE == RDM_SPIN_PROBE - 1)
+		return 0;
 	uint64_t b = s->wait_avg <= 2 * wake && 2 * s->wait_avg > wake ? 2 * s->wait_avg : wake;
 
 	return b < s->cap ? b : s->cap;

@@ -591,7 +591,13 @@ static void give_back_slot(struct rdm_producer *p, uint64_t ticket)
 	p->slots[idx].link->outstanding--;
 }
 
-static void kick_after_publish(struct rdm_inbox *w)
+/* l: the publisher's link to w. When this call rings the doorbell, the
+ * worker was asleep and its CPU hint in l is stale until it runs again:
+ * the kernel may wake it onto any CPU, this thread's included. The hint
+ * becomes "unknown" (-1) until the worker republishes it after its sleep
+ * (worker.c, idle()); a waiter does not spin on "unknown" for long (H3,
+ * wait_slot()). */
+static void kick_after_publish(struct rdm_inbox *w, struct rdm_link *l)
 {
 	/* C3: the fence orders our publication (the ring's release store of
 	 * its tail) before the load of sleeping. */
@@ -606,6 +612,10 @@ static void kick_after_publish(struct rdm_inbox *w)
 	    atomic_exchange_explicit(&w->sleeping, 0, memory_order_relaxed)) {
 		/* H3: the worker's gap ends now, not when it gets a CPU back. */
 		atomic_store_explicit(&w->kicked_ns, rdm_now_ns(), memory_order_relaxed);
+		/* Relaxed: a hint (H1); stored before the wake, so the
+		 * worker's republication after it usually lands last, and a
+		 * stale -1 only ends a spin early. */
+		atomic_store_explicit(&l->wcpu, -1, memory_order_relaxed);
 		rdm_inbox_kick(w);
 	}
 }
@@ -677,11 +687,19 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 				return 0;
 			}
 			if (i % 8 == 0) {
-				if (rdm_now_ns() - t0 > budget)
+				uint64_t spun = rdm_now_ns() - t0;
+				int32_t wcpu = atomic_load_explicit(&l->wcpu, memory_order_relaxed);
+
+				if (spun > budget)
 					break;
 				me = rdm_this_cpu();
-				if (atomic_load_explicit(&l->wcpu, memory_order_relaxed) == me)
+				if (wcpu == me)
 					break; /* the worker came to this CPU: leave it */
+				/* Rung awake and still not running after two of this
+				 * thread's wake-ups: it may be queued behind this
+				 * spin on this CPU (a yield need not hand over). */
+				if (wcpu < 0 && spun > 2 * rdm_spin_wake(&l->spin))
+					break;
 			}
 			rdm_spin_round(i);
 		}
@@ -751,10 +769,10 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_region_inbox *wr,
 			return rdm_fail(-EAGAIN, "the producer's ring to the worker is full (%" PRIu32 " records)",
 					w->ring_capacity);
 		}
-		kick_after_publish(w);
+		kick_after_publish(w, l);
 		rdm_ring_wait_writable(l->ring, RDM_RING_DEFAULT_SPIN);
 	}
-	kick_after_publish(w);
+	kick_after_publish(w, l);
 	if (!sync) {
 		if (ticket_out)
 			*ticket_out = ticket;
@@ -871,7 +889,7 @@ static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, un
 	 * worker is destroyed only after its regions are gone). */
 	if (!err)
 		for (unsigned k = 0; k < nused; k++)
-			kick_after_publish(atomic_load_explicit(&used[k]->in, memory_order_relaxed));
+			kick_after_publish(atomic_load_explicit(&used[k]->in, memory_order_relaxed), used[k]);
 	return err;
 }
 

@@ -46,7 +46,12 @@
  * Three rules:
  *  H1 where: this thread publishes the CPU it runs on (sched_getcpu(),
  *     rseq: no system call) in every producer link (rdm_link.wcpu) when the
- *     CPU or the link table changes; a waiter publishes its own CPU in
+ *     CPU or the link table changes and after every sleep; a publisher that
+ *     rings the doorbell sets its link's hint to -1 (unknown: the kernel
+ *     may wake this thread onto any CPU, the publisher's included, and a
+ *     waiter spinning there would keep it queued; the waiter stops
+ *     spinning on an unknown CPU after two of its wake-ups, H3); a waiter
+ *     publishes its own CPU in
  *     rdm_producer.wait_cpu (producer.h) from a synchronous submit (or the start of a
  *     wait) until its wait returns. Both are hints, relaxed: they choose
  *     only whether a side spins, yields or sleeps, never whether it
@@ -846,6 +851,9 @@ static void *worker_main(void *arg)
 		/* ...then sleep (C3). Woken, spin and yield again before the
 		 * next sleep; the gap runs on until records come. */
 		idle(&ws);
+		/* A publisher that rang set its link's CPU hint to unknown
+		 * (producer.c, kick_after_publish()): republish it to all. */
+		ws.cpu = -1;
 		ws.handoff_local = false;
 		spin_from = rdm_now_ns();
 		spins = yields = 0;
