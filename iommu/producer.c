@@ -593,10 +593,11 @@ static void give_back_slot(struct rdm_producer *p, uint64_t ticket)
 
 /* l: the publisher's link to w. When this call rings the doorbell, the
  * worker was asleep and its CPU hint in l is stale until it runs again:
- * the kernel may wake it onto any CPU, this thread's included. The hint
- * becomes "unknown" (-1) until the worker republishes it after its sleep
- * (worker.c, idle()); a waiter does not spin on "unknown" for long (H3,
- * wait_slot()). */
+ * the kernel may wake it onto any CPU, this thread's included. A hint
+ * naming another CPU becomes "unknown" (-1) until the worker republishes
+ * it after its sleep (worker.c, idle()); a waiter does not spin on
+ * "unknown" for long (H3, wait_slot()). A hint naming this CPU stays: the
+ * waiter then sleeps at once (H2), as it must where there is one CPU. */
 static void kick_after_publish(struct rdm_inbox *w, struct rdm_link *l)
 {
 	/* C3: the fence orders our publication (the ring's release store of
@@ -615,7 +616,8 @@ static void kick_after_publish(struct rdm_inbox *w, struct rdm_link *l)
 		/* Relaxed: a hint (H1); stored before the wake, so the
 		 * worker's republication after it usually lands last, and a
 		 * stale -1 only ends a spin early. */
-		atomic_store_explicit(&l->wcpu, -1, memory_order_relaxed);
+		if (atomic_load_explicit(&l->wcpu, memory_order_relaxed) != rdm_this_cpu())
+			atomic_store_explicit(&l->wcpu, -1, memory_order_relaxed);
 		rdm_inbox_kick(w);
 	}
 }
