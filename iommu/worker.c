@@ -47,10 +47,11 @@
  *  H1 where: this thread publishes the CPU it runs on (sched_getcpu(),
  *     rseq: no system call) in every producer link (rdm_link.wcpu) when the
  *     CPU or the link table changes and after every sleep; a publisher that
- *     rings the doorbell sets its link's hint to -1 (unknown: the kernel
- *     may wake this thread onto any CPU, the publisher's included, and a
- *     waiter spinning there would keep it queued; the waiter stops
- *     spinning on an unknown CPU after two of its wake-ups, H3); a waiter
+ *     rings the doorbell sets its link's hint, when it names another CPU,
+ *     to -1 (unknown: the kernel may wake this thread onto any CPU, the
+ *     publisher's included, and a waiter spinning there would keep it
+ *     queued; the waiter stops spinning on an unknown CPU after two of its
+ *     wake-ups, H3); a waiter
  *     publishes its own CPU in
  *     rdm_producer.wait_cpu (producer.h) from a synchronous submit (or the start of a
  *     wait) until its wait returns. Both are hints, relaxed: they choose
