@@ -50,7 +50,8 @@ static inline void rdm_cpu_relax(void)
  *  - The floor W: a wait shorter than a sleep and a wake is cheaper spun,
  *    and spinning W before sleeping costs at most about twice the better
  *    choice whatever the waits are (the classic competitive bound).
- *  - Long waits: spun for W, then slept through; so at most 4 W per wait.
+ *  - Long waits (above 2 W): spun for W, then slept through. No wait is
+ *    spun longer than 4 W (at wait_avg = 2 W).
  *  - Why waits up to 2 W are still spun: a wait is a round trip to another
  *    thread that spins and sleeps by the same rule. Once one side sleeps,
  *    the other side's next wait includes that side's wake-up (W + the

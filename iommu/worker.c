@@ -51,10 +51,9 @@
  *     to -1 (unknown: the kernel may wake this thread onto any CPU, the
  *     publisher's included, and a waiter spinning there would keep it
  *     queued; the waiter stops spinning on an unknown CPU after two of its
- *     wake-ups, H3); a waiter
- *     publishes its own CPU in
- *     rdm_producer.wait_cpu (producer.h) from a synchronous submit (or the start of a
- *     wait) until its wait returns. Both are hints, relaxed: they choose
+ *     wake-ups, H3); a waiter publishes its own CPU in rdm_producer.wait_cpu
+ *     (producer.h) from a synchronous submit (or the start of a wait) until
+ *     its wait returns. Both are hints, relaxed: they choose
  *     only whether a side spins, yields or sleeps, never whether it
  *     checks the flags of C2/C3, so every proof below holds for any value
  *     they hold (a stale one costs time, not a wake-up).
