@@ -280,6 +280,11 @@ uint64_t rdm_region_size(const struct rdm_region *r)
 	return r == NULL ? 0 : r->cfg.size;
 }
 
+uint64_t rdm_region_defer_budget(const struct rdm_region *r)
+{
+	return r == NULL ? 0 : r->cfg.defer_budget;
+}
+
 const struct rdm_region_config *rdm_region_get_config(const struct rdm_region *r)
 {
 	return &r->cfg;

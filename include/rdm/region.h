@@ -164,6 +164,12 @@ RDM_API uint64_t rdm_region_granularity(const struct rdm_region *r);
 /* The region size in bytes. 0 for NULL. */
 RDM_API uint64_t rdm_region_size(const struct rdm_region *r);
 
+/* The deferral budget in force, in bytes: defer_budget as created, with the
+ * default applied and rounded up to the discard unit; RDM_DEFER_BUDGET_NONE
+ * when unbounded. 0 for NULL. Whatever the policy: only RDM_POLICY_DEFER
+ * defers. */
+RDM_API uint64_t rdm_region_defer_budget(const struct rdm_region *r);
+
 /*
  * Queries. Lock-free; any thread; each answers from one version of the state.
  *

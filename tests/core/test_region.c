@@ -136,8 +136,37 @@ static void test_create(void)
 	CHECK(rdm_region_granularity(r) == UINT64_C(1) << 30);
 	CHECK(rdm_region_destroy(r) == 0);
 
+	/* The deferral budget in force: the default (2% of 1 GiB, 21474836
+	 * bytes, rounded up to the 2 MiB discard unit), an explicit one rounded
+	 * up, and anything from the size up unbounded. */
+	struct {
+		uint64_t asked, unit, want;
+	} budgets[] = {
+		{ 0, 2 * MIB, 22 * MIB },
+		{ 0, 4 * MIB, 24 * MIB },
+		{ 5 * MIB, 2 * MIB, 6 * MIB },
+		{ 4 * MIB, 4 * MIB, 4 * MIB },
+		{ 1024 * MIB - 1, 2 * MIB, 1024 * MIB }, /* rounded up to the size, still bounded */
+		{ 1024 * MIB, 2 * MIB, RDM_DEFER_BUDGET_NONE },
+		{ RDM_DEFER_BUDGET_NONE, 2 * MIB, RDM_DEFER_BUDGET_NONE },
+	};
+	for (size_t i = 0; i < sizeof(budgets) / sizeof(budgets[0]); i++) {
+		memset(&cfg, 0, sizeof(cfg));
+		cfg.struct_size = sizeof(cfg);
+		cfg.size = 1024 * MIB;
+		cfg.block_size = BS;
+		cfg.policy = RDM_POLICY_DEFER;
+		cfg.discard_unit = budgets[i].unit;
+		cfg.defer_budget = budgets[i].asked;
+		CHECK(rdm_region_create(&cfg, &r) == 0);
+		CHECK(rdm_region_defer_budget(r) == budgets[i].want);
+		CHECK(rdm_region_get_config(r)->defer_budget == budgets[i].want);
+		CHECK(rdm_region_destroy(r) == 0);
+	}
+
 	CHECK_FAIL(rdm_region_destroy(NULL), -EINVAL);
 	CHECK(rdm_region_granularity(NULL) == 0 && rdm_region_size(NULL) == 0);
+	CHECK(rdm_region_defer_budget(NULL) == 0);
 }
 
 static int count_cb(void *opaque, uint64_t off, uint64_t len)
