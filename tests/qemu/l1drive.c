@@ -2,7 +2,7 @@
  *
  *   l1drive --cmd FILE [--preload SO] [--variant NAME] [--step-mib N] [--levels N] [--cycles N]
  *           [--boot-timeout S] [--only SCENARIO[,SCENARIO]] [--break skip-unmap]
- *           [--deferred QOM-PATH:PROPERTY]
+ *           [--deferred QOM-PATH:PROPERTY] [--budget QOM-PATH:PROPERTY]
  *
  * FILE holds the L2 QEMU's command line, one argument a line; "@BDF@" becomes RDM_VM_BDF (edu,
  * bound to vfio-pci by tests/vm/init.sh). QEMU runs with SO preloaded (vfio_count.so: its
@@ -17,10 +17,12 @@
  * Checks per step: virtio-mem's size reaches requested-size; L2's MemTotal grows by exactly the
  * plugged size; the QEMU's pinned memory (VmLck: vfio type1 accounts pinned pages in locked_vm)
  * beyond what it pinned at boot equals the plugged size plus what the VMM defers (--deferred
- * names a QOM integer property holding those bytes; none for a stock QEMU). Prints per scenario
+ * names a QOM integer property holding those bytes; none for a stock QEMU), and those bytes stay
+ * within the VMM's deferral budget (--budget names a QOM integer property holding it, read once
+ * after boot). Prints per scenario
  *   SUMMARY qemu scenario=S variant=V vfio_calls=N plug_s=T unplug_s=T
  *           pinned_after_unplug_bytes=B deferred_peak_bytes=D plug_map_calls=C plug_map_s=T
- *           plug_call_s=T plug_page_s=T
+ *           plug_call_s=T plug_page_s=T defer_budget_bytes=G
  * with plug_s/unplug_s the mean time of one step (QMP request to size == requested-size; steps
  * that never got there, kernel-zone unplugs, are counted apart),
  * vfio_calls the map + unmap ioctls of the scenario, B the pinned bytes beyond boot after the
@@ -59,9 +61,13 @@
 static struct {
 	const char *cmd_file, *preload, *variant, *brk, *only;
 	const char *deferred_path, *deferred_prop; /* --deferred PATH:PROP */
+	const char *budget_path, *budget_prop;     /* --budget PATH:PROP */
 	uint64_t step, levels, cycles;
 	int boot_timeout_s;
-} opt = { NULL, NULL, "stock", NULL, NULL, NULL, NULL, 128 * MIB, 4, 2, 600 };
+} opt = { NULL, NULL, "stock", NULL, NULL, NULL, NULL, NULL, NULL, 128 * MIB, 4, 2, 600 };
+
+/* The deferral budget the VMM applies (--budget; 0: none given, a stock QEMU defers nothing). */
+static uint64_t budget;
 
 static struct {
 	pid_t pid;
@@ -368,13 +374,14 @@ static bool step(struct tally *t, uint64_t target, bool must_reach)
 		ret = deferred(&def);
 	if (def > t->deferred_peak)
 		t->deferred_peak = def;
-	bool ok = !ret && (size == target || !must_reach) && kb == want_kb && pin == size + def;
+	bool within = !opt.budget_path || def <= budget;
+	bool ok = !ret && (size == target || !must_reach) && kb == want_kb && pin == size + def && within;
 	gu_tap_ok(ok, "%s: requested-size %" PRIu64 " MiB: size %" PRIu64 " MiB after %.2f s (%" PRIu64
 		  " VFIO calls); L2 MemTotal +%" PRId64 " MiB (%" PRIu64 " hotplugged blocks online: %" PRIu64 " movable, %" PRIu64
-		  " normal); pinned beyond boot %" PRIu64 " MiB, deferred %" PRIu64 " KiB",
+		  " normal); pinned beyond boot %" PRIu64 " MiB, deferred %" PRIu64 " KiB%s",
 		  t->name, target / MIB, size / MIB, secs, vfio_calls() - calls,
 		  ((int64_t)kb - (int64_t)boot_memtotal_kb) / 1024, l2_val("hot_online"), l2_val("movable"),
-		  l2_val("normal"), pin / MIB, def / 1024);
+		  l2_val("normal"), pin / MIB, def / 1024, within ? "" : ", past the deferral budget");
 	if (ret)
 		gu_tap_diag("QMP: %d %s", ret, qmp.reply);
 	if (size != target)
@@ -389,10 +396,10 @@ static void summary(struct tally *t)
 
 	printf("SUMMARY qemu scenario=%s variant=%s vfio_calls=%" PRIu64 " plug_s=%.3f unplug_s=%.3f "
 	       "pinned_after_unplug_bytes=%" PRIu64 " deferred_peak_bytes=%" PRIu64 " plug_map_calls=%.1f "
-	       "plug_map_s=%.3f plug_call_s=%.3f plug_page_s=%.3f\n",
+	       "plug_map_s=%.3f plug_call_s=%.3f plug_page_s=%.3f defer_budget_bytes=%" PRIu64 "\n",
 	       t->name, opt.variant, vfio_calls() - t->calls0, t->plug_s * per, t->unplugs ? t->unplug_s / t->unplugs : 0,
 	       t->pinned_after, t->deferred_peak, (double)t->plug_maps * per, (double)t->plug_map_ns / 1e9 * per,
-	       call_s * (double)t->plug_maps * per, page_s * (double)t->plug_pages * per);
+	       call_s * (double)t->plug_maps * per, page_s * (double)t->plug_pages * per, budget);
 	if (t->ncycles > 1)
 		printf("SUMMARY qemu-cycles scenario=%s variant=%s cycles=%u vfio_calls_first_cycle=%" PRIu64
 		       " vfio_calls_per_later_cycle=%.1f\n",
@@ -497,12 +504,19 @@ int main(int argc, char **argv)
 			opt.levels = strtoull(v, NULL, 0);
 		else if (!strcmp(k, "--cycles"))
 			opt.cycles = strtoull(v, NULL, 0);
-		else if (!strcmp(k, "--deferred") && strchr(v, ':')) {
-			static char pp[256];
-			snprintf(pp, sizeof(pp), "%s", v);
-			opt.deferred_prop = strchr(pp, ':') + 1;
-			*strchr(pp, ':') = 0;
-			opt.deferred_path = pp;
+		else if (!strcmp(k, "--deferred") || !strcmp(k, "--budget")) {
+			bool d = !strcmp(k, "--deferred");
+			static char pp[2][256];
+			char *c = pp[d];
+
+			snprintf(c, sizeof(pp[d]), "%s", v);
+			if (!strchr(c, ':')) {
+				gu_tap_ok(false, "%s %s: want QOM-PATH:PROPERTY", k, v);
+				return gu_tap_done();
+			}
+			*(d ? &opt.deferred_prop : &opt.budget_prop) = strchr(c, ':') + 1;
+			*strchr(c, ':') = 0;
+			*(d ? &opt.deferred_path : &opt.budget_path) = c;
 		} else if (!strcmp(k, "--only"))
 			opt.only = v;
 		else if (!strcmp(k, "--break"))
@@ -532,6 +546,12 @@ int main(int argc, char **argv)
 	if (!gu_tap_ok(!ret && boot_pinned > 0, "L2 QEMU pins its boot memory for VFIO (%" PRIu64 " MiB)",
 		       boot_pinned / MIB))
 		goto out;
+	if (opt.budget_path) {
+		ret = qmp_qom_get_u64(&qmp, opt.budget_path, opt.budget_prop, &budget);
+		if (!gu_tap_ok(!ret && budget > 0, "the VMM's deferral budget: %" PRIu64 " KiB (%s %s)", budget / 1024,
+			       opt.budget_path, opt.budget_prop))
+			goto out;
+	}
 	if (!opt.only || strstr(opt.only, "movable"))
 		cycles("movable", "online_movable", true);
 	if (!opt.only || strstr(opt.only, "kernel"))
