@@ -8,15 +8,30 @@
 
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/futex.h>
+
 /* futex(2) on a 32-bit atomic word (private to this process). */
 static inline long rdm_futex(_Atomic uint32_t *addr, int op, uint32_t val)
 {
 	return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
+}
+
+/*
+ * Sleep while *addr holds `seen`. True if the thread went to sleep and a
+ * wake (or a spurious wake-up) ended it; false if the word had changed
+ * before the kernel queued the thread (EAGAIN) or a signal ended the wait:
+ * then no wake-up was paid, and a side measuring its wake-up cost (H3)
+ * must not take the time since the other side's wake as a sample of it.
+ */
+static inline bool rdm_futex_sleep(_Atomic uint32_t *addr, uint32_t seen)
+{
+	return rdm_futex(addr, FUTEX_WAIT_PRIVATE, seen) == 0;
 }
 
 /* A monotonic clock in nanoseconds (vDSO, no system call). */

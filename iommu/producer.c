@@ -719,8 +719,10 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 			atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
 			break;
 		}
-		rdm_futex(&p->futex, FUTEX_WAIT_PRIVATE, seen);
-		slept = true;
+		/* Only a real sleep makes the time since the worker's wake a
+		 * wake-up sample (wait_done()). */
+		if (rdm_futex_sleep(&p->futex, seen))
+			slept = true;
 		atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
 		if (slot_done(s, ticket))
 			break;

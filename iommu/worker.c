@@ -82,9 +82,12 @@
  *     A wait is measured to the other side's act - the producer's doorbell
  *     (rdm_inbox.kicked_ns), the worker's wake of a sleeping waiter
  *     (rdm_producer.woken_ns) - not to when the sleeper got a CPU back,
- *     which is the wake-up sample. Waiting across CPUs costs a wake-up of
- *     the other CPU whenever the other side sleeps: 80-250 us measured in
- *     a VM whose idle vCPUs halt, against ~2 us on one CPU. The old rule
+ *     which is the wake-up sample; only a wait that really slept gives one
+ *     (rdm_futex_sleep(): a FUTEX_WAIT that found the word already changed
+ *     paid no wake-up, so the time since the other side's wake is none).
+ *     Waiting across CPUs costs a wake-up of the other CPU whenever the
+ *     other side sleeps: 80-250 us measured in a VM whose idle vCPUs halt,
+ *     against ~2 us on one CPU. The old rule
  *     (twice the wait average, none once it exceeded a 50 us cap) locked
  *     both sides into sleeping after every handoff there: 50-90 us per
  *     request on trace A, in most runs. No constant is fitted to a
@@ -722,10 +725,10 @@ static void idle(struct wstate *ws)
 		uint64_t slept = rdm_now_ns();
 
 		count(&w->idle_sleeps);
-		rdm_futex(&w->in.futex, FUTEX_WAIT_PRIVATE, seen);
+		bool woken = rdm_futex_sleep(&w->in.futex, seen);
 		uint64_t rang = rdm_inbox_arrival_ns(&w->in, slept), now = rdm_now_ns();
 
-		if (rang < now)
+		if (woken && rang < now)
 			rdm_spin_note_wake(&ws->spin, now - rang);
 	}
 	atomic_store_explicit(&w->in.sleeping, 0, memory_order_relaxed);

@@ -25,9 +25,11 @@
  *     cost, not by the cap). The old rule spun through them.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <rdm/worker.h>
 
@@ -196,9 +198,74 @@ static void check_budget(void)
 	CHECK(s.wait_avg <= 40 * US);
 }
 
+/*
+ * rdm_futex_sleep() tells a real sleep from a wait that never slept, so
+ * that only the former is noted as a wake-up sample: a word that changed
+ * before the call returns false at once; a sleeper the other thread wakes
+ * returns true. The waker changes the word only once the sleeper's thread
+ * is seen asleep (state S in /proc), so the second case cannot race.
+ */
+struct sleeper {
+	_Atomic uint32_t word;
+	_Atomic pid_t tid;
+};
+
+static bool thread_sleeping(pid_t tid)
+{
+	char path[64], buf[256];
+	FILE *f;
+	char *p;
+	bool s = false;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	f = fopen(path, "r");
+	if (!f)
+		return false;
+	if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) != NULL)
+		s = p[1] == ' ' && p[2] == 'S';
+	fclose(f);
+	return s;
+}
+
+static void *waker(void *arg)
+{
+	struct sleeper *sl = arg;
+	pid_t tid;
+
+	while ((tid = atomic_load_explicit(&sl->tid, memory_order_acquire)) == 0)
+		sched_yield();
+	while (!thread_sleeping(tid))
+		usleep(100);
+	/* Release: pairs with nothing the sleeper reads but the word itself. */
+	atomic_fetch_add_explicit(&sl->word, 1, memory_order_release);
+	rdm_futex(&sl->word, FUTEX_WAKE_PRIVATE, 1);
+	return NULL;
+}
+
+static void check_futex_sleep(void)
+{
+	struct sleeper sl = { 0, 0 };
+	pthread_t th;
+
+	/* The word moved on before the call: no sleep, no sample. */
+	CHECK(!rdm_futex_sleep(&sl.word, 1));
+	REQUIRE(pthread_create(&th, NULL, waker, &sl) == 0);
+	/* Release: publishes the tid the waker polls. */
+	atomic_store_explicit(&sl.tid, (pid_t)syscall(SYS_gettid), memory_order_release);
+	bool slept = false;
+
+	/* A spurious wake-up (true, word unchanged) just sleeps again. */
+	while (atomic_load_explicit(&sl.word, memory_order_acquire) == 0)
+		slept = rdm_futex_sleep(&sl.word, 0) || slept;
+	CHECK(slept);
+	pthread_join(th, NULL);
+}
+
 int main(void)
 {
 	uint64_t cap = (uint64_t)RDM_WORKER_DEFAULT_SPIN_US * US;
+
+	check_futex_sleep();
 
 	check_budget();
 	check_recovery(cap);
