@@ -89,6 +89,7 @@ static int ifd_unmap(struct rdm_backend *b, uint64_t iova, uint64_t size, struct
 				iova, size, t->ioas_id, errname(rc));
 	uint64_t bytes = 0;
 	rdm_maptree_remove_starts_in(&t->shadow, iova, iova + (size - 1), &res->removed, &bytes);
+	rdm_maptree_trim(&t->shadow); /* no handle is kept across calls */
 	res->bytes = u.length; /* the kernel writes the unmapped length back */
 	return 0;
 }

@@ -231,6 +231,9 @@ static int sim_unmap(struct rdm_backend *b, uint64_t iova, uint64_t size, struct
 	res->removed = removed;
 	res->added = survivors;
 	charge(s, bytes);
+	/* The model's memory follows its mappings down too (no handle is
+	 * kept across calls). */
+	rdm_maptree_trim(t);
 	return 0;
 }
 

@@ -192,6 +192,7 @@ static int type1_unmap(struct rdm_backend *b, uint64_t iova, uint64_t size, stru
 				iova, size, errname(rc));
 	uint64_t bytes = 0;
 	rdm_maptree_remove_starts_in(&t->shadow, iova, iova + (size - 1), &res->removed, &bytes);
+	rdm_maptree_trim(&t->shadow); /* no handle is kept across calls */
 	res->bytes = u.size; /* the kernel writes the unmapped size back */
 	return 0;
 }

@@ -20,9 +20,15 @@
  *
  * Nodes (start, len, two 32-bit child indices, then the owner's payload)
  * live in one array of power-of-two sized slots that grows by doubling;
- * index 0 is nil. Growing is the only allocation and happens only in
- * rdm_maptree_reserve(), so an owner can reserve what an operation needs
- * and then commit it with calls that cannot fail. The heap priority of node
+ * index 0 is nil. Growing is the only allocation an operation makes and
+ * happens only in rdm_maptree_reserve(), so an owner can reserve what an
+ * operation needs and then commit it with calls that cannot fail. Between
+ * operations, rdm_maptree_trim() moves the intervals into a smaller array
+ * once they fill at most a quarter of it (to half of the new one), so a
+ * layout that was large once - a fragmented guest, a 1 TiB region mapped
+ * a block at a time - does not keep its peak memory for the life of the
+ * VM; moving costs O(n log n) and needs at least 3/4 of the array's nodes
+ * removed since the last resize, so it is amortised over them. The heap priority of node
  * i is i times 2^32 / golden ratio (Fibonacci hashing): it costs no memory
  * and one multiply per level (a mixing hash cost ~1/3 of an insert), and
  * successive indices get priorities spread as evenly as a sequence can be,
@@ -392,6 +398,51 @@ void rdm_maptree_clear(struct rdm_maptree *t)
 	free_subtree(t, t->root, &c, &l);
 	t->root = 0;
 	t->count = 0;
+}
+
+bool rdm_maptree_trim(struct rdm_maptree *t)
+{
+	uint64_t cap = RDM_MAPTREE_TRIM_MIN;
+	size_t size = (size_t)1 << t->shift;
+	uint32_t k = 0, root = 0;
+	unsigned char *p;
+
+	if (t->cap <= RDM_MAPTREE_TRIM_MIN || t->count * 4 > t->cap)
+		return false;
+	/* Invariant 3 with no node unlinked and kept: the owner holds none. */
+	assert(t->count == (uint64_t)t->used - t->nfree);
+	while (cap < 2 * (t->count + 1))
+		cap *= 2;
+	if (cap >= t->cap)
+		return false;
+	p = rdm_reallocarray(NULL, cap, size);
+	if (p == NULL)
+		return false;
+	memset(p, 0, size); /* nil */
+	/* Node k of the new pool is the k-th interval in order: ascending keys
+	 * in index order, each hung from the right spine of those before it,
+	 * as rdm_maptree_insert_run() builds a run (invariant 2 by the same
+	 * argument; the priorities are the new indices'). */
+	for (uint32_t h = rdm_maptree_find_ge(t, 0); h; h = rdm_maptree_next(t, h)) {
+		struct rdm_maptree_node *nd = (struct rdm_maptree_node *)(void *)(p + ((size_t)++k << t->shift));
+		uint32_t ph = prio(k), *link = &root, i;
+
+		memcpy(nd, N(t, h), size);
+		nd->right = 0;
+		while ((i = *link) != 0 && prio(i) >= ph)
+			link = &((struct rdm_maptree_node *)(void *)(p + ((size_t)i << t->shift)))->right;
+		nd->left = i;
+		*link = k;
+	}
+	assert(k == t->count);
+	rdm_free(t->pool);
+	t->pool = p;
+	t->cap = (uint32_t)cap;
+	t->used = k;
+	t->nfree = 0;
+	t->free_head = 0;
+	t->root = root;
+	return true;
 }
 
 /* The link from which every interval starting in [lo, last] hangs: the

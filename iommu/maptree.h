@@ -106,6 +106,23 @@ void rdm_maptree_free(struct rdm_maptree *t, uint32_t h);
  * unlinked and not yet freed stay as they are. */
 void rdm_maptree_clear(struct rdm_maptree *t);
 
+/*
+ * Give memory back after a shrink. The pool only grows (by doubling, in
+ * rdm_maptree_reserve()); when at most a quarter of it holds intervals and
+ * it is larger than RDM_MAPTREE_TRIM_MIN nodes, the intervals move, in
+ * order, into a new pool of twice their number (a power of two, at least
+ * RDM_MAPTREE_TRIM_MIN), and the old one is freed. Every handle changes, so
+ * the owner may hold none: no node unlinked and kept, no handle it will use
+ * again. True if the intervals moved; false, with nothing changed, when
+ * there was nothing to give back or the new pool could not be allocated
+ * (the tree stays as correct as before: trimming is never needed).
+ * O(count log count) when it moves, O(1) when not; the quarter keeps a
+ * tree that shrinks and grows again from moving more than once per
+ * doubling.
+ */
+#define RDM_MAPTREE_TRIM_MIN 1024u
+bool rdm_maptree_trim(struct rdm_maptree *t);
+
 /* The interval with the greatest start <= x / the smallest start >= x, or 0. */
 uint32_t rdm_maptree_find_le(const struct rdm_maptree *t, uint64_t x);
 uint32_t rdm_maptree_find_ge(const struct rdm_maptree *t, uint64_t x);

@@ -586,6 +586,14 @@ void rdm_planner_flush(struct rdm_planner *p)
 		release_range(p, cs, ce - cs);
 }
 
+void rdm_planner_trim(struct rdm_planner *p)
+{
+	/* Dead mappings are unlinked nodes listed by handle: only once they
+	 * are flushed may the nodes move. */
+	if (!p->dead_head)
+		rdm_maptree_trim(&p->maps);
+}
+
 /* What mapping m could defer is no longer exposure. */
 static void unexpose(struct rdm_planner *p, uint32_t m)
 {

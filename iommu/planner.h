@@ -144,6 +144,10 @@ void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len);
 /* Execute pending unmaps, then release what may be released. Never fails,
  * needs no allocation. */
 void rdm_planner_flush(struct rdm_planner *p);
+/* Between batches (after a flush, no handle held): give the layout's
+ * memory back when it shrank to a quarter of its pool (rdm_maptree_trim()).
+ * Never fails; without memory for the smaller pool it keeps the old one. */
+void rdm_planner_trim(struct rdm_planner *p);
 
 /*
  * Bracket the application of one populate change (rdm_region_apply of a

@@ -565,6 +565,8 @@ static void apply_group(struct wstate *ws, struct rdm_wregion *wr, uint32_t i, u
 static void finish_group(struct wstate *ws, struct rdm_wregion *wr)
 {
 	rdm_planner_flush(&wr->planner);
+	/* A layout that shrank gives its memory back, between batches. */
+	rdm_planner_trim(&wr->planner);
 	/* Only a group that applied a change has state to retire; one that
 	 * only attached must not take the region's lock, which the first
 	 * attach's caller holds (attach_first()). */

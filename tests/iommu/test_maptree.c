@@ -1,4 +1,5 @@
-/* test_maptree.c - the maptree's bulk operations against its one-at-a-time ones and a bitmap of keys. */
+/* test_maptree.c - the maptree's bulk operations against its one-at-a-time ones and a bitmap of keys;
+ * its trim against the same bitmap (trim_seed()). */
 /*
  * Two trees take the same random operations: in one, a run of n adjacent
  * intervals goes in by rdm_maptree_insert_run() and a key range out by
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "iommu/maptree.h"
 #include "tests/check.h"
 #include "tests/rng.h"
@@ -197,6 +199,138 @@ static bool run_seed(uint64_t seed)
 	return ok;
 }
 
+/* Invariant 2 (heap order of the index priorities) over subtree i. */
+static bool heap_ok(const struct rdm_maptree *t, uint32_t i, unsigned depth)
+{
+	const struct rdm_maptree_node *n;
+
+	if (!i)
+		return true;
+	if (depth > 200)
+		return false; /* a cycle, or a degenerate tree */
+	n = rdm_maptree_node(t, i);
+	for (int c = 0; c < 2; c++) {
+		uint32_t ch = c ? n->right : n->left;
+
+		if (ch && (uint32_t)(ch * 0x9e3779b1u) > (uint32_t)(i * 0x9e3779b1u))
+			return false;
+		if (!heap_ok(t, ch, depth + 1))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * rdm_maptree_trim() against the model: single-key intervals fill most of
+ * the keys, then random removals (and a few inserts) each followed by a
+ * trim. After every step the tree holds exactly the model's intervals in
+ * heap order; a trim that moves them leaves a pool of at most twice their
+ * number (a power of two, at least RDM_MAPTREE_TRIM_MIN) with no free
+ * nodes; one whose allocation is made to fail changes nothing; at the end,
+ * with a few intervals left, the pool is back at RDM_MAPTREE_TRIM_MIN.
+ */
+static bool trim_seed(uint64_t seed)
+{
+	static struct model m;
+	static unsigned char before[(size_t)(4 * KEYS + 2) << 6];
+	struct rdm_maptree t;
+	uint64_t next_tag = 1, trims = 0;
+	bool ok = true, injected = false;
+
+	rng_state = seed * 0x9e3779b97f4a7c15ull + 7;
+	memset(&m, 0, sizeof(m));
+	m.base = below(1u << 20);
+	rdm_maptree_init(&t, sizeof(struct pay));
+	for (uint64_t k = 0; k < KEYS; k++) {
+		struct pay tmpl;
+
+		if (below(10) == 0)
+			continue;
+		memset(&tmpl, 0, sizeof(tmpl));
+		tmpl.tag = next_tag++;
+		REQUIRE(rdm_maptree_reserve(&t, 1) == 0);
+		rdm_maptree_insert_run(&t, m.base + k, 1, 1, &tmpl, sizeof(tmpl));
+		m.tag[k] = tmpl.tag;
+		m.first[k] = k;
+	}
+	for (int step = 0; step < 400 && ok; step++) {
+		if (below(8) == 0) {
+			/* An insert into a free key. */
+			uint64_t k = below(KEYS);
+			struct pay tmpl;
+
+			if (m.tag[k])
+				continue;
+			memset(&tmpl, 0, sizeof(tmpl));
+			tmpl.tag = next_tag++;
+			REQUIRE(rdm_maptree_reserve(&t, 1) == 0);
+			rdm_maptree_insert_run(&t, m.base + k, 1, 1, &tmpl, sizeof(tmpl));
+			m.tag[k] = tmpl.tag;
+			m.first[k] = k;
+		} else {
+			uint64_t lo = below(KEYS), last = lo + below(step < 300 ? 16 : KEYS - lo), count = 0, sum = 0;
+
+			if (last >= KEYS)
+				last = KEYS - 1;
+			rdm_maptree_remove_starts_in(&t, m.base + lo, m.base + last, &count, &sum);
+			for (uint64_t k = lo; k <= last; k++)
+				m.tag[k] = 0;
+		}
+		uint32_t cap = t.cap;
+		bool due = cap > RDM_MAPTREE_TRIM_MIN && t.count * 4 <= cap;
+
+		if (due && !injected) {
+			/* The smaller pool cannot be had: nothing may change. */
+			struct rdm_maptree saved = t;
+			size_t bytes = ((size_t)t.used + 1) << t.shift;
+
+			memcpy(before, t.pool, bytes);
+			injected = true;
+			rdm_alloc_inject(1, false);
+			bool moved = rdm_maptree_trim(&t);
+
+			rdm_alloc_inject(0, false);
+			if (moved || memcmp(&saved, &t, sizeof(t)) || memcmp(before, t.pool, bytes)) {
+				fprintf(stderr, "trim seed %" PRIu64 " step %d: a failed trim changed the tree\n", seed, step);
+				ok = false;
+			}
+		}
+		bool moved = rdm_maptree_trim(&t);
+
+		trims += moved;
+		if (moved != due) {
+			fprintf(stderr, "trim seed %" PRIu64 " step %d: trim %s with %" PRIu64 " of %" PRIu32 " nodes\n", seed,
+				step, moved ? "moved" : "did not move", t.count, cap);
+			ok = false;
+		}
+		if (moved && (t.cap >= cap || t.cap < RDM_MAPTREE_TRIM_MIN || (t.cap & (t.cap - 1)) ||
+			      (t.cap > RDM_MAPTREE_TRIM_MIN && t.cap / 2 >= 2 * (t.count + 1)) || t.nfree ||
+			      t.used != t.count)) {
+			fprintf(stderr, "trim seed %" PRIu64 " step %d: pool of %" PRIu32 " for %" PRIu64 " intervals\n", seed,
+				step, t.cap, t.count);
+			ok = false;
+		}
+		if (!matches(&t, &m) || !heap_ok(&t, t.root, 0)) {
+			fprintf(stderr, "trim seed %" PRIu64 " step %d: the tree differs from the model\n", seed, step);
+			ok = false;
+		}
+	}
+	/* All but the last few intervals go: the pool must come back down. */
+	uint64_t count = 0, sum = 0;
+
+	rdm_maptree_remove_starts_in(&t, m.base, m.base + KEYS - 9, &count, &sum);
+	for (uint64_t k = 0; k <= KEYS - 9; k++)
+		m.tag[k] = 0;
+	trims += rdm_maptree_trim(&t);
+	if (ok && (!trims || t.cap != RDM_MAPTREE_TRIM_MIN || !injected || !matches(&t, &m))) {
+		fprintf(stderr, "trim seed %" PRIu64 ": %" PRIu64 " trims, pool %" PRIu32 " at the end%s\n", seed, trims,
+			t.cap, injected ? "" : ", no failure injected");
+		ok = false;
+	}
+	rdm_maptree_fini(&t);
+	return ok;
+}
+
 int main(void)
 {
 	const char *s = getenv("RDM_TEST_SEED"), *r = getenv("RDM_TEST_ROUNDS");
@@ -204,9 +338,12 @@ int main(void)
 
 	if (s) {
 		CHECK(run_seed(strtoull(s, NULL, 0)));
+		CHECK(trim_seed(strtoull(s, NULL, 0)));
 		return check_exit();
 	}
 	for (int i = 1; i <= rounds; i++)
 		CHECK(run_seed((uint64_t)i));
+	for (int i = 1; i <= rounds; i++)
+		CHECK(trim_seed((uint64_t)i));
 	return check_exit();
 }

@@ -418,6 +418,39 @@ static void test_leak_without_memory_releases_nothing(void)
 	CHECK(seen);
 }
 
+/* A layout that shrank gives its memory back between batches (the
+ * planner's trim, rdm_maptree_trim()), and keeps working afterwards: 8192
+ * single-block mappings, all but 8 discarded, then all populated again. */
+static void test_layout_gives_memory_back(void)
+{
+	const uint64_t n = 8192;
+	struct rdm_backend *b = new_sim(false);
+	struct rdm_worker *w;
+
+	REQUIRE(rdm_worker_create(NULL, &w) == 0);
+	REQUIRE(rdm_worker_add_backend(w, b, 0) == 0);
+	struct rdm_region *r = new_region(1ull << 36, n * BS, RDM_POLICY_BLOCK, 0);
+
+	REQUIRE(rdm_worker_attach(w, r, b) == 0);
+	CHECK(rdm_populate(r, 0, n * BS) == 0);
+	/* The flush's release/acquire pair makes the worker's planner state
+	 * visible here (no batch runs meanwhile). */
+	CHECK(rdm_worker_flush(w) == 0);
+	CHECK(planner_of(r)->maps.count == n && planner_of(r)->maps.cap > n);
+	CHECK(rdm_discard(r, 8 * BS, (n - 8) * BS) == 0);
+	CHECK(rdm_worker_flush(w) == 0);
+	CHECK(planner_of(r)->maps.count == 8 && planner_of(r)->maps.cap == RDM_MAPTREE_TRIM_MIN);
+	CHECK(stats(b).mappings == 8 && rdm_sim_is_mapped(b, 1ull << 36, 8 * BS, true, (uint64_t)(uintptr_t)host));
+	CHECK(rdm_sim_is_unmapped(b, (1ull << 36) + 8 * BS, (n - 8) * BS));
+	CHECK(rdm_populate(r, 8 * BS, (n - 8) * BS) == 0);
+	CHECK(stats(b).mappings == n && rdm_sim_is_mapped(b, 1ull << 36, n * BS, true, (uint64_t)(uintptr_t)host));
+	CHECK(rdm_worker_flush(w) == 0);
+	CHECK(planner_of(r)->maps.count == n);
+	CHECK(rdm_region_destroy(r) == 0);
+	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_backend_destroy(b);
+}
+
 int main(void)
 {
 	host = (char *)(uintptr_t)(1ull << 40);
@@ -427,5 +460,6 @@ int main(void)
 	test_hooks();
 	test_split_without_memory_defers();
 	test_leak_without_memory_releases_nothing();
+	test_layout_gives_memory_back();
 	return check_exit();
 }
