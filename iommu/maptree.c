@@ -27,11 +27,12 @@
  * once they fill at most a quarter of it (to half of the new one), so a
  * layout that was large once - a fragmented guest, a 1 TiB region mapped
  * a block at a time - does not keep its peak memory for the life of the
- * VM; moving costs O(n log n) and needs at least 3/4 of the array's nodes
- * removed since the last resize, so it is amortised over them. The heap priority of node
- * i is i times 2^32 / golden ratio (Fibonacci hashing): it costs no memory
- * and one multiply per level (a mixing hash cost ~1/3 of an insert), and
- * successive indices get priorities spread as evenly as a sequence can be,
+ * VM; moving costs O(n) and needs at least 3/4 of the array's nodes
+ * removed since the last resize, so it is amortised over them. The heap
+ * priority of node i is i times 2^32 / golden ratio (Fibonacci hashing):
+ * it costs no memory and one multiply per level (a mixing hash cost ~1/3
+ * of an insert), and successive indices get priorities spread as evenly
+ * as a sequence can be,
  * so a tree built in index order is better balanced than with random
  * priorities (4M ascending inserts: average depth 24.3, max 38, against
  * 28.2 and 55 with a mixing hash; 1M random keys: 25.6 and 51 against 26.3
@@ -419,20 +420,39 @@ bool rdm_maptree_trim(struct rdm_maptree *t)
 	if (p == NULL)
 		return false;
 	memset(p, 0, size); /* nil */
-	/* Node k of the new pool is the k-th interval in order: ascending keys
-	 * in index order, each hung from the right spine of those before it,
-	 * as rdm_maptree_insert_run() builds a run (invariant 2 by the same
-	 * argument; the priorities are the new indices'). */
-	for (uint32_t h = rdm_maptree_find_ge(t, 0); h; h = rdm_maptree_next(t, h)) {
+	/* The old tree in order without a stack (its depth is bounded only in
+	 * expectation): Morris's walk threads each node's in-order predecessor
+	 * to it through the predecessor's empty right link and undoes the
+	 * thread on the way back, O(count) in all. Node k of the new pool is
+	 * the k-th interval: ascending keys in index order, each hung from the
+	 * right spine of those before it, as rdm_maptree_insert_run() builds a
+	 * run (invariant 2 by the same argument; the priorities are the new
+	 * indices'). */
+	for (uint32_t h = t->root; h;) {
+		struct rdm_maptree_node *c = N(t, h);
+
+		if (c->left) {
+			uint32_t pre = c->left;
+
+			while (N(t, pre)->right && N(t, pre)->right != h)
+				pre = N(t, pre)->right;
+			if (!N(t, pre)->right) {
+				N(t, pre)->right = h; /* thread, then the left subtree */
+				h = c->left;
+				continue;
+			}
+			N(t, pre)->right = 0; /* back from the left subtree */
+		}
 		struct rdm_maptree_node *nd = (struct rdm_maptree_node *)(void *)(p + ((size_t)++k << t->shift));
 		uint32_t ph = prio(k), *link = &root, i;
 
-		memcpy(nd, N(t, h), size);
+		memcpy(nd, c, size);
 		nd->right = 0;
 		while ((i = *link) != 0 && prio(i) >= ph)
 			link = &((struct rdm_maptree_node *)(void *)(p + ((size_t)i << t->shift)))->right;
 		nd->left = i;
 		*link = k;
+		h = c->right;
 	}
 	assert(k == t->count);
 	rdm_free(t->pool);
