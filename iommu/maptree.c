@@ -24,7 +24,8 @@
  * happens only in rdm_maptree_reserve(), so an owner can reserve what an
  * operation needs and then commit it with calls that cannot fail. Between
  * operations, rdm_maptree_trim() moves the intervals into a smaller array
- * once they fill at most a quarter of it (to half of the new one), so a
+ * once they fill at most a quarter of an array above trim_above nodes
+ * (to half of the new one; smaller arrays are not worth it), so a
  * layout that was large once - a fragmented guest, a 1 TiB region mapped
  * a block at a time - does not keep its peak memory for the life of the
  * VM; moving costs O(n) and needs at least 3/4 of the array's nodes
@@ -85,15 +86,17 @@ void rdm_maptree_init(struct rdm_maptree *t, size_t payload_size)
 	assert(payload_size <= RDM_MAPTREE_MAX_PAYLOAD);
 	*t = (struct rdm_maptree){ 0 };
 	t->shift = sizeof(struct rdm_maptree_node) + payload_size <= 32 ? 5 : 6;
+	t->trim_above = RDM_MAPTREE_TRIM_ABOVE;
 }
 
 void rdm_maptree_fini(struct rdm_maptree *t)
 {
-	uint32_t shift = t->shift;
+	uint32_t shift = t->shift, trim_above = t->trim_above;
 
 	rdm_free(t->pool);
 	*t = (struct rdm_maptree){ 0 };
 	t->shift = shift;
+	t->trim_above = trim_above;
 }
 
 uint32_t rdm_maptree_spare(const struct rdm_maptree *t)
@@ -408,7 +411,7 @@ bool rdm_maptree_trim(struct rdm_maptree *t)
 	uint32_t k = 0, root = 0;
 	unsigned char *p;
 
-	if (t->cap <= RDM_MAPTREE_TRIM_MIN || t->count * 4 > t->cap)
+	if (t->cap <= t->trim_above || t->cap <= RDM_MAPTREE_TRIM_MIN || t->count * 4 > t->cap)
 		return false;
 	/* Invariant 3 with no node unlinked and kept: the owner holds none. */
 	assert(t->count == (uint64_t)t->used - t->nfree);

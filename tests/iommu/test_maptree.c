@@ -241,6 +241,8 @@ static bool trim_seed(uint64_t seed)
 	memset(&m, 0, sizeof(m));
 	m.base = below(1u << 20);
 	rdm_maptree_init(&t, sizeof(struct pay));
+	CHECK(t.trim_above == RDM_MAPTREE_TRIM_ABOVE);
+	t.trim_above = RDM_MAPTREE_TRIM_MIN; /* pools of a few thousand nodes here */
 	for (uint64_t k = 0; k < KEYS; k++) {
 		struct pay tmpl;
 
@@ -277,7 +279,7 @@ static bool trim_seed(uint64_t seed)
 				m.tag[k] = 0;
 		}
 		uint32_t cap = t.cap;
-		bool due = cap > RDM_MAPTREE_TRIM_MIN && t.count * 4 <= cap;
+		bool due = cap > t.trim_above && t.count * 4 <= cap;
 
 		if (due && !injected) {
 			/* The smaller pool cannot be had: nothing may change. */
@@ -331,8 +333,29 @@ static bool trim_seed(uint64_t seed)
 	return ok;
 }
 
+/* Pools up to trim_above nodes are left as they are, however empty. */
+static void check_trim_above(void)
+{
+	struct rdm_maptree t;
+	uint64_t count = 0, sum = 0;
+
+	rdm_maptree_init(&t, 0);
+	REQUIRE(rdm_maptree_reserve(&t, 3000) == 0);
+	rdm_maptree_insert_run(&t, 0, 1, 3000, NULL, 0);
+	rdm_maptree_remove_starts_in(&t, 10, 2999, &count, &sum);
+	CHECK(count == 2990 && t.count == 10 && t.cap == 4096);
+	CHECK(!rdm_maptree_trim(&t) && t.cap == 4096); /* 4096 <= RDM_MAPTREE_TRIM_ABOVE */
+	t.trim_above = 4096;
+	CHECK(!rdm_maptree_trim(&t) && t.cap == 4096);
+	t.trim_above = 4095;
+	CHECK(rdm_maptree_trim(&t) && t.cap == RDM_MAPTREE_TRIM_MIN && t.count == 10);
+	rdm_maptree_fini(&t);
+	CHECK(t.trim_above == 4095); /* kept for the tree's next life */
+}
+
 int main(void)
 {
+	check_trim_above();
 	const char *s = getenv("RDM_TEST_SEED"), *r = getenv("RDM_TEST_ROUNDS");
 	int rounds = r ? atoi(r) : 100;
 

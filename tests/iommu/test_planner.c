@@ -419,13 +419,18 @@ static void test_leak_without_memory_releases_nothing(void)
 }
 
 /* A layout that shrank gives its memory back between batches (the
- * planner's trim, rdm_maptree_trim()), and keeps working afterwards: 8192
- * single-block mappings, all but 8 discarded, then all populated again. */
+ * planner's trim, rdm_maptree_trim()), and keeps working afterwards: 2^17
+ * single-block mappings (a pool above RDM_MAPTREE_TRIM_ABOVE), all but 8
+ * discarded, then all populated again. */
 static void test_layout_gives_memory_back(void)
 {
-	const uint64_t n = 8192;
-	struct rdm_backend *b = new_sim(false);
+	const uint64_t n = 1u << 17;
+	struct rdm_sim_config sc = { .struct_size = sizeof(sc), .semantics = RDM_SEM_IOMMUFD, .call_ns = 1 };
+	struct rdm_backend *b;
 	struct rdm_worker *w;
+
+	/* iommufd's semantics: no mapping limit below 2^17. */
+	REQUIRE(rdm_backend_sim_create(&sc, &b) == 0);
 
 	REQUIRE(rdm_worker_create(NULL, &w) == 0);
 	REQUIRE(rdm_worker_add_backend(w, b, 0) == 0);
