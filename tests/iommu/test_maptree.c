@@ -220,6 +220,19 @@ static bool heap_ok(const struct rdm_maptree *t, uint32_t i, unsigned depth)
 	return true;
 }
 
+/* A single-key interval at offset k, tagged, in the tree and the model. */
+static void insert_key(struct rdm_maptree *t, struct model *m, uint64_t k, uint64_t tag)
+{
+	struct pay tmpl;
+
+	memset(&tmpl, 0, sizeof(tmpl));
+	tmpl.tag = tag;
+	REQUIRE(rdm_maptree_reserve(t, 1) == 0);
+	rdm_maptree_insert_run(t, m->base + k, 1, 1, &tmpl, sizeof(tmpl));
+	m->tag[k] = tag;
+	m->first[k] = k;
+}
+
 /*
  * rdm_maptree_trim() against the model: single-key intervals fill most of
  * the keys, then random removals (and a few inserts) each followed by a
@@ -244,31 +257,17 @@ static bool trim_seed(uint64_t seed)
 	CHECK(t.trim_above == RDM_MAPTREE_TRIM_ABOVE);
 	t.trim_above = RDM_MAPTREE_TRIM_MIN; /* pools of a few thousand nodes here */
 	for (uint64_t k = 0; k < KEYS; k++) {
-		struct pay tmpl;
-
-		if (below(10) == 0)
-			continue;
-		memset(&tmpl, 0, sizeof(tmpl));
-		tmpl.tag = next_tag++;
-		REQUIRE(rdm_maptree_reserve(&t, 1) == 0);
-		rdm_maptree_insert_run(&t, m.base + k, 1, 1, &tmpl, sizeof(tmpl));
-		m.tag[k] = tmpl.tag;
-		m.first[k] = k;
+		if (below(10) != 0)
+			insert_key(&t, &m, k, next_tag++);
 	}
 	for (int step = 0; step < 400 && ok; step++) {
 		if (below(8) == 0) {
 			/* An insert into a free key. */
 			uint64_t k = below(KEYS);
-			struct pay tmpl;
 
 			if (m.tag[k])
 				continue;
-			memset(&tmpl, 0, sizeof(tmpl));
-			tmpl.tag = next_tag++;
-			REQUIRE(rdm_maptree_reserve(&t, 1) == 0);
-			rdm_maptree_insert_run(&t, m.base + k, 1, 1, &tmpl, sizeof(tmpl));
-			m.tag[k] = tmpl.tag;
-			m.first[k] = k;
+			insert_key(&t, &m, k, next_tag++);
 		} else {
 			uint64_t lo = below(KEYS), last = lo + below(step < 300 ? 16 : KEYS - lo), count = 0, sum = 0;
 
