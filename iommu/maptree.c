@@ -28,13 +28,12 @@
  * (to half of the new one; smaller arrays are not worth it), so a
  * layout that was large once - a fragmented guest, a 1 TiB region mapped
  * a block at a time - does not keep its peak memory for the life of the
- * VM; moving costs O(n) and needs at least 3/4 of the array's nodes
- * removed since the last resize, so it is amortised over them. The heap
- * priority of node i is i times 2^32 / golden ratio (Fibonacci hashing):
- * it costs no memory and one multiply per level (a mixing hash cost ~1/3
- * of an insert), and successive indices get priorities spread as evenly
- * as a sequence can be,
- * so a tree built in index order is better balanced than with random
+ * VM; moving costs O(n log n) expected and needs at least 3/4 of the
+ * array's nodes removed since the last resize, so it is amortised over
+ * them. The heap priority of node i is i times 2^32 / golden ratio
+ * (Fibonacci hashing): it costs no memory and one multiply per level (a
+ * mixing hash cost ~1/3 of an insert), and successive indices get
+ * priorities spread as evenly as a sequence can be, so a tree built in index order is better balanced than with random
  * priorities (4M ascending inserts: average depth 24.3, max 38, against
  * 28.2 and 55 with a mixing hash; 1M random keys: 25.6 and 51 against 26.3
  * and 50). Baselines with one 4 KiB mapping per block on a 64 GiB guest
@@ -318,6 +317,21 @@ static uint32_t node_from_slot(struct rdm_maptree *t, const unsigned char *slot,
 	return h;
 }
 
+/* Hang node h (its right link nil), whose key is above every key
+ * of the treap at *root, from that treap's right spine: below the last
+ * spine node that outranks it, the rest of the spine (smaller keys, lower
+ * priority) becoming its left subtree. The spine is as short as the treap
+ * is deep. t gives the node array only (a trim builds in a new one). */
+static void hang_right(const struct rdm_maptree *t, uint32_t *root, uint32_t h)
+{
+	uint32_t ph = prio(h), *link = root, i;
+
+	while ((i = *link) != 0 && prio(i) >= ph)
+		link = &N(t, i)->right;
+	N(t, h)->left = i;
+	*link = h;
+}
+
 void rdm_maptree_insert_run(struct rdm_maptree *t, uint64_t start, uint64_t len, uint32_t n, const void *payload,
 			    size_t size)
 {
@@ -341,19 +355,9 @@ void rdm_maptree_insert_run(struct rdm_maptree *t, uint64_t start, uint64_t len,
 		rdm_maptree_link(t, node_from_slot(t, slot, start, len));
 		return;
 	}
-	/* Build the run's own treap: each key is above all keys before it, so
-	 * it hangs from the right spine, below the last node that outranks it,
-	 * and the rest of the spine (smaller keys, lower priority) becomes its
-	 * left subtree. The spine is as short as the subtree is deep. */
-	for (uint32_t k = 0; k < n; k++, start += len) {
-		uint32_t h = node_from_slot(t, slot, start, len), ph = prio(h), *link = &sub, i;
-		struct rdm_maptree_node *nd = N(t, h);
-
-		while ((i = *link) != 0 && prio(i) >= ph)
-			link = &N(t, i)->right;
-		nd->left = i;
-		*link = h;
-	}
+	/* Build the run's own treap, each key above all keys before it. */
+	for (uint32_t k = 0; k < n; k++, start += len)
+		hang_right(t, &sub, node_from_slot(t, slot, start, len));
 	/* No key of the tree lies inside the run (the caller checked): it goes
 	 * between the keys below it and those above. Treaps are unique for
 	 * their keys and priorities, so this is the tree n inserts build. */
@@ -430,7 +434,10 @@ bool rdm_maptree_trim(struct rdm_maptree *t)
 	 * the k-th interval: ascending keys in index order, each hung from the
 	 * right spine of those before it, as rdm_maptree_insert_run() builds a
 	 * run (invariant 2 by the same argument; the priorities are the new
-	 * indices'). */
+	 * indices'), a descent of the spine each: O(count log count)
+	 * expected in all. */
+	struct rdm_maptree nt = { .pool = p, .shift = t->shift };
+
 	for (uint32_t h = t->root; h;) {
 		struct rdm_maptree_node *c = N(t, h);
 
@@ -446,15 +453,11 @@ bool rdm_maptree_trim(struct rdm_maptree *t)
 			}
 			N(t, pre)->right = 0; /* back from the left subtree */
 		}
-		struct rdm_maptree_node *nd = (struct rdm_maptree_node *)(void *)(p + ((size_t)++k << t->shift));
-		uint32_t ph = prio(k), *link = &root, i;
+		struct rdm_maptree_node *nd = N(&nt, ++k);
 
 		memcpy(nd, c, size);
 		nd->right = 0;
-		while ((i = *link) != 0 && prio(i) >= ph)
-			link = &((struct rdm_maptree_node *)(void *)(p + ((size_t)i << t->shift)))->right;
-		nd->left = i;
-		*link = k;
+		hang_right(&nt, &root, k);
 		h = c->right;
 	}
 	assert(k == t->count);

@@ -121,7 +121,7 @@ void rdm_maptree_clear(struct rdm_maptree *t);
  * again. True if the intervals moved; false, with nothing changed, when
  * there was nothing to give back or the new pool could not be allocated
  * (the tree stays as correct as before: trimming is never needed).
- * O(count) when it moves, O(1) when not; the quarter keeps a
+ * O(count log count) expected when it moves, O(1) when not; the quarter keeps a
  * tree that shrinks and grows again from moving more than once per
  * doubling.
  */
