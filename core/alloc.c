@@ -111,6 +111,15 @@ void *rdm_aligned_alloc(size_t align, size_t size)
 	return rdm_alloc_should_fail() ? NULL : aligned_alloc(align, size);
 }
 
+void *rdm_aligned_zalloc(size_t align, size_t size)
+{
+	void *p = rdm_aligned_alloc(align, size);
+
+	if (p)
+		memset(p, 0, size);
+	return p;
+}
+
 void *rdm_reallocarray(void *p, size_t n, size_t size)
 {
 	if (size != 0 && n > SIZE_MAX / size)

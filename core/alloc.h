@@ -74,6 +74,8 @@ void rdm_mem_quarantine_drain(void);
 void *rdm_malloc(size_t size);
 void *rdm_calloc(size_t n, size_t size);
 void *rdm_aligned_alloc(size_t align, size_t size);
+/* Zeroed, `align`-aligned (a power of two); freed with rdm_free(). */
+void *rdm_aligned_zalloc(size_t align, size_t size);
 /* Like realloc(), but on failure p is left as it was. n * size overflowing fails. */
 void *rdm_reallocarray(void *p, size_t n, size_t size);
 void rdm_free(void *p);

@@ -100,6 +100,7 @@
 #include "core/numa.h"
 #include "core/region_internal.h"
 #include "core/tree.h"
+#include "core/wait.h"
 
 #define CONFIG_MIN_SIZE offsetof(struct rdm_region_config, policy)
 #define CONFIG_MAX_SIZE 4096u
@@ -120,10 +121,14 @@ struct rdm_region {
 	/* Its first cache line holds the root; the writer's state follows on
 	 * lines of its own (core/tree.h). */
 	struct rdm_tree tree;
-	struct rdm_region_config cfg;
-	/* Public change calls in progress (see change_enter()). */
-	atomic_uint inflight;
-	pthread_mutex_t lock; /* the writer lock */
+	/* Read by every call (check_range()), written by none after create:
+	 * away from the tree's writer state above and the lock below. */
+	_Alignas(RDM_SPLIT) struct rdm_region_config cfg;
+	/* Public change calls in progress (see change_enter()): written by
+	 * every caller, so on lines of its own (core/wait.h, RDM_SPLIT). */
+	_Alignas(RDM_SPLIT) atomic_uint inflight;
+	/* The writer lock, taken by the applier (the worker) per batch. */
+	_Alignas(RDM_SPLIT) pthread_mutex_t lock;
 	struct rdm_listener *listeners;
 	struct rdm_listener *tail_l;
 	const struct rdm_applier_ops *applier;

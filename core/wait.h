@@ -16,6 +16,18 @@
 
 #include <linux/futex.h>
 
+/*
+ * Data that two threads of a handoff write go on different cache lines:
+ * a group of fields written by one side starts RDM_SPLIT bytes (two 64-byte
+ * lines: Intel's adjacent-line prefetcher fetches lines in pairs) away
+ * from any field the other side writes; RDM_LINE separates the fields of
+ * one small array element. Every line the worker and a caller share costs
+ * a transfer between their cores per request (~60 ns measured here), and a
+ * synchronous change crosses a few of them twice: see worker.c "Handoff".
+ */
+#define RDM_LINE 64
+#define RDM_SPLIT 128
+
 /* futex(2) on a 32-bit atomic word (private to this process). */
 static inline long rdm_futex(_Atomic uint32_t *addr, int op, uint32_t val)
 {

@@ -56,6 +56,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -71,6 +72,16 @@
 #include "iommu/producer.h"
 #include "ring/ring_internal.h"
 
+
+/* What a completion reads and writes of a slot is on the slot's first line
+ * (producer.h), and the groups of a link and a producer written by
+ * different threads start on lines of their own. */
+_Static_assert(offsetof(struct rdm_slot, link) + sizeof(struct rdm_link *) <= RDM_LINE,
+	       "a slot's completion fields must fit its first cache line");
+_Static_assert(offsetof(struct rdm_slot, msg) % RDM_LINE == 0, "a slot's message starts a line");
+_Static_assert(offsetof(struct rdm_link, outstanding) >= RDM_SPLIT, "a link's producer-private group shares a line");
+_Static_assert(offsetof(struct rdm_producer, futex) - offsetof(struct rdm_producer, links) >= RDM_SPLIT,
+	       "a producer's handoff line shares a line with its owner-private group");
 
 /* A record in a buffer as large as any record size the ring's copy helper
  * special-cases, so a copy of an unknown-at-compile-time size stays inside. */
@@ -95,13 +106,13 @@ static void implicit_init(void)
 
 int rdm_producer_new(uint32_t nslots, struct rdm_producer **out)
 {
-	struct rdm_producer *p = rdm_calloc(1, sizeof(*p));
+	struct rdm_producer *p = rdm_aligned_zalloc(_Alignof(struct rdm_producer), sizeof(*p));
 
 	if (!p)
 		return rdm_fail(-ENOMEM, "out of memory creating a producer");
 	p->nslots = nslots;
 	p->slot_mask = nslots - 1;
-	p->slots = rdm_calloc(nslots, sizeof(*p->slots));
+	p->slots = rdm_aligned_zalloc(_Alignof(struct rdm_slot), (size_t)nslots * sizeof(*p->slots));
 	p->free_stack = rdm_malloc(nslots * sizeof(*p->free_stack));
 	if (!p->slots || !p->free_stack) {
 		rdm_free(p->slots);
@@ -503,7 +514,7 @@ int rdm_producer_link(struct rdm_producer *p, struct rdm_inbox *in, uint32_t cap
 		p->links = nl;
 		p->links_cap = cap;
 	}
-	struct rdm_link *l = rdm_calloc(1, sizeof(*l));
+	struct rdm_link *l = rdm_aligned_zalloc(_Alignof(struct rdm_link), sizeof(*l));
 
 	if (!l)
 		return rdm_fail(-ENOMEM, "out of memory creating a producer ring");

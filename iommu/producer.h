@@ -32,22 +32,26 @@
 /* One ticket slot of a producer. */
 enum { SLOT_FREE = 0, SLOT_BUSY = 1, SLOT_RECLAIM = 2 };
 struct rdm_slot {
+	/* One line holds everything a completion reads and writes, so that a
+	 * ticket's round trip moves it twice (to the worker, back), no more;
+	 * the message, written only on failure, follows on lines of its own. */
 	/* Worker -> producer: the ticket number once complete. Release in
-	 * complete_record() (worker.c), acquire in slot_done() (producer.c). */
-	_Atomic uint64_t done;
+	 * rdm_link_complete(), acquire in slot_done() (producer.c). */
+	_Alignas(RDM_LINE) _Atomic uint64_t done;
 	int result;             /* written by the worker before `done` */
-	char msg[128];          /* the worker's message when result < 0 */
+	/* SLOT_RECLAIM is stored by the worker (release) after a callback ran;
+	 * the producer reclaims with acquire. */
+	_Atomic uint32_t state;
 	rdm_complete_fn cb;     /* written by the producer before the push */
 	void *opaque;
 	void *ctl;              /* control payload (listener or backend) */
 	uint64_t ticket;        /* producer-private */
 	struct rdm_link *link;  /* producer-private: the ring it went into */
-	/* SLOT_RECLAIM is stored by the worker (release) after a callback ran;
-	 * the producer reclaims with acquire. */
-	_Atomic uint32_t state;
+	_Alignas(RDM_LINE) char msg[128]; /* the worker's message when result < 0 */
 };
 
 struct rdm_link {
+	/* Read by the worker on every round of its loop; written rarely. */
 	struct rdm_producer *p;
 	/* Cleared (under producer.c's links_lock) when the worker is
 	 * destroyed first; atomic because the producer compares it unlocked. */
@@ -59,9 +63,6 @@ struct rdm_link {
 	/* Worker-private: the ring's producer index was found corrupt; the
 	 * ring is ignored from then on (the worker's other rings go on). */
 	bool broken;
-	/* Producer-private: tickets outstanding towards this worker, and the
-	 * most it may hold (the worker's cfg.ticket_slots). */
-	uint32_t outstanding, limit;
 	/* Handoff hint, worker -> producer: the CPU the worker thread last ran
 	 * on (-1: not known yet). Written by the worker (relaxed, through
 	 * rdm_link_set_worker_cpu()) when its CPU or its table of links
@@ -70,7 +71,12 @@ struct rdm_link {
 	 * the inbox, because a link outlives the worker for as long as its
 	 * producer may read it. */
 	_Atomic int32_t wcpu;
-	/* Producer-private: the waiter's spin cap (the inbox's spin_cap_ns,
+	/* Producer-private from here, written on every submit and wait: on
+	 * lines of their own (RDM_SPLIT), away from what the worker polls. */
+	/* Tickets outstanding towards this worker, and the most it may hold
+	 * (the worker's cfg.ticket_slots). */
+	_Alignas(RDM_SPLIT) uint32_t outstanding, limit;
+	/* The waiter's spin cap (the inbox's spin_cap_ns,
 	 * copied at link creation) and its moving averages of how long waits
 	 * for this worker's tickets took and of how long this thread took to
 	 * run again when woken (struct rdm_spin, core/wait.h). */
@@ -78,16 +84,25 @@ struct rdm_link {
 };
 
 struct rdm_producer {
-	struct rdm_link **links; /* one per worker used; grows */
-	uint32_t nlinks, links_cap;
+	/* Set at creation, then only read: the worker reads the slots through
+	 * these when it completes a ticket. */
 	struct rdm_slot *slots;
 	uint32_t nslots, slot_mask;
+	/* Owner-private, written on every submit: lines of their own. */
+	_Alignas(RDM_SPLIT) struct rdm_link **links; /* one per worker used; grows */
+	uint32_t nlinks, links_cap;
 	uint32_t *free_stack;
 	uint32_t nfree;
 	uint64_t next_ticket;
 	uint64_t outstanding;   /* submitted and not yet completed+consumed */
-	/* Completion doorbell (Dekker with the worker, see producer.c). */
-	_Atomic uint32_t futex;
+	bool implicit;
+	/* rdm_producer_config's RDM_PRODUCER_RING_NODE: rings this producer
+	 * creates are bound to ring_node instead of their worker's node. */
+	bool has_ring_node;
+	struct rdm_node ring_node;
+	/* Shared with the worker (the handoff's line). Completion doorbell
+	 * (Dekker with the worker, see producer.c). */
+	_Alignas(RDM_SPLIT) _Atomic uint32_t futex;
 	_Atomic uint32_t sleeping;
 	/* Handoff hint, producer -> worker: the CPU the owner thread runs on
 	 * while it waits for a ticket (from a synchronous submit, or the start
@@ -103,11 +118,6 @@ struct rdm_producer {
 	_Atomic uint64_t woken_ns;
 	/* Owner + one per live link; the last to drop it frees. */
 	_Atomic uint32_t refs;
-	bool implicit;
-	/* rdm_producer_config's RDM_PRODUCER_RING_NODE: rings this producer
-	 * creates are bound to ring_node instead of their worker's node. */
-	bool has_ring_node;
-	struct rdm_node ring_node;
 };
 
 /* A ticket number is (serial << RDM_TICKET_SHIFT | slot index). */

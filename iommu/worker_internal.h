@@ -45,10 +45,10 @@ struct rdm_wregion {
 	struct rdm_worker *w;
 	uint32_t id;
 	/* Submission side (producer.h): a number is taken and its record
-	 * pushed together. */
-	struct rdm_region_inbox sub;
+	 * pushed together. Written by every submit: on lines of its own. */
+	_Alignas(RDM_SPLIT) struct rdm_region_inbox sub;
 	/* Applier side (worker thread only). */
-	uint64_t apply_seq;
+	_Alignas(RDM_SPLIT) uint64_t apply_seq;
 	struct rdm_planner planner;
 	/* The backends the region was attached to with RDM_ATTACH_QUIESCE_OK
 	 * (worker thread only: set by the attach, cleared by the detach). */
@@ -69,9 +69,10 @@ struct rdm_worker {
 	struct rdm_worker_config cfg;
 
 	pthread_mutex_t lock;   /* regions, backends tables */
-	/* Producers' rings, the idle doorbell (producer.h). */
-	struct rdm_inbox in;
-	struct rdm_wregion **regions;
+	/* Producers' rings, the idle doorbell (producer.h): read by every
+	 * submit, so away from what the worker writes per batch. */
+	_Alignas(RDM_SPLIT) struct rdm_inbox in;
+	_Alignas(RDM_SPLIT) struct rdm_wregion **regions;
 	uint32_t nregions, regions_cap;
 	struct rdm_wbackend *backends[RDM_WORKER_MAX_BACKENDS];
 	uint32_t nbackends;
@@ -107,8 +108,8 @@ struct rdm_worker {
 	/* Stats: priv is written by the worker thread only (the planners point
 	 * into it); st is its copy published after every batch with relaxed
 	 * stores (independent counters, read for display). */
-	uint64_t priv[RDM_WST_COUNT];
-	_Atomic uint64_t st[RDM_WST_COUNT];
+	_Alignas(RDM_SPLIT) uint64_t priv[RDM_WST_COUNT];
+	_Alignas(RDM_SPLIT) _Atomic uint64_t st[RDM_WST_COUNT];
 };
 
 /* worker.c: the applier hooks installed on attached regions */
