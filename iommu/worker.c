@@ -107,8 +107,23 @@
  *     everything a completion touches on one line of the ticket's slot.
  *     Measured (a one-block rdm_populate/rdm_discard loop, taskset -c 0,1,
  *     sim backend, p50): 1.82/2.05 us before, 0.98/1.17 us after.
- * The idle counters (idle_yields, idle_sleeps, local_waiters, local_handoffs
- * in struct rdm_worker) show which path ran. local_handoffs counts only the
+ *  H5 staying apart: a sleeping side is woken by the other, and the kernel
+ *     often wakes it onto the waker's CPU - in a VM whose idle vCPUs halt,
+ *     the other CPU looks preempted, not idle, so always. Once both share a
+ *     CPU, H2 makes each sleep after every handoff, every wake keeps them
+ *     together, and the pair runs as on one CPU for good although the mask
+ *     has an idle one (measured, trace A replayed once on `taskset -c 0,1`:
+ *     in 4 of 6 runs all 244 requests found the waiter on the worker's CPU,
+ *     one-block unplugs p50 4.4 us against 1.8 us in the runs apart). So
+ *     after RDM_WORKER_SPREAD_AFTER batches in a row whose waiter shared its
+ *     CPU, this thread leaves that CPU for another of its mask (spread());
+ *     the waiter, seeing the new hint (H1), spins instead of sleeping, and
+ *     with no more wakes the two stay apart. If the scheduler puts it back
+ *     at once (no idle CPU), the run needed doubles each time, up to
+ *     RDM_WORKER_SPREAD_MAX, and falls back once a move held. A mask of
+ *     one CPU (`taskset -c 0`) never moves.
+ * The idle counters (idle_yields, idle_sleeps, local_waiters, local_handoffs,
+ * spreads in struct rdm_worker) show which path ran. local_handoffs counts only the
  * batches after which this thread itself found no work and slept at once;
  * when the waiter preempted it at the FUTEX_WAKE (the usual case above, and
  * on some kernels every time) the next change is there when it runs again,
@@ -172,6 +187,11 @@ struct wstate {
 	uint32_t cpu_gen;
 	bool handoff_local;
 	struct rdm_spin spin;
+	/* H5: batches in a row that completed a waiter on this CPU, the run
+	 * length that makes this thread leave the CPU, and the batches with
+	 * no such waiter since it last left (did the move hold?). */
+	uint32_t local_run, spread_after;
+	uint64_t remote_since_spread;
 };
 
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -749,6 +769,59 @@ static void idle(struct wstate *ws)
 	atomic_store_explicit(&w->in.sleeping, 0, memory_order_relaxed);
 }
 
+/*
+ * H5: leave a CPU shared with the waiters for another CPU of this thread's
+ * mask. Taking the current CPU out of the mask makes the kernel move the
+ * thread before the call returns; the whole mask put back leaves it where
+ * it now runs (the scheduler may move it later, as any thread). A mask
+ * changed by another thread between the two calls is overwritten by the
+ * one read here: rdm_worker_config's CPUs are the worker's owner's say.
+ */
+static void spread(struct wstate *ws)
+{
+	pthread_t self = pthread_self();
+	int32_t cpu = rdm_this_cpu();
+	cpu_set_t mask, others;
+
+	if (cpu < 0 || pthread_getaffinity_np(self, sizeof(mask), &mask) != 0 || !CPU_ISSET(cpu, &mask) ||
+	    CPU_COUNT(&mask) < 2)
+		return;
+	others = mask;
+	CPU_CLR(cpu, &others);
+	if (pthread_setaffinity_np(self, sizeof(others), &others) != 0)
+		return;
+	if (pthread_setaffinity_np(self, sizeof(mask), &mask) != 0)
+		rdm_log(RDM_LOG_WARNING, "worker: cannot restore its CPU mask after leaving CPU %d", cpu);
+	count(&ws->w->spreads);
+}
+
+/* H5: after each batch, count the run of batches that completed a waiter
+ * on this CPU; a run of spread_after leaves the CPU. */
+static void note_locality(struct wstate *ws)
+{
+	if (!ws->handoff_local) {
+		ws->local_run = 0;
+		ws->remote_since_spread++;
+		return;
+	}
+	if (++ws->local_run < ws->spread_after)
+		return;
+	/* The last move held if as many batches ran apart after it as this
+	 * run needed: try again as soon next time. Otherwise the scheduler
+	 * put this thread back (the other CPUs are busy): wait twice as long
+	 * before the next try, so a host with no idle CPU pays for a move
+	 * ever more rarely. */
+	if (atomic_load_explicit(&ws->w->spreads, memory_order_relaxed) != 0 &&
+	    ws->remote_since_spread < ws->spread_after)
+		ws->spread_after = ws->spread_after < RDM_WORKER_SPREAD_MAX / 2 ? 2 * ws->spread_after
+										: RDM_WORKER_SPREAD_MAX;
+	else
+		ws->spread_after = RDM_WORKER_SPREAD_AFTER;
+	ws->local_run = 0;
+	ws->remote_since_spread = 0;
+	spread(ws);
+}
+
 /* Tell the producers' waiters which CPU this thread runs on (links carry
  * it: see producer.h), when it or the table of links changed. */
 static void publish_cpu(struct wstate *ws)
@@ -809,7 +882,7 @@ static void bind_thread_memory(struct rdm_worker *w)
 
 static void *worker_main(void *arg)
 {
-	struct wstate ws = {.w = arg, .cpu = -1};
+	struct wstate ws = {.w = arg, .cpu = -1, .spread_after = RDM_WORKER_SPREAD_AFTER};
 	struct rdm_worker *w = arg;
 	uint64_t cap = (uint64_t)w->cfg.spin_us * 1000u;
 	/* idle_since: when the last batch ended (0: not idle); spin_from: when
@@ -831,6 +904,7 @@ static void *worker_main(void *arg)
 			idle_since = 0;
 			ws.handoff_local = false;
 			process(&ws, got);
+			note_locality(&ws);
 			continue;
 		}
 		if (flush_pending(&ws))

@@ -26,6 +26,12 @@
 #define RDM_WORKER_MAX_BACKENDS 16
 /* Idle: sched_yield() calls between the spin and the futex sleep. */
 #define RDM_WORKER_IDLE_YIELDS 32u
+/* H5 (worker.c "Handoff"): consecutive batches whose waiter shares this
+ * thread's CPU before it leaves that CPU, when its mask allows others; the
+ * count doubles (up to RDM_WORKER_SPREAD_MAX) each time the move did not
+ * hold, and falls back once one held. */
+#define RDM_WORKER_SPREAD_AFTER 16u
+#define RDM_WORKER_SPREAD_MAX 65536u
 /* The payload of RDM_OP_ATTACH. */
 struct rdm_attach_req {
 	struct rdm_wbackend *wb;
@@ -104,6 +110,9 @@ struct rdm_worker {
 	 * completed a ticket of a waiter sharing the worker's CPU, and those of
 	 * them after which the worker, finding no work, left its CPU at once. */
 	_Atomic uint64_t idle_yields, idle_sleeps, local_waiters, local_handoffs;
+	/* H5: times this thread left a CPU it shared with its waiters (spread()
+	 * in worker.c); worker thread writes, relaxed; read by tests. */
+	_Atomic uint64_t spreads;
 
 	/* Stats: priv is written by the worker thread only (the planners point
 	 * into it); st is its copy published after every batch with relaxed

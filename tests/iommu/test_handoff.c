@@ -1,4 +1,4 @@
-/* test_handoff.c - the worker handoff on a shared CPU: waiter and worker pinned to one CPU, results against an oracle, no lost wake-up; the idle loop's yields. */
+/* test_handoff.c - the worker handoff on a shared CPU: waiter and worker pinned to one CPU, results against an oracle, no lost wake-up; the idle loop's yields; the worker leaving a CPU it shares with its waiter. */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -147,7 +147,89 @@ static void test_one_cpu(void)
 	fprintf(stderr, "one cpu: %llu batch(es) completed a waiter on the worker's CPU, %llu slept at once after\n",
 		(unsigned long long)lw, (unsigned long long)lh);
 	CHECK(sched_getcpu() == cpu);
+	/* H5: a mask of one CPU never moves the worker. */
+	CHECK(atomic_load_explicit(&w->spreads, memory_order_relaxed) == 0);
 	rdm_producer_destroy(p);
+	CHECK(rdm_region_destroy(r) == 0);
+	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_backend_destroy(sim);
+}
+
+static void pin_to(int cpu)
+{
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	REQUIRE(sched_setaffinity(0, sizeof(one), &one) == 0);
+}
+
+/*
+ * H5: a waiter pinned to the CPU the worker runs on, whose mask has others:
+ * after a run of batches that complete a waiter on its own CPU, the worker
+ * leaves that CPU, and its CPU mask is the one it had. Results are checked
+ * against the oracle throughout.
+ */
+static void test_spread(void)
+{
+	struct rdm_sim_config sc = {.struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2, .call_ns = 1};
+	struct rdm_region_config rc = {.struct_size = sizeof(rc)};
+	struct rdm_worker_placement wp = {.struct_size = sizeof(wp)};
+	cpu_set_t all, wmask0, wmask1;
+	struct rdm_backend *sim;
+	struct rdm_worker *w;
+	struct rdm_region *r;
+	bool pop[NB] = {false};
+	unsigned i = 0, tries = 0;
+
+	REQUIRE(sched_getaffinity(0, sizeof(all), &all) == 0);
+	if (CPU_COUNT(&all) < 2) {
+		fprintf(stderr, "spread: one CPU in the mask, nothing to spread to (skipped)\n");
+		return;
+	}
+	REQUIRE(rdm_backend_sim_create(&sc, &sim) == 0);
+	REQUIRE(rdm_worker_create(NULL, &w) == 0);
+	REQUIRE(pthread_getaffinity_np(w->thread, sizeof(wmask0), &wmask0) == 0);
+	REQUIRE(CPU_COUNT(&wmask0) >= 2);
+	REQUIRE(rdm_worker_add_backend(w, sim, 0) == 0);
+	rc.flags = RDM_REGION_STRICT;
+	rc.iova = 1ull << 32;
+	rc.size = REGION;
+	rc.block_size = BS;
+	rc.host_addr = (void *)(uintptr_t)(1ull << 40);
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	REQUIRE(rdm_worker_attach(w, r, sim) == 0);
+	/* Follow the worker to its CPU until it leaves (the scheduler may move
+	 * it on its own first: then follow again). */
+	while (atomic_load_explicit(&w->spreads, memory_order_relaxed) == 0 && tries++ < 200) {
+		REQUIRE(rdm_worker_get_placement(w, &wp) == 0);
+		if (wp.cpu >= 0 && CPU_ISSET(wp.cpu, &all))
+			pin_to(wp.cpu);
+		for (unsigned k = 0; k < 4 * RDM_WORKER_SPREAD_AFTER; k++, i++) {
+			unsigned b = (unsigned)(next_rand() % NB);
+			bool populate = next_rand() % 2;
+			int want = expect(pop, b, 1, populate);
+			int got = populate ? rdm_populate(r, b * BS, BS) : rdm_discard(r, b * BS, BS);
+
+			CHECK(got == want);
+			CHECK(rdm_is_populated(r, b * BS, BS) == pop[b]);
+			if (got != want) {
+				fprintf(stderr, "spread, change %u: %s block %u: got %d, want %d\n", i,
+					populate ? "populate" : "discard", b, got, want);
+				tries = 200;
+				break;
+			}
+		}
+	}
+	uint64_t spreads = atomic_load_explicit(&w->spreads, memory_order_relaxed);
+
+	CHECK(spreads > 0);
+	REQUIRE(pthread_getaffinity_np(w->thread, sizeof(wmask1), &wmask1) == 0);
+	CHECK(CPU_EQUAL(&wmask0, &wmask1));
+	REQUIRE(rdm_worker_get_placement(w, &wp) == 0);
+	fprintf(stderr, "spread: %llu move(s) after %u changes; worker now on CPU %d, waiter on %d\n",
+		(unsigned long long)spreads, i, wp.cpu, sched_getcpu());
+	REQUIRE(sched_setaffinity(0, sizeof(all), &all) == 0);
 	CHECK(rdm_region_destroy(r) == 0);
 	CHECK(rdm_worker_destroy(w) == 0);
 	rdm_backend_destroy(sim);
@@ -176,6 +258,7 @@ int main(void)
 	signal(SIGALRM, on_alarm);
 	alarm(120);
 	test_idle_yields();
+	test_spread();
 	test_one_cpu();
 	return check_exit();
 }
