@@ -71,6 +71,25 @@ static int expect(bool *pop, unsigned b, unsigned n, bool populate)
 	return 0;
 }
 
+/* A strict region of NB blocks, attached to w through sim (added to w). */
+static struct rdm_region *strict_region(struct rdm_worker *w, struct rdm_backend *sim)
+{
+	struct rdm_region_config rc = {
+		.struct_size = sizeof(rc),
+		.flags = RDM_REGION_STRICT,
+		.iova = 1ull << 32,
+		.size = REGION,
+		.block_size = BS,
+		.host_addr = (void *)(uintptr_t)(1ull << 40),
+	};
+	struct rdm_region *r;
+
+	REQUIRE(rdm_worker_add_backend(w, sim, 0) == 0);
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	REQUIRE(rdm_worker_attach(w, r, sim) == 0);
+	return r;
+}
+
 /*
  * Waiter and worker on one CPU: synchronous changes (rdm_populate and
  * rdm_discard through the implicit producer) and asynchronous ones waited
@@ -81,7 +100,6 @@ static int expect(bool *pop, unsigned b, unsigned n, bool populate)
 static void test_one_cpu(void)
 {
 	struct rdm_sim_config sc = {.struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2, .call_ns = 1};
-	struct rdm_region_config rc = {.struct_size = sizeof(rc)};
 	struct rdm_backend *sim;
 	struct rdm_worker *w;
 	struct rdm_region *r;
@@ -91,14 +109,7 @@ static void test_one_cpu(void)
 
 	REQUIRE(rdm_backend_sim_create(&sc, &sim) == 0);
 	REQUIRE(rdm_worker_create(NULL, &w) == 0);
-	REQUIRE(rdm_worker_add_backend(w, sim, 0) == 0);
-	rc.flags = RDM_REGION_STRICT;
-	rc.iova = 1ull << 32;
-	rc.size = REGION;
-	rc.block_size = BS;
-	rc.host_addr = (void *)(uintptr_t)(1ull << 40);
-	REQUIRE(rdm_region_create(&rc, &r) == 0);
-	REQUIRE(rdm_worker_attach(w, r, sim) == 0);
+	r = strict_region(w, sim);
 	REQUIRE(rdm_producer_create(&p) == 0);
 
 	for (unsigned i = 0; i < ROUNDS; i++) {
@@ -173,7 +184,6 @@ static void pin_to(int cpu)
 static void test_spread(void)
 {
 	struct rdm_sim_config sc = {.struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2, .call_ns = 1};
-	struct rdm_region_config rc = {.struct_size = sizeof(rc)};
 	struct rdm_worker_placement wp = {.struct_size = sizeof(wp)};
 	cpu_set_t all, wmask0, wmask1;
 	struct rdm_backend *sim;
@@ -191,14 +201,7 @@ static void test_spread(void)
 	REQUIRE(rdm_worker_create(NULL, &w) == 0);
 	REQUIRE(pthread_getaffinity_np(w->thread, sizeof(wmask0), &wmask0) == 0);
 	REQUIRE(CPU_COUNT(&wmask0) >= 2);
-	REQUIRE(rdm_worker_add_backend(w, sim, 0) == 0);
-	rc.flags = RDM_REGION_STRICT;
-	rc.iova = 1ull << 32;
-	rc.size = REGION;
-	rc.block_size = BS;
-	rc.host_addr = (void *)(uintptr_t)(1ull << 40);
-	REQUIRE(rdm_region_create(&rc, &r) == 0);
-	REQUIRE(rdm_worker_attach(w, r, sim) == 0);
+	r = strict_region(w, sim);
 	/* Follow the worker to its CPU until it leaves (the scheduler may move
 	 * it on its own first: then follow again). */
 	while (atomic_load_explicit(&w->spreads, memory_order_relaxed) == 0 && tries++ < 200) {
