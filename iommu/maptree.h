@@ -91,7 +91,9 @@ uint32_t rdm_maptree_insert(struct rdm_maptree *t, uint64_t start, uint64_t len)
  * which overlaps anything in the tree, into nodes reserved beforehand
  * (rdm_maptree_spare() >= n): cannot fail. Each payload is zeroed, then its
  * first `size` bytes are copied from `payload`. The same tree as n calls
- * of rdm_maptree_insert(), in O(n + log count) instead of O(n log count).
+ * of rdm_maptree_insert(), in O(n log n + log count) expected instead of
+ * O(n log count): the run's own treap is built apart (each node hung from
+ * its right spine), then joined by one split and two merges.
  */
 void rdm_maptree_insert_run(struct rdm_maptree *t, uint64_t start, uint64_t len, uint32_t n, const void *payload,
 			    size_t size);
