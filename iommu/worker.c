@@ -122,12 +122,13 @@
  *     at once (no idle CPU), the run needed doubles each time, up to
  *     RDM_WORKER_SPREAD_MAX, and falls back once a move held. A mask of
  *     one CPU (`taskset -c 0`) never moves.
- * The idle counters (idle_yields, idle_sleeps, local_waiters, local_handoffs,
- * spreads in struct rdm_worker) show which path ran. local_handoffs counts only the
- * batches after which this thread itself found no work and slept at once;
- * when the waiter preempted it at the FUTEX_WAKE (the usual case above, and
- * on some kernels every time) the next change is there when it runs again,
- * and only local_waiters counts the batch.
+ * The idle counters (idle_yields, idle_sleeps, local_waiters,
+ * local_handoffs, spreads in struct rdm_worker) show which path ran.
+ * local_handoffs counts only the batches after which this thread itself
+ * found no work and slept at once; when the waiter preempted it at the
+ * FUTEX_WAKE (the usual case above, and on some kernels every time) the
+ * next change is there when it runs again, and only local_waiters counts
+ * the batch.
  *
  * The rings, the doorbell and the tickets belong to producer.c (producer.h):
  * this file embeds the inbox and uses only its functions.
