@@ -121,7 +121,8 @@
  *     with no more wakes the two stay apart. If the scheduler puts it back
  *     at once (no idle CPU), the run needed doubles each time, up to
  *     RDM_WORKER_SPREAD_MAX, and falls back once a move held. A mask of
- *     one CPU (`taskset -c 0`) never moves.
+ *     one CPU (`taskset -c 0`) never moves, and its tries (an affinity
+ *     read each) double the same way.
  * The idle counters (idle_yields, idle_sleeps, local_waiters,
  * local_handoffs, spreads in struct rdm_worker) show which path ran.
  * local_handoffs counts only the batches after which this thread itself
@@ -189,10 +190,11 @@ struct wstate {
 	bool handoff_local;
 	struct rdm_spin spin;
 	/* H5: batches in a row that completed a waiter on this CPU, the run
-	 * length that makes this thread leave the CPU, and the batches with
-	 * no such waiter since it last left (did the move hold?). */
+	 * length that makes this thread leave the CPU, the batches with no
+	 * such waiter since the last try, and whether that try moved it. */
 	uint32_t local_run, spread_after;
 	uint64_t remote_since_spread;
+	bool moved;
 };
 
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -781,8 +783,10 @@ static void idle(struct wstate *ws)
  * it now runs (the scheduler may move it later, as any thread). A mask
  * changed by another thread between the two calls is overwritten by the
  * one read here: rdm_worker_config's CPUs are the worker's owner's say.
+ * True if the thread moved; false with a mask of one CPU or when the
+ * system denies the call (a sandbox), and then nothing changed.
  */
-static void spread(struct wstate *ws)
+static bool spread(struct wstate *ws)
 {
 	pthread_t self = pthread_self();
 	int32_t cpu = rdm_this_cpu();
@@ -790,14 +794,15 @@ static void spread(struct wstate *ws)
 
 	if (cpu < 0 || pthread_getaffinity_np(self, sizeof(mask), &mask) != 0 || !CPU_ISSET(cpu, &mask) ||
 	    CPU_COUNT(&mask) < 2)
-		return;
+		return false;
 	others = mask;
 	CPU_CLR(cpu, &others);
 	if (pthread_setaffinity_np(self, sizeof(others), &others) != 0)
-		return;
+		return false;
 	if (pthread_setaffinity_np(self, sizeof(mask), &mask) != 0)
 		rdm_log(RDM_LOG_WARNING, "worker: cannot restore its CPU mask after leaving CPU %d", cpu);
 	count(&ws->w->spreads);
+	return true;
 }
 
 /* H5: after each batch, count the run of batches that completed a waiter
@@ -812,19 +817,21 @@ static void note_locality(struct wstate *ws)
 	if (++ws->local_run < ws->spread_after)
 		return;
 	/* The last move held if as many batches ran apart after it as this
-	 * run needed: try again as soon next time. Otherwise the scheduler
-	 * put this thread back (the other CPUs are busy): wait twice as long
-	 * before the next try, so a host with no idle CPU pays for a move
-	 * ever more rarely. */
-	if (atomic_load_explicit(&ws->w->spreads, memory_order_relaxed) != 0 &&
-	    ws->remote_since_spread < ws->spread_after)
+	 * run needed. If the scheduler put this thread back (the other CPUs
+	 * are busy), or this try cannot move it (a mask of one CPU, a denied
+	 * call), wait twice as long before the next try: a host with no idle
+	 * CPU pays for a move, and a one-CPU mask for the affinity read, ever
+	 * more rarely. A move after one that held tries again as soon. */
+	bool undone = ws->moved && ws->remote_since_spread < ws->spread_after;
+
+	ws->moved = spread(ws);
+	if (undone || !ws->moved)
 		ws->spread_after = ws->spread_after < RDM_WORKER_SPREAD_MAX / 2 ? 2 * ws->spread_after
 										: RDM_WORKER_SPREAD_MAX;
 	else
 		ws->spread_after = RDM_WORKER_SPREAD_AFTER;
 	ws->local_run = 0;
 	ws->remote_since_spread = 0;
-	spread(ws);
 }
 
 /* Tell the producers' waiters which CPU this thread runs on (links carry

@@ -29,7 +29,7 @@
 /* H5 (worker.c "Handoff"): consecutive batches whose waiter shares this
  * thread's CPU before it leaves that CPU, when its mask allows others; the
  * count doubles (up to RDM_WORKER_SPREAD_MAX) each time the move did not
- * hold, and falls back once one held. */
+ * hold or could not be made, and falls back once one held. */
 #define RDM_WORKER_SPREAD_AFTER 16u
 #define RDM_WORKER_SPREAD_MAX 65536u
 /* The payload of RDM_OP_ATTACH. */

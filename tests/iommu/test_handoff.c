@@ -41,18 +41,26 @@ static uint64_t next_rand(void)
 	return rng;
 }
 
+/* Pin the calling thread to `cpu`. */
+static void pin_to(int cpu)
+{
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	REQUIRE(sched_setaffinity(0, sizeof(one), &one) == 0);
+}
+
 /* Pin the calling thread to one CPU of its affinity mask; threads it
  * creates afterwards (the worker) inherit the mask. */
 static int pin_to_one_cpu(void)
 {
-	cpu_set_t set, one;
+	cpu_set_t set;
 
 	REQUIRE(sched_getaffinity(0, sizeof(set), &set) == 0);
 	for (int c = 0; c < CPU_SETSIZE; c++)
 		if (CPU_ISSET(c, &set)) {
-			CPU_ZERO(&one);
-			CPU_SET(c, &one);
-			REQUIRE(sched_setaffinity(0, sizeof(one), &one) == 0);
+			pin_to(c);
 			return c;
 		}
 	REQUIRE(!"an empty affinity mask");
@@ -164,15 +172,6 @@ static void test_one_cpu(void)
 	CHECK(rdm_region_destroy(r) == 0);
 	CHECK(rdm_worker_destroy(w) == 0);
 	rdm_backend_destroy(sim);
-}
-
-static void pin_to(int cpu)
-{
-	cpu_set_t one;
-
-	CPU_ZERO(&one);
-	CPU_SET(cpu, &one);
-	REQUIRE(sched_setaffinity(0, sizeof(one), &one) == 0);
 }
 
 /*
