@@ -37,6 +37,26 @@
  *     (seq_cst) and loads the inbox's sleeping, clearing it (exchange) before the
  *     wake so later publishers skip the syscall; the worker sets sleeping,
  *     fences and re-checks every ring before sleeping (worker.c, idle()).
+ *  C4 caller runs (the worker's RDM_WORKER_CALLER_RUNS): after C3, a
+ *     synchronous submitter runs the worker's pass itself if it can take
+ *     the worker's pass token (rdm_inbox.assist, worker.c H6), which the
+ *     worker thread holds only while it drains and applies. A pass is
+ *     always safe to run: it only drains and applies, as the worker would.
+ *     A submitter whose exchange in C3 cleared sleeping owes the worker a
+ *     wake; its pass drained every ring after the exchange, as the woken
+ *     worker would, and then it hands the doorbell back as the worker
+ *     does before a sleep - stores sleeping = 1, fences (seq_cst),
+ *     re-checks every ring - and wakes the worker (C3's exchange and
+ *     wake) if any record is left. So a publisher that read sleeping == 0
+ *     meanwhile is covered by the pass's drains or by that re-check (the
+ *     Dekker pair of C3). One that found sleeping == 0 owes nothing: the
+ *     worker is awake or woken and drains before it sleeps. If the token
+ *     is taken, a submitter that owes the wake rings as in C3. A waiter
+ *     tries a pass once more before its first sleep (wait_slot()): the
+ *     worker may be woken but not yet running on a busy CPU. A producer made
+ *     without `passes` (a region's control producer, whose submitter holds
+ *     its ctl_lock and, attaching, the region's lock, which a pass takes)
+ *     never runs one: it rings and waits as in C3.
  *
  * Waiting (wait_slot()): see worker.c "Handoff" H1-H3. A waiter whose CPU
  * is the worker's (the link's wcpu hint) sleeps at once; otherwise it polls
@@ -104,13 +124,14 @@ static void implicit_init(void)
 	pthread_key_create(&implicit_key, implicit_destructor);
 }
 
-int rdm_producer_new(uint32_t nslots, struct rdm_producer **out)
+int rdm_producer_new(uint32_t nslots, bool passes, struct rdm_producer **out)
 {
 	struct rdm_producer *p = rdm_aligned_zalloc(_Alignof(struct rdm_producer), sizeof(*p));
 
 	if (!p)
 		return rdm_fail(-ENOMEM, "out of memory creating a producer");
 	p->nslots = nslots;
+	p->passes = passes;
 	p->slot_mask = nslots - 1;
 	p->slots = rdm_aligned_zalloc(_Alignof(struct rdm_slot), (size_t)nslots * sizeof(*p->slots));
 	p->free_stack = rdm_malloc(nslots * sizeof(*p->free_stack));
@@ -134,7 +155,7 @@ int rdm_producer_create(struct rdm_producer **out)
 {
 	if (!out)
 		return rdm_fail(-EINVAL, "rdm_producer_create: out is NULL");
-	return rdm_producer_new(RDM_PRODUCER_SLOTS, out);
+	return rdm_producer_new(RDM_PRODUCER_SLOTS, true, out);
 }
 
 int rdm_producer_create_ex(const struct rdm_producer_config *cfg, struct rdm_producer **out)
@@ -164,7 +185,7 @@ int rdm_producer_create_ex(const struct rdm_producer_config *cfg, struct rdm_pro
 		if (err)
 			return err;
 	}
-	err = rdm_producer_new(RDM_PRODUCER_SLOTS, out);
+	err = rdm_producer_new(RDM_PRODUCER_SLOTS, true, out);
 	if (err == 0 && (c.flags & RDM_PRODUCER_RING_NODE)) {
 		(*out)->has_ring_node = true;
 		(*out)->ring_node = n;
@@ -207,7 +228,7 @@ struct rdm_producer *rdm_producer_implicit(void)
 		struct rdm_producer *p;
 
 		pthread_once(&implicit_once, implicit_init);
-		if (rdm_producer_new(64, &p))
+		if (rdm_producer_new(64, true, &p))
 			return NULL;
 		p->implicit = true;
 		implicit_producer = p;
@@ -609,7 +630,7 @@ static void give_back_slot(struct rdm_producer *p, uint64_t ticket)
  * it after its sleep (worker.c, idle()); a waiter does not spin on
  * "unknown" for long (H3, wait_slot()). A hint naming this CPU stays: the
  * waiter then sleeps at once (H2), as it must where there is one CPU. */
-static void kick_after_publish(struct rdm_inbox *w, struct rdm_link *l)
+static void kick_after_publish(struct rdm_inbox *w, struct rdm_link *l, const struct rdm_slot *s, uint64_t ticket)
 {
 	/* C3: the fence orders our publication (the ring's release store of
 	 * its tail) before the load of sleeping. */
@@ -620,8 +641,14 @@ static void kick_after_publish(struct rdm_inbox *w, struct rdm_link *l)
 	 * a later publisher that reads 0 here is covered either by this wake
 	 * (the worker drains every ring after it) or, if the worker went idle
 	 * again, by C3 on its new store of 1 (an RMW reads the latest value). */
-	if (atomic_load_explicit(&w->sleeping, memory_order_relaxed) &&
-	    atomic_exchange_explicit(&w->sleeping, 0, memory_order_relaxed)) {
+	bool owe = atomic_load_explicit(&w->sleeping, memory_order_relaxed) &&
+		   atomic_exchange_explicit(&w->sleeping, 0, memory_order_relaxed);
+
+	/* C4: a synchronous submitter runs the pass itself when nobody runs
+	 * one (the worker thread holds the token only while it works). */
+	if (s && w->assist && w->assist(w, &s->done, ticket, owe))
+		return;
+	if (owe) {
 		/* H3: the worker's gap ends now, not when it gets a CPU back. */
 		atomic_store_explicit(&w->kicked_ns, rdm_now_ns(), memory_order_relaxed);
 		/* Relaxed: a hint (H1); stored before the wake, so the
@@ -718,6 +745,15 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 		}
 		atomic_store_explicit(&p->wait_cpu, me, memory_order_relaxed);
 	}
+	/* C4: before sleeping, run the pass if nobody does (the worker may be
+	 * woken and not yet running). The link's inbox is its worker, alive
+	 * while one of its tickets is outstanding; set by this thread. */
+	struct rdm_inbox *in = atomic_load_explicit(&l->in, memory_order_relaxed);
+
+	if (p->passes && in && in->assist && in->assist(in, &s->done, ticket, false) && slot_done(s, ticket)) {
+		wait_done(p, l, t0, false);
+		return 0;
+	}
 	bool slept = false;
 
 	for (;;) {
@@ -784,10 +820,10 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_region_inbox *wr,
 			return rdm_fail(-EAGAIN, "the producer's ring to the worker is full (%" PRIu32 " records)",
 					w->ring_capacity);
 		}
-		kick_after_publish(w, l);
+		kick_after_publish(w, l, NULL, 0);
 		rdm_ring_wait_writable(l->ring, RDM_RING_DEFAULT_SPIN);
 	}
-	kick_after_publish(w, l);
+	kick_after_publish(w, l, sync && p->passes ? &p->slots[ticket & p->slot_mask] : NULL, ticket);
 	if (!sync) {
 		if (ticket_out)
 			*ticket_out = ticket;
@@ -904,7 +940,7 @@ static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, un
 	 * worker is destroyed only after its regions are gone). */
 	if (!err)
 		for (unsigned k = 0; k < nused; k++)
-			kick_after_publish(atomic_load_explicit(&used[k]->in, memory_order_relaxed), used[k]);
+			kick_after_publish(atomic_load_explicit(&used[k]->in, memory_order_relaxed), used[k], NULL, 0);
 	return err;
 }
 

@@ -96,6 +96,7 @@ struct rdm_producer {
 	uint64_t next_ticket;
 	uint64_t outstanding;   /* submitted and not yet completed+consumed */
 	bool implicit;
+	bool passes;            /* rdm_producer_new()'s: may run passes (C4) */
 	/* rdm_producer_config's RDM_PRODUCER_RING_NODE: rings this producer
 	 * creates are bound to ring_node instead of their worker's node. */
 	bool has_ring_node;
@@ -153,6 +154,16 @@ struct rdm_inbox {
 	uint32_t ticket_slots;  /* unconsumed tickets a producer may hold towards it */
 	uint64_t spin_cap_ns;   /* a waiter's longest spin (the worker's spin_us) */
 	struct rdm_node node;   /* the worker's: its rings are bound there */
+	/* C4 (producer.c): the worker's pass, for a synchronous submitter
+	 * (the worker's RDM_WORKER_CALLER_RUNS; NULL without it). Set before
+	 * the worker starts, then only read. If it takes the worker's pass
+	 * token it runs passes until `done` holds `ticket` (or a bound) and
+	 * returns true; with `owe` (the caller cleared `sleeping` and owes the
+	 * worker a wake) it then hands the doorbell back (C4). False if the
+	 * token is taken: nothing changed, and a caller that owes the wake
+	 * must still ring. The worker's function: producer.c does not know
+	 * what a pass is. */
+	bool (*assist)(struct rdm_inbox *in, const _Atomic uint64_t *done, uint64_t ticket, bool owe);
 };
 
 /* A region's submission side (embedded in the worker's region state): a
@@ -203,7 +214,11 @@ void rdm_region_inbox_fini(struct rdm_region_inbox *ri);
 
 /* ---- submission (the producer's own thread) ---- */
 struct rdm_producer *rdm_producer_implicit(void);
-int rdm_producer_new(uint32_t nslots, struct rdm_producer **out);
+/* A producer with nslots tickets (a power of two). `passes`: its
+ * synchronous submits and waits may run the worker's pass (C4); false for
+ * one whose submitter may hold a lock a pass takes (a region's control
+ * producer: under its ctl_lock, an attach under the region's lock). */
+int rdm_producer_new(uint32_t nslots, bool passes, struct rdm_producer **out);
 /* The producer's ring to in's worker, made on first use with `capacity`
  * records (0: in->ring_capacity): 0 and *out, or -ENOMEM. */
 int rdm_producer_link(struct rdm_producer *p, struct rdm_inbox *in, uint32_t capacity, struct rdm_link **out);

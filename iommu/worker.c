@@ -123,8 +123,43 @@
  *     RDM_WORKER_SPREAD_MAX, and falls back once a move held. A mask of
  *     one CPU (`taskset -c 0`) never moves, and its tries (an affinity
  *     read each) double the same way.
+ *  H6 caller runs (RDM_WORKER_CALLER_RUNS): every rule above still needs
+ *     the scheduler to run the woken side soon, and a busy host does not:
+ *     with a CPU-bound thread on each CPU of `taskset -c 0,1` (a vCPU that
+ *     does not halt), a woken thread here waits for the running one's
+ *     slice, and trace A's requests took one tick each (p50 3,960-3,990
+ *     us for rdm-block and rdm-defer; QEMU's inline strategy 0.7-0.9 us in
+ *     the same runs). Asking for a shorter slice for this thread
+ *     (sched_setattr's sched_runtime) did not fix it: the caller's own
+ *     wake-up is the other half. So a synchronous submitter that finds
+ *     this thread asleep may run the pass itself: it cleared `sleeping`
+ *     (C3's exchange) and owes a wake; instead it takes the pass token
+ *     (rdm_worker.run, trylock), drains every ring, processes until its
+ *     own ticket is complete (no more than RDM_WORKER_ASSIST_PASSES
+ *     passes), hands the doorbell back as idle() does (sleeping = 1,
+ *     seq_cst fence, re-check every ring) and wakes this thread only if
+ *     records are left (producer.c, C4). This thread holds the token
+ *     only while it drains and applies: each turn of its loop takes it
+ *     (blocking) before it looks at the rings and drops it before a spin
+ *     round, a yield or a sleep (idle() drops it after its C3 re-check).
+ *     So a submitter's trylock succeeds whenever this thread is not
+ *     working - asleep, or spinning on a CPU the submitter may share -
+ *     and passes never overlap. A submitter that did not clear `sleeping`
+ *     (this thread is awake or woken) may run a pass too and owes
+ *     nothing; a waiter tries one pass before its first sleep, for a
+ *     worker woken but not yet given a CPU. What a pass does is the same
+ *     function on either thread (drain(), process()) on the same state
+ *     (struct wstate, whose every field the token guards, except the
+ *     spin averages this thread's loop alone touches); the hints of H1-H5
+ *     belong to this thread's loop, and a pass run elsewhere completes
+ *     tickets with the CPU unknown (-1). Callbacks run on the thread that
+ *     runs the pass (rdm/worker.h): why it is a flag. Measured, trace A
+ *     one request at a time, sim backend, with the CPU-bound threads:
+ *     p50 2.5-3.3 us (rdm-block) and 0.8-1.2 us (rdm-defer) against the
+ *     one tick above; `taskset -c 0` alone 2.0-2.5 and 0.7-1.2 us against
+ *     4.9-5.1 and 3.1-4.3 us without the flag.
  * The idle counters (idle_yields, idle_sleeps, local_waiters,
- * local_handoffs, spreads in struct rdm_worker) show which path ran.
+ * local_handoffs, spreads, assists in struct rdm_worker) show which path ran.
  * local_handoffs counts only the batches after which this thread itself
  * found no work and slept at once; when the waiter preempted it at the
  * FUTEX_WAKE (the usual case above, and on some kernels every time) the
@@ -135,8 +170,9 @@
  * this file embeds the inbox and uses only its functions.
  *
  * Invariants:
- *  1. Only this thread applies changes to an attached region, in the
- *     region's sequence order, each exactly once (I6).
+ *  1. Only a pass applies changes to an attached region - this thread's,
+ *     or under H6 a submitter's holding the pass token, never two at once
+ *     - in the region's sequence order, each exactly once (I6).
  *  2. Every record drained completes exactly once: with its result, or with
  *     -EINVAL when it names no live region (logged).
  *  3. Releases of a batch happen before any of its tickets complete.
@@ -748,11 +784,13 @@ static uint32_t drain(struct wstate *ws)
 }
 
 /* Sleep until kicked (C3), unless work or a request came. H3: a sleep that
- * a publisher's doorbell ended is a sample of this thread's wake-up cost. */
+ * a publisher's doorbell ended is a sample of this thread's wake-up cost.
+ * Called with the pass token (H6); returns without it. */
 static void idle(struct wstate *ws)
 {
 	struct rdm_worker *w = ws->w;
 	uint32_t seen = atomic_load_explicit(&w->in.futex, memory_order_relaxed);
+	bool sleep;
 
 	atomic_store_explicit(&w->in.sleeping, 1, memory_order_relaxed);
 	/* C3: pairs with kick_after_publish() in producer.c. */
@@ -760,19 +798,28 @@ static void idle(struct wstate *ws)
 	/* The flush check: rdm_worker_flush() increments flush_req before its
 	 * kick's release increment of futex; if `seen` read that increment,
 	 * the fence above (acquire) makes flush_req's new value visible here. */
-	if (all_empty(ws) && !atomic_load_explicit(&w->stop, memory_order_relaxed) &&
-	    atomic_load_explicit(&w->in.links_gen, memory_order_relaxed) == ws->links_gen &&
-	    atomic_load_explicit(&w->flush_req, memory_order_relaxed) ==
-		    atomic_load_explicit(&w->flush_done, memory_order_relaxed)) {
+	sleep = all_empty(ws) && !atomic_load_explicit(&w->stop, memory_order_relaxed) &&
+		atomic_load_explicit(&w->in.links_gen, memory_order_relaxed) == ws->links_gen &&
+		atomic_load_explicit(&w->flush_req, memory_order_relaxed) ==
+			atomic_load_explicit(&w->flush_done, memory_order_relaxed);
+	/* A publisher that rings sets its link's CPU hint to unknown
+	 * (producer.c, kick_after_publish()): republish it after the sleep. */
+	ws->cpu = -1;
+	pthread_mutex_unlock(&w->run);
+	if (sleep) {
 		uint64_t slept = rdm_now_ns();
 
 		count(&w->idle_sleeps);
 		bool woken = rdm_futex_sleep(&w->in.futex, seen);
 		uint64_t rang = rdm_inbox_arrival_ns(&w->in, slept), now = rdm_now_ns();
 
+		/* ws->spin is this thread's own (passes do not touch it). */
 		if (woken && rang < now)
 			rdm_spin_note_wake(&ws->spin, now - rang);
 	}
+	/* Awake: this thread drains before it sleeps again (C3). A pass's
+	 * hand-back (C4) may store 1 just before or after; either way a
+	 * publisher that reads 0 is covered by this thread's next idle(). */
 	atomic_store_explicit(&w->in.sleeping, 0, memory_order_relaxed);
 }
 
@@ -892,10 +939,63 @@ static void bind_thread_memory(struct rdm_worker *w)
 		rdm_log(RDM_LOG_WARNING, "worker: %s", rdm_last_error());
 }
 
+/*
+ * H6: a synchronous submitter's pass (rdm_inbox.assist; producer.c C4).
+ * `owe`: the caller cleared `sleeping` (C3's exchange) and owes the worker
+ * a wake, which this pays by handing the doorbell back.
+ */
+static bool assist(struct rdm_inbox *in, const _Atomic uint64_t *done, uint64_t ticket, bool owe)
+{
+	struct rdm_worker *w = (struct rdm_worker *)((char *)in - offsetof(struct rdm_worker, in));
+	struct wstate *ws = w->ws;
+	bool more;
+
+	/* Acquire (the mutex): everything the last holder did to *ws. */
+	if (pthread_mutex_trylock(&w->run) != 0)
+		return false;
+	count(&w->assists);
+	ws->cpu = -1; /* H1-H5 are the worker thread's: its loop republishes */
+	for (unsigned pass = 0; pass < RDM_WORKER_ASSIST_PASSES; pass++) {
+		refresh_links(ws);
+		uint32_t got = drain(ws);
+
+		if (!got)
+			break;
+		ws->handoff_local = false;
+		process(ws, got);
+		/* Relaxed: only whether to stop; the caller's wait reads the
+		 * result after its own acquire load (C1). */
+		if (atomic_load_explicit(done, memory_order_relaxed) == ticket)
+			break;
+	}
+	if (!owe) {
+		/* sleeping was 0: the worker thread is awake or woken, and
+		 * drains before it sleeps again (C3). */
+		pthread_mutex_unlock(&w->run);
+		return true;
+	}
+	/* C4: hand the doorbell back as idle() does before a sleep. The fence
+	 * orders the store of sleeping before the loads of the rings; a
+	 * publisher fences between its publication and its load of sleeping
+	 * (C3), so either it sees 1 and wakes the worker, or the check below
+	 * sees its record. */
+	atomic_store_explicit(&in->sleeping, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	/* A link made since this pass's refresh is not in ws: its generation
+	 * counts as a record (as in idle()). */
+	more = ws->nitems != 0 || !all_empty(ws) ||
+	       atomic_load_explicit(&w->in.links_gen, memory_order_relaxed) != ws->links_gen;
+	/* Release (the mutex): this pass's work, to the next holder. */
+	pthread_mutex_unlock(&w->run);
+	if (more && atomic_exchange_explicit(&in->sleeping, 0, memory_order_relaxed))
+		rdm_inbox_kick(in);
+	return true;
+}
+
 static void *worker_main(void *arg)
 {
-	struct wstate ws = {.w = arg, .cpu = -1, .spread_after = RDM_WORKER_SPREAD_AFTER};
 	struct rdm_worker *w = arg;
+	struct wstate *ws = w->ws;
 	uint64_t cap = (uint64_t)w->cfg.spin_us * 1000u;
 	/* idle_since: when the last batch ended (0: not idle); spin_from: when
 	 * the current spin began; budget: its length; yields: how many of the
@@ -903,35 +1003,43 @@ static void *worker_main(void *arg)
 	uint64_t idle_since = 0, spin_from = 0, budget = 0;
 	unsigned spins = 0, yields = 0;
 
-	rdm_spin_init(&ws.spin, cap);
+	rdm_spin_init(&ws->spin, cap);
 	bind_thread_memory(w);
 	for (;;) {
-		refresh_links(&ws);
-		publish_cpu(&ws);
-		uint32_t got = drain(&ws);
+		/* H6: the pass token for every look at the rings and what
+		 * follows; dropped before a spin round, a yield or a sleep. */
+		pthread_mutex_lock(&w->run);
+		refresh_links(ws);
+		publish_cpu(ws);
+		uint32_t got = drain(ws);
 
 		if (got) {
 			if (idle_since)
-				rdm_spin_note(&ws.spin, rdm_inbox_arrival_ns(&w->in, idle_since) - idle_since);
+				rdm_spin_note(&ws->spin, rdm_inbox_arrival_ns(&w->in, idle_since) - idle_since);
 			idle_since = 0;
-			ws.handoff_local = false;
-			process(&ws, got);
-			note_locality(&ws);
+			ws->handoff_local = false;
+			process(ws, got);
+			note_locality(ws);
+			pthread_mutex_unlock(&w->run);
 			continue;
 		}
-		if (flush_pending(&ws))
+		if (flush_pending(ws)) {
+			pthread_mutex_unlock(&w->run);
 			continue;
-		if (atomic_load_explicit(&w->stop, memory_order_acquire))
+		}
+		if (atomic_load_explicit(&w->stop, memory_order_acquire)) {
+			pthread_mutex_unlock(&w->run);
 			break;
-		reap_links(&ws);
+		}
+		reap_links(ws);
 		if (idle_since == 0) {
 			/* A batch just ended. A waiter that shares this CPU needs
 			 * it now: no spin and no yields (a yield between two
 			 * threads of one CPU may come straight back); sleep. */
 			idle_since = spin_from = rdm_now_ns();
 			spins = yields = 0;
-			budget = ws.handoff_local ? 0 : rdm_spin_budget(&ws.spin);
-			if (ws.handoff_local) {
+			budget = ws->handoff_local ? 0 : rdm_spin_budget(&ws->spin);
+			if (ws->handoff_local) {
 				count(&w->local_handoffs);
 				yields = RDM_WORKER_IDLE_YIELDS;
 			}
@@ -939,6 +1047,7 @@ static void *worker_main(void *arg)
 		/* Poll for the budget (the clock is read every 8 rounds)... */
 		if (budget && yields == 0) {
 			if (++spins % 8 != 0 || rdm_now_ns() - spin_from < budget) {
+				pthread_mutex_unlock(&w->run);
 				rdm_spin_round(spins);
 				continue;
 			}
@@ -947,25 +1056,20 @@ static void *worker_main(void *arg)
 		/* ...then give the CPU away a few times (cheaper than a sleep
 		 * and a wake when another thread wants it)... */
 		if (yields < RDM_WORKER_IDLE_YIELDS) {
+			pthread_mutex_unlock(&w->run);
 			yields++;
 			count(&w->idle_yields);
 			sched_yield();
 			continue;
 		}
-		/* ...then sleep (C3). Woken, spin and yield again before the
-		 * next sleep; the gap runs on until records come. */
-		idle(&ws);
-		/* A publisher that rang set its link's CPU hint to unknown
-		 * (producer.c, kick_after_publish()): republish it to all. */
-		ws.cpu = -1;
-		ws.handoff_local = false;
+		/* ...then sleep (C3; idle() drops the token). Woken, spin and
+		 * yield again before the next sleep; the gap runs on until
+		 * records come. */
+		idle(ws);
 		spin_from = rdm_now_ns();
 		spins = yields = 0;
-		budget = rdm_spin_budget(&ws.spin);
+		budget = rdm_spin_budget(&ws->spin);
 	}
-	atomic_store_explicit(&w->items_pub, NULL, memory_order_relaxed);
-	rdm_arena_free(w->arena, ws.items, (size_t)ws.items_cap * sizeof(*ws.items), _Alignof(struct item));
-	rdm_free(ws.links);
 	return NULL;
 }
 
@@ -1010,7 +1114,8 @@ bool rdm_worker_serves_backend(const struct rdm_backend *b)
 	return ret;
 }
 
-#define WORKER_KNOWN_FLAGS (RDM_WORKER_NUMA_NODE | RDM_WORKER_NUMA_PREFERRED | RDM_WORKER_NO_PIN)
+#define WORKER_KNOWN_FLAGS \
+	(RDM_WORKER_NUMA_NODE | RDM_WORKER_NUMA_PREFERRED | RDM_WORKER_NO_PIN | RDM_WORKER_CALLER_RUNS)
 
 int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **out)
 {
@@ -1078,13 +1183,22 @@ retry:
 	if (!w)
 		return rdm_fail(-ENOMEM, "out of memory creating a worker");
 	memset(w, 0, sizeof(*w));
+	w->ws = rdm_arena_alloc(arena, sizeof(*w->ws), _Alignof(struct wstate));
+	if (!w->ws) {
+		rdm_arena_free(arena, w, sizeof(*w), _Alignof(struct rdm_worker));
+		return rdm_fail(-ENOMEM, "out of memory creating a worker");
+	}
+	*w->ws = (struct wstate){.w = w, .cpu = -1, .spread_after = RDM_WORKER_SPREAD_AFTER};
 	w->cfg = c;
 	w->arena = arena;
 	atomic_init(&w->cur_cpu, -1);
 	atomic_init(&w->items_pub, NULL);
 	atomic_init(&w->items_bytes, 0);
 	pthread_mutex_init(&w->lock, NULL);
+	pthread_mutex_init(&w->run, NULL);
 	rdm_inbox_init(&w->in, c.ring_capacity, c.ticket_slots, c.spin_us, &node);
+	if (c.flags & RDM_WORKER_CALLER_RUNS)
+		w->in.assist = assist; /* before the thread starts: then read-only */
 	err = pthread_attr_init(&attr);
 	if (!err) {
 		if (pin)
@@ -1095,7 +1209,9 @@ retry:
 	}
 	if (err) {
 		rdm_inbox_fini(&w->in);
+		pthread_mutex_destroy(&w->run);
 		pthread_mutex_destroy(&w->lock);
+		rdm_arena_free(arena, w->ws, sizeof(*w->ws), _Alignof(struct wstate));
 		rdm_arena_free(arena, w, sizeof(*w), _Alignof(struct rdm_worker));
 		if (err == EINVAL && pin && (node.flags & RDM_PLACE_EXPLICIT) && !(node.flags & RDM_PLACE_FALLBACK)) {
 			/* No CPU of the node is in the process's cpuset. */
@@ -1113,6 +1229,14 @@ retry:
 		CPU_ZERO(&cpus);
 	w->ncpus = (uint32_t)CPU_COUNT(&cpus);
 	*out = w;
+	return 0;
+}
+
+int rdm_worker_get_thread(const struct rdm_worker *w, pthread_t *out)
+{
+	if (!w || !out)
+		return rdm_fail(-EINVAL, "rdm_worker_get_thread: NULL %s", w ? "out" : "worker");
+	*out = w->thread;
 	return 0;
 }
 
@@ -1188,6 +1312,14 @@ int rdm_worker_destroy(struct rdm_worker *w)
 	atomic_store_explicit(&w->stop, true, memory_order_release);
 	rdm_inbox_kick(&w->in);
 	pthread_join(w->thread, NULL);
+	/* No pass runs any more: no region is left to submit to. */
+	struct wstate *ws = w->ws;
+
+	atomic_store_explicit(&w->items_pub, NULL, memory_order_relaxed);
+	rdm_arena_free(w->arena, ws->items, (size_t)ws->items_cap * sizeof(*ws->items), _Alignof(struct item));
+	rdm_free(ws->links);
+	rdm_arena_free(w->arena, ws, sizeof(*ws), _Alignof(struct wstate));
+	pthread_mutex_destroy(&w->run);
 	rdm_inbox_fini(&w->in);
 	pthread_mutex_lock(&lifecycle_lock);
 	for (uint32_t i = 0; i < w->nbackends; i++)
@@ -1360,7 +1492,7 @@ static int new_wregion(struct rdm_worker *w, struct rdm_region *r, struct rdm_wr
 		rdm_free(wr);
 		return err;
 	}
-	err = rdm_producer_new(1, &wr->ctl);
+	err = rdm_producer_new(1, false, &wr->ctl);
 	if (!err) {
 		err = rdm_producer_link(wr->ctl, &w->in, 2, &l);
 		if (err)

@@ -24,6 +24,12 @@
 #include "iommu/record.h"
 
 #define RDM_WORKER_MAX_BACKENDS 16
+/* H6: the most passes a synchronous submitter runs for the worker
+ * (RDM_WORKER_CALLER_RUNS) before it leaves the rest to the worker thread;
+ * its own change is complete after the first unless other producers keep
+ * the rings fuller than a batch. */
+#define RDM_WORKER_ASSIST_PASSES 4
+
 /* Idle: sched_yield() calls between the spin and the futex sleep. */
 #define RDM_WORKER_IDLE_YIELDS 32u
 /* H5 (worker.c "Handoff"): consecutive batches whose waiter shares this
@@ -70,6 +76,8 @@ struct rdm_wregion {
 	pthread_mutex_t ctl_lock;
 };
 
+struct wstate; /* worker.c: what a pass works on */
+
 struct rdm_worker {
 	pthread_t thread;
 	struct rdm_worker_config cfg;
@@ -84,6 +92,15 @@ struct rdm_worker {
 	uint32_t nbackends;
 
 	_Atomic bool stop;
+
+	/* The pass token (H6 in worker.c): whoever holds it owns *ws, the
+	 * drained records and the planners, and runs passes. The worker
+	 * thread holds it whenever it is not asleep on the doorbell; with
+	 * RDM_WORKER_CALLER_RUNS a synchronous submitter may take it
+	 * (trylock) while the worker sleeps. Mutex lock/unlock are the
+	 * synchronising edges between consecutive holders. */
+	pthread_mutex_t run;
+	struct wstate *ws;
 
 	/* NUMA (rdm/numa.h): the worker's node (also in.node), the arena its
 	 * own memory comes from (rdm_mem.arena encoding), the CPUs it may run
@@ -113,6 +130,9 @@ struct rdm_worker {
 	/* H5: times this thread left a CPU it shared with its waiters (spread()
 	 * in worker.c); worker thread writes, relaxed; read by tests. */
 	_Atomic uint64_t spreads;
+	/* H6: passes run by synchronous submitters (RDM_WORKER_CALLER_RUNS);
+	 * written by the token holder, relaxed; read by tests. */
+	_Atomic uint64_t assists;
 
 	/* Stats: priv is written by the worker thread only (the planners point
 	 * into it); st is its copy published after every batch with relaxed

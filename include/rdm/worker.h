@@ -27,7 +27,9 @@
  *   get_deferred, rdm_region_compact   changes
  *   rdm_producer_create/destroy        the producer's owner thread
  *   rdm_producer_* submits, wait, poll the producer's owner thread only
- *   completion callbacks, on_batch     run on the worker thread (see below)
+ *   completion callbacks, on_batch     run on the worker thread (see below;
+ *                                      RDM_WORKER_CALLER_RUNS: or on a
+ *                                      synchronous caller's)
  *   rdm_worker_get_stats               any
  *
  * Lifetimes (every order is defined):
@@ -62,6 +64,7 @@
 #ifndef RDM_WORKER_H
 #define RDM_WORKER_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -106,7 +109,8 @@ struct rdm_worker_config {
 	                           RDM_WORKER_DEFAULT_SPIN_US */
 	uint32_t reserved;      /* must be 0 */
 	/* Called on the worker thread after every batch, once the batch's
-	 * tickets are complete (tests check invariants here). */
+	 * tickets are complete (tests check invariants here); with
+	 * RDM_WORKER_CALLER_RUNS, on the thread that ran the batch. */
 	void (*on_batch)(void *opaque, uint64_t batch_no, uint32_t changes);
 	void *on_batch_opaque;
 	uint32_t flags;         /* RDM_WORKER_* */
@@ -126,12 +130,33 @@ enum {
 	/* Do not pin the worker thread to its node's CPUs (it keeps the
 	 * creating thread's affinity). */
 	RDM_WORKER_NO_PIN = 1u << 2,
+	/*
+	 * A synchronous change (rdm_populate() and friends through a worker;
+	 * rdm_producer_wait()) that finds the worker thread idle runs the
+	 * worker's pass itself, on the calling thread,
+	 * instead of waking the worker and waiting for it: no handoff, so its
+	 * latency does not depend on how soon the scheduler runs two threads
+	 * on a busy host. The pass is the worker's (every ring is drained,
+	 * other producers' changes included, in the same order, under the same
+	 * rules); only one pass runs at a time. What changes: listener,
+	 * release and completion callbacks and on_batch may then run on the
+	 * submitting thread, with whatever locks it holds (they still must
+	 * not block on rdm), and the worker's memory and CPU placement does
+	 * not apply to those passes. Without this flag every callback runs on
+	 * the worker thread.
+	 */
+	RDM_WORKER_CALLER_RUNS = 1u << 3,
 };
 
 /* Start a worker thread. 0, -EINVAL (bad config: ring_capacity or
  * ticket_slots not a power of two, ticket_slots > 1024, reserved != 0,
  * struct_size too small), -ENOMEM or -EAGAIN (thread). */
 RDM_API int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_worker **out);
+
+/* The worker's thread, for what a VMM does to its own threads: name it,
+ * read its CPU clock (pthread_getcpuclockid), set its scheduling. Valid
+ * until rdm_worker_destroy(). 0, or -EINVAL (NULL w or out; *out unchanged). */
+RDM_API int rdm_worker_get_thread(const struct rdm_worker *w, pthread_t *out);
 
 /* Stop and free. 0, -EINVAL (NULL), -EBUSY (a region it serves still
  * exists: nothing changed), -EDEADLK (from a callback or the worker's own
