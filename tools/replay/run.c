@@ -68,14 +68,23 @@ uint64_t replay_quantile(uint64_t *v, size_t n, double q)
 	return v[i < n ? i : n - 1];
 }
 
-/* The calling thread's CPU clock in nanoseconds (0 if it cannot be read). */
-static uint64_t thread_cpu_ns(void)
+/* The calling thread's CPU clock in nanoseconds: 0, or -errno if it
+ * cannot be read. */
+static int thread_cpu_ns(uint64_t *ns)
 {
 	struct timespec ts;
 
 	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts))
-		return 0;
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+		return -errno;
+	*ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return 0;
+}
+
+/* The strategy's own threads' CPU time (0 ns if it has none). */
+static int helper_ns(const struct replay_strategy *s, void *state, uint64_t *ns)
+{
+	*ns = 0;
+	return s->helper_cpu_ns ? s->helper_cpu_ns(state, ns) : 0;
 }
 
 static int fail_msg(char *err, size_t errlen, int rc, const char *what)
@@ -176,7 +185,9 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 		fail_msg(err, errlen, rc, s->name);
 		goto out;
 	}
-	uint64_t helper0 = s->helper_cpu_ns ? s->helper_cpu_ns(state) : 0, caller0 = thread_cpu_ns();
+	uint64_t helper0 = 0, caller0 = 0;
+	/* A worker that has not run yet reads 0 ns: only a failed read is "not measured". */
+	bool clocks = helper_ns(s, state, &helper0) == 0 && thread_cpu_ns(&caller0) == 0;
 	uint64_t lat_sum = 0;
 
 	t0 = replay_now_ns();
@@ -203,9 +214,10 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 			replay_progress("rdm-replay: %s / %s: request %zu of %zu", t->name, s->name, i + 1, t->n);
 	}
 	out->wall_ns = replay_now_ns() - t0;
-	uint64_t caller1 = thread_cpu_ns(), helper1 = s->helper_cpu_ns ? s->helper_cpu_ns(state) : 0;
+	uint64_t caller1 = 0, helper1 = 0;
 
-	out->cpu_measured = caller0 && caller1 && (!s->helper_cpu_ns || (helper0 && helper1));
+	clocks = thread_cpu_ns(&caller1) == 0 && helper_ns(s, state, &helper1) == 0 && clocks;
+	out->cpu_measured = clocks;
 	out->cpu_caller_ns = caller1 - caller0;
 	out->cpu_helper_ns = helper1 - helper0;
 	out->lat_mean_ns = t->n ? lat_sum / t->n : 0;

@@ -86,9 +86,11 @@ struct replay_strategy {
 	 * threads (an rdm IOMMU worker) have used so far (their thread CPU
 	 * clocks). The harness reads it before and after the replay, beside the
 	 * calling thread's CPU clock, so that CPU burnt waiting shows next to
-	 * the latency it buys. NULL: the strategy has no thread of its own.
+	 * the latency it buys. 0 and *ns set, or -errno if a clock cannot be
+	 * read (a thread that has not run yet reads 0 ns: not an error).
+	 * NULL: the strategy has no thread of its own.
 	 */
-	uint64_t (*helper_cpu_ns)(void *state);
+	int (*helper_cpu_ns)(void *state, uint64_t *ns);
 	/* Release the state. It may unmap what it mapped (an rdm region's destroy
 	 * does): the harness has read the backend's stats before this call. */
 	void (*destroy)(void *state);

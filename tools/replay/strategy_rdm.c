@@ -34,30 +34,16 @@
 struct rdm_state {
 	struct rdm_worker *w;
 	struct rdm_region *r;
-	/* The worker thread's CPU clock, taken by the first on_batch call
-	 * (which runs on the worker thread: the attach in make() is one).
-	 * Release there, acquire in helper_cpu_ns(): wclk is written first. */
+	/* The worker thread's CPU clock (rdm_worker_get_thread()). */
 	clockid_t wclk;
-	_Atomic bool have_wclk;
 };
 
-/* Runs on the worker thread after every batch: learn its CPU clock once. */
-static void on_batch(void *opaque, uint64_t batch_no, uint32_t changes)
-{
-	struct rdm_state *st = opaque;
-
-	(void)batch_no;
-	(void)changes;
-	if (atomic_load_explicit(&st->have_wclk, memory_order_relaxed))
-		return;
-	if (pthread_getcpuclockid(pthread_self(), &st->wclk) == 0)
-		atomic_store_explicit(&st->have_wclk, true, memory_order_release);
-}
-
-static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t policy, struct rdm_state *st)
+static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t policy, uint32_t wflags,
+		struct rdm_state *st)
 {
 	struct rdm_region_config rc = {.struct_size = sizeof(rc)};
-	struct rdm_worker_config wc = {.struct_size = sizeof(wc), .on_batch = on_batch, .on_batch_opaque = st};
+	struct rdm_worker_config wc = {.struct_size = sizeof(wc), .flags = wflags};
+	pthread_t th;
 	int err;
 
 	rc.flags = (g->strict ? RDM_REGION_STRICT : 0) |
@@ -68,10 +54,16 @@ static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t
 	rc.host_addr = (void *)(uintptr_t)g->host_addr;
 	rc.policy = policy;
 	rc.defer_budget = g->defer_budget; /* 0: the library's default */
-	atomic_init(&st->have_wclk, false);
 	err = rdm_worker_create(&wc, &st->w);
 	if (err)
 		return err;
+	err = rdm_worker_get_thread(st->w, &th);
+	if (!err && pthread_getcpuclockid(th, &st->wclk) != 0)
+		err = -ESRCH;
+	if (err) {
+		rdm_worker_destroy(st->w);
+		return err;
+	}
 	err = rdm_worker_add_backend(st->w, b, 0);
 	if (!err)
 		err = rdm_region_create(&rc, &st->r);
@@ -85,9 +77,6 @@ static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t
 		rdm_worker_destroy(st->w);
 		return err;
 	}
-	/* The attach was a batch: its on_batch call follows its completion. */
-	while (!atomic_load_explicit(&st->have_wclk, memory_order_acquire))
-		sched_yield();
 	return 0;
 }
 
@@ -97,14 +86,15 @@ static void unmake(struct rdm_state *st)
 	rdm_worker_destroy(st->w);
 }
 
-static int create_policy(const struct replay_geometry *g, struct rdm_backend *b, void **state, uint32_t policy)
+static int create_policy(const struct replay_geometry *g, struct rdm_backend *b, void **state, uint32_t policy,
+			 uint32_t wflags)
 {
 	struct rdm_state *st = calloc(1, sizeof(*st));
 	int err;
 
 	if (!st)
 		return -ENOMEM;
-	err = make(g, b, policy, st);
+	err = make(g, b, policy, wflags, st);
 	if (err) {
 		free(st);
 		return err;
@@ -115,17 +105,29 @@ static int create_policy(const struct replay_geometry *g, struct rdm_backend *b,
 
 static int create_block(const struct replay_geometry *g, struct rdm_backend *b, void **state)
 {
-	return create_policy(g, b, state, RDM_POLICY_BLOCK);
+	return create_policy(g, b, state, RDM_POLICY_BLOCK, 0);
 }
 
 static int create_coalesce(const struct replay_geometry *g, struct rdm_backend *b, void **state)
 {
-	return create_policy(g, b, state, RDM_POLICY_COALESCE);
+	return create_policy(g, b, state, RDM_POLICY_COALESCE, 0);
 }
 
 static int create_defer(const struct replay_geometry *g, struct rdm_backend *b, void **state)
 {
-	return create_policy(g, b, state, RDM_POLICY_DEFER);
+	return create_policy(g, b, state, RDM_POLICY_DEFER, 0);
+}
+
+/* The same policies with RDM_WORKER_CALLER_RUNS: a request that finds the
+ * worker asleep runs the worker's pass on the replaying thread. */
+static int create_block_cr(const struct replay_geometry *g, struct rdm_backend *b, void **state)
+{
+	return create_policy(g, b, state, RDM_POLICY_BLOCK, RDM_WORKER_CALLER_RUNS);
+}
+
+static int create_defer_cr(const struct replay_geometry *g, struct rdm_backend *b, void **state)
+{
+	return create_policy(g, b, state, RDM_POLICY_DEFER, RDM_WORKER_CALLER_RUNS);
 }
 
 static int apply(void *state, const struct replay_req *req)
@@ -155,14 +157,15 @@ static void stats(void *state, struct replay_strategy_stats *out)
 	out->deferred_peak_bytes = ws.deferred_peak_bytes;
 }
 
-static uint64_t helper_cpu_ns(void *state)
+static int helper_cpu_ns(void *state, uint64_t *ns)
 {
 	struct rdm_state *st = state;
 	struct timespec ts;
 
-	if (!atomic_load_explicit(&st->have_wclk, memory_order_acquire) || clock_gettime(st->wclk, &ts))
-		return 0;
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	if (clock_gettime(st->wclk, &ts))
+		return -errno;
+	*ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return 0;
 }
 
 static void destroy(void *state)
@@ -263,7 +266,7 @@ static int run_async_policy(const struct replay_geometry *g, struct rdm_backend 
 		err = !producers || (slice % g->block_size) ? -EINVAL : -ENOMEM;
 		goto out;
 	}
-	err = make(g, b, policy, &st);
+	err = make(g, b, policy, 0, &st);
 	if (err)
 		goto out;
 	t0 = replay_now_ns();
@@ -367,9 +370,33 @@ static const struct replay_strategy rdm_defer = {
 	.run_async = async_defer,
 };
 
+/* Asynchronous producers never run passes themselves: no run_async (it
+ * would repeat rdm-block's and rdm-defer's rows). */
+static const struct replay_strategy rdm_block_cr = {
+	.name = "rdm-block-cr",
+	.help = "rdm-block, with RDM_WORKER_CALLER_RUNS: a request that finds the worker asleep runs its pass",
+	.create = create_block_cr,
+	.apply = apply,
+	.stats = stats,
+	.helper_cpu_ns = helper_cpu_ns,
+	.destroy = destroy,
+};
+
+static const struct replay_strategy rdm_defer_cr = {
+	.name = "rdm-defer-cr",
+	.help = "rdm-defer, with RDM_WORKER_CALLER_RUNS: a request that finds the worker asleep runs its pass",
+	.create = create_defer_cr,
+	.apply = apply,
+	.stats = stats,
+	.helper_cpu_ns = helper_cpu_ns,
+	.destroy = destroy,
+};
+
 const struct replay_strategy *const replay_rdm_strategies[] = {
 	&rdm_block,
 	&rdm_coalesce,
 	&rdm_defer,
+	&rdm_block_cr,
+	&rdm_defer_cr,
 	NULL,
 };
