@@ -14,6 +14,7 @@
 
 #include "iommu/worker_internal.h"
 #include "tests/check.h"
+#include "tests/iommu/strict_oracle.h"
 
 #define MiB (1ull << 20)
 #define BS (2 * MiB)
@@ -41,18 +42,6 @@ static uint64_t next_rand(struct rng *r)
 	r->s ^= r->s >> 7;
 	r->s ^= r->s << 17;
 	return r->s;
-}
-
-/* Strict mode's expected result of populating (or discarding) blocks
- * [b, b + n), and the oracle updated when it succeeds. */
-static int expect(bool *pop, unsigned b, unsigned n, bool populate)
-{
-	for (unsigned k = b; k < b + n; k++)
-		if (pop[k] == populate)
-			return populate ? -EEXIST : -ENOENT;
-	for (unsigned k = b; k < b + n; k++)
-		pop[k] = populate;
-	return 0;
 }
 
 /* Where on_batch ran: on the worker thread, or elsewhere. */

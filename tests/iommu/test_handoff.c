@@ -13,6 +13,7 @@
 
 #include "iommu/worker_internal.h"
 #include "tests/check.h"
+#include "tests/iommu/strict_oracle.h"
 
 #define MiB (1ull << 20)
 #define BS (2 * MiB)
@@ -65,18 +66,6 @@ static int pin_to_one_cpu(void)
 		}
 	REQUIRE(!"an empty affinity mask");
 	return -1;
-}
-
-/* Strict mode's expected result of populating (or discarding) blocks
- * [b, b + n), and the oracle updated when it succeeds. */
-static int expect(bool *pop, unsigned b, unsigned n, bool populate)
-{
-	for (unsigned k = b; k < b + n; k++)
-		if (pop[k] == populate)
-			return populate ? -EEXIST : -ENOENT;
-	for (unsigned k = b; k < b + n; k++)
-		pop[k] = populate;
-	return 0;
 }
 
 /* A strict region of NB blocks, attached to w through sim (added to w). */
