@@ -68,18 +68,6 @@ uint64_t replay_quantile(uint64_t *v, size_t n, double q)
 	return v[i < n ? i : n - 1];
 }
 
-/* The calling thread's CPU clock in nanoseconds: 0, or -errno if it
- * cannot be read. */
-static int thread_cpu_ns(uint64_t *ns)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts))
-		return -errno;
-	*ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-	return 0;
-}
-
 /* The strategy's own threads' CPU time (0 ns if it has none). */
 static int helper_ns(const struct replay_strategy *s, void *state, uint64_t *ns)
 {
@@ -187,7 +175,7 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 	}
 	uint64_t helper0 = 0, caller0 = 0;
 	/* A worker that has not run yet reads 0 ns: only a failed read is "not measured". */
-	bool clocks = helper_ns(s, state, &helper0) == 0 && thread_cpu_ns(&caller0) == 0;
+	bool clocks = helper_ns(s, state, &helper0) == 0 && replay_clock_ns(CLOCK_THREAD_CPUTIME_ID, &caller0) == 0;
 	uint64_t lat_sum = 0;
 
 	t0 = replay_now_ns();
@@ -216,7 +204,7 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 	out->wall_ns = replay_now_ns() - t0;
 	uint64_t caller1 = 0, helper1 = 0;
 
-	clocks = thread_cpu_ns(&caller1) == 0 && helper_ns(s, state, &helper1) == 0 && clocks;
+	clocks = replay_clock_ns(CLOCK_THREAD_CPUTIME_ID, &caller1) == 0 && helper_ns(s, state, &helper1) == 0 && clocks;
 	out->cpu_measured = clocks;
 	out->cpu_caller_ns = caller1 - caller0;
 	out->cpu_helper_ns = helper1 - helper0;

@@ -160,12 +160,8 @@ static void stats(void *state, struct replay_strategy_stats *out)
 static int helper_cpu_ns(void *state, uint64_t *ns)
 {
 	struct rdm_state *st = state;
-	struct timespec ts;
 
-	if (clock_gettime(st->wclk, &ts))
-		return -errno;
-	*ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-	return 0;
+	return replay_clock_ns(st->wclk, ns);
 }
 
 static void destroy(void *state)

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
-/* tools/replay/util.h - a bitmap and a seeded random generator for the harness. */
+/* tools/replay/util.h - clocks, a bitmap and a seeded random generator for the harness. */
 #ifndef RDM_REPLAY_UTIL_H
 #define RDM_REPLAY_UTIL_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -15,6 +16,18 @@ static inline uint64_t replay_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Clock `clk` (a thread's CPU clock, say) in nanoseconds: 0 and *ns, or
+ * -errno if it cannot be read (*ns unchanged). */
+static inline int replay_clock_ns(clockid_t clk, uint64_t *ns)
+{
+	struct timespec ts;
+
+	if (clock_gettime(clk, &ts))
+		return -errno;
+	*ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+	return 0;
 }
 
 static inline bool bm_test(const uint64_t *w, uint64_t i)
