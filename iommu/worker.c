@@ -138,8 +138,9 @@
  *     own ticket is complete (no more than RDM_WORKER_ASSIST_PASSES
  *     passes), hands the doorbell back as idle() does (sleeping = 1,
  *     seq_cst fence, re-check every ring) and wakes this thread only if
- *     records are left (producer.c, C4). This thread holds the token
- *     only while it drains and applies: each turn of its loop takes it
+ *     records are left (producer.c, C4). Without the flag nobody else
+ *     takes the token and this thread skips it (token_take()). With it,
+ *     this thread holds the token only while it drains and applies: each turn of its loop takes it
  *     (blocking) before it looks at the rings and drops it before a spin
  *     round, a yield or a sleep (idle() drops it after its C3 re-check).
  *     So a submitter's trylock succeeds whenever this thread is not
@@ -783,6 +784,21 @@ static uint32_t drain(struct wstate *ws)
 	return got;
 }
 
+/* H6: the worker thread's side of the pass token. Without
+ * RDM_WORKER_CALLER_RUNS (no assist, fixed before the thread starts) no
+ * other thread takes it, and this thread does not pay for it. */
+static void token_take(struct rdm_worker *w)
+{
+	if (w->in.assist)
+		pthread_mutex_lock(&w->run);
+}
+
+static void token_drop(struct rdm_worker *w)
+{
+	if (w->in.assist)
+		pthread_mutex_unlock(&w->run);
+}
+
 /* Sleep until kicked (C3), unless work or a request came. H3: a sleep that
  * a publisher's doorbell ended is a sample of this thread's wake-up cost.
  * Called with the pass token (H6); returns without it. */
@@ -805,7 +821,7 @@ static void idle(struct wstate *ws)
 	/* A publisher that rings sets its link's CPU hint to unknown
 	 * (producer.c, kick_after_publish()): republish it after the sleep. */
 	ws->cpu = -1;
-	pthread_mutex_unlock(&w->run);
+	token_drop(w);
 	if (sleep) {
 		uint64_t slept = rdm_now_ns();
 
@@ -1008,7 +1024,7 @@ static void *worker_main(void *arg)
 	for (;;) {
 		/* H6: the pass token for every look at the rings and what
 		 * follows; dropped before a spin round, a yield or a sleep. */
-		pthread_mutex_lock(&w->run);
+		token_take(w);
 		refresh_links(ws);
 		publish_cpu(ws);
 		uint32_t got = drain(ws);
@@ -1020,15 +1036,15 @@ static void *worker_main(void *arg)
 			ws->handoff_local = false;
 			process(ws, got);
 			note_locality(ws);
-			pthread_mutex_unlock(&w->run);
+			token_drop(w);
 			continue;
 		}
 		if (flush_pending(ws)) {
-			pthread_mutex_unlock(&w->run);
+			token_drop(w);
 			continue;
 		}
 		if (atomic_load_explicit(&w->stop, memory_order_acquire)) {
-			pthread_mutex_unlock(&w->run);
+			token_drop(w);
 			break;
 		}
 		reap_links(ws);
@@ -1047,7 +1063,7 @@ static void *worker_main(void *arg)
 		/* Poll for the budget (the clock is read every 8 rounds)... */
 		if (budget && yields == 0) {
 			if (++spins % 8 != 0 || rdm_now_ns() - spin_from < budget) {
-				pthread_mutex_unlock(&w->run);
+				token_drop(w);
 				rdm_spin_round(spins);
 				continue;
 			}
@@ -1056,7 +1072,7 @@ static void *worker_main(void *arg)
 		/* ...then give the CPU away a few times (cheaper than a sleep
 		 * and a wake when another thread wants it)... */
 		if (yields < RDM_WORKER_IDLE_YIELDS) {
-			pthread_mutex_unlock(&w->run);
+			token_drop(w);
 			yields++;
 			count(&w->idle_yields);
 			sched_yield();

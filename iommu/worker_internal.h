@@ -94,11 +94,12 @@ struct rdm_worker {
 	_Atomic bool stop;
 
 	/* The pass token (H6 in worker.c): whoever holds it owns *ws, the
-	 * drained records and the planners, and runs passes. The worker
-	 * thread holds it whenever it is not asleep on the doorbell; with
-	 * RDM_WORKER_CALLER_RUNS a synchronous submitter may take it
-	 * (trylock) while the worker sleeps. Mutex lock/unlock are the
-	 * synchronising edges between consecutive holders. */
+	 * drained records and the planners, and runs passes. Used only with
+	 * RDM_WORKER_CALLER_RUNS: the worker thread holds it while it drains
+	 * and applies, and a synchronous submitter may take it (trylock)
+	 * whenever the worker thread is not working - asleep, spinning or
+	 * yielding. Mutex lock/unlock are the synchronising edges between
+	 * consecutive holders. */
 	pthread_mutex_t run;
 	struct wstate *ws;
 
