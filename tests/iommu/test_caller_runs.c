@@ -1,4 +1,4 @@
-/* test_caller_runs.c - RDM_WORKER_CALLER_RUNS: a synchronous change that finds the worker asleep runs the worker's pass on the calling thread; results and mappings against an oracle, callbacks' threads, the doorbell handed back (no lost wake-up), rdm_worker_get_thread(). */
+/* test_caller_runs.c - RDM_WORKER_CALLER_RUNS: a synchronous change that finds the worker asleep runs the worker's pass on the calling thread; results and mappings against an oracle, callbacks' threads, the doorbell handed back (no lost wake-up), rdm_worker_get_thread(); rdm_worker_create all-or-nothing when an allocation fails. */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -12,6 +12,7 @@
 #include <rdm/region.h>
 #include <rdm/worker.h>
 
+#include "core/alloc.h"
 #include "iommu/worker_internal.h"
 #include "tests/check.h"
 #include "tests/iommu/strict_oracle.h"
@@ -501,12 +502,52 @@ static void test_api(void)
 	CHECK(rdm_worker_destroy(w) == 0);
 }
 
+/*
+ * rdm_worker_create with each of its allocations failing in turn (the pass
+ * state, new with the pass token, among them), with and without the flag:
+ * -ENOMEM that says so and *out untouched, or a worker that works.
+ */
+static void test_create_nomem(void)
+{
+	for (int f = 0; f < 2; f++) {
+		struct rdm_worker_config wc = {.struct_size = sizeof(wc), .flags = f ? RDM_WORKER_CALLER_RUNS : 0};
+		unsigned refused = 0;
+
+		for (unsigned long k = 1; k <= 64; k++) {
+			struct rdm_worker *sentinel = (struct rdm_worker *)&wc, *w = sentinel;
+
+			rdm_alloc_inject(k, false);
+			int err = rdm_worker_create(&wc, &w);
+			unsigned long hit = rdm_alloc_injected();
+
+			rdm_alloc_inject(0, false);
+			if (err) {
+				CHECK(err == -ENOMEM && w == sentinel);
+				CHECK(strstr(rdm_last_error(), "out of memory") != NULL);
+				refused++;
+				continue;
+			}
+			/* Created: it works (a later failure, if any, was the
+			 * worker thread's own, after the call returned). */
+			CHECK(w != sentinel);
+			CHECK(rdm_worker_flush(w) == 0);
+			CHECK(rdm_worker_destroy(w) == 0);
+			if (!hit)
+				break;
+		}
+		fprintf(stderr, "create: %u allocation(s) failed in turn refused the call (flags %#x)\n", refused,
+			(unsigned)wc.flags);
+		CHECK(refused >= 2); /* the worker, its pass state */
+	}
+}
+
 int main(void)
 {
 	signal(SIGALRM, on_alarm);
 	/* Re-armed per test: each has 240 s. */
 	alarm(240);
 	test_api();
+	test_create_nomem();
 	test_one_thread(0);
 	alarm(240);
 	test_one_thread(RDM_WORKER_CALLER_RUNS);
