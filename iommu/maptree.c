@@ -380,6 +380,25 @@ void rdm_maptree_unlink(struct rdm_maptree *t, uint32_t h)
 	t->count--;
 }
 
+uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key)
+{
+	/* The search for key is the path unlink() would walk to the node:
+	 * one descent where a lookup and an unlink make two. */
+	uint32_t *link = &t->root, i;
+
+	while ((i = *link) != 0) {
+		struct rdm_maptree_node *c = N(t, i);
+
+		if (key == c->start) {
+			*link = merge(t, c->left, c->right);
+			t->count--;
+			return i;
+		}
+		link = key < c->start ? &c->left : &c->right;
+	}
+	return 0;
+}
+
 void rdm_maptree_remove(struct rdm_maptree *t, uint32_t h)
 {
 	rdm_maptree_unlink(t, h);

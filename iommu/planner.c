@@ -144,7 +144,12 @@
  * with the same calls, in the same order, the same layout (flags, live
  * counts, ages) and the same accounts:
  *  - populate of a range no mapping reaches, whose pieces are the units it
- *    touches: counted, reserved, checked against the limit, flushed,
+ *    touches (under the block policy no lookup asks: a mapping there is
+ *    one unit, unit-aligned, and lives exactly as long as its blocks are
+ *    populated - a discard takes it out of the tree at once, to the dead
+ *    list - and a populate's blocks are all unpopulated, region.h; should
+ *    that ever break, the backend's MAP refuses the overlap and the
+ *    populate fails whole): counted, reserved, checked against the limit, flushed,
  *    mapped and rolled back exactly as map_pieces() would, and inserted in
  *    one rdm_maptree_insert_run() per run of like pieces. That the pieces
  *    are single units is cut_run's rule for the block policy; for the
@@ -175,7 +180,12 @@
  *    only if every one is a single unit and not EXPOSED (checked during the
  *    removal, which otherwise leaves the tree as it was), so that leave()
  *    only drops RDM_LAYOUT_FINE: fine_mappings loses the count of them.
- *    They leave the tree in one split and join
+ *    The first one leaves the tree in the descent that finds it
+ *    (rdm_maptree_unlink_start: a block's discard is one descent, where a
+ *    lookup and an unlink made two, ~1/5 of the worker's time in bench
+ *    pipeline, each descent of a tree larger than L2 missing the cache a
+ *    few levels deep) and goes back if the range does not qualify; the
+ *    others leave in one split and join
  *    (rdm_maptree_remove_starts_in_if); the first one's node, widened to
  *    the whole range, is the one dead-list entry. The flush merges adjacent
  *    dead mappings into one UNMAP and one release anyway, so one entry for
@@ -972,11 +982,12 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 	if (err)
 		return err;
 	if (!p->general_only) {
-		uint32_t m = rdm_maptree_first_ending_after(&p->maps, start);
 		uint64_t n = (end - 1) / p->unit - start / p->unit + 1;
 
-		if ((!m || node(p, m)->start >= end) &&
-		    (p->policy == RDM_POLICY_BLOCK ? n <= UINT32_MAX : cuts_to_units(p, start, end, n)))
+		/* Under the block policy no mapping reaches a range of
+		 * unpopulated blocks ("Fast path"): no lookup. */
+		if (p->policy == RDM_POLICY_BLOCK ? n <= UINT32_MAX
+						  : !has_mapping_in(p, start, end) && cuts_to_units(p, start, end, n))
 			return populate_units(p, start, end, (uint32_t)n);
 	}
 
@@ -1337,26 +1348,26 @@ static int refuse_non_unit(void *opaque, const struct rdm_maptree *t, uint32_t h
  * (planner.c, "Fast path"); false (nothing done) otherwise. */
 static bool discard_units(struct rdm_planner *p, uint64_t start, uint64_t end)
 {
-	uint32_t first = rdm_maptree_first_ending_after(&p->maps, start), last;
+	/* The mapping starting at start leaves the tree in the descent that
+	 * finds it (a block's discard makes no other lookup); if the range
+	 * does not qualify, it is linked back: the same tree as before. */
+	uint32_t first = rdm_maptree_unlink_start(&p->maps, start), last;
 	uint64_t count = 1, blocks;
 	bool block = p->policy == RDM_POLICY_BLOCK;
 	struct unit_walk w = { p, 0 };
 
-	if (!first || node(p, first)->start != start)
+	if (!first)
 		return false;
-	/* One mapping covering the range (a block's discard) needs no second
-	 * lookup. */
 	last = end_of(p, first) >= end ? first : rdm_maptree_find_le(&p->maps, end - 1);
-	if (end_of(p, last) != end)
-		return false;
+	if (!last || end_of(p, last) != end)
+		goto refuse;
 	blocks = node(p, first)->len;
 	if (!block && (refuse_non_unit(&w, &p->maps, first) || node(p, last)->len != p->unit))
-		return false;
+		goto refuse;
 	if (blocks < end - start &&
 	    !rdm_maptree_remove_starts_in_if(&p->maps, start + blocks, end - 1, block ? NULL : refuse_non_unit, &w,
 					     &count, &blocks))
-		return false;
-	rdm_maptree_unlink(&p->maps, first);
+		goto refuse;
 	layout(p, first)->flags = 0;
 	p->fine_mappings -= w.fine;
 	node(p, first)->len = end - start; /* == blocks: they tile it */
@@ -1369,6 +1380,9 @@ static bool discard_units(struct rdm_planner *p, uint64_t start, uint64_t end)
 	for (uint32_t i = 0; i < p->nbe; i++)
 		p->be[i]->used -= count;
 	return true;
+refuse:
+	rdm_maptree_link(&p->maps, first);
+	return false;
 }
 
 void rdm_planner_discard(struct rdm_planner *p, uint64_t start, uint64_t len)

@@ -12,6 +12,8 @@
  * bitmap of the keys covered; in-order traversal must give the intervals
  * ascending, disjoint, covering exactly the bitmap, with their payloads.
  * Keys sit near 2^64 in some rounds (an interval may end exactly there).
+ * rdm_maptree_unlink_start() is checked the same way against a lookup and
+ * rdm_maptree_remove(), and, linked back, against the untouched tree.
  *
  * RDM_TEST_SEED=N replays one seed; RDM_TEST_ROUNDS=N sets the rounds.
  */
@@ -114,9 +116,32 @@ static bool run_seed(uint64_t seed)
 	rdm_maptree_init(&a, below(2) ? sizeof(struct pay) : 40);
 	rdm_maptree_init(&b, a.shift == 5 ? sizeof(struct pay) : 40);
 	for (int step = 0; step < 600 && ok; step++) {
-		uint64_t op = below(3);
+		uint64_t op = below(4);
 
-		if (op < 2) {
+		if (op == 3) {
+			/* rdm_maptree_unlink_start() against a lookup and
+			 * rdm_maptree_remove() on b; half of the nodes it takes
+			 * out are linked back, and a must then equal b, which
+			 * did nothing (same_pool() below). */
+			uint64_t k = below(KEYS);
+			bool starts = m.tag[k] && m.first[k] == k;
+			uint32_t h = rdm_maptree_unlink_start(&a, m.base + k);
+
+			if ((h != 0) != starts || (h && rdm_maptree_node(&a, h)->start != m.base + k)) {
+				fprintf(stderr, "seed %" PRIu64 " step %d: unlink_start(%" PRIu64 ") gave %" PRIu32
+					", expected %s\n", seed, step, k, h, starts ? "its node" : "none");
+				ok = false;
+				break;
+			}
+			if (h && below(2)) {
+				rdm_maptree_link(&a, h);
+			} else if (h) {
+				rdm_maptree_free(&a, h);
+				rdm_maptree_remove(&b, rdm_maptree_find(&b, m.base + k));
+				for (uint64_t x = k; x < KEYS && m.tag[x] && m.first[x] == k; x++)
+					m.tag[x] = 0;
+			}
+		} else if (op < 2) {
 			/* A run of n intervals of len keys each in a free stretch. */
 			uint64_t len = 1 + below(below(4) ? 2 : 9), n = 1 + below(below(4) ? 8 : 200);
 			uint64_t off = below(KEYS), end = off;
