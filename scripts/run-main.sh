@@ -8,7 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/deps.sh build main
-[ -d build ] || meson setup build >/dev/null
+# A directory named build that meson did not finish setting up is made afresh.
+if [ ! -f build/meson-private/coredata.dat ]; then
+	rm -rf build
+	meson setup build >/dev/null
+fi
 ninja -C build
 mkdir -p out
 exec build/tools/rdm-replay --json out/replay.json --plot out/replay.svg --workload all "$@" data/traces/*.csv

@@ -26,11 +26,21 @@ opts=(-Db_sanitize="$sanitize")
 [ "$sanitize" != none ] && opts+=(-Db_lundef=false)
 [ "${CI:-}" = true ] && opts+=(-Dwerror=true)
 
-if [ -d "$dir" ]; then
-	meson configure "$dir" "${opts[@]}" >/dev/null
-else
-	meson setup "$dir" "${opts[@]}" >/dev/null
-fi
+# Configure DIR with the given options: an existing meson build directory
+# is reconfigured; anything else under that name (left empty or half made
+# by an interrupted setup) is removed and set up afresh.
+configure() {
+	local d=$1
+	shift
+	if [ -f "$d/meson-private/coredata.dat" ]; then
+		meson configure "$d" "$@" >/dev/null
+	else
+		rm -rf "$d"
+		meson setup "$d" "$@" >/dev/null
+	fi
+}
+
+configure "$dir" "${opts[@]}"
 ninja -C "$dir"
 
 status=0
@@ -42,11 +52,7 @@ python3 scripts/test-summary.py "$dir/meson-logs/testlog.json" "tests[$sanitize]
 if [ "$sanitize" = none ]; then
 	fopts=(-Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=enabled -Dvm_tests=disabled)
 	[ "${CI:-}" = true ] && fopts+=(-Dwerror=true)
-	if [ -d build-fuzz ]; then
-		meson configure build-fuzz "${fopts[@]}" >/dev/null
-	else
-		CC=clang CXX=clang++ meson setup build-fuzz "${fopts[@]}" >/dev/null
-	fi
+	CC=clang CXX=clang++ configure build-fuzz "${fopts[@]}"
 	ninja -C build-fuzz
 	meson test -C build-fuzz --suite fuzz --print-errorlogs --num-processes 2 || status=1
 	python3 scripts/test-summary.py build-fuzz/meson-logs/testlog.json "tests[fuzz]"
