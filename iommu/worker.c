@@ -203,6 +203,7 @@ struct item {
 	int result;
 	bool done;
 	bool superseded;
+	bool wake; /* completed with RDM_LINK_WAKE (complete_batch()) */
 	char msg[128]; /* rdm_last_error() of a failed application */
 };
 
@@ -666,14 +667,35 @@ static void complete_batch(struct wstate *ws)
 	/* Stats first, so a caller woken by its ticket sees its change counted. */
 	w->priv[RDM_WST_BATCHES]++;
 	publish_stats(w);
-	/* Complete what was applied, keep the rest (in order) for later. */
+	/* Complete what was applied (C1 for each), then wake the waiters
+	 * once for the whole batch (C2: one fence after every store of done;
+	 * producer.c), then keep the rest (in order) for later. */
+	bool wake = false;
+
 	for (uint32_t i = 0; i < ws->nitems; i++) {
 		struct item *it = &ws->items[i];
 
-		if (it->done)
-			ws->handoff_local |= rdm_link_complete(it->link, it->rec.ticket, it->result, it->msg, ws->cpu);
-		else
+		if (it->done) {
+			unsigned f = rdm_link_complete(it->link, it->rec.ticket, it->result, it->msg, ws->cpu);
+
+			ws->handoff_local |= (f & RDM_LINK_LOCAL) != 0;
+			it->wake = (f & RDM_LINK_WAKE) != 0;
+			wake |= it->wake;
+		}
+	}
+	if (wake)
+		atomic_thread_fence(memory_order_seq_cst);
+	struct rdm_link *woken = NULL;
+
+	for (uint32_t i = 0; i < ws->nitems; i++) {
+		struct item *it = &ws->items[i];
+
+		if (!it->done) {
 			ws->items[keep++] = *it;
+		} else if (it->wake && it->link != woken) {
+			rdm_link_wake(it->link); /* once per run of one link's items */
+			woken = it->link;
+		}
 	}
 	ws->nitems = keep;
 	ws->batch_no++;
@@ -776,6 +798,7 @@ static uint32_t drain(struct wstate *ws)
 				it->link = l;
 				it->result = 0;
 				it->done = false;
+				it->wake = false;
 				it->superseded = false;
 			}
 			got += (uint32_t)k;
