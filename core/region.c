@@ -31,7 +31,7 @@
  * runs are the whole range.
  *
  * Versions per batch. An applier's batch (rdm_region_apply_batched() calls
- * up to rdm_region_retire_flush()) keeps one private working version in the
+ * up to rdm_region_batch_end()) keeps one private working version in the
  * tree (tree.c "Working version"). A populate is checked and told against
  * the working state, and only once every listener (the IOMMU last) accepted
  * is it added to the working version: a refusal needs no tree rollback, and
@@ -39,7 +39,7 @@
  * listeners are told a discard of it in reverse order, as for a refusal. A
  * discard that changes the state adds itself and publishes the working
  * version - every populate accepted before it plus itself, one version -
- * before any listener is told. rdm_region_retire_flush(), a listener
+ * before any listener is told. rdm_region_batch_end(), a listener
  * (un)registration and an unbatched rdm_region_apply() publish the working
  * version if it is open. So a batch makes exactly D + P versions: D its
  * state-changing discards, P its runs of accepted populates ended by a
@@ -732,26 +732,25 @@ static void tell_discard(struct rdm_region *r, struct rdm_listener *l, uintptr_t
 /* ---- applying changes (under r->lock) ---- */
 
 /* End a published change: its superseded state goes to reclamation now
- * without an applier; an applier hands on a whole batch's at once, in
- * rdm_region_retire_flush(). */
+ * without an applier; an applier's go on at the end of its batch, in
+ * rdm_region_batch_end(); both in groups (below). */
 /*
- * A region without an applier hands retired nodes to RCU in groups of
- * RDM_RETIRE_GROUP entries, not once per change: one call_rcu (and one wake
- * of the call_rcu thread, which on a busy host competes for the writer's and
- * readers' CPUs) per group. Measured with bench/state's writer (a change and
- * a sim call per toggle, two pinned CPUs): per-change call_rcu held the
- * writer at 260-310k changes/s against a 500k/s target, grouped it reaches
- * 480-500k/s. The cost is bounded memory: at most RDM_RETIRE_GROUP entries
- * (each a node of at most ~1 KiB, or the top of a replaced subtree) wait per
- * region until the group fills, an applier's batch flushes it, or the
- * region is destroyed. With an applier the worker flushes once per batch.
+ * Retired nodes go to RCU in groups (tree.c "Retire groups":
+ * RDM_TREE_RETIRE_GROUP entries, or at once for a replaced subtree), not
+ * once per change: one call_rcu (and one wake of the call_rcu thread, which
+ * on a busy host competes for the writer's and readers' CPUs) and one retire
+ * batch per group. Measured with bench/state's writer (a change and a sim
+ * call per toggle, two pinned CPUs): per-change call_rcu held the writer at
+ * 260-310k changes/s against a 500k/s target, grouped it reaches
+ * 480-500k/s. An applier's batches group the same way
+ * (rdm_region_batch_end()). The cost is bounded memory: fewer than
+ * RDM_TREE_RETIRE_GROUP single nodes wait per region until the group fills,
+ * the applier leaves, or the region is destroyed.
  */
-#define RDM_RETIRE_GROUP 256u
-
 static void retire_change(struct rdm_region *r)
 {
 	rdm_tree_retire_later(&r->tree);
-	if (r->applier == NULL && rdm_tree_retired_pending(&r->tree) >= RDM_RETIRE_GROUP)
+	if (r->applier == NULL && rdm_tree_retire_due(&r->tree))
 		rdm_tree_retire_flush(&r->tree);
 }
 
@@ -1270,6 +1269,15 @@ int rdm_region_destroy(struct rdm_region *r)
 
 /* ---- for the applier (core/region_internal.h) ---- */
 
+void rdm_region_batch_end(struct rdm_region *r)
+{
+	pthread_mutex_lock(&r->lock);
+	publish_working(r);
+	if (rdm_tree_retire_due(&r->tree))
+		rdm_tree_retire_flush(&r->tree);
+	pthread_mutex_unlock(&r->lock);
+}
+
 void rdm_region_retire_flush(struct rdm_region *r)
 {
 	pthread_mutex_lock(&r->lock);
@@ -1292,6 +1300,16 @@ bool rdm_region_applier_all(struct rdm_region *r, uint64_t offset, uint64_t leng
 uint64_t rdm_region_versions(const struct rdm_region *r)
 {
 	return rdm_tree_versions(&r->tree);
+}
+
+size_t rdm_region_retired_kept(struct rdm_region *r)
+{
+	size_t n;
+
+	pthread_mutex_lock(&r->lock);
+	n = rdm_tree_retired_pending(&r->tree);
+	pthread_mutex_unlock(&r->lock);
+	return n;
 }
 
 const struct rdm_applier_ops *rdm_region_get_applier_ops(struct rdm_region *r)

@@ -78,7 +78,7 @@ int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *o
  * while it installs itself (the IOMMU worker's first attach): while it is
  * held no change can be applied on a region without an applier. The holder
  * must not call anything that takes the lock (changes, set_applier,
- * set_tail_listener, retire_flush).
+ * set_tail_listener, batch_end, retire_flush).
  */
 void rdm_region_lock(struct rdm_region *r);
 void rdm_region_unlock(struct rdm_region *r);
@@ -114,8 +114,8 @@ int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
  * populate joins a working version that is published, as one version, by the
  * next discard that changes the state (together with that discard), the next
  * rdm_region_apply() or listener (un)registration, or
- * rdm_region_retire_flush(), whichever comes first (see "Versions per batch"
- * in core/region.c). The applier must call rdm_region_retire_flush() before
+ * rdm_region_batch_end(), whichever comes first (see "Versions per batch"
+ * in core/region.c). The applier must call rdm_region_batch_end() before
  * it completes any change of the batch or waits for more work.
  */
 int rdm_region_apply_batched(struct rdm_region *r, enum rdm_op op, uint64_t offset,
@@ -123,14 +123,20 @@ int rdm_region_apply_batched(struct rdm_region *r, enum rdm_op op, uint64_t offs
 
 /*
  * End of the applier's batch: publish the working version (populates
- * accepted since the last publish) and hand the state that the changes it
- * applied since the last flush replaced to reclamation, in one batch
- * (call_rcu). The applier calls it before any change of the batch completes.
- * While an applier is installed, rdm_region_apply() keeps that state for
- * this call instead of handing it on per change; an applier calls it after
- * each run of rdm_region_apply() calls (the worker: per region, per batch),
- * before it waits for more work. Removing the applier and destroying the
- * region flush too. On the applier's thread, like rdm_region_apply().
+ * accepted since the last publish), and hand the state that the changes
+ * applied since the last hand-on replaced to reclamation (one call_rcu)
+ * when a group is due (core/tree.c "Retire groups"). The applier calls it
+ * before any change of the batch completes. While an applier is installed,
+ * rdm_region_apply() keeps that state for this call instead of handing it
+ * on per change; an applier calls it after each run of rdm_region_apply()
+ * calls (the worker: per region, per batch), before it waits for more work.
+ * On the applier's thread, like rdm_region_apply().
+ */
+void rdm_region_batch_end(struct rdm_region *r);
+/*
+ * rdm_region_batch_end(), then hand on everything kept, group due or not
+ * (tests that count memory after rcu_barrier()). Removing the applier and
+ * destroying the region do the same.
  */
 void rdm_region_retire_flush(struct rdm_region *r);
 /*
@@ -143,6 +149,9 @@ bool rdm_region_applier_all(struct rdm_region *r, uint64_t offset, uint64_t leng
 /* Versions of the state published to readers so far (any thread): see
  * "Versions per batch" in core/region.c. */
 uint64_t rdm_region_versions(const struct rdm_region *r);
+/* Replaced tree nodes kept for the next hand-on to RCU (core/tree.c
+ * "Retire groups"); for tests. Takes the writer lock. */
+size_t rdm_region_retired_kept(struct rdm_region *r);
 /*
  * Load the whole state from a bitmap in one change (an incoming migration
  * restoring a plug bitmap; benchmarks building large states): get() fills

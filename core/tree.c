@@ -35,7 +35,28 @@
  * replaced nodes are handed to call_rcu in one batch per change and freed
  * after a grace period; a writer applying a batch of changes (the IOMMU
  * worker) may keep them across its changes (rdm_tree_retire_later) and hand
- * them on in one call_rcu at the end of its batch (rdm_tree_retire_flush).
+ * them on in one call_rcu later (rdm_tree_retire_flush).
+ *
+ * Retire groups. A writer that keeps them hands them on once
+ * RDM_TREE_RETIRE_GROUP entries are kept, or at the end of the change that
+ * retired a whole subtree (rdm_tree_retire_due()), not after every change or
+ * batch. Why: liburcu's call_rcu thread, once woken, sleeps 10 ms before it
+ * waits for a grace period, so nothing comes back to the pool for 10-20 ms
+ * after a hand-on; a burst of changes in that window allocates fresh memory,
+ * and its first touch is a page fault. Each hand-on needs a retire batch
+ * (48 B + 8 B per entry, 560 B for a batch of 64), so per-batch hand-ons
+ * allocated one per batch. Measured (rdm-replay, trace A, rdm-block, two
+ * CPUs, `perf record -e page-faults -c 1`): 38 of the worker thread's ~200
+ * page faults were the memcpy into a fresh retire batch, and a fault costs
+ * 1.6-1.8 us in this VM (MADV_POPULATE_WRITE: 1.4 us a page, no cheaper).
+ * They hit about one unplug in six - requests that otherwise take 0.7-1.5
+ * us - and the replay's p50 sits among those. Grouped, none is left (the
+ * rest are the layouts' arrays growing, in plugs). The bound: between
+ * changes (an applier's: between batches) fewer than RDM_TREE_RETIRE_GROUP
+ * entries are kept per tree, each a single node (an inner copy or a leaf,
+ * <= 512 B), since a subtree is handed on at once; they wait until the group
+ * fills, the writer flushes (rdm_tree_retire_flush(): an applier that
+ * leaves, a load) or fini.
  *
  * Working version. Several prepares may precede one publish. The first
  * opens a working version (new_root, starting at the published root); each
@@ -92,7 +113,7 @@
  *    (~1.5 KiB); larger leaves would cut the index overhead but multiply the
  *    copy per change. The root inner node holds only the slots the region
  *    reaches (root_fan; 4 slots = 32 B for 2^20 blocks), so a change there
- *    copies ~1 KiB. Retired nodes go to call_rcu once per change; the bytes
+ *    copies ~1 KiB. Retired nodes go to call_rcu per group (above); the bytes
  *    waiting for a grace period are counted (backlog), and past
  *    RETIRE_BACKLOG_MAX = 8 MiB the writer waits for a grace period itself
  *    (synchronize_rcu) and frees its change's nodes at once. Measured on a
@@ -521,6 +542,7 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 	t->retired.cap = RDM_TREE_VEC_INLINE;
 	t->retired.n = 0;
 	t->retired_kept = 0;
+	t->retired_subtree = false;
 	memset(t->hot, 0, sizeof(t->hot));
 	t->undo = t->undo_inline;
 	t->undo_cap = RDM_TREE_UNDO_INLINE;
@@ -543,6 +565,7 @@ void rdm_tree_fini(struct rdm_tree *t)
 	for (size_t i = 0; i < t->retired_kept; i++)
 		free_retired(t, t->retired.v[i]);
 	t->retired_kept = 0;
+	t->retired_subtree = false;
 	vec_reset(t, &t->fresh);
 	vec_reset(t, &t->retired);
 	if (t->undo != t->undo_inline)
@@ -952,6 +975,8 @@ static void retire(struct wctx *c, uintptr_t v, bool node_only)
 		return;
 	if (vec_push(c->t, &c->t->retired, node_only && is_inner(v) ? v | RETIRE_NODE_ONLY : v) != 0)
 		c->err = -ENOMEM;
+	else if (!node_only && is_inner(v))
+		c->t->retired_subtree = true; /* "Retire groups" */
 }
 
 /* A slot at `level` holding the canonical form of m runs (all inside the
@@ -1604,6 +1629,7 @@ static void retire_now(struct rdm_tree *t)
 		pool_put_subtree(t, t->retired.v[i] & ~RETIRE_NODE_ONLY, (t->retired.v[i] & RETIRE_NODE_ONLY) != 0);
 	t->retired.n = 0; /* keeps its capacity (freed by fini) */
 	t->retired_kept = 0;
+	t->retired_subtree = false;
 }
 
 void rdm_tree_retire_later(struct rdm_tree *t)
@@ -1627,6 +1653,7 @@ void rdm_tree_retire_flush(struct rdm_tree *t)
 	struct rdm_retire_batch *b;
 
 	t->retired_kept = 0;
+	t->retired_subtree = false;
 	if (n == 0) {
 		t->retired.n = 0; /* keeps its capacity (freed by fini) */
 		return;

@@ -87,6 +87,11 @@ struct rdm_tree {
 	 * published changes (rdm_tree_retire_later()); the change in progress
 	 * appends after them. */
 	size_t retired_kept;
+	/* A kept or pending entry is a whole replaced subtree (its size is
+	 * not bounded by a node's): rdm_tree_retire_due() says hand on now.
+	 * Cleared when everything is handed on; a step undone after setting
+	 * it leaves it set, which only hands on early. */
+	bool retired_subtree;
 	/* A working version is open: prepared steps not yet published. */
 	bool open;
 	/* Nodes made since the working version opened (tree.c "Working
@@ -299,6 +304,19 @@ void rdm_tree_retire_flush(struct rdm_tree *t);
 static inline size_t rdm_tree_retired_pending(const struct rdm_tree *t)
 {
 	return t->retired_kept;
+}
+
+/*
+ * Kept retired entries per hand-on (tree.c "Retire groups"): a writer that
+ * keeps its changes' superseded nodes (rdm_tree_retire_later()) hands them
+ * on once this many are kept, or at once when one is a whole subtree.
+ */
+#define RDM_TREE_RETIRE_GROUP 256u
+
+/* True when the kept entries should be handed on now (the rule above). */
+static inline bool rdm_tree_retire_due(const struct rdm_tree *t)
+{
+	return t->retired_kept >= RDM_TREE_RETIRE_GROUP || (t->retired_kept != 0 && t->retired_subtree);
 }
 
 /* Diagnostics for tests and benchmarks (writer-side, current version). */

@@ -20,8 +20,8 @@
  * region's changes of one batch build one working version of its state
  * that readers see once per state-changing discard (with the populates
  * accepted before it) and once at the end of the region's group
- * (rdm_region_retire_flush(), which also hands the replaced nodes to one
- * call_rcu), before any ticket completes; a control record after a change
+ * (rdm_region_batch_end(), which also hands the replaced nodes to call_rcu
+ * once a group of them is due), before any ticket completes; a control record after a change
  * of the group publishes it first. Exactly D + P versions per region and
  * batch: core/region.c "Versions per batch". Maps happen
  * inside the populate callback (a refusal rolls the populate back);
@@ -511,7 +511,7 @@ static void apply_item(struct wstate *ws, struct rdm_wregion *wr, struct item *i
 		 * a first attach, whose caller holds the region's lock, does not
 		 * take it. */
 		if (earlier)
-			rdm_region_retire_flush(wr->r);
+			rdm_region_batch_end(wr->r);
 		apply_control(ws->w, wr, it);
 	}
 }
@@ -649,7 +649,7 @@ static void finish_group(struct wstate *ws, struct rdm_wregion *wr)
 	 * only attached must not take the region's lock, which the first
 	 * attach's caller holds (attach_first()). */
 	if (ws->applied_state)
-		rdm_region_retire_flush(wr->r);
+		rdm_region_batch_end(wr->r);
 	ws->applied_state = false;
 }
 

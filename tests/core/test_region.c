@@ -516,9 +516,9 @@ static void test_strict_listeners(void)
 	CHECK(rdm_region_destroy(r) == 0);
 }
 
-/* Superseded state leaves: the region hands what it retired to RCU (a region
- * without an applier does so every RDM_RETIRE_GROUP nodes, and the worker
- * once per batch), then a grace period frees it. */
+/* Superseded state leaves: the region hands what it retired to RCU (in
+ * groups of RDM_TREE_RETIRE_GROUP nodes, core/tree.c "Retire groups"; here
+ * at once), then a grace period frees it. */
 static void reclaim(struct rdm_region *r)
 {
 	rdm_region_retire_flush(r);
