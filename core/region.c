@@ -764,6 +764,16 @@ static void publish_working(struct rdm_region *r)
 	rdm_tree_retire_later(&r->tree);
 }
 
+/* End the applier's run of changes: publish the working version, then hand
+ * the retired nodes on - all of them, or only when a group is due (tree.c
+ * "Retire groups"). Under r->lock. */
+static void end_working(struct rdm_region *r, bool all)
+{
+	publish_working(r);
+	if (all || rdm_tree_retire_due(&r->tree))
+		rdm_tree_retire_flush(&r->tree);
+}
+
 /* Tell listeners 0..k-1 a discard of what they were told, in reverse. */
 static void untell_populate(struct rdm_region *r, size_t k, uintptr_t root, bool whole, uint64_t s,
 			    uint64_t e)
@@ -1167,8 +1177,7 @@ int rdm_region_set_applier(struct rdm_region *r, const struct rdm_applier_ops *o
 			atomic_store_explicit(&r->applier_pub, NULL, memory_order_release);
 			atomic_store_explicit(&r->applier_ctx_pub, NULL, memory_order_relaxed);
 			/* What the leaving applier kept (it may not have flushed). */
-			publish_working(r);
-			rdm_tree_retire_flush(&r->tree);
+			end_working(r, true);
 		}
 	}
 	pthread_mutex_unlock(&r->lock);
@@ -1272,17 +1281,14 @@ int rdm_region_destroy(struct rdm_region *r)
 void rdm_region_batch_end(struct rdm_region *r)
 {
 	pthread_mutex_lock(&r->lock);
-	publish_working(r);
-	if (rdm_tree_retire_due(&r->tree))
-		rdm_tree_retire_flush(&r->tree);
+	end_working(r, false);
 	pthread_mutex_unlock(&r->lock);
 }
 
 void rdm_region_retire_flush(struct rdm_region *r)
 {
 	pthread_mutex_lock(&r->lock);
-	publish_working(r);
-	rdm_tree_retire_flush(&r->tree);
+	end_working(r, true);
 	pthread_mutex_unlock(&r->lock);
 }
 

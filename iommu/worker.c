@@ -798,7 +798,6 @@ static uint32_t drain(struct wstate *ws)
 				it->link = l;
 				it->result = 0;
 				it->done = false;
-				it->wake = false;
 				it->superseded = false;
 			}
 			got += (uint32_t)k;
