@@ -84,6 +84,7 @@
 #define _LGPL_SOURCE
 #endif
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -140,6 +141,15 @@ struct rdm_region {
 	 * changes (the applier's own contract). */
 	_Atomic(const struct rdm_applier_ops *) applier_pub;
 	_Atomic(void *) applier_ctx_pub;
+	/* Byte ranges a failed backend may still pin (rdm_region_pin): never
+	 * released, whoever applies the region's changes now or later. Owned
+	 * like the working version: by the thread applying changes. pin_all:
+	 * a range could not be recorded, nothing is released any more. */
+	struct rdm_pin {
+		uint64_t offset, length;
+	} *pins;
+	uint32_t npins, pins_cap;
+	bool pin_all;
 	struct rdm_mem mem;
 	struct rdm_node node; /* where mem's memory and this struct are */
 };
@@ -1010,13 +1020,78 @@ int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t fir
 	return ret;
 }
 
+static void release_now(struct rdm_region *r, uint64_t offset, uint64_t length)
+{
+	rdm_callback_enter();
+	r->cfg.release(r->cfg.release_opaque, offset, length);
+	rdm_callback_leave();
+}
+
 void rdm_region_release(struct rdm_region *r, uint64_t offset, uint64_t length)
 {
-	if (r->cfg.release != NULL) {
-		rdm_callback_enter();
-		r->cfg.release(r->cfg.release_opaque, offset, length);
-		rdm_callback_leave();
+	uint64_t pos = offset, end = offset + length;
+
+	if (r->cfg.release == NULL || r->pin_all)
+		return;
+	if (r->npins == 0) {
+		release_now(r, offset, length);
+		return;
 	}
+	/* Around the pinned ranges (rare: a backend failed): skip the one
+	 * covering pos, else release up to the next one's start. */
+	while (pos < end) {
+		uint64_t stop = end;
+		bool covered = false;
+
+		for (uint32_t i = 0; i < r->npins && !covered; i++) {
+			uint64_t s = r->pins[i].offset, e = s + r->pins[i].length;
+
+			if (s <= pos && pos < e) {
+				pos = e;
+				covered = true;
+			} else if (s > pos && s < stop) {
+				stop = s;
+			}
+		}
+		if (covered)
+			continue;
+		release_now(r, pos, stop - pos);
+		pos = stop;
+	}
+}
+
+void rdm_region_pin(struct rdm_region *r, uint64_t offset, uint64_t length)
+{
+	if (r->pin_all || length == 0)
+		return;
+	if (r->npins == r->pins_cap) {
+		uint32_t cap = r->pins_cap ? r->pins_cap * 2 : 8;
+		struct rdm_pin *nv = rdm_reallocarray(r->pins, cap, sizeof(*nv));
+
+		if (nv == NULL) {
+			r->pin_all = true;
+			rdm_log(RDM_LOG_ERROR,
+				"out of memory recording pinned bytes 0x%" PRIx64 "+0x%" PRIx64
+				" of a failed backend: the region releases no memory from now on",
+				offset, length);
+			return;
+		}
+		r->pins = nv;
+		r->pins_cap = cap;
+	}
+	r->pins[r->npins].offset = offset;
+	r->pins[r->npins].length = length;
+	r->npins++;
+}
+
+bool rdm_region_any_pinned(const struct rdm_region *r)
+{
+	return r->pin_all || r->npins != 0;
+}
+
+bool rdm_region_pins_all(const struct rdm_region *r)
+{
+	return r->pin_all;
 }
 
 /* ---- public change calls ---- */
@@ -1271,6 +1346,7 @@ int rdm_region_destroy(struct rdm_region *r)
 	rcu_barrier();
 	rdm_tree_barrier_done(&r->tree);
 	rdm_flat_destroy(r->tree.flat);
+	rdm_free(r->pins);
 	pthread_mutex_destroy(&r->lock);
 	rdm_arena_free(r->mem.arena, r, sizeof(*r), _Alignof(struct rdm_region));
 	return 0;

@@ -165,8 +165,25 @@ size_t rdm_region_retired_kept(struct rdm_region *r);
 int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t first, uint64_t *words),
 		    void *opaque);
 
-/* Call the region's release callback (if any) for a range. Any thread. */
+/*
+ * Call the region's release callback (if any) for a range, skipping every
+ * pinned byte (below). On the thread applying the region's changes.
+ */
 void rdm_region_release(struct rdm_region *r, uint64_t offset, uint64_t length);
+
+/*
+ * Pins: bytes of the region that a failed backend may still map (its unmap
+ * failed twice), so their memory is never released again (DESIGN.md I2) -
+ * by this applier, by the region itself once it has none (a first attach
+ * that failed and was undone), or by a later applier. The record belongs
+ * to the region and lives as long as it. Without memory for a new range
+ * the region stops releasing anything (rdm_region_pins_all): memory lost,
+ * never memory still mapped released. On the thread applying the region's
+ * changes, like rdm_region_release().
+ */
+void rdm_region_pin(struct rdm_region *r, uint64_t offset, uint64_t length);
+bool rdm_region_any_pinned(const struct rdm_region *r);
+bool rdm_region_pins_all(const struct rdm_region *r);
 
 /*
  * The internal listener (the IOMMU) that is told after every registered

@@ -125,9 +125,10 @@
  *    always correct. A split - coalesce's bisecting discard, defer's limit -
  *    is an optimisation: it reserves its nodes first and, if it cannot, the
  *    discard defers instead (counted like a split the mapping limit stops).
- *  - the leaked list (blocks a failed backend may still pin) grows only on a
- *    backend failure; if it cannot grow, leak_all stops every later release
- *    of the region (memory lost, never memory still mapped released).
+ *  - the region's pins (blocks a failed backend may still map; rdm_region_pin
+ *    in core/region_internal.h) grow only on a backend failure; if they
+ *    cannot grow, the region stops releasing anything (memory lost, never
+ *    memory still mapped released).
  *  - a populate that reaches the planner as several runs and fails on a
  *    later one is rolled back by discards of the earlier runs; between
  *    rdm_planner_populate_begin() and _end() such a discard restores the
@@ -206,7 +207,8 @@
  *     each mapping is mapped in every attached, non-failed backend to the
  *     region's host memory (I1).
  *  2. A released block is in no mapping of any backend (I2); blocks whose
- *     unmap failed are in `leaked` (or leak_all is set) and never released.
+ *     unmap failed are pinned in the region (rdm_region_pin) and never
+ *     released, by this planner or by anyone applying the region later.
  *  3. No call bisects a mapping unless every backend can split; no MAP
  *     overlaps a mapping (I4); each backend's `used` never exceeds `budget`.
  *  4. deferred_blocks = sum over mappings of (len - live).
@@ -308,7 +310,6 @@ void rdm_planner_fini(struct rdm_planner *p)
 {
 	rdm_maptree_fini(&p->maps);
 	p->dead_head = p->dead_tail = 0;
-	vec_free(&p->leaked);
 	vec_free(&p->pieces);
 }
 
@@ -374,17 +375,11 @@ static void mark_failed(struct rdm_planner *p, struct rdm_wbackend *wb, int err,
 	}
 }
 
-/* Remember blocks a failed backend may still pin. Without memory for the
- * record, release nothing of this region any more. */
+/* Remember blocks a failed backend may still pin, in the region: the record
+ * outlives this planner (a first attach undone, a later applier). */
 static void note_leaked(struct rdm_planner *p, uint64_t start, uint64_t len)
 {
-	if (p->leak_all || vec_push(&p->leaked, start, len) == 0)
-		return;
-	p->leak_all = true;
-	rdm_log(RDM_LOG_ERROR,
-		"out of memory recording leaked blocks 0x%" PRIx64 "+0x%" PRIx64
-		" of a failed backend: the region releases no memory from now on",
-		start * p->block_size, len * p->block_size);
+	rdm_region_pin(p->region, start * p->block_size, len * p->block_size);
 }
 
 /* Unmap blocks [start, start+len) from one backend; retry once; on a second
@@ -417,36 +412,11 @@ static bool has_mapping_in(const struct rdm_planner *p, uint64_t a, uint64_t b)
 	return m && node(p, m)->start < b;
 }
 
-static bool is_leaked(const struct rdm_planner *p, uint64_t start, uint64_t len)
-{
-	for (uint32_t i = 0; i < p->leaked.n; i++) {
-		const struct rdm_range *l = &p->leaked.v[i];
-
-		if (l->start < start + len && start < l->start + l->len)
-			return true;
-	}
-	return false;
-}
-
-/* Release blocks that are discarded and unmapped from every backend. */
+/* Release blocks that are discarded and unmapped from every backend (never
+ * a pinned one: rdm_region_release skips those). */
 static void release_range(struct rdm_planner *p, uint64_t start, uint64_t len)
 {
-	if (p->leak_all)
-		return;
-	if (p->leaked.n == 0) {
-		rdm_region_release(p->region, start * p->block_size, len * p->block_size);
-		return;
-	}
-	/* Release block by block around leaked ranges (rare: a backend failed). */
-	uint64_t run = start, end = start + len;
-
-	for (uint64_t b = start; b <= end; b++) {
-		if (b == end || is_leaked(p, b, 1)) {
-			if (b > run)
-				rdm_region_release(p->region, run * p->block_size, (b - run) * p->block_size);
-			run = b + 1;
-		}
-	}
+	rdm_region_release(p->region, start * p->block_size, len * p->block_size);
 }
 
 /* The first run of blocks in `populated` state inside [a, b), read from the
@@ -1652,7 +1622,7 @@ uint64_t rdm_planner_deferred_bytes(const struct rdm_planner *p)
  *    mapping's node becomes its first piece), used grows by the extra pieces
  *    in every backend, deferred_blocks falls by the released blocks
  *    (update_deferred_stats) and the discarded blocks between the pieces are
- *    released (release_range: never a leaked block).
+ *    released (release_range: never a pinned block).
  *
  * The invariants above hold after a compaction as after a flush; in
  * addition deferred_blocks is 0 when it succeeds. The remaps are not counted

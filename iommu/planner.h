@@ -99,11 +99,6 @@ struct rdm_planner {
 	 * unmapped, then released - before any map call and at the end of
 	 * every batch. */
 	uint32_t dead_head, dead_tail;
-	/* Blocks a failed backend may still pin: never released. If a range
-	 * could not be recorded (out of memory), leak_all: nothing of this
-	 * region is released any more. */
-	struct rdm_range_vec leaked;
-	bool leak_all;
 	/* Set while a populate change is applied (rdm_planner_populate_begin):
 	 * a discard told meanwhile is that change's rollback. */
 	bool in_populate;

@@ -463,7 +463,7 @@ static void apply_control(struct rdm_worker *w, struct rdm_wregion *wr, struct i
 		 * worker does, once no backend maps it - unless a backend failed
 		 * an unmap for this region: then any block may still be pinned
 		 * there and none is released (DESIGN.md, contract 3). */
-		if (!wr->planner.leak_all && wr->planner.leaked.n == 0)
+		if (!rdm_region_any_pinned(wr->r))
 			rdm_region_applier_runs(wr->r, 0, rdm_region_size(wr->r), true, release_run, wr->r);
 		rdm_region_set_tail_listener(wr->r, NULL);
 		pthread_mutex_lock(&w->lock);

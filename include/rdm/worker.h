@@ -48,10 +48,11 @@
  * Failed backends: an unmap that fails twice, or a window's remap of a split
  * mapping's survivors that fails twice, marks the backend failed (sticky,
  * logged, counted in failed_backends): later populates on it fail with
- * -EIO, and what it may still map is never released. Its mappings are then
- * no longer promised to match the region (a failed remap leaves survivors
- * unmapped there); detach it, and attach a fresh backend to map the region
- * again.
+ * -EIO, and what it may still map is never released (the region keeps
+ * that record for its lifetime, whoever applies its changes later). Its
+ * mappings are then no longer promised to match the region (a failed remap
+ * leaves survivors unmapped there); detach it, and attach a fresh backend
+ * to map the region again.
  *
  * Callbacks (listener, release, replay, completion callbacks, on_batch, the
  * log handler) must not make changes or wait on rdm: every call that could
@@ -180,7 +181,10 @@ RDM_API int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, 
  * block is mapped in b before it returns.
  * All or nothing: on failure the region is as before — in particular a
  * failed first attach leaves the region without a worker, applying its own
- * changes. Everything the region will need from the worker later (its
+ * changes. The one exception is a backend failure: when the undo's unmap
+ * fails twice, b is marked failed and keeps those mappings, and the region
+ * never releases their blocks ("Failed backends"), with or without a
+ * worker, now or later. Everything the region will need from the worker later (its
  * detach, its destroy) is reserved here, so those cannot fail for memory.
  * 0, -EINVAL (NULL, b not added to w, region attached to another worker,
  * policy not usable on this backend: coalesce needs RDM_REGION_ALLOW_WINDOWS

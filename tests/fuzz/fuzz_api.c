@@ -33,8 +33,10 @@
  * backend marked failed (its survivors of a failed window remap may stay
  * unmapped: I1 is not promised there), and a second release of blocks a
  * refused populate had mapped (the map faulted their memory in again).
- * Four library defects this fuzzer found (destroy without releases, a
- * half-applied failed attach, the two above before they were defined) have
+ * Library defects this fuzzer found (destroy without releases, a
+ * half-applied failed attach, the two above before they were defined, a
+ * failed first attach whose undo left mappings in a failed backend while
+ * the region, without a worker again, released their blocks) have
  * regression inputs in corpus/api/regress-*.
  */
 #include <rdm/rdm.h>
@@ -133,6 +135,10 @@ struct freg {
 	_Atomic bool double_release;  /* a block was released twice */
 	bool destroying;
 	bool ever_attached;
+	/* A failed first attach marked a backend failed: what its undo could
+	 * not unmap stays mapped there, pinned (never released) by the region,
+	 * which has no worker again (rdm/worker.h, "failed backends"). */
+	bool pinned;
 	int worker;             /* -1: no applier yet */
 	bool attached[NSIM];
 	struct flis lis[NLIS];
@@ -146,8 +152,10 @@ struct fsim {
 	uint64_t budget;        /* given to rdm_worker_add_backend (0: the sim's limit) */
 	/* A region was destroyed or detached while a backend of its worker was
 	 * failed: what that region had mapped here may stay mapped (rdm/worker.h,
-	 * "failed backends"), also under a later region at the same IOVAs, so
-	 * this sim's "nothing mapped there" checks end for this input. */
+	 * "failed backends"), so this sim's "nothing mapped in the region"
+	 * checks end for this input. A later region in the same slot has IOVAs
+	 * of its own (op_region_create), so a release is still checked against
+	 * every sim (release_cb). */
 	bool leaky;
 };
 
@@ -177,6 +185,7 @@ static struct state {
 	unsigned npend;
 	uint64_t consumed_ticket;
 	bool have_consumed;
+	uint32_t generation[NREG]; /* regions created per slot */
 } S;
 
 /* RDM_FUZZ_TRACE=1: print each call and result (to read a crash input). */
@@ -234,7 +243,10 @@ static void lis_discard(struct rdm_listener *l, uint64_t off, uint64_t len)
 static const struct rdm_listener_ops lis_ops = { lis_populate, lis_discard };
 
 /* Runs on the region's applier thread: the sims checked here are owned by it
- * (every other thread is idle then, see settle()). */
+ * (every other thread is idle then, see settle()). A region without a worker
+ * releases on the main thread with every worker idle: then every sim is
+ * checked, also one a failed first attach left mappings in (I2: a released
+ * block is mapped nowhere). */
 static void release_cb(void *opaque, uint64_t off, uint64_t len)
 {
 	struct freg *g = opaque;
@@ -244,7 +256,7 @@ static void release_cb(void *opaque, uint64_t off, uint64_t len)
 	if (!g->destroying)
 		CHECK(rdm_is_discarded(g->r, off, len));
 	for (int s = 0; s < NSIM; s++)
-		if (g->worker >= 0 && S.sim[s].worker == g->worker && !S.sim[s].leaky)
+		if (g->worker < 0 || S.sim[s].worker == g->worker)
 			CHECK(rdm_sim_is_unmapped(S.sim[s].b, g->cfg.iova + off, len));
 	TRACE("  release region %d blocks [%llu, %llu)\n", (int)(g - S.reg),
 	      (unsigned long long)(off / g->bs), (unsigned long long)((off + len) / g->bs));
@@ -284,6 +296,8 @@ static int expect_range(const struct freg *g, uint64_t off, uint64_t len)
 /* Was a backend of the region's worker ever marked failed (up to now)? */
 static bool any_failed(const struct freg *g)
 {
+	if (g->pinned)
+		return true;
 	if (g->worker < 0)
 		return false;
 	struct fwork *fw = &S.work[g->worker];
@@ -622,7 +636,10 @@ static void op_region_create(struct in *in, int i)
 	struct rdm_region_config *cfg = &g->cfg;
 	cfg->struct_size = sizeof(*cfg);
 	cfg->flags = (a >> 2) & (RDM_REGION_STRICT | RDM_REGION_ALLOW_WINDOWS);
-	cfg->iova = ((uint64_t)i + 1) << 32;
+	/* Each region its own IOVAs (16 MiB per generation of a slot, above
+	 * any region's size): a mapping a failed backend kept of an earlier region
+	 * never covers a later one's. */
+	cfg->iova = (((uint64_t)i + 1) << 32) + ((uint64_t)(S.generation[i]++ % 256) << 24);
 	cfg->size = g->nb * g->bs;
 	cfg->block_size = g->bs;
 	cfg->host_addr = (void *)(uintptr_t)(((uint64_t)i + 1) << 36);
@@ -897,7 +914,10 @@ static void op_attach(int i, int w, int s, bool detach)
 			g->attached[s] = false;
 		return;
 	}
+	struct rdm_worker_stats before, after;
+	rdm_worker_get_stats(S.work[w].w, &before);
 	int rc = rdm_worker_attach(S.work[w].w, g->r, fs->b);
+	rdm_worker_get_stats(S.work[w].w, &after);
 	TRACE("  attach -> %d\n", rc);
 	if (fs->worker != w || (g->worker >= 0 && g->worker != w)) {
 		CHECK_RC(rc, -EINVAL);
@@ -929,9 +949,16 @@ static void op_attach(int i, int w, int s, bool detach)
 	}
 	CHECK(iommu_error(rc));
 	/* A failed first attach leaves the region as it was: it applies
-	 * (and releases) on its own again, and has no worker. */
-	if (first)
+	 * (and releases) on its own again, and has no worker - unless its
+	 * undo failed an unmap twice: then that backend is marked failed and
+	 * keeps what it could not unmap, which the region never releases. */
+	if (first) {
+		if (after.failed_backends != before.failed_backends) {
+			g->pinned = true;
+			mark_leaky(g);
+		}
 		g->worker = -1;
+	}
 }
 
 static void op_inject(struct in *in, int s)

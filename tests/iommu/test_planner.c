@@ -400,7 +400,7 @@ static void test_leak_without_memory_releases_nothing(void)
 
 		rdm_alloc_inject(0, false);
 		rdm_sim_clear_injections(b);
-		if (rc1 == 0 && planner_of(r)->leak_all) {
+		if (rc1 == 0 && rdm_region_pins_all(r)) {
 			seen = true;
 			/* Still mapped in the failed backend: not released. */
 			CHECK(rdm_sim_is_mapped(b, io, BS, true, (uint64_t)(uintptr_t)host));
@@ -416,6 +416,75 @@ static void test_leak_without_memory_releases_nothing(void)
 		rdm_backend_destroy(b);
 	}
 	CHECK(seen);
+}
+
+/*
+ * A first attach that fails (a MAP refused) is undone; when the undo's UNMAP
+ * fails twice too, the backend is marked failed and keeps that mapping. The
+ * region has no worker again and applies its own changes - and must still
+ * never release the blocks the failed backend maps (I2): not on a discard,
+ * not at destroy, and not through a later worker either. Every other block
+ * is released as usual.
+ */
+static void test_failed_first_attach_pins(void)
+{
+	const uint64_t io = 1ull << 32, size = 8 * BS;
+	struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = io, .size = size, .block_size = BS,
+					.host_addr = host, .release = on_release };
+	struct rdm_backend *b = new_sim(false), *b2 = new_sim(false);
+	struct rdm_worker *w, *w2;
+	struct rdm_worker_stats ws;
+	struct rdm_region *r;
+
+	memset(released_blocks, 0, sizeof(released_blocks));
+	REQUIRE(rdm_worker_create(NULL, &w) == 0);
+	REQUIRE(rdm_worker_add_backend(w, b, 0) == 0);
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	REQUIRE(rdm_populate(r, 0, 4 * BS) == 0);
+	/* Blocks 0 and 1 mapped (one mapping each), block 2's MAP refused;
+	 * the undo's one UNMAP over [0, 2) (ANY call 4) and its retry fail. */
+	REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_MAP, 3, -ENOMEM) == 0);
+	REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_ANY, 4, -EIO) == 0);
+	REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_ANY, 5, -EIO) == 0);
+	CHECK(rdm_worker_attach(w, r, b) == -ENOMEM);
+	rdm_sim_clear_injections(b);
+	rdm_worker_get_stats(w, &ws);
+	CHECK(ws.failed_backends == 1);
+	CHECK(rdm_region_get_applier_ops(r) == NULL);
+	CHECK(rdm_region_any_pinned(r) && !rdm_region_pins_all(r));
+	CHECK(rdm_sim_is_mapped(b, io, 2 * BS, true, (uint64_t)(uintptr_t)host));
+	CHECK(rdm_sim_is_unmapped(b, io + 2 * BS, size - 2 * BS));
+
+	/* The region applies its own discards: blocks 0 and 1 stay pinned,
+	 * the others are released as usual. */
+	CHECK(rdm_discard(r, BS, 2 * BS) == 0);
+	CHECK(released_blocks[1] == 0 && released_blocks[2] == 1);
+	CHECK(rdm_populate(r, BS, 2 * BS) == 0);
+	CHECK(rdm_discard_all(r) == 0);
+	CHECK(released_blocks[0] == 0 && released_blocks[1] == 0);
+	CHECK(released_blocks[2] == 2 && released_blocks[3] == 1);
+
+	/* A later worker honours the pins too. */
+	REQUIRE(rdm_worker_create(NULL, &w2) == 0);
+	REQUIRE(rdm_worker_add_backend(w2, b2, 0) == 0);
+	CHECK(rdm_worker_attach(w2, r, b2) == 0);
+	CHECK(rdm_populate(r, 0, 3 * BS) == 0);
+	CHECK(rdm_discard(r, 0, 3 * BS) == 0);
+	CHECK(released_blocks[0] == 0 && released_blocks[1] == 0 && released_blocks[2] == 3);
+	CHECK(rdm_sim_is_unmapped(b2, io, size));
+
+	/* Destroy releases nothing of a region with pinned blocks (the
+	 * worker's rule, contract 3). */
+	CHECK(rdm_populate(r, 0, 4 * BS) == 0);
+	CHECK(rdm_region_destroy(r) == 0);
+	CHECK(released_blocks[0] == 0 && released_blocks[1] == 0);
+	CHECK(released_blocks[2] == 3 && released_blocks[3] == 1);
+	CHECK(rdm_sim_is_mapped(b, io, 2 * BS, true, (uint64_t)(uintptr_t)host));
+	CHECK(rdm_sim_is_unmapped(b2, io, size));
+	CHECK(rdm_worker_destroy(w2) == 0);
+	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_backend_destroy(b2);
+	rdm_backend_destroy(b);
 }
 
 /* A layout that shrank gives its memory back between batches (the
@@ -465,6 +534,7 @@ int main(void)
 	test_hooks();
 	test_split_without_memory_defers();
 	test_leak_without_memory_releases_nothing();
+	test_failed_first_attach_pins();
 	test_layout_gives_memory_back();
 	return check_exit();
 }
