@@ -882,8 +882,7 @@ static int populate_units(struct rdm_planner *p, uint64_t start, uint64_t end, u
 	err = check_limit(p, n);
 	if (err)
 		return err;
-	rdm_planner_flush(p);
-	/* map_pieces() over the units: [start, the first multiple of step
+	/* map_pieces() over the units (the caller flushed the queue): [start, the first multiple of step
 	 * above it), then a step at a time, the last one cut at end. */
 	for (a = start, i = 0, e = (start / step + 1) * step; a < end; a = e, e += step, i++) {
 		if (e > end)
@@ -948,6 +947,11 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 
 	if (p->nbe == 0)
 		return 0;
+	/* What earlier discards queued goes first (a piece may lie where a
+	 * dead mapping still is), and before the check below: an unmap that
+	 * fails twice there marks its backend failed, and then this populate
+	 * must not map (the failed backend may still hold the dead mapping). */
+	rdm_planner_flush(p);
 	err = any_failed(p);
 	if (err)
 		return err;
@@ -996,9 +1000,7 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 	if (err)
 		goto out;
 
-	/* Execute: what earlier discards queued goes first (a piece may lie
-	 * where a dead mapping still is), then the maps. */
-	rdm_planner_flush(p);
+	/* Execute (the queue was flushed above). */
 	err = map_pieces(p, &pieces, p->be, p->nbe);
 	if (err)
 		goto out;
@@ -1726,12 +1728,13 @@ int rdm_planner_compact(struct rdm_planner *p, struct rdm_planner_compact_result
 	memset(res, 0, sizeof(*res));
 	if (p->nbe == 0)
 		return 0; /* nothing mapped, nothing deferred (detach released it) */
+	/* Whole mappings queued for their unmap go first: afterwards every
+	 * mapping of the layout holds a populated block. Before the check: a
+	 * failed unmap there marks its backend failed. */
+	rdm_planner_flush(p);
 	err = any_failed(p);
 	if (err)
 		return err;
-	/* Whole mappings queued for their unmap go first: afterwards every
-	 * mapping of the layout holds a populated block. */
-	rdm_planner_flush(p);
 
 	/* Plan. */
 	struct cut_acc acc = {0};

@@ -36,7 +36,8 @@
  * Library defects this fuzzer found (destroy without releases, a
  * half-applied failed attach, the two above before they were defined, a
  * failed first attach whose undo left mappings in a failed backend while
- * the region, without a worker again, released their blocks) have
+ * the region, without a worker again, released their blocks, a populate
+ * mapping over a dead mapping whose queued unmap had just failed) have
  * regression inputs in corpus/api/regress-*.
  */
 #include <rdm/rdm.h>

@@ -487,6 +487,59 @@ static void test_failed_first_attach_pins(void)
 	rdm_backend_destroy(b);
 }
 
+/*
+ * A discard queues its mapping's unmap until the batch's next map or its
+ * end. When that unmap fails twice, the backend is marked failed and still
+ * holds the mapping: a populate later in the same batch must then fail with
+ * -EIO (as on any failed backend), not map over it, and the block stays
+ * pinned.
+ */
+static void test_failed_flush_stops_populate(void)
+{
+	const uint64_t io = 1ull << 32, size = 8 * BS;
+	struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = io, .size = size, .block_size = BS,
+					.host_addr = host, .release = on_release };
+	struct rdm_backend *b = new_sim(false);
+	struct rdm_worker_stats before, after;
+	struct rdm_producer *prod;
+	struct rdm_worker *w;
+	struct rdm_region *r;
+	uint64_t t[2];
+	int res[2];
+
+	memset(released_blocks, 0, sizeof(released_blocks));
+	REQUIRE(rdm_worker_create(NULL, &w) == 0);
+	REQUIRE(rdm_worker_add_backend(w, b, 0) == 0);
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	REQUIRE(rdm_worker_attach(w, r, b) == 0);
+	REQUIRE(rdm_populate(r, 0, 2 * BS) == 0);
+	REQUIRE(rdm_producer_create(&prod) == 0);
+	REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
+	REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
+	struct rdm_change ch[2] = {
+		{ .region = r, .kind = RDM_CHANGE_DISCARD, .offset = 0, .length = BS },
+		{ .region = r, .kind = RDM_CHANGE_POPULATE, .offset = 0, .length = BS },
+	};
+	rdm_worker_get_stats(w, &before);
+	/* One ring publish: the worker takes both in one batch. */
+	REQUIRE(rdm_producer_submit(prod, ch, 2, t) == 0);
+	CHECK(rdm_producer_wait(prod, t[0], &res[0]) == 0 && res[0] == 0);
+	CHECK(rdm_producer_wait(prod, t[1], &res[1]) == 0);
+	rdm_worker_get_stats(w, &after);
+	REQUIRE(after.batches == before.batches + 1);
+	CHECK(res[1] == -EIO);
+	CHECK(after.failed_backends == 1);
+	CHECK(!rdm_is_populated(r, 0, BS) && rdm_is_populated(r, BS, BS));
+	CHECK(released_blocks[0] == 0 && rdm_region_any_pinned(r));
+	CHECK(rdm_sim_is_mapped(b, io, 2 * BS, true, (uint64_t)(uintptr_t)host));
+	rdm_sim_clear_injections(b);
+	rdm_producer_destroy(prod);
+	CHECK(rdm_region_destroy(r) == 0);
+	CHECK(released_blocks[0] == 0);
+	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_backend_destroy(b);
+}
+
 /* A layout that shrank gives its memory back between batches (the
  * planner's trim, rdm_maptree_trim()), and keeps working afterwards: 2^17
  * single-block mappings (a pool above RDM_MAPTREE_TRIM_ABOVE), all but 8
@@ -535,6 +588,7 @@ int main(void)
 	test_split_without_memory_defers();
 	test_leak_without_memory_releases_nothing();
 	test_failed_first_attach_pins();
+	test_failed_flush_stops_populate();
 	test_layout_gives_memory_back();
 	return check_exit();
 }
