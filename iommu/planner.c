@@ -882,8 +882,9 @@ static int populate_units(struct rdm_planner *p, uint64_t start, uint64_t end, u
 	err = check_limit(p, n);
 	if (err)
 		return err;
-	/* map_pieces() over the units (the caller flushed the queue): [start, the first multiple of step
-	 * above it), then a step at a time, the last one cut at end. */
+	/* map_pieces() over the units (the caller flushed the queue): [start,
+	 * the first multiple of step above it), then a step at a time, the last
+	 * one cut at end. */
 	for (a = start, i = 0, e = (start / step + 1) * step; a < end; a = e, e += step, i++) {
 		if (e > end)
 			e = end;

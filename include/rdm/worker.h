@@ -184,8 +184,9 @@ RDM_API int rdm_worker_add_backend(struct rdm_worker *w, struct rdm_backend *b, 
  * changes. The one exception is a backend failure: when the undo's unmap
  * fails twice, b is marked failed and keeps those mappings, and the region
  * never releases their blocks ("Failed backends"), with or without a
- * worker, now or later. Everything the region will need from the worker later (its
- * detach, its destroy) is reserved here, so those cannot fail for memory.
+ * worker, now or later. Everything the region will need from the worker
+ * later (its detach, its destroy) is reserved here, so those cannot fail
+ * for memory.
  * 0, -EINVAL (NULL, b not added to w, region attached to another worker,
  * policy not usable on this backend: coalesce needs RDM_REGION_ALLOW_WINDOWS
  * or a split-capable backend), -EEXIST (already attached to b), -ENOSPC
