@@ -356,6 +356,16 @@ static bool iommu_error(int rc)
 	return rc == -ENOSPC || rc == -EIO || rc == -ENOMEM || rc == -EFAULT;
 }
 
+/* An IOMMU error a map of g's blocks may get: also -EEXIST once a backend
+ * failed with g's mappings in it. Those leftovers stay in that sim after
+ * its worker is gone (pinned in the region, never released), and a later
+ * worker, which knows nothing of them, maps over them: the sim refuses
+ * the overlap, as the kernel would. */
+static bool map_error(const struct freg *g, int rc)
+{
+	return iommu_error(rc) || (rc == -EEXIST && any_failed(g));
+}
+
 /* Apply a change that returned rc to the model (after checking rc is one the
  * contract allows). exact: a synchronous call, whose batch holds it alone. */
 static void model_apply(struct freg *g, uint32_t kind, uint64_t s, uint64_t e, int rc, bool exact)
@@ -391,7 +401,7 @@ static void model_apply(struct freg *g, uint32_t kind, uint64_t s, uint64_t e, i
 		}
 		if (rc != 0) {
 			/* Only the IOMMU may refuse now. */
-			CHECK(is_attached(g) && iommu_error(rc));
+			CHECK(is_attached(g) && map_error(g, rc));
 			return;
 		}
 		for (uint64_t b = s; b < e; b++) {
@@ -974,7 +984,7 @@ static void op_attach(int i, int w, int s, bool detach)
 		g->ever_attached = true;
 		return;
 	}
-	CHECK(iommu_error(rc));
+	CHECK(map_error(g, rc));
 	/* A failed first attach leaves the region as it was: it applies
 	 * (and releases) on its own again, and has no worker - unless its
 	 * undo failed an unmap twice: then that backend is marked failed and
