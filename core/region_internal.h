@@ -115,8 +115,11 @@ int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
  * next discard that changes the state (together with that discard), the next
  * rdm_region_apply() or listener (un)registration, or
  * rdm_region_batch_end(), whichever comes first (see "Versions per batch"
- * in core/region.c). The applier must call rdm_region_batch_end() before
- * it completes any change of the batch or waits for more work.
+ * in core/region.c). On a region with no listener but the tail, a discard
+ * waits too, for rdm_region_publish_discards() (before its first unmap or
+ * release) or the batch's end ("Discards that wait"). The applier must
+ * call rdm_region_batch_end() before it completes any change of the batch,
+ * unmaps or releases outside a change, or waits for more work.
  */
 int rdm_region_apply_batched(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 			     uint64_t length, struct rdm_listener *l);
@@ -133,6 +136,19 @@ int rdm_region_apply_batched(struct rdm_region *r, enum rdm_op op, uint64_t offs
  * On the applier's thread, like rdm_region_apply().
  */
 void rdm_region_batch_end(struct rdm_region *r);
+/*
+ * Publish the working version now if it holds a discard readers do not see
+ * yet. A batched discard on a region whose only listener is the applier's
+ * tail listener is not published when it is applied: the tail's owner calls
+ * this before every effect of a discard - each unmap; rdm_region_release()
+ * calls it itself - so readers see a discard before its unmap and its
+ * release, and rdm_region_batch_end() publishes what is left ("Versions per
+ * batch" in core/region.c). Applier only; a discard is pending only inside
+ * a change's application, where the writer lock is held (the tail's
+ * callbacks), so the applier calls rdm_region_batch_end() before any effect
+ * outside one (its flush at the end of a batch, a control).
+ */
+void rdm_region_publish_discards(struct rdm_region *r);
 /*
  * rdm_region_batch_end(), then hand on everything kept, group due or not
  * (tests that count memory after rcu_barrier()). Removing the applier and

@@ -387,7 +387,11 @@ static void note_leaked(struct rdm_planner *p, uint64_t start, uint64_t len)
 static int unmap_one(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_t start, uint64_t len)
 {
 	uint64_t done = 0;
-	int err = rdm_backend_unmap(wb->b, iova_of(p, start), len * p->block_size, &done);
+	int err;
+
+	/* Readers see a discard before its unmap (DESIGN.md "Visibility"). */
+	rdm_region_publish_discards(p->region);
+	err = rdm_backend_unmap(wb->b, iova_of(p, start), len * p->block_size, &done);
 
 	if (err)
 		err = rdm_backend_unmap(wb->b, iova_of(p, start), len * p->block_size, &done);
@@ -1666,6 +1670,7 @@ static int compact_unmap(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_
 	int err;
 
 	res->unmap_calls++;
+	rdm_region_publish_discards(p->region);
 	err = rdm_backend_unmap(wb->b, iova_of(p, start), len * p->block_size, &done);
 	if (err) {
 		res->unmap_calls++;

@@ -642,15 +642,17 @@ static void apply_group(struct wstate *ws, struct rdm_wregion *wr, uint32_t i, u
 
 static void finish_group(struct wstate *ws, struct rdm_wregion *wr)
 {
-	rdm_planner_flush(&wr->planner);
-	/* A layout that shrank gives its memory back, between batches. */
-	rdm_planner_trim(&wr->planner);
-	/* Only a group that applied a change has state to retire; one that
-	 * only attached must not take the region's lock, which the first
+	/* Publish first: readers see the group's discards before the flush
+	 * unmaps and releases them (rdm_region_publish_discards()). Only a
+	 * group that applied a change has state to publish and retire; one
+	 * that only attached must not take the region's lock, which the first
 	 * attach's caller holds (attach_first()). */
 	if (ws->applied_state)
 		rdm_region_batch_end(wr->r);
 	ws->applied_state = false;
+	rdm_planner_flush(&wr->planner);
+	/* A layout that shrank gives its memory back, between batches. */
+	rdm_planner_trim(&wr->planner);
 }
 
 static void count(_Atomic uint64_t *c)
