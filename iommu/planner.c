@@ -298,6 +298,9 @@ int rdm_planner_init(struct rdm_planner *p, struct rdm_region *r)
 	p->allow_windows = (cfg->flags & RDM_REGION_ALLOW_WINDOWS) != 0;
 	p->defer_limit_blocks = cfg->defer_limit ? (cfg->defer_limit + cfg->block_size - 1) / cfg->block_size : 0;
 	p->budget_blocks = cfg->defer_budget == RDM_DEFER_BUDGET_NONE ? UINT64_MAX : cfg->defer_budget / cfg->block_size;
+	p->block_shift = log2_floor(p->block_size);
+	p->unit_shift = log2_floor(p->unit);
+	p->chunk_shift = log2_floor(p->chunk);
 	p->max_cut = log2_floor(p->chunk / p->unit);
 	if (p->max_cut >= RDM_PLANNER_LEVELS)
 		p->max_cut = RDM_PLANNER_LEVELS - 1;
@@ -850,18 +853,18 @@ static void insert_units(struct rdm_planner *p, uint64_t start, uint64_t end, bo
 	struct rdm_layout plain = { .live = p->unit }, extra = { .live = p->unit, .flags = RDM_LAYOUT_FINE };
 
 	while (start < end) {
-		uint64_t seg = (start / p->chunk + 1) * p->chunk;
+		uint64_t seg = ((start >> p->chunk_shift) + 1) << p->chunk_shift;
 
 		if (seg > end)
 			seg = end;
 		if (!fine) {
-			rdm_maptree_insert_run(&p->maps, start, p->unit, (uint32_t)((end - start) / p->unit), &plain,
+			rdm_maptree_insert_run(&p->maps, start, p->unit, (uint32_t)((end - start) >> p->unit_shift), &plain,
 					       sizeof(plain));
 			return;
 		}
 		rdm_maptree_insert_run(&p->maps, start, p->unit, 1, &plain, sizeof(plain));
 		if (seg - start > p->unit) {
-			uint32_t k = (uint32_t)((seg - start) / p->unit - 1);
+			uint32_t k = (uint32_t)(((seg - start) >> p->unit_shift) - 1);
 
 			rdm_maptree_insert_run(&p->maps, start + p->unit, p->unit, k, &extra, sizeof(extra));
 			p->fine_mappings += k;
@@ -889,7 +892,7 @@ static int populate_units(struct rdm_planner *p, uint64_t start, uint64_t end, u
 	/* map_pieces() over the units (the caller flushed the queue): [start,
 	 * the first multiple of step above it), then a step at a time, the last
 	 * one cut at end. */
-	for (a = start, i = 0, e = (start / step + 1) * step; a < end; a = e, e += step, i++) {
+	for (a = start, i = 0, e = ((start >> p->unit_shift) + 1) << p->unit_shift; a < end; a = e, e += step, i++) {
 		if (e > end)
 			e = end;
 		for (uint32_t j = 0; j < p->nbe; j++) {
@@ -961,7 +964,7 @@ int rdm_planner_populate(struct rdm_planner *p, uint64_t start, uint64_t len)
 	if (err)
 		return err;
 	if (!p->general_only) {
-		uint64_t n = (end - 1) / p->unit - start / p->unit + 1;
+		uint64_t n = ((end - 1) >> p->unit_shift) - (start >> p->unit_shift) + 1;
 
 		/* Under the block policy no mapping reaches a range of
 		 * unpopulated blocks ("Fast path"): no lookup. */

@@ -242,17 +242,17 @@ static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
 static int tail_populate(struct rdm_listener *l, uint64_t offset, uint64_t length)
 {
 	struct rdm_wregion *wr = l->opaque;
-	uint64_t bs = wr->planner.block_size;
+	unsigned sh = wr->planner.block_shift;
 
-	return rdm_planner_populate(&wr->planner, offset / bs, length / bs);
+	return rdm_planner_populate(&wr->planner, offset >> sh, length >> sh);
 }
 
 static void tail_discard(struct rdm_listener *l, uint64_t offset, uint64_t length)
 {
 	struct rdm_wregion *wr = l->opaque;
-	uint64_t bs = wr->planner.block_size;
+	unsigned sh = wr->planner.block_shift;
 
-	rdm_planner_discard(&wr->planner, offset / bs, length / bs);
+	rdm_planner_discard(&wr->planner, offset >> sh, length >> sh);
 }
 
 static const struct rdm_listener_ops tail_ops = {
