@@ -275,7 +275,11 @@ static void check_release(void *opaque, uint64_t off, uint64_t len)
 		atomic_fetch_add(&early_releases, 1);
 }
 
-static void setup(struct fixture *f, bool strict)
+#define IOVA (1ull << 32)
+
+/* A region of `size` bytes in blocks of bs at IOVA, block policy, attached
+ * to a sim through a worker; listeners a and b unless no_listeners. */
+static void setup_sized(struct fixture *f, bool strict, uint64_t bs, uint64_t size)
 {
 	*f = (struct fixture){ 0 };
 	struct rdm_sim_config sc = { .struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2, .call_ns = 1 };
@@ -285,23 +289,28 @@ static void setup(struct fixture *f, bool strict)
 	REQUIRE(rdm_worker_create(NULL, &f->w) == 0);
 	REQUIRE(rdm_worker_add_backend(f->w, f->sim, 0) == 0);
 	rc.flags = strict ? RDM_REGION_STRICT : 0;
-	rc.iova = 1ull << 32;
-	rc.size = REGION;
-	rc.block_size = BS;
+	rc.iova = IOVA;
+	rc.size = size;
+	rc.block_size = bs;
 	rc.host_addr = host;
 	rc.policy = RDM_POLICY_BLOCK;
 	rc.release = check_release;
 	rc.release_opaque = f;
 	REQUIRE(rdm_region_create(&rc, &f->r) == 0);
 	REQUIRE(rdm_worker_attach(f->w, f->r, f->sim) == 0);
-	f->a = (struct tl){ .l = { .ops = &tl_ops, .offset = 0, .length = REGION }, .who = 'a' };
-	f->b = (struct tl){ .l = { .ops = &tl_ops, .offset = 0, .length = REGION }, .who = 'b' };
+	f->a = (struct tl){ .l = { .ops = &tl_ops, .offset = 0, .length = size }, .who = 'a' };
+	f->b = (struct tl){ .l = { .ops = &tl_ops, .offset = 0, .length = size }, .who = 'b' };
 	salt = 0;
 	if (!no_listeners) {
 		REQUIRE(rdm_listener_register(f->r, &f->a.l) == 0);
 		REQUIRE(rdm_listener_register(f->r, &f->b.l) == 0);
 	}
 	REQUIRE(rdm_producer_create(&f->p) == 0);
+}
+
+static void setup(struct fixture *f, bool strict)
+{
+	setup_sized(f, strict, BS, REGION);
 }
 
 static void teardown(struct fixture *f)
@@ -476,7 +485,7 @@ static void test_random(bool strict, unsigned batches)
 		/* I1 and I2 with the block policy: after the batch, exactly the
 		 * populated blocks are mapped (to the region's memory). */
 		for (unsigned k = 0; k < NB; k++) {
-			uint64_t iova = (1ull << 32) + k * BS;
+			uint64_t iova = IOVA + k * BS;
 			bool pop = (st >> k) & 1;
 
 			if (pop ? !rdm_sim_is_mapped(f.sim, iova, BS, true, (uint64_t)(uintptr_t)(host + k * BS))
@@ -574,27 +583,15 @@ static void test_versions(void)
 static void test_discards_wait(void)
 {
 	enum { B4 = 4096, N = 128 };
-	struct rdm_sim_config sc = { .struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2 };
-	struct rdm_region_config rc = { .struct_size = sizeof(rc) };
 	struct rdm_change ch[64];
-	uint64_t t[64], v0, iova = 1ull << 32;
-	struct fixture f = { 0 };
+	uint64_t t[64], v0, iova = IOVA;
+	struct fixture f;
 	unsigned n = 0;
 	int res;
 
-	REQUIRE(rdm_backend_sim_create(&sc, &f.sim) == 0);
-	REQUIRE(rdm_worker_create(NULL, &f.w) == 0);
-	REQUIRE(rdm_worker_add_backend(f.w, f.sim, 0) == 0);
-	rc.iova = iova;
-	rc.size = N * B4;
-	rc.block_size = B4;
-	rc.host_addr = host;
-	rc.policy = RDM_POLICY_BLOCK;
-	rc.release = check_release;
-	rc.release_opaque = &f;
-	REQUIRE(rdm_region_create(&rc, &f.r) == 0);
-	REQUIRE(rdm_worker_attach(f.w, f.r, f.sim) == 0);
-	REQUIRE(rdm_producer_create(&f.p) == 0);
+	no_listeners = true;
+	setup_sized(&f, false, B4, N * B4);
+	no_listeners = false;
 
 	/* One batch: 40 populates of alternate blocks (a bitmap leaf, written
 	 * in place from the second on), then a discard of [0, 8) that is not
