@@ -174,6 +174,11 @@ struct rdm_region {
 	/* The working version holds a discard readers do not see yet ("Versions
 	 * per batch"): owned like the working version, by the applier's thread. */
 	bool discard_unpublished;
+	/* While the tail is told a discard run by run ("The tail's view"):
+	 * blocks [tail_from, tail_to) read from tail_root, the state before the
+	 * discard. Empty (tail_from == tail_to) otherwise. Applier only. */
+	uintptr_t tail_root;
+	uint64_t tail_from, tail_to;
 	struct rdm_mem mem;
 	struct rdm_node node; /* where mem's memory and this struct are */
 };
@@ -685,6 +690,7 @@ struct tell {
 	struct rdm_region *r;
 	struct rdm_listener *l;
 	uint64_t refused_at;
+	bool tail_view; /* a discard told to the tail run by run */
 };
 
 static int tell_populate_cb(void *opaque, uint64_t s, uint64_t e)
@@ -709,6 +715,10 @@ static int tell_discard_cb(void *opaque, uint64_t s, uint64_t e)
 {
 	struct tell *t = opaque;
 
+	/* The tail now knows of the runs up to e: its view of the state is the
+	 * new one below e, the old one above ("The tail's view"). */
+	if (t->tail_view)
+		t->r->tail_from = e;
 	rdm_callback_enter();
 	t->l->ops->discard(t->l, s << t->r->shift, (e - s) << t->r->shift);
 	rdm_callback_leave();
@@ -757,10 +767,21 @@ static void tell_discard(struct rdm_region *r, struct rdm_listener *l, uintptr_t
 
 	if (!clip_to(r, l, s, e, &cs, &ce))
 		return;
-	if (whole)
+	if (whole) {
 		tell_discard_cb(&t, cs, ce);
-	else
-		rdm_tree_runs(&r->tree, root, cs, ce, val, tell_discard_cb, &t);
+		return;
+	}
+	/* The tail reads the state while it is told (rdm_region_applier_runs):
+	 * until it has been told every run, show it the old state past the
+	 * runs it knows of. A discard of the state `root` holds only (val). */
+	t.tail_view = l == r->tail_l && val;
+	if (t.tail_view) {
+		r->tail_root = root;
+		r->tail_from = cs;
+		r->tail_to = ce;
+	}
+	rdm_tree_runs(&r->tree, root, cs, ce, val, tell_discard_cb, &t);
+	r->tail_from = r->tail_to = 0;
 }
 
 /* ---- applying changes (under r->lock) ---- */
@@ -1473,10 +1494,54 @@ void rdm_region_leave(struct rdm_region *r)
 	change_leave(r);
 }
 
+/*
+ * The tail's view. A discard that is not told whole reaches the tail as one
+ * call per populated run, in ascending order, after the working version
+ * already holds the whole discard. The tail (the planner) reads the state
+ * between those calls - a split maps a mapping's populated runs and
+ * releases the rest - and must see exactly what it has been told: the runs
+ * it knows of discarded, the later ones still populated. Otherwise a split
+ * at the first run releases the blocks of a later run too, and the later
+ * run, which then lies in no mapping, is released again (found by fuzzing:
+ * a defer mapping past its limit, a lenient discard of two runs in it). So
+ * while the tail is told, [tail_from, tail_to) - from the end of the run it
+ * is told to the end of the discard - reads from the state before the
+ * discard, the rest from the working version, and runs that meet at a
+ * boundary are given as one.
+ */
+struct view_ctx {
+	struct replay_ctx c;
+	uint64_t s, e; /* the run held back, in blocks (s == e: none) */
+};
+
+static int view_flush(struct view_ctx *v)
+{
+	int ret = v->s < v->e ? replay_cb(&v->c, v->s, v->e) : 0;
+
+	v->s = v->e = 0;
+	return ret;
+}
+
+static int view_cb(void *opaque, uint64_t s, uint64_t e)
+{
+	struct view_ctx *v = opaque;
+	int ret;
+
+	if (v->s < v->e && v->e == s) {
+		v->e = e;
+		return 0;
+	}
+	ret = view_flush(v);
+	v->s = s;
+	v->e = e;
+	return ret;
+}
+
 int rdm_region_applier_runs(struct rdm_region *r, uint64_t offset, uint64_t length, bool populated,
 			    rdm_replay_fn fn, void *opaque)
 {
-	struct replay_ctx c = { .fn = fn, .opaque = opaque, .shift = r->shift };
+	struct view_ctx v = { .c = { .fn = fn, .opaque = opaque, .shift = r->shift } };
+	uintptr_t work;
 	uint64_t s, e;
 	int ret;
 
@@ -1486,9 +1551,23 @@ int rdm_region_applier_runs(struct rdm_region *r, uint64_t offset, uint64_t leng
 	 * the applier after dying is set), and the working version of its
 	 * batch - every change it applied, published or not - which only the
 	 * applier's thread writes (under the lock, which it may hold here: the
-	 * planner asks from inside listener callbacks). */
+	 * planner asks from inside listener callbacks); while the tail is told
+	 * a discard, the tail's view above. */
 	rcu_read_lock();
-	ret = rdm_tree_runs(&r->tree, rdm_tree_working(&r->tree), s, e, populated, replay_cb, &c);
+	work = rdm_tree_working(&r->tree);
+	if (r->tail_from >= r->tail_to || e <= r->tail_from || s >= r->tail_to) {
+		ret = rdm_tree_runs(&r->tree, work, s, e, populated, replay_cb, &v.c);
+	} else {
+		uint64_t a = s > r->tail_from ? s : r->tail_from, b = e < r->tail_to ? e : r->tail_to;
+
+		ret = s < a ? rdm_tree_runs(&r->tree, work, s, a, populated, view_cb, &v) : 0;
+		if (ret == 0)
+			ret = rdm_tree_runs(&r->tree, r->tail_root, a, b, populated, view_cb, &v);
+		if (ret == 0 && b < e)
+			ret = rdm_tree_runs(&r->tree, work, b, e, populated, view_cb, &v);
+		if (ret == 0)
+			ret = view_flush(&v);
+	}
 	rdm_tree_read_done(&r->tree);
 	rcu_read_unlock();
 	return ret;

@@ -370,6 +370,58 @@ static void test_split_without_memory_defers(void)
 }
 
 /*
+ * A lenient discard that reaches the tail as two runs inside one mapping,
+ * the first of which pushes defer past its limit: the split that enforces
+ * the limit (a window over the survivors) must see the second run still
+ * populated - the tail has not been told of it yet - so the window keeps
+ * it and the second run is then handled like any discard, not released by
+ * the split and again as "in no mapping" (core/region.c "The tail's view";
+ * found by fuzzing as a double release).
+ */
+static void test_split_sees_told_runs(void)
+{
+	const uint64_t io = 1ull << 32;
+	struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = io, .size = 16 * BS, .block_size = BS,
+					.host_addr = host, .release = on_release, .policy = RDM_POLICY_DEFER,
+					.flags = RDM_REGION_ALLOW_WINDOWS, .defer_limit = 4 * BS,
+					.defer_budget = RDM_DEFER_BUDGET_NONE };
+	struct rdm_backend *b = new_sim(false);
+	struct rdm_worker_stats ws;
+	struct rdm_worker *w;
+	struct rdm_region *r;
+
+	memset(released_blocks, 0, sizeof(released_blocks));
+	REQUIRE(rdm_worker_create(NULL, &w) == 0);
+	REQUIRE(rdm_worker_add_backend(w, b, 0) == 0);
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	REQUIRE(rdm_worker_attach(w, r, b) == 0);
+	REQUIRE(rdm_populate(r, 0, 16 * BS) == 0);
+	CHECK(stats(b).mappings == 1);
+	/* Deferred: 2 blocks, under the limit of 4. */
+	CHECK(rdm_discard(r, 6 * BS, 2 * BS) == 0);
+	CHECK(released_blocks[6] == 0 && rdm_sim_is_mapped(b, io, 16 * BS, true, (uint64_t)(uintptr_t)host));
+	/* Runs [2, 6) and [8, 12): after the first, 6 blocks are deferred. */
+	CHECK(rdm_discard(r, 2 * BS, 10 * BS) == 0);
+	rdm_worker_get_stats(w, &ws);
+	CHECK(ws.remapped_bytes > 0);
+	/* The window kept [0, 2) and [8, 16), whose [8, 12) the second run
+	 * then deferred (4 blocks, at the limit); [2, 8) released once. */
+	for (unsigned k = 0; k < 16; k++)
+		CHECK(released_blocks[k] == (k >= 2 && k < 8 ? 1u : 0u));
+	CHECK(stats(b).mappings == 2 && rdm_sim_is_unmapped(b, io + 2 * BS, 6 * BS));
+	CHECK(rdm_sim_is_mapped(b, io, 2 * BS, true, (uint64_t)(uintptr_t)host));
+	CHECK(rdm_sim_is_mapped(b, io + 8 * BS, 8 * BS, true, (uint64_t)(uintptr_t)host + 8 * BS));
+	/* The rest of that mapping goes: [8, 16) released once, with it. */
+	CHECK(rdm_discard(r, 12 * BS, 4 * BS) == 0);
+	for (unsigned k = 0; k < 16; k++)
+		CHECK(released_blocks[k] == (k >= 2 ? 1u : 0u));
+	CHECK(stats(b).mappings == 1 && rdm_sim_is_unmapped(b, io + 2 * BS, 14 * BS));
+	CHECK(rdm_region_destroy(r) == 0);
+	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_backend_destroy(b);
+}
+
+/*
  * An unmap that fails twice marks the backend failed and its blocks leaked
  * (never released). When even the record of the leaked range cannot be
  * allocated, the region stops releasing anything: memory lost, never
@@ -586,6 +638,7 @@ int main(void)
 	test_refused_populate_keeps_mappings();
 	test_hooks();
 	test_split_without_memory_defers();
+	test_split_sees_told_runs();
 	test_leak_without_memory_releases_nothing();
 	test_failed_first_attach_pins();
 	test_failed_flush_stops_populate();
