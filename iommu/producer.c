@@ -411,16 +411,23 @@ static void close_links(struct rdm_producer *p)
 	pthread_mutex_unlock(&links_lock);
 }
 
-/* Free the links whose worker was destroyed. */
+static void reclaim_slots(struct rdm_producer *p);
+
+/* Free the links whose worker was destroyed and that no slot names: a
+ * ticket not yet consumed and a callback's slot not yet taken back keep
+ * their link (give_back_slot() and reclaim_slots() count on it), until a
+ * later prune or the producer's destroy. */
 static void prune_links(struct rdm_producer *p)
 {
 	uint32_t keep = 0;
 
+	reclaim_slots(p);
 	pthread_mutex_lock(&links_lock);
 	for (uint32_t i = 0; i < p->nlinks; i++) {
 		struct rdm_link *l = p->links[i];
 
-		if (atomic_load_explicit(&l->in, memory_order_relaxed)) {
+		/* outstanding: this thread's own count (producer-private). */
+		if (atomic_load_explicit(&l->in, memory_order_relaxed) || l->outstanding != 0) {
 			p->links[keep++] = l;
 			continue;
 		}

@@ -411,6 +411,35 @@ static void test_tickets(void)
 	teardown(&f);
 }
 
+/*
+ * A producer's link to a destroyed worker stays while a slot still names it
+ * (a ticket not yet consumed, a callback's slot not yet taken back): linking
+ * to a new worker prunes only the links nothing names any more. Found by
+ * fuzzing as a use after free (ASan) in rdm_producer_destroy().
+ */
+static void test_link_outlives_worker(void)
+{
+	struct fixture f, g;
+	struct rdm_producer *p;
+	uint64_t t, t2;
+	int res = 1, calls = cb_calls;
+
+	setup(&f, RDM_POLICY_BLOCK, 0, NULL, 0);
+	REQUIRE(rdm_producer_create(&p) == 0);
+	struct rdm_change c = {.region = f.r, .kind = RDM_CHANGE_POPULATE, .offset = 0, .length = BS, .done = on_done};
+
+	CHECK(rdm_producer_submit(p, &c, 1, NULL) == 0);
+	CHECK(rdm_producer_populate(p, f.r, 2 * BS, BS, &t) == 0);
+	teardown(&f); /* both applied; the ticket is not consumed yet */
+	CHECK(cb_calls == calls + 1);
+	setup(&g, RDM_POLICY_BLOCK, 0, NULL, 0);
+	CHECK(rdm_producer_populate(p, g.r, 0, BS, &t2) == 0); /* a new link */
+	CHECK(rdm_producer_wait(p, t2, &res) == 0 && res == 0);
+	CHECK(rdm_producer_wait(p, t, &res) == 0 && res == 0);
+	rdm_producer_destroy(p);
+	teardown(&g);
+}
+
 static void test_superseded_in_batch(void)
 {
 	struct fixture f;
@@ -593,6 +622,7 @@ int main(void)
 	test_map_failure_rolls_back();
 	test_unmap_failure_marks_backend();
 	test_tickets();
+	test_link_outlives_worker();
 	test_superseded_in_batch();
 	test_two_backends();
 	test_destroy_in_flight();
