@@ -62,6 +62,33 @@ static struct rdm_planner *planner_of(struct rdm_region *r)
 	return &((struct rdm_wregion *)rdm_region_get_applier_ctx(r))->planner;
 }
 
+/* A sim behind a worker and a region made from rc (released blocks counted
+ * by on_release when rc names it); attached when attach is true. */
+struct rig {
+	struct rdm_backend *b;
+	struct rdm_worker *w;
+	struct rdm_region *r;
+};
+
+static struct rig rig_up(const struct rdm_region_config *rc, bool attach)
+{
+	struct rig g = { .b = new_sim(false) };
+
+	REQUIRE(rdm_worker_create(NULL, &g.w) == 0);
+	REQUIRE(rdm_worker_add_backend(g.w, g.b, 0) == 0);
+	REQUIRE(rdm_region_create(rc, &g.r) == 0);
+	if (attach)
+		REQUIRE(rdm_worker_attach(g.w, g.r, g.b) == 0);
+	return g;
+}
+
+static void rig_down(struct rig *g)
+{
+	CHECK(rdm_region_destroy(g->r) == 0);
+	CHECK(rdm_worker_destroy(g->w) == 0);
+	rdm_backend_destroy(g->b);
+}
+
 /* The backend calls accept a range that ends exactly at 2^64, in the sim
  * (also splitting there) and in the real backends' shadows. */
 static void test_backend_end_of_space(void)
@@ -316,55 +343,47 @@ static void test_split_without_memory_defers(void)
 		struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = io, .size = size, .block_size = BS,
 						.host_addr = host, .release = on_release,
 						.policy = RDM_POLICY_COALESCE, .flags = RDM_REGION_ALLOW_WINDOWS };
-		struct rdm_backend *b = new_sim(false);
-		struct rdm_worker *w;
-		struct rdm_region *r;
 		struct rdm_worker_stats ws;
 
 		memset(released_blocks, 0, sizeof(released_blocks));
-		REQUIRE(rdm_worker_create(NULL, &w) == 0);
-		REQUIRE(rdm_worker_add_backend(w, b, 0) == 0);
-		REQUIRE(rdm_region_create(&rc, &r) == 0);
-		REQUIRE(rdm_worker_attach(w, r, b) == 0);
+		struct rig g = rig_up(&rc, true);
 		/* 63 mappings of 3 blocks: the layout's first pool (63 nodes) is full. */
 		for (uint64_t i = 0; i < 63; i++)
-			REQUIRE(rdm_populate(r, 4 * i * BS, 3 * BS) == 0);
+			REQUIRE(rdm_populate(g.r, 4 * i * BS, 3 * BS) == 0);
 		/* Every retired tree node back in the tree's node pool first, so
 		 * the discard's own node comes from there whatever the call_rcu
 		 * thread's timing, and the allocation numbers do not shift. */
 		rcu_barrier();
 		rdm_alloc_inject(k, false);
-		int rc1 = rdm_discard(r, (victim + 1) * BS, BS);
+		int rc1 = rdm_discard(g.r, (victim + 1) * BS, BS);
 		unsigned long hit = rdm_alloc_injected();
 
 		rdm_alloc_inject(0, false);
-		rdm_worker_get_stats(w, &ws);
+		rdm_worker_get_stats(g.w, &ws);
 		if (rc1 == 0 && hit && ws.defer_limit_exceeded == 1) {
 			/* The split's node could not be had: deferred, not split. */
 			seen = true;
 			CHECK(ws.remapped_bytes == 0 && ws.deferred_bytes == BS);
-			CHECK(rdm_sim_is_mapped(b, io + victim * BS, 3 * BS, true,
+			CHECK(rdm_sim_is_mapped(g.b, io + victim * BS, 3 * BS, true,
 						(uint64_t)(uintptr_t)host + victim * BS));
-			CHECK(stats(b).mappings == 63 && released_blocks[victim + 1] == 0);
-			CHECK(rdm_planner_deferred_bytes(planner_of(r)) == BS);
-			CHECK(rdm_discard(r, victim * BS, 3 * BS) == 0);
-			CHECK(rdm_sim_is_unmapped(b, io + victim * BS, 3 * BS) && stats(b).mappings == 62);
+			CHECK(stats(g.b).mappings == 63 && released_blocks[victim + 1] == 0);
+			CHECK(rdm_planner_deferred_bytes(planner_of(g.r)) == BS);
+			CHECK(rdm_discard(g.r, victim * BS, 3 * BS) == 0);
+			CHECK(rdm_sim_is_unmapped(g.b, io + victim * BS, 3 * BS) && stats(g.b).mappings == 62);
 			CHECK(released_blocks[victim] == 1 && released_blocks[victim + 1] == 1 &&
 			      released_blocks[victim + 2] == 1);
-			rdm_worker_get_stats(w, &ws);
+			rdm_worker_get_stats(g.w, &ws);
 			CHECK(ws.deferred_bytes == 0);
 		} else if (rc1 == 0) {
 			/* The failure hit elsewhere (or nowhere): a split or a
 			 * clean deferral, never a lost mapping. */
-			CHECK(rdm_sim_is_mapped(b, io + victim * BS, BS, true, (uint64_t)(uintptr_t)host + victim * BS));
-			CHECK(rdm_sim_is_mapped(b, io + (victim + 2) * BS, BS, true,
+			CHECK(rdm_sim_is_mapped(g.b, io + victim * BS, BS, true, (uint64_t)(uintptr_t)host + victim * BS));
+			CHECK(rdm_sim_is_mapped(g.b, io + (victim + 2) * BS, BS, true,
 						(uint64_t)(uintptr_t)host + (victim + 2) * BS));
 		} else {
-			CHECK(rc1 == -ENOMEM && rdm_is_populated(r, (victim + 1) * BS, BS));
+			CHECK(rc1 == -ENOMEM && rdm_is_populated(g.r, (victim + 1) * BS, BS));
 		}
-		CHECK(rdm_region_destroy(r) == 0);
-		CHECK(rdm_worker_destroy(w) == 0);
-		rdm_backend_destroy(b);
+		rig_down(&g);
 	}
 	CHECK(seen);
 }
@@ -385,40 +404,32 @@ static void test_split_sees_told_runs(void)
 					.host_addr = host, .release = on_release, .policy = RDM_POLICY_DEFER,
 					.flags = RDM_REGION_ALLOW_WINDOWS, .defer_limit = 4 * BS,
 					.defer_budget = RDM_DEFER_BUDGET_NONE };
-	struct rdm_backend *b = new_sim(false);
 	struct rdm_worker_stats ws;
-	struct rdm_worker *w;
-	struct rdm_region *r;
 
 	memset(released_blocks, 0, sizeof(released_blocks));
-	REQUIRE(rdm_worker_create(NULL, &w) == 0);
-	REQUIRE(rdm_worker_add_backend(w, b, 0) == 0);
-	REQUIRE(rdm_region_create(&rc, &r) == 0);
-	REQUIRE(rdm_worker_attach(w, r, b) == 0);
-	REQUIRE(rdm_populate(r, 0, 16 * BS) == 0);
-	CHECK(stats(b).mappings == 1);
+	struct rig g = rig_up(&rc, true);
+	REQUIRE(rdm_populate(g.r, 0, 16 * BS) == 0);
+	CHECK(stats(g.b).mappings == 1);
 	/* Deferred: 2 blocks, under the limit of 4. */
-	CHECK(rdm_discard(r, 6 * BS, 2 * BS) == 0);
-	CHECK(released_blocks[6] == 0 && rdm_sim_is_mapped(b, io, 16 * BS, true, (uint64_t)(uintptr_t)host));
+	CHECK(rdm_discard(g.r, 6 * BS, 2 * BS) == 0);
+	CHECK(released_blocks[6] == 0 && rdm_sim_is_mapped(g.b, io, 16 * BS, true, (uint64_t)(uintptr_t)host));
 	/* Runs [2, 6) and [8, 12): after the first, 6 blocks are deferred. */
-	CHECK(rdm_discard(r, 2 * BS, 10 * BS) == 0);
-	rdm_worker_get_stats(w, &ws);
+	CHECK(rdm_discard(g.r, 2 * BS, 10 * BS) == 0);
+	rdm_worker_get_stats(g.w, &ws);
 	CHECK(ws.remapped_bytes > 0);
 	/* The window kept [0, 2) and [8, 16), whose [8, 12) the second run
 	 * then deferred (4 blocks, at the limit); [2, 8) released once. */
 	for (unsigned k = 0; k < 16; k++)
 		CHECK(released_blocks[k] == (k >= 2 && k < 8 ? 1u : 0u));
-	CHECK(stats(b).mappings == 2 && rdm_sim_is_unmapped(b, io + 2 * BS, 6 * BS));
-	CHECK(rdm_sim_is_mapped(b, io, 2 * BS, true, (uint64_t)(uintptr_t)host));
-	CHECK(rdm_sim_is_mapped(b, io + 8 * BS, 8 * BS, true, (uint64_t)(uintptr_t)host + 8 * BS));
+	CHECK(stats(g.b).mappings == 2 && rdm_sim_is_unmapped(g.b, io + 2 * BS, 6 * BS));
+	CHECK(rdm_sim_is_mapped(g.b, io, 2 * BS, true, (uint64_t)(uintptr_t)host));
+	CHECK(rdm_sim_is_mapped(g.b, io + 8 * BS, 8 * BS, true, (uint64_t)(uintptr_t)host + 8 * BS));
 	/* The rest of that mapping goes: [8, 16) released once, with it. */
-	CHECK(rdm_discard(r, 12 * BS, 4 * BS) == 0);
+	CHECK(rdm_discard(g.r, 12 * BS, 4 * BS) == 0);
 	for (unsigned k = 0; k < 16; k++)
 		CHECK(released_blocks[k] == (k >= 2 ? 1u : 0u));
-	CHECK(stats(b).mappings == 1 && rdm_sim_is_unmapped(b, io + 2 * BS, 14 * BS));
-	CHECK(rdm_region_destroy(r) == 0);
-	CHECK(rdm_worker_destroy(w) == 0);
-	rdm_backend_destroy(b);
+	CHECK(stats(g.b).mappings == 1 && rdm_sim_is_unmapped(g.b, io + 2 * BS, 14 * BS));
+	rig_down(&g);
 }
 
 /*
@@ -435,37 +446,29 @@ static void test_leak_without_memory_releases_nothing(void)
 	for (unsigned long k = 1; k < 200 && !seen; k++) {
 		struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = io, .size = size, .block_size = BS,
 						.host_addr = host, .release = on_release };
-		struct rdm_backend *b = new_sim(false);
-		struct rdm_worker *w;
-		struct rdm_region *r;
 
 		memset(released_blocks, 0, sizeof(released_blocks));
-		REQUIRE(rdm_worker_create(NULL, &w) == 0);
-		REQUIRE(rdm_worker_add_backend(w, b, 0) == 0);
-		REQUIRE(rdm_region_create(&rc, &r) == 0);
-		REQUIRE(rdm_worker_attach(w, r, b) == 0);
-		REQUIRE(rdm_populate(r, 0, 4 * BS) == 0);
-		REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
-		REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
+		struct rig g = rig_up(&rc, true);
+		REQUIRE(rdm_populate(g.r, 0, 4 * BS) == 0);
+		REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
+		REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
 		rdm_alloc_inject(k, false);
-		int rc1 = rdm_discard(r, 0, BS);
+		int rc1 = rdm_discard(g.r, 0, BS);
 
 		rdm_alloc_inject(0, false);
-		rdm_sim_clear_injections(b);
-		if (rc1 == 0 && rdm_region_pins_all(r)) {
+		rdm_sim_clear_injections(g.b);
+		if (rc1 == 0 && rdm_region_pins_all(g.r)) {
 			seen = true;
 			/* Still mapped in the failed backend: not released. */
-			CHECK(rdm_sim_is_mapped(b, io, BS, true, (uint64_t)(uintptr_t)host));
+			CHECK(rdm_sim_is_mapped(g.b, io, BS, true, (uint64_t)(uintptr_t)host));
 			CHECK(released_blocks[0] == 0);
 			/* Nothing else of the region is released any more. */
-			CHECK(rdm_discard(r, BS, BS) == 0);
-			CHECK(rdm_sim_is_unmapped(b, io + BS, BS) && released_blocks[1] == 0);
+			CHECK(rdm_discard(g.r, BS, BS) == 0);
+			CHECK(rdm_sim_is_unmapped(g.b, io + BS, BS) && released_blocks[1] == 0);
 		} else if (rc1 == 0) {
-			CHECK(released_blocks[0] == 0 && rdm_sim_is_mapped(b, io, BS, false, 0));
+			CHECK(released_blocks[0] == 0 && rdm_sim_is_mapped(g.b, io, BS, false, 0));
 		}
-		CHECK(rdm_region_destroy(r) == 0);
-		CHECK(rdm_worker_destroy(w) == 0);
-		rdm_backend_destroy(b);
+		rig_down(&g);
 	}
 	CHECK(seen);
 }
@@ -551,45 +554,39 @@ static void test_failed_flush_stops_populate(void)
 	const uint64_t io = 1ull << 32, size = 8 * BS;
 	struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = io, .size = size, .block_size = BS,
 					.host_addr = host, .release = on_release };
-	struct rdm_backend *b = new_sim(false);
 	struct rdm_worker_stats before, after;
 	struct rdm_producer *prod;
-	struct rdm_worker *w;
-	struct rdm_region *r;
 	uint64_t t[2];
 	int res[2];
 
 	memset(released_blocks, 0, sizeof(released_blocks));
-	REQUIRE(rdm_worker_create(NULL, &w) == 0);
-	REQUIRE(rdm_worker_add_backend(w, b, 0) == 0);
-	REQUIRE(rdm_region_create(&rc, &r) == 0);
-	REQUIRE(rdm_worker_attach(w, r, b) == 0);
-	REQUIRE(rdm_populate(r, 0, 2 * BS) == 0);
+	struct rig g = rig_up(&rc, true);
+	REQUIRE(rdm_populate(g.r, 0, 2 * BS) == 0);
 	REQUIRE(rdm_producer_create(&prod) == 0);
-	REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
-	REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
+	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
+	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
 	struct rdm_change ch[2] = {
-		{ .region = r, .kind = RDM_CHANGE_DISCARD, .offset = 0, .length = BS },
-		{ .region = r, .kind = RDM_CHANGE_POPULATE, .offset = 0, .length = BS },
+		{ .region = g.r, .kind = RDM_CHANGE_DISCARD, .offset = 0, .length = BS },
+		{ .region = g.r, .kind = RDM_CHANGE_POPULATE, .offset = 0, .length = BS },
 	};
-	rdm_worker_get_stats(w, &before);
+	rdm_worker_get_stats(g.w, &before);
 	/* One ring publish: the worker takes both in one batch. */
 	REQUIRE(rdm_producer_submit(prod, ch, 2, t) == 0);
 	CHECK(rdm_producer_wait(prod, t[0], &res[0]) == 0 && res[0] == 0);
 	CHECK(rdm_producer_wait(prod, t[1], &res[1]) == 0);
-	rdm_worker_get_stats(w, &after);
+	rdm_worker_get_stats(g.w, &after);
 	REQUIRE(after.batches == before.batches + 1);
 	CHECK(res[1] == -EIO);
 	CHECK(after.failed_backends == 1);
-	CHECK(!rdm_is_populated(r, 0, BS) && rdm_is_populated(r, BS, BS));
-	CHECK(released_blocks[0] == 0 && rdm_region_any_pinned(r));
-	CHECK(rdm_sim_is_mapped(b, io, 2 * BS, true, (uint64_t)(uintptr_t)host));
-	rdm_sim_clear_injections(b);
+	CHECK(!rdm_is_populated(g.r, 0, BS) && rdm_is_populated(g.r, BS, BS));
+	CHECK(released_blocks[0] == 0 && rdm_region_any_pinned(g.r));
+	CHECK(rdm_sim_is_mapped(g.b, io, 2 * BS, true, (uint64_t)(uintptr_t)host));
+	rdm_sim_clear_injections(g.b);
 	rdm_producer_destroy(prod);
-	CHECK(rdm_region_destroy(r) == 0);
+	CHECK(rdm_region_destroy(g.r) == 0);
 	CHECK(released_blocks[0] == 0);
-	CHECK(rdm_worker_destroy(w) == 0);
-	rdm_backend_destroy(b);
+	CHECK(rdm_worker_destroy(g.w) == 0);
+	rdm_backend_destroy(g.b);
 }
 
 /* A layout that shrank gives its memory back between batches (the
