@@ -1509,39 +1509,12 @@ void rdm_region_leave(struct rdm_region *r)
  * discard, the rest from the working version, and runs that meet at a
  * boundary are given as one.
  */
-struct view_ctx {
-	struct replay_ctx c;
-	uint64_t s, e; /* the run held back, in blocks (s == e: none) */
-};
-
-static int view_flush(struct view_ctx *v)
-{
-	int ret = v->s < v->e ? replay_cb(&v->c, v->s, v->e) : 0;
-
-	v->s = v->e = 0;
-	return ret;
-}
-
-static int view_cb(void *opaque, uint64_t s, uint64_t e)
-{
-	struct view_ctx *v = opaque;
-	int ret;
-
-	if (v->s < v->e && v->e == s) {
-		v->e = e;
-		return 0;
-	}
-	ret = view_flush(v);
-	v->s = s;
-	v->e = e;
-	return ret;
-}
-
 int rdm_region_applier_runs(struct rdm_region *r, uint64_t offset, uint64_t length, bool populated,
 			    rdm_replay_fn fn, void *opaque)
 {
-	struct view_ctx v = { .c = { .fn = fn, .opaque = opaque, .shift = r->shift } };
-	uintptr_t work;
+	struct replay_ctx c = { .fn = fn, .opaque = opaque, .shift = r->shift };
+	struct rdm_tree_seg seg[3];
+	unsigned n = 1;
 	uint64_t s, e;
 	int ret;
 
@@ -1554,20 +1527,16 @@ int rdm_region_applier_runs(struct rdm_region *r, uint64_t offset, uint64_t leng
 	 * planner asks from inside listener callbacks); while the tail is told
 	 * a discard, the tail's view above. */
 	rcu_read_lock();
-	work = rdm_tree_working(&r->tree);
-	if (r->tail_from >= r->tail_to || e <= r->tail_from || s >= r->tail_to) {
-		ret = rdm_tree_runs(&r->tree, work, s, e, populated, replay_cb, &v.c);
-	} else {
+	seg[0] = (struct rdm_tree_seg){ .root = rdm_tree_working(&r->tree), .s = s, .e = e };
+	if (r->tail_from < r->tail_to && e > r->tail_from && s < r->tail_to) {
 		uint64_t a = s > r->tail_from ? s : r->tail_from, b = e < r->tail_to ? e : r->tail_to;
 
-		ret = s < a ? rdm_tree_runs(&r->tree, work, s, a, populated, view_cb, &v) : 0;
-		if (ret == 0)
-			ret = rdm_tree_runs(&r->tree, r->tail_root, a, b, populated, view_cb, &v);
-		if (ret == 0 && b < e)
-			ret = rdm_tree_runs(&r->tree, work, b, e, populated, view_cb, &v);
-		if (ret == 0)
-			ret = view_flush(&v);
+		seg[0].e = a;
+		seg[1] = (struct rdm_tree_seg){ .root = r->tail_root, .s = a, .e = b };
+		seg[2] = (struct rdm_tree_seg){ .root = seg[0].root, .s = b, .e = e };
+		n = 3;
 	}
+	ret = rdm_tree_runs_spliced(&r->tree, seg, n, populated, replay_cb, &c);
 	rdm_tree_read_done(&r->tree);
 	rcu_read_unlock();
 	return ret;

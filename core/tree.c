@@ -880,15 +880,27 @@ static void runs_rec(struct run_acc *a, uintptr_t v, unsigned level, uint64_t ba
 	}
 }
 
-int rdm_tree_runs(const struct rdm_tree *t, uintptr_t root, uint64_t s, uint64_t e, bool populated,
-		  rdm_tree_run_fn fn, void *opaque)
+int rdm_tree_runs_spliced(const struct rdm_tree *t, const struct rdm_tree_seg *seg, unsigned n,
+			  bool populated, rdm_tree_run_fn fn, void *opaque)
 {
 	struct run_acc a = { .fn = fn, .opaque = opaque, .val = populated };
 
-	runs_rec(&a, root, t->root_level, 0, s, e);
+	/* One accumulator across the segments: a run that crosses from one
+	 * segment into the next is given once. */
+	for (unsigned i = 0; i < n && a.err == 0; i++)
+		if (seg[i].s < seg[i].e)
+			runs_rec(&a, seg[i].root, t->root_level, 0, seg[i].s, seg[i].e);
 	if (a.err == 0 && a.have)
 		a.err = fn(opaque, a.rs, a.re);
 	return a.err;
+}
+
+int rdm_tree_runs(const struct rdm_tree *t, uintptr_t root, uint64_t s, uint64_t e, bool populated,
+		  rdm_tree_run_fn fn, void *opaque)
+{
+	const struct rdm_tree_seg seg = { .root = root, .s = s, .e = e };
+
+	return rdm_tree_runs_spliced(t, &seg, 1, populated, fn, opaque);
 }
 
 /* ---- writer ---- */

@@ -261,6 +261,15 @@ uint64_t rdm_tree_count(const struct rdm_tree *t, uintptr_t root, uint64_t s, ui
 typedef int (*rdm_tree_run_fn)(void *opaque, uint64_t s, uint64_t e);
 int rdm_tree_runs(const struct rdm_tree *t, uintptr_t root, uint64_t s, uint64_t e, bool populated,
 		  rdm_tree_run_fn fn, void *opaque);
+/* The same over consecutive segments [seg[i].s, seg[i].e) each read from
+ * its own version (seg[i].e == seg[i + 1].s): runs that meet at a
+ * segment boundary are given as one. Empty segments are skipped. */
+struct rdm_tree_seg {
+	uintptr_t root;
+	uint64_t s, e;
+};
+int rdm_tree_runs_spliced(const struct rdm_tree *t, const struct rdm_tree_seg *seg, unsigned n,
+			  bool populated, rdm_tree_run_fn fn, void *opaque);
 
 /* Writer: see above. prepare returns 0 or -ENOMEM (then the working version
  * is as it was before the call, and no abort is needed). */
