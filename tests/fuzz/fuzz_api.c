@@ -146,6 +146,8 @@ struct freg {
 	uint32_t next_order;
 };
 
+#define NLEAKY 8
+
 struct fsim {
 	struct rdm_backend *b;
 	struct rdm_backend_caps caps;
@@ -155,10 +157,15 @@ struct fsim {
 	/* A region was destroyed or detached while a backend of its worker was
 	 * failed: what that region had mapped here may stay mapped (rdm/worker.h,
 	 * "failed backends"), so this sim's "nothing mapped in the region"
-	 * checks end for this input. A later region in the same slot has IOVAs
-	 * of its own (op_region_create), so a release is still checked against
-	 * every sim (release_cb). */
-	bool leaky;
+	 * checks skip that region's IOVA range here for the rest of the input.
+	 * A later region in the same slot has IOVAs of its own
+	 * (op_region_create) and is checked in full, unless its generation
+	 * wrapped around onto a leaky range; a release is still checked
+	 * against every sim (release_cb). More ranges than NLEAKY: every
+	 * range counts as leaky (leak_all). */
+	uint64_t leak_lo[NLEAKY], leak_last[NLEAKY];
+	unsigned nleaky;
+	bool leak_all;
 	unsigned armed;         /* injections armed on it by this input */
 };
 
@@ -310,6 +317,20 @@ static bool any_failed(const struct freg *g)
 		fw->failed = st.failed_backends != 0;
 	}
 	return fw->failed;
+}
+
+/* May region g's IOVA range hold a destroyed or detached region's
+ * leftovers on this sim (struct fsim)? */
+static bool leaky_over(const struct fsim *fs, const struct freg *g)
+{
+	uint64_t last = g->cfg.iova + (g->cfg.size - 1);
+
+	if (fs->leak_all)
+		return true;
+	for (unsigned k = 0; k < fs->nleaky; k++)
+		if (g->cfg.iova <= fs->leak_last[k] && fs->leak_lo[k] <= last)
+			return true;
+	return false;
 }
 
 /* The worker's count of coalesce discards deferred at the limit (0 with no
@@ -591,7 +612,7 @@ static void check_mappings(const struct freg *g)
 		uint64_t host = (uint64_t)(uintptr_t)g->cfg.host_addr;
 
 		if (!g->attached[s]) {
-			if (!any_failed(g) && !fs->leaky)
+			if (!any_failed(g) && !leaky_over(fs, g))
 				CHECK(rdm_sim_is_unmapped(fs->b, g->cfg.iova, g->cfg.size));
 			continue;
 		}
@@ -605,7 +626,7 @@ static void check_mappings(const struct freg *g)
 			if (i1 && g->model[b])
 				CHECK(rdm_sim_is_mapped(fs->b, g->cfg.iova + b * g->bs, g->bs, true,
 							host + b * g->bs));
-		if (g->cfg.policy != RDM_POLICY_BLOCK || any_failed(g) || fs->leaky)
+		if (g->cfg.policy != RDM_POLICY_BLOCK || any_failed(g) || leaky_over(fs, g))
 			continue;
 		for (uint64_t b = 0; b < g->nb; b++)
 			if (!g->model[b])
@@ -743,9 +764,18 @@ static void mark_leaky(const struct freg *g)
 {
 	if (!any_failed(g))
 		return;
-	for (int s = 0; s < NSIM; s++)
-		if (S.sim[s].worker == g->worker)
-			S.sim[s].leaky = true;
+	for (int s = 0; s < NSIM; s++) {
+		struct fsim *fs = &S.sim[s];
+
+		if (fs->worker != g->worker || leaky_over(fs, g))
+			continue;
+		if (fs->nleaky == NLEAKY) {
+			fs->leak_all = true;
+			continue;
+		}
+		fs->leak_lo[fs->nleaky] = g->cfg.iova;
+		fs->leak_last[fs->nleaky++] = g->cfg.iova + (g->cfg.size - 1);
+	}
 }
 
 static void op_region_destroy(int i)
@@ -767,7 +797,7 @@ static void op_region_destroy(int i)
 			if (g->everpop[b])
 				CHECK(atomic_load(&g->released[b]));
 		for (int s = 0; s < NSIM; s++)
-			if (!S.sim[s].leaky)
+			if (!leaky_over(&S.sim[s], g))
 				CHECK(rdm_sim_is_unmapped(S.sim[s].b, g->cfg.iova, g->cfg.size));
 	}
 	g->r = NULL;
