@@ -28,6 +28,15 @@
  * nothing is superseded (checked), and every round starts from the same
  * state.
  *
+ * Order: the cases named pipeline/... visit the even blocks in ascending
+ * order, as virtio-mem's plugs do; those named pipeline-scattered/... visit
+ * them in a scattered order (i * SCATTER_STRIDE mod m, a permutation:
+ * the stride is a prime above m), the same in both passes and for both
+ * paths, so that neither the planner's layout nor the sim's model finds
+ * its next node beside the last one. Its SUMMARY line (SUMMARY
+ * pipeline-scattered) prints the same goals: the worse of the two orders
+ * is the one that counts.
+ *
  * Threads: producer 0 is Google Benchmark's thread; producers 1.. are
  * threads started per case that run their stream between two barriers per
  * round. Producer k is pinned to rdm_bench_cpu(k), the k-th CPU of the
@@ -108,8 +117,15 @@ struct pl_results {
 	struct samples ns, cpu_ns;
 };
 
-static struct pl_results pl_res[2][MAX_PRODUCERS + 1]; /* [use_rdm][producers] */
-static uint64_t rdm_changes[MAX_PRODUCERS + 1], rdm_batches[MAX_PRODUCERS + 1];
+enum { ORDER_ASCENDING, ORDER_SCATTERED, NORDERS };
+static const char *const order_name[NORDERS] = {"pipeline", "pipeline-scattered"};
+
+/* A prime above any blocks_per_producer used (so i -> i * stride mod m is a
+ * permutation of [0, m)), far from a multiple of m for powers of two. */
+#define SCATTER_STRIDE 1000003u
+
+static struct pl_results pl_res[NORDERS][2][MAX_PRODUCERS + 1]; /* [order][use_rdm][producers] */
+static uint64_t rdm_changes[NORDERS][MAX_PRODUCERS + 1], rdm_batches[NORDERS][MAX_PRODUCERS + 1];
 
 static void add_sample(struct samples *s, double v)
 {
@@ -164,6 +180,7 @@ struct direct {
 struct bench_case {
 	int nprod;
 	bool use_rdm;
+	int order;                /* ORDER_* */
 	uint32_t m;               /* even blocks per producer */
 	/* rdm */
 	struct rdm_worker *w;
@@ -184,16 +201,23 @@ static uint64_t first_block(const struct bench_case *c, int prod)
 	return (uint64_t)prod * 2 * c->m;
 }
 
+/* The i-th block a producer's pass changes (both passes, both paths). */
+static uint64_t nth_block(const struct bench_case *c, int prod, uint32_t i)
+{
+	uint64_t k = c->order == ORDER_SCATTERED ? (uint64_t)i * SCATTER_STRIDE % c->m : i;
+
+	return first_block(c, prod) + 2 * k;
+}
+
 /* One round of one rdm producer: populate every even block, then discard them. */
 static int rdm_stream(struct bench_case *c, struct rdm_producer *p, int prod, char *msg, size_t msglen)
 {
 	uint64_t tickets[WINDOW];
 	unsigned head = 0, n = 0;
-	uint64_t base = first_block(c, prod);
 
 	for (int pass = 0; pass < 2; pass++) {
 		for (uint32_t i = 0; i < c->m; i++) {
-			uint64_t off = (base + 2 * (uint64_t)i) * BLOCK_SIZE, t;
+			uint64_t off = nth_block(c, prod, i) * BLOCK_SIZE, t;
 			int err, res;
 
 			if (n == WINDOW) {
@@ -248,11 +272,9 @@ static int direct_change(struct direct *d, uint64_t blk, bool populate)
 
 static int direct_stream(struct bench_case *c, int prod, char *msg, size_t msglen)
 {
-	uint64_t base = first_block(c, prod);
-
 	for (int pass = 0; pass < 2; pass++)
 		for (uint32_t i = 0; i < c->m; i++) {
-			int err = direct_change(&c->d, base + 2 * (uint64_t)i, pass == 0);
+			int err = direct_change(&c->d, nth_block(c, prod, i), pass == 0);
 
 			if (err) {
 				snprintf(msg, msglen, "direct: %s", rdm_last_error());
@@ -409,7 +431,7 @@ static uint64_t run_round(struct bench_case *c, struct rdm_producer *p0, uint64_
 	return err ? 0 : t1 - t0;
 }
 
-static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod)
+static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod, int order)
 {
 	struct bench_case *c = calloc(1, sizeof(*c));
 	struct helper_arg ha[MAX_PRODUCERS];
@@ -430,6 +452,7 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod)
 	rdm_bench_pin(0);
 	c->nprod = nprod;
 	c->use_rdm = use_rdm;
+	c->order = order;
 	c->m = stream_blocks();
 	err = use_rdm ? setup_rdm(c) : setup_direct(c);
 	if (!err && use_rdm)
@@ -461,7 +484,7 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod)
 	rdm_worker_get_stats(c->w, &st0);
 
 	uint64_t changes_per_round = (uint64_t)nprod * 2 * c->m;
-	struct pl_results *out = &pl_res[use_rdm][nprod];
+	struct pl_results *out = &pl_res[order][use_rdm][nprod];
 	struct samples *mine = calloc(2, sizeof(*mine)); /* wall, cpu */
 
 	while (!err && mine && rdm_bench_running(b)) {
@@ -478,8 +501,8 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod)
 		rdm_worker_get_stats(c->w, &st1);
 		if (st1.superseded != st0.superseded)
 			rdm_bench_fail(b, "a change was superseded: the stream is not like for like");
-		rdm_changes[nprod] += st1.changes - st0.changes;
-		rdm_batches[nprod] += st1.batches - st0.batches;
+		rdm_changes[order][nprod] += st1.changes - st0.changes;
+		rdm_batches[order][nprod] += st1.batches - st0.batches;
 		if (st1.batches > st0.batches)
 			rdm_bench_set_counter(b, "changes_per_batch",
 					      (double)(st1.changes - st0.changes) / (double)(st1.batches - st0.batches),
@@ -515,13 +538,14 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod)
 struct pl_case {
 	bool use_rdm;
 	int nprod;
+	int order;
 };
 
 static void bench_pipeline_case(struct rdm_bench *b, void *arg)
 {
 	const struct pl_case *pc = arg;
 
-	bench_pipeline(b, pc->use_rdm, pc->nprod);
+	bench_pipeline(b, pc->use_rdm, pc->nprod, pc->order);
 }
 
 static void print_goal(const char *name, bool met)
@@ -529,23 +553,23 @@ static void print_goal(const char *name, bool met)
 	printf(" %s=%s", name, met ? "met" : "missed");
 }
 
-static void finish_pipeline(void)
+static void finish_order(int o)
 {
 	for (int n = 1; n <= MAX_PRODUCERS; n++) {
-		struct pl_results *r = &pl_res[1][n], *d = &pl_res[0][n];
+		struct pl_results *r = &pl_res[o][1][n], *d = &pl_res[o][0][n];
 
 		if (!r->ns.n && !d->ns.n)
 			continue;
 		double ns = median(&r->ns), dns = median(&d->ns);
 		double cps = 1e9 / ns, dcps = 1e9 / dns;
 
-		printf("SUMMARY pipeline producers=%d reps=%u ns_per_change=%.1f ns_min=%.1f ns_max=%.1f "
+		printf("SUMMARY %s producers=%d reps=%u ns_per_change=%.1f ns_min=%.1f ns_max=%.1f "
 		       "cpu_ns_per_change=%.1f direct_ns_per_change=%.1f direct_ns_min=%.1f direct_ns_max=%.1f "
 		       "direct_cpu_ns_per_change=%.1f changes_per_s=%.0f direct_changes_per_s=%.0f ratio_ns=%.2f "
 		       "ratio_cps=%.2f changes_per_batch=%.1f",
-		       n, r->ns.n, ns, min_of(&r->ns), max_of(&r->ns), median(&r->cpu_ns), dns, min_of(&d->ns),
+		       order_name[o], n, r->ns.n, ns, min_of(&r->ns), max_of(&r->ns), median(&r->cpu_ns), dns, min_of(&d->ns),
 		       max_of(&d->ns), median(&d->cpu_ns), cps, dcps, ns / dns, cps / dcps,
-		       rdm_batches[n] ? (double)rdm_changes[n] / (double)rdm_batches[n] : NAN);
+		       rdm_batches[o][n] ? (double)rdm_changes[o][n] / (double)rdm_batches[o][n] : NAN);
 		/* The goals (issue 11), printed, never asserted. */
 		if (n == 1) {
 			print_goal("goal_ns_le_1.5x_direct", ns <= 1.5 * dns);
@@ -555,6 +579,12 @@ static void finish_pipeline(void)
 		}
 		printf("\n");
 	}
+}
+
+static void finish_pipeline(void)
+{
+	for (int o = 0; o < NORDERS; o++)
+		finish_order(o);
 	fflush(stdout);
 }
 
@@ -908,26 +938,27 @@ void rdm_bench_register_pipeline(void)
 	 * and yields the median over its rounds. The SUMMARY gives median, min
 	 * and max over the repetitions. */
 	static const int nprods[] = {1, 2, 4};
-	static struct pl_case args[3][2];
-	static char names[3][2][48];
+	static struct pl_case args[NORDERS][3][2];
+	static char names[NORDERS][3][2][48];
 
-	for (int i = 0; i < 3; i++) {
-		struct rdm_bench_def defs[2];
+	for (int o = 0; o < NORDERS; o++)
+		for (int i = 0; i < 3; i++) {
+			struct rdm_bench_def defs[2];
 
-		for (int k = 0; k < 2; k++) {
-			args[i][k] = (struct pl_case){.use_rdm = k == 0, .nprod = nprods[i]};
-			snprintf(names[i][k], sizeof(names[i][k]), "pipeline/%s/producers:%d", k == 0 ? "rdm" : "direct",
-				 nprods[i]);
-			defs[k] = (struct rdm_bench_def){
-				.name = names[i][k],
-				.fn = bench_pipeline_case,
-				.arg = &args[i][k],
-				.real_time = true,
-				.iterations = PL_ROUNDS,
-			};
+			for (int k = 0; k < 2; k++) {
+				args[o][i][k] = (struct pl_case){.use_rdm = k == 0, .nprod = nprods[i], .order = o};
+				snprintf(names[o][i][k], sizeof(names[o][i][k]), "%s/%s/producers:%d", order_name[o],
+					 k == 0 ? "rdm" : "direct", nprods[i]);
+				defs[k] = (struct rdm_bench_def){
+					.name = names[o][i][k],
+					.fn = bench_pipeline_case,
+					.arg = &args[o][i][k],
+					.real_time = true,
+					.iterations = PL_ROUNDS,
+				};
+			}
+			rdm_bench_register_interleaved(defs, 2, PL_REPS);
 		}
-		rdm_bench_register_interleaved(defs, 2, PL_REPS);
-	}
 	rdm_bench_on_finish(finish_pipeline);
 
 	/* One iteration replays trace A three ways (~10 ms). */
