@@ -1054,11 +1054,20 @@ void rdm_planner_populate_end(struct rdm_planner *p)
 
 /* -------------------------------------------------------------- discard */
 
-/* Is there room in every backend for `extra` more mappings? */
+/*
+ * Is there room in every backend for `extra` more mappings? Never in a
+ * failed one: an unmap that failed there left mappings `used` no longer
+ * counts, so a split or a window's remap there could pass its limit (I4;
+ * found by fuzzing: a refused populate's undo could not unmap, then three
+ * split discards took a sim of budget 7 to 8 mappings). With no room, a
+ * discard inside a mapping defers its blocks (counted in
+ * defer_limit_exceeded), and the mapping goes whole, with one unmap, once
+ * its last block is discarded: the failed backend's count only falls.
+ */
 static bool room_for(const struct rdm_planner *p, uint64_t extra)
 {
 	for (uint32_t i = 0; i < p->nbe; i++)
-		if (p->be[i]->used + extra > p->be[i]->budget)
+		if (p->be[i]->failed || p->be[i]->used + extra > p->be[i]->budget)
 			return false;
 	return true;
 }

@@ -52,7 +52,11 @@
  * that record for its lifetime, whoever applies its changes later). Its
  * mappings are then no longer promised to match the region (a failed remap
  * leaves survivors unmapped there); detach it, and attach a fresh backend
- * to map the region again.
+ * to map the region again. No call that could add a mapping goes to it
+ * any more (its count may hold mappings a failed unmap left): a region
+ * with a failed backend defers a discard inside a mapping instead of
+ * splitting it (counted in defer_limit_exceeded) and unmaps the mapping
+ * whole once its last block is discarded.
  *
  * Callbacks (listener, release, replay, completion callbacks, on_batch, the
  * log handler) must not make changes or wait on rdm: every call that could

@@ -62,23 +62,22 @@ static struct rdm_planner *planner_of(struct rdm_region *r)
 	return &((struct rdm_wregion *)rdm_region_get_applier_ctx(r))->planner;
 }
 
-/* A sim behind a worker and a region made from rc (released blocks counted
- * by on_release when rc names it); attached when attach is true. */
+/* A sim (split-capable or not) behind a worker, and a region made from rc
+ * (released blocks counted by on_release when rc names it) attached to it. */
 struct rig {
 	struct rdm_backend *b;
 	struct rdm_worker *w;
 	struct rdm_region *r;
 };
 
-static struct rig rig_up(const struct rdm_region_config *rc, bool attach)
+static struct rig rig_up(const struct rdm_region_config *rc, bool can_split)
 {
-	struct rig g = { .b = new_sim(false) };
+	struct rig g = { .b = new_sim(can_split) };
 
 	REQUIRE(rdm_worker_create(NULL, &g.w) == 0);
 	REQUIRE(rdm_worker_add_backend(g.w, g.b, 0) == 0);
 	REQUIRE(rdm_region_create(rc, &g.r) == 0);
-	if (attach)
-		REQUIRE(rdm_worker_attach(g.w, g.r, g.b) == 0);
+	REQUIRE(rdm_worker_attach(g.w, g.r, g.b) == 0);
 	return g;
 }
 
@@ -346,7 +345,7 @@ static void test_split_without_memory_defers(void)
 		struct rdm_worker_stats ws;
 
 		memset(released_blocks, 0, sizeof(released_blocks));
-		struct rig g = rig_up(&rc, true);
+		struct rig g = rig_up(&rc, false);
 		/* 63 mappings of 3 blocks: the layout's first pool (63 nodes) is full. */
 		for (uint64_t i = 0; i < 63; i++)
 			REQUIRE(rdm_populate(g.r, 4 * i * BS, 3 * BS) == 0);
@@ -407,7 +406,7 @@ static void test_split_sees_told_runs(void)
 	struct rdm_worker_stats ws;
 
 	memset(released_blocks, 0, sizeof(released_blocks));
-	struct rig g = rig_up(&rc, true);
+	struct rig g = rig_up(&rc, false);
 	REQUIRE(rdm_populate(g.r, 0, 16 * BS) == 0);
 	CHECK(stats(g.b).mappings == 1);
 	/* Deferred: 2 blocks, under the limit of 4. */
@@ -448,7 +447,7 @@ static void test_leak_without_memory_releases_nothing(void)
 						.host_addr = host, .release = on_release };
 
 		memset(released_blocks, 0, sizeof(released_blocks));
-		struct rig g = rig_up(&rc, true);
+		struct rig g = rig_up(&rc, false);
 		REQUIRE(rdm_populate(g.r, 0, 4 * BS) == 0);
 		REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
 		REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
@@ -560,7 +559,7 @@ static void test_failed_flush_stops_populate(void)
 	int res[2];
 
 	memset(released_blocks, 0, sizeof(released_blocks));
-	struct rig g = rig_up(&rc, true);
+	struct rig g = rig_up(&rc, false);
 	REQUIRE(rdm_populate(g.r, 0, 2 * BS) == 0);
 	REQUIRE(rdm_producer_create(&prod) == 0);
 	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
@@ -587,6 +586,50 @@ static void test_failed_flush_stops_populate(void)
 	CHECK(released_blocks[0] == 0);
 	CHECK(rdm_worker_destroy(g.w) == 0);
 	rdm_backend_destroy(g.b);
+}
+
+/*
+ * A failed backend never gets a call that adds a mapping: an unmap that
+ * failed there may have left mappings its count no longer holds, so a
+ * split there could pass its limit (I4). On a split-capable sim, a
+ * coalesce mapping of 8 blocks; the unmap of its first block fails twice
+ * (the backend is failed, block 0 pinned); a discard in the middle then
+ * defers instead of splitting (the sim keeps one mapping, the blocks stay
+ * unreleased, counted), and the discard of the rest unmaps the mapping
+ * whole and releases every block but the pinned one.
+ */
+static void test_failed_backend_never_splits(void)
+{
+	const uint64_t io = 1ull << 32;
+	struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = io, .size = 8 * BS, .block_size = BS,
+					.host_addr = host, .release = on_release, .policy = RDM_POLICY_COALESCE };
+	struct rdm_worker_stats ws;
+
+	memset(released_blocks, 0, sizeof(released_blocks));
+	struct rig g = rig_up(&rc, true);
+	REQUIRE(rdm_populate(g.r, 0, 8 * BS) == 0);
+	REQUIRE(stats(g.b).mappings == 1);
+	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
+	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
+	CHECK(rdm_discard(g.r, 0, BS) == 0);
+	rdm_sim_clear_injections(g.b);
+	rdm_worker_get_stats(g.w, &ws);
+	REQUIRE(ws.failed_backends == 1);
+	CHECK(released_blocks[0] == 0 && ws.defer_limit_exceeded == 0);
+	/* In the middle: no split on the failed backend. */
+	CHECK(rdm_discard(g.r, 3 * BS, BS) == 0);
+	rdm_worker_get_stats(g.w, &ws);
+	CHECK(ws.defer_limit_exceeded == 1);
+	CHECK(stats(g.b).mappings == 1 && rdm_sim_is_mapped(g.b, io, 8 * BS, true, (uint64_t)(uintptr_t)host));
+	CHECK(released_blocks[3] == 0);
+	/* The rest: one unmap of the layout's mapping [1, 8); block 0 stays
+	 * mapped in the failed backend and pinned. */
+	CHECK(rdm_discard(g.r, BS, 7 * BS) == 0);
+	CHECK(stats(g.b).mappings == 1 && rdm_sim_is_unmapped(g.b, io + BS, 7 * BS));
+	for (unsigned k = 0; k < 8; k++)
+		CHECK(released_blocks[k] == (k ? 1u : 0u));
+	rig_down(&g);
+	CHECK(released_blocks[0] == 0);
 }
 
 /* A layout that shrank gives its memory back between batches (the
@@ -639,6 +682,7 @@ int main(void)
 	test_leak_without_memory_releases_nothing();
 	test_failed_first_attach_pins();
 	test_failed_flush_stops_populate();
+	test_failed_backend_never_splits();
 	test_layout_gives_memory_back();
 	return check_exit();
 }
