@@ -380,22 +380,36 @@ void rdm_maptree_unlink(struct rdm_maptree *t, uint32_t h)
 	t->count--;
 }
 
-uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key)
+uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t *next)
 {
 	/* The search for key is the path unlink() would walk to the node:
-	 * one descent where a lookup and an unlink make two. */
-	uint32_t *link = &t->root, i;
+	 * one descent where a lookup and an unlink make two. `above`: the
+	 * last node the descent went left at, the successor unless the found
+	 * node has a right subtree (then its leftmost node is). */
+	uint32_t *link = &t->root, i, above = 0;
 
 	while ((i = *link) != 0) {
 		struct rdm_maptree_node *c = N(t, i);
 
 		if (key == c->start) {
+			if (next) {
+				for (uint32_t j = c->right; j; j = N(t, j)->left)
+					above = j;
+				*next = above;
+			}
 			*link = merge(t, c->left, c->right);
 			t->count--;
 			return i;
 		}
-		link = key < c->start ? &c->left : &c->right;
+		if (key < c->start) {
+			above = i;
+			link = &c->left;
+		} else {
+			link = &c->right;
+		}
 	}
+	if (next)
+		*next = 0;
 	return 0;
 }
 

@@ -107,8 +107,11 @@ void rdm_maptree_link(struct rdm_maptree *t, uint32_t h);
 /* rdm_maptree_unlink() of the node starting exactly at key, found in the
  * same descent; returns its handle, or 0 (nothing changed) if no interval
  * starts at key. rdm_maptree_link() puts it back as it was (a treap's shape
- * depends only on its keys and priorities). */
-uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key);
+ * depends only on its keys and priorities). If next is not NULL, *next is
+ * the handle of the first interval after key still in the tree (0 if none),
+ * found on the way: the descent passes it or the removed node's right
+ * subtree holds it. */
+uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t *next);
 void rdm_maptree_free(struct rdm_maptree *t, uint32_t h);
 /* Remove every interval from the tree; the nodes stay reserved. Nodes
  * unlinked and not yet freed stay as they are. */

@@ -49,6 +49,10 @@ struct rdm_layout {
 			 * once the mapping is dead (in the dead list), the
 			 * handle of the next dead mapping */
 	uint32_t flags; /* RDM_LAYOUT_* (defer policy's learning) */
+	/* Dead mappings only: the start of the layout's next mapping when
+	 * this one died, or UINT64_MAX if none or not known (the flush's
+	 * hole check, planner.c "Flush"). */
+	uint64_t next_start;
 };
 
 enum {

@@ -13,7 +13,8 @@
  * ascending, disjoint, covering exactly the bitmap, with their payloads.
  * Keys sit near 2^64 in some rounds (an interval may end exactly there).
  * rdm_maptree_unlink_start() is checked the same way against a lookup and
- * rdm_maptree_remove(), and, linked back, against the untouched tree.
+ * rdm_maptree_remove(), and, linked back, against the untouched tree; the
+ * successor it reports against the bitmap's next interval start.
  *
  * RDM_TEST_SEED=N replays one seed; RDM_TEST_ROUNDS=N sets the rounds.
  */
@@ -125,11 +126,25 @@ static bool run_seed(uint64_t seed)
 			 * did nothing (same_pool() below). */
 			uint64_t k = below(KEYS);
 			bool starts = m.tag[k] && m.first[k] == k;
-			uint32_t h = rdm_maptree_unlink_start(&a, m.base + k);
+			uint32_t nx = UINT32_MAX, h = rdm_maptree_unlink_start(&a, m.base + k, below(4) ? &nx : NULL);
+			/* The successor: the next key that starts an interval. */
+			uint64_t want = k + 1;
 
+			while (want < KEYS && !(m.tag[want] && m.first[want] == want))
+				want++;
 			if ((h != 0) != starts || (h && rdm_maptree_node(&a, h)->start != m.base + k)) {
 				fprintf(stderr, "seed %" PRIu64 " step %d: unlink_start(%" PRIu64 ") gave %" PRIu32
 					", expected %s\n", seed, step, k, h, starts ? "its node" : "none");
+				ok = false;
+				break;
+			}
+			if (nx != UINT32_MAX && (h ? (want < KEYS ? !nx || rdm_maptree_node(&a, nx)->start != m.base + want
+								  : nx != 0)
+						   : nx != 0)) {
+				fprintf(stderr, "seed %" PRIu64 " step %d: unlink_start(%" PRIu64 ") gave successor %" PRIu32
+					" (start %" PRIu64 "), expected %s %" PRIu64 "\n", seed, step, k, nx,
+					nx ? rdm_maptree_node(&a, nx)->start - m.base : 0, want < KEYS ? "start" : "none",
+					want);
 				ok = false;
 				break;
 			}
