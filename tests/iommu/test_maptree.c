@@ -138,13 +138,16 @@ static bool run_seed(uint64_t seed)
 				ok = false;
 				break;
 			}
-			if (nx != UINT32_MAX && (h ? (want < KEYS ? !nx || rdm_maptree_node(&a, nx)->start != m.base + want
-								  : nx != 0)
-						   : nx != 0)) {
+			/* Asked for (nx was overwritten), the successor's start
+			 * must be the model's; none (0) when nothing was unlinked
+			 * or no interval starts after k. */
+			uint64_t want_start = h && want < KEYS ? m.base + want : UINT64_MAX;
+			uint64_t got_start = nx ? rdm_maptree_node(&a, nx)->start : UINT64_MAX;
+
+			if (nx != UINT32_MAX && got_start != want_start) {
 				fprintf(stderr, "seed %" PRIu64 " step %d: unlink_start(%" PRIu64 ") gave successor %" PRIu32
-					" (start %" PRIu64 "), expected %s %" PRIu64 "\n", seed, step, k, nx,
-					nx ? rdm_maptree_node(&a, nx)->start - m.base : 0, want < KEYS ? "start" : "none",
-					want);
+					" (start %" PRIu64 "), expected start %" PRIu64 " (UINT64_MAX: none)\n", seed, step,
+					k, nx, got_start, want_start);
 				ok = false;
 				break;
 			}
