@@ -9,6 +9,7 @@
 #include <urcu-bp.h>
 
 #include "core/alloc.h"
+#include "core/flat.h"
 #include "core/tree.h"
 #include "tests/check.h"
 #include "tests/rng.h"
@@ -128,6 +129,80 @@ static void test_undo_in_place(void)
 	free(work);
 }
 
+/*
+ * Directed: the in-place path of a step inside a leaf that this working
+ * version already made a bitmap (prepare_in_hot_leaf(), core/tree.c).
+ * (a) Such a step whose last part fails (the flat view's note, whose list
+ * must grow) leaves the working version as before it: the words it set are
+ * logged and put back. (b) A step that brings the hot bitmap down to
+ * EXT_MAX runs is the general path's (a new extent leaf); when that node's
+ * allocation fails, the words are as before the step, not as the in-place
+ * attempt left them.
+ */
+static void test_hot_leaf_steps(void)
+{
+	const uint64_t n = 2 * LEAF;
+	struct rdm_tree t;
+	struct rdm_mem m;
+	bool *pub = calloc(n, 1), *work = calloc(n, 1);
+
+	REQUIRE(pub && work);
+	tree_open(&t, &m, n);
+	REQUIRE(rdm_flat_create(n, &m, &t.flat) == 0);
+	/* Leaf 0 holds 32 runs (blocks 0, 2, ... 62): one more than an extent
+	 * leaf holds, so a bitmap. */
+	for (uint64_t b = 0; b < 64; b += 2) {
+		REQUIRE(rdm_tree_prepare(&t, b, b + 1, true) == 0);
+		pub[b] = true;
+	}
+	publish(&t);
+	memcpy(work, pub, n);
+	/* Step 1 copies leaf 0, hot from now on; then steps in place until the
+	 * flat view's list of noted changes is full. 34 runs. */
+	REQUIRE(rdm_tree_prepare(&t, 200, 201, true) == 0);
+	work[200] = true;
+	do
+		REQUIRE(rdm_tree_prepare(&t, 300, 301, true) == 0);
+	while (t.flat->npend < t.flat->cap);
+	work[300] = true;
+	CHECK(state_is(&t, rdm_tree_working(&t), work, n, "working after the steps in place"));
+
+	/* (a) */
+	rdm_mem_set_quarantine(true); /* no pooled node: (b)'s leaf allocates */
+	rdm_alloc_inject(1, false);
+	CHECK(rdm_tree_prepare(&t, 400, 401, true) == -ENOMEM);
+	rdm_alloc_inject(0, false);
+	CHECK(state_is(&t, rdm_tree_working(&t), work, n, "working after a failed step in place"));
+
+	/* (b) Back to 32 runs, then block 1 joins blocks 0 and 2: 31. */
+	CHECK(rdm_tree_prepare(&t, 300, 301, false) == 0);
+	CHECK(rdm_tree_prepare(&t, 200, 201, false) == 0);
+	work[300] = work[200] = false;
+	rdm_alloc_inject(1, false);
+	CHECK(rdm_tree_prepare(&t, 1, 2, true) == -ENOMEM);
+	rdm_alloc_inject(0, false);
+	CHECK(state_is(&t, rdm_tree_working(&t), work, n, "working after a failed step out of a bitmap"));
+	CHECK(rdm_tree_prepare(&t, 1, 2, true) == 0);
+	work[1] = true;
+	CHECK(state_is(&t, rdm_tree_working(&t), work, n, "working after the retry"));
+	CHECK(state_is(&t, rdm_tree_snapshot(&t), pub, n, "published before the publish"));
+	publish(&t);
+	CHECK(state_is(&t, rdm_tree_snapshot(&t), work, n, "published after the publish"));
+	for (uint64_t b = 0; b < n; b++)
+		if (rdm_flat_all(t.flat, b, b + 1, true) != (int)work[b]) {
+			CHECK(!"the flat view agrees with the tree");
+			break;
+		}
+	rdm_mem_set_quarantine(false);
+	rdm_flat_destroy(t.flat);
+	t.flat = NULL;
+	tree_close(&t);
+	rdm_mem_quarantine_drain();
+	CHECK(rdm_mem_current(&m) == 0);
+	free(pub);
+	free(work);
+}
+
 /* A random range: mostly a few blocks in a busy window around one of the
  * leaf boundaries (fragmenting the leaves there into bitmaps, and crossing
  * from one leaf into the next), sometimes a long one (covering leaves and
@@ -232,6 +307,7 @@ int main(int argc, char **argv)
 	uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 0) : 1;
 
 	test_undo_in_place();
+	test_hot_leaf_steps();
 	for (uint64_t k = 0; k < 4; k++)
 		test_random(seed + k, 150);
 	return check_exit();
