@@ -46,6 +46,8 @@ struct rdm_flat_change {
 };
 
 #define RDM_FLAT_PEND_INLINE 4
+/* Noted-change capacity kept from one publish to the next (flat.c, forget()). */
+#define RDM_FLAT_PEND_KEEP 1024
 
 struct rdm_flat {
 	/* Readers' line: odd while a publish rewrites words (seqcount). */

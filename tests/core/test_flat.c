@@ -71,17 +71,35 @@ static void test_module(void)
 	rdm_flat_publish_end(f);
 	CHECK(rdm_flat_all(f, 100, 150, false) == 1);
 
+	/* The grown list is kept for the next batch (no realloc per publish). */
+	CHECK(f->cap >= 3 * RDM_FLAT_PEND_INLINE && f->pend != f->pend_inline && f->npend == 0);
+
 	/* The list's growth fails: that note is refused, the earlier ones are
 	 * kept and published. */
-	for (uint64_t b = 0; b < RDM_FLAT_PEND_INLINE; b++)
+	size_t full = f->cap;
+
+	for (uint64_t b = 0; b < full; b++)
 		CHECK(rdm_flat_note(f, 100 + b, 101 + b, true) == 0);
 	rdm_alloc_inject(1, false);
-	CHECK(rdm_flat_note(f, 120, 121, true) == -ENOMEM);
+	CHECK(rdm_flat_note(f, 140, 141, true) == -ENOMEM);
 	rdm_alloc_inject(0, false);
+	CHECK(f->cap == full && f->npend == full);
 	rdm_flat_publish_begin(f);
 	rdm_flat_publish_end(f);
-	CHECK(rdm_flat_all(f, 100, 100 + RDM_FLAT_PEND_INLINE, true) == 1);
-	CHECK(!bit_of(f, 120));
+	CHECK(rdm_flat_all(f, 100, 100 + full, true) == 1);
+	CHECK(!bit_of(f, 140));
+	CHECK(rdm_flat_note(f, 100, 100 + full, false) == 0);
+	rdm_flat_publish_begin(f);
+	rdm_flat_publish_end(f);
+	CHECK(rdm_flat_all(f, 100, 150, false) == 1);
+
+	/* A list grown past RDM_FLAT_PEND_KEEP entries goes back to the
+	 * inline one at the publish. */
+	for (uint64_t b = 0; b <= RDM_FLAT_PEND_KEEP; b++)
+		CHECK(rdm_flat_note(f, 100 + b % 50, 101 + b % 50, b % 2 == 0) == 0);
+	CHECK(f->cap > RDM_FLAT_PEND_KEEP);
+	rdm_flat_abort(f);
+	CHECK(f->pend == f->pend_inline && f->cap == RDM_FLAT_PEND_INLINE && f->npend == 0);
 
 	/* A load replaces what was noted before it; changes after it apply. */
 	CHECK(rdm_flat_note(f, 0, 200, true) == 0);
