@@ -207,8 +207,17 @@ static void test_hot_leaf_steps(void)
  * leaf boundaries (fragmenting the leaves there into bitmaps, and crossing
  * from one leaf into the next), sometimes a long one (covering leaves and
  * whole spans). */
-static void random_range(uint64_t n, uint64_t *s, uint64_t *e)
+static void random_range(uint64_t n, bool comb, uint64_t *s, uint64_t *e)
 {
+	if (comb) {
+		/* One block of a 128-block window inside leaf 1: random bits
+		 * there hold ~32 runs, so the leaf keeps crossing EXT_MAX, from
+		 * an extent leaf to a bitmap and, mostly by steps in place on a
+		 * bitmap this version made, back. */
+		*s = LEAF + 1000 + below(128);
+		*e = *s + 1;
+		return;
+	}
 	uint64_t len, centre = LEAF * (1 + below(n / LEAF));
 
 	switch (below(16)) {
@@ -235,6 +244,45 @@ static void random_range(uint64_t n, uint64_t *s, uint64_t *e)
 	*e = *s + len;
 }
 
+/* The canonical form: a tree built from scratch (rdm_tree_prepare_load,
+ * bottom up from the bitmap) has the same nodes, kind for kind, as the
+ * published version that many steps made. Catches a leaf kept as a bitmap
+ * with too few runs, or an inner node over a span one slot could hold. */
+struct oracle_src {
+	const bool *o;
+	uint64_t n;
+};
+
+static void oracle_get(void *opaque, uint64_t first, uint64_t *words)
+{
+	const struct oracle_src *src = opaque;
+
+	for (uint64_t i = 0; i < 4096 && first + i < src->n; i++)
+		if (src->o[first + i])
+			words[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+static bool canonical(const struct rdm_tree *t, const bool *pub, uint64_t n)
+{
+	struct rdm_tree f;
+	struct rdm_mem m;
+	struct oracle_src src = { pub, n };
+	struct rdm_tree_stats a, b;
+
+	tree_open(&f, &m, n);
+	REQUIRE(rdm_tree_prepare_load(&f, oracle_get, &src) == 0);
+	publish(&f);
+	rdm_tree_stats(t, &a);
+	rdm_tree_stats(&f, &b);
+	tree_close(&f);
+	if (a.inner == b.inner && a.bitmap == b.bitmap && a.ext == b.ext && a.extents == b.extents)
+		return true;
+	fprintf(stderr, "not canonical: inner %" PRIu64 " bitmap %" PRIu64 " ext %" PRIu64 " extents %" PRIu64
+		", built from scratch: %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 "\n", a.inner, a.bitmap, a.ext,
+		a.extents, b.inner, b.bitmap, b.ext, b.extents);
+	return false;
+}
+
 /*
  * Randomized against the oracle: versions of 1..40 steps on a region of a
  * few leaves (a root, a partial last leaf); some steps fail for memory at a
@@ -244,7 +292,7 @@ static void random_range(uint64_t n, uint64_t *s, uint64_t *e)
  * pooled (quarantine), so every node a step makes is an allocation that the
  * injection can fail.
  */
-static void test_random(uint64_t seed, unsigned versions)
+static void test_random(uint64_t seed, unsigned versions, bool comb)
 {
 	const uint64_t n = 3 * LEAF + 777;
 	struct rdm_tree t;
@@ -265,7 +313,7 @@ static void test_random(uint64_t seed, unsigned versions)
 			bool val = below(2) == 0, inject = below(4) == 0;
 			int err;
 
-			random_range(n, &s, &e);
+			random_range(n, comb, &s, &e);
 			if (inject)
 				rdm_alloc_inject(1 + below(3), false);
 			err = rdm_tree_prepare(&t, s, e, val);
@@ -290,9 +338,10 @@ static void test_random(uint64_t seed, unsigned versions)
 			memcpy(pub, work, n);
 		}
 		CHECK(state_is(&t, rdm_tree_snapshot(&t), pub, n, "after the version"));
+		CHECK(canonical(&t, pub, n));
 	}
-	printf("random seed %" PRIu64 ": %u versions, %u steps, %u failed for memory, %u aborted\n", seed, versions,
-	       steps, failed, aborted);
+	printf("random%s seed %" PRIu64 ": %u versions, %u steps, %u failed for memory, %u aborted\n",
+	       comb ? " comb" : "", seed, versions, steps, failed, aborted);
 	CHECK(check_failures > before || (failed > 0 && aborted > 0));
 	tree_close(&t);
 	rdm_mem_set_quarantine(false);
@@ -309,6 +358,8 @@ int main(int argc, char **argv)
 	test_undo_in_place();
 	test_hot_leaf_steps();
 	for (uint64_t k = 0; k < 4; k++)
-		test_random(seed + k, 150);
+		test_random(seed + k, 150, false);
+	for (uint64_t k = 0; k < 4; k++)
+		test_random(seed + k, 150, true);
 	return check_exit();
 }
