@@ -142,9 +142,10 @@ static bool run_seed(uint64_t seed)
 			 * must be the model's; none (0) when nothing was unlinked
 			 * or no interval starts after k. */
 			uint64_t want_start = h && want < KEYS ? m.base + want : UINT64_MAX;
-			uint64_t got_start = nx ? rdm_maptree_node(&a, nx)->start : UINT64_MAX;
+			bool asked = nx != UINT32_MAX;
+			uint64_t got_start = asked && nx ? rdm_maptree_node(&a, nx)->start : UINT64_MAX;
 
-			if (nx != UINT32_MAX && got_start != want_start) {
+			if (asked && got_start != want_start) {
 				fprintf(stderr, "seed %" PRIu64 " step %d: unlink_start(%" PRIu64 ") gave successor %" PRIu32
 					" (start %" PRIu64 "), expected start %" PRIu64 " (UINT64_MAX: none)\n", seed, step,
 					k, nx, got_start, want_start);
