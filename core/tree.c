@@ -1118,6 +1118,60 @@ static uintptr_t leaf_from_runs(struct wctx *c, const uint64_t *w, uint64_t base
 }
 
 /*
+ * Does setting bit a of a leaf's bitmap to val leave it at least as many
+ * runs (counted inside the leaf, as bm_word_runs() does: a bit outside it
+ * is clear)? Setting a bit lowers the count only where it joins two runs
+ * (its neighbours set, itself clear: 101 below, low bit first); clearing
+ * one only where it removes a run of one (010); a bit that does not change
+ * changes nothing (and is neither pattern). A bitmap leaf holds more than
+ * EXT_MAX runs (the canonical form), so where this is true it still does,
+ * and bm_runs_exceed() (~100 instructions, counting words outward until it
+ * knows) is not needed.
+ */
+static bool keeps_runs(const uint64_t *w, unsigned a, bool val)
+{
+	unsigned o = a & 63;
+	uint64_t x; /* bit 0: block a - 1, bit 1: a, bit 2: a + 1 */
+
+	if (o != 0 && o != 63) {
+		x = (w[a >> 6] >> (o - 1)) & 7;
+	} else {
+		x = (uint64_t)((w[a >> 6] >> o) & 1) << 1;
+		if (a > 0)
+			x |= (w[(a - 1) >> 6] >> ((a - 1) & 63)) & 1;
+		if (a + 1 < LEAF_BITS)
+			x |= ((w[(a + 1) >> 6] >> ((a + 1) & 63)) & 1) << 2;
+	}
+	return x != (val ? 5u : 2u);
+}
+
+/*
+ * Set the blocks [a, b) of a hot bitmap leaf (made by this working
+ * version, see is_hot()) to val in place, logging each word first so that
+ * step_undo() can put it back. 1: the leaf is still a bitmap; 0: it now
+ * holds EXT_MAX runs or fewer, and the caller makes the canonical slot;
+ * -1: no memory for the log (c->err set), nothing set.
+ */
+static int set_hot_bits(struct wctx *c, uint64_t *hw, unsigned a, unsigned b, bool val)
+{
+	if (b - a == 1) {
+		/* One block (the usual change): one word, and mostly no count. */
+		uint64_t *word = &hw[a >> 6], bit = UINT64_C(1) << (a & 63);
+		bool keeps = keeps_runs(hw, a, val);
+
+		if (!undo_note(c, word, *word, false))
+			return -1;
+		*word = val ? *word | bit : *word & ~bit;
+		return keeps || bm_runs_exceed(hw, EXT_MAX, a >> 6);
+	}
+	for (unsigned i = a >> 6; i <= (b - 1) >> 6; i++)
+		if (!undo_note(c, &hw[i], hw[i], false))
+			return -1;
+	bm_set(hw, a, b, val);
+	return bm_runs_exceed(hw, EXT_MAX, a >> 6);
+}
+
+/*
  * A leaf that is not a bitmap (EMPTY, FULL, an extent leaf) changes as a run
  * list: runs_apply() keeps runs maximal and build() makes the canonical slot
  * (extent, EMPTY, FULL, or a bitmap past EXT_MAX runs), what the bitmap round
@@ -1140,12 +1194,8 @@ static uintptr_t write_leaf(struct wctx *c, uintptr_t v, uint64_t base, uint64_t
 		uint64_t *hw = ptr_of(v);
 		unsigned a = (unsigned)(s - base), b = (unsigned)(e - base);
 
-		for (unsigned i = a >> 6; i <= (b - 1) >> 6; i++)
-			if (!undo_note(c, &hw[i], hw[i], false))
-				return v;
-		bm_set(hw, a, b, val);
-		if (bm_runs_exceed(hw, EXT_MAX, a >> 6))
-			return v;
+		if (set_hot_bits(c, hw, a, b, val) != 0)
+			return v; /* still a bitmap, or c->err */
 		nv = leaf_from_runs(c, hw, base);
 		if (c->err != 0)
 			return v;
@@ -1366,34 +1416,6 @@ static void step_undo(struct rdm_tree *t, uintptr_t root, size_t nfresh, size_t 
 }
 
 /*
- * Does setting bit a of a leaf's bitmap to val leave it at least as many
- * runs (counted inside the leaf, as bm_word_runs() does: a bit outside it
- * is clear)? Setting a bit lowers the count only where it joins two runs
- * (its neighbours set, itself clear: 101 below, low bit first); clearing
- * one only where it removes a run of one (010); a bit that does not change
- * changes nothing (and is neither pattern). A bitmap leaf holds more than
- * EXT_MAX runs (the canonical form), so where this is true it still does,
- * and bm_runs_exceed() (~100 instructions, counting words outward until it
- * knows) is not needed.
- */
-static bool keeps_runs(const uint64_t *w, unsigned a, bool val)
-{
-	unsigned o = a & 63;
-	uint64_t x; /* bit 0: block a - 1, bit 1: a, bit 2: a + 1 */
-
-	if (o != 0 && o != 63) {
-		x = (w[a >> 6] >> (o - 1)) & 7;
-	} else {
-		x = (uint64_t)((w[a >> 6] >> o) & 1) << 1;
-		if (a > 0)
-			x |= (w[(a - 1) >> 6] >> ((a - 1) & 63)) & 1;
-		if (a + 1 < LEAF_BITS)
-			x |= ((w[(a + 1) >> 6] >> ((a + 1) & 63)) & 1) << 2;
-	}
-	return x != (val ? 5u : 2u);
-}
-
-/*
  * The common step of a batch: [s, e) lies inside one leaf that an earlier
  * step of this working version already made a bitmap, and it stays one.
  * write_rec() would then walk down hot inner nodes whose slots do not
@@ -1434,24 +1456,8 @@ static bool prepare_in_hot_leaf(struct wctx *c, uint64_t s, uint64_t e, bool val
 	uint64_t *hw = ptr_of(v);
 	unsigned a = (unsigned)(s - base), b = (unsigned)(e - base);
 
-	if (b - a == 1) {
-		/* One block (the usual change): one word, and mostly no count. */
-		uint64_t *word = &hw[a >> 6], bit = UINT64_C(1) << (a & 63);
-		bool keeps = keeps_runs(hw, a, val);
-
-		if (!undo_note(c, word, *word, false))
-			return true;
-		*word = val ? *word | bit : *word & ~bit;
-		if (keeps || bm_runs_exceed(hw, EXT_MAX, a >> 6))
-			return true;
-	} else {
-		for (unsigned i = a >> 6; i <= (b - 1) >> 6; i++)
-			if (!undo_note(c, &hw[i], hw[i], false))
-				return true;
-		bm_set(hw, a, b, val);
-		if (bm_runs_exceed(hw, EXT_MAX, a >> 6))
-			return true;
-	}
+	if (set_hot_bits(c, hw, a, b, val) != 0)
+		return true;
 	while (t->nundo > logged) {
 		const struct rdm_tree_undo *u = &t->undo[--t->nundo];
 
