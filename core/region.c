@@ -1145,6 +1145,35 @@ void rdm_region_pin(struct rdm_region *r, uint64_t offset, uint64_t length)
 	r->npins++;
 }
 
+bool rdm_region_next_unpinned(const struct rdm_region *r, uint64_t offset, uint64_t end, uint64_t *start,
+			      uint64_t *stop)
+{
+	uint64_t pos = offset, next = end;
+	bool moved = true;
+
+	if (r->pin_all)
+		return false;
+	/* Past every pin that covers pos (pins may overlap and come in any
+	 * order: again until none does)... */
+	while (moved && pos < end) {
+		moved = false;
+		for (uint32_t i = 0; i < r->npins; i++)
+			if (r->pins[i].offset <= pos && pos - r->pins[i].offset < r->pins[i].length) {
+				pos = r->pins[i].offset + r->pins[i].length;
+				moved = true;
+			}
+	}
+	if (pos >= end)
+		return false;
+	/* ...then up to the next pin's start. */
+	for (uint32_t i = 0; i < r->npins; i++)
+		if (r->pins[i].offset > pos && r->pins[i].offset < next)
+			next = r->pins[i].offset;
+	*start = pos;
+	*stop = next;
+	return true;
+}
+
 bool rdm_region_any_pinned(const struct rdm_region *r)
 {
 	return r->pin_all || r->npins != 0;

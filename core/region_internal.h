@@ -199,6 +199,10 @@ void rdm_region_release(struct rdm_region *r, uint64_t offset, uint64_t length);
  */
 void rdm_region_pin(struct rdm_region *r, uint64_t offset, uint64_t length);
 bool rdm_region_any_pinned(const struct rdm_region *r);
+/* The first bytes of [offset, end) that no pin covers: [*start, *stop);
+ * false if there are none (pin-all: never any). */
+bool rdm_region_next_unpinned(const struct rdm_region *r, uint64_t offset, uint64_t end, uint64_t *start,
+			      uint64_t *stop);
 bool rdm_region_pins_all(const struct rdm_region *r);
 
 /*

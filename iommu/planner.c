@@ -399,9 +399,11 @@ static void note_leaked(struct rdm_planner *p, uint64_t start, uint64_t len)
 	rdm_region_pin(p->region, start * p->block_size, len * p->block_size);
 }
 
-/* Unmap blocks [start, start+len) from one backend; retry once; on a second
- * failure mark the backend failed and remember the range as leaked. */
-static int unmap_one(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_t start, uint64_t len)
+/* One UNMAP of blocks [start, start+len) from one backend, retried once; on
+ * a second failure mark the backend failed and pin [ms, me), which it may
+ * still map. */
+static int unmap_call(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_t start, uint64_t len, uint64_t ms,
+		      uint64_t me)
 {
 	uint64_t done = 0;
 	int err;
@@ -414,9 +416,50 @@ static int unmap_one(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_t st
 		err = rdm_backend_unmap(wb->b, iova_of(p, start), len * p->block_size, &done);
 	if (err) {
 		mark_failed(p, wb, err, start, len);
-		note_leaked(p, start, len);
+		note_leaked(p, ms, me - ms);
 	}
 	return err;
+}
+
+/*
+ * Unmap blocks [start, start+len), part of the layout's mapping [ms, me),
+ * from one backend. When that fails, the backend still maps all of
+ * [ms, me): a failed unmap of a middle piece (a split) leaves the whole
+ * mapping there while the layout goes on with the pieces, so the pin
+ * covers the mapping, not the piece.
+ *
+ * A failed backend's mappings are therefore the layout's outside the
+ * pinned ranges (or fewer, where a window's remap failed), and unknown
+ * inside them. A split-capable failed backend
+ * gets no unmap inside a pinned range: one of a piece would bisect the
+ * mapping it really holds there and add a mapping (rdm/worker.h "Failed
+ * backends": no call that could add one goes to it); what it keeps mapped
+ * there is pinned, never released. The parts of the range outside the
+ * pins are whole mappings there and are unmapped as usual (their blocks
+ * are released after). Other backends are not affected: without splits an
+ * unmap never adds a mapping.
+ */
+static int unmap_piece(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_t start, uint64_t len, uint64_t ms,
+		       uint64_t me)
+{
+	uint64_t bs = p->block_size, off = start * bs, end = (start + len) * bs, a, z;
+	int err = 0;
+
+	if (!wb->failed || !wb->caps.can_split || !rdm_region_any_pinned(p->region))
+		return unmap_call(p, wb, start, len, ms, me);
+	for (; rdm_region_next_unpinned(p->region, off, end, &a, &z); off = z) {
+		int e = unmap_call(p, wb, a / bs, (z - a) / bs, a / bs, z / bs);
+
+		if (!err)
+			err = e;
+	}
+	return err;
+}
+
+/* The same for an unmap of whole mappings of the layout. */
+static int unmap_one(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_t start, uint64_t len)
+{
+	return unmap_piece(p, wb, start, len, start, start + len);
 }
 
 static void unmap_all_backends(struct rdm_planner *p, uint64_t start, uint64_t len)
@@ -1180,7 +1223,8 @@ static bool split_exact(struct rdm_planner *p, uint32_t m, uint64_t a, uint64_t 
 	if (both && (!room_for(p, 1) || rdm_maptree_reserve(&p->maps, 1) != 0))
 		return false;
 	rdm_planner_flush(p);
-	unmap_all_backends(p, a, b - a);
+	for (uint32_t i = 0; i < p->nbe; i++)
+		unmap_piece(p, p->be[i], a, b - a, ms, me);
 	release_range(p, a, b - a);
 	leave(p, m);
 	rdm_maptree_unlink(&p->maps, m);

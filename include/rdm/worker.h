@@ -56,7 +56,10 @@
  * any more (its count may hold mappings a failed unmap left): a region
  * with a failed backend defers a discard inside a mapping instead of
  * splitting it (counted in defer_limit_exceeded) and unmaps the mapping
- * whole once its last block is discarded.
+ * whole once its last block is discarded. An unmap that failed while
+ * splitting a mapping on a split-capable backend leaves that whole mapping
+ * there: all of it stays pinned, and that backend gets no unmap inside it
+ * (one could bisect it, adding a mapping).
  *
  * Callbacks (listener, release, replay, completion callbacks, on_batch, the
  * log handler) must not make changes or wait on rdm: every call that could

@@ -37,8 +37,10 @@
  * half-applied failed attach, the two above before they were defined, a
  * failed first attach whose undo left mappings in a failed backend while
  * the region, without a worker again, released their blocks, a populate
- * mapping over a dead mapping whose queued unmap had just failed) have
- * regression inputs in corpus/api/regress-*.
+ * mapping over a dead mapping whose queued unmap had just failed, unmaps
+ * of a failed split's pieces bisecting the mapping the failed backend
+ * still held, past its budget) have regression inputs in
+ * corpus/api/regress-*.
  */
 #include <rdm/rdm.h>
 

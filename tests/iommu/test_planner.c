@@ -593,10 +593,12 @@ static void test_failed_flush_stops_populate(void)
  * failed there may have left mappings its count no longer holds, so a
  * split there could pass its limit (I4). On a split-capable sim, a
  * coalesce mapping of 8 blocks; the unmap of its first block fails twice
- * (the backend is failed, block 0 pinned); a discard in the middle then
- * defers instead of splitting (the sim keeps one mapping, the blocks stay
- * unreleased, counted), and the discard of the rest unmaps the mapping
- * whole and releases every block but the pinned one.
+ * (the backend is failed; that unmap split the mapping, so the sim still
+ * maps all 8 blocks, pinned); a discard in the middle then defers instead
+ * of splitting (the sim keeps one mapping, the blocks stay unreleased,
+ * counted), and the discard of the rest sends the failed sim no unmap
+ * inside the pinned range (test_failed_split_never_bisects): it keeps its
+ * one mapping and no block is released.
  */
 static void test_failed_backend_never_splits(void)
 {
@@ -622,14 +624,58 @@ static void test_failed_backend_never_splits(void)
 	CHECK(ws.defer_limit_exceeded == 1);
 	CHECK(stats(g.b).mappings == 1 && rdm_sim_is_mapped(g.b, io, 8 * BS, true, (uint64_t)(uintptr_t)host));
 	CHECK(released_blocks[3] == 0);
-	/* The rest: one unmap of the layout's mapping [1, 8); block 0 stays
-	 * mapped in the failed backend and pinned. */
+	/* The rest: the layout's mapping [1, 8) goes, but not from the failed
+	 * sim, which still maps [0, 8) as one mapping. */
 	CHECK(rdm_discard(g.r, BS, 7 * BS) == 0);
-	CHECK(stats(g.b).mappings == 1 && rdm_sim_is_unmapped(g.b, io + BS, 7 * BS));
+	CHECK(stats(g.b).mappings == 1 && rdm_sim_is_mapped(g.b, io, 8 * BS, true, (uint64_t)(uintptr_t)host));
 	for (unsigned k = 0; k < 8; k++)
-		CHECK(released_blocks[k] == (k ? 1u : 0u));
+		CHECK(released_blocks[k] == 0);
 	rig_down(&g);
-	CHECK(released_blocks[0] == 0);
+	for (unsigned k = 0; k < 8; k++)
+		CHECK(released_blocks[k] == 0);
+}
+
+/*
+ * A split that fails leaves the whole mapping in the failed backend while
+ * the layout goes on with the pieces: later unmaps of pieces there must not
+ * bisect it (each would add a mapping to a failed backend, I4), and what it
+ * still maps must not be released (I2). On a split-capable sim, a coalesce
+ * mapping of blocks [0, 8) and one of [8, 12); the unmap that would split
+ * out block 3 fails twice (the backend is failed; the layout holds [0, 3)
+ * and [4, 8), the sim still [0, 8)). Discarding [4, 6) splits the layout's
+ * [4, 8) on its left end, [1, 3) and then [8, 12) go whole: the sim keeps
+ * [0, 8) as one mapping and unmaps [8, 12) (outside the pinned [0, 8)),
+ * whose blocks alone are released.
+ */
+static void test_failed_split_never_bisects(void)
+{
+	const uint64_t io = 1ull << 32;
+	struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = io, .size = 12 * BS, .block_size = BS,
+					.host_addr = host, .release = on_release, .policy = RDM_POLICY_COALESCE };
+	struct rdm_worker_stats ws;
+
+	memset(released_blocks, 0, sizeof(released_blocks));
+	struct rig g = rig_up(&rc, true);
+	REQUIRE(rdm_populate(g.r, 0, 8 * BS) == 0);
+	REQUIRE(rdm_populate(g.r, 8 * BS, 4 * BS) == 0);
+	REQUIRE(stats(g.b).mappings == 2);
+	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
+	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
+	CHECK(rdm_discard(g.r, 3 * BS, BS) == 0);
+	rdm_sim_clear_injections(g.b);
+	rdm_worker_get_stats(g.w, &ws);
+	REQUIRE(ws.failed_backends == 1);
+	CHECK(stats(g.b).mappings == 2 && rdm_sim_is_mapped(g.b, io, 8 * BS, true, (uint64_t)(uintptr_t)host));
+	CHECK(rdm_discard(g.r, 4 * BS, 2 * BS) == 0);
+	CHECK(rdm_discard(g.r, BS, 2 * BS) == 0);
+	CHECK(stats(g.b).mappings == 2 && rdm_sim_is_mapped(g.b, io, 8 * BS, true, (uint64_t)(uintptr_t)host));
+	CHECK(rdm_discard(g.r, 8 * BS, 4 * BS) == 0);
+	CHECK(stats(g.b).mappings == 1 && rdm_sim_is_unmapped(g.b, io + 8 * BS, 4 * BS));
+	for (unsigned k = 0; k < 12; k++)
+		CHECK(released_blocks[k] == (k >= 8 ? 1u : 0u));
+	rig_down(&g);
+	for (unsigned k = 0; k < 8; k++)
+		CHECK(released_blocks[k] == 0);
 }
 
 /* A layout that shrank gives its memory back between batches (the
@@ -681,6 +727,7 @@ int main(void)
 	test_split_sees_told_runs();
 	test_leak_without_memory_releases_nothing();
 	test_failed_first_attach_pins();
+	test_failed_split_never_bisects();
 	test_failed_flush_stops_populate();
 	test_failed_backend_never_splits();
 	test_layout_gives_memory_back();
