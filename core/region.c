@@ -1098,27 +1098,9 @@ void rdm_region_release(struct rdm_region *r, uint64_t offset, uint64_t length)
 		release_now(r, offset, length);
 		return;
 	}
-	/* Around the pinned ranges (rare: a backend failed): skip the one
-	 * covering pos, else release up to the next one's start. */
-	while (pos < end) {
-		uint64_t stop = end;
-		bool covered = false;
-
-		for (uint32_t i = 0; i < r->npins && !covered; i++) {
-			uint64_t s = r->pins[i].offset, e = s + r->pins[i].length;
-
-			if (s <= pos && pos < e) {
-				pos = e;
-				covered = true;
-			} else if (s > pos && s < stop) {
-				stop = s;
-			}
-		}
-		if (covered)
-			continue;
-		release_now(r, pos, stop - pos);
-		pos = stop;
-	}
+	/* Around the pinned ranges (rare: a backend failed). */
+	for (uint64_t a, z; rdm_region_next_unpinned(r, pos, end, &a, &z); pos = z)
+		release_now(r, a, z - a);
 }
 
 void rdm_region_pin(struct rdm_region *r, uint64_t offset, uint64_t length)

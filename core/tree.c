@@ -1392,13 +1392,11 @@ static uintptr_t step_begin(struct rdm_tree *t, size_t *nfresh, size_t *nretired
 	return t->new_root;
 }
 
-/* Undo one failed step: free the nodes it made, forget what it retired, and
- * return the working version to what it was before the step. */
-static void step_undo(struct rdm_tree *t, uintptr_t root, size_t nfresh, size_t nretired)
+/* Put back the words logged since the log held `n` entries, newest first,
+ * and drop their entries. */
+static void undo_back_to(struct rdm_tree *t, size_t n)
 {
-	/* The words written in place, newest first: hot nodes of earlier steps
-	 * as they were before this one. */
-	while (t->nundo > 0) {
+	while (t->nundo > n) {
 		const struct rdm_tree_undo *u = &t->undo[--t->nundo];
 
 		if (u->slot)
@@ -1406,6 +1404,15 @@ static void step_undo(struct rdm_tree *t, uintptr_t root, size_t nfresh, size_t 
 		else
 			*(uint64_t *)u->addr = u->old;
 	}
+}
+
+/* Undo one failed step: free the nodes it made, forget what it retired, and
+ * return the working version to what it was before the step. */
+static void step_undo(struct rdm_tree *t, uintptr_t root, size_t nfresh, size_t nretired)
+{
+	/* The words written in place: hot nodes of earlier steps as they were
+	 * before this one. */
+	undo_back_to(t, 0);
 	/* Nodes this step made go back to the pool: not hot any more. */
 	hot_clear(t);
 	for (size_t i = nfresh; i < t->fresh.n; i++)
@@ -1458,11 +1465,7 @@ static bool prepare_in_hot_leaf(struct wctx *c, uint64_t s, uint64_t e, bool val
 
 	if (set_hot_bits(c, hw, a, b, val) != 0)
 		return true;
-	while (t->nundo > logged) {
-		const struct rdm_tree_undo *u = &t->undo[--t->nundo];
-
-		*(uint64_t *)u->addr = u->old;
-	}
+	undo_back_to(t, logged);
 	return false;
 }
 

@@ -430,11 +430,11 @@ static int unmap_call(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_t s
  *
  * A failed backend's mappings are therefore the layout's outside the
  * pinned ranges (or fewer, where a window's remap failed), and unknown
- * inside them. A split-capable failed backend
- * gets no unmap inside a pinned range: one of a piece would bisect the
- * mapping it really holds there and add a mapping (rdm/worker.h "Failed
- * backends": no call that could add one goes to it); what it keeps mapped
- * there is pinned, never released. The parts of the range outside the
+ * inside them. A split-capable failed backend gets no unmap inside a
+ * pinned range: one of a piece would bisect the mapping it really holds
+ * there and add a mapping (rdm/worker.h "Failed backends": no call that
+ * could add one goes to it); what it keeps mapped there is pinned, never
+ * released. The parts of the range outside the
  * pins are whole mappings there and are unmapped as usual (their blocks
  * are released after). Other backends are not affected: without splits an
  * unmap never adds a mapping.
