@@ -62,6 +62,13 @@ static struct rdm_planner *planner_of(struct rdm_region *r)
 	return &((struct rdm_wregion *)rdm_region_get_applier_ctx(r))->planner;
 }
 
+/* The next unmap fails, and so does its retry: the backend is marked failed. */
+static void arm_unmap_failure(struct rdm_backend *b)
+{
+	REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
+	REQUIRE(rdm_sim_inject(b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
+}
+
 /* A sim (split-capable or not) behind a worker, and a region made from rc
  * (released blocks counted by on_release when rc names it) attached to it. */
 struct rig {
@@ -449,8 +456,7 @@ static void test_leak_without_memory_releases_nothing(void)
 		memset(released_blocks, 0, sizeof(released_blocks));
 		struct rig g = rig_up(&rc, false);
 		REQUIRE(rdm_populate(g.r, 0, 4 * BS) == 0);
-		REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
-		REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
+		arm_unmap_failure(g.b);
 		rdm_alloc_inject(k, false);
 		int rc1 = rdm_discard(g.r, 0, BS);
 
@@ -562,8 +568,7 @@ static void test_failed_flush_stops_populate(void)
 	struct rig g = rig_up(&rc, false);
 	REQUIRE(rdm_populate(g.r, 0, 2 * BS) == 0);
 	REQUIRE(rdm_producer_create(&prod) == 0);
-	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
-	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
+	arm_unmap_failure(g.b);
 	struct rdm_change ch[2] = {
 		{ .region = g.r, .kind = RDM_CHANGE_DISCARD, .offset = 0, .length = BS },
 		{ .region = g.r, .kind = RDM_CHANGE_POPULATE, .offset = 0, .length = BS },
@@ -611,8 +616,7 @@ static void test_failed_backend_never_splits(void)
 	struct rig g = rig_up(&rc, true);
 	REQUIRE(rdm_populate(g.r, 0, 8 * BS) == 0);
 	REQUIRE(stats(g.b).mappings == 1);
-	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
-	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
+	arm_unmap_failure(g.b);
 	CHECK(rdm_discard(g.r, 0, BS) == 0);
 	rdm_sim_clear_injections(g.b);
 	rdm_worker_get_stats(g.w, &ws);
@@ -659,8 +663,7 @@ static void test_failed_split_never_bisects(void)
 	REQUIRE(rdm_populate(g.r, 0, 8 * BS) == 0);
 	REQUIRE(rdm_populate(g.r, 8 * BS, 4 * BS) == 0);
 	REQUIRE(stats(g.b).mappings == 2);
-	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 1, -EIO) == 0);
-	REQUIRE(rdm_sim_inject(g.b, RDM_SIM_CALL_UNMAP, 2, -EIO) == 0);
+	arm_unmap_failure(g.b);
 	CHECK(rdm_discard(g.r, 3 * BS, BS) == 0);
 	rdm_sim_clear_injections(g.b);
 	rdm_worker_get_stats(g.w, &ws);
