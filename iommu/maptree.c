@@ -80,6 +80,150 @@ static inline uint64_t last_of(const struct rdm_maptree_node *n)
 	return n->start + (n->len - 1);
 }
 
+/* ------------------------------------------------------------ dense mode */
+/*
+ * Dense mode (maptree.h). slot[k] is the handle of the interval at slot k
+ * (0: none), bits has bit k set exactly when slot[k] != 0, and sum has bit
+ * w set exactly when word w of bits is not zero; bits past nslots are
+ * never set, so no scan masks its last word. In dense mode a node's left
+ * and right links are unused (a free node's left still chains the free
+ * list), and the treap fields root stays 0. Leaving it (to_treap()) hangs
+ * the intervals in key order from the right spine, as rdm_maptree_trim()
+ * rebuilds: the treap n inserts would have built.
+ */
+#define NONE UINT64_MAX
+
+static inline uint64_t nwords(const struct rdm_maptree *t)
+{
+	return (t->nslots + 63) / 64;
+}
+
+static inline bool slot_set(const struct rdm_maptree *t, uint64_t k)
+{
+	return (t->bits[k / 64] >> (k % 64)) & 1;
+}
+
+static inline void slot_fill(struct rdm_maptree *t, uint64_t k, uint32_t h)
+{
+	assert(k < t->nslots && !slot_set(t, k));
+	t->slot[k] = h;
+	t->bits[k / 64] |= 1ull << (k % 64);
+	t->sum[k / 4096] |= 1ull << (k / 64 % 64);
+}
+
+static inline void slot_empty(struct rdm_maptree *t, uint64_t k)
+{
+	assert(k < t->nslots && slot_set(t, k));
+	t->slot[k] = 0;
+	t->bits[k / 64] &= ~(1ull << (k % 64));
+	if (!t->bits[k / 64])
+		t->sum[k / 4096] &= ~(1ull << (k / 64 % 64));
+}
+
+/* The first slot >= k that holds an interval, or NONE. */
+static uint64_t next_set(const struct rdm_maptree *t, uint64_t k)
+{
+	uint64_t nw = nwords(t), w, m, s;
+
+	if (k >= t->nslots)
+		return NONE;
+	w = k / 64;
+	m = t->bits[w] & (~0ull << (k % 64));
+	if (m)
+		return w * 64 + (uint64_t)__builtin_ctzll(m);
+	if (++w >= nw)
+		return NONE;
+	s = w / 64;
+	m = t->sum[s] & (~0ull << (w % 64));
+	while (!m) {
+		if (++s >= (nw + 63) / 64)
+			return NONE;
+		m = t->sum[s];
+	}
+	w = s * 64 + (uint64_t)__builtin_ctzll(m);
+	return w * 64 + (uint64_t)__builtin_ctzll(t->bits[w]);
+}
+
+/* The last slot <= k (k < nslots) that holds an interval, or NONE. */
+static uint64_t prev_set(const struct rdm_maptree *t, uint64_t k)
+{
+	uint64_t w = k / 64, m, s;
+
+	m = t->bits[w] & (~0ull >> (63 - k % 64));
+	if (m)
+		return w * 64 + 63 - (uint64_t)__builtin_clzll(m);
+	if (w == 0)
+		return NONE;
+	w--;
+	s = w / 64;
+	m = t->sum[s] & (~0ull >> (63 - w % 64));
+	while (!m) {
+		if (s == 0)
+			return NONE;
+		m = t->sum[--s];
+	}
+	w = s * 64 + 63 - (uint64_t)__builtin_clzll(m);
+	return w * 64 + 63 - (uint64_t)__builtin_clzll(t->bits[w]);
+}
+
+static inline uint32_t handle_at(const struct rdm_maptree *t, uint64_t k)
+{
+	return k == NONE ? 0 : t->slot[k];
+}
+
+/* Is [start, start + len) exactly one slot of the index? */
+static inline bool fits_slot(const struct rdm_maptree *t, uint64_t start, uint64_t len)
+{
+	return len == 1ull << t->gshift && (start & (len - 1)) == 0 && (start >> t->gshift) < t->nslots;
+}
+
+static void dense_free_index(struct rdm_maptree *t)
+{
+	rdm_free(t->slot);
+	rdm_free(t->bits);
+	rdm_free(t->sum);
+	t->slot = NULL;
+	t->bits = t->sum = NULL;
+	t->nslots = 0;
+	t->gshift = 0;
+}
+
+int rdm_maptree_make_dense(struct rdm_maptree *t, uint32_t gshift, uint64_t nslots)
+{
+	if (t->count || t->slot || nslots == 0 || nslots > RDM_MAPTREE_DENSE_MAX || gshift > 63)
+		return -EINVAL;
+	t->slot = rdm_calloc(nslots, sizeof(*t->slot));
+	t->bits = rdm_calloc((nslots + 63) / 64, sizeof(*t->bits));
+	t->sum = rdm_calloc((nslots + 4095) / 4096, sizeof(*t->sum));
+	t->nslots = nslots;
+	t->gshift = gshift;
+	if (!t->slot || !t->bits || !t->sum) {
+		dense_free_index(t);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void hang_right(const struct rdm_maptree *t, uint32_t *root, uint32_t h);
+
+/* Leave dense mode for good: the same intervals as a treap. Allocates
+ * nothing, so it cannot fail; O(count log count) expected. */
+static void to_treap(struct rdm_maptree *t)
+{
+	uint32_t root = 0;
+
+	for (uint64_t k = next_set(t, 0); k != NONE; k = next_set(t, k + 1)) {
+		uint32_t h = t->slot[k];
+
+		N(t, h)->right = 0;
+		hang_right(t, &root, h);
+	}
+	dense_free_index(t);
+	t->root = root;
+}
+
+/* ------------------------------------------------------------ both modes */
+
 void rdm_maptree_init(struct rdm_maptree *t, size_t payload_size)
 {
 	assert(payload_size <= RDM_MAPTREE_MAX_PAYLOAD);
@@ -93,6 +237,7 @@ void rdm_maptree_fini(struct rdm_maptree *t)
 	uint32_t shift = t->shift, trim_above = t->trim_above;
 
 	rdm_free(t->pool);
+	dense_free_index(t);
 	*t = (struct rdm_maptree){ 0 };
 	t->shift = shift;
 	t->trim_above = trim_above;
@@ -157,6 +302,12 @@ uint32_t rdm_maptree_find_le(const struct rdm_maptree *t, uint64_t x)
 {
 	uint32_t i = t->root, best = 0;
 
+	if (t->slot) {
+		uint64_t k = x >> t->gshift;
+
+		return handle_at(t, prev_set(t, k < t->nslots ? k : t->nslots - 1));
+	}
+
 	while (i) {
 		const struct rdm_maptree_node *n = N(t, i);
 
@@ -173,6 +324,9 @@ uint32_t rdm_maptree_find_le(const struct rdm_maptree *t, uint64_t x)
 uint32_t rdm_maptree_find_ge(const struct rdm_maptree *t, uint64_t x)
 {
 	uint32_t i = t->root, best = 0;
+
+	if (t->slot)
+		return handle_at(t, next_set(t, (x >> t->gshift) + ((x & ((1ull << t->gshift) - 1)) != 0)));
 
 	while (i) {
 		const struct rdm_maptree_node *n = N(t, i);
@@ -200,6 +354,13 @@ uint32_t rdm_maptree_first_ending_after(const struct rdm_maptree *t, uint64_t x)
 	 * and the first starting after it. */
 	uint32_t i = t->root, floor = 0, above = 0;
 
+	if (t->slot) {
+		uint64_t k = x >> t->gshift;
+
+		/* Slot k's interval holds x; any other starts after it. */
+		return k >= t->nslots ? 0 : slot_set(t, k) ? t->slot[k] : handle_at(t, next_set(t, k + 1));
+	}
+
 	while (i) {
 		const struct rdm_maptree_node *n = N(t, i);
 
@@ -218,6 +379,8 @@ uint32_t rdm_maptree_next(const struct rdm_maptree *t, uint32_t h)
 {
 	uint64_t s = N(t, h)->start;
 
+	if (t->slot)
+		return handle_at(t, next_set(t, (s >> t->gshift) + 1));
 	/* The first start above h's; none if h ends at 2^64. */
 	return last_of(N(t, h)) == UINT64_MAX ? 0 : rdm_maptree_find_ge(t, s + 1);
 }
@@ -227,6 +390,11 @@ bool rdm_maptree_intersects(const struct rdm_maptree *t, uint64_t start, uint64_
 	/* Only the last interval starting at or before the range's last
 	 * element can reach into the range: every earlier one ends before
 	 * that one starts (invariant 1). */
+	if (t->slot) {
+		uint64_t k = next_set(t, start >> t->gshift);
+
+		return k != NONE && k <= (start + (len - 1)) >> t->gshift;
+	}
 	uint32_t h = rdm_maptree_find_le(t, start + (len - 1));
 
 	return h && last_of(N(t, h)) >= start;
@@ -279,6 +447,15 @@ void rdm_maptree_link(struct rdm_maptree *t, uint32_t h)
 	uint32_t ph = prio(h), *link = &t->root, i;
 	struct rdm_maptree_node *n = N(t, h);
 	uint64_t key = n->start;
+
+	if (t->slot) {
+		if (fits_slot(t, key, n->len)) {
+			slot_fill(t, key >> t->gshift, h);
+			t->count++;
+			return;
+		}
+		to_treap(t);
+	}
 
 	while ((i = *link) != 0 && prio(i) >= ph) {
 		struct rdm_maptree_node *c = N(t, i);
@@ -347,6 +524,14 @@ void rdm_maptree_insert_run(struct rdm_maptree *t, uint64_t start, uint64_t len,
 	assert(rdm_maptree_spare(t) >= n && sizeof(struct rdm_maptree_node) + size <= (size_t)1 << t->shift);
 	if (size)
 		memcpy(slot + sizeof(struct rdm_maptree_node), payload, size);
+	if (t->slot && fits_slot(t, start, len) && (start >> t->gshift) + n <= t->nslots) {
+		for (uint32_t k = 0; k < n; k++, start += len)
+			slot_fill(t, start >> t->gshift, node_from_slot(t, slot, start, len));
+		t->count += n;
+		return;
+	}
+	if (t->slot)
+		to_treap(t);
 	if (n == 1) {
 		/* One node: linking it (a descent and a split below its place)
 		 * gives the same treap as the split and two merges below, in
@@ -371,6 +556,12 @@ void rdm_maptree_unlink(struct rdm_maptree *t, uint32_t h)
 	uint32_t *link = &t->root, i;
 	uint64_t key = N(t, h)->start;
 
+	if (t->slot) {
+		assert(t->slot[key >> t->gshift] == h);
+		slot_empty(t, key >> t->gshift);
+		t->count--;
+		return;
+	}
 	while ((i = *link) != h) {
 		struct rdm_maptree_node *c = N(t, i);
 
@@ -388,6 +579,18 @@ uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t 
 	 * node has a right subtree (then its leftmost node is). */
 	uint32_t *link = &t->root, i, above = 0;
 
+	if (t->slot) {
+		uint64_t k = key >> t->gshift;
+
+		i = k < t->nslots && (key & ((1ull << t->gshift) - 1)) == 0 ? t->slot[k] : 0;
+		if (i) {
+			slot_empty(t, k);
+			t->count--;
+		}
+		if (next)
+			*next = i ? handle_at(t, next_set(t, k + 1)) : 0;
+		return i;
+	}
 	while ((i = *link) != 0) {
 		struct rdm_maptree_node *c = N(t, i);
 
@@ -436,6 +639,12 @@ void rdm_maptree_clear(struct rdm_maptree *t)
 {
 	uint64_t c = 0, l = 0;
 
+	if (t->slot) {
+		for (uint64_t k = next_set(t, 0); k != NONE; k = next_set(t, k + 1)) {
+			rdm_maptree_free(t, t->slot[k]);
+			slot_empty(t, k);
+		}
+	}
 	free_subtree(t, t->root, &c, &l);
 	t->root = 0;
 	t->count = 0;
@@ -471,6 +680,11 @@ bool rdm_maptree_trim(struct rdm_maptree *t)
 	 * expected in all. */
 	struct rdm_maptree nt = { .pool = p, .shift = t->shift };
 
+	/* Dense: slot order is key order; the index takes the new handles. */
+	for (uint64_t s = t->slot ? next_set(t, 0) : NONE; s != NONE; s = next_set(t, s + 1)) {
+		memcpy(N(&nt, ++k), N(t, t->slot[s]), size);
+		t->slot[s] = k;
+	}
 	for (uint32_t h = t->root; h;) {
 		struct rdm_maptree_node *c = N(t, h);
 
@@ -539,9 +753,30 @@ void rdm_maptree_remove_starts_in(struct rdm_maptree *t, uint64_t lo, uint64_t l
 bool rdm_maptree_remove_starts_in_if(struct rdm_maptree *t, uint64_t lo, uint64_t last, rdm_maptree_fn refuse,
 				     void *opaque, uint64_t *count, uint64_t *len_sum)
 {
-	uint32_t l, mid, r, *link = range_link(t, lo, last);
+	uint32_t l, mid, r, *link;
 	uint64_t c = 0, s = 0;
 
+	if (t->slot) {
+		uint64_t g = 1ull << t->gshift, k0 = (lo >> t->gshift) + ((lo & (g - 1)) != 0);
+		uint64_t k1 = last >> t->gshift < t->nslots ? last >> t->gshift : t->nslots - 1;
+
+		for (uint64_t k = next_set(t, k0); refuse && k != NONE && k <= k1; k = next_set(t, k + 1))
+			if (refuse(opaque, t, t->slot[k]))
+				return false;
+		for (uint64_t k = next_set(t, k0); k != NONE && k <= k1; k = next_set(t, k + 1)) {
+			uint32_t h = t->slot[k];
+
+			c++;
+			s += N(t, h)->len;
+			slot_empty(t, k);
+			rdm_maptree_free(t, h);
+		}
+		t->count -= c;
+		*count += c;
+		*len_sum += s;
+		return true;
+	}
+	link = range_link(t, lo, last);
 	split3(t, *link, lo, last, &l, &mid, &r);
 	if (refuse && visit(t, mid, refuse, opaque)) {
 		/* Joined back as it was: a treap's shape is a function of its
@@ -574,5 +809,14 @@ static int visit(const struct rdm_maptree *t, uint32_t i, rdm_maptree_fn fn, voi
 
 int rdm_maptree_for_each(const struct rdm_maptree *t, rdm_maptree_fn fn, void *opaque)
 {
+	if (t->slot) {
+		for (uint64_t k = next_set(t, 0); k != NONE; k = next_set(t, k + 1)) {
+			int rc = fn(opaque, t, t->slot[k]);
+
+			if (rc)
+				return rc;
+		}
+		return 0;
+	}
 	return visit(t, t->root, fn, opaque);
 }

@@ -18,6 +18,8 @@
  * fail; removals never allocate. An owner whose operation must not fail
  * halfway reserves everything it may need before it changes anything.
  *
+ * Dense mode (below) indexes single-slot intervals by slot instead.
+ *
  * O(log n) expected per lookup, insert and removal (a treap whose nodes live
  * in one pooled array: 32 bytes per node with a payload of up to 8 bytes, 64
  * with up to 40). Not thread-safe; the owner serialises.
@@ -48,6 +50,12 @@ struct rdm_maptree {
 	uint32_t root;
 	uint64_t count;      /* intervals in the tree */
 	uint32_t trim_above; /* rdm_maptree_trim() acts on pools larger than this */
+	/* Dense mode (rdm_maptree_make_dense()); slot == NULL: a treap. */
+	uint32_t *slot;      /* the handle linked at each slot, 0 if none */
+	uint64_t *bits;      /* bit k: slot k holds an interval */
+	uint64_t *sum;       /* bit w: word w of bits is not zero */
+	uint64_t nslots;
+	uint32_t gshift;     /* a slot is 2^gshift keys */
 };
 
 /* An empty tree whose nodes carry payload_size (<= RDM_MAPTREE_MAX_PAYLOAD)
@@ -55,6 +63,29 @@ struct rdm_maptree {
 void rdm_maptree_init(struct rdm_maptree *t, size_t payload_size);
 /* Free everything (linked and unlinked nodes alike). */
 void rdm_maptree_fini(struct rdm_maptree *t);
+
+/*
+ * Dense mode, for an owner whose intervals are almost always single slots:
+ * every interval [k << gshift, (k + 1) << gshift) with k < nslots, as the
+ * planner's layout under the block policy (one mapping per discard unit).
+ * The intervals are then indexed by slot (a handle per slot and a bitmap
+ * with a summary word per 64 words) instead of a treap: an insert, a
+ * removal and a lookup cost O(1) and a walk to the next interval
+ * O(1 + nslots / 4096), with no descent. The API and its results are
+ * unchanged; nodes, handles, payloads and reserve-then-commit are the
+ * same. The first interval linked that is not a single slot (or lies
+ * beyond nslots) turns the tree into the treap of the intervals it holds,
+ * for good, without allocating: dense mode is an index, never a rule.
+ * Call on an empty tree; costs 4 bytes per slot plus 1 bit per slot.
+ * 0, or -EINVAL (not empty, nslots 0 or above RDM_MAPTREE_DENSE_MAX,
+ * gshift > 63) or -ENOMEM, and the tree stays a treap (still correct).
+ */
+#define RDM_MAPTREE_DENSE_MAX (1ull << 22)
+int rdm_maptree_make_dense(struct rdm_maptree *t, uint32_t gshift, uint64_t nslots);
+static inline bool rdm_maptree_is_dense(const struct rdm_maptree *t)
+{
+	return t->slot != NULL;
+}
 
 /* Make room for n more nodes, so that the next n inserts cannot fail.
  * 0 or -ENOMEM (nothing changed). */

@@ -319,6 +319,12 @@ int rdm_planner_init(struct rdm_planner *p, struct rdm_region *r)
 	if (p->max_cut >= RDM_PLANNER_LEVELS)
 		p->max_cut = RDM_PLANNER_LEVELS - 1;
 	p->cut = 0; /* nothing learned: cut_run goes by the exposure room */
+	/* The block policy's layout is one mapping per unit: indexed by unit
+	 * instead of searched (maptree.h, dense mode). Without the memory, or
+	 * past RDM_MAPTREE_DENSE_MAX units, it stays a treap (the same
+	 * answers, slower). */
+	if (p->policy == RDM_POLICY_BLOCK)
+		(void)rdm_maptree_make_dense(&p->maps, p->unit_shift, (p->nblocks + p->unit - 1) >> p->unit_shift);
 	p->window_blocks = p->nblocks > p->chunk ? p->nblocks : p->chunk;
 	return 0;
 }

@@ -486,6 +486,15 @@ static bool run_seed(uint64_t seed, int steps)
 				seed, g.policy, step, populate ? "populate" : "discard", u0, n);
 			ok = false;
 		}
+		/* The block policy's layout is one mapping per unit on both
+		 * paths, so it stays indexed by unit (maptree.h, dense mode):
+		 * a mapping of another shape would make it a treap for good. */
+		for (int i = 0; i < NWORLDS && ok && g.policy == RDM_POLICY_BLOCK; i++)
+			if (!rdm_maptree_is_dense(&planner_of(&wd[i])->maps)) {
+				fprintf(stderr, "seed %" PRIu64 " step %d: world %d's block layout is no longer dense\n",
+					seed, step, i);
+				ok = false;
+			}
 		/* An UNMAP that failed twice marks its backend failed, which may
 		 * then keep what it could not unmap (by design): no model check
 		 * from there on. */

@@ -1,5 +1,5 @@
 /* test_maptree.c - the maptree's bulk operations against its one-at-a-time ones and a bitmap of keys;
- * its trim against the same bitmap (trim_seed()). */
+ * its trim against the same bitmap (trim_seed()); its dense mode against the treap (dense_seed()). */
 /*
  * Two trees take the same random operations: in one, a run of n adjacent
  * intervals goes in by rdm_maptree_insert_run() and a key range out by
@@ -18,6 +18,7 @@
  *
  * RDM_TEST_SEED=N replays one seed; RDM_TEST_ROUNDS=N sets the rounds.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -396,17 +397,256 @@ static void check_trim_above(void)
 	CHECK(t.trim_above == 4095); /* kept for the tree's next life */
 }
 
+/* The start of node h (UINT64_MAX for none): answers of two trees compared. */
+static uint64_t start_of(const struct rdm_maptree *t, uint32_t h)
+{
+	return h ? rdm_maptree_node(t, h)->start : UINT64_MAX;
+}
+
+/*
+ * Dense mode against the treap and the model: the two trees take the same
+ * random calls - runs of single-slot intervals in and out, unlinks by
+ * start and by handle linked back or freed, refused and done removals,
+ * every lookup at random keys, trims - and must answer alike and hold the
+ * model's intervals after every step. Some slots of the key range lie
+ * past nslots. In a quarter of the seeds an interval that is not one slot
+ * (longer, misaligned or past nslots) goes in at a random step: the dense
+ * tree must turn into a treap then (and never before) and go on answering
+ * alike.
+ */
+static bool dense_seed(uint64_t seed)
+{
+	static struct model m;
+	struct rdm_maptree d, t;
+	uint64_t next_tag = 1;
+	bool ok = true, converted = false;
+
+	rng_state = seed * 0x9e3779b97f4a7c15ull + 11;
+	memset(&m, 0, sizeof(m));
+	uint32_t gshift = (uint32_t)below(3);
+	uint64_t g = 1ull << gshift, nslots = KEYS / g - (below(2) ? 0 : 1 + below(4));
+	bool convert = seed % 4 == 0;
+	int convert_at = (int)below(400);
+
+	rdm_maptree_init(&d, sizeof(struct pay));
+	rdm_maptree_init(&t, sizeof(struct pay));
+	REQUIRE(rdm_maptree_make_dense(&d, gshift, nslots) == 0);
+	d.trim_above = t.trim_above = RDM_MAPTREE_TRIM_MIN;
+	for (int step = 0; step < 600 && ok; step++) {
+		uint64_t op = below(6);
+
+		if (op < 2) {
+			/* A run of single slots in a free stretch, or the one
+			 * interval that is not a slot. */
+			bool odd = convert && step >= convert_at && !converted;
+			uint64_t k = below(KEYS / g), n = odd ? 1 : 1 + below(below(4) ? 4 : 100), len = g, off = k * g;
+
+			if (odd) {
+				switch (below(3)) {
+				case 0: len = g + 1; break;                   /* longer */
+				case 1: off = k * g + (g > 1 ? 1 : 0); len = g > 1 ? g - 1 : 2; break; /* misaligned */
+				default: off = (nslots + below(KEYS / g - nslots + 1)) * g; break; /* past nslots */
+				}
+			}
+			uint64_t end = off, bound = odd ? KEYS : nslots * g; /* runs of slots stay in nslots */
+
+			while (end < bound && end - off < len * n && m.tag[end] == 0)
+				end++;
+			n = (end - off) / len;
+			if (n == 0)
+				continue;
+			struct pay tmpl;
+
+			memset(&tmpl, 0, sizeof(tmpl));
+			tmpl.tag = next_tag;
+			REQUIRE(rdm_maptree_reserve(&d, (uint32_t)n) == 0 && rdm_maptree_reserve(&t, (uint32_t)n) == 0);
+			if (n == 1 && below(2)) {
+				uint32_t hd = rdm_maptree_insert(&d, off, len), ht = rdm_maptree_insert(&t, off, len);
+
+				memcpy(rdm_maptree_payload(&d, hd), &tmpl, sizeof(tmpl));
+				memcpy(rdm_maptree_payload(&t, ht), &tmpl, sizeof(tmpl));
+			} else {
+				rdm_maptree_insert_run(&d, off, len, (uint32_t)n, &tmpl, sizeof(tmpl));
+				rdm_maptree_insert_run(&t, off, len, (uint32_t)n, &tmpl, sizeof(tmpl));
+			}
+			for (uint64_t i = 0; i < n * len; i++) {
+				m.tag[off + i] = next_tag;
+				m.first[off + i] = off + i / len * len;
+			}
+			next_tag++;
+			/* off + len <= KEYS: an interval past nslots, or any that
+			 * is not exactly one aligned slot, leaves dense mode. */
+			converted |= len != g || off % g || off / g >= nslots;
+		} else if (op == 2) {
+			uint64_t lo = below(KEYS), last = lo + below(below(2) ? 4 * g : KEYS - lo);
+			struct refuse_ctx cd = { below(8), 0 }, ct = cd;
+			uint64_t nd = 0, sd = 0, nt = 0, st = 0;
+			bool rd = rdm_maptree_remove_starts_in_if(&d, lo, last, below(2) ? refuse : NULL, &cd, &nd, &sd);
+			bool rt = rdm_maptree_remove_starts_in_if(&t, lo, last, cd.seen || !rd ? refuse : NULL, &ct, &nt, &st);
+
+			if (rd != rt || nd != nt || sd != st) {
+				fprintf(stderr, "dense seed %" PRIu64 " step %d: removal [%" PRIu64 ", %" PRIu64 "] %d/%" PRIu64
+					" against %d/%" PRIu64 "\n", seed, step, lo, last, rd, nd, rt, nt);
+				ok = false;
+			}
+			if (rd)
+				for (uint64_t k = lo; k <= last && k < KEYS; k++)
+					if (m.tag[k] && m.first[k] == k)
+						for (uint64_t x = k; x < KEYS && m.tag[x] && m.first[x] == k; x++)
+							m.tag[x] = 0;
+		} else if (op == 3) {
+			uint64_t k = below(2) ? below(KEYS / g) * g : below(KEYS);
+			uint32_t nd = UINT32_MAX, nt = UINT32_MAX;
+			uint32_t hd = rdm_maptree_unlink_start(&d, k, &nd), ht = rdm_maptree_unlink_start(&t, k, &nt);
+
+			if (start_of(&d, hd) != start_of(&t, ht) || start_of(&d, nd) != start_of(&t, nt) ||
+			    (hd != 0) != (m.tag[k] && m.first[k] == k)) {
+				fprintf(stderr, "dense seed %" PRIu64 " step %d: unlink_start(%" PRIu64 ") differs\n", seed,
+					step, k);
+				ok = false;
+				break;
+			}
+			if (hd && below(2)) {
+				rdm_maptree_link(&d, hd);
+				rdm_maptree_link(&t, ht);
+			} else if (hd) {
+				rdm_maptree_free(&d, hd);
+				rdm_maptree_free(&t, ht);
+				for (uint64_t x = k; x < KEYS && m.tag[x] && m.first[x] == k; x++)
+					m.tag[x] = 0;
+			}
+		} else if (op == 4) {
+			uint64_t x = below(KEYS + 8), len = 1 + below(3 * g);
+			uint32_t hd = rdm_maptree_find_le(&d, x), ht = rdm_maptree_find_le(&t, x);
+			bool same = start_of(&d, hd) == start_of(&t, ht) &&
+				    start_of(&d, rdm_maptree_find_ge(&d, x)) == start_of(&t, rdm_maptree_find_ge(&t, x)) &&
+				    start_of(&d, rdm_maptree_find(&d, x)) == start_of(&t, rdm_maptree_find(&t, x)) &&
+				    start_of(&d, rdm_maptree_first_ending_after(&d, x)) ==
+					    start_of(&t, rdm_maptree_first_ending_after(&t, x)) &&
+				    rdm_maptree_intersects(&d, x, len) == rdm_maptree_intersects(&t, x, len) &&
+				    (!hd || start_of(&d, rdm_maptree_next(&d, hd)) == start_of(&t, rdm_maptree_next(&t, ht)));
+			/* The model's answer to one of them: the interval holding x. */
+			uint64_t want = x < KEYS && m.tag[x] ? m.first[x] : UINT64_MAX;
+
+			if (!same || start_of(&d, rdm_maptree_find(&d, x)) != want) {
+				fprintf(stderr, "dense seed %" PRIu64 " step %d: lookups at %" PRIu64 " differ\n", seed, step,
+					x);
+				ok = false;
+			}
+		} else if (below(4)) {
+			/* Out by handle and back, as the planner does. */
+			uint32_t hd = rdm_maptree_find_ge(&d, below(KEYS)), ht = hd ? rdm_maptree_find(&t, start_of(&d, hd)) : 0;
+
+			if (hd) {
+				rdm_maptree_unlink(&d, hd);
+				rdm_maptree_unlink(&t, ht);
+				rdm_maptree_link(&d, hd);
+				rdm_maptree_link(&t, ht);
+			}
+		} else {
+			bool md = rdm_maptree_trim(&d), mt = rdm_maptree_trim(&t);
+
+			if (md != mt || d.cap != t.cap) {
+				fprintf(stderr, "dense seed %" PRIu64 " step %d: trim %d/%" PRIu32 " against %d/%" PRIu32 "\n",
+					seed, step, md, d.cap, mt, t.cap);
+				ok = false;
+			}
+		}
+		if (!matches(&d, &m) || !matches(&t, &m) || d.count != t.count || rdm_maptree_is_dense(&d) == converted) {
+			fprintf(stderr, "dense seed %" PRIu64 " step %d (op %" PRIu64 "): model %d/%d, counts %" PRIu64
+				"/%" PRIu64 ", %s\n", seed, step, op, matches(&d, &m), matches(&t, &m), d.count, t.count,
+				rdm_maptree_is_dense(&d) ? "dense" : "a treap");
+			ok = false;
+		}
+	}
+	/* Trim: fill every free slot, empty all but the last few, and the
+	 * trim must move both trees alike when their pools passed
+	 * RDM_MAPTREE_TRIM_MIN (one slot per key: gshift 0). */
+	for (uint64_t k = 0; ok && k < nslots; k++) {
+		if (m.tag[k * g])
+			continue;
+		uint64_t n = 0;
+
+		while (k + n < nslots && !m.tag[(k + n) * g])
+			n++;
+		REQUIRE(rdm_maptree_reserve(&d, (uint32_t)n) == 0 && rdm_maptree_reserve(&t, (uint32_t)n) == 0);
+		struct pay tmpl = { .tag = next_tag };
+
+		rdm_maptree_insert_run(&d, k * g, g, (uint32_t)n, &tmpl, sizeof(tmpl));
+		rdm_maptree_insert_run(&t, k * g, g, (uint32_t)n, &tmpl, sizeof(tmpl));
+		for (uint64_t i = 0; i < n * g; i++) {
+			m.tag[k * g + i] = next_tag;
+			m.first[k * g + i] = k * g + i / g * g;
+		}
+		next_tag++;
+		k += n;
+	}
+	uint64_t cd = 0, sd = 0, ct = 0, st = 0;
+
+	rdm_maptree_remove_starts_in(&d, 0, KEYS - 4 * g - 1, &cd, &sd);
+	rdm_maptree_remove_starts_in(&t, 0, KEYS - 4 * g - 1, &ct, &st);
+	for (uint64_t k = 0; k < KEYS - 4 * g; k++)
+		if (m.tag[k] && m.first[k] == k)
+			for (uint64_t x = k; x < KEYS && m.tag[x] && m.first[x] == k; x++)
+				m.tag[x] = 0;
+	bool due = t.cap > RDM_MAPTREE_TRIM_MIN, md = rdm_maptree_trim(&d), mt = rdm_maptree_trim(&t);
+	uint32_t last = rdm_maptree_find_le(&d, UINT64_MAX);
+
+	if (ok && (md != due || mt != due || cd != ct || !matches(&d, &m) || !matches(&t, &m) ||
+		   rdm_maptree_is_dense(&d) == converted ||
+		   start_of(&d, last) != start_of(&t, rdm_maptree_find_le(&t, UINT64_MAX)) ||
+		   (last && start_of(&d, rdm_maptree_unlink_start(&d, start_of(&d, last), NULL)) != start_of(&d, last)))) {
+		fprintf(stderr, "dense seed %" PRIu64 ": trim %d/%d, removed %" PRIu64 "/%" PRIu64 ", model %d/%d\n", seed,
+			md, mt, cd, ct, matches(&d, &m), matches(&t, &m));
+		ok = false;
+	}
+	if (ok && convert && !converted && convert_at < 500)
+		fprintf(stderr, "dense seed %" PRIu64 ": no interval that is not a slot went in\n", seed);
+	rdm_maptree_fini(&d);
+	rdm_maptree_fini(&t);
+	return ok;
+}
+
+/* make_dense's refusals and its failed allocation leave a working treap. */
+static void check_make_dense(void)
+{
+	struct rdm_maptree t;
+	uint64_t count = 0, sum = 0;
+
+	rdm_maptree_init(&t, 0);
+	CHECK(rdm_maptree_make_dense(&t, 0, 0) == -EINVAL && !rdm_maptree_is_dense(&t));
+	CHECK(rdm_maptree_make_dense(&t, 0, RDM_MAPTREE_DENSE_MAX + 1) == -EINVAL && !rdm_maptree_is_dense(&t));
+	for (unsigned long k = 1; k <= 3; k++) {
+		rdm_alloc_inject(k, false);
+		CHECK(rdm_maptree_make_dense(&t, 1, 100) == -ENOMEM && !rdm_maptree_is_dense(&t));
+		rdm_alloc_inject(0, false);
+	}
+	REQUIRE(rdm_maptree_reserve(&t, 2) == 0);
+	rdm_maptree_insert_run(&t, 10, 2, 2, NULL, 0);
+	CHECK(rdm_maptree_make_dense(&t, 1, 100) == -EINVAL && !rdm_maptree_is_dense(&t)); /* not empty */
+	CHECK(t.count == 2 && rdm_maptree_find(&t, 13) && !rdm_maptree_find(&t, 14));
+	rdm_maptree_remove_starts_in(&t, 0, UINT64_MAX, &count, &sum);
+	CHECK(count == 2 && sum == 4 && t.count == 0);
+	CHECK(rdm_maptree_make_dense(&t, 1, 100) == 0 && rdm_maptree_is_dense(&t));
+	rdm_maptree_fini(&t);
+	CHECK(!rdm_maptree_is_dense(&t));
+}
+
 int main(void)
 {
 	check_trim_above();
+	check_make_dense();
 	const char *s = getenv("RDM_TEST_SEED"), *r = getenv("RDM_TEST_ROUNDS");
 	int rounds = r ? atoi(r) : 100;
 
 	if (s) {
 		CHECK(run_seed(strtoull(s, NULL, 0)));
 		CHECK(trim_seed(strtoull(s, NULL, 0)));
+		CHECK(dense_seed(strtoull(s, NULL, 0)));
 		return check_exit();
 	}
+	for (int i = 1; i <= rounds; i++)
+		CHECK(dense_seed((uint64_t)i));
 	for (int i = 1; i <= rounds; i++)
 		CHECK(run_seed((uint64_t)i));
 	for (int i = 1; i <= rounds; i++)
