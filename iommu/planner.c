@@ -550,6 +550,54 @@ static void set_dead_next(struct rdm_planner *p, uint32_t h, uint32_t next)
 	layout(p, h)->stamp = next;
 }
 
+/* Dead lists up to this long are sorted in an array on the stack (8 KiB)
+ * instead of as a list. */
+#define SORT_DEAD_ARRAY 512u
+
+struct dead_key {
+	uint64_t start;
+	uint32_t h;
+};
+
+/*
+ * An unsorted list (a batch of discards in scattered order) is read once
+ * into an array of (start, handle), sorted there by insertion into place
+ * (the lists are short: a batch's discards) with a binary search, and
+ * linked again: each node is touched twice, where the merge sort below
+ * walks its list again at every level (~530 instructions per discard in
+ * bench pipeline-scattered, nodes missing the cache). Longer lists use
+ * that merge sort, which needs no memory.
+ */
+static bool sort_dead_array(struct rdm_planner *p, uint32_t head, uint32_t *out)
+{
+	struct dead_key v[SORT_DEAD_ARRAY];
+	uint32_t n = 0;
+
+	for (uint32_t h = head; h; h = dead_next(p, h)) {
+		if (n == SORT_DEAD_ARRAY)
+			return false;
+		uint64_t st = node(p, h)->start;
+		uint32_t lo = 0, hi = n;
+
+		while (lo < hi) {
+			uint32_t mid = (lo + hi) / 2;
+
+			if (v[mid].start < st)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		memmove(&v[lo + 1], &v[lo], (n - lo) * sizeof(v[0]));
+		v[lo] = (struct dead_key){ st, h };
+		n++;
+	}
+	for (uint32_t i = 0; i + 1 < n; i++)
+		set_dead_next(p, v[i].h, v[i + 1].h);
+	set_dead_next(p, v[n - 1].h, 0);
+	*out = v[0].h;
+	return true;
+}
+
 static uint32_t sort_dead(struct rdm_planner *p, uint32_t head)
 {
 	bool sorted = true;
@@ -559,6 +607,10 @@ static uint32_t sort_dead(struct rdm_planner *p, uint32_t head)
 		sorted &= node(p, h)->start < node(p, dead_next(p, h))->start;
 	if (sorted)
 		return head;
+	uint32_t first;
+
+	if (sort_dead_array(p, head, &first))
+		return first;
 	/* Split in halves, sort each, merge. */
 	for (uint32_t h = head; h; h = dead_next(p, h))
 		n++;
