@@ -92,6 +92,11 @@ static inline uint64_t last_of(const struct rdm_maptree_node *n)
  * rebuilds: the treap n inserts would have built.
  */
 #define NONE UINT64_MAX
+/* Every public call asks this first: expected false (the sim's trees and
+ * the other policies' layouts), so the treap's code is laid out as if
+ * dense mode did not exist, and the dense code sits in functions of its
+ * own. */
+#define DENSE(t) __builtin_expect((t)->slot != NULL, 0)
 
 static inline uint64_t nwords(const struct rdm_maptree *t)
 {
@@ -298,15 +303,16 @@ void rdm_maptree_free(struct rdm_maptree *t, uint32_t i)
 	t->nfree++;
 }
 
-uint32_t rdm_maptree_find_le(const struct rdm_maptree *t, uint64_t x)
+static __attribute__((noinline)) uint32_t dense_find_le(const struct rdm_maptree *t, uint64_t x)
+{
+	uint64_t k = x >> t->gshift;
+
+	return handle_at(t, prev_set(t, k < t->nslots ? k : t->nslots - 1));
+}
+
+static inline uint32_t treap_find_le(const struct rdm_maptree *t, uint64_t x)
 {
 	uint32_t i = t->root, best = 0;
-
-	if (t->slot) {
-		uint64_t k = x >> t->gshift;
-
-		return handle_at(t, prev_set(t, k < t->nslots ? k : t->nslots - 1));
-	}
 
 	while (i) {
 		const struct rdm_maptree_node *n = N(t, i);
@@ -321,12 +327,22 @@ uint32_t rdm_maptree_find_le(const struct rdm_maptree *t, uint64_t x)
 	return best;
 }
 
+uint32_t rdm_maptree_find_le(const struct rdm_maptree *t, uint64_t x)
+{
+	return DENSE(t) ? dense_find_le(t, x) : treap_find_le(t, x);
+}
+
+static __attribute__((noinline)) uint32_t dense_find_ge(const struct rdm_maptree *t, uint64_t x)
+{
+	return handle_at(t, next_set(t, (x >> t->gshift) + ((x & ((1ull << t->gshift) - 1)) != 0)));
+}
+
 uint32_t rdm_maptree_find_ge(const struct rdm_maptree *t, uint64_t x)
 {
 	uint32_t i = t->root, best = 0;
 
-	if (t->slot)
-		return handle_at(t, next_set(t, (x >> t->gshift) + ((x & ((1ull << t->gshift) - 1)) != 0)));
+	if (DENSE(t))
+		return dense_find_ge(t, x);
 
 	while (i) {
 		const struct rdm_maptree_node *n = N(t, i);
@@ -354,7 +370,7 @@ uint32_t rdm_maptree_first_ending_after(const struct rdm_maptree *t, uint64_t x)
 	 * and the first starting after it. */
 	uint32_t i = t->root, floor = 0, above = 0;
 
-	if (t->slot) {
+	if (DENSE(t)) {
 		uint64_t k = x >> t->gshift;
 
 		/* Slot k's interval holds x; any other starts after it. */
@@ -379,7 +395,7 @@ uint32_t rdm_maptree_next(const struct rdm_maptree *t, uint32_t h)
 {
 	uint64_t s = N(t, h)->start;
 
-	if (t->slot)
+	if (DENSE(t))
 		return handle_at(t, next_set(t, (s >> t->gshift) + 1));
 	/* The first start above h's; none if h ends at 2^64. */
 	return last_of(N(t, h)) == UINT64_MAX ? 0 : rdm_maptree_find_ge(t, s + 1);
@@ -390,12 +406,12 @@ bool rdm_maptree_intersects(const struct rdm_maptree *t, uint64_t start, uint64_
 	/* Only the last interval starting at or before the range's last
 	 * element can reach into the range: every earlier one ends before
 	 * that one starts (invariant 1). */
-	if (t->slot) {
+	if (DENSE(t)) {
 		uint64_t k = next_set(t, start >> t->gshift);
 
 		return k != NONE && k <= (start + (len - 1)) >> t->gshift;
 	}
-	uint32_t h = rdm_maptree_find_le(t, start + (len - 1));
+	uint32_t h = treap_find_le(t, start + (len - 1));
 
 	return h && last_of(N(t, h)) >= start;
 }
@@ -440,22 +456,30 @@ static uint32_t merge(const struct rdm_maptree *t, uint32_t a, uint32_t b)
 	return root;
 }
 
+/* Dense mode's link: true if done, false once the tree is a treap (h is
+ * not one slot) and the treap's link must run. */
+static __attribute__((noinline)) bool dense_link(struct rdm_maptree *t, uint32_t h)
+{
+	const struct rdm_maptree_node *n = N(t, h);
+
+	if (!fits_slot(t, n->start, n->len)) {
+		to_treap(t);
+		return false;
+	}
+	slot_fill(t, n->start >> t->gshift, h);
+	t->count++;
+	return true;
+}
+
 void rdm_maptree_link(struct rdm_maptree *t, uint32_t h)
 {
+	if (DENSE(t) && dense_link(t, h))
+		return;
 	/* Descend while the nodes outrank h (invariant 2), then h takes that
 	 * place and the subtree there splits around it. */
 	uint32_t ph = prio(h), *link = &t->root, i;
 	struct rdm_maptree_node *n = N(t, h);
 	uint64_t key = n->start;
-
-	if (t->slot) {
-		if (fits_slot(t, key, n->len)) {
-			slot_fill(t, key >> t->gshift, h);
-			t->count++;
-			return;
-		}
-		to_treap(t);
-	}
 
 	while ((i = *link) != 0 && prio(i) >= ph) {
 		struct rdm_maptree_node *c = N(t, i);
@@ -524,13 +548,13 @@ void rdm_maptree_insert_run(struct rdm_maptree *t, uint64_t start, uint64_t len,
 	assert(rdm_maptree_spare(t) >= n && sizeof(struct rdm_maptree_node) + size <= (size_t)1 << t->shift);
 	if (size)
 		memcpy(slot + sizeof(struct rdm_maptree_node), payload, size);
-	if (t->slot && fits_slot(t, start, len) && (start >> t->gshift) + n <= t->nslots) {
+	if (DENSE(t) && fits_slot(t, start, len) && (start >> t->gshift) + n <= t->nslots) {
 		for (uint32_t k = 0; k < n; k++, start += len)
 			slot_fill(t, start >> t->gshift, node_from_slot(t, slot, start, len));
 		t->count += n;
 		return;
 	}
-	if (t->slot)
+	if (DENSE(t))
 		to_treap(t);
 	if (n == 1) {
 		/* One node: linking it (a descent and a split below its place)
@@ -556,7 +580,7 @@ void rdm_maptree_unlink(struct rdm_maptree *t, uint32_t h)
 	uint32_t *link = &t->root, i;
 	uint64_t key = N(t, h)->start;
 
-	if (t->slot) {
+	if (DENSE(t)) {
 		assert(t->slot[key >> t->gshift] == h);
 		slot_empty(t, key >> t->gshift);
 		t->count--;
@@ -571,6 +595,20 @@ void rdm_maptree_unlink(struct rdm_maptree *t, uint32_t h)
 	t->count--;
 }
 
+static __attribute__((noinline)) uint32_t dense_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t *next)
+{
+	uint64_t k = key >> t->gshift;
+	uint32_t h = k < t->nslots && (key & ((1ull << t->gshift) - 1)) == 0 ? t->slot[k] : 0;
+
+	if (h) {
+		slot_empty(t, k);
+		t->count--;
+	}
+	if (next)
+		*next = h ? handle_at(t, next_set(t, k + 1)) : 0;
+	return h;
+}
+
 uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t *next)
 {
 	/* The search for key is the path unlink() would walk to the node:
@@ -579,18 +617,8 @@ uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t 
 	 * node has a right subtree (then its leftmost node is). */
 	uint32_t *link = &t->root, i, above = 0;
 
-	if (t->slot) {
-		uint64_t k = key >> t->gshift;
-
-		i = k < t->nslots && (key & ((1ull << t->gshift) - 1)) == 0 ? t->slot[k] : 0;
-		if (i) {
-			slot_empty(t, k);
-			t->count--;
-		}
-		if (next)
-			*next = i ? handle_at(t, next_set(t, k + 1)) : 0;
-		return i;
-	}
+	if (DENSE(t))
+		return dense_unlink_start(t, key, next);
 	while ((i = *link) != 0) {
 		struct rdm_maptree_node *c = N(t, i);
 
@@ -756,20 +784,32 @@ bool rdm_maptree_remove_starts_in_if(struct rdm_maptree *t, uint64_t lo, uint64_
 	uint32_t l, mid, r, *link;
 	uint64_t c = 0, s = 0;
 
-	if (t->slot) {
+	if (DENSE(t)) {
 		uint64_t g = 1ull << t->gshift, k0 = (lo >> t->gshift) + ((lo & (g - 1)) != 0);
 		uint64_t k1 = last >> t->gshift < t->nslots ? last >> t->gshift : t->nslots - 1;
 
 		for (uint64_t k = next_set(t, k0); refuse && k != NONE && k <= k1; k = next_set(t, k + 1))
 			if (refuse(opaque, t, t->slot[k]))
 				return false;
-		for (uint64_t k = next_set(t, k0); k != NONE && k <= k1; k = next_set(t, k + 1)) {
-			uint32_t h = t->slot[k];
+		/* A word of the bitmap at a time: its slots in [k0, k1]. */
+		for (uint64_t k = next_set(t, k0); k != NONE && k <= k1; k = next_set(t, k)) {
+			uint64_t w = k / 64, m = t->bits[w] & (~0ull << (k % 64));
 
-			c++;
-			s += N(t, h)->len;
-			slot_empty(t, k);
-			rdm_maptree_free(t, h);
+			if (k1 / 64 == w)
+				m &= ~0ull >> (63 - k1 % 64);
+			t->bits[w] &= ~m;
+			if (!t->bits[w])
+				t->sum[w / 64] &= ~(1ull << (w % 64));
+			for (; m; m &= m - 1) {
+				uint64_t j = w * 64 + (uint64_t)__builtin_ctzll(m);
+				uint32_t h = t->slot[j];
+
+				t->slot[j] = 0;
+				c++;
+				s += N(t, h)->len;
+				rdm_maptree_free(t, h);
+			}
+			k = w * 64 + 64;
 		}
 		t->count -= c;
 		*count += c;
@@ -809,7 +849,7 @@ static int visit(const struct rdm_maptree *t, uint32_t i, rdm_maptree_fn fn, voi
 
 int rdm_maptree_for_each(const struct rdm_maptree *t, rdm_maptree_fn fn, void *opaque)
 {
-	if (t->slot) {
+	if (DENSE(t)) {
 		for (uint64_t k = next_set(t, 0); k != NONE; k = next_set(t, k + 1)) {
 			int rc = fn(opaque, t, t->slot[k]);
 
