@@ -1048,6 +1048,11 @@ int rdm_region_apply_batched(struct rdm_region *r, enum rdm_op op, uint64_t offs
 	return apply(r, op, offset, length, l, true);
 }
 
+int rdm_region_apply_batched_locked(struct rdm_region *r, enum rdm_op op, uint64_t offset, uint64_t length)
+{
+	return apply_locked(r, op, offset, length, NULL, r->applier != NULL);
+}
+
 int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t first, uint64_t *words),
 		    void *opaque)
 {

@@ -123,6 +123,10 @@ int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
  */
 int rdm_region_apply_batched(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 			     uint64_t length, struct rdm_listener *l);
+/* The same for a populate or discard (no listener), by a caller that holds
+ * the region's lock (rdm_region_lock()): an applier applying a run of
+ * changes under one lock. */
+int rdm_region_apply_batched_locked(struct rdm_region *r, enum rdm_op op, uint64_t offset, uint64_t length);
 
 /*
  * End of the applier's batch: publish the working version (populates

@@ -207,6 +207,10 @@
  *    k adjacent ones makes the same calls. Then, as in the general path,
  *    defer learns from the discard and enforces its limit (not during a
  *    populate's rollback).
+ * Under the block policy the layout itself is in dense mode (maptree.h,
+ * rdm_planner_init()): the same calls answer from an index by unit, with
+ * no descent at all, where the treap's insert and unlink cost ~40 ns a
+ * change in bench pipeline (two descents of ~20 unpredictable branches).
  * Anything else (an edge inside a mapping, mappings already there, coarser
  * cuts) takes the general path. tests/iommu/test_fastpath.c replays random
  * changes under every policy with and without the fast path (general_only)
