@@ -76,11 +76,13 @@ void rdm_maptree_fini(struct rdm_maptree *t);
  * same. The first interval linked that is not a single slot (or lies
  * beyond nslots) turns the tree into the treap of the intervals it holds,
  * for good, without allocating: dense mode is an index, never a rule.
- * Call on an empty tree; costs 4 bytes per slot plus 1 bit per slot.
+ * Call on an empty tree; costs 4 bytes and a bit per slot, at most ~4.1
+ * MiB (RDM_MAPTREE_DENSE_MAX slots: a 2 TiB region of 2 MiB units), where
+ * the treap holding every slot would take 64 bytes per slot.
  * 0, or -EINVAL (not empty, nslots 0 or above RDM_MAPTREE_DENSE_MAX,
  * gshift > 63) or -ENOMEM, and the tree stays a treap (still correct).
  */
-#define RDM_MAPTREE_DENSE_MAX (1ull << 22)
+#define RDM_MAPTREE_DENSE_MAX (1ull << 20)
 int rdm_maptree_make_dense(struct rdm_maptree *t, uint32_t gshift, uint64_t nslots);
 static inline bool rdm_maptree_is_dense(const struct rdm_maptree *t)
 {
