@@ -629,6 +629,17 @@ static void check_make_dense(void)
 	rdm_maptree_remove_starts_in(&t, 0, UINT64_MAX, &count, &sum);
 	CHECK(count == 2 && sum == 4 && t.count == 0);
 	CHECK(rdm_maptree_make_dense(&t, 1, 100) == 0 && rdm_maptree_is_dense(&t));
+	/* clear (a detach) in dense mode: every slot empty, the nodes spare,
+	 * the index usable again. */
+	REQUIRE(rdm_maptree_reserve(&t, 70) == 0);
+	rdm_maptree_insert_run(&t, 0, 2, 70, NULL, 0);
+	uint32_t spare = rdm_maptree_spare(&t);
+
+	rdm_maptree_clear(&t);
+	CHECK(t.count == 0 && rdm_maptree_spare(&t) == spare + 70 && rdm_maptree_is_dense(&t));
+	CHECK(!rdm_maptree_find_le(&t, UINT64_MAX) && !rdm_maptree_find_ge(&t, 0) && !rdm_maptree_intersects(&t, 0, 200));
+	rdm_maptree_insert_run(&t, 130, 2, 3, NULL, 0);
+	CHECK(t.count == 3 && rdm_maptree_node(&t, rdm_maptree_find_ge(&t, 0))->start == 130 && rdm_maptree_is_dense(&t));
 	rdm_maptree_fini(&t);
 	CHECK(!rdm_maptree_is_dense(&t));
 }
