@@ -30,7 +30,7 @@
  * the change, strict and lenient mode share the code: in strict mode the
  * runs are the whole range.
  *
- * Versions per batch. An applier's batch (rdm_region_apply_batched() calls
+ * Versions per batch. An applier's batch (rdm_region_apply_batched_locked() calls
  * up to rdm_region_batch_end()) keeps one private working version in the
  * tree (tree.c "Working version"). A populate is checked and told against
  * the working state, and only once every listener (the IOMMU last) accepted
@@ -1021,31 +1021,18 @@ static int apply_locked(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 	return rdm_fail(-EINVAL, "apply: operation %d is not a region change", (int)op);
 }
 
-static int apply(struct rdm_region *r, enum rdm_op op, uint64_t offset, uint64_t length,
-		 struct rdm_listener *l, bool batched)
+int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
+		     uint64_t length, struct rdm_listener *l)
 {
 	int ret;
 
 	if (r == NULL)
 		return rdm_fail(-EINVAL, "apply: NULL region");
 	pthread_mutex_lock(&r->lock);
-	ret = apply_locked(r, op, offset, length, l, batched && r->applier != NULL);
-	if (!batched)
-		publish_working(r);
+	ret = apply_locked(r, op, offset, length, l, false);
+	publish_working(r);
 	pthread_mutex_unlock(&r->lock);
 	return ret;
-}
-
-int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
-		     uint64_t length, struct rdm_listener *l)
-{
-	return apply(r, op, offset, length, l, false);
-}
-
-int rdm_region_apply_batched(struct rdm_region *r, enum rdm_op op, uint64_t offset,
-			     uint64_t length, struct rdm_listener *l)
-{
-	return apply(r, op, offset, length, l, true);
 }
 
 int rdm_region_apply_batched_locked(struct rdm_region *r, enum rdm_op op, uint64_t offset, uint64_t length)

@@ -108,8 +108,10 @@ int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 		     uint64_t length, struct rdm_listener *l);
 
 /*
- * Like rdm_region_apply(), but batched (installed applier only; without one
- * it is rdm_region_apply()): the strict checks and listeners see the
+ * Like rdm_region_apply() for a populate or discard (no listener), but by
+ * the installed applier, holding the region's lock (rdm_region_lock(): it
+ * applies a run of changes under one lock), and batched: the strict checks
+ * and listeners see the
  * applier's working state (every earlier change it applied), and an accepted
  * populate joins a working version that is published, as one version, by the
  * next discard that changes the state (together with that discard), the next
@@ -121,11 +123,6 @@ int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
  * call rdm_region_batch_end() before it completes any change of the batch,
  * unmaps or releases outside a change, or waits for more work.
  */
-int rdm_region_apply_batched(struct rdm_region *r, enum rdm_op op, uint64_t offset,
-			     uint64_t length, struct rdm_listener *l);
-/* The same for a populate or discard (no listener), by a caller that holds
- * the region's lock (rdm_region_lock()): an applier applying a run of
- * changes under one lock. */
 int rdm_region_apply_batched_locked(struct rdm_region *r, enum rdm_op op, uint64_t offset, uint64_t length);
 
 /*

@@ -14,7 +14,7 @@
  * discarded when the populate is reached, is superseded: both complete with
  * 0 and nobody is told (DESIGN.md "Superseding").
  *
- * Applying a change is rdm_region_apply_batched(): strict checks, listeners,
+ * Applying a change is rdm_region_apply_batched_locked(): strict checks, listeners,
  * then the region's tail listener - the IOMMU - whose callbacks run the
  * planner (planner.c) for every backend the region is attached to. The
  * region's changes of one batch build one working version of its state
