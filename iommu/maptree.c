@@ -667,11 +667,9 @@ void rdm_maptree_clear(struct rdm_maptree *t)
 {
 	uint64_t c = 0, l = 0;
 
-	if (t->slot) {
-		for (uint64_t k = next_set(t, 0); k != NONE; k = next_set(t, k + 1)) {
-			rdm_maptree_free(t, t->slot[k]);
-			slot_empty(t, k);
-		}
+	if (DENSE(t)) {
+		rdm_maptree_remove_starts_in(t, 0, UINT64_MAX, &c, &l);
+		return;
 	}
 	free_subtree(t, t->root, &c, &l);
 	t->root = 0;

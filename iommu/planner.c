@@ -564,7 +564,8 @@ struct dead_key {
 };
 
 /*
- * An unsorted list (a batch of discards in scattered order) is read once
+ * An unsorted list of at most SORT_DEAD_ARRAY (a batch of discards in
+ * scattered order; sort_dead() has counted it) is read once
  * into an array of (start, handle), sorted there by insertion into place
  * (the lists are short: a batch's discards) with a binary search, and
  * linked again: each node is touched twice, where the merge sort below
@@ -572,14 +573,12 @@ struct dead_key {
  * bench pipeline-scattered, nodes missing the cache). Longer lists use
  * that merge sort, which needs no memory.
  */
-static bool sort_dead_array(struct rdm_planner *p, uint32_t head, uint32_t *out)
+static uint32_t sort_dead_array(struct rdm_planner *p, uint32_t head)
 {
 	struct dead_key v[SORT_DEAD_ARRAY];
 	uint32_t n = 0;
 
 	for (uint32_t h = head; h; h = dead_next(p, h)) {
-		if (n == SORT_DEAD_ARRAY)
-			return false;
 		uint64_t st = node(p, h)->start;
 		uint32_t lo = 0, hi = n;
 
@@ -598,8 +597,7 @@ static bool sort_dead_array(struct rdm_planner *p, uint32_t head, uint32_t *out)
 	for (uint32_t i = 0; i + 1 < n; i++)
 		set_dead_next(p, v[i].h, v[i + 1].h);
 	set_dead_next(p, v[n - 1].h, 0);
-	*out = v[0].h;
-	return true;
+	return v[0].h;
 }
 
 static uint32_t sort_dead(struct rdm_planner *p, uint32_t head)
@@ -611,13 +609,11 @@ static uint32_t sort_dead(struct rdm_planner *p, uint32_t head)
 		sorted &= node(p, h)->start < node(p, dead_next(p, h))->start;
 	if (sorted)
 		return head;
-	uint32_t first;
-
-	if (sort_dead_array(p, head, &first))
-		return first;
-	/* Split in halves, sort each, merge. */
 	for (uint32_t h = head; h; h = dead_next(p, h))
 		n++;
+	if (n <= SORT_DEAD_ARRAY)
+		return sort_dead_array(p, head);
+	/* Split in halves, sort each, merge. */
 	uint32_t mid = head;
 
 	for (uint32_t i = 1; i < n / 2; i++)
