@@ -603,14 +603,13 @@ static uint32_t sort_dead_array(struct rdm_planner *p, uint32_t head)
 static uint32_t sort_dead(struct rdm_planner *p, uint32_t head)
 {
 	bool sorted = true;
-	uint32_t n = 0;
+	uint32_t n = head != 0;
 
-	for (uint32_t h = head; h && dead_next(p, h); h = dead_next(p, h))
+	/* One walk: whether it is sorted, and its length. */
+	for (uint32_t h = head; h && dead_next(p, h); h = dead_next(p, h), n++)
 		sorted &= node(p, h)->start < node(p, dead_next(p, h))->start;
 	if (sorted)
 		return head;
-	for (uint32_t h = head; h; h = dead_next(p, h))
-		n++;
 	if (n <= SORT_DEAD_ARRAY)
 		return sort_dead_array(p, head);
 	/* Split in halves, sort each, merge. */
