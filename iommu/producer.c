@@ -964,6 +964,77 @@ static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, un
 	return err;
 }
 
+/*
+ * A burst of one change, the usual submit (rdm_producer_populate/discard):
+ * the same checks in the same order with the same messages, the same
+ * locks and publication as submit_entered(), without its per-burst
+ * bookkeeping (the region set, the link set and their arrays), and with
+ * the ring's room judged by its cached consumer index (stage) instead of
+ * a fresh read of the consumer's line (free_count). Measured with
+ * callgrind, bench pipeline with one producer, rdm_producer_populate and
+ * _discard inclusive: 721 instructions per submit through the burst path,
+ * 487 here. A refused submit gives back its slot and its ticket number.
+ */
+static int submit_single(struct rdm_producer *p, const struct rdm_change *c, uint64_t *ticket)
+{
+	struct rdm_region_inbox *wr;
+	struct rdm_link *l;
+	int err;
+
+	err = rdm_region_enter(c->region);
+	if (err)
+		return err;
+	/* Entered: the applier state read below cannot be freed meanwhile. */
+	wr = inbox_of(c->region, 0, &err);
+	if (!wr)
+		goto out;
+	if (c->kind != RDM_CHANGE_DISCARD_ALL) {
+		err = rdm_region_check_range(c->region, c->offset, c->length);
+		if (err) {
+			err = rdm_fail(err, "change 0: %s", rdm_last_error());
+			goto out;
+		}
+	}
+	err = rdm_producer_link(p, wr->in, 0, &l);
+	if (!err)
+		err = check_slots(p, l, 1);
+	if (err)
+		goto out;
+	union rec_buf rb = {0};
+	uint64_t t = take_slot(p, l, c->done, c->opaque, NULL);
+
+	rb.rec.op = (uint16_t)c->kind; /* enum rdm_op has the public kinds' values */
+	rb.rec.flags = 0;
+	rb.rec.region = wr->id;
+	rb.rec.offset = c->kind == RDM_CHANGE_DISCARD_ALL ? 0 : c->offset;
+	rb.rec.length = c->kind == RDM_CHANGE_DISCARD_ALL ? 0 : c->length;
+	rb.rec.ticket = t;
+	pthread_mutex_lock(&wr->submit_lock);
+	rb.rec.seq = wr->next_seq;
+	/* Staging checks the room against the ring's cached consumer index,
+	 * where rdm_ring_free_count() reads the consumer's line every time. */
+	if (rdm_ring_stage(l->ring, &rb)) {
+		wr->next_seq++;
+		rdm_ring_push_publish(l->ring);
+	} else {
+		err = rdm_fail(-EAGAIN, "the producer's ring to the worker has no room for %u records", 1u);
+	}
+	pthread_mutex_unlock(&wr->submit_lock);
+	if (err) {
+		/* All or nothing: the slot and the ticket number go back. */
+		give_back_slot(p, t);
+		p->next_ticket--;
+		goto out;
+	}
+	if (!c->done)
+		*ticket = t;
+	/* Still inside the region, so the link's worker is alive. */
+	kick_after_publish(wr->in, l, NULL, 0);
+out:
+	rdm_region_leave(c->region);
+	return err;
+}
+
 int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsigned n, uint64_t *tickets)
 {
 	struct rdm_region *regs[64];
@@ -977,6 +1048,15 @@ int rdm_producer_submit(struct rdm_producer *p, const struct rdm_change *c, unsi
 	err = rdm_check_may_block("rdm_producer_submit");
 	if (err)
 		return err;
+	if (n == 1) {
+		if (!c->region)
+			return rdm_fail(-EINVAL, "change 0: NULL region");
+		if (c->kind < RDM_CHANGE_POPULATE || c->kind > RDM_CHANGE_DISCARD_ALL)
+			return rdm_fail(-EINVAL, "change 0: unknown kind %" PRIu32, c->kind);
+		if (!c->done && !tickets)
+			return rdm_fail(-EINVAL, "change 0: neither a callback nor a ticket pointer");
+		return submit_single(p, c, tickets);
+	}
 	/* Validate what needs no region state first: all or nothing. */
 	for (unsigned i = 0; i < n; i++) {
 		unsigned k;

@@ -1,6 +1,7 @@
 /* test_worker.c - the IOMMU worker: policies, limits, failures, tickets, destroy. */
 #include <errno.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -610,6 +611,105 @@ static void test_bad_input(void)
 	rdm_backend_destroy(sim);
 }
 
+/*
+ * The refusals of a single-change submit (its own path in producer.c,
+ * submit_single()) change nothing: a region not served by a worker, and a
+ * full ring. The worker is held in on_batch after its first change, so the
+ * ring (capacity 4) fills; each refused submit must give its ticket slot
+ * back (with ticket_slots 8, ten leaked slots would turn the refusal into
+ * the link's "unconsumed" one, and the later submits would fail) and its
+ * ticket number (the next accepted ticket follows the last accepted one).
+ */
+static atomic_int hold_batches, batches_held;
+
+static void holding_on_batch(void *opaque, uint64_t batch_no, uint32_t changes)
+{
+	(void)opaque;
+	(void)batch_no;
+	(void)changes;
+	if (!atomic_load(&hold_batches))
+		return;
+	atomic_fetch_add(&batches_held, 1);
+	while (atomic_load(&hold_batches))
+		sched_yield();
+}
+
+static void test_single_submit_refusals(void)
+{
+	struct rdm_worker_config wc = {.struct_size = sizeof(wc), .ring_capacity = 4, .ticket_slots = 8,
+				       .on_batch = holding_on_batch};
+	struct rdm_region_config rc = {.struct_size = sizeof(rc), .size = REGION, .block_size = BS,
+				       .iova = 1ull << 32, .host_addr = host};
+	struct rdm_backend *sim;
+	struct rdm_worker *w;
+	struct rdm_region *r, *lone;
+	struct rdm_producer *p;
+	uint64_t t[8], t2;
+	unsigned n = 0;
+	int res;
+
+	REQUIRE(rdm_backend_sim_create(NULL, &sim) == 0);
+	REQUIRE(rdm_worker_create(&wc, &w) == 0);
+	REQUIRE(rdm_worker_add_backend(w, sim, 0) == 0);
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	REQUIRE(rdm_region_create(&rc, &lone) == 0);
+	REQUIRE(rdm_worker_attach(w, r, sim) == 0);
+	REQUIRE(rdm_producer_create(&p) == 0);
+
+	/* Not attached: -EINVAL naming it, and no link or slot taken. */
+	CHECK(rdm_producer_populate(p, lone, 0, BS, &t2) == -EINVAL);
+	CHECK(strstr(rdm_last_error(), "not attached") != NULL);
+	CHECK(rdm_populated_bytes(lone, 0, REGION) == 0);
+
+	atomic_store(&hold_batches, 1);
+	REQUIRE(rdm_producer_populate(p, r, 0, BS, &t[n++]) == 0);
+	while (atomic_load(&batches_held) == 0)
+		sched_yield();
+	/* The worker is held: four records fill its ring. */
+	while (n < 8) {
+		int e = rdm_producer_populate(p, r, n * BS, BS, &t[n]);
+
+		if (e != 0) {
+			CHECK(e == -EAGAIN && strstr(rdm_last_error(), "ring") != NULL);
+			break;
+		}
+		n++;
+	}
+	/* Held after the first change, or already before it (the attach's own
+	 * batch may call on_batch late): the ring's four, plus one drained. */
+	CHECK(n == 4 || n == 5);
+	for (int i = 0; i < 10; i++) {
+		CHECK(rdm_producer_discard(p, r, 0, BS, &t2) == -EAGAIN);
+		CHECK(strstr(rdm_last_error(), "ring") != NULL);
+	}
+	atomic_store(&hold_batches, 0);
+	for (unsigned i = 0; i < n; i++)
+		CHECK(rdm_producer_wait(p, t[i], &res) == 0 && res == 0);
+	CHECK(rdm_populated_bytes(r, 0, REGION) == n * BS);
+	CHECK(rdm_sim_is_mapped(sim, 1ull << 32, n * BS, true, (uint64_t)(uintptr_t)host));
+	/* The refused submits took no ticket number... */
+	CHECK(rdm_producer_discard(p, r, 0, BS, &t2) == 0);
+	CHECK(t2 >> RDM_TICKET_SHIFT == (t[n - 1] >> RDM_TICKET_SHIFT) + 1);
+	CHECK(rdm_producer_wait(p, t2, &res) == 0 && res == 0);
+	/* ...and kept no slot: all eight can be held again. */
+	for (unsigned i = 0; i < 8; i++) {
+		int e;
+
+		while ((e = rdm_producer_populate(p, r, (16 + i) * BS, BS, &t[i])) == -EAGAIN &&
+		       strstr(rdm_last_error(), "ring") != NULL)
+			sched_yield();
+		CHECK(e == 0);
+	}
+	for (unsigned i = 0; i < 8; i++)
+		CHECK(rdm_producer_wait(p, t[i], &res) == 0 && res == 0);
+	CHECK(rdm_populated_bytes(r, 0, REGION) == (n - 1 + 8) * BS);
+	rdm_producer_destroy(p);
+	CHECK(rdm_region_destroy(lone) == 0);
+	CHECK(rdm_region_destroy(r) == 0);
+	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_backend_destroy(sim);
+}
+
 int main(void)
 {
 	host = aligned_alloc(4096, 4096); /* only addresses matter: the sim never touches memory */
@@ -629,6 +729,7 @@ int main(void)
 	test_bad_records();
 	test_corrupt_ring();
 	test_bad_input();
+	test_single_submit_refusals();
 	free(host);
 	return check_exit();
 }
