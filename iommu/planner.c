@@ -348,16 +348,28 @@ static bool all_can_split(const struct rdm_planner *p)
 	return p->nbe > 0;
 }
 
-int rdm_planner_check_backend(const struct rdm_planner *p, const struct rdm_wbackend *wb)
+static int check_backend(uint32_t policy, bool allow_windows, uint32_t nbe, const struct rdm_wbackend *wb)
 {
-	if (p->policy == RDM_POLICY_COALESCE && !p->allow_windows && !wb->caps.can_split)
+	if (policy == RDM_POLICY_COALESCE && !allow_windows && !wb->caps.can_split)
 		return rdm_fail(-EINVAL,
 				"policy coalesce needs RDM_REGION_ALLOW_WINDOWS or a split-capable backend; %s cannot split",
 				rdm_backend_name(wb->b));
-	if (p->nbe == RDM_PLANNER_MAX_BACKENDS)
+	if (nbe == RDM_PLANNER_MAX_BACKENDS)
 		return rdm_fail(-EINVAL, "a region can be attached to at most %d backends",
 				RDM_PLANNER_MAX_BACKENDS);
 	return 0;
+}
+
+int rdm_planner_check_backend(const struct rdm_planner *p, const struct rdm_wbackend *wb)
+{
+	return check_backend(p->policy, p->allow_windows, p->nbe, wb);
+}
+
+int rdm_planner_check_first_backend(struct rdm_region *r, const struct rdm_wbackend *wb)
+{
+	const struct rdm_region_config *cfg = rdm_region_get_config(r);
+
+	return check_backend(cfg->policy, (cfg->flags & RDM_REGION_ALLOW_WINDOWS) != 0, 0, wb);
 }
 
 static void update_deferred_stats(struct rdm_planner *p, int64_t delta_blocks)

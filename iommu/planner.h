@@ -132,6 +132,9 @@ void rdm_planner_fini(struct rdm_planner *p);
 
 /* Would the policy work with this backend added? 0 or -EINVAL with message. */
 int rdm_planner_check_backend(const struct rdm_planner *p, const struct rdm_wbackend *wb);
+/* The same for a region's first backend, before it has a planner: an
+ * attach checks first, so a refusal builds (and frees) nothing. */
+int rdm_planner_check_first_backend(struct rdm_region *r, const struct rdm_wbackend *wb);
 
 /*
  * Populate blocks [start, start+len) (all of them change to populated).

@@ -1643,14 +1643,11 @@ static int attach_first(struct rdm_worker *w, struct rdm_region *r, struct rdm_a
 {
 	struct rdm_wbackend *wb = req->wb;
 	struct rdm_wregion *wr = NULL;
-	struct rdm_planner probe;
 	int err;
 
-	err = rdm_planner_init(&probe, r);
-	if (err)
-		return err;
-	err = rdm_planner_check_backend(&probe, wb);
-	rdm_planner_fini(&probe);
+	/* Checked without building a planner (its block layout's index can
+	 * take megabytes). */
+	err = rdm_planner_check_first_backend(r, wb);
 	if (err)
 		return err;
 	rdm_region_lock(r);
