@@ -460,7 +460,7 @@ void *rdm_link_payload(const struct rdm_link *l, uint64_t ticket)
 	return idx < l->p->nslots ? l->p->slots[idx].ctl : NULL;
 }
 
-unsigned rdm_link_complete(struct rdm_link *l, uint64_t t, int result, const char *msg, int32_t cpu)
+unsigned rdm_link_complete(struct rdm_link *l, uint64_t t, bool callback, int result, const char *msg, int32_t cpu)
 {
 	struct rdm_producer *p = l->p;
 	uint32_t idx = rdm_ticket_slot(t);
@@ -470,7 +470,8 @@ unsigned rdm_link_complete(struct rdm_link *l, uint64_t t, int result, const cha
 		rdm_log(RDM_LOG_WARNING, "worker: record with ticket %" PRIu64 " names no slot; dropped", t);
 		return 0;
 	}
-	if (s->cb) {
+	/* Only a record with a callback reads the slot (record.h). */
+	if (callback && s->cb) {
 		rdm_complete_fn cb = s->cb;
 		void *opaque = s->opaque;
 
@@ -817,7 +818,7 @@ int rdm_producer_submit_one(struct rdm_producer *p, struct rdm_region_inbox *wr,
 		return err;
 	ticket = take_slot(p, l, cb, opaque, ctl);
 	recp->op = op;
-	recp->flags = 0;
+	recp->flags = cb ? RDM_REC_CALLBACK : 0;
 	recp->region = wr->id;
 	recp->offset = offset;
 	recp->length = length;
@@ -941,7 +942,7 @@ static int submit_entered(struct rdm_producer *p, const struct rdm_change *c, un
 			uint64_t t = take_slot(p, links[i], c[i].done, c[i].opaque, NULL);
 
 			rb.rec.op = (uint16_t)c[i].kind; /* enum rdm_op has the public kinds' values */
-			rb.rec.flags = 0;
+			rb.rec.flags = c[i].done ? RDM_REC_CALLBACK : 0;
 			rb.rec.region = wr->id;
 			rb.rec.seq = wr->next_seq++;
 			rb.rec.offset = c[i].kind == RDM_CHANGE_DISCARD_ALL ? 0 : c[i].offset;
@@ -1004,7 +1005,7 @@ static int submit_single(struct rdm_producer *p, const struct rdm_change *c, uin
 	uint64_t t = take_slot(p, l, c->done, c->opaque, NULL);
 
 	rb.rec.op = (uint16_t)c->kind; /* enum rdm_op has the public kinds' values */
-	rb.rec.flags = 0;
+	rb.rec.flags = c->done ? RDM_REC_CALLBACK : 0;
 	rb.rec.region = wr->id;
 	rb.rec.offset = c->kind == RDM_CHANGE_DISCARD_ALL ? 0 : c->offset;
 	rb.rec.length = c->kind == RDM_CHANGE_DISCARD_ALL ? 0 : c->length;

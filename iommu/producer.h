@@ -197,14 +197,16 @@ void rdm_inbox_refresh(struct rdm_inbox *in, struct rdm_link ***links, uint32_t 
 /* Drop links whose producer closed them and whose ring is drained (or
  * broken), from the table and from the worker's copy; frees them. */
 void rdm_inbox_reap(struct rdm_inbox *in, struct rdm_link **links, uint32_t *n);
-/* Complete the record carrying `ticket` on link l: run its callback, or
- * store its result (and message when result < 0) and its done (C1). That
+/* Complete the record carrying `ticket` on link l: run its callback (when
+ * the record said it has one: RDM_REC_CALLBACK), or store its result (and
+ * message when result < 0) and its done (C1). That
  * wakes nobody yet: after the batch's completions the completing thread
  * issues one seq_cst fence, then calls rdm_link_wake() for each link whose
  * completion returned RDM_LINK_WAKE (producer.c, C2). RDM_LINK_LOCAL: the
  * link's producer waits on CPU `cpu` (a hint). */
 enum { RDM_LINK_WAKE = 1u << 0, RDM_LINK_LOCAL = 1u << 1 };
-unsigned rdm_link_complete(struct rdm_link *l, uint64_t ticket, int result, const char *msg, int32_t cpu);
+unsigned rdm_link_complete(struct rdm_link *l, uint64_t ticket, bool callback, int result, const char *msg,
+			   int32_t cpu);
 void rdm_link_wake(struct rdm_link *l);
 /* Handoff hint: the worker thread runs on `cpu` (relaxed, see wcpu). */
 static inline void rdm_link_set_worker_cpu(struct rdm_link *l, int32_t cpu)

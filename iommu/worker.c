@@ -714,7 +714,8 @@ static void complete_batch(struct wstate *ws)
 		struct item *it = &ws->items[i];
 
 		if (it->done) {
-			unsigned f = rdm_link_complete(it->link, it->rec.ticket, it->result, it->msg, ws->cpu);
+			unsigned f = rdm_link_complete(it->link, it->rec.ticket, (it->rec.flags & RDM_REC_CALLBACK) != 0,
+						       it->result, it->msg, ws->cpu);
 
 			ws->handoff_local |= (f & RDM_LINK_LOCAL) != 0;
 			it->wake = (f & RDM_LINK_WAKE) != 0;
