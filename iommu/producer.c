@@ -729,13 +729,19 @@ static void wait_done(struct rdm_producer *p, struct rdm_link *l, uint64_t t0, b
 static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket)
 {
 	struct rdm_link *l = s->link;
-	int32_t me = rdm_this_cpu();
+	int32_t me;
 	uint64_t t0, budget;
 
 	if (slot_done(s, ticket)) {
-		atomic_store_explicit(&p->wait_cpu, -1, memory_order_relaxed);
+		/* Stored only if it changes: the worker reads this line at
+		 * every completion, and a producer that finds its tickets done
+		 * one after another would take it away from the worker each
+		 * time. */
+		if (atomic_load_explicit(&p->wait_cpu, memory_order_relaxed) != -1)
+			atomic_store_explicit(&p->wait_cpu, -1, memory_order_relaxed);
 		return 0;
 	}
+	me = rdm_this_cpu();
 	/* Relaxed: hints (producer.h); any value leads to C2 below. */
 	atomic_store_explicit(&p->wait_cpu, me, memory_order_relaxed);
 	t0 = rdm_now_ns();
