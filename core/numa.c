@@ -185,12 +185,16 @@ static void node_mask(unsigned long mask[MASK_WORDS], int32_t node)
 	mask[node / (8 * sizeof(unsigned long))] = 1ul << (node % (8 * sizeof(unsigned long)));
 }
 
-static int bind_range(void *addr, size_t len, int32_t node, bool strict)
+/* `move`: pages may be touched already; MPOL_MF_MOVE migrates them, and for
+ * that the kernel first drains every CPU's LRU caches (lru_cache_disable():
+ * an expedited RCU grace period, an IPI to every CPU of the host), which
+ * memory nothing has touched does not need. */
+static int bind_range(void *addr, size_t len, int32_t node, bool strict, bool move)
 {
 	unsigned long mask[MASK_WORDS];
 
 	node_mask(mask, node);
-	if (mbind(addr, len, strict ? MPOL_BIND : MPOL_PREFERRED, mask, MAX_NODES + 1, MPOL_MF_MOVE) != 0)
+	if (mbind(addr, len, strict ? MPOL_BIND : MPOL_PREFERRED, mask, MAX_NODES + 1, move ? MPOL_MF_MOVE : 0) != 0)
 		return -errno;
 	return 0;
 }
@@ -214,7 +218,7 @@ int rdm_node_bind(void *addr, size_t len, const struct rdm_node *n, bool strict)
 
 	if (!rdm_numa_on())
 		return 0;
-	err = bind_range(addr, len, n->node, strict);
+	err = bind_range(addr, len, n->node, strict, false);
 	if (err)
 		return rdm_fail(err, "cannot bind %zu bytes to NUMA node %d (mbind: errno %d)", len, n->node, -err);
 	return 0;
@@ -256,7 +260,7 @@ static void *hook_alloc(extent_hooks_t *h, void *new_addr, size_t size, size_t a
 	struct node_hooks *nh = (struct node_hooks *)h;
 	void *p = nh->dflt->alloc(nh->dflt, new_addr, size, alignment, zero, commit, arena_ind);
 
-	if (p != NULL && bind_range(p, size, nh->node, nh->strict) != 0) {
+	if (p != NULL && bind_range(p, size, nh->node, nh->strict, true) != 0) {
 		/* Unbound memory must not serve the node's arena: give it back
 		 * (if the default dalloc keeps it, it stays jemalloc's). */
 		if (nh->dflt->dalloc == NULL || nh->dflt->dalloc(nh->dflt, p, size, *commit, arena_ind))

@@ -55,8 +55,10 @@ static inline bool rdm_node_strict(const struct rdm_node *n)
  */
 int rdm_node_arena(const struct rdm_node *n, bool strict, unsigned *arena);
 
-/* Bind [addr, addr + len) (page-aligned) to n's node, moving pages already
- * touched (MPOL_MF_MOVE). 0 or -errno with a message. No-op without NUMA. */
+/* Bind [addr, addr + len) (page-aligned) to n's node: memory nothing has
+ * touched yet (a fresh mapping), so no page is moved (no MPOL_MF_MOVE,
+ * whose LRU drain interrupts every CPU of the host: core/numa.c). 0 or
+ * -errno with a message. No-op without NUMA. */
 int rdm_node_bind(void *addr, size_t len, const struct rdm_node *n, bool strict);
 
 /* The calling thread's memory policy: n's node (MPOL_BIND when strict,

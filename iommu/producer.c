@@ -537,6 +537,13 @@ static void reclaim_slots(struct rdm_producer *p)
 	}
 }
 
+static int bind_ring(void *map, size_t len, const void *opaque)
+{
+	const struct rdm_node *n = opaque;
+
+	return rdm_node_bind(map, len, n, rdm_node_strict(n));
+}
+
 int rdm_producer_link(struct rdm_producer *p, struct rdm_inbox *in, uint32_t capacity, struct rdm_link **out)
 {
 	for (uint32_t i = 0; i < p->nlinks; i++)
@@ -560,26 +567,17 @@ int rdm_producer_link(struct rdm_producer *p, struct rdm_inbox *in, uint32_t cap
 
 	if (!l)
 		return rdm_fail(-ENOMEM, "out of memory creating a producer ring");
-	int err = rdm_ring_create(capacity ? capacity : in->ring_capacity, sizeof(struct rdm_change_rec),
-				  &l->ring);
+	/* The ring lives on its consumer's node (or the producer's chosen
+	 * one): the worker reads every record and writes the consumer index.
+	 * Bound before its first page is touched, so nothing moves (a move
+	 * interrupts every CPU: core/numa.c). */
+	const struct rdm_node *n = p->has_ring_node ? &p->ring_node : &in->node;
+	int err = rdm_ring_create_prepared(capacity ? capacity : in->ring_capacity, sizeof(struct rdm_change_rec),
+					   bind_ring, n, &l->ring);
+
 	if (err) {
 		rdm_free(l);
 		return err;
-	}
-	/* The ring lives on its consumer's node (or the producer's chosen
-	 * one): the worker reads every record and writes the consumer index. */
-	{
-		const struct rdm_node *n = p->has_ring_node ? &p->ring_node : &in->node;
-		void *addr;
-		size_t len;
-
-		rdm_ring_memory(l->ring, &addr, &len);
-		err = rdm_node_bind(addr, len, n, rdm_node_strict(n));
-		if (err) {
-			rdm_ring_destroy(l->ring);
-			rdm_free(l);
-			return err;
-		}
 	}
 	l->p = p;
 	l->limit = in->ticket_slots;

@@ -287,7 +287,9 @@ static struct rdm_ring *new_handle(void *map, size_t map_size, uint32_t capacity
 	return r;
 }
 
-int rdm_ring_create(uint32_t capacity, uint32_t record_size, struct rdm_ring **out)
+int rdm_ring_create_prepared(uint32_t capacity, uint32_t record_size,
+			     int (*prepare)(void *map, size_t len, const void *opaque), const void *opaque,
+			     struct rdm_ring **out)
 {
 	if (!out)
 		return rdm_fail(-EINVAL, "rdm_ring_create: out is NULL");
@@ -300,6 +302,13 @@ int rdm_ring_create(uint32_t capacity, uint32_t record_size, struct rdm_ring **o
 			    : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (map == MAP_FAILED)
 		return rdm_fail(-ENOMEM, "ring: out of memory mapping %zu bytes", size);
+	if (prepare) {
+		err = prepare(map, size, opaque);
+		if (err) {
+			munmap(map, size);
+			return err;
+		}
+	}
 	init_shared(map, capacity, record_size);
 	/* Both sides are threads of this process: the private membarrier
 	 * reaches them (invariant 6). */
@@ -311,6 +320,11 @@ int rdm_ring_create(uint32_t capacity, uint32_t record_size, struct rdm_ring **o
 	}
 	*out = r;
 	return 0;
+}
+
+int rdm_ring_create(uint32_t capacity, uint32_t record_size, struct rdm_ring **out)
+{
+	return rdm_ring_create_prepared(capacity, record_size, NULL, NULL, out);
 }
 
 int rdm_ring_create_shared(uint32_t capacity, uint32_t record_size, int *memfd_out,

@@ -22,6 +22,14 @@ int rdm_ring_use_seq_cst_for_test(struct rdm_ring *r);
  * NUMA node, or to ask where it is: core/numa.h). */
 void rdm_ring_memory(const struct rdm_ring *r, void **addr, size_t *len);
 
+/* rdm_ring_create(), with prepare(map, len, opaque) called on the fresh
+ * mapping before anything touches it (to bind it to a NUMA node without
+ * moving pages: rdm_node_bind()). If prepare fails, its error is
+ * returned and nothing is left. prepare NULL: rdm_ring_create(). */
+int rdm_ring_create_prepared(uint32_t capacity, uint32_t record_size,
+			     int (*prepare)(void *map, size_t len, const void *opaque), const void *opaque,
+			     struct rdm_ring **out);
+
 /* True when r uses the asymmetric (membarrier) wake-up protocol. */
 bool rdm_ring_is_asymmetric_for_test(const struct rdm_ring *r);
 

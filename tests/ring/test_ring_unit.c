@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static void test_create_errors(void)
 {
@@ -162,9 +164,66 @@ static void test_corrupt_indices(void)
 	rdm_ring_destroy(r);
 }
 
+/*
+ * rdm_ring_create_prepared(): the hook sees the whole mapping before any
+ * page of it is touched (a producer binds it to a NUMA node there without
+ * moving pages, so a page touched first would stay where it was touched),
+ * and a failing hook leaves nothing: its error, no ring, the mapping gone.
+ */
+struct prep_seen {
+	void *map;
+	size_t len;
+	size_t resident; /* pages mincore() found resident, in the hook */
+	int ret;
+};
+
+static int prep(void *map, size_t len, const void *opaque)
+{
+	struct prep_seen *s = (struct prep_seen *)(uintptr_t)opaque;
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (len + page - 1) / page;
+	unsigned char vec[64];
+
+	s->map = map;
+	s->len = len;
+	s->resident = 0;
+	if (n > sizeof(vec) || mincore(map, len, vec) != 0) {
+		s->resident = (size_t)-1;
+		return s->ret;
+	}
+	for (size_t i = 0; i < n; i++)
+		s->resident += vec[i] & 1;
+	return s->ret;
+}
+
+static void test_create_prepared(void)
+{
+	struct prep_seen seen = {0};
+	struct rdm_ring *r = NULL;
+	void *addr;
+	size_t len;
+	uint64_t rec = 7, out = 0;
+	unsigned char vec[64];
+
+	CHECK(rdm_ring_create_prepared(64, 8, prep, &seen, &r) == 0);
+	rdm_ring_memory(r, &addr, &len);
+	CHECK(seen.map == addr && seen.len == len && len > 0);
+	CHECK(seen.resident == 0);
+	CHECK(rdm_ring_push(r, &rec) && rdm_ring_pop(r, &out) == 1 && out == 7);
+	rdm_ring_destroy(r);
+
+	seen.ret = -EIO;
+	r = NULL;
+	CHECK(rdm_ring_create_prepared(64, 8, prep, &seen, &r) == -EIO);
+	CHECK(r == NULL);
+	/* The failed ring's mapping is unmapped: mincore() answers ENOMEM. */
+	CHECK(mincore(seen.map, seen.len, vec) != 0 && errno == ENOMEM);
+	CHECK(rdm_ring_create_prepared(3, 8, prep, &seen, &r) == -EINVAL);
+}
+
 int main(void)
 {
 	test_create_errors();
+	test_create_prepared();
 	test_single(8);
 	test_single(40);
 	test_single(24);
