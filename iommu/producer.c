@@ -60,7 +60,11 @@
  *     worker is awake or woken and drains before it sleeps. If the token
  *     is taken, a submitter that owes the wake rings as in C3. A waiter
  *     tries a pass once more before its first sleep (wait_slot()): the
- *     worker may be woken but not yet running on a busy CPU. A producer made
+ *     worker may be woken but not yet running on a busy CPU. That waiter
+ *     may have no region entered (a producer's destroy), so it pins the
+ *     inbox for the pass (inbox_pin(), under links_lock); the worker's
+ *     destroy marks the inbox dying under the same lock and waits for the
+ *     pins to go (rdm_inbox_quiesce()) before it frees what a pass uses. A producer made
  *     without `passes` (a region's control producer, whose submitter holds
  *     its ctl_lock and, attaching, the region's lock, which a pass takes)
  *     never runs one: it rings and waits as in C3.
@@ -276,6 +280,8 @@ void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticke
 	atomic_init(&in->futex, 0);
 	atomic_init(&in->sleeping, 0);
 	atomic_init(&in->kicked_ns, 0);
+	atomic_init(&in->pins, 0);
+	in->dying = false;
 	in->ring_capacity = ring_capacity;
 	in->ticket_slots = ticket_slots;
 	in->spin_cap_ns = (uint64_t)spin_us * 1000u;
@@ -291,6 +297,40 @@ static void link_free(struct rdm_link *l)
 {
 	rdm_ring_destroy(l->ring);
 	rdm_free(l);
+}
+
+/* A waiter's hold on l's worker for one pass (C4), or NULL if the worker
+ * is gone or going. */
+static struct rdm_inbox *inbox_pin(struct rdm_link *l)
+{
+	struct rdm_inbox *in;
+
+	pthread_mutex_lock(&links_lock);
+	in = atomic_load_explicit(&l->in, memory_order_relaxed);
+	if (in && !in->dying)
+		atomic_fetch_add_explicit(&in->pins, 1, memory_order_relaxed);
+	else
+		in = NULL;
+	pthread_mutex_unlock(&links_lock);
+	return in;
+}
+
+static void inbox_unpin(struct rdm_inbox *in)
+{
+	/* Release: the pass's last use of the worker comes before; pairs
+	 * with the acquire load in rdm_inbox_quiesce(). */
+	atomic_fetch_sub_explicit(&in->pins, 1, memory_order_release);
+}
+
+void rdm_inbox_quiesce(struct rdm_inbox *in)
+{
+	pthread_mutex_lock(&links_lock);
+	in->dying = true; /* no pin after this */
+	pthread_mutex_unlock(&links_lock);
+	/* Acquire: pairs with inbox_unpin(). A pin is held for one pass
+	 * (at most RDM_WORKER_ASSIST_PASSES batches). */
+	while (atomic_load_explicit(&in->pins, memory_order_acquire) != 0)
+		sched_yield();
 }
 
 void rdm_inbox_fini(struct rdm_inbox *in)
@@ -583,6 +623,7 @@ int rdm_producer_link(struct rdm_producer *p, struct rdm_inbox *in, uint32_t cap
 	l->limit = in->ticket_slots;
 	rdm_spin_init(&l->spin, in->spin_cap_ns);
 	atomic_init(&l->wcpu, -1);
+	l->assists = in->assist != NULL;
 	atomic_init(&l->in, in);
 	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 	err = add_link(in, l);
@@ -771,13 +812,20 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 		atomic_store_explicit(&p->wait_cpu, me, memory_order_relaxed);
 	}
 	/* C4: before sleeping, run the pass if nobody does (the worker may be
-	 * woken and not yet running). The link's inbox is its worker, alive
-	 * while one of its tickets is outstanding; set by this thread. */
-	struct rdm_inbox *in = atomic_load_explicit(&l->in, memory_order_relaxed);
+	 * woken and not yet running). Pinned: no region is entered here (a
+	 * producer's destroy waits like this), and the ticket may have been
+	 * completed since it was last looked at, its region and worker
+	 * destroyed (found by TSan in test_lifecycle_matrix). */
+	struct rdm_inbox *in = p->passes && l->assists ? inbox_pin(l) : NULL;
 
-	if (p->passes && in && in->assist && in->assist(in, &s->done, ticket, false) && slot_done(s, ticket)) {
-		wait_done(p, l, t0, false);
-		return 0;
+	if (in) {
+		bool ran = in->assist(in, &s->done, ticket, false);
+
+		inbox_unpin(in);
+		if (ran && slot_done(s, ticket)) {
+			wait_done(p, l, t0, false);
+			return 0;
+		}
 	}
 	bool slept = false;
 

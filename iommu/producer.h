@@ -71,6 +71,10 @@ struct rdm_link {
 	 * the inbox, because a link outlives the worker for as long as its
 	 * producer may read it. */
 	_Atomic int32_t wcpu;
+	/* The worker lets waiters run passes (its inbox's assist is set,
+	 * fixed before it started): copied at link creation, so a waiter
+	 * whose worker does not never looks at the inbox (C4). */
+	bool assists;
 	/* Producer-private from here, written on every submit and wait: on
 	 * lines of their own (RDM_SPLIT), away from what the worker polls. */
 	/* Tickets outstanding towards this worker, and the most it may hold
@@ -164,6 +168,14 @@ struct rdm_inbox {
 	 * must still ring. The worker's function: producer.c does not know
 	 * what a pass is. */
 	bool (*assist)(struct rdm_inbox *in, const _Atomic uint64_t *done, uint64_t ticket, bool owe);
+	/* Waiters inside a pass they run without a region entered (C4 in
+	 * wait_slot(): nothing else keeps the worker alive there), taken by
+	 * rdm_inbox_pin() under producer.c's links_lock unless `dying`; the
+	 * worker's destroy sets dying (under links_lock), then waits for
+	 * pins to drop to 0 (acquire; release in rdm_inbox_unpin()) before it
+	 * frees anything a pass uses. */
+	_Atomic uint32_t pins;
+	bool dying;
 };
 
 /* A region's submission side (embedded in the worker's region state): a
@@ -182,8 +194,11 @@ void rdm_inbox_init(struct rdm_inbox *in, uint32_t ring_capacity, uint32_t ticke
  * pages are all on in's node, and their pages (added to *pl, whose node is
  * in's). -ENOMEM or 0. */
 int rdm_inbox_ring_census(struct rdm_inbox *in, uint32_t *rings, uint32_t *on_node, struct rdm_placement *pl);
-/* After the worker thread stopped: free closed links, orphan the others
- * (their producers free them), free the table. */
+/* After the worker thread stopped, before anything a pass uses is freed:
+ * no waiter runs a pass from here on (see `pins`). */
+void rdm_inbox_quiesce(struct rdm_inbox *in);
+/* After rdm_inbox_quiesce(): free closed links, orphan the others (their
+ * producers free them), free the table. */
 void rdm_inbox_fini(struct rdm_inbox *in);
 /* Wake the worker sleeping on the doorbell (unconditionally). */
 void rdm_inbox_kick(struct rdm_inbox *in);

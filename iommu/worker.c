@@ -1389,7 +1389,10 @@ int rdm_worker_destroy(struct rdm_worker *w)
 	atomic_store_explicit(&w->stop, true, memory_order_release);
 	rdm_inbox_kick(&w->in);
 	pthread_join(w->thread, NULL);
-	/* No pass runs any more: no region is left to submit to. */
+	/* No pass runs any more: no region is left to submit to, and no
+	 * waiter starts one (a waiter's pass may still be running: it ends
+	 * before this returns). */
+	rdm_inbox_quiesce(&w->in);
 	struct wstate *ws = w->ws;
 
 	atomic_store_explicit(&w->items_pub, NULL, memory_order_relaxed);

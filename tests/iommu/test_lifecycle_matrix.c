@@ -34,6 +34,10 @@
 #define NCHANGES 6
 
 static char *host;
+/* Each scenario runs with a plain worker and with RDM_WORKER_CALLER_RUNS,
+ * whose waiters run passes themselves, also while their producer is being
+ * destroyed (producer.c, C4: the pass pins the worker). */
+static uint32_t worker_flags;
 
 enum obj { OBJ_R, OBJ_W, OBJ_P, OBJ_B, NOBJ };
 enum when { NONE, COMPLETED, QUEUED, NWHEN };
@@ -171,7 +175,11 @@ static void run(const int order[NOBJ], enum when when, bool detach, bool other_t
 	s.other_thread = other_thread;
 	rc.release_opaque = &s;
 	REQUIRE(rdm_backend_sim_create(&sc, &s.b) == 0);
-	REQUIRE(rdm_worker_create(NULL, &s.w) == 0);
+	{
+		struct rdm_worker_config wc = {.struct_size = sizeof(wc), .flags = worker_flags};
+
+		REQUIRE(rdm_worker_create(&wc, &s.w) == 0);
+	}
 	REQUIRE(rdm_region_create(&rc, &s.r) == 0);
 	REQUIRE(rdm_producer_create(&s.p) == 0);
 	for (int i = 0; i < NOBJ; i++)
@@ -262,13 +270,16 @@ int main(void)
 
 	host = aligned_alloc(BS, REGION);
 	REQUIRE(host != NULL);
-	for (int when = 0; when < NWHEN; when++)
-		for (int detach = 0; detach < 2; detach++)
-			for (int other = 0; other < 2; other++) {
-				int order[NOBJ] = {OBJ_R, OBJ_W, OBJ_P, OBJ_B};
+	for (int cr = 0; cr < 2; cr++) {
+		worker_flags = cr ? RDM_WORKER_CALLER_RUNS : 0;
+		for (int when = 0; when < NWHEN; when++)
+			for (int detach = 0; detach < 2; detach++)
+				for (int other = 0; other < 2; other++) {
+					int order[NOBJ] = {OBJ_R, OBJ_W, OBJ_P, OBJ_B};
 
-				permute(order, 0, when, detach, other, &n);
-			}
+					permute(order, 0, when, detach, other, &n);
+				}
+	}
 	printf("%u scenarios\n", n);
 	free(host);
 	return check_exit();
