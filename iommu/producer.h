@@ -170,10 +170,10 @@ struct rdm_inbox {
 	bool (*assist)(struct rdm_inbox *in, const _Atomic uint64_t *done, uint64_t ticket, bool owe);
 	/* Waiters inside a pass they run without a region entered (C4 in
 	 * wait_slot(): nothing else keeps the worker alive there), taken by
-	 * rdm_inbox_pin() under producer.c's links_lock unless `dying`; the
-	 * worker's destroy sets dying (under links_lock), then waits for
-	 * pins to drop to 0 (acquire; release in rdm_inbox_unpin()) before it
-	 * frees anything a pass uses. */
+	 * inbox_pin() under producer.c's links_lock unless `dying`; the
+	 * worker's destroy sets dying (under links_lock, rdm_inbox_quiesce()),
+	 * then waits for pins to drop to 0 (acquire; release in
+	 * inbox_unpin()) before it frees anything a pass uses. */
 	_Atomic uint32_t pins;
 	bool dying;
 };

@@ -24,11 +24,11 @@ enum {
 	 * slot without reading the slot first: the producer wrote that line
 	 * last (take_slot), and a read before the store is a second transfer
 	 * of it per change (bench pipeline, one producer, four alternating
-	 * pairs: 183-196 ns per change without the read, 188-219 with it). A
-	 * record that lies about it harms only its own
-	 * producer, as a wrong ticket number would: a callback slot completed
-	 * as a ticket is never taken back; a flag without a callback is
-	 * completed as a ticket.
+	 * pairs: 183-196 ns per change without the read, 188-219 with it).
+	 * A record that lies about it harms only its own producer, as a
+	 * wrong ticket number would: a callback slot completed as a ticket
+	 * is never taken back; a flag without a callback is completed as a
+	 * ticket.
 	 */
 	RDM_REC_CALLBACK = 1u << 0,
 };
