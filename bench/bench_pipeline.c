@@ -44,7 +44,12 @@
  * thread that creates it) to the CPU after the last producer's; with more
  * threads than CPUs they wrap around. One round is one benchmark iteration
  * and gives the wall time and the process's CPU time (every thread: the
- * producers, the worker, liburcu's call_rcu thread) per change. One
+ * producers, the worker, liburcu's call_rcu thread) per change, and the
+ * worker thread's own CPU time per change (its thread CPU clock): printed
+ * as worker_cpu_ns_per_change and, over the wall time per change, as
+ * worker_busy - near 1 the stream is bound by the one thread that applies
+ * every change (its idle polling counts too: it is CPU the worker took),
+ * well below 1 by the producers or the handoff. One
  * repetition is PL_ROUNDS rounds, reported as their median; the
  * repetitions of rdm and of the direct path alternate (rdm, direct, rdm,
  * direct ...) so that outside load on a shared machine hits both alike, and
@@ -114,7 +119,7 @@ struct samples {
 /* Per repetition (one registered copy of a case): the median over its
  * rounds of wall ns per change and of CPU ns per change. */
 struct pl_results {
-	struct samples ns, cpu_ns;
+	struct samples ns, cpu_ns, worker_cpu_ns;
 };
 
 enum { ORDER_ASCENDING, ORDER_SCATTERED, NORDERS };
@@ -159,13 +164,19 @@ static double max_of(const struct samples *s)
 	return s->n ? s->v[s->n - 1] : NAN;
 }
 
-static uint64_t cpu_ns(void)
+static uint64_t clock_ns(clockid_t id)
 {
 	struct timespec ts;
 
-	/* Every thread of the process: producers, the worker, call_rcu. */
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	if (clock_gettime(id, &ts) != 0)
+		return 0;
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t cpu_ns(void)
+{
+	/* Every thread of the process: producers, the worker, call_rcu. */
+	return clock_ns(CLOCK_PROCESS_CPUTIME_ID);
 }
 
 /* ------------------------------------------------------ the two paths */
@@ -485,10 +496,19 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod, int ord
 
 	uint64_t changes_per_round = (uint64_t)nprod * 2 * c->m;
 	struct pl_results *out = &pl_res[order][use_rdm][nprod];
-	struct samples *mine = calloc(2, sizeof(*mine)); /* wall, cpu */
+	struct samples *mine = calloc(3, sizeof(*mine)); /* wall, cpu, the worker's cpu */
+	/* The worker thread's own CPU clock: how busy the one thread that
+	 * applies every change is (near the wall time: the stream is bound by
+	 * the worker, not by the producers or the handoff). */
+	pthread_t wth;
+	clockid_t wclk;
+	bool wclock = use_rdm && !err && rdm_worker_get_thread(c->w, &wth) == 0 &&
+		      pthread_getcpuclockid(wth, &wclk) == 0;
 
 	while (!err && mine && rdm_bench_running(b)) {
+		uint64_t w0 = wclock ? clock_ns(wclk) : 0;
 		uint64_t ns = run_round(c, p0, &cpu, msg, sizeof(msg));
+		uint64_t w1 = wclock ? clock_ns(wclk) : 0;
 
 		if (!ns) {
 			rdm_bench_fail(b, msg);
@@ -496,6 +516,8 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod, int ord
 		}
 		add_sample(&mine[0], (double)ns / (double)changes_per_round);
 		add_sample(&mine[1], (double)cpu / (double)changes_per_round);
+		if (wclock && w0 && w1 >= w0)
+			add_sample(&mine[2], (double)(w1 - w0) / (double)changes_per_round);
 	}
 	if (use_rdm) {
 		rdm_worker_get_stats(c->w, &st1);
@@ -514,6 +536,12 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod, int ord
 
 		add_sample(&out->ns, ns);
 		add_sample(&out->cpu_ns, cns);
+		if (mine[2].n) {
+			double wns = median(&mine[2]);
+
+			add_sample(&out->worker_cpu_ns, wns);
+			rdm_bench_set_counter(b, "worker_cpu_ns_per_change", wns, RDM_BENCH_COUNTER_VALUE);
+		}
 		rdm_bench_set_counter(b, "ns_per_change", ns, RDM_BENCH_COUNTER_VALUE);
 		rdm_bench_set_counter(b, "cpu_ns_per_change", cns, RDM_BENCH_COUNTER_VALUE);
 	}
@@ -570,6 +598,13 @@ static void finish_order(int o)
 		       order_name[o], n, r->ns.n, ns, min_of(&r->ns), max_of(&r->ns), median(&r->cpu_ns), dns, min_of(&d->ns),
 		       max_of(&d->ns), median(&d->cpu_ns), cps, dcps, ns / dns, cps / dcps,
 		       rdm_batches[o][n] ? (double)rdm_changes[o][n] / (double)rdm_batches[o][n] : NAN);
+		/* The worker thread's CPU per change, and that over the wall
+		 * time per change: near 1, the worker is the bottleneck. */
+		if (r->worker_cpu_ns.n) {
+			double wns = median(&r->worker_cpu_ns);
+
+			printf(" worker_cpu_ns_per_change=%.1f worker_busy=%.2f", wns, wns / ns);
+		}
 		/* The goals (issue 11), printed, never asserted. */
 		if (n == 1) {
 			print_goal("goal_ns_le_1.5x_direct", ns <= 1.5 * dns);
