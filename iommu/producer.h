@@ -34,9 +34,12 @@ enum { SLOT_FREE = 0, SLOT_BUSY = 1, SLOT_RECLAIM = 2 };
 struct rdm_slot {
 	/* One line holds everything a completion reads and writes, so that a
 	 * ticket's round trip moves it twice (to the worker, back), no more;
-	 * the message, written only on failure, follows on lines of its own. */
-	/* Worker -> producer: the ticket number once complete. Release in
-	 * rdm_link_complete(), acquire in slot_done() (producer.c). */
+	 * the message, written only on failure, follows on lines of its own.
+	 * Most completions do not touch the slot at all (the link's
+	 * done_upto, C1 in producer.c). */
+	/* Worker -> producer: the ticket number once complete, when it
+	 * completes through the slot. Release in rdm_link_complete(), acquire
+	 * in rdm_slot_done(). */
 	_Alignas(RDM_LINE) _Atomic uint64_t done;
 	int result;             /* written by the worker before `done` */
 	/* SLOT_RECLAIM is stored by the worker (release) after a callback ran;
@@ -46,6 +49,9 @@ struct rdm_slot {
 	void *opaque;
 	void *ctl;              /* control payload (listener or backend) */
 	uint64_t ticket;        /* producer-private */
+	/* Producer-private: the record's position in its link's ring (1 for
+	 * the first record the link ever carried; the link's `pushed`). */
+	uint64_t lseq;
 	struct rdm_link *link;  /* producer-private: the ring it went into */
 	_Alignas(RDM_LINE) char msg[128]; /* the worker's message when result < 0 */
 };
@@ -75,11 +81,23 @@ struct rdm_link {
 	 * fixed before it started): copied at link creation, so a waiter
 	 * whose worker does not never looks at the inbox (C4). */
 	bool assists;
+	/* Completion watermark (C1 in producer.c), on a line only the worker
+	 * writes: done_upto is the number of records drained from this ring
+	 * at the end of a batch that left no drained record incomplete, so
+	 * every record at a position (a slot's lseq) up to it is complete.
+	 * Stored with release once per batch (rdm_link_complete_upto()),
+	 * loaded with acquire by a waiter (rdm_slot_done()). `drained`, the
+	 * records taken from the ring so far, is the worker's alone. */
+	_Alignas(RDM_LINE) _Atomic uint64_t done_upto;
+	uint64_t drained;
 	/* Producer-private from here, written on every submit and wait: on
 	 * lines of their own (RDM_SPLIT), away from what the worker polls. */
 	/* Tickets outstanding towards this worker, and the most it may hold
 	 * (the worker's cfg.ticket_slots). */
 	_Alignas(RDM_SPLIT) uint32_t outstanding, limit;
+	/* Records taken for this ring so far (a refused one given back): the
+	 * next record's lseq is pushed + 1. */
+	uint64_t pushed;
 	/* The waiter's spin cap (the inbox's spin_cap_ns,
 	 * copied at link creation) and its moving averages of how long waits
 	 * for this worker's tickets took and of how long this thread took to
@@ -161,13 +179,13 @@ struct rdm_inbox {
 	/* C4 (producer.c): the worker's pass, for a synchronous submitter
 	 * (the worker's RDM_WORKER_CALLER_RUNS; NULL without it). Set before
 	 * the worker starts, then only read. If it takes the worker's pass
-	 * token it runs passes until `done` holds `ticket` (or a bound) and
+	 * token it runs passes until slot s completed `ticket` (or a bound) and
 	 * returns true; with `owe` (the caller cleared `sleeping` and owes the
 	 * worker a wake) it then hands the doorbell back (C4). False if the
 	 * token is taken: nothing changed, and a caller that owes the wake
 	 * must still ring. The worker's function: producer.c does not know
 	 * what a pass is. */
-	bool (*assist)(struct rdm_inbox *in, const _Atomic uint64_t *done, uint64_t ticket, bool owe);
+	bool (*assist)(struct rdm_inbox *in, const struct rdm_slot *s, uint64_t ticket, bool owe);
 	/* Waiters inside a pass they run without a region entered (C4 in
 	 * wait_slot(): nothing else keeps the worker alive there), taken by
 	 * inbox_pin() under producer.c's links_lock unless `dying`; the
@@ -222,11 +240,27 @@ void rdm_inbox_reap(struct rdm_inbox *in, struct rdm_link **links, uint32_t *n);
 enum { RDM_LINK_WAKE = 1u << 0, RDM_LINK_LOCAL = 1u << 1 };
 unsigned rdm_link_complete(struct rdm_link *l, uint64_t ticket, bool callback, int result, const char *msg,
 			   int32_t cpu);
+/* Complete, at once, every record drained from l so far that has not
+ * completed through rdm_link_complete() (C1's watermark): only when no
+ * record drained from l is still incomplete. Returns as rdm_link_complete()
+ * does; the wake follows the same way (C2). */
+unsigned rdm_link_complete_upto(struct rdm_link *l, int32_t cpu);
 void rdm_link_wake(struct rdm_link *l);
 /* Handoff hint: the worker thread runs on `cpu` (relaxed, see wcpu). */
 static inline void rdm_link_set_worker_cpu(struct rdm_link *l, int32_t cpu)
 {
 	atomic_store_explicit(&l->wcpu, cpu, memory_order_relaxed);
+}
+/* Has slot s's ticket completed (C1)? Either path; acquire, so the
+ * result and message (in the slot or 0) may be read after a true. */
+static inline bool rdm_slot_done(const struct rdm_slot *s, uint64_t ticket)
+{
+	/* Acquire: pairs with the worker's release store of done
+	 * (rdm_link_complete()) ... */
+	if (atomic_load_explicit(&s->done, memory_order_acquire) == ticket)
+		return true;
+	/* ... or of the watermark (rdm_link_complete_upto()). */
+	return s->lseq <= atomic_load_explicit(&s->link->done_upto, memory_order_acquire);
 }
 /* The control payload of the record carrying `ticket` (NULL if none). */
 void *rdm_link_payload(const struct rdm_link *l, uint64_t ticket);

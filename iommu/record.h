@@ -20,8 +20,9 @@
 enum {
 	/*
 	 * The ticket completes through its slot's callback. Without it the
-	 * worker completes the ticket by storing result and done into the
-	 * slot without reading the slot first: the producer wrote that line
+	 * worker completes the ticket without reading the slot: by its link's
+	 * watermark, or by storing result and done into the slot (producer.c,
+	 * C1). Why no read: the producer wrote that line
 	 * last (take_slot), and a read before the store is a second transfer
 	 * of it per change (bench pipeline, one producer, four alternating
 	 * pairs: 183-196 ns per change without the read, 188-219 with it).

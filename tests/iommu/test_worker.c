@@ -1,5 +1,6 @@
 /* test_worker.c - the IOMMU worker: policies, limits, failures, tickets, destroy. */
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -710,6 +711,88 @@ static void test_single_submit_refusals(void)
 	rdm_backend_destroy(sim);
 }
 
+/* Take the next sequence number of r's submissions from `seq` on (a test's
+ * way to make a gap, and to fill it): returns the old next number. */
+static uint64_t set_next_seq(struct rdm_region *r, uint64_t seq)
+{
+	struct rdm_wregion *wr = rdm_region_get_applier_ctx(r);
+	uint64_t old;
+
+	pthread_mutex_lock(&wr->sub.submit_lock);
+	old = wr->sub.next_seq;
+	wr->sub.next_seq = seq;
+	pthread_mutex_unlock(&wr->sub.submit_lock);
+	return old;
+}
+
+static bool slot_completed(struct rdm_producer *p, uint64_t ticket)
+{
+	return atomic_load(&p->slots[rdm_ticket_slot(ticket)].done) == ticket;
+}
+
+/*
+ * C1's two ways of completing (producer.c): through the link's watermark
+ * only when no drained record stays incomplete. A record of region R1 whose
+ * predecessor has not arrived (a gap made by skipping a sequence number)
+ * waits in the worker; a later record of R2 in the same ring completes -
+ * through its slot, since the watermark would also claim the waiting one.
+ * Filling the gap completes both through the watermark. A failed change
+ * beside a successful one in a batch carries its result in its slot.
+ */
+static void test_completion_watermark(void)
+{
+	struct fixture f;
+	struct rdm_region_config rc = {.struct_size = sizeof(rc), .flags = RDM_REGION_STRICT, .size = REGION,
+				       .block_size = BS, .iova = 1ull << 40, .host_addr = host};
+	struct rdm_region *r2;
+	struct rdm_producer *p;
+	uint64_t tx, ty, tz, tb[2];
+	int res = 1;
+
+	setup(&f, RDM_POLICY_BLOCK, 0, NULL, 0);
+	REQUIRE(rdm_region_create(&rc, &r2) == 0);
+	REQUIRE(rdm_worker_attach(f.w, r2, f.sim) == 0);
+	REQUIRE(rdm_producer_create(&p) == 0);
+
+	uint64_t gap = set_next_seq(f.r, 0);
+
+	set_next_seq(f.r, gap + 1); /* gap is skipped: X waits for it */
+	CHECK(rdm_producer_populate(p, f.r, 4 * BS, BS, &tx) == 0);
+	CHECK(rdm_producer_populate(p, r2, 0, BS, &ty) == 0);
+	/* Y completes (it was drained after X, so X is drained too)... */
+	CHECK(rdm_producer_wait(p, ty, &res) == 0 && res == 0);
+	CHECK(slot_completed(p, ty));
+	/* ...and X does not: it waits for its predecessor. */
+	CHECK(rdm_producer_poll(p, tx, &res) == -EINPROGRESS);
+	CHECK(rdm_is_discarded(f.r, 4 * BS, BS));
+	/* Fill the gap: Z takes the skipped number; then both apply. */
+	set_next_seq(f.r, gap);
+	CHECK(rdm_producer_populate(p, f.r, 6 * BS, BS, &tz) == 0);
+	set_next_seq(f.r, gap + 2);
+	CHECK(rdm_producer_wait(p, tx, &res) == 0 && res == 0);
+	CHECK(rdm_producer_wait(p, tz, &res) == 0 && res == 0);
+	CHECK(!slot_completed(p, tx) && !slot_completed(p, tz)); /* the watermark's */
+	CHECK(rdm_is_populated(f.r, 4 * BS, BS) && rdm_is_populated(f.r, 6 * BS, BS));
+	CHECK(rdm_sim_is_mapped(f.sim, IOVA(4 * BS), BS, true, VA(4 * BS)));
+	CHECK(rdm_sim_is_mapped(f.sim, IOVA(6 * BS), BS, true, VA(6 * BS)));
+
+	/* One batch, one success and one failure (strict: already populated). */
+	struct rdm_change c[2] = {
+		{.region = r2, .kind = RDM_CHANGE_POPULATE, .offset = 2 * BS, .length = BS},
+		{.region = r2, .kind = RDM_CHANGE_POPULATE, .offset = 0, .length = BS},
+	};
+	CHECK(rdm_producer_submit(p, c, 2, tb) == 0);
+	CHECK(rdm_producer_wait(p, tb[1], &res) == 0 && res == -EEXIST);
+	CHECK(strstr(rdm_last_error(), "not discarded (strict mode)") != NULL);
+	CHECK(slot_completed(p, tb[1]));
+	CHECK(rdm_producer_wait(p, tb[0], &res) == 0 && res == 0);
+	CHECK(rdm_is_populated(r2, 2 * BS, BS));
+
+	rdm_producer_destroy(p);
+	CHECK(rdm_region_destroy(r2) == 0);
+	teardown(&f);
+}
+
 int main(void)
 {
 	host = aligned_alloc(4096, 4096); /* only addresses matter: the sim never touches memory */
@@ -730,6 +813,7 @@ int main(void)
 	test_corrupt_ring();
 	test_bad_input();
 	test_single_submit_refusals();
+	test_completion_watermark();
 	free(host);
 	return check_exit();
 }
