@@ -523,6 +523,15 @@ void *rdm_link_payload(const struct rdm_link *l, uint64_t ticket)
 	return idx < l->p->nslots ? l->p->slots[idx].ctl : NULL;
 }
 
+/* Handoff: does a waiter on the worker's CPU need it now? Read before C1's
+ * store (relaxed: a hint): once a ticket is complete, the woken waiter may
+ * run at once on this CPU, return, and clear or reuse wait_cpu before this
+ * thread runs again. */
+static bool waits_on(struct rdm_producer *p, int32_t cpu)
+{
+	return cpu >= 0 && atomic_load_explicit(&p->wait_cpu, memory_order_relaxed) == cpu;
+}
+
 unsigned rdm_link_complete(struct rdm_link *l, uint64_t t, bool callback, int result, const char *msg, int32_t cpu)
 {
 	struct rdm_producer *p = l->p;
@@ -545,16 +554,12 @@ unsigned rdm_link_complete(struct rdm_link *l, uint64_t t, bool callback, int re
 		atomic_store_explicit(&s->state, SLOT_RECLAIM, memory_order_release);
 		return 0;
 	}
-	/* Handoff: does a waiter on the worker's CPU need it now? Read before
-	 * C1 (relaxed: a hint): once done is stored, the woken waiter may run
-	 * at once on this CPU, return, and clear or reuse wait_cpu before this
-	 * thread runs again. */
-	bool local = cpu >= 0 && atomic_load_explicit(&p->wait_cpu, memory_order_relaxed) == cpu;
+	bool local = waits_on(p, cpu);
 
 	s->result = result;
 	if (result < 0)
 		snprintf(s->msg, sizeof(s->msg), "%s", msg);
-	/* C1. Release: pairs with the acquire in slot_done(). The rest of C2
+	/* C1. Release: pairs with the acquire in rdm_slot_done(). The rest of C2
 	 * (the fence, then rdm_link_wake()) follows once per batch. */
 	atomic_store_explicit(&s->done, t, memory_order_release);
 	return RDM_LINK_WAKE | (local ? RDM_LINK_LOCAL : 0u);
@@ -562,9 +567,7 @@ unsigned rdm_link_complete(struct rdm_link *l, uint64_t t, bool callback, int re
 
 unsigned rdm_link_complete_upto(struct rdm_link *l, int32_t cpu)
 {
-	struct rdm_producer *p = l->p;
-	/* As in rdm_link_complete(): read before the store. */
-	bool local = cpu >= 0 && atomic_load_explicit(&p->wait_cpu, memory_order_relaxed) == cpu;
+	bool local = waits_on(l->p, cpu);
 
 	/* C1. Release: pairs with the acquire in rdm_slot_done(); everything
 	 * this batch did (and every slot completion before) comes first. */
@@ -588,11 +591,6 @@ void rdm_link_wake(struct rdm_link *l)
 		atomic_fetch_add_explicit(&p->futex, 1, memory_order_relaxed);
 		rdm_futex(&p->futex, FUTEX_WAKE_PRIVATE, 1);
 	}
-}
-
-static bool slot_done(const struct rdm_slot *s, uint64_t ticket)
-{
-	return rdm_slot_done(s, ticket); /* C1 */
 }
 
 /* Take back slots whose callbacks ran (rare: only when the stack is empty). */
@@ -815,7 +813,7 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 	int32_t me;
 	uint64_t t0, budget;
 
-	if (slot_done(s, ticket)) {
+	if (rdm_slot_done(s, ticket)) {
 		/* Stored only if it changes: the worker reads this line at
 		 * every completion, and a producer that finds its tickets done
 		 * one after another would take it away from the worker each
@@ -832,7 +830,7 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 	if (budget && atomic_load_explicit(&l->wcpu, memory_order_relaxed) != me) {
 		/* The clock and both CPUs are read every 8 rounds (~0.3-1 us). */
 		for (unsigned i = 1;; i++) {
-			if (slot_done(s, ticket)) {
+			if (rdm_slot_done(s, ticket)) {
 				wait_done(p, l, t0, false);
 				return 0;
 			}
@@ -866,7 +864,7 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 		bool ran = in->assist(in, s, ticket, false);
 
 		inbox_unpin(in);
-		if (ran && slot_done(s, ticket)) {
+		if (ran && rdm_slot_done(s, ticket)) {
 			wait_done(p, l, t0, false);
 			return 0;
 		}
@@ -879,7 +877,7 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 		atomic_store_explicit(&p->sleeping, 1, memory_order_relaxed);
 		/* C2: pairs with the worker's fence between done and sleeping. */
 		atomic_thread_fence(memory_order_seq_cst);
-		if (slot_done(s, ticket)) {
+		if (rdm_slot_done(s, ticket)) {
 			atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
 			break;
 		}
@@ -888,7 +886,7 @@ static int wait_slot(struct rdm_producer *p, struct rdm_slot *s, uint64_t ticket
 		if (rdm_futex_sleep(&p->futex, seen))
 			slept = true;
 		atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
-		if (slot_done(s, ticket))
+		if (rdm_slot_done(s, ticket))
 			break;
 	}
 	wait_done(p, l, t0, slept);
@@ -1230,7 +1228,7 @@ int rdm_producer_poll(struct rdm_producer *p, uint64_t ticket, int *result)
 	s = slot_of(p, ticket);
 	if (!s)
 		return rdm_fail(-EINVAL, "ticket %" PRIu64 " is not an outstanding ticket of this producer", ticket);
-	if (!slot_done(s, ticket))
+	if (!rdm_slot_done(s, ticket))
 		return -EINPROGRESS;
 	if (s->result < 0)
 		rdm_fail(s->result, "%s", s->msg);

@@ -701,9 +701,9 @@ static void count(_Atomic uint64_t *c)
 }
 
 /*
- * The links of a batch's items, and for each whether its watermark moves
- * (C1 in producer.c): a batch touches few links, so a short list searched
- * in order; a link past its end completes through its slots.
+ * The links whose watermark a batch moves (C1 in producer.c): a batch
+ * touches few links, so a short list searched in order; the items of a
+ * link past its end complete through their slots.
  */
 #define BATCH_LINKS 16
 
