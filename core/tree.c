@@ -653,21 +653,28 @@ static inline unsigned bm_word_runs(const uint64_t *w, unsigned i)
 	return popcount64(w[i] & ~((w[i] << 1) | carry));
 }
 
-/* Does the bitmap hold more than `limit` runs? Counts outwards from word
- * `first`, alternately up and down, and stops as soon as it knows: after a
- * small change to a fragmented leaf, the words around the change are the
- * fragmented ones, wherever in the leaf they are. */
-static bool bm_runs_exceed(const uint64_t *w, unsigned limit, unsigned first)
+/* The bitmap's runs, counted outwards from word `first`, alternately up and
+ * down, until the count passes `cap` (then some number above cap) or every
+ * word is counted (then exactly): after a small change to a fragmented
+ * leaf, the words around the change are the fragmented ones, wherever in
+ * the leaf they are. */
+static unsigned bm_runs_upto(const uint64_t *w, unsigned cap, unsigned first)
 {
 	unsigned runs = bm_word_runs(w, first), up = first + 1, down = first;
 
-	while (runs <= limit && (up < LEAF_WORDS || down > 0)) {
+	while (runs <= cap && (up < LEAF_WORDS || down > 0)) {
 		if (up < LEAF_WORDS)
 			runs += bm_word_runs(w, up++);
 		if (down > 0)
 			runs += bm_word_runs(w, --down);
 	}
-	return runs > limit;
+	return runs;
+}
+
+/* Does the bitmap hold more than `limit` runs? */
+static bool bm_runs_exceed(const uint64_t *w, unsigned limit, unsigned first)
+{
+	return bm_runs_upto(w, limit, first) > limit;
 }
 
 /* ---- extent-leaf helpers ---- */
@@ -934,6 +941,9 @@ static void *node_alloc(struct wctx *c, size_t size, size_t align, unsigned tag)
 		return NULL;
 	}
 	c->t->hot[hot_slot((uintptr_t)p)] = (uintptr_t)p;
+	/* A bitmap leaf holds more than EXT_MAX runs (the canonical form);
+	 * meaningless for other nodes, which set_hot_bits() never sees. */
+	c->t->hot_runs[hot_slot((uintptr_t)p)] = EXT_MAX + 1;
 	return p;
 }
 
@@ -954,20 +964,30 @@ static bool is_hot(const struct rdm_tree *t, uintptr_t v)
 	return is_node(v) && t->hot[hot_slot(p)] == p;
 }
 
-/* Log the word at addr before a step overwrites it in place, so that
- * step_undo() can restore it. False (c->err set) without memory. */
-static bool undo_note(struct wctx *c, void *addr, uint64_t old, bool slot)
+/* undo_note() when the log is full: grow it. False (c->err set) without
+ * memory. */
+static __attribute__((noinline)) bool undo_grow(struct wctx *c)
 {
 	struct rdm_tree *t = c->t;
 	void *arr = t->undo;
 
-	if (t->nundo == t->undo_cap) {
-		if (grow(t, &arr, t->undo_inline, t->nundo, &t->undo_cap, sizeof(*t->undo)) != 0) {
-			c->err = -ENOMEM;
-			return false;
-		}
-		t->undo = arr;
+	if (grow(t, &arr, t->undo_inline, t->nundo, &t->undo_cap, sizeof(*t->undo)) != 0) {
+		c->err = -ENOMEM;
+		return false;
 	}
+	t->undo = arr;
+	return true;
+}
+
+/* Log the word at addr before a step overwrites it in place, so that
+ * step_undo() can restore it. False (c->err set) without memory. Inline:
+ * every in-place step logs one or two words. */
+static inline bool undo_note(struct wctx *c, void *addr, uint64_t old, bool slot)
+{
+	struct rdm_tree *t = c->t;
+
+	if (t->nundo == t->undo_cap && !undo_grow(c))
+		return false;
 	t->undo[t->nundo++] = (struct rdm_tree_undo){ .addr = addr, .old = old, .slot = slot };
 	return true;
 }
@@ -1118,17 +1138,15 @@ static uintptr_t leaf_from_runs(struct wctx *c, const uint64_t *w, uint64_t base
 }
 
 /*
- * Does setting bit a of a leaf's bitmap to val leave it at least as many
- * runs (counted inside the leaf, as bm_word_runs() does: a bit outside it
- * is clear)? Setting a bit lowers the count only where it joins two runs
- * (its neighbours set, itself clear: 101 below, low bit first); clearing
- * one only where it removes a run of one (010); a bit that does not change
- * changes nothing (and is neither pattern). A bitmap leaf holds more than
- * EXT_MAX runs (the canonical form), so where this is true it still does,
- * and bm_runs_exceed() (~100 instructions, counting words outward until it
- * knows) is not needed.
+ * How setting bit a of a leaf's bitmap to val changes its number of runs
+ * (counted inside the leaf, as bm_word_runs() does: a bit outside it is
+ * clear): setting a clear bit whose neighbours are both clear makes a run
+ * (000 below, low bit first: +1), between two set ones joins two (101:
+ * -1); clearing a set bit between two clear ones removes a run (010: -1),
+ * between two set ones splits one (111: +1); anything else, or a bit that
+ * does not change, leaves the count.
  */
-static bool keeps_runs(const uint64_t *w, unsigned a, bool val)
+static int runs_delta(const uint64_t *w, unsigned a, bool val)
 {
 	unsigned o = a & 63;
 	uint64_t x; /* bit 0: block a - 1, bit 1: a, bit 2: a + 1 */
@@ -1142,8 +1160,14 @@ static bool keeps_runs(const uint64_t *w, unsigned a, bool val)
 		if (a + 1 < LEAF_BITS)
 			x |= ((w[(a + 1) >> 6] >> ((a + 1) & 63)) & 1) << 2;
 	}
-	return x != (val ? 5u : 2u);
+	if (val)
+		return x == 0 ? 1 : x == 5 ? -1 : 0;
+	return x == 2 ? -1 : x == 7 ? 1 : 0;
 }
+
+/* Recounts of a hot leaf's runs stop past this many (bm_runs_upto()): the
+ * bound they give then lasts that many joins before the next count. */
+#define HOT_RUNS_CAP (4 * (EXT_MAX + 1))
 
 /*
  * Set the blocks [a, b) of a hot bitmap leaf (made by this working
@@ -1151,24 +1175,44 @@ static bool keeps_runs(const uint64_t *w, unsigned a, bool val)
  * step_undo() can put it back. 1: the leaf is still a bitmap; 0: it now
  * holds EXT_MAX runs or fewer, and the caller makes the canonical slot;
  * -1: no memory for the log (c->err set), nothing set.
+ *
+ * Whether it is still a bitmap needs its number of runs, and counting them
+ * (bm_runs_upto(), ~100 instructions for two words) at every step was a
+ * third of a step in bench pipeline, whose populates each join two runs.
+ * The hot set keeps a lower bound of each hot leaf's runs instead
+ * (hot_runs: EXT_MAX + 1 when the leaf is made, the canonical form's
+ * least), moved by a one-block step's exact change (runs_delta()): while it
+ * stays above EXT_MAX nothing is counted. Where it would not, and after a
+ * wider step, the runs are counted up to HOT_RUNS_CAP, and the count is the
+ * new bound. It is stored only when the step has set its bits, and needs no
+ * undo log: a failed step empties the hot set (step_undo()), and the one
+ * partial undo, prepare_in_hot_leaf()'s after a 0 here, restores a leaf
+ * that held more runs than the count just stored - still a lower bound.
  */
 static int set_hot_bits(struct wctx *c, uint64_t *hw, unsigned a, unsigned b, bool val)
 {
+	uint32_t *bound = &c->t->hot_runs[hot_slot((uintptr_t)hw)];
+	unsigned runs = 0;
+
 	if (b - a == 1) {
 		/* One block (the usual change): one word, and mostly no count. */
 		uint64_t *word = &hw[a >> 6], bit = UINT64_C(1) << (a & 63);
-		bool keeps = keeps_runs(hw, a, val);
+		int64_t r = (int64_t)*bound + runs_delta(hw, a, val);
 
+		runs = r > EXT_MAX ? (unsigned)r : 0;
 		if (!undo_note(c, word, *word, false))
 			return -1;
 		*word = val ? *word | bit : *word & ~bit;
-		return keeps || bm_runs_exceed(hw, EXT_MAX, a >> 6);
+	} else {
+		for (unsigned i = a >> 6; i <= (b - 1) >> 6; i++)
+			if (!undo_note(c, &hw[i], hw[i], false))
+				return -1;
+		bm_set(hw, a, b, val);
 	}
-	for (unsigned i = a >> 6; i <= (b - 1) >> 6; i++)
-		if (!undo_note(c, &hw[i], hw[i], false))
-			return -1;
-	bm_set(hw, a, b, val);
-	return bm_runs_exceed(hw, EXT_MAX, a >> 6);
+	if (runs <= EXT_MAX)
+		runs = bm_runs_upto(hw, HOT_RUNS_CAP, a >> 6);
+	*bound = runs;
+	return runs > EXT_MAX;
 }
 
 /*
@@ -1429,7 +1473,7 @@ static void step_undo(struct rdm_tree *t, uintptr_t root, size_t nfresh, size_t 
  * change (write_inner() returns a hot node whose hot child kept its form)
  * and set the bits in place (write_leaf(), hot case); this does the same
  * with one loop and no recursion; a one-block step sets its bit and counts
- * runs only where the change can lower them (keeps_runs()). In bench
+ * runs only where the leaf's bound of them says it must (set_hot_bits()). In bench
  * pipeline (callgrind, one producer) a step took ~560 instructions, now
  * ~300 (the worker's whole cost per change -10%). True if the step is
  * done (or failed: c->err, the words logged for step_undo()); false, with

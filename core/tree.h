@@ -98,6 +98,9 @@ struct rdm_tree {
 	 * version"), untagged, direct-mapped; 0 = none. Only these are written
 	 * in place, each overwritten word logged in `undo` first. */
 	uintptr_t hot[RDM_TREE_HOT];
+	/* For a hot bitmap leaf in hot[i]: a lower bound of its runs (tree.c,
+	 * set_hot_bits()). */
+	uint32_t hot_runs[RDM_TREE_HOT];
 	struct rdm_tree_undo *undo; /* the step in progress's log */
 	size_t nundo, undo_cap;
 	struct rdm_tree_undo undo_inline[RDM_TREE_UNDO_INLINE];
