@@ -15,21 +15,11 @@
 #include "core/tsan.h"
 
 static _Thread_local char last_error[256];
-static _Thread_local unsigned callback_depth;
-
-void rdm_callback_enter(void)
-{
-	callback_depth++;
-}
-
-void rdm_callback_leave(void)
-{
-	callback_depth--;
-}
+__thread unsigned rdm_callback_depth __attribute__((tls_model("initial-exec")));
 
 int rdm_check_may_block(const char *what)
 {
-	if (callback_depth != 0)
+	if (rdm_callback_depth != 0)
 		return rdm_fail(-EDEADLK, "%s: not allowed from an rdm callback (listener, release, "
 				"replay, completion or log handler); only queries and "
 				"rdm_producer_poll may be called there", what);
