@@ -1473,9 +1473,10 @@ static void step_undo(struct rdm_tree *t, uintptr_t root, size_t nfresh, size_t 
  * change (write_inner() returns a hot node whose hot child kept its form)
  * and set the bits in place (write_leaf(), hot case); this does the same
  * with one loop and no recursion; a one-block step sets its bit and counts
- * runs only where the leaf's bound of them says it must (set_hot_bits()). In bench
- * pipeline (callgrind, one producer) a step took ~560 instructions, now
- * ~300 (the worker's whole cost per change -10%). True if the step is
+ * runs only where the leaf's bound of them says it must (set_hot_bits()).
+ * In bench pipeline (callgrind, one producer) a step took ~560
+ * instructions, then ~300 (the worker's whole cost per change -10%), ~270
+ * with that bound. True if the step is
  * done (or failed: c->err, the words logged for step_undo()); false, with
  * nothing changed, where write_rec() must decide: a node on the way is not
  * hot or not inner, the leaf is not a hot bitmap, or it would stop being
