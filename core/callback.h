@@ -20,9 +20,9 @@
 #define RDM_CORE_CALLBACK_H
 
 /* The calling thread's depth of rdm callbacks. Initial-exec TLS: a few
- * bytes of librdm.so's static TLS block, so an access (four per change the
- * worker applies) is one instruction off the thread pointer, not a
- * __tls_get_addr() call. */
+ * bytes of librdm.so's static TLS block, so an access (an enter and a
+ * leave around the listener call of each change the worker applies) is one
+ * instruction off the thread pointer, not a __tls_get_addr() call. */
 extern __thread unsigned rdm_callback_depth __attribute__((tls_model("initial-exec")));
 
 static inline void rdm_callback_enter(void)
