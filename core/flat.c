@@ -136,20 +136,18 @@ void rdm_flat_destroy(struct rdm_flat *f)
 	rdm_mem_free(f->mem, f, f->bytes, 64);
 }
 
-int rdm_flat_note(struct rdm_flat *f, uint64_t s, uint64_t e, bool val)
+/* rdm_flat_note() with the list full: double it, then append. */
+int rdm_flat_note_grow(struct rdm_flat *f, uint64_t s, uint64_t e, bool val)
 {
-	if (f->npend == f->cap) {
-		struct rdm_flat_change *p;
+	struct rdm_flat_change *p;
 
-		p = rdm_reallocarray(f->pend == f->pend_inline ? NULL : f->pend, f->cap * 2,
-				     sizeof(*p));
-		if (p == NULL)
-			return -ENOMEM;
-		if (f->pend == f->pend_inline)
-			memcpy(p, f->pend_inline, sizeof(f->pend_inline));
-		f->pend = p;
-		f->cap *= 2;
-	}
+	p = rdm_reallocarray(f->pend == f->pend_inline ? NULL : f->pend, f->cap * 2, sizeof(*p));
+	if (p == NULL)
+		return -ENOMEM;
+	if (f->pend == f->pend_inline)
+		memcpy(p, f->pend_inline, sizeof(f->pend_inline));
+	f->pend = p;
+	f->cap *= 2;
 	f->pend[f->npend++] = (struct rdm_flat_change){ s, e, val };
 	return 0;
 }
@@ -180,6 +178,16 @@ void rdm_flat_abort(struct rdm_flat *f)
 
 static void set_bits(struct rdm_flat *f, uint64_t s, uint64_t e, bool val)
 {
+	if (s < e && (s >> 6) == ((e - 1) >> 6)) {
+		/* Within one word, as every one-block change: one mask, no loop
+		 * (e - s <= 64, and 64 only for a whole aligned word). */
+		uint64_t m = (~UINT64_C(0) >> (64 - (e - s))) << (s & 63);
+		/* Relaxed: the only writer; readers validate with seq. */
+		uint64_t w = atomic_load_explicit(&f->w[s >> 6], memory_order_relaxed);
+
+		atomic_store_explicit(&f->w[s >> 6], val ? w | m : w & ~m, memory_order_relaxed);
+		return;
+	}
 	while (s < e) {
 		unsigned a = (unsigned)(s & 63);
 		uint64_t n = e - s < 64 - a ? e - s : 64 - a;

@@ -79,8 +79,17 @@ int rdm_flat_create(uint64_t nblocks, struct rdm_mem *mem, struct rdm_flat **out
 void rdm_flat_destroy(struct rdm_flat *f);
 
 /* Record the change "blocks [s, e) become val" (0, or -ENOMEM and nothing
- * recorded). */
-int rdm_flat_note(struct rdm_flat *f, uint64_t s, uint64_t e, bool val);
+ * recorded). Inline while the list has room (every change of a worker's
+ * batch is noted: a call per change cost ~27 instructions, the append ~8);
+ * growing it is rdm_flat_note_grow()'s, out of line. */
+int rdm_flat_note_grow(struct rdm_flat *f, uint64_t s, uint64_t e, bool val);
+static inline int rdm_flat_note(struct rdm_flat *f, uint64_t s, uint64_t e, bool val)
+{
+	if (__builtin_expect(f->npend == f->cap, 0))
+		return rdm_flat_note_grow(f, s, e, val);
+	f->pend[f->npend++] = (struct rdm_flat_change){ s, e, val };
+	return 0;
+}
 /* Record "the state becomes this bitmap" (get() as rdm_tree_prepare_load's,
  * called once per 4096 blocks): 0 or -ENOMEM. */
 int rdm_flat_note_load(struct rdm_flat *f, void (*get)(void *opaque, uint64_t first, uint64_t *words),

@@ -910,17 +910,22 @@ static struct rdm_wbackend *full_backend(const struct rdm_planner *p, uint64_t e
 	return NULL;
 }
 
-static int check_limit(struct rdm_planner *p, uint64_t extra)
+static __attribute__((noinline, cold)) int limit_fail(struct rdm_planner *p, struct rdm_wbackend *wb, uint64_t extra)
 {
-	struct rdm_wbackend *wb = full_backend(p, extra);
-
-	if (!wb)
-		return 0;
 	(*p->stat_enospc)++;
 	return rdm_fail(-ENOSPC,
 			"mapping limit: backend %s would need %" PRIu64 " more mappings (+%" PRIu64
 			" headroom) but holds %" PRIu64 " of its limit of %" PRIu64,
 			rdm_backend_name(wb->b), extra, headroom(p), wb->used, wb->budget);
+}
+
+/* Asked before every map (each populate): the check inline, the message
+ * out of line. */
+static inline int check_limit(struct rdm_planner *p, uint64_t extra)
+{
+	struct rdm_wbackend *wb = full_backend(p, extra);
+
+	return wb ? limit_fail(p, wb, extra) : 0;
 }
 
 /* Map pieces into every backend; on failure undo and return the error. */
@@ -959,12 +964,16 @@ static int map_pieces(struct rdm_planner *p, const struct rdm_range_vec *pieces,
 	return 0;
 }
 
-static int any_failed(const struct rdm_planner *p)
+static __attribute__((noinline, cold)) int failed_fail(const struct rdm_wbackend *wb)
+{
+	return rdm_fail(-EIO, "backend %s is marked failed: %s", rdm_backend_name(wb->b), wb->failed_why);
+}
+
+static inline int any_failed(const struct rdm_planner *p)
 {
 	for (uint32_t i = 0; i < p->nbe; i++)
 		if (p->be[i]->failed)
-			return rdm_fail(-EIO, "backend %s is marked failed: %s", rdm_backend_name(p->be[i]->b),
-					p->be[i]->failed_why);
+			return failed_fail(p->be[i]);
 	return 0;
 }
 
