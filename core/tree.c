@@ -1146,7 +1146,7 @@ static uintptr_t leaf_from_runs(struct wctx *c, const uint64_t *w, uint64_t base
  * between two set ones splits one (111: +1); anything else, or a bit that
  * does not change, leaves the count.
  */
-static int runs_delta(const uint64_t *w, unsigned a, bool val)
+static inline int runs_delta(const uint64_t *w, unsigned a, bool val)
 {
 	unsigned o = a & 63;
 	uint64_t x; /* bit 0: block a - 1, bit 1: a, bit 2: a + 1 */
