@@ -80,7 +80,7 @@ void rdm_flat_destroy(struct rdm_flat *f);
 
 /* Record the change "blocks [s, e) become val" (0, or -ENOMEM and nothing
  * recorded). Inline while the list has room (every change of a worker's
- * batch is noted: a call per change cost ~27 instructions, the append ~8);
+ * batch is noted: a call per change cost ~27 instructions, the append ~11);
  * growing it is rdm_flat_note_grow()'s, out of line. */
 int rdm_flat_note_grow(struct rdm_flat *f, uint64_t s, uint64_t e, bool val);
 static inline int rdm_flat_note(struct rdm_flat *f, uint64_t s, uint64_t e, bool val)
