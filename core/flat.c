@@ -136,8 +136,8 @@ void rdm_flat_destroy(struct rdm_flat *f)
 	rdm_mem_free(f->mem, f, f->bytes, 64);
 }
 
-/* rdm_flat_note() with the list full: double it, then append. */
-int rdm_flat_note_grow(struct rdm_flat *f, uint64_t s, uint64_t e, bool val)
+/* rdm_flat_note()'s list is full: double it (0, or -ENOMEM and nothing changed). */
+int rdm_flat_grow(struct rdm_flat *f)
 {
 	struct rdm_flat_change *p;
 
@@ -148,7 +148,6 @@ int rdm_flat_note_grow(struct rdm_flat *f, uint64_t s, uint64_t e, bool val)
 		memcpy(p, f->pend_inline, sizeof(f->pend_inline));
 	f->pend = p;
 	f->cap *= 2;
-	f->pend[f->npend++] = (struct rdm_flat_change){ s, e, val };
 	return 0;
 }
 
@@ -176,28 +175,26 @@ void rdm_flat_abort(struct rdm_flat *f)
 	forget(f, false);
 }
 
+static void set_word(struct rdm_flat *f, uint64_t i, uint64_t m, bool val)
+{
+	/* Relaxed: the only writer; readers validate with seq. */
+	uint64_t w = atomic_load_explicit(&f->w[i], memory_order_relaxed);
+
+	atomic_store_explicit(&f->w[i], val ? w | m : w & ~m, memory_order_relaxed);
+}
+
+/* Words as rdm_flat_all() reads them: the first one's mask from bit s, the
+ * last one's up to bit e - 1, whole words between; a change inside one word
+ * (every one-block change) is one mask and one store. */
 static void set_bits(struct rdm_flat *f, uint64_t s, uint64_t e, bool val)
 {
-	if (s < e && (s >> 6) == ((e - 1) >> 6)) {
-		/* Within one word, as every one-block change: one mask, no loop
-		 * (e - s <= 64, and 64 only for a whole aligned word). */
-		uint64_t m = (~UINT64_C(0) >> (64 - (e - s))) << (s & 63);
-		/* Relaxed: the only writer; readers validate with seq. */
-		uint64_t w = atomic_load_explicit(&f->w[s >> 6], memory_order_relaxed);
+	uint64_t i = s >> 6, i1 = (e - 1) >> 6, m = ~UINT64_C(0) << (s & 63);
 
-		atomic_store_explicit(&f->w[s >> 6], val ? w | m : w & ~m, memory_order_relaxed);
+	if (s >= e)
 		return;
-	}
-	while (s < e) {
-		unsigned a = (unsigned)(s & 63);
-		uint64_t n = e - s < 64 - a ? e - s : 64 - a;
-		uint64_t m = (n == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << n) - 1)) << a;
-		/* Relaxed: the only writer; readers validate with seq. */
-		uint64_t w = atomic_load_explicit(&f->w[s / 64], memory_order_relaxed);
-
-		atomic_store_explicit(&f->w[s / 64], val ? w | m : w & ~m, memory_order_relaxed);
-		s += n;
-	}
+	for (; i < i1; i++, m = ~UINT64_C(0))
+		set_word(f, i, m, val);
+	set_word(f, i1, m & (~UINT64_C(0) >> (63 - ((e - 1) & 63))), val);
 }
 
 void rdm_flat_publish_begin(struct rdm_flat *f)

@@ -25,6 +25,7 @@
 #ifndef RDM_CORE_FLAT_H
 #define RDM_CORE_FLAT_H
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -81,12 +82,12 @@ void rdm_flat_destroy(struct rdm_flat *f);
 /* Record the change "blocks [s, e) become val" (0, or -ENOMEM and nothing
  * recorded). Inline while the list has room (every change of a worker's
  * batch is noted: a call per change cost ~27 instructions, the append ~11);
- * growing it is rdm_flat_note_grow()'s, out of line. */
-int rdm_flat_note_grow(struct rdm_flat *f, uint64_t s, uint64_t e, bool val);
+ * growing it is rdm_flat_grow()'s, out of line. */
+int rdm_flat_grow(struct rdm_flat *f);
 static inline int rdm_flat_note(struct rdm_flat *f, uint64_t s, uint64_t e, bool val)
 {
-	if (__builtin_expect(f->npend == f->cap, 0))
-		return rdm_flat_note_grow(f, s, e, val);
+	if (__builtin_expect(f->npend == f->cap, 0) && rdm_flat_grow(f) != 0)
+		return -ENOMEM;
 	f->pend[f->npend++] = (struct rdm_flat_change){ s, e, val };
 	return 0;
 }
