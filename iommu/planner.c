@@ -1622,7 +1622,7 @@ int rdm_planner_attach(struct rdm_planner *p, struct rdm_wbackend *wb)
 	if (err)
 		return err;
 	if (wb->failed)
-		return rdm_fail(-EIO, "backend %s is marked failed: %s", rdm_backend_name(wb->b), wb->failed_why);
+		return failed_fail(wb);
 	rdm_planner_flush(p);
 	if (p->nbe > 0) {
 		err = map_layout_into(p, wb);
