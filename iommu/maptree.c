@@ -496,9 +496,21 @@ uint32_t rdm_maptree_insert(struct rdm_maptree *t, uint64_t start, uint64_t len)
 	uint32_t h = node_alloc(t);
 	struct rdm_maptree_node *n = N(t, h);
 
-	memset(n, 0, (size_t)1 << t->shift);
+	/* A node is 32 or 64 bytes (rdm_maptree_init): zeroed by a few
+	 * stores, where a size known only here is a library call. */
+	if (t->shift == 5)
+		memset(n, 0, 32);
+	else
+		memset(n, 0, 64);
 	n->start = start;
 	n->len = len;
+	/* A dense index's usual insert, one slot (the block policy's
+	 * populate of one unit), without the call into rdm_maptree_link(). */
+	if (DENSE(t) && fits_slot(t, start, len)) {
+		slot_fill(t, start >> t->gshift, h);
+		t->count++;
+		return h;
+	}
 	rdm_maptree_link(t, h);
 	return h;
 }

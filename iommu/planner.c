@@ -999,8 +999,14 @@ static void insert_units(struct rdm_planner *p, uint64_t start, uint64_t end, bo
 		if (seg > end)
 			seg = end;
 		if (!fine) {
-			rdm_maptree_insert_run(&p->maps, start, p->unit, (uint32_t)((end - start) >> p->unit_shift), &plain,
-					       sizeof(plain));
+			uint32_t n = (uint32_t)((end - start) >> p->unit_shift);
+
+			/* One unit (a block policy's populate): the insert
+			 * without insert_run's template and payload copy. */
+			if (n == 1)
+				layout(p, rdm_maptree_insert(&p->maps, start, p->unit))->live = p->unit;
+			else
+				rdm_maptree_insert_run(&p->maps, start, p->unit, n, &plain, sizeof(plain));
 			return;
 		}
 		rdm_maptree_insert_run(&p->maps, start, p->unit, 1, &plain, sizeof(plain));
