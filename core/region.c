@@ -1073,10 +1073,6 @@ static int apply_locked(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 {
 	uint64_t s = nblocks_of(r, offset), e = nblocks_of(r, offset + length);
 
-	if (batched && r->listeners == NULL && (op == RDM_OP_POPULATE || op == RDM_OP_DISCARD) &&
-	    ((r->cfg.flags & RDM_REGION_STRICT) || e - s == 1))
-		return apply_tail_whole(r, op == RDM_OP_POPULATE, s, e);
-
 	/* A listener (un)registration sees, and is seen after, every earlier
 	 * change of the batch: the working version is published first. */
 	if (op == RDM_OP_REGISTER || op == RDM_OP_UNREGISTER)
@@ -1114,7 +1110,13 @@ int rdm_region_apply(struct rdm_region *r, enum rdm_op op, uint64_t offset,
 
 int rdm_region_apply_batched_locked(struct rdm_region *r, enum rdm_op op, uint64_t offset, uint64_t length)
 {
-	return apply_locked(r, op, offset, length, NULL, r->applier != NULL);
+	bool batched = r->applier != NULL;
+
+	if (batched && r->listeners == NULL && (op == RDM_OP_POPULATE || op == RDM_OP_DISCARD) &&
+	    ((r->cfg.flags & RDM_REGION_STRICT) || length == (uint64_t)1 << r->shift))
+		return apply_tail_whole(r, op == RDM_OP_POPULATE, nblocks_of(r, offset),
+					nblocks_of(r, offset + length));
+	return apply_locked(r, op, offset, length, NULL, batched);
 }
 
 int rdm_region_load(struct rdm_region *r, void (*get)(void *opaque, uint64_t first, uint64_t *words),

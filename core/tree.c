@@ -1537,12 +1537,6 @@ int rdm_tree_prepare(struct rdm_tree *t, uint64_t s, uint64_t e, bool populated)
 	return 0;
 }
 
-uintptr_t rdm_tree_working(const struct rdm_tree *t)
-{
-	/* Relaxed: the writer reads its own last store. */
-	return t->open ? t->new_root : atomic_load_explicit(&t->root, memory_order_relaxed);
-}
-
 void rdm_tree_keep_working(struct rdm_tree *t)
 {
 	/* Only hot nodes are written in place. */

@@ -289,7 +289,12 @@ void rdm_tree_publish(struct rdm_tree *t);
  * unpublished step applied), else the published one. Writer only. A later
  * step may write the working version's nodes in place (tree.c "Working
  * version"): to read this root after further steps, keep it first. */
-uintptr_t rdm_tree_working(const struct rdm_tree *t);
+static inline uintptr_t rdm_tree_working(const struct rdm_tree *t)
+{
+	/* Relaxed: the writer reads its own last store. Inline: the
+	 * applier asks once per change. */
+	return t->open ? t->new_root : atomic_load_explicit(&t->root, memory_order_relaxed);
+}
 /* The working version as it is now stays readable, unchanged, until the
  * retire that follows its replacement's publish: later steps copy its nodes
  * instead of writing them in place. Writer only. */
