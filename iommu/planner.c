@@ -991,6 +991,18 @@ static void put_pieces(struct rdm_planner *p, struct rdm_range_vec *pieces)
  * the first of its chunk segment is RDM_LAYOUT_FINE (cut_run's rule). */
 static void insert_units(struct rdm_planner *p, uint64_t start, uint64_t end, bool fine)
 {
+	if (!fine) {
+		uint32_t n = (uint32_t)((end - start) >> p->unit_shift);
+		struct rdm_layout plain = { .live = p->unit };
+
+		/* One unit (a block policy's populate): the insert without
+		 * insert_run's template and payload copy. */
+		if (n == 1)
+			layout(p, rdm_maptree_insert(&p->maps, start, p->unit))->live = p->unit;
+		else
+			rdm_maptree_insert_run(&p->maps, start, p->unit, n, &plain, sizeof(plain));
+		return;
+	}
 	struct rdm_layout plain = { .live = p->unit }, extra = { .live = p->unit, .flags = RDM_LAYOUT_FINE };
 
 	while (start < end) {
@@ -998,17 +1010,6 @@ static void insert_units(struct rdm_planner *p, uint64_t start, uint64_t end, bo
 
 		if (seg > end)
 			seg = end;
-		if (!fine) {
-			uint32_t n = (uint32_t)((end - start) >> p->unit_shift);
-
-			/* One unit (a block policy's populate): the insert
-			 * without insert_run's template and payload copy. */
-			if (n == 1)
-				layout(p, rdm_maptree_insert(&p->maps, start, p->unit))->live = p->unit;
-			else
-				rdm_maptree_insert_run(&p->maps, start, p->unit, n, &plain, sizeof(plain));
-			return;
-		}
 		rdm_maptree_insert_run(&p->maps, start, p->unit, 1, &plain, sizeof(plain));
 		if (seg - start > p->unit) {
 			uint32_t k = (uint32_t)(((seg - start) >> p->unit_shift) - 1);

@@ -713,7 +713,7 @@ static void complete_batch(struct wstate *ws)
 	struct rdm_link *marks[BATCH_LINKS];
 	uint32_t keep = 0;
 	unsigned nmarks = 0;
-	bool wake = false, all_done = true;
+	bool wake = false, all_done = true, item_wake = false;
 
 	/* Stats first, so a caller woken by its ticket sees its change counted. */
 	w->priv[RDM_WST_BATCHES]++;
@@ -749,8 +749,9 @@ static void complete_batch(struct wstate *ws)
 
 		ws->handoff_local |= (f & RDM_LINK_LOCAL) != 0;
 		it->wake = (f & RDM_LINK_WAKE) != 0;
-		wake |= it->wake;
+		item_wake |= it->wake;
 	}
+	wake |= item_wake;
 	for (unsigned k = 0; k < nmarks; k++) {
 		unsigned f = rdm_link_complete_upto(marks[k], ws->cpu);
 
@@ -763,7 +764,8 @@ static void complete_batch(struct wstate *ws)
 		rdm_link_wake(marks[k]);
 	struct rdm_link *woken = NULL;
 
-	for (uint32_t i = 0; i < ws->nitems; i++) {
+	/* Nothing to keep and no item's own wake: the usual batch. */
+	for (uint32_t i = 0; (!all_done || item_wake) && i < ws->nitems; i++) {
 		struct item *it = &ws->items[i];
 
 		if (!it->done) {
