@@ -607,21 +607,28 @@ void rdm_maptree_unlink(struct rdm_maptree *t, uint32_t h)
 	t->count--;
 }
 
-static __attribute__((noinline)) uint32_t dense_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t *next)
+static __attribute__((noinline)) uint32_t dense_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t *next,
+							      uint64_t *next_start)
 {
-	uint64_t k = key >> t->gshift;
+	uint64_t k = key >> t->gshift, n;
 	uint32_t h = k < t->nslots && (key & ((1ull << t->gshift) - 1)) == 0 ? t->slot[k] : 0;
 
 	if (h) {
 		slot_empty(t, k);
 		t->count--;
 	}
-	if (next)
-		*next = h ? handle_at(t, next_set(t, k + 1)) : 0;
+	if (next) {
+		n = h ? next_set(t, k + 1) : NONE;
+		*next = handle_at(t, n);
+		/* A slot's interval starts at the slot (fits_slot()): no
+		 * need to read its node, a cache miss where the index is
+		 * scattered. */
+		*next_start = n == NONE ? UINT64_MAX : n << t->gshift;
+	}
 	return h;
 }
 
-uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t *next)
+uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t *next, uint64_t *next_start)
 {
 	/* The search for key is the path unlink() would walk to the node:
 	 * one descent where a lookup and an unlink make two. `above`: the
@@ -630,7 +637,7 @@ uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t 
 	uint32_t *link = &t->root, i, above = 0;
 
 	if (DENSE(t))
-		return dense_unlink_start(t, key, next);
+		return dense_unlink_start(t, key, next, next_start);
 	while ((i = *link) != 0) {
 		struct rdm_maptree_node *c = N(t, i);
 
@@ -639,6 +646,8 @@ uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t 
 				for (uint32_t j = c->right; j; j = N(t, j)->left)
 					above = j;
 				*next = above;
+				/* A node the descent or the walk just read. */
+				*next_start = above ? N(t, above)->start : UINT64_MAX;
 			}
 			*link = merge(t, c->left, c->right);
 			t->count--;
@@ -651,8 +660,10 @@ uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t 
 			link = &c->right;
 		}
 	}
-	if (next)
+	if (next) {
 		*next = 0;
+		*next_start = UINT64_MAX;
+	}
 	return 0;
 }
 

@@ -143,8 +143,9 @@ void rdm_maptree_link(struct rdm_maptree *t, uint32_t h);
  * depends only on its keys and priorities). If next is not NULL, *next is
  * the handle of the first interval after key still in the tree (0 if none),
  * found on the way: the descent passes it or the removed node's right
- * subtree holds it. */
-uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t *next);
+ * subtree holds it; and *next_start is where that interval starts
+ * (UINT64_MAX if none), known without reading its node in dense mode. */
+uint32_t rdm_maptree_unlink_start(struct rdm_maptree *t, uint64_t key, uint32_t *next, uint64_t *next_start);
 void rdm_maptree_free(struct rdm_maptree *t, uint32_t h);
 /* Remove every interval from the tree; the nodes stay reserved. Nodes
  * unlinked and not yet freed stay as they are. */

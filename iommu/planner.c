@@ -1489,7 +1489,8 @@ static bool discard_units(struct rdm_planner *p, uint64_t start, uint64_t end)
 	/* The mapping starting at start leaves the tree in the descent that
 	 * finds it (a block's discard makes no other lookup); if the range
 	 * does not qualify, it is linked back: the same tree as before. */
-	uint32_t nx, first = rdm_maptree_unlink_start(&p->maps, start, &nx), last;
+	uint64_t nx_start;
+	uint32_t nx, first = rdm_maptree_unlink_start(&p->maps, start, &nx, &nx_start), last;
 	uint64_t count = 1, blocks;
 	bool block = p->policy == RDM_POLICY_BLOCK;
 	struct unit_walk w = { p, 0 };
@@ -1508,7 +1509,7 @@ static bool discard_units(struct rdm_planner *p, uint64_t start, uint64_t end)
 		goto refuse;
 	layout(p, first)->flags = 0;
 	/* first's successor follows the whole range only if first is all of it. */
-	layout(p, first)->next_start = nx && first == last ? node(p, nx)->start : UINT64_MAX;
+	layout(p, first)->next_start = nx && first == last ? nx_start : UINT64_MAX;
 	p->fine_mappings -= w.fine;
 	node(p, first)->len = end - start; /* == blocks: they tile it */
 	set_dead_next(p, first, 0);

@@ -127,7 +127,9 @@ static bool run_seed(uint64_t seed)
 			 * did nothing (same_pool() below). */
 			uint64_t k = below(KEYS);
 			bool starts = m.tag[k] && m.first[k] == k;
-			uint32_t nx = UINT32_MAX, h = rdm_maptree_unlink_start(&a, m.base + k, below(4) ? &nx : NULL);
+			uint64_t nx_start = 0;
+			uint32_t nx = UINT32_MAX,
+				 h = rdm_maptree_unlink_start(&a, m.base + k, below(4) ? &nx : NULL, &nx_start);
 			/* The successor: the next key that starts an interval. */
 			uint64_t want = k + 1;
 
@@ -146,10 +148,12 @@ static bool run_seed(uint64_t seed)
 			bool asked = nx != UINT32_MAX;
 			uint64_t got_start = asked && nx ? rdm_maptree_node(&a, nx)->start : UINT64_MAX;
 
-			if (asked && got_start != want_start) {
+			/* The successor's start as unlink_start() reports it,
+			 * without its node, must be the same. */
+			if (asked && (got_start != want_start || nx_start != want_start)) {
 				fprintf(stderr, "seed %" PRIu64 " step %d: unlink_start(%" PRIu64 ") gave successor %" PRIu32
-					" (start %" PRIu64 "), expected start %" PRIu64 " (UINT64_MAX: none)\n", seed, step,
-					k, nx, got_start, want_start);
+					" (start %" PRIu64 ", reported %" PRIu64 "), expected start %" PRIu64
+					" (UINT64_MAX: none)\n", seed, step, k, nx, got_start, nx_start, want_start);
 				ok = false;
 				break;
 			}
@@ -499,9 +503,12 @@ static bool dense_seed(uint64_t seed)
 		} else if (op == 3) {
 			uint64_t k = below(2) ? below(KEYS / g) * g : below(KEYS);
 			uint32_t nd = UINT32_MAX, nt = UINT32_MAX;
-			uint32_t hd = rdm_maptree_unlink_start(&d, k, &nd), ht = rdm_maptree_unlink_start(&t, k, &nt);
+			uint64_t sd = 0, st = 0;
+			uint32_t hd = rdm_maptree_unlink_start(&d, k, &nd, &sd), ht = rdm_maptree_unlink_start(&t, k, &nt, &st);
 
+			/* The successor's reported start: its node's, in both modes. */
 			if (start_of(&d, hd) != start_of(&t, ht) || start_of(&d, nd) != start_of(&t, nt) ||
+			    sd != st || sd != (nd ? rdm_maptree_node(&d, nd)->start : UINT64_MAX) ||
 			    (hd != 0) != (m.tag[k] && m.first[k] == k)) {
 				fprintf(stderr, "dense seed %" PRIu64 " step %d: unlink_start(%" PRIu64 ") differs\n", seed,
 					step, k);
@@ -597,7 +604,7 @@ static bool dense_seed(uint64_t seed)
 	if (ok && (md != due || mt != due || cd != ct || !matches(&d, &m) || !matches(&t, &m) ||
 		   rdm_maptree_is_dense(&d) == converted ||
 		   start_of(&d, last) != start_of(&t, rdm_maptree_find_le(&t, UINT64_MAX)) ||
-		   (last && start_of(&d, rdm_maptree_unlink_start(&d, start_of(&d, last), NULL)) != start_of(&d, last)))) {
+		   (last && start_of(&d, rdm_maptree_unlink_start(&d, start_of(&d, last), NULL, NULL)) != start_of(&d, last)))) {
 		fprintf(stderr, "dense seed %" PRIu64 ": trim %d/%d, removed %" PRIu64 "/%" PRIu64 ", model %d/%d\n", seed,
 			md, mt, cd, ct, matches(&d, &m), matches(&t, &m));
 		ok = false;
