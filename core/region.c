@@ -645,15 +645,6 @@ static void listener_release(struct rdm_listener *l)
 	__atomic_store_n(&l->rdm_region, NULL, __ATOMIC_RELEASE);
 }
 
-static size_t listener_count(const struct rdm_region *r)
-{
-	size_t n = r->tail_l != NULL;
-
-	for (const struct rdm_listener *l = r->listeners; l != NULL; l = l->rdm_next)
-		n++;
-	return n;
-}
-
 /* The i-th listener told of changes: the registered ones, then the tail. */
 static struct rdm_listener *listener_at(const struct rdm_region *r, size_t i)
 {
@@ -664,6 +655,20 @@ static struct rdm_listener *listener_at(const struct rdm_region *r, size_t i)
 		i--;
 	}
 	return l != NULL ? l : r->tail_l;
+}
+
+/* The listeners told of changes in order, by pointer: the registered
+ * ones, then the tail (first_told(), then next_told() until NULL). */
+static struct rdm_listener *first_told(const struct rdm_region *r)
+{
+	return r->listeners != NULL ? r->listeners : r->tail_l;
+}
+
+static struct rdm_listener *next_told(const struct rdm_region *r, const struct rdm_listener *l)
+{
+	if (l == r->tail_l)
+		return NULL;
+	return l->rdm_next != NULL ? l->rdm_next : r->tail_l;
 }
 
 static bool listed(const struct rdm_region *r, const struct rdm_listener *l)
@@ -693,7 +698,10 @@ struct tell {
 	bool tail_view; /* a discard told to the tail run by run */
 };
 
-/* The listener calls, in blocks, marked as callbacks (core/callback.h). */
+/* The listener calls, in blocks, marked as callbacks (core/callback.h).
+ * A populate returns 0 or the listener's refusal: the contract asks for a
+ * negative errno; anything else refuses too and is reported as a protocol
+ * error. */
 static int call_populate(const struct rdm_region *r, struct rdm_listener *l, uint64_t s, uint64_t e)
 {
 	int ret;
@@ -701,7 +709,7 @@ static int call_populate(const struct rdm_region *r, struct rdm_listener *l, uin
 	rdm_callback_enter();
 	ret = l->ops->populate(l, s << r->shift, (e - s) << r->shift);
 	rdm_callback_leave();
-	return ret;
+	return ret <= 0 ? ret : -EPROTO;
 }
 
 static void call_discard(const struct rdm_region *r, struct rdm_listener *l, uint64_t s, uint64_t e)
@@ -716,13 +724,9 @@ static int tell_populate_cb(void *opaque, uint64_t s, uint64_t e)
 	struct tell *t = opaque;
 	int ret = call_populate(t->r, t->l, s, e);
 
-	if (ret != 0) {
+	if (ret != 0)
 		t->refused_at = s;
-		/* The contract asks for a negative errno; anything else refuses
-		 * too and is reported as a protocol error. */
-		return ret < 0 ? ret : -EPROTO;
-	}
-	return 0;
+	return ret;
 }
 
 static int tell_discard_cb(void *opaque, uint64_t s, uint64_t e)
@@ -745,44 +749,24 @@ static int release_cb(void *opaque, uint64_t s, uint64_t e)
 	return 0;
 }
 
-/*
- * Tell l a populate of the runs of `val` state in `root` inside [s, e)
- * clipped to its sub-range. On refusal, l is told a discard of the runs it
- * accepted and the listener's error is returned. `whole`: the caller knows
- * every block of [s, e) is in `val` state in root, so the runs are the one
- * clipped range and no walk is needed.
- */
-static int tell_populate(struct rdm_region *r, struct rdm_listener *l, uintptr_t root, bool val,
-			 bool whole, uint64_t s, uint64_t e)
+/* tell_populate()'s run walk: [cs, ce) clipped, not known whole. */
+static __attribute__((noinline)) int tell_populate_runs(struct rdm_region *r, struct rdm_listener *l, uintptr_t root,
+							bool val, uint64_t cs, uint64_t ce)
 {
 	struct tell t = { .r = r, .l = l };
-	uint64_t cs, ce;
-	int ret;
+	int ret = rdm_tree_runs(&r->tree, root, cs, ce, val, tell_populate_cb, &t);
 
-	if (!clip_to(r, l, s, e, &cs, &ce))
-		return 0;
-	if (whole)
-		return tell_populate_cb(&t, cs, ce);
-	ret = rdm_tree_runs(&r->tree, root, cs, ce, val, tell_populate_cb, &t);
 	if (ret != 0 && t.refused_at > cs)
 		rdm_tree_runs(&r->tree, root, cs, t.refused_at, val, tell_discard_cb, &t);
 	return ret;
 }
 
-/* Tell l a discard of the runs of `val` state in `root` inside [s, e);
- * `whole` as for tell_populate(). */
-static void tell_discard(struct rdm_region *r, struct rdm_listener *l, uintptr_t root, bool val,
-			 bool whole, uint64_t s, uint64_t e)
+/* tell_discard()'s run walk: [cs, ce) clipped, not known whole. */
+static __attribute__((noinline)) void tell_discard_runs(struct rdm_region *r, struct rdm_listener *l, uintptr_t root,
+							 bool val, uint64_t cs, uint64_t ce)
 {
 	struct tell t = { .r = r, .l = l };
-	uint64_t cs, ce;
 
-	if (!clip_to(r, l, s, e, &cs, &ce))
-		return;
-	if (whole) {
-		tell_discard_cb(&t, cs, ce);
-		return;
-	}
 	/* The tail reads the state while it is told (rdm_region_applier_runs):
 	 * until it has been told every run, show it the old state past the
 	 * runs it knows of. A discard of the state `root` holds only (val). */
@@ -794,6 +778,41 @@ static void tell_discard(struct rdm_region *r, struct rdm_listener *l, uintptr_t
 	}
 	rdm_tree_runs(&r->tree, root, cs, ce, val, tell_discard_cb, &t);
 	r->tail_from = r->tail_to = 0;
+}
+
+/*
+ * Tell l a populate of the runs of `val` state in `root` inside [s, e)
+ * clipped to its sub-range. On refusal, l is told a discard of the runs it
+ * accepted and the listener's error is returned. `whole`: the caller knows
+ * every block of [s, e) is in `val` state in root, so the runs are the one
+ * clipped range and no walk is needed: one listener call, inline (the
+ * applier's usual change; the walk is out of line).
+ */
+static inline int tell_populate(struct rdm_region *r, struct rdm_listener *l, uintptr_t root, bool val,
+				bool whole, uint64_t s, uint64_t e)
+{
+	uint64_t cs, ce;
+
+	if (!clip_to(r, l, s, e, &cs, &ce))
+		return 0;
+	if (whole)
+		return call_populate(r, l, cs, ce);
+	return tell_populate_runs(r, l, root, val, cs, ce);
+}
+
+/* Tell l a discard of the runs of `val` state in `root` inside [s, e);
+ * `whole` as for tell_populate(). */
+static inline void tell_discard(struct rdm_region *r, struct rdm_listener *l, uintptr_t root, bool val,
+				bool whole, uint64_t s, uint64_t e)
+{
+	uint64_t cs, ce;
+
+	if (!clip_to(r, l, s, e, &cs, &ce))
+		return;
+	if (whole)
+		call_discard(r, l, cs, ce);
+	else
+		tell_discard_runs(r, l, root, val, cs, ce);
 }
 
 /* ---- applying changes (under r->lock) ---- */
@@ -888,7 +907,7 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e, bool bat
 	/* Every block of [s, e) is discarded: strict mode checks it below,
 	 * and a single block that is not populated is. */
 	bool whole = (r->cfg.flags & RDM_REGION_STRICT) || e - s == 1;
-	size_t n;
+	size_t n = 0;
 	int ret;
 
 	if ((r->cfg.flags & RDM_REGION_STRICT) && !rdm_tree_all(&r->tree, root, s, e, false))
@@ -903,18 +922,15 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e, bool bat
 			return rdm_fail(ret, "populate: out of memory for the new state");
 	}
 
-	n = listener_count(r);
 	rdm_error_clear();
-	for (size_t k = 0; k < n; k++) {
-		struct rdm_listener *l = listener_at(r, k);
-
+	for (struct rdm_listener *l = first_told(r); l != NULL; l = next_told(r, l), n++) {
 		ret = tell_populate(r, l, root, false, whole, s, e);
 		if (ret == 0)
 			continue;
-		untell_populate(r, k, root, whole, s, e);
+		untell_populate(r, n, root, whole, s, e);
 		if (!batched)
 			rdm_tree_abort(&r->tree);
-		return refused(r, l, k, ret, s, e);
+		return refused(r, l, n, ret, s, e);
 	}
 	if (batched) {
 		ret = rdm_tree_prepare(&r->tree, s, e, true);
@@ -946,7 +962,6 @@ static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool stri
 	 * release) only after rdm_region_publish_discards(): the publish waits
 	 * for that, the batch's end or a control ("Versions per batch"). */
 	bool later = batched && r->listeners == NULL;
-	size_t n;
 	int ret;
 
 	if (strict && !rdm_tree_all(&r->tree, root, s, e, true))
@@ -968,9 +983,8 @@ static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool stri
 	else
 		rdm_tree_publish(&r->tree);
 
-	n = listener_count(r);
-	for (size_t k = 0; k < n; k++)
-		tell_discard(r, listener_at(r, k), root, true, whole, s, e);
+	for (struct rdm_listener *l = first_told(r); l != NULL; l = next_told(r, l))
+		tell_discard(r, l, root, true, whole, s, e);
 	if (r->applier == NULL && r->cfg.release != NULL)
 		rdm_tree_runs(&r->tree, root, s, e, true, release_cb, r);
 	/* A version not yet published has retired nothing readers could hold;
@@ -1011,60 +1025,6 @@ static int apply_unregister(struct rdm_region *r, struct rdm_listener *l)
 	*pp = l->rdm_next;
 	l->rdm_next = NULL;
 	listener_release(l);
-	return 0;
-}
-
-/*
- * The applier's usual change, in short: inside its batch, no registered
- * listener (the tail alone, or none told at all), and [s, e) known whole -
- * strict mode, or one block. These are apply_populate()'s and
- * apply_discard()'s steps for that case, in the same order, with the same
- * results and messages: the one listener is told the clipped change in one
- * call, where the general path counts and indexes the listeners, fills a
- * tell record and goes through the run-walk callbacks to reach the same
- * call. Populate: check, tell, then add to the working version (a refusal
- * leaves the tree untouched; running out of memory after the tail accepted
- * tells it a discard back). Discard: check, add to the working version,
- * leave it unpublished ("Versions per batch"), tell. Measured with callgrind,
- * bench pipeline with one producer (block policy, strict mode): the
- * worker's instructions per change 1,806 -> 1,730.
- */
-static int apply_tail_whole(struct rdm_region *r, bool populate, uint64_t s, uint64_t e)
-{
-	uintptr_t root = rdm_tree_working(&r->tree);
-	bool strict = (r->cfg.flags & RDM_REGION_STRICT) != 0;
-	struct rdm_listener *l = r->tail_l;
-	uint64_t cs = 0, ce = 0;
-	bool told;
-	int ret;
-
-	/* Every block must be in the other state: strict mode refuses the
-	 * change otherwise; without it the range is one block, already in
-	 * the state asked for: nothing to do. */
-	if (!rdm_tree_all(&r->tree, root, s, e, !populate))
-		return !strict ? 0 : populate ? not_discarded(r, s, e) : not_populated(r, s, e);
-	told = l != NULL && clip_to(r, l, s, e, &cs, &ce);
-	if (!populate) {
-		ret = rdm_tree_prepare(&r->tree, s, e, false);
-		if (ret != 0)
-			return rdm_fail(ret, "discard: out of memory for the new state");
-		r->discard_unpublished = true;
-		if (told)
-			call_discard(r, l, cs, ce);
-		return 0;
-	}
-	rdm_error_clear();
-	if (told) {
-		ret = call_populate(r, l, cs, ce);
-		if (ret != 0)
-			return refused(r, l, 0, ret < 0 ? ret : -EPROTO, s, e);
-	}
-	ret = rdm_tree_prepare(&r->tree, s, e, true);
-	if (ret != 0) {
-		if (told)
-			call_discard(r, l, cs, ce);
-		return rdm_fail(ret, "populate: out of memory for the new state");
-	}
 	return 0;
 }
 
@@ -1112,10 +1072,14 @@ int rdm_region_apply_batched_locked(struct rdm_region *r, enum rdm_op op, uint64
 {
 	bool batched = r->applier != NULL;
 
-	if (batched && r->listeners == NULL && (op == RDM_OP_POPULATE || op == RDM_OP_DISCARD) &&
-	    ((r->cfg.flags & RDM_REGION_STRICT) || length == (uint64_t)1 << r->shift))
-		return apply_tail_whole(r, op == RDM_OP_POPULATE, nblocks_of(r, offset),
-					nblocks_of(r, offset + length));
+	/* The applier's changes straight to their steps: through
+	 * apply_locked(), which also holds the (un)registrations, a change
+	 * paid ~16 more instructions of set-up (callgrind, bench pipeline). */
+	if (op == RDM_OP_POPULATE)
+		return apply_populate(r, nblocks_of(r, offset), nblocks_of(r, offset + length), batched);
+	if (op == RDM_OP_DISCARD)
+		return apply_discard(r, nblocks_of(r, offset), nblocks_of(r, offset + length),
+				     (r->cfg.flags & RDM_REGION_STRICT) != 0, batched);
 	return apply_locked(r, op, offset, length, NULL, batched);
 }
 

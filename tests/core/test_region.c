@@ -340,6 +340,7 @@ struct tl {
 	struct rdm_listener l;
 	int id;
 	int refuse_at; /* refuse the n-th populate call (1-based), 0 never */
+	int refuse_with; /* what the refusal returns; 0: -EPERM */
 	int calls;
 };
 
@@ -349,7 +350,7 @@ static int tl_populate(struct rdm_listener *l, uint64_t off, uint64_t len)
 
 	t->calls++;
 	if (t->refuse_at != 0 && t->calls == t->refuse_at)
-		return -EPERM;
+		return t->refuse_with != 0 ? t->refuse_with : -EPERM;
 	if (nlog < MAXLOG)
 		log_[nlog++] = (struct event){ t->id, 'p', off, len };
 	return 0;
@@ -471,6 +472,24 @@ static void test_listeners(void)
 	a.refuse_at = 0;
 	CHECK(nlog == 0);
 	CHECK(rdm_is_discarded(r, 0, BS));
+	/* A refusal that is not a negative errno is a protocol error, told
+	 * whole (one block) or run by run, and rolls back the same way. */
+	a.calls = 0;
+	a.refuse_at = 1;
+	a.refuse_with = 1;
+	CHECK_FAIL(rdm_populate(r, 0, BS), -EPROTO);
+	a.refuse_at = a.refuse_with = 0;
+	CHECK(nlog == 0);
+	CHECK(rdm_is_discarded(r, 0, BS));
+	state(r, before);
+	c.calls = 0;
+	c.refuse_at = 2;
+	c.refuse_with = 7;
+	CHECK_FAIL(rdm_populate(r, BS, 6 * BS), -EPROTO);
+	c.refuse_at = c.refuse_with = 0;
+	CHECK(nlog == 8 && ev(4, 2, 'd', BS, 2 * BS) && ev(7, 0, 'd', 5 * BS, 2 * BS));
+	state(r, after);
+	CHECK(strcmp(before, after) == 0);
 
 	/* Discard: visible, told in order, clipped; only populated runs. */
 	CHECK(rdm_discard_all(r) == 0);
