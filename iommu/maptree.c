@@ -456,8 +456,16 @@ static uint32_t merge(const struct rdm_maptree *t, uint32_t a, uint32_t b)
 	return root;
 }
 
+/* Index node h, whose interval [start, +len) is one slot (fits_slot()). */
+static inline void dense_fill(struct rdm_maptree *t, uint32_t h, uint64_t start)
+{
+	slot_fill(t, start >> t->gshift, h);
+	t->count++;
+}
+
 /* Dense mode's link: true if done, false once the tree is a treap (h is
  * not one slot) and the treap's link must run. */
+
 static __attribute__((noinline)) bool dense_link(struct rdm_maptree *t, uint32_t h)
 {
 	const struct rdm_maptree_node *n = N(t, h);
@@ -466,8 +474,7 @@ static __attribute__((noinline)) bool dense_link(struct rdm_maptree *t, uint32_t
 		to_treap(t);
 		return false;
 	}
-	slot_fill(t, n->start >> t->gshift, h);
-	t->count++;
+	dense_fill(t, h, n->start);
 	return true;
 }
 
@@ -507,8 +514,7 @@ uint32_t rdm_maptree_insert(struct rdm_maptree *t, uint64_t start, uint64_t len)
 	/* A dense index's usual insert, one slot (the block policy's
 	 * populate of one unit), without the call into rdm_maptree_link(). */
 	if (DENSE(t) && fits_slot(t, start, len)) {
-		slot_fill(t, start >> t->gshift, h);
-		t->count++;
+		dense_fill(t, h, start);
 		return h;
 	}
 	rdm_maptree_link(t, h);

@@ -991,9 +991,10 @@ static void put_pieces(struct rdm_planner *p, struct rdm_range_vec *pieces)
  * the first of its chunk segment is RDM_LAYOUT_FINE (cut_run's rule). */
 static void insert_units(struct rdm_planner *p, uint64_t start, uint64_t end, bool fine)
 {
+	struct rdm_layout plain = { .live = p->unit };
+
 	if (!fine) {
 		uint32_t n = (uint32_t)((end - start) >> p->unit_shift);
-		struct rdm_layout plain = { .live = p->unit };
 
 		/* One unit (a block policy's populate): the insert without
 		 * insert_run's template and payload copy. */
@@ -1003,7 +1004,7 @@ static void insert_units(struct rdm_planner *p, uint64_t start, uint64_t end, bo
 			rdm_maptree_insert_run(&p->maps, start, p->unit, n, &plain, sizeof(plain));
 		return;
 	}
-	struct rdm_layout plain = { .live = p->unit }, extra = { .live = p->unit, .flags = RDM_LAYOUT_FINE };
+	struct rdm_layout extra = { .live = p->unit, .flags = RDM_LAYOUT_FINE };
 
 	while (start < end) {
 		uint64_t seg = ((start >> p->chunk_shift) + 1) << p->chunk_shift;
