@@ -1,4 +1,5 @@
 /* test_cut.c - the fixed-cut reference strategies: calls and deferred bytes on hand-computed traces, on the sim. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -82,6 +83,18 @@ static void test_cut8(void)
 	t.n = 2;
 	r = run(cut("cut-4M"), &t);
 	CHECK(r.map_calls == 4 && r.unmap_calls == 0 && r.deferred_end_bytes == 2 * MiB);
+
+	/* The same strategy claiming it never defers is not sampled per
+	 * request: the harness refuses its result (its deferred_integrated
+	 * would read 0) and says which strategy and how much it deferred. */
+	struct replay_strategy quiet = *cut("cut-8M");
+	struct replay_backend_spec be = { .kind = REPLAY_BACKEND_SIM, .container_fd = -1, .group_fd = -1 };
+	char err[REPLAY_ERR_LEN] = "";
+
+	quiet.defers = false;
+	CHECK(replay_run_strategy(&t, &quiet, &be, &r, err, sizeof(err)) == -EPROTO);
+	CHECK(r.error == -EPROTO);
+	CHECK(strstr(err, "cut-8M deferred 2097152 bytes but is not sampled per request") != NULL);
 	replay_trace_free(&t);
 }
 

@@ -187,8 +187,9 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 		lat[i] = replay_now_ns() - a;
 		lat_sum += lat[i];
 		/* The deferred bytes after each request, integrated over the trace
-		 * (outside the latency: stats() is the harness's, not the request's). */
-		if (s->stats) {
+		 * (outside the latency: stats() is the harness's, not the request's;
+		 * only for a strategy that defers: see replay_strategy.defers). */
+		if (s->defers && s->stats) {
 			struct replay_strategy_stats now = { 0 };
 
 			s->stats(state, &now);
@@ -229,6 +230,14 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 	out->deferred_end_bytes = sst.deferred_bytes > bst.deferred_bytes ? sst.deferred_bytes : bst.deferred_bytes;
 	if (sst.failed_requests > out->failed_requests)
 		out->failed_requests = sst.failed_requests;
+	/* A strategy not sampled per request must not have deferred: else its
+	 * deferred_integrated (0) would be wrong. */
+	if (!s->defers && out->deferred_peak_bytes != 0) {
+		rc = -EPROTO;
+		snprintf(err, errlen, "%s: strategy %s deferred %" PRIu64 " bytes but is not sampled per request",
+			 t->name, s->name, out->deferred_peak_bytes);
+		goto out;
+	}
 	out->lat_p50_ns = replay_quantile(lat, t->n, 0.50);
 	out->lat_p99_ns = replay_quantile(lat, t->n, 0.99);
 	rc = 0;

@@ -82,6 +82,18 @@ struct replay_strategy {
 	/* Optional: fill what only the strategy knows (see the struct). */
 	void (*stats)(void *state, struct replay_strategy_stats *st);
 	/*
+	 * The strategy may hold discarded memory mapped (deferred_bytes): the
+	 * harness calls stats() after every request to integrate it
+	 * (deferred_integrated). That call is the harness's work, not the
+	 * request's, yet it runs on the calling thread between requests and
+	 * its CPU time lands in the caller's CPU clock (an rdm worker's stats
+	 * read its counters' cache lines: measured, a few percent of a short
+	 * request's CPU). A strategy that never defers leaves this false and
+	 * is not sampled; the harness checks that claim against the peak
+	 * stats() reports at the end of the run (replay_run_strategy()).
+	 */
+	bool defers;
+	/*
 	 * Optional: the CPU time, in nanoseconds, that the strategy's own
 	 * threads (an rdm IOMMU worker) have used so far (their thread CPU
 	 * clocks). The harness reads it before and after the replay, beside the

@@ -275,6 +275,7 @@ static int cut_create(uint64_t cut, const struct replay_geometry *g, struct rdm_
 		.create = create_##mib,                                                                 \
 		.apply = cut_apply,                                                                     \
 		.stats = cut_stats,                                                                     \
+		.defers = true,                                                                         \
 		.destroy = cut_destroy,                                                                 \
 	};
 

@@ -361,6 +361,7 @@ static const struct replay_strategy rdm_defer = {
 	.create = create_defer,
 	.apply = apply,
 	.stats = stats,
+	.defers = true,
 	.helper_cpu_ns = helper_cpu_ns,
 	.destroy = destroy,
 	.run_async = async_defer,
@@ -384,6 +385,7 @@ static const struct replay_strategy rdm_defer_cr = {
 	.create = create_defer_cr,
 	.apply = apply,
 	.stats = stats,
+	.defers = true,
 	.helper_cpu_ns = helper_cpu_ns,
 	.destroy = destroy,
 };
