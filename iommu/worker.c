@@ -125,7 +125,10 @@
  *     at once (no idle CPU), the run needed doubles each time, up to
  *     RDM_WORKER_SPREAD_MAX, and falls back once a move held. A mask of
  *     one CPU (`taskset -c 0`) never moves, and its tries (an affinity
- *     read each) double the same way.
+ *     read each) double the same way. If the system refuses to put the
+ *     whole mask back after a move (a cpuset changed in between), the
+ *     thread runs on the narrower mask, tries again after each batch
+ *     (mask_retries), and moves no more until the mask is back.
  *  H6 caller runs (RDM_WORKER_CALLER_RUNS): every rule above still needs
  *     the scheduler to run the woken side soon, and a busy host does not:
  *     with a CPU-bound thread on each CPU of `taskset -c 0,1` (a vCPU that
@@ -236,9 +239,15 @@ struct wstate {
 	uint32_t local_run, spread_after;
 	uint64_t remote_since_spread;
 	bool moved;
+	/* H5: spread() narrowed this thread's mask and could not put `mask`
+	 * back yet; retried after every batch until it can. */
+	bool narrowed;
+	cpu_set_t mask;
 };
 
 static pthread_mutex_t lifecycle_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int (*rdm_worker_setaffinity)(pthread_t thread, size_t size, const cpu_set_t *mask) = pthread_setaffinity_np;
 
 /* -------------------------------------------------------------- the tail */
 
@@ -950,23 +959,37 @@ static void idle(struct wstate *ws)
  * changed by another thread between the two calls is overwritten by the
  * one read here: rdm_worker_config's CPUs are the worker's owner's say.
  * True if the thread moved; false with a mask of one CPU or when the
- * system denies the call (a sandbox), and then nothing changed.
+ * system denies the call (a sandbox), and then nothing changed. If the
+ * whole mask cannot be put back (the system refused the second call), the
+ * thread stays on the narrower mask, which still holds CPUs, and
+ * restore_mask() tries again after each later batch (note_locality()):
+ * the worker never keeps a mask its owner did not give it.
  */
+static bool restore_mask(struct wstate *ws)
+{
+	if (rdm_worker_setaffinity(pthread_self(), sizeof(ws->mask), &ws->mask) != 0)
+		return false;
+	ws->narrowed = false;
+	return true;
+}
+
 static bool spread(struct wstate *ws)
 {
 	pthread_t self = pthread_self();
 	int32_t cpu = rdm_this_cpu();
-	cpu_set_t mask, others;
+	cpu_set_t others;
 
-	if (cpu < 0 || pthread_getaffinity_np(self, sizeof(mask), &mask) != 0 || !CPU_ISSET(cpu, &mask) ||
-	    CPU_COUNT(&mask) < 2)
+	if (cpu < 0 || pthread_getaffinity_np(self, sizeof(ws->mask), &ws->mask) != 0 ||
+	    !CPU_ISSET(cpu, &ws->mask) || CPU_COUNT(&ws->mask) < 2)
 		return false;
-	others = mask;
+	others = ws->mask;
 	CPU_CLR(cpu, &others);
-	if (pthread_setaffinity_np(self, sizeof(others), &others) != 0)
+	if (rdm_worker_setaffinity(self, sizeof(others), &others) != 0)
 		return false;
-	if (pthread_setaffinity_np(self, sizeof(mask), &mask) != 0)
-		rdm_log(RDM_LOG_WARNING, "worker: cannot restore its CPU mask after leaving CPU %d", cpu);
+	ws->narrowed = true;
+	if (!restore_mask(ws))
+		rdm_log(RDM_LOG_WARNING,
+			"worker: cannot restore its CPU mask after leaving CPU %d; trying again after each batch", cpu);
 	count(&ws->w->spreads);
 	return true;
 }
@@ -975,6 +998,13 @@ static bool spread(struct wstate *ws)
  * on this CPU; a run of spread_after leaves the CPU. */
 static void note_locality(struct wstate *ws)
 {
+	/* A mask spread() could not put back: again, and no new move (it
+	 * would read the narrowed mask as the owner's) until it is back. */
+	if (__builtin_expect(ws->narrowed, 0)) {
+		count(&ws->w->mask_retries);
+		if (!restore_mask(ws))
+			return;
+	}
 	if (!ws->handoff_local) {
 		ws->local_run = 0;
 		ws->remote_since_spread++;

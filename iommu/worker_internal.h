@@ -129,8 +129,10 @@ struct rdm_worker {
 	 * them after which the worker, finding no work, left its CPU at once. */
 	_Atomic uint64_t idle_yields, idle_sleeps, local_waiters, local_handoffs;
 	/* H5: times this thread left a CPU it shared with its waiters (spread()
-	 * in worker.c); worker thread writes, relaxed; read by tests. */
-	_Atomic uint64_t spreads;
+	 * in worker.c), and the tries to put its whole mask back after the
+	 * first failed (one after each later batch until one succeeds); worker
+	 * thread writes, relaxed; read by tests. */
+	_Atomic uint64_t spreads, mask_retries;
 	/* H6: passes run by synchronous submitters (RDM_WORKER_CALLER_RUNS);
 	 * written by the token holder, relaxed; read by tests. */
 	_Atomic uint64_t assists;
@@ -141,6 +143,11 @@ struct rdm_worker {
 	_Alignas(RDM_SPLIT) uint64_t priv[RDM_WST_COUNT];
 	_Alignas(RDM_SPLIT) _Atomic uint64_t st[RDM_WST_COUNT];
 };
+
+/* worker.c: how spread() sets the worker thread's CPU mask;
+ * pthread_setaffinity_np() unless a test makes it fail. Set it only while
+ * no worker runs. */
+extern int (*rdm_worker_setaffinity)(pthread_t thread, size_t size, const cpu_set_t *mask);
 
 /* worker.c: the applier hooks installed on attached regions */
 extern const struct rdm_applier_ops rdm_worker_applier_ops;

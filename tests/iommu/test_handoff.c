@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -164,12 +165,44 @@ static void test_one_cpu(void)
 }
 
 /*
+ * The worker's setaffinity calls, through rdm_worker_setaffinity: the
+ * first `fail_restores` calls that put the whole mask back fail (EPERM, as
+ * a cpuset change or a sandbox may); a narrowing call while the whole mask
+ * is not back yet is an error of the worker (spread() would then take the
+ * narrowed mask for its owner's).
+ */
+static int full_count;
+static atomic_int fail_restores, restores_failed, narrow_while_narrowed;
+static atomic_bool narrowed;
+
+static int fake_setaffinity(pthread_t t, size_t size, const cpu_set_t *mask)
+{
+	if (CPU_COUNT_S(size, mask) == full_count) {
+		if (atomic_load(&fail_restores) > 0) {
+			atomic_fetch_sub(&fail_restores, 1);
+			atomic_fetch_add(&restores_failed, 1);
+			return EPERM;
+		}
+	} else if (atomic_exchange(&narrowed, true)) {
+		atomic_fetch_add(&narrow_while_narrowed, 1);
+	}
+	int err = pthread_setaffinity_np(t, size, mask);
+
+	if (err == 0 && CPU_COUNT_S(size, mask) == full_count)
+		atomic_store(&narrowed, false);
+	return err;
+}
+
+/*
  * H5: a waiter pinned to the CPU the worker runs on, whose mask has others:
  * after a run of batches that complete a waiter on its own CPU, the worker
  * leaves that CPU, and its CPU mask is the one it had. Results are checked
- * against the oracle throughout.
+ * against the oracle throughout. With `fail` > 0, the first `fail` tries to
+ * put the mask back fail: the worker keeps working on the narrower mask,
+ * tries again after later batches, moves no more meanwhile, and ends with
+ * its whole mask.
  */
-static void test_spread(void)
+static void test_spread(int fail)
 {
 	struct rdm_sim_config sc = {.struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2, .call_ns = 1};
 	struct rdm_worker_placement wp = {.struct_size = sizeof(wp)};
@@ -185,18 +218,34 @@ static void test_spread(void)
 		fprintf(stderr, "spread: one CPU in the mask, nothing to spread to (skipped)\n");
 		return;
 	}
+	full_count = CPU_COUNT(&all);
+	atomic_store(&fail_restores, fail);
+	atomic_store(&restores_failed, 0);
+	atomic_store(&narrow_while_narrowed, 0);
+	atomic_store(&narrowed, false);
+	rdm_worker_setaffinity = fake_setaffinity;
 	REQUIRE(rdm_backend_sim_create(&sc, &sim) == 0);
 	REQUIRE(rdm_worker_create(NULL, &w) == 0);
 	REQUIRE(pthread_getaffinity_np(w->thread, sizeof(wmask0), &wmask0) == 0);
 	REQUIRE(CPU_COUNT(&wmask0) >= 2);
 	r = strict_region(w, sim);
 	/* Follow the worker to its CPU until it leaves (the scheduler may move
-	 * it on its own first: then follow again). */
-	while (atomic_load_explicit(&w->spreads, memory_order_relaxed) == 0 && tries++ < 200) {
+	 * it on its own first: then follow again); with failing restores, on
+	 * until it has its whole mask back. */
+	while ((atomic_load_explicit(&w->spreads, memory_order_relaxed) == 0 ||
+		atomic_load(&restores_failed) < fail || atomic_load(&narrowed)) &&
+	       tries++ < 200) {
 		REQUIRE(rdm_worker_get_placement(w, &wp) == 0);
 		if (wp.cpu >= 0 && CPU_ISSET(wp.cpu, &all))
 			pin_to(wp.cpu);
 		for (unsigned k = 0; k < 4 * RDM_WORKER_SPREAD_AFTER; k++, i++) {
+			/* While its mask is narrowed, follow the worker to its
+			 * new CPU: batches there complete a waiter on its CPU
+			 * again, and must not make it move (or take the narrowed
+			 * mask for its own) before the whole mask is back. */
+			if (atomic_load(&narrowed) && rdm_worker_get_placement(w, &wp) == 0 && wp.cpu >= 0 &&
+			    CPU_ISSET(wp.cpu, &all))
+				pin_to(wp.cpu);
 			unsigned b = (unsigned)(next_rand() % NB);
 			bool populate = next_rand() % 2;
 			int want = expect(pop, b, 1, populate);
@@ -213,16 +262,24 @@ static void test_spread(void)
 		}
 	}
 	uint64_t spreads = atomic_load_explicit(&w->spreads, memory_order_relaxed);
+	uint64_t retries = atomic_load_explicit(&w->mask_retries, memory_order_relaxed);
 
 	CHECK(spreads > 0);
+	/* Each failed restore but the first (spread()'s own) was a retry, and
+	 * one more retry succeeded; none without a failure. */
+	CHECK(atomic_load(&restores_failed) == fail);
+	CHECK(fail == 0 ? retries == 0 : retries == (uint64_t)fail);
+	CHECK(atomic_load(&narrow_while_narrowed) == 0);
+	CHECK(!atomic_load(&narrowed));
 	REQUIRE(pthread_getaffinity_np(w->thread, sizeof(wmask1), &wmask1) == 0);
 	CHECK(CPU_EQUAL(&wmask0, &wmask1));
 	REQUIRE(rdm_worker_get_placement(w, &wp) == 0);
-	fprintf(stderr, "spread: %llu move(s) after %u changes; worker now on CPU %d, waiter on %d\n",
-		(unsigned long long)spreads, i, wp.cpu, sched_getcpu());
+	fprintf(stderr, "spread: %llu move(s) after %u changes, %d failed restore(s), %llu retried; worker now on CPU %d, waiter on %d\n",
+		(unsigned long long)spreads, i, fail, (unsigned long long)retries, wp.cpu, sched_getcpu());
 	REQUIRE(sched_setaffinity(0, sizeof(all), &all) == 0);
 	CHECK(rdm_region_destroy(r) == 0);
 	CHECK(rdm_worker_destroy(w) == 0);
+	rdm_worker_setaffinity = pthread_setaffinity_np;
 	rdm_backend_destroy(sim);
 }
 
@@ -249,7 +306,8 @@ int main(void)
 	signal(SIGALRM, on_alarm);
 	alarm(120);
 	test_idle_yields();
-	test_spread();
+	test_spread(0);
+	test_spread(40);
 	test_one_cpu();
 	return check_exit();
 }
