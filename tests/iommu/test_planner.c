@@ -719,6 +719,76 @@ static void test_layout_gives_memory_back(void)
 	rdm_backend_destroy(b);
 }
 
+/*
+ * A batch's discards arrive in any order; the flush unmaps its dead
+ * mappings in address order, so adjacent ones go in one call (type1v2
+ * unmaps a range of whole mappings). Blocks [4, 12) of 16, one mapping each
+ * (block policy), discarded in one batch out of order: one UNMAP,
+ * the range unmapped, the rest still mapped. Each size of dead list (2..8:
+ * prefixes of the order) is tried, because the flush sorts short lists in
+ * an array.
+ */
+static void test_scattered_discards_coalesce(void)
+{
+	/* Each prefix of two or more is a run of blocks, none in order. */
+	static const unsigned order[8] = { 8, 7, 9, 6, 10, 5, 11, 4 };
+	static const unsigned lowest[9] = { 0, 8, 7, 7, 6, 6, 5, 5, 4 }; /* of each prefix */
+	const uint64_t iova = 1ull << 36;
+	struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = iova, .size = 16 * BS,
+					.block_size = BS, .host_addr = host, .policy = RDM_POLICY_BLOCK };
+	struct rig g = rig_up(&rc, false);
+	struct rdm_producer *p;
+
+	REQUIRE(rdm_producer_create(&p) == 0);
+	for (unsigned n = 2; n <= 8; n++) {
+		/* One batch is what this tests: a batch that the worker split
+		 * (it drained the ring mid-publish) is tried again. */
+		bool one_batch = false;
+
+		for (int attempt = 0; attempt < 100 && !one_batch; attempt++) {
+			struct rdm_change ch[8];
+			uint64_t t[8];
+			struct rdm_worker_stats w0, w1;
+			struct rdm_backend_stats b0, b1;
+			int res;
+
+			CHECK(rdm_populate(g.r, 0, 16 * BS) == 0);
+			REQUIRE(rdm_is_populated(g.r, 0, 16 * BS));
+			REQUIRE(rdm_worker_flush(g.w) == 0);
+			rdm_worker_get_stats(g.w, &w0);
+			b0 = stats(g.b);
+			for (unsigned i = 0; i < n; i++)
+				ch[i] = (struct rdm_change){ .region = g.r, .kind = RDM_CHANGE_DISCARD,
+							     .offset = order[i] * BS, .length = BS };
+			REQUIRE(rdm_producer_submit(p, ch, n, t) == 0);
+			for (unsigned i = 0; i < n; i++) {
+				CHECK(rdm_producer_wait(p, t[i], &res) == 0);
+				CHECK(res == 0);
+			}
+			REQUIRE(rdm_worker_flush(g.w) == 0);
+			rdm_worker_get_stats(g.w, &w1);
+			b1 = stats(g.b);
+			one_batch = w1.batches - w0.batches == 1;
+			if (!one_batch)
+				continue;
+			/* The prefix covers [lowest, lowest + n) in blocks. */
+			uint64_t lo = lowest[n];
+
+			CHECK(b1.unmap_calls - b0.unmap_calls == 1);
+			CHECK(rdm_sim_is_unmapped(g.b, iova + lo * BS, n * BS));
+			CHECK(rdm_sim_is_mapped(g.b, iova, lo * BS, true, (uint64_t)(uintptr_t)host));
+			CHECK(rdm_sim_is_mapped(g.b, iova + (lo + n) * BS, (16 - lo - n) * BS, true,
+						(uint64_t)(uintptr_t)host + (lo + n) * BS));
+			if (b1.unmap_calls - b0.unmap_calls != 1)
+				fprintf(stderr, "scattered discards, %u of them: %" PRIu64 " unmap calls, want 1\n", n,
+					b1.unmap_calls - b0.unmap_calls);
+		}
+		CHECK(one_batch);
+	}
+	rdm_producer_destroy(p);
+	rig_down(&g);
+}
+
 int main(void)
 {
 	host = (char *)(uintptr_t)(1ull << 40);
@@ -734,5 +804,6 @@ int main(void)
 	test_failed_flush_stops_populate();
 	test_failed_backend_never_splits();
 	test_layout_gives_memory_back();
+	test_scattered_discards_coalesce();
 	return check_exit();
 }
