@@ -465,7 +465,6 @@ static inline void dense_fill(struct rdm_maptree *t, uint32_t h, uint64_t start)
 
 /* Dense mode's link: true if done, false once the tree is a treap (h is
  * not one slot) and the treap's link must run. */
-
 static __attribute__((noinline)) bool dense_link(struct rdm_maptree *t, uint32_t h)
 {
 	const struct rdm_maptree_node *n = N(t, h);
