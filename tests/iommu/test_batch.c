@@ -26,6 +26,7 @@
 #define NB 64 /* blocks: a state is one uint64_t */
 #define REGION (NB * BS)
 #define MAXB 64 /* changes per batch (one rdm_producer_submit) */
+#define MAXP 5  /* producers sharing the region (test_random's split batches) */
 #define HIST (1u << 18)
 #define REFUSE_ERR (-EPERM)
 
@@ -277,6 +278,9 @@ static void check_release(void *opaque, uint64_t off, uint64_t len)
 
 #define IOVA (1ull << 32)
 
+/* The workers' configuration (NULL: the defaults). */
+static const struct rdm_worker_config *worker_cfg;
+
 /* A region of `size` bytes in blocks of bs at IOVA, block policy, attached
  * to a sim through a worker; listeners a and b unless no_listeners. */
 static void setup_sized(struct fixture *f, bool strict, uint64_t bs, uint64_t size)
@@ -286,7 +290,7 @@ static void setup_sized(struct fixture *f, bool strict, uint64_t bs, uint64_t si
 	struct rdm_region_config rc = { .struct_size = sizeof(rc) };
 
 	REQUIRE(rdm_backend_sim_create(&sc, &f->sim) == 0);
-	REQUIRE(rdm_worker_create(NULL, &f->w) == 0);
+	REQUIRE(rdm_worker_create(worker_cfg, &f->w) == 0);
 	REQUIRE(rdm_worker_add_backend(f->w, f->sim, 0) == 0);
 	rc.flags = strict ? RDM_REGION_STRICT : 0;
 	rc.iova = IOVA;
@@ -368,6 +372,82 @@ static void run_real(struct fixture *f, const struct chg *c, unsigned n, int *re
 		REQUIRE(rdm_producer_wait(f->p, t[i], &res[i]) == 0);
 }
 
+/*
+ * The same batch from several producers sharing the region, change i from
+ * producer i % k, all in one worker batch: each producer's changes are one
+ * run in the region's numbering, drained one link after another, so the
+ * worker must merge k runs into the order the numbers give (worker.c,
+ * order_batch()). One batch for certain: the worker is held in its on_batch
+ * hook, at the end of a batch of one change to a second region (the gate),
+ * until every change is in the rings; the hook then checks that the next
+ * batch holds all n.
+ */
+static atomic_int gate;            /* 1 armed, 2 worker held, 3 released */
+static atomic_uint gate_batch_changes; /* changes of the batch after the gate */
+static atomic_bool gate_next;
+
+static void gate_hook(void *opaque, uint64_t batch_no, uint32_t changes)
+{
+	(void)opaque;
+	(void)batch_no;
+	if (atomic_load(&gate_next)) {
+		atomic_store(&gate_batch_changes, changes);
+		atomic_store(&gate_next, false);
+	}
+	if (atomic_load(&gate) != 1)
+		return;
+	atomic_store(&gate_next, true);
+	atomic_store(&gate, 2);
+	while (atomic_load(&gate) != 3)
+		sched_yield();
+}
+
+struct gated {
+	struct rdm_region *g;
+	struct rdm_producer *gp, *p[MAXP];
+	bool gate_on;
+};
+
+static void run_real_split(struct fixture *f, struct gated *gt, unsigned k, const struct chg *c, unsigned n,
+			   int *res)
+{
+	uint64_t t[MAXB], gt_t;
+	int gres;
+
+	REQUIRE(n >= 1 && n <= MAXB && k >= 1 && k <= MAXP);
+	atomic_store(&gate, 1);
+	gt->gate_on = !gt->gate_on;
+	REQUIRE((gt->gate_on ? rdm_producer_populate(gt->gp, gt->g, 0, BS, &gt_t)
+			     : rdm_producer_discard(gt->gp, gt->g, 0, BS, &gt_t)) == 0);
+	while (atomic_load(&gate) != 2)
+		sched_yield();
+	for (unsigned i = 0; i < n; i++) {
+		struct rdm_change ch = { .region = f->r, .kind = c[i].kind, .offset = c[i].s * BS,
+					 .length = (c[i].e - c[i].s) * BS };
+
+		REQUIRE(rdm_producer_submit(gt->p[i % k], &ch, 1, &t[i]) == 0);
+	}
+	atomic_store(&gate, 3);
+	REQUIRE(rdm_producer_wait(gt->gp, gt_t, &gres) == 0 && gres == 0);
+	/* The hook of the next batch runs once its tickets are complete: wait
+	 * for it (it then cannot take the next gate either). If it drained all
+	 * n, every ticket is complete now; one still pending is a change the
+	 * worker kept for a missing number, i.e. a batch it did not order. */
+	while (atomic_load(&gate_next))
+		sched_yield();
+	bool whole = atomic_load(&gate_batch_changes) == n;
+
+	for (unsigned i = 0; i < n; i++) {
+		int err = whole ? rdm_producer_poll(gt->p[i % k], t[i], &res[i])
+				: rdm_producer_wait(gt->p[i % k], t[i], &res[i]);
+
+		if (err == -EINPROGRESS)
+			fprintf(stderr, "split batch: change %u of %u (producer %u of %u) not complete after its "
+				"batch\n", i, n, i % k, k);
+		REQUIRE(err == 0);
+	}
+}
+
 /* The oracle for a batch: superseding first (on the oracle's state as each
  * populate is reached), then one change at a time. */
 static void run_model(uint64_t *st, const struct chg *c, unsigned n, bool strict, int *res,
@@ -440,14 +520,48 @@ static void dump_logs(void)
 }
 
 /* Random mixed batches against the oracle, with readers. */
-static void test_random(bool strict, unsigned batches)
+static void gated_setup(struct fixture *f, struct gated *gt)
 {
+	struct rdm_region_config rc = { .struct_size = sizeof(rc) };
+
+	*gt = (struct gated){ 0 };
+	rc.iova = IOVA + 2 * REGION;
+	rc.size = BS;
+	rc.block_size = BS;
+	rc.host_addr = host;
+	rc.policy = RDM_POLICY_BLOCK;
+	REQUIRE(rdm_region_create(&rc, &gt->g) == 0);
+	REQUIRE(rdm_worker_attach(f->w, gt->g, f->sim) == 0);
+	REQUIRE(rdm_producer_create(&gt->gp) == 0);
+	for (unsigned i = 0; i < MAXP; i++)
+		REQUIRE(rdm_producer_create(&gt->p[i]) == 0);
+}
+
+static void gated_teardown(struct gated *gt)
+{
+	for (unsigned i = 0; i < MAXP; i++)
+		rdm_producer_destroy(gt->p[i]);
+	rdm_producer_destroy(gt->gp);
+	CHECK(rdm_region_destroy(gt->g) == 0);
+}
+
+/* split 0: each batch from one producer in one submission; otherwise from
+ * 2..MAXP producers sharing the region (run_real_split()). */
+static void test_random(bool strict, unsigned batches, bool split)
+{
+	static const struct rdm_worker_config gate_cfg = { .struct_size = sizeof(gate_cfg),
+							   .on_batch = gate_hook };
 	struct fixture f;
+	struct gated gt;
 	pthread_t rd[2];
 	uint64_t st = 0, versions = 0, one_kind = 0, merged = 0;
-	unsigned bad = 0;
+	unsigned bad = 0, whole = 0;
 
+	worker_cfg = split ? &gate_cfg : NULL;
 	setup(&f, strict);
+	worker_cfg = NULL;
+	if (split)
+		gated_setup(&f, &gt);
 	atomic_store(&hist_n, 0);
 	atomic_store(&stop_readers, false);
 	atomic_store(&reader_errors, 0);
@@ -467,7 +581,12 @@ static void test_random(bool strict, unsigned batches)
 		/* The oracle first: the readers must know every state before the
 		 * worker can publish it. */
 		run_model(&st, c, n, strict, want, &want_v, true, NULL);
-		run_real(&f, c, n, res);
+		if (split) {
+			run_real_split(&f, &gt, 2 + b % (MAXP - 1), c, n, res);
+			whole += atomic_load(&gate_batch_changes) == n;
+		} else {
+			run_real(&f, c, n, res);
+		}
 		for (unsigned i = 0; i < n; i++) {
 			if (res[i] != want[i]) {
 				fprintf(stderr, "batch %u change %u (%u [%llu,%llu)): %d, oracle %d\n", b, i,
@@ -522,6 +641,9 @@ static void test_random(bool strict, unsigned batches)
 		versions += want_v;
 	}
 	CHECK(bad == 0);
+	/* Every split batch reached the worker as one batch (else the merge
+	 * was not what ordered it). */
+	CHECK(!split || whole == batches);
 	CHECK(one_kind > 0);
 	CHECK(no_listeners ? merged > 0 : merged == 0);
 	atomic_store(&stop_readers, true);
@@ -530,9 +652,11 @@ static void test_random(bool strict, unsigned batches)
 	CHECK(atomic_load(&reader_errors) == 0);
 	CHECK(atomic_load(&reader_reads) > 0);
 	salt = 0;
+	if (split)
+		gated_teardown(&gt);
 	teardown(&f);
-	printf("random %s%s: %u batches, %llu versions (rule with listeners), %llu batches of discards "
-	       "merged, %lu reads\n", strict ? "strict" : "lenient", no_listeners ? " without listeners" : "",
+	printf("random %s%s%s: %u batches, %llu versions (rule with listeners), %llu batches of discards "
+	       "merged, %lu reads\n", strict ? "strict" : "lenient", no_listeners ? " without listeners" : "", split ? " split" : "",
 	       batches, (unsigned long long)versions, (unsigned long long)merged,
 	       (unsigned long)atomic_load(&reader_reads));
 }
@@ -778,12 +902,15 @@ int main(int argc, char **argv)
 	srand(11);
 	test_versions();
 	test_steady_state();
-	test_random(false, batches);
-	test_random(true, batches);
+	test_random(false, batches, false);
+	test_random(true, batches, false);
+	test_random(false, batches, true);
+	test_random(true, batches, true);
 	test_discards_wait();
 	no_listeners = true;
-	test_random(false, batches);
-	test_random(true, batches);
+	test_random(false, batches, false);
+	test_random(true, batches, false);
+	test_random(false, batches, true);
 	no_listeners = false;
 	test_alloc_failure();
 	free(host);
