@@ -789,6 +789,108 @@ static void test_scattered_discards_coalesce(void)
 	rig_down(&g);
 }
 
+/*
+ * Long dead lists, sorted before the flush coalesces them: a planner driven
+ * directly (no worker, so one flush sees every discard), every block of a
+ * range mapped on its own (block policy), the range's blocks discarded one
+ * by one in an order that is not the address order, then one flush: a sort
+ * that leaves any two neighbours out of order costs a second unmap call.
+ * Lengths around the array sort's chunks (32) and merge levels, and past
+ * SORT_DEAD_ARRAY (512: the list merge sort, whose halves the array sorts);
+ * orders: shuffled, descending, and k producers' ascending streams
+ * interleaved (how producers sharing a region submit).
+ */
+static void test_long_dead_lists(void)
+{
+	enum { NB = 2048 };
+	static const unsigned lens[] = { 2, 31, 32, 33, 64, 65, 97, 255, 256, 300, 511, 512, 513, 700, 1500 };
+	struct rdm_region_config rc = { .struct_size = sizeof(rc), .iova = 1ull << 37, .size = NB * BS,
+					.block_size = BS, .host_addr = host, .policy = RDM_POLICY_BLOCK };
+	struct rdm_wbackend wb = { .b = new_sim(false), .budget = 65535 };
+	struct rdm_planner pl;
+	struct rdm_region *r;
+	uint64_t st[7] = { 0 };
+	static uint32_t order[NB];
+	unsigned cases = 0;
+
+	rdm_backend_get_caps(wb.b, &wb.caps);
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	REQUIRE(rdm_planner_init(&pl, r) == 0);
+	pl.stat_remapped_bytes = &st[0];
+	pl.stat_deferred_bytes = &st[1];
+	pl.stat_deferred_peak = &st[2];
+	pl.stat_defer_exceeded = &st[3];
+	pl.stat_budget_exceeded = &st[4];
+	pl.stat_enospc = &st[5];
+	pl.stat_failed_backends = &st[6];
+	REQUIRE(rdm_planner_attach(&pl, &wb) == 0);
+	for (uint64_t b = 0; b < NB; b++) {
+		rdm_planner_populate_begin(&pl);
+		REQUIRE(rdm_planner_populate(&pl, b, 1) == 0);
+		rdm_planner_populate_end(&pl);
+	}
+	rdm_planner_flush(&pl);
+	REQUIRE(stats(wb.b).mappings == NB);
+	srand(5);
+	for (unsigned li = 0; li < sizeof(lens) / sizeof(lens[0]); li++) {
+		for (unsigned kind = 0; kind < 5; kind++) {
+			unsigned n = lens[li], k = kind < 2 ? 0 : kind; /* streams: 2, 3, 4 */
+			uint64_t lo = (uint64_t)(rand() % (NB - n + 1));
+
+			if (kind == 0) { /* shuffled */
+				for (unsigned i = 0; i < n; i++)
+					order[i] = i;
+				for (unsigned i = n - 1; i > 0; i--) {
+					unsigned j = (unsigned)rand() % (i + 1), t = order[i];
+
+					order[i] = order[j];
+					order[j] = t;
+				}
+			} else if (kind == 1) { /* descending */
+				for (unsigned i = 0; i < n; i++)
+					order[i] = n - 1 - i;
+			} else { /* stream s owns [s n / k, (s + 1) n / k); round robin */
+				unsigned o = 0, next[4];
+
+				for (unsigned s = 0; s < k; s++)
+					next[s] = s * n / k;
+				while (o < n)
+					for (unsigned s = 0; s < k; s++)
+						if (next[s] < (s + 1) * n / k)
+							order[o++] = next[s]++;
+			}
+			struct rdm_backend_stats b0 = stats(wb.b), b1;
+
+			for (unsigned i = 0; i < n; i++)
+				rdm_planner_discard(&pl, lo + order[i], 1);
+			rdm_planner_flush(&pl);
+			b1 = stats(wb.b);
+			if (b1.unmap_calls - b0.unmap_calls != 1)
+				fprintf(stderr, "dead list of %u (order %u): %" PRIu64 " unmap calls, want 1\n", n, kind,
+					b1.unmap_calls - b0.unmap_calls);
+			CHECK(b1.unmap_calls - b0.unmap_calls == 1);
+			CHECK(rdm_sim_is_unmapped(wb.b, rc.iova + lo * BS, n * BS));
+			CHECK(b1.mappings == NB - n);
+			CHECK(lo == 0 || rdm_sim_is_mapped(wb.b, rc.iova, lo * BS, true, (uint64_t)(uintptr_t)host));
+			CHECK(lo + n == NB || rdm_sim_is_mapped(wb.b, rc.iova + (lo + n) * BS, (NB - lo - n) * BS, true,
+								 (uint64_t)(uintptr_t)host + (lo + n) * BS));
+			for (uint64_t b = lo; b < lo + n; b++) {
+				rdm_planner_populate_begin(&pl);
+				REQUIRE(rdm_planner_populate(&pl, b, 1) == 0);
+				rdm_planner_populate_end(&pl);
+			}
+			rdm_planner_flush(&pl);
+			REQUIRE(stats(wb.b).mappings == NB);
+			cases++;
+		}
+	}
+	printf("long dead lists: %u cases\n", cases);
+	rdm_planner_teardown(&pl);
+	rdm_planner_fini(&pl);
+	CHECK(rdm_region_destroy(r) == 0);
+	rdm_backend_destroy(wb.b);
+}
+
 int main(void)
 {
 	host = (char *)(uintptr_t)(1ull << 40);
@@ -805,5 +907,6 @@ int main(void)
 	test_failed_backend_never_splits();
 	test_layout_gives_memory_back();
 	test_scattered_discards_coalesce();
+	test_long_dead_lists();
 	return check_exit();
 }
