@@ -226,10 +226,13 @@ struct wstate {
 	uint32_t nlinks, links_cap;
 	uint32_t links_gen;
 	/* The batch: items[0..nitems), and beside it, of the same capacity and
-	 * in the same allocation (items_pub), order_batch()'s scratch and the
-	 * failed items' messages. */
+	 * in one allocation (batch_mem, also items_pub), order_batch()'s
+	 * scratch and the failed items' messages. items and scratch are the
+	 * allocation's first two arrays, in either order (a merge leaves the
+	 * items where it wrote them). */
 	struct item *items, *scratch;
 	struct item_msg *msgs;
+	void *batch_mem;
 	uint32_t nitems, items_cap;
 	uint64_t batch_no;
 	/* The current region group applied a change to the region's state
@@ -710,9 +713,10 @@ static void order_batch(struct wstate *ws)
 		src = dst;
 		dst = t;
 	}
-	/* The last pass merged two runs into dst. */
-	if (dst != ws->items)
-		memcpy(ws->items, dst, (size_t)n * sizeof(*dst));
+	/* The last pass merged two runs into dst: the items from now on (the
+	 * two arrays trade places; the allocation starts at batch_mem). */
+	ws->scratch = src;
+	ws->items = dst;
 }
 
 /* The end of the region group starting at i, and its last discard (i if
@@ -961,7 +965,7 @@ static size_t batch_bytes(uint32_t cap)
 
 static void free_batch(struct wstate *ws)
 {
-	rdm_arena_free(ws->w->arena, ws->items, batch_bytes(ws->items_cap), _Alignof(struct item));
+	rdm_arena_free(ws->w->arena, ws->batch_mem, batch_bytes(ws->items_cap), _Alignof(struct item));
 }
 
 static uint32_t drain(struct wstate *ws)
@@ -981,6 +985,7 @@ static uint32_t drain(struct wstate *ws)
 		if (ws->nitems)
 			memcpy(ni, ws->items, ws->nitems * sizeof(*ni));
 		free_batch(ws);
+		ws->batch_mem = ni;
 		ws->items = ni;
 		ws->scratch = ni + cap;
 		ws->msgs = (struct item_msg *)(void *)(ni + 2 * (size_t)cap);
