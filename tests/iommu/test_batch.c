@@ -281,27 +281,32 @@ static void check_release(void *opaque, uint64_t off, uint64_t len)
 /* The workers' configuration (NULL: the defaults). */
 static const struct rdm_worker_config *worker_cfg;
 
+/* A block-policy region of `size` bytes in blocks of bs at iova over host,
+ * attached to the fixture's worker and sim. */
+static struct rdm_region *attached_region(struct fixture *f, uint64_t iova, uint64_t size, uint64_t bs,
+					  uint32_t flags, rdm_release_fn release)
+{
+	struct rdm_region_config rc = { .struct_size = sizeof(rc), .flags = flags, .iova = iova, .size = size,
+					.block_size = bs, .host_addr = host, .policy = RDM_POLICY_BLOCK,
+					.release = release, .release_opaque = f };
+	struct rdm_region *r;
+
+	REQUIRE(rdm_region_create(&rc, &r) == 0);
+	REQUIRE(rdm_worker_attach(f->w, r, f->sim) == 0);
+	return r;
+}
+
 /* A region of `size` bytes in blocks of bs at IOVA, block policy, attached
  * to a sim through a worker; listeners a and b unless no_listeners. */
 static void setup_sized(struct fixture *f, bool strict, uint64_t bs, uint64_t size)
 {
 	*f = (struct fixture){ 0 };
 	struct rdm_sim_config sc = { .struct_size = sizeof(sc), .semantics = RDM_SEM_TYPE1V2, .call_ns = 1 };
-	struct rdm_region_config rc = { .struct_size = sizeof(rc) };
 
 	REQUIRE(rdm_backend_sim_create(&sc, &f->sim) == 0);
 	REQUIRE(rdm_worker_create(worker_cfg, &f->w) == 0);
 	REQUIRE(rdm_worker_add_backend(f->w, f->sim, 0) == 0);
-	rc.flags = strict ? RDM_REGION_STRICT : 0;
-	rc.iova = IOVA;
-	rc.size = size;
-	rc.block_size = bs;
-	rc.host_addr = host;
-	rc.policy = RDM_POLICY_BLOCK;
-	rc.release = check_release;
-	rc.release_opaque = f;
-	REQUIRE(rdm_region_create(&rc, &f->r) == 0);
-	REQUIRE(rdm_worker_attach(f->w, f->r, f->sim) == 0);
+	f->r = attached_region(f, IOVA, size, bs, strict ? RDM_REGION_STRICT : 0, check_release);
 	f->a = (struct tl){ .l = { .ops = &tl_ops, .offset = 0, .length = size }, .who = 'a' };
 	f->b = (struct tl){ .l = { .ops = &tl_ops, .offset = 0, .length = size }, .who = 'b' };
 	salt = 0;
@@ -519,19 +524,12 @@ static void dump_logs(void)
 	}
 }
 
-/* Random mixed batches against the oracle, with readers. */
+/* The gate region (one block, beyond the fixture's) and the producers of
+ * run_real_split(). */
 static void gated_setup(struct fixture *f, struct gated *gt)
 {
-	struct rdm_region_config rc = { .struct_size = sizeof(rc) };
-
 	*gt = (struct gated){ 0 };
-	rc.iova = IOVA + 2 * REGION;
-	rc.size = BS;
-	rc.block_size = BS;
-	rc.host_addr = host;
-	rc.policy = RDM_POLICY_BLOCK;
-	REQUIRE(rdm_region_create(&rc, &gt->g) == 0);
-	REQUIRE(rdm_worker_attach(f->w, gt->g, f->sim) == 0);
+	gt->g = attached_region(f, IOVA + 2 * REGION, BS, BS, 0, NULL);
 	REQUIRE(rdm_producer_create(&gt->gp) == 0);
 	for (unsigned i = 0; i < MAXP; i++)
 		REQUIRE(rdm_producer_create(&gt->p[i]) == 0);
@@ -545,8 +543,9 @@ static void gated_teardown(struct gated *gt)
 	CHECK(rdm_region_destroy(gt->g) == 0);
 }
 
-/* split 0: each batch from one producer in one submission; otherwise from
- * 2..MAXP producers sharing the region (run_real_split()). */
+/* Random mixed batches against the oracle, with readers. Not split: each
+ * batch from one producer in one submission; split: from 2..MAXP producers
+ * sharing the region (run_real_split()). */
 static void test_random(bool strict, unsigned batches, bool split)
 {
 	static const struct rdm_worker_config gate_cfg = { .struct_size = sizeof(gate_cfg),
