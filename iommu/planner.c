@@ -566,8 +566,8 @@ static void set_dead_next(struct rdm_planner *p, uint32_t h, uint32_t next)
 	layout(p, h)->stamp = next;
 }
 
-/* Dead lists up to this long are sorted in an array on the stack (8 KiB)
- * instead of as a list. */
+/* Dead lists up to this long are sorted in an array on the stack (two of
+ * 8 KiB: the keys and the merge's other half) instead of as a list. */
 #define SORT_DEAD_ARRAY 512u
 
 struct dead_key {
