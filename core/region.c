@@ -910,11 +910,11 @@ static int apply_populate(struct rdm_region *r, uint64_t s, uint64_t e, bool bat
 	size_t n = 0;
 	int ret;
 
-	if ((r->cfg.flags & RDM_REGION_STRICT) && !rdm_tree_all(&r->tree, root, s, e, false))
+	if ((r->cfg.flags & RDM_REGION_STRICT) && !rdm_tree_working_all(&r->tree, s, e, false))
 		return not_discarded(r, s, e);
 	/* Nothing to do if already populated (strict mode has just seen the
 	 * nonempty range discarded). */
-	if (!(r->cfg.flags & RDM_REGION_STRICT) && rdm_tree_all(&r->tree, root, s, e, true))
+	if (!(r->cfg.flags & RDM_REGION_STRICT) && rdm_tree_working_all(&r->tree, s, e, true))
 		return 0;
 	if (!batched) {
 		ret = rdm_tree_prepare(&r->tree, s, e, true);
@@ -964,11 +964,11 @@ static int apply_discard(struct rdm_region *r, uint64_t s, uint64_t e, bool stri
 	bool later = batched && r->listeners == NULL;
 	int ret;
 
-	if (strict && !rdm_tree_all(&r->tree, root, s, e, true))
+	if (strict && !rdm_tree_working_all(&r->tree, s, e, true))
 		return not_populated(r, s, e);
 	/* Nothing to do if already discarded (strict mode has just seen the
 	 * nonempty range populated). */
-	if (!strict && rdm_tree_all(&r->tree, root, s, e, false))
+	if (!strict && rdm_tree_working_all(&r->tree, s, e, false))
 		return 0;
 	/* The listeners are told from root, the state before this discard:
 	 * keep it readable, unless they are told [s, e) whole and the version

@@ -101,6 +101,12 @@ struct rdm_tree {
 	/* For a hot bitmap leaf in hot[i]: a lower bound of its runs (tree.c,
 	 * set_hot_bits()). */
 	uint32_t hot_runs[RDM_TREE_HOT];
+	/* The leaf cache (tree.c, prepare_in_hot_leaf()): the words of the
+	 * bitmap leaf the last in-place step wrote and its leaf index (block
+	 * >> RDM_TREE_LEAF_SHIFT), or NULL; while set, that leaf of
+	 * rdm_tree_working()'s version. Writer only. */
+	uint64_t *leaf_words;
+	uint64_t leaf_index;
 	struct rdm_tree_undo *undo; /* the step in progress's log */
 	size_t nundo, undo_cap;
 	struct rdm_tree_undo undo_inline[RDM_TREE_UNDO_INLINE];
@@ -294,6 +300,25 @@ static inline uintptr_t rdm_tree_working(const struct rdm_tree *t)
 	/* Relaxed: the writer reads its own last store. Inline: the
 	 * applier asks once per change. */
 	return t->open ? t->new_root : atomic_load_explicit(&t->root, memory_order_relaxed);
+}
+/*
+ * rdm_tree_all() on rdm_tree_working(t), answered from the leaf cache when
+ * [s, e) lies in the leaf the last in-place step wrote: the applier's check
+ * of a change's blocks then reads one word instead of walking down from the
+ * root (tree.c, "Leaf cache"). Writer only: the cache is the writer's.
+ */
+__attribute__((always_inline)) static inline bool rdm_tree_working_all(const struct rdm_tree *t, uint64_t s,
+									 uint64_t e, bool populated)
+{
+	if (t->leaf_words != NULL && s >> RDM_TREE_LEAF_SHIFT == t->leaf_index &&
+	    (e - 1) >> RDM_TREE_LEAF_SHIFT == t->leaf_index) {
+		unsigned a = (unsigned)s & ((1u << RDM_TREE_LEAF_SHIFT) - 1);
+
+		if (e - s == 1) /* one block: one bit */
+			return ((t->leaf_words[a >> 6] >> (a & 63)) & 1) == (unsigned)populated;
+		return rdm_tree_bm_all(t->leaf_words, a, a + (unsigned)(e - s), populated);
+	}
+	return rdm_tree_all(t, rdm_tree_working(t), s, e, populated);
 }
 /* The working version as it is now stays readable, unchanged, until the
  * retire that follows its replacement's publish: later steps copy its nodes

@@ -283,6 +283,166 @@ static bool canonical(const struct rdm_tree *t, const bool *pub, uint64_t n)
 	return false;
 }
 
+/* The writer's query of the working version (rdm_tree_working_all(): the
+ * leaf cache, or the walk) against the oracle, on [s, e) and on one block
+ * and a short range of the same leaf: the ranges a cached leaf answers. */
+static bool working_all_agrees(const struct rdm_tree *t, const bool *o, uint64_t n, uint64_t s, uint64_t e)
+{
+	uint64_t leaf = s / LEAF * LEAF, end = leaf + LEAF < n ? leaf + LEAF : n;
+	uint64_t b = leaf + below(end - leaf), q[3][2] = { { s, e }, { b, b + 1 }, { b, b + 1 + below(end - b) } };
+
+	for (int i = 0; i < 3; i++)
+		for (int val = 0; val < 2; val++) {
+			bool want = true;
+
+			for (uint64_t k = q[i][0]; k < q[i][1]; k++)
+				want &= o[k] == (val != 0);
+			if (rdm_tree_working_all(t, q[i][0], q[i][1], val != 0) != want) {
+				fprintf(stderr, "working_all [%" PRIu64 ", %" PRIu64 ") %s: %d, oracle %d\n", q[i][0],
+					q[i][1], val ? "populated" : "discarded", !want, want);
+				return false;
+			}
+		}
+	return true;
+}
+
+/*
+ * Directed: the leaf cache (tree.c, prepare_in_hot_leaf(); tree.h,
+ * rdm_tree_working_all()). Leaf 1 holds 64 runs (a bitmap), published. In
+ * each case a version warms the cache - a step copies leaf 1, a second one
+ * writes it in place and caches it (checked: else the case tests nothing) -
+ * then something that must empty the cache happens, then a one-block step
+ * of leaf 1 and the checks: the working version, the published one and a
+ * version kept before the step against their oracles, and
+ * rdm_tree_working_all(). A cache left behind would write the step into a
+ * replaced, freed or published leaf, or into the kept version.
+ */
+enum cache_case {
+	CC_COVER,      /* a step over all of leaf 1 replaces it (write_rec's way) */
+	CC_UNBITMAP,   /* a step leaves leaf 1 with too few runs for a bitmap */
+	CC_ACROSS,     /* a step over leaves 0 and 1 (write_rec's way; leaf 1 stays) */
+	CC_KEEP,       /* rdm_tree_keep_working(): the version is read later */
+	CC_FAILED,     /* a step that fails for memory */
+	CC_PUBLISH,    /* the version is published */
+	CC_ABORT,      /* the version is dropped */
+	CC_LOAD,       /* rdm_tree_prepare_load() replaces everything */
+	CC_COUNT
+};
+
+static const char *const cache_case_names[CC_COUNT] = {"cover", "unbitmap", "across", "keep",
+						       "failed", "publish", "abort", "load"};
+
+static void load_from(void *opaque, uint64_t first, uint64_t *words)
+{
+	const bool *o = opaque;
+
+	for (uint64_t i = 0; i < LEAF && first + i < 3 * LEAF; i++)
+		if (o[first + i])
+			words[i / 64] |= UINT64_C(1) << (i % 64);
+}
+
+static void test_leaf_cache(void)
+{
+	const uint64_t n = 3 * LEAF;
+	bool *pub = calloc(n, 1), *work = calloc(n, 1), *kept = calloc(n, 1);
+
+	REQUIRE(pub && work && kept);
+	for (int k = 0; k < CC_COUNT; k++) {
+		const char *what = cache_case_names[k];
+		struct rdm_tree t;
+		struct rdm_mem m;
+		uintptr_t kept_root = 0;
+
+		rdm_mem_set_quarantine(true); /* a freed leaf is not reused */
+		tree_open(&t, &m, n);
+		memset(pub, 0, n);
+		for (uint64_t b = LEAF; b < LEAF + 128; b += 2) {
+			REQUIRE(rdm_tree_prepare(&t, b, b + 1, true) == 0);
+			pub[b] = true;
+		}
+		publish(&t);
+		memcpy(work, pub, n);
+		/* Warm: a step copies leaf 1 (and the root), a second one writes
+		 * it in place and caches it - unless the two copies took one slot
+		 * of the direct-mapped hot set (without the node pool each node
+		 * has a page here): then the version is published and copied
+		 * anew. */
+		for (uint64_t b = LEAF + 301; b < LEAF + 333 && t.leaf_words == NULL; b += 4) {
+			if (b > LEAF + 301) {
+				publish(&t);
+				memcpy(pub, work, n);
+			}
+			REQUIRE(rdm_tree_prepare(&t, b, b + 1, true) == 0);
+			REQUIRE(rdm_tree_prepare(&t, b + 2, b + 3, true) == 0);
+			work[b] = work[b + 2] = true;
+		}
+		if (!(t.leaf_words != NULL && t.leaf_index == 1))
+			fprintf(stderr, "%s: the warm-up did not cache leaf 1\n", what);
+		CHECK(t.leaf_words != NULL && t.leaf_index == 1);
+		switch (k) {
+		case CC_COVER:
+			REQUIRE(rdm_tree_prepare(&t, LEAF, 2 * LEAF, true) == 0);
+			oracle_set(work, LEAF, 2 * LEAF, true);
+			break;
+		case CC_UNBITMAP:
+			REQUIRE(rdm_tree_prepare(&t, LEAF, LEAF + 100, true) == 0);
+			oracle_set(work, LEAF, LEAF + 100, true);
+			break;
+		case CC_ACROSS:
+			REQUIRE(rdm_tree_prepare(&t, LEAF - 10, LEAF + 1, false) == 0);
+			oracle_set(work, LEAF - 10, LEAF + 1, false);
+			break;
+		case CC_KEEP:
+			rdm_tree_keep_working(&t);
+			kept_root = rdm_tree_working(&t);
+			memcpy(kept, work, n);
+			break;
+		case CC_FAILED:
+			rdm_alloc_inject(1, false);
+			CHECK(rdm_tree_prepare(&t, 2 * LEAF + 5, 2 * LEAF + 6, true) == -ENOMEM);
+			rdm_alloc_inject(0, false);
+			break;
+		case CC_PUBLISH:
+			publish(&t);
+			memcpy(pub, work, n);
+			break;
+		case CC_ABORT:
+			rdm_tree_abort(&t);
+			memcpy(work, pub, n);
+			break;
+		case CC_LOAD:
+			oracle_set(work, 0, n, false);
+			for (uint64_t b = LEAF + 1; b < LEAF + 200; b += 3)
+				work[b] = true;
+			REQUIRE(rdm_tree_prepare_load(&t, load_from, work) == 0);
+			break;
+		}
+		/* The writer's query before any further step (after an abort the
+		 * working version is the published one again), then the
+		 * one-block step of leaf 1, and the checks. */
+		if (!working_all_agrees(&t, work, n, LEAF + 301, LEAF + 302))
+			CHECK(!"the leaf cache was emptied before the next query");
+		REQUIRE(rdm_tree_prepare(&t, LEAF + 33, LEAF + 34, !work[LEAF + 33]) == 0);
+		work[LEAF + 33] = !work[LEAF + 33];
+		if (!state_is(&t, rdm_tree_working(&t), work, n, what) ||
+		    !state_is(&t, rdm_tree_snapshot(&t), pub, n, what) ||
+		    (kept_root && !state_is(&t, kept_root, kept, n, what)) ||
+		    !working_all_agrees(&t, work, n, LEAF + 33, LEAF + 34) ||
+		    !working_all_agrees(&t, work, n, LEAF + 401, LEAF + 402))
+			CHECK(!"the leaf cache was emptied where it must be");
+		publish(&t);
+		CHECK(state_is(&t, rdm_tree_snapshot(&t), work, n, "published at the end"));
+		CHECK(canonical(&t, work, n));
+		tree_close(&t);
+		rdm_mem_set_quarantine(false);
+		rdm_mem_quarantine_drain();
+		CHECK(rdm_mem_current(&m) == 0);
+	}
+	free(pub);
+	free(work);
+	free(kept);
+}
+
 /*
  * Randomized against the oracle: versions of 1..40 steps on a region of a
  * few leaves (a root, a partial last leaf); some steps fail for memory at a
@@ -328,6 +488,11 @@ static void test_random(uint64_t seed, unsigned versions, bool comb)
 			}
 			CHECK(state_is(&t, rdm_tree_working(&t), work, n, "working"));
 			CHECK(state_is(&t, rdm_tree_snapshot(&t), pub, n, "published"));
+			CHECK(working_all_agrees(&t, work, n, s, e));
+			/* An applier's discard keeps the working version as it is
+			 * (no more writes in place): the leaf cache goes too. */
+			if (below(8) == 0)
+				rdm_tree_keep_working(&t);
 		}
 		if (below(5) == 0) {
 			rdm_tree_abort(&t);
@@ -338,6 +503,7 @@ static void test_random(uint64_t seed, unsigned versions, bool comb)
 			memcpy(pub, work, n);
 		}
 		CHECK(state_is(&t, rdm_tree_snapshot(&t), pub, n, "after the version"));
+		CHECK(working_all_agrees(&t, pub, n, below(n), n));
 		CHECK(canonical(&t, pub, n));
 	}
 	printf("random%s seed %" PRIu64 ": %u versions, %u steps, %u failed for memory, %u aborted\n",
@@ -357,6 +523,7 @@ int main(int argc, char **argv)
 
 	test_undo_in_place();
 	test_hot_leaf_steps();
+	test_leaf_cache();
 	for (uint64_t k = 0; k < 4; k++)
 		test_random(seed + k, 150, false);
 	for (uint64_t k = 0; k < 4; k++)
