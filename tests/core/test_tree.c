@@ -56,6 +56,16 @@ static void tree_close(struct rdm_tree *t)
 	rdm_tree_barrier_done(t);
 }
 
+/* Close a tree whose nodes were quarantined (never pooled): every byte of
+ * its allocator must be back once the quarantine is drained. */
+static void tree_close_quarantined(struct rdm_tree *t, struct rdm_mem *m)
+{
+	tree_close(t);
+	rdm_mem_set_quarantine(false);
+	rdm_mem_quarantine_drain();
+	CHECK(rdm_mem_current(m) == 0);
+}
+
 /* Publish the working version and hand its superseded nodes on. */
 static void publish(struct rdm_tree *t)
 {
@@ -433,10 +443,7 @@ static void test_leaf_cache(void)
 		publish(&t);
 		CHECK(state_is(&t, rdm_tree_snapshot(&t), work, n, "published at the end"));
 		CHECK(canonical(&t, work, n));
-		tree_close(&t);
-		rdm_mem_set_quarantine(false);
-		rdm_mem_quarantine_drain();
-		CHECK(rdm_mem_current(&m) == 0);
+		tree_close_quarantined(&t, &m);
 	}
 	free(pub);
 	free(work);
@@ -509,10 +516,7 @@ static void test_random(uint64_t seed, unsigned versions, bool comb)
 	printf("random%s seed %" PRIu64 ": %u versions, %u steps, %u failed for memory, %u aborted\n",
 	       comb ? " comb" : "", seed, versions, steps, failed, aborted);
 	CHECK(check_failures > before || (failed > 0 && aborted > 0));
-	tree_close(&t);
-	rdm_mem_set_quarantine(false);
-	rdm_mem_quarantine_drain();
-	CHECK(rdm_mem_current(&m) == 0);
+	tree_close_quarantined(&t, &m);
 	free(pub);
 	free(work);
 }
