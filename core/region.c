@@ -329,9 +329,28 @@ uint64_t rdm_region_defer_budget(const struct rdm_region *r)
 	return r == NULL ? 0 : r->cfg.defer_budget;
 }
 
-const struct rdm_region_config *rdm_region_get_config(const struct rdm_region *r)
+const struct rdm_region_config *rdm_region_cfg(const struct rdm_region *r)
 {
 	return &r->cfg;
+}
+
+int rdm_region_get_config(const struct rdm_region *r, struct rdm_region_config *out)
+{
+	const size_t least = offsetof(struct rdm_region_config, size);
+
+	if (r == NULL || out == NULL)
+		return rdm_fail(-EINVAL, "region config: NULL %s", r == NULL ? "region" : "out");
+	if (out->struct_size < least)
+		return rdm_fail(-EINVAL, "region config: struct_size %" PRIu32 ", want at least %zu", out->struct_size,
+				least);
+	uint32_t size = out->struct_size;
+	struct rdm_region_config cfg = r->cfg;
+
+	/* A newer caller's fields past ours are left as they are; an older
+	 * caller's struct ends before some of ours. */
+	cfg.struct_size = size;
+	memcpy(out, &cfg, size < sizeof(cfg) ? size : sizeof(cfg));
+	return 0;
 }
 
 const struct rdm_tree *rdm_region_tree(const struct rdm_region *r)

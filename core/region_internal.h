@@ -218,7 +218,7 @@ void rdm_region_set_tail_listener(struct rdm_region *r, struct rdm_listener *l);
 
 /* The creation config (struct_size = sizeof, defaults filled in:
  * discard_unit = block_size; numa_node = -1 without RDM_REGION_NUMA_NODE). */
-const struct rdm_region_config *rdm_region_get_config(const struct rdm_region *r);
+const struct rdm_region_config *rdm_region_cfg(const struct rdm_region *r);
 
 /* The counted allocator of the region's state structure. */
 const struct rdm_mem *rdm_region_mem(const struct rdm_region *r);

@@ -297,7 +297,7 @@ static uint64_t end_of(const struct rdm_planner *p, uint32_t h)
 
 int rdm_planner_init(struct rdm_planner *p, struct rdm_region *r)
 {
-	const struct rdm_region_config *cfg = rdm_region_get_config(r);
+	const struct rdm_region_config *cfg = rdm_region_cfg(r);
 
 	memset(p, 0, sizeof(*p));
 	p->region = r;
@@ -367,7 +367,7 @@ int rdm_planner_check_backend(const struct rdm_planner *p, const struct rdm_wbac
 
 int rdm_planner_check_first_backend(struct rdm_region *r, const struct rdm_wbackend *wb)
 {
-	const struct rdm_region_config *cfg = rdm_region_get_config(r);
+	const struct rdm_region_config *cfg = rdm_region_cfg(r);
 
 	return check_backend(cfg->policy, (cfg->flags & RDM_REGION_ALLOW_WINDOWS) != 0, 0, wb);
 }

@@ -171,6 +171,22 @@ RDM_API uint64_t rdm_region_size(const struct rdm_region *r);
 RDM_API uint64_t rdm_region_defer_budget(const struct rdm_region *r);
 
 /*
+ * The configuration in force, as rdm_region_create() completed it: the
+ * defaults applied (discard_unit = block_size when 0 was given, defer_budget
+ * as rdm_region_defer_budget() answers, numa_node -1 without
+ * RDM_REGION_NUMA_NODE: the node in use is rdm_region_get_placement()'s),
+ * iova, host_addr, release and the rest as given. A VMM, or a
+ * listener that receives offsets, translates them to guest-physical and
+ * host addresses with iova and host_addr. Set out->struct_size to the size
+ * of your struct rdm_region_config: the fields that fit in it are filled,
+ * later ones (of a newer rdm) are not written, and struct_size keeps your
+ * value. Returns 0, or -EINVAL (NULL, struct_size below 16, the size of
+ * the first three fields): then *out is unchanged. Any thread, no lock: the
+ * configuration never changes after creation.
+ */
+RDM_API int rdm_region_get_config(const struct rdm_region *r, struct rdm_region_config *out);
+
+/*
  * Queries. Lock-free; any thread; each answers from one version of the state.
  *
  * is_populated: true only if every block the range touches (rounded outwards

@@ -106,7 +106,7 @@ static void test_create(void)
 	CHECK_FAIL(rdm_region_create((const struct rdm_region_config *)big, &r), -EINVAL);
 	big[sizeof(cfg) + 3] = 0;
 	CHECK(rdm_region_create((const struct rdm_region_config *)big, &r) == 0);
-	got = rdm_region_get_config(r);
+	got = rdm_region_cfg(r);
 	CHECK(got->struct_size == sizeof(*got) && got->size == 16 * MIB);
 	CHECK(got->discard_unit == BS && got->numa_node == -1);
 	CHECK(rdm_region_destroy(r) == 0);
@@ -115,7 +115,7 @@ static void test_create(void)
 	cfg.struct_size = offsetof(struct rdm_region_config, policy);
 	cfg.policy = 2; /* beyond struct_size: ignored */
 	CHECK(rdm_region_create(&cfg, &r) == 0);
-	CHECK(rdm_region_get_config(r)->policy == 0);
+	CHECK(rdm_region_cfg(r)->policy == 0);
 	CHECK(rdm_region_destroy(r) == 0);
 
 	/* Valid extras: policy, discard unit, NUMA node 0, 1 GiB blocks. */
@@ -127,7 +127,7 @@ static void test_create(void)
 	cfg.numa_node = 0;
 	cfg.iova = UINT64_C(1) << 32;
 	CHECK(rdm_region_create(&cfg, &r) == 0);
-	got = rdm_region_get_config(r);
+	got = rdm_region_cfg(r);
 	CHECK(got->policy == RDM_POLICY_DEFER && got->discard_unit == 2 * MIB);
 	CHECK(got->numa_node == 0 && got->iova == UINT64_C(1) << 32 && got->defer_limit == 4 * MIB);
 	CHECK(rdm_region_granularity(r) == BS && rdm_region_size(r) == 16 * MIB);
@@ -160,13 +160,69 @@ static void test_create(void)
 		cfg.defer_budget = budgets[i].asked;
 		CHECK(rdm_region_create(&cfg, &r) == 0);
 		CHECK(rdm_region_defer_budget(r) == budgets[i].want);
-		CHECK(rdm_region_get_config(r)->defer_budget == budgets[i].want);
+		CHECK(rdm_region_cfg(r)->defer_budget == budgets[i].want);
 		CHECK(rdm_region_destroy(r) == 0);
 	}
 
 	CHECK_FAIL(rdm_region_destroy(NULL), -EINVAL);
 	CHECK(rdm_region_granularity(NULL) == 0 && rdm_region_size(NULL) == 0);
 	CHECK(rdm_region_defer_budget(NULL) == 0);
+}
+
+static void release_nop(void *opaque, uint64_t off, uint64_t len)
+{
+	(void)opaque;
+	(void)off;
+	(void)len;
+}
+
+/* rdm_region_get_config(): the configuration in force, as far as the
+ * caller's struct_size reaches; bad arguments change nothing. */
+static void test_get_config(void)
+{
+	static char host[4096] __attribute__((aligned(4096)));
+	struct rdm_region_config cfg = { 0 }, got, before;
+	struct rdm_region *r;
+
+	cfg.struct_size = sizeof(cfg);
+	cfg.flags = RDM_REGION_STRICT;
+	cfg.iova = UINT64_C(3) << 32;
+	cfg.size = 64 * MIB;
+	cfg.block_size = BS;
+	cfg.host_addr = host;
+	cfg.release = release_nop;
+	cfg.release_opaque = &cfg;
+	cfg.policy = RDM_POLICY_COALESCE;
+	REQUIRE(rdm_region_create(&cfg, &r) == 0);
+
+	memset(&got, 0xa5, sizeof(got));
+	got.struct_size = sizeof(got);
+	CHECK(rdm_region_get_config(r, &got) == 0);
+	CHECK(got.struct_size == sizeof(got) && got.flags == RDM_REGION_STRICT);
+	CHECK(got.iova == UINT64_C(3) << 32 && got.size == 64 * MIB && got.block_size == BS);
+	CHECK(got.host_addr == (void *)host && got.release == release_nop && got.release_opaque == &cfg);
+	CHECK(got.policy == RDM_POLICY_COALESCE && got.numa_node == -1 && got.defer_limit == 0);
+	/* The defaults as applied: the unit is the block, the budget 2%. */
+	CHECK(got.discard_unit == BS && got.defer_budget == rdm_region_defer_budget(r));
+
+	/* An older caller's struct ending after iova: the rest is not written. */
+	memset(&got, 0xa5, sizeof(got));
+	got.struct_size = (uint32_t)offsetof(struct rdm_region_config, size);
+	CHECK(rdm_region_get_config(r, &got) == 0);
+	CHECK(got.struct_size == offsetof(struct rdm_region_config, size) && got.iova == UINT64_C(3) << 32);
+	CHECK(got.flags == RDM_REGION_STRICT && got.size == UINT64_C(0xa5a5a5a5a5a5a5a5));
+
+	/* Refused: nothing written. */
+	memset(&got, 0xa5, sizeof(got));
+	got.struct_size = (uint32_t)offsetof(struct rdm_region_config, size) - 1;
+	before = got;
+	CHECK_FAIL(rdm_region_get_config(r, &got), -EINVAL);
+	CHECK(memcmp(&got, &before, sizeof(got)) == 0);
+	CHECK(strstr(rdm_last_error(), "struct_size") != NULL);
+	CHECK_FAIL(rdm_region_get_config(NULL, &got), -EINVAL);
+	CHECK_FAIL(rdm_region_get_config(r, NULL), -EINVAL);
+	CHECK(memcmp(&got, &before, sizeof(got)) == 0);
+	CHECK(rdm_region_destroy(r) == 0);
 }
 
 static int count_cb(void *opaque, uint64_t off, uint64_t len)
@@ -662,6 +718,7 @@ static void test_load(void)
 int main(void)
 {
 	test_create();
+	test_get_config();
 	test_queries();
 	test_changes();
 	test_listeners();

@@ -538,6 +538,9 @@ static void check_queries(struct freg *g)
 	uint64_t bs = g->bs, size = g->cfg.size;
 
 	CHECK(rdm_region_granularity(r) == bs && rdm_region_size(r) == size);
+	struct rdm_region_config rc = { .struct_size = sizeof(rc) };
+	CHECK(rdm_region_get_config(r, &rc) == 0 && rc.iova == g->cfg.iova && rc.size == size &&
+	      rc.block_size == bs && rc.host_addr == g->cfg.host_addr && rc.flags == g->cfg.flags);
 	uint64_t pop = 0;
 	for (uint64_t b = 0; b < g->nb; b++) {
 		CHECK(rdm_is_populated(r, b * bs, bs) == (g->model[b] == 1));
@@ -1166,6 +1169,9 @@ static void op_null_handles(int i)
 	CHECK(!rdm_is_populated(NULL, 0, PAGE) && !rdm_is_discarded(NULL, 0, PAGE));
 	CHECK(rdm_populated_bytes(NULL, 0, PAGE) == 0);
 	CHECK(rdm_region_granularity(NULL) == 0 && rdm_region_size(NULL) == 0);
+	struct rdm_region_config cfg_out = { .struct_size = sizeof(cfg_out) };
+	CHECK_RC(rdm_region_get_config(NULL, &cfg_out), -EINVAL);
+	CHECK_RC(rdm_region_get_config(r, NULL), -EINVAL);
 	CHECK_RC(rdm_replay_populated(NULL, 0, PAGE, run_cb, NULL), -EINVAL);
 	CHECK_RC(rdm_worker_attach(NULL, r, S.sim[0].b), -EINVAL);
 	CHECK_RC(rdm_worker_detach(NULL, r, S.sim[0].b), -EINVAL);

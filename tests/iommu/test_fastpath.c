@@ -242,7 +242,7 @@ static int collect(void *opaque, uint64_t iova, uint64_t size, uint64_t vaddr)
  * then it may still hold them). */
 static bool world_matches_model(const struct world *wd, const struct geometry *g)
 {
-	const struct rdm_region_config *cfg = rdm_region_get_config(wd->r);
+	const struct rdm_region_config *cfg = rdm_region_cfg(wd->r);
 	uint64_t vaddr = (uint64_t)(uintptr_t)cfg->host_addr;
 
 	for (int i = 0; i < wd->nbe; i++) {

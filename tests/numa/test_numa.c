@@ -108,7 +108,7 @@ static void test_region_explicit(void)
 	check_placement(&pl, 0, "region on node 0");
 	CHECK(kernel_node_of(r) == 0);
 	/* The config reads back as given. */
-	CHECK(rdm_region_get_config(r)->numa_node == 0);
+	CHECK(rdm_region_cfg(r)->numa_node == 0);
 	CHECK(rdm_region_destroy(r) == 0);
 }
 
