@@ -538,9 +538,9 @@ static void check_queries(struct freg *g)
 	uint64_t bs = g->bs, size = g->cfg.size;
 
 	CHECK(rdm_region_granularity(r) == bs && rdm_region_size(r) == size);
-	struct rdm_region_config rc = { .struct_size = sizeof(rc) };
-	CHECK(rdm_region_get_config(r, &rc) == 0 && rc.iova == g->cfg.iova && rc.size == size &&
-	      rc.block_size == bs && rc.host_addr == g->cfg.host_addr && rc.flags == g->cfg.flags);
+	struct rdm_region_config in_force = { .struct_size = sizeof(in_force) };
+	CHECK(rdm_region_get_config(r, &in_force) == 0 && in_force.iova == g->cfg.iova && in_force.size == size &&
+	      in_force.block_size == bs && in_force.host_addr == g->cfg.host_addr && in_force.flags == g->cfg.flags);
 	uint64_t pop = 0;
 	for (uint64_t b = 0; b < g->nb; b++) {
 		CHECK(rdm_is_populated(r, b * bs, bs) == (g->model[b] == 1));
