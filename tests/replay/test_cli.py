@@ -54,6 +54,11 @@ for args, frag in [
     (["--sweep", "--defer-budget", "2%"], "--defer-budget"),
     (["--sweep", "--policy", "qemu"], "--policy"),
     (["--sweep", "--plot", "x.pdf"], "--plot"),
+    (["--gap-us", "x", *fast], "--gap-us"),
+    (["--gap-us", "-1", *fast], "--gap-us"),
+    (["--gap-us", "10000001", *fast], "--gap-us"),
+    (["--gap-us"], "--gap-us"),
+    (["--sweep", "--gap-us", "0"], "--gap-us"),
 ]:
     rc, out, err = run(*args)
     check(rc == 2, f"{args}: exit {rc}, want 2")
@@ -178,6 +183,34 @@ try:
     s2 = [l for l in out2.splitlines() if l.startswith("SUMMARY replay ")]
     check(rc1 == 0 and rc2 == 0 and s1 == s2 and len(s1) >= 12, "--jobs 2 gives the same SUMMARY lines")
 
+    # --gap-us: every request waits at least that long after the previous one
+    # ended (gap_mean_us, JSON gap_mean_ns), for every strategy; the
+    # calling thread's CPU is then read around the requests alone. For the
+    # one-thread baseline that is at most its latency plus what the clock
+    # reads leave (~0.1 us); counted over the whole loop, the sleeps' own
+    # system calls made it ~20 us per request against ~1 us of latency.
+    jsg = os.path.join(tmp, "g.json")
+    rc, out, err = run("--gap-us", "2000", "--policy", "qemu,rdm-block", "--workload", "sbm:region=512M",
+                       "--json", jsg)
+    check(rc == 0, f"--gap-us: exit {rc}: {err}")
+    glines = [l for l in out.splitlines() if l.startswith("SUMMARY latency ")]
+    gre = re.compile(r"SUMMARY latency workload=\S+ strategy=(\S+) cpus=\d+ gap_us=(\d+) gap_mean_us=([\d.]+) "
+                     r"requests=(\d+) .* mean_us=([\d.]+) cpu_us_per_req=([\d.]+) caller_cpu_us_per_req=([\d.]+) .*")
+    gm = {m[1]: m for m in (gre.fullmatch(l) for l in glines) if m}
+    check(len(glines) >= 2 and len(gm) == len(glines), f"--gap-us SUMMARY latency lines: {glines}")
+    for st, m in gm.items():
+        check(m[2] == "2000" and float(m[3]) >= 2000.0, f"--gap-us {st}: gap {m[2]}/{m[3]}")
+    if "qemu" in gm:
+        check(float(gm["qemu"][7]) <= 3 * float(gm["qemu"][5]) + 2.0,
+              f"--gap-us: qemu caller CPU {gm['qemu'][7]} us per request against {gm['qemu'][5]} us of latency")
+    if rc == 0:
+        with open(jsg) as f:
+            dg = json.load(f)
+        check(dg["gap_us"] == 2000, f"--gap-us json gap_us {dg['gap_us']}")
+        for r in dg["workloads"][0]["results"]:
+            if r["strategy"] != "lower-bound":
+                check(r["gap_mean_ns"] >= 2000000, f"--gap-us json {r['strategy']} gap_mean_ns {r['gap_mean_ns']}")
+
     # JSON schema, and the SUMMARY lines agree with it.
     js = os.path.join(tmp, "r.json")
     args = ["--json", js, "--seed", "7", "--workload", "storm:region=1G,conversions=3000",
@@ -191,8 +224,8 @@ try:
     check(rc == 0, f"json run: exit {rc}: {err}")
     with open(js) as f:
         d = json.load(f)
-    check(d["tool"] == "rdm-replay" and d["schema_version"] == 1 and d["seed"] == 7 and d["scale"] == 1,
-          "json header")
+    check(d["tool"] == "rdm-replay" and d["schema_version"] == 1 and d["seed"] == 7 and d["scale"] == 1 and
+          d["gap_us"] == 0, "json header")
     check(d["backend"] == "sim" and d["mapping_limit"] == 65535, "json backend/limit")
     check(set(d["cost_model"]) == {"call_ns", "page_ns", "page_size"}, "json cost_model")
     names = [w["name"] for w in d["workloads"]]
@@ -201,8 +234,9 @@ try:
     row_keys = {"strategy", "map_calls", "unmap_calls", "calls", "ratio_lb", "peak_mappings", "limit_exceeded",
                 "remapped_bytes", "deferred_peak_bytes", "deferred_end_bytes", "deferred_integrated",
                 "defer_budget", "modelled_ns", "wall_ns", "latency_p50_ns", "latency_p99_ns", "failed_requests",
-                "async", "latency_mean_ns", "cpu_caller_ns", "cpu_worker_ns", "cpu_ns_per_request"}
-    lat_re = re.compile(r"SUMMARY latency workload=(\S+) strategy=(\S+) cpus=(\d+) requests=(\d+) p50_us=([\d.]+) "
+                "async", "latency_mean_ns", "cpu_caller_ns", "cpu_worker_ns", "cpu_ns_per_request", "gap_mean_ns"}
+    lat_re = re.compile(r"SUMMARY latency workload=(\S+) strategy=(\S+) cpus=(\d+) gap_us=0 gap_mean_us=[\d.]+ "
+                        r"requests=(\d+) p50_us=([\d.]+) "
                         r"p99_us=([\d.]+) mean_us=([\d.]+) cpu_us_per_req=([\d.]+) caller_cpu_us_per_req=([\d.]+) "
                         r"worker_cpu_us_per_req=([\d.]+) cpu_per_wall=([\d.]+) qemu_p50_us=([\d.]+) "
                         r"qemu_cpu_us_per_req=([\d.]+)")
@@ -242,7 +276,8 @@ try:
                 check(abs(r["ratio_lb"] - r["calls"] / lb["calls"]) < 1e-5, "ratio_lb")
             check(r["limit_exceeded"] == max(0, r["peak_mappings"] - 65535), "limit_exceeded")
             if r["strategy"] == "lower-bound":
-                check(r["wall_ns"] is None and r["latency_p50_ns"] is None, "lower bound has no wall time")
+                check(r["wall_ns"] is None and r["latency_p50_ns"] is None and r["gap_mean_ns"] is None,
+                      "lower bound has no wall time")
                 check(r["cpu_ns_per_request"] is None and r["cpu_worker_ns"] is None, "lower bound has no CPU time")
                 check((w["name"], r["strategy"]) not in latency, "lower bound has no SUMMARY latency")
             else:

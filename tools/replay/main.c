@@ -197,6 +197,12 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "    --sim-page-ns N     Sim cost model: nanoseconds per 4 KiB page mapped or unmapped\n"
 	       "                        (default %d). Calibrate both from a real container: see README.\n"
 	       "    --iova ADDR         IOVA of region offset 0 (default 0; hex with 0x).\n"
+	       "    --gap-us N          Pace the replay: sleep N microseconds before each request, as a guest\n"
+	       "                        does between requests (default 0: back to back; at most 10000000).\n"
+	       "                        The caller's CPU time is then read around each request alone (the\n"
+	       "                        sleeps are the harness's); the worker's still over the whole replay,\n"
+	       "                        so its polling between requests shows. Not with --sweep; the\n"
+	       "                        asynchronous storm run (SUMMARY replay-async) is not paced.\n"
 	       "    --list              List strategies and workloads with their parameters, then exit.\n"
 	       "    --help              This text.\n"
 	       "\n"
@@ -220,7 +226,8 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "    over requests of the deferred bytes after each, in byte-requests, as traces carry no\n"
 	       "    times), modelled time, wall time, request latency p50/p99, CPU time per request (the\n"
 	       "    calling thread's CPU clock plus, for rdm strategies, the IOMMU worker thread's, over the\n"
-	       "    whole replay, per request). Then one line per workload and strategy:\n"
+	       "    whole replay, per request; with --gap-us the calling thread's inside requests only).\n"
+	       "    Then one line per workload and strategy:\n"
 	       "      SUMMARY replay workload=W strategy=S calls=N lower_bound=LB ratio_lb=R peak_mappings=K\n"
 	       "              limit_exceeded=E remapped_bytes=B deferred_peak_bytes=D deferred_end_bytes=F\n"
 	       "              deferred_integrated=I\n"
@@ -229,10 +236,12 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "              lower_bound=LB deferred_end_bytes=F deferred_integrated=I\n"
 	       "    B: rdm-defer's budget in bytes or 'none'; cut-4M ... cut-128M; qemu; lower-bound.\n"
 	       "    Without --sweep, also one line per workload and strategy (not the lower bound):\n"
-	       "      SUMMARY latency workload=W strategy=S cpus=N requests=R p50_us=T p99_us=T mean_us=T\n"
+	       "      SUMMARY latency workload=W strategy=S cpus=N gap_us=G gap_mean_us=T requests=R\n"
+	       "              p50_us=T p99_us=T mean_us=T\n"
 	       "              cpu_us_per_req=T caller_cpu_us_per_req=T worker_cpu_us_per_req=T\n"
 	       "              cpu_per_wall=X [qemu_p50_us=T qemu_cpu_us_per_req=T]\n"
-	       "    cpus: CPUs in the affinity mask (taskset); cpu_per_wall: CPU per request / mean\n"
+	       "    cpus: CPUs in the affinity mask (taskset); gap_us: --gap-us; gap_mean_us: measured\n"
+	       "    from one request's end to the next one's start; cpu_per_wall: CPU per request / mean\n"
 	       "    latency; qemu_*: the qemu baseline's, when it ran on the same workload.\n"
 	       "    Baselines run on an unlimited sim; rdm strategies on one with the default limit.\n"
 	       "    A progress line goes to stderr when it is a terminal.\n"
@@ -341,6 +350,7 @@ static struct budget parse_budget(const char *opt, const char *v)
 enum {
 	OPT_WORKLOAD = 256, OPT_POLICY, OPT_BACKEND, OPT_BLOCK, OPT_REGION, OPT_SCALE, OPT_SEED, OPT_JSON,
 	OPT_PLOT, OPT_JOBS, OPT_CALL_NS, OPT_PAGE_NS, OPT_IOVA, OPT_LIST, OPT_HELP, OPT_DEFER_BUDGET, OPT_SWEEP,
+	OPT_GAP,
 };
 
 static const struct option longopts[] = {
@@ -359,6 +369,7 @@ static const struct option longopts[] = {
 	{ "iova", required_argument, NULL, OPT_IOVA },
 	{ "defer-budget", required_argument, NULL, OPT_DEFER_BUDGET },
 	{ "sweep", no_argument, NULL, OPT_SWEEP },
+	{ "gap-us", required_argument, NULL, OPT_GAP },
 	{ "list", no_argument, NULL, OPT_LIST },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -381,7 +392,8 @@ int main(int argc, char **argv)
 	bool want_all_workloads = false;
 	struct replay_trace_opts topts = { 0 };
 	struct replay_backend_spec be = { .kind = REPLAY_BACKEND_SIM, .container_fd = -1, .group_fd = -1 };
-	uint64_t scale = 1, seed = 1, jobs = 1;
+	uint64_t scale = 1, seed = 1, jobs = 1, gap_us = 0;
+	bool gap_given = false;
 	struct budget budget = { .kind = BUDGET_UNSET };
 	bool sweep = false;
 	struct point pts[MAX_POINTS];
@@ -423,6 +435,10 @@ int main(int argc, char **argv)
 		case OPT_IOVA: be.iova = parse_count("--iova", optarg, false); break;
 		case OPT_DEFER_BUDGET: budget = parse_budget("--defer-budget", optarg); break;
 		case OPT_SWEEP: sweep = true; break;
+		case OPT_GAP:
+			gap_us = parse_count("--gap-us", optarg, false);
+			gap_given = true;
+			break;
 		case OPT_LIST: print_list(all, nall); return 0;
 		case OPT_HELP: print_help(all, nall); return 0;
 		case ':': usage_error("option '--%s' needs an argument", opt_name(optopt));
@@ -459,6 +475,11 @@ int main(int argc, char **argv)
 		usage_error("--sweep runs its own defer budgets; it cannot be combined with --defer-budget");
 	if (sweep && policy)
 		usage_error("--sweep runs its own strategies; it cannot be combined with --policy");
+	if (gap_us > REPLAY_MAX_GAP_US)
+		usage_error("--gap-us: %" PRIu64 " is more than %d (10 s)", gap_us, REPLAY_MAX_GAP_US);
+	if (sweep && gap_given)
+		usage_error("--gap-us paces the latency replay; --sweep counts calls only and cannot be paced");
+	be.gap_ns = gap_us * 1000u;
 	if (policy) {
 		char *copy = strdup(policy), *save = NULL;
 		bool want[MAX_STRATEGIES] = { false };
@@ -639,6 +660,7 @@ int main(int argc, char **argv)
 		.call_ns = be.call_ns ? be.call_ns : REPLAY_DEFAULT_CALL_NS,
 		.page_ns = be.page_ns ? be.page_ns : REPLAY_DEFAULT_PAGE_NS,
 		.sweep = sweep,
+		.gap_ns = be.gap_ns,
 	};
 	if (json && replay_write_json(json, &info, res, nw, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err);

@@ -170,10 +170,12 @@ void replay_print_latency(FILE *f, const struct replay_workload_result *w, size_
 			if (r->error || r->lower_bound || !r->cpu_measured || !r->requests)
 				continue;
 			fprintf(f,
-				"SUMMARY latency workload=%s strategy=%s cpus=%d requests=%" PRIu64
+				"SUMMARY latency workload=%s strategy=%s cpus=%d gap_us=%" PRIu64
+				" gap_mean_us=%.2f requests=%" PRIu64
 				" p50_us=%.2f p99_us=%.2f mean_us=%.2f cpu_us_per_req=%.2f caller_cpu_us_per_req=%.2f"
 				" worker_cpu_us_per_req=%.2f cpu_per_wall=%.2f",
-				w[i].trace->name, r->strategy, cpus, r->requests, us(r->lat_p50_ns), us(r->lat_p99_ns),
+				w[i].trace->name, r->strategy, cpus, r->gap_ns / 1000, us(r->gap_mean_ns), r->requests,
+				us(r->lat_p50_ns), us(r->lat_p99_ns),
 				us(r->lat_mean_ns), us(cpu_per_req(r)), us(r->cpu_caller_ns / r->requests),
 				us(r->cpu_helper_ns / r->requests),
 				r->lat_mean_ns ? (double)cpu_per_req(r) / (double)r->lat_mean_ns : 0.0);
@@ -253,8 +255,8 @@ int replay_write_json(const char *path, const struct replay_run_info *info, cons
 		return -1;
 	}
 	fprintf(f, "{\n  \"tool\": \"rdm-replay\",\n  \"schema_version\": 1,\n  \"seed\": %" PRIu64
-		   ",\n  \"scale\": %" PRIu64 ",\n  \"backend\": ",
-		info->seed, info->scale);
+		   ",\n  \"scale\": %" PRIu64 ",\n  \"gap_us\": %" PRIu64 ",\n  \"backend\": ",
+		info->seed, info->scale, info->gap_ns / 1000);
 	json_str(f, info->backend);
 	fprintf(f, ",\n  \"mapping_limit\": %" PRIu64 ",\n  \"cost_model\": {\"call_ns\": %" PRIu64
 		   ", \"page_ns\": %" PRIu64 ", \"page_size\": %d},\n  \"workloads\": [",
@@ -296,11 +298,12 @@ int replay_write_json(const char *path, const struct replay_run_info *info, cons
 				   ", \"modelled_ns\": %" PRIu64,
 				r->peak_mappings, r->limit_exceeded, r->remapped_bytes, r->deferred_peak_bytes, r->model_ns);
 			if (r->lower_bound)
-				fprintf(f, ", \"wall_ns\": null, \"latency_p50_ns\": null, \"latency_p99_ns\": null");
+				fprintf(f, ", \"wall_ns\": null, \"latency_p50_ns\": null, \"latency_p99_ns\": null"
+					   ", \"gap_mean_ns\": null");
 			else
 				fprintf(f, ", \"wall_ns\": %" PRIu64 ", \"latency_p50_ns\": %" PRIu64
-					   ", \"latency_p99_ns\": %" PRIu64,
-					r->wall_ns, r->lat_p50_ns, r->lat_p99_ns);
+					   ", \"latency_p99_ns\": %" PRIu64 ", \"gap_mean_ns\": %" PRIu64,
+					r->wall_ns, r->lat_p50_ns, r->lat_p99_ns, r->gap_mean_ns);
 			if (r->lower_bound || !r->cpu_measured)
 				fprintf(f, ", \"latency_mean_ns\": null, \"cpu_caller_ns\": null, \"cpu_worker_ns\": null"
 					   ", \"cpu_ns_per_request\": null");

@@ -26,6 +26,10 @@ struct replay_backend_spec {
 	uint64_t defer_budget;
 	/* vfio-type1: opened once per run of the program. */
 	int container_fd, group_fd;
+	/* --gap-us: the one-request-at-a-time replay sleeps this long before
+	 * each request, as a guest does between virtio-mem requests (0: back
+	 * to back). Not a backend property, but every run is given this spec. */
+	uint64_t gap_ns;
 };
 
 struct replay_result {
@@ -52,6 +56,12 @@ struct replay_result {
 	 * alike). cpu_measured: both clocks could be read. */
 	uint64_t cpu_caller_ns, cpu_helper_ns;
 	bool cpu_measured;
+	/* Pacing: the pause asked for before each request (--gap-us; then
+	 * cpu_caller_ns counts the requests only, read around each one, since
+	 * a sleep's own CPU is the harness's), and the mean time measured from
+	 * one request's end to the next one's start (the pause and the
+	 * harness's bookkeeping; 0 with fewer than two requests). */
+	uint64_t gap_ns, gap_mean_ns;
 	uint64_t requests, failed_requests;
 	bool has_async;
 	struct replay_async_result async;
@@ -67,6 +77,8 @@ struct replay_workload_result {
 
 /* Default cost model, reported in the output (the sim's defaults, rdm/backend.h). */
 #define REPLAY_DEFAULT_CALL_NS 2000
+/* --gap-us's bound: 10 s between requests. */
+#define REPLAY_MAX_GAP_US 10000000
 #define REPLAY_DEFAULT_PAGE_NS 60
 #define REPLAY_PAGE_SIZE 4096
 
