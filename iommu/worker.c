@@ -1523,6 +1523,23 @@ int rdm_worker_get_thread(const struct rdm_worker *w, pthread_t *out)
 	return 0;
 }
 
+int rdm_worker_get_config(const struct rdm_worker *w, struct rdm_worker_config *out)
+{
+	if (!w || !out)
+		return rdm_fail(-EINVAL, "rdm_worker_get_config: NULL %s", w ? "out" : "worker");
+	uint32_t size = out->struct_size;
+
+	if (size < offsetof(struct rdm_worker_config, on_batch))
+		return rdm_fail(-EINVAL, "rdm_worker_get_config: out->struct_size %" PRIu32 " is too small", size);
+	/* w->cfg is written once, before the worker thread starts, and never
+	 * again: any thread may read it. */
+	struct rdm_worker_config c = w->cfg;
+
+	c.struct_size = size;
+	memcpy(out, &c, size < sizeof(c) ? size : sizeof(c));
+	return 0;
+}
+
 int rdm_worker_get_placement(struct rdm_worker *w, struct rdm_worker_placement *out)
 {
 	struct rdm_worker_placement wp;

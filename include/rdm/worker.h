@@ -30,7 +30,7 @@
  *   completion callbacks, on_batch     run on the worker thread (see below;
  *                                      RDM_WORKER_CALLER_RUNS: or on a
  *                                      synchronous caller's)
- *   rdm_worker_get_stats               any
+ *   rdm_worker_get_stats, get_config   any
  *
  * Lifetimes (every order is defined):
  *   - region vs worker: a region attached to a worker is served by it until
@@ -165,6 +165,16 @@ RDM_API int rdm_worker_create(const struct rdm_worker_config *cfg, struct rdm_wo
  * read its CPU clock (pthread_getcpuclockid), set its scheduling. Valid
  * until rdm_worker_destroy(). 0, or -EINVAL (NULL w or out; *out unchanged). */
 RDM_API int rdm_worker_get_thread(const struct rdm_worker *w, pthread_t *out);
+
+/* The configuration w runs with, its defaults filled in: ring_capacity,
+ * max_batch, ticket_slots and spin_us as used, numa_node -1 without
+ * RDM_WORKER_NUMA_NODE, and the rest as given to rdm_worker_create().
+ * out->struct_size says how much of *out the caller has (at least up to
+ * on_batch, as for create); that much is written and struct_size is left
+ * as the caller set it. Any thread, any time until rdm_worker_destroy().
+ * 0, or -EINVAL (NULL w or out, out->struct_size too small; *out
+ * unchanged). */
+RDM_API int rdm_worker_get_config(const struct rdm_worker *w, struct rdm_worker_config *out);
 
 /* Stop and free. 0, -EINVAL (NULL), -EBUSY (a region it serves still
  * exists: nothing changed), -EDEADLK (from a callback or the worker's own

@@ -10,6 +10,7 @@
 #include <rdm/region.h>
 #include <rdm/worker.h>
 
+#include "core/error.h"
 #include "core/region_internal.h"
 #include "iommu/worker_internal.h"
 #include "tests/check.h"
@@ -613,6 +614,77 @@ static void test_bad_input(void)
 }
 
 /*
+ * rdm_worker_get_config(): the configuration as used, defaults filled in;
+ * a caller's shorter struct gets only its own bytes; bad arguments change
+ * nothing and name the problem.
+ */
+static void on_batch_nop(void *opaque, uint64_t batch_no, uint32_t changes)
+{
+	(void)opaque;
+	(void)batch_no;
+	(void)changes;
+}
+
+static void test_get_config(void)
+{
+	struct rdm_worker *w, *d;
+	struct rdm_worker_config given = {.struct_size = sizeof(given), .ring_capacity = 64, .max_batch = 17,
+					  .ticket_slots = 32, .spin_us = 7, .on_batch = on_batch_nop,
+					  .on_batch_opaque = &given, .flags = RDM_WORKER_CALLER_RUNS};
+	struct rdm_worker_config got;
+
+	REQUIRE(rdm_worker_create(&given, &w) == 0);
+	REQUIRE(rdm_worker_create(NULL, &d) == 0);
+
+	memset(&got, 0xa5, sizeof(got));
+	got.struct_size = sizeof(got);
+	CHECK(rdm_worker_get_config(w, &got) == 0);
+	CHECK(got.struct_size == sizeof(got) && got.ring_capacity == 64 && got.max_batch == 17 &&
+	      got.ticket_slots == 32 && got.spin_us == 7 && got.reserved == 0 && got.on_batch == on_batch_nop &&
+	      got.on_batch_opaque == &given && got.flags == RDM_WORKER_CALLER_RUNS && got.numa_node == -1);
+
+	/* The defaults as used. */
+	memset(&got, 0xa5, sizeof(got));
+	got.struct_size = sizeof(got);
+	CHECK(rdm_worker_get_config(d, &got) == 0);
+	CHECK(got.ring_capacity == 1024 && got.max_batch == 256 && got.ticket_slots == 1024 &&
+	      got.spin_us == RDM_WORKER_DEFAULT_SPIN_US && got.on_batch == NULL && got.flags == 0 &&
+	      got.numa_node == -1);
+
+	/* A shorter struct (an older caller's): its bytes only. */
+	unsigned char buf[sizeof(struct rdm_worker_config) + 16];
+	size_t part = offsetof(struct rdm_worker_config, on_batch);
+	struct rdm_worker_config head = {.struct_size = (uint32_t)part};
+
+	memset(buf, 0x5a, sizeof(buf));
+	memcpy(buf, &head, part);
+	CHECK(rdm_worker_get_config(w, (struct rdm_worker_config *)(void *)buf) == 0);
+	memcpy(&head, buf, part);
+	CHECK(head.struct_size == part && head.spin_us == 7 && head.ring_capacity == 64);
+	bool untouched = true;
+	for (size_t i = part; i < sizeof(buf); i++)
+		untouched = untouched && buf[i] == 0x5a;
+	CHECK(untouched);
+
+	/* Bad arguments: -EINVAL, a message, *out unchanged. */
+	memset(&got, 0xa5, sizeof(got));
+	got.struct_size = (uint32_t)part - 1;
+	struct rdm_worker_config before = got;
+	rdm_error_clear();
+	CHECK(rdm_worker_get_config(w, &got) == -EINVAL);
+	CHECK(strstr(rdm_last_error(), "struct_size") != NULL);
+	CHECK(memcmp(&got, &before, sizeof(got)) == 0);
+	CHECK(rdm_worker_get_config(NULL, &got) == -EINVAL);
+	CHECK(strstr(rdm_last_error(), "NULL worker") != NULL);
+	CHECK(rdm_worker_get_config(w, NULL) == -EINVAL);
+	CHECK(strstr(rdm_last_error(), "NULL out") != NULL);
+	CHECK(memcmp(&got, &before, sizeof(got)) == 0);
+
+	CHECK(rdm_worker_destroy(d) == 0);
+	CHECK(rdm_worker_destroy(w) == 0);
+}
+
+/*
  * The refusals of a single-change submit (its own path in producer.c,
  * submit_single()) change nothing: a region not served by a worker, and a
  * full ring. The worker is held in on_batch after its first change, so the
@@ -812,6 +884,7 @@ int main(void)
 	test_bad_records();
 	test_corrupt_ring();
 	test_bad_input();
+	test_get_config();
 	test_single_submit_refusals();
 	test_completion_watermark();
 	free(host);
