@@ -59,6 +59,12 @@ for args, frag in [
     (["--gap-us", "10000001", *fast], "--gap-us"),
     (["--gap-us"], "--gap-us"),
     (["--sweep", "--gap-us", "0"], "--gap-us"),
+    (["--spin-us", "0", *fast], "--spin-us"),
+    (["--spin-us", "x", *fast], "--spin-us"),
+    (["--spin-us", "-5", *fast], "--spin-us"),
+    (["--spin-us", "1000001", *fast], "--spin-us"),
+    (["--spin-us"], "--spin-us"),
+    (["--sweep", "--spin-us", "5"], "--spin-us"),
 ]:
     rc, out, err = run(*args)
     check(rc == 2, f"{args}: exit {rc}, want 2")
@@ -195,7 +201,7 @@ try:
     check(rc == 0, f"--gap-us: exit {rc}: {err}")
     glines = [l for l in out.splitlines() if l.startswith("SUMMARY latency ")]
     gre = re.compile(r"SUMMARY latency workload=\S+ strategy=(\S+) cpus=\d+ gap_us=(\d+) gap_mean_us=([\d.]+) "
-                     r"requests=(\d+) .* mean_us=([\d.]+) cpu_us_per_req=([\d.]+) caller_cpu_us_per_req=([\d.]+) .*")
+                     r"spin_us=1000 requests=(\d+) .* mean_us=([\d.]+) cpu_us_per_req=([\d.]+) caller_cpu_us_per_req=([\d.]+) .*")
     gm = {m[1]: m for m in (gre.fullmatch(l) for l in glines) if m}
     check(len(glines) >= 2 and len(gm) == len(glines), f"--gap-us SUMMARY latency lines: {glines}")
     for st, m in gm.items():
@@ -211,6 +217,21 @@ try:
             if r["strategy"] != "lower-bound":
                 check(r["gap_mean_ns"] >= 2000000, f"--gap-us json {r['strategy']} gap_mean_ns {r['gap_mean_ns']}")
 
+    # --spin-us reaches every rdm strategy's worker: their rows print the
+    # bound the worker itself reports (rdm_worker_get_config()), the
+    # baseline's the run's setting, so a flag that stopped at the harness
+    # shows as 1000 on the rdm rows.
+    jss = os.path.join(tmp, "s.json")
+    rc, out, err = run("--spin-us", "7", "--policy", "qemu,rdm-block,rdm-defer-cr", "--workload",
+                       "sbm:region=512M", "--json", jss)
+    check(rc == 0, f"--spin-us: exit {rc}: {err}")
+    sl = re.findall(r"^SUMMARY latency workload=\S+ strategy=(\S+) .* spin_us=(\d+) ", out, re.M)
+    check(sorted(st for st, _ in sl) == ["qemu", "rdm-block", "rdm-defer-cr"] and all(v == "7" for _, v in sl),
+          f"--spin-us 7: SUMMARY latency spin_us {sl}")
+    if rc == 0:
+        with open(jss) as f:
+            check(json.load(f)["spin_us"] == 7, "--spin-us json spin_us")
+
     # JSON schema, and the SUMMARY lines agree with it.
     js = os.path.join(tmp, "r.json")
     args = ["--json", js, "--seed", "7", "--workload", "storm:region=1G,conversions=3000",
@@ -225,7 +246,7 @@ try:
     with open(js) as f:
         d = json.load(f)
     check(d["tool"] == "rdm-replay" and d["schema_version"] == 1 and d["seed"] == 7 and d["scale"] == 1 and
-          d["gap_us"] == 0, "json header")
+          d["gap_us"] == 0 and d["spin_us"] == 1000, "json header")
     check(d["backend"] == "sim" and d["mapping_limit"] == 65535, "json backend/limit")
     check(set(d["cost_model"]) == {"call_ns", "page_ns", "page_size"}, "json cost_model")
     names = [w["name"] for w in d["workloads"]]
@@ -236,7 +257,7 @@ try:
                 "defer_budget", "modelled_ns", "wall_ns", "latency_p50_ns", "latency_p99_ns", "failed_requests",
                 "async", "latency_mean_ns", "cpu_caller_ns", "cpu_worker_ns", "cpu_ns_per_request", "gap_mean_ns"}
     lat_re = re.compile(r"SUMMARY latency workload=(\S+) strategy=(\S+) cpus=(\d+) gap_us=0 gap_mean_us=[\d.]+ "
-                        r"requests=(\d+) p50_us=([\d.]+) "
+                        r"spin_us=1000 requests=(\d+) p50_us=([\d.]+) "
                         r"p99_us=([\d.]+) mean_us=([\d.]+) cpu_us_per_req=([\d.]+) caller_cpu_us_per_req=([\d.]+) "
                         r"worker_cpu_us_per_req=([\d.]+) cpu_per_wall=([\d.]+) qemu_p50_us=([\d.]+) "
                         r"qemu_cpu_us_per_req=([\d.]+)")

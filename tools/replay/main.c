@@ -13,6 +13,7 @@
 
 #include <rdm/error.h>
 #include <rdm/region.h>
+#include <rdm/worker.h>
 
 #include "tools/replay/gen.h"
 #include "tools/replay/lower_bound.h"
@@ -203,11 +204,15 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "                        sleeps are the harness's); the worker's still over the whole replay,\n"
 	       "                        so its polling between requests shows. Not with --sweep; the\n"
 	       "                        asynchronous storm run (SUMMARY replay-async) is not paced.\n"
+	       "    --spin-us N         The rdm strategies' worker polling bound (rdm_worker_config.spin_us):\n"
+	       "                        an idle worker, and a caller waiting for its ticket, poll at most N\n"
+	       "                        microseconds before they sleep (default %d; 1 to 1000000). Lower\n"
+	       "                        trades latency for CPU: see it with --gap-us. Not with --sweep.\n"
 	       "    --list              List strategies and workloads with their parameters, then exit.\n"
 	       "    --help              This text.\n"
 	       "\n"
 	       "STRATEGIES\n",
-	       REPLAY_DEFAULT_CALL_NS, REPLAY_DEFAULT_PAGE_NS);
+	       REPLAY_DEFAULT_CALL_NS, REPLAY_DEFAULT_PAGE_NS, RDM_WORKER_DEFAULT_SPIN_US);
 	if (!replay_rdm_strategies[0])
 		printf("    %-19s %s\n", "rdm-*", "rdm's own policies (rdm-block, rdm-coalesce, rdm-defer): not in this build yet");
 	for (size_t i = 0; i < nall; i++)
@@ -236,12 +241,14 @@ static void print_help(const struct replay_strategy *const *all, size_t nall)
 	       "              lower_bound=LB deferred_end_bytes=F deferred_integrated=I\n"
 	       "    B: rdm-defer's budget in bytes or 'none'; cut-4M ... cut-128M; qemu; lower-bound.\n"
 	       "    Without --sweep, also one line per workload and strategy (not the lower bound):\n"
-	       "      SUMMARY latency workload=W strategy=S cpus=N gap_us=G gap_mean_us=T requests=R\n"
+	       "      SUMMARY latency workload=W strategy=S cpus=N gap_us=G gap_mean_us=T spin_us=P\n"
+	       "              requests=R\n"
 	       "              p50_us=T p99_us=T mean_us=T\n"
 	       "              cpu_us_per_req=T caller_cpu_us_per_req=T worker_cpu_us_per_req=T\n"
 	       "              cpu_per_wall=X [qemu_p50_us=T qemu_cpu_us_per_req=T]\n"
 	       "    cpus: CPUs in the affinity mask (taskset); gap_us: --gap-us; gap_mean_us: measured\n"
-	       "    from one request's end to the next one's start; cpu_per_wall: CPU per request / mean\n"
+	       "    from one request's end to the next one's start; spin_us: the rdm workers' polling bound\n"
+	       "    (--spin-us or the default; printed on every line); cpu_per_wall: CPU per request / mean\n"
 	       "    latency; qemu_*: the qemu baseline's, when it ran on the same workload.\n"
 	       "    Baselines run on an unlimited sim; rdm strategies on one with the default limit.\n"
 	       "    A progress line goes to stderr when it is a terminal.\n"
@@ -350,7 +357,7 @@ static struct budget parse_budget(const char *opt, const char *v)
 enum {
 	OPT_WORKLOAD = 256, OPT_POLICY, OPT_BACKEND, OPT_BLOCK, OPT_REGION, OPT_SCALE, OPT_SEED, OPT_JSON,
 	OPT_PLOT, OPT_JOBS, OPT_CALL_NS, OPT_PAGE_NS, OPT_IOVA, OPT_LIST, OPT_HELP, OPT_DEFER_BUDGET, OPT_SWEEP,
-	OPT_GAP,
+	OPT_GAP, OPT_SPIN,
 };
 
 static const struct option longopts[] = {
@@ -370,6 +377,7 @@ static const struct option longopts[] = {
 	{ "defer-budget", required_argument, NULL, OPT_DEFER_BUDGET },
 	{ "sweep", no_argument, NULL, OPT_SWEEP },
 	{ "gap-us", required_argument, NULL, OPT_GAP },
+	{ "spin-us", required_argument, NULL, OPT_SPIN },
 	{ "list", no_argument, NULL, OPT_LIST },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -392,8 +400,8 @@ int main(int argc, char **argv)
 	bool want_all_workloads = false;
 	struct replay_trace_opts topts = { 0 };
 	struct replay_backend_spec be = { .kind = REPLAY_BACKEND_SIM, .container_fd = -1, .group_fd = -1 };
-	uint64_t scale = 1, seed = 1, jobs = 1, gap_us = 0;
-	bool gap_given = false;
+	uint64_t scale = 1, seed = 1, jobs = 1, gap_us = 0, spin_us = 0;
+	bool gap_given = false, spin_given = false;
 	struct budget budget = { .kind = BUDGET_UNSET };
 	bool sweep = false;
 	struct point pts[MAX_POINTS];
@@ -439,6 +447,10 @@ int main(int argc, char **argv)
 			gap_us = parse_count("--gap-us", optarg, false);
 			gap_given = true;
 			break;
+		case OPT_SPIN:
+			spin_us = parse_count("--spin-us", optarg, true);
+			spin_given = true;
+			break;
 		case OPT_LIST: print_list(all, nall); return 0;
 		case OPT_HELP: print_help(all, nall); return 0;
 		case ':': usage_error("option '--%s' needs an argument", opt_name(optopt));
@@ -480,6 +492,11 @@ int main(int argc, char **argv)
 	if (sweep && gap_given)
 		usage_error("--gap-us paces the latency replay; --sweep counts calls only and cannot be paced");
 	be.gap_ns = gap_us * 1000u;
+	if (spin_us > REPLAY_MAX_SPIN_US)
+		usage_error("--spin-us: %" PRIu64 " is more than %d (1 s)", spin_us, REPLAY_MAX_SPIN_US);
+	if (sweep && spin_given)
+		usage_error("--spin-us sets the worker's polling for the latency replay; --sweep counts calls only");
+	be.spin_us = (uint32_t)spin_us;
 	if (policy) {
 		char *copy = strdup(policy), *save = NULL;
 		bool want[MAX_STRATEGIES] = { false };
@@ -661,6 +678,7 @@ int main(int argc, char **argv)
 		.page_ns = be.page_ns ? be.page_ns : REPLAY_DEFAULT_PAGE_NS,
 		.sweep = sweep,
 		.gap_ns = be.gap_ns,
+		.spin_us = be.spin_us ? be.spin_us : RDM_WORKER_DEFAULT_SPIN_US,
 	};
 	if (json && replay_write_json(json, &info, res, nw, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err);

@@ -171,10 +171,11 @@ void replay_print_latency(FILE *f, const struct replay_workload_result *w, size_
 				continue;
 			fprintf(f,
 				"SUMMARY latency workload=%s strategy=%s cpus=%d gap_us=%" PRIu64
-				" gap_mean_us=%.2f requests=%" PRIu64
+				" gap_mean_us=%.2f spin_us=%" PRIu32 " requests=%" PRIu64
 				" p50_us=%.2f p99_us=%.2f mean_us=%.2f cpu_us_per_req=%.2f caller_cpu_us_per_req=%.2f"
 				" worker_cpu_us_per_req=%.2f cpu_per_wall=%.2f",
-				w[i].trace->name, r->strategy, cpus, r->gap_ns / 1000, us(r->gap_mean_ns), r->requests,
+				w[i].trace->name, r->strategy, cpus, r->gap_ns / 1000, us(r->gap_mean_ns), r->spin_us,
+				r->requests,
 				us(r->lat_p50_ns), us(r->lat_p99_ns),
 				us(r->lat_mean_ns), us(cpu_per_req(r)), us(r->cpu_caller_ns / r->requests),
 				us(r->cpu_helper_ns / r->requests),
@@ -255,8 +256,9 @@ int replay_write_json(const char *path, const struct replay_run_info *info, cons
 		return -1;
 	}
 	fprintf(f, "{\n  \"tool\": \"rdm-replay\",\n  \"schema_version\": 1,\n  \"seed\": %" PRIu64
-		   ",\n  \"scale\": %" PRIu64 ",\n  \"gap_us\": %" PRIu64 ",\n  \"backend\": ",
-		info->seed, info->scale, info->gap_ns / 1000);
+		   ",\n  \"scale\": %" PRIu64 ",\n  \"gap_us\": %" PRIu64 ",\n  \"spin_us\": %" PRIu32
+		   ",\n  \"backend\": ",
+		info->seed, info->scale, info->gap_ns / 1000, info->spin_us);
 	json_str(f, info->backend);
 	fprintf(f, ",\n  \"mapping_limit\": %" PRIu64 ",\n  \"cost_model\": {\"call_ns\": %" PRIu64
 		   ", \"page_ns\": %" PRIu64 ", \"page_size\": %d},\n  \"workloads\": [",

@@ -15,13 +15,14 @@ struct replay_run_info {
 	uint64_t call_ns, page_ns;
 	bool sweep;            /* --sweep: each workload gets a "frontier" array */
 	uint64_t gap_ns;       /* --gap-us */
+	uint32_t spin_us;      /* --spin-us, or the library's default */
 };
 
 void replay_print_table(FILE *f, const struct replay_workload_result *w, size_t n);
 void replay_print_summary(FILE *f, const struct replay_workload_result *w, size_t n);
 /*
  * One line per workload and strategy from the one-request-at-a-time replay:
- *   SUMMARY latency workload=W strategy=S cpus=N gap_us=G gap_mean_us=.. requests=R
+ *   SUMMARY latency workload=W strategy=S cpus=N gap_us=G gap_mean_us=.. spin_us=P requests=R
  *           p50_us=.. p99_us=.. mean_us=..
  *           cpu_us_per_req=.. caller_cpu_us_per_req=.. worker_cpu_us_per_req=.. cpu_per_wall=..
  *           [qemu_p50_us=.. qemu_cpu_us_per_req=..]

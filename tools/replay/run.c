@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <rdm/error.h>
+#include <rdm/worker.h>
 
 bool replay_progress_enabled;
 /* The line is shared by the --jobs threads. */
@@ -134,6 +135,7 @@ static int setup(const struct replay_trace *t, bool baseline, struct replay_back
 		.block_size = t->block_size,
 		.strict = true,
 		.defer_budget = be->defer_budget,
+		.spin_us = be->spin_us,
 	};
 	*b = NULL;
 	*mem = NULL;
@@ -283,6 +285,8 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 	if (s->stats)
 		s->stats(state, &sst);
 	s->destroy(state);
+	/* What the worker ran with, as it says; the run's setting for the rest. */
+	out->spin_us = sst.spin_us ? sst.spin_us : be->spin_us ? be->spin_us : RDM_WORKER_DEFAULT_SPIN_US;
 	out->map_calls = bst.map_calls;
 	out->unmap_calls = bst.unmap_calls;
 	out->calls = bst.map_calls + bst.unmap_calls;

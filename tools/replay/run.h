@@ -30,6 +30,9 @@ struct replay_backend_spec {
 	 * each request, as a guest does between virtio-mem requests (0: back
 	 * to back). Not a backend property, but every run is given this spec. */
 	uint64_t gap_ns;
+	/* --spin-us: passed to the rdm strategies as replay_geometry.spin_us
+	 * (rdm_worker_config.spin_us; 0 = the library's default). */
+	uint32_t spin_us;
 };
 
 struct replay_result {
@@ -62,6 +65,10 @@ struct replay_result {
 	 * one request's end to the next one's start (the pause and the
 	 * harness's bookkeeping; 0 with fewer than two requests). */
 	uint64_t gap_ns, gap_mean_ns;
+	/* The worker's polling bound: for an rdm strategy as its worker
+	 * reports it (rdm_worker_get_config()), for the others the run's
+	 * setting (--spin-us, else RDM_WORKER_DEFAULT_SPIN_US). */
+	uint32_t spin_us;
 	uint64_t requests, failed_requests;
 	bool has_async;
 	struct replay_async_result async;
@@ -79,6 +86,8 @@ struct replay_workload_result {
 #define REPLAY_DEFAULT_CALL_NS 2000
 /* --gap-us's bound: 10 s between requests. */
 #define REPLAY_MAX_GAP_US 10000000
+/* --spin-us: the most it accepts (1 s). */
+#define REPLAY_MAX_SPIN_US 1000000
 #define REPLAY_DEFAULT_PAGE_NS 60
 #define REPLAY_PAGE_SIZE 4096
 

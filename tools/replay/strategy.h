@@ -38,6 +38,9 @@ struct replay_geometry {
 	/* rdm strategies: rdm_region_config.defer_budget (0 = the library's
 	 * default, RDM_DEFER_BUDGET_NONE = unbounded); the others ignore it. */
 	uint64_t defer_budget;
+	/* rdm strategies: rdm_worker_config.spin_us (0 = the library's
+	 * default); the others ignore it. */
+	uint32_t spin_us;
 };
 
 /* What only the strategy knows. Zero-filled by the harness before stats(). */
@@ -46,6 +49,7 @@ struct replay_strategy_stats {
 	uint64_t deferred_bytes;      /* current: discarded bytes still mapped (not yet released) */
 	uint64_t deferred_peak_bytes; /* peak of deferred_bytes over the run */
 	uint64_t failed_requests;     /* requests apply() returned an error for */
+	uint32_t spin_us;             /* the polling bound its worker reports (rdm_worker_get_config); 0: no worker */
 };
 
 /* Result of the asynchronous multi-producer run (run_async). */

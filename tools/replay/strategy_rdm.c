@@ -42,7 +42,7 @@ static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t
 		struct rdm_state *st)
 {
 	struct rdm_region_config rc = {.struct_size = sizeof(rc)};
-	struct rdm_worker_config wc = {.struct_size = sizeof(wc), .flags = wflags};
+	struct rdm_worker_config wc = {.struct_size = sizeof(wc), .spin_us = g->spin_us, .flags = wflags};
 	pthread_t th;
 	int err;
 
@@ -155,6 +155,9 @@ static void stats(void *state, struct replay_strategy_stats *out)
 	out->remapped_bytes = ws.remapped_bytes;
 	out->deferred_bytes = ws.deferred_bytes;
 	out->deferred_peak_bytes = ws.deferred_peak_bytes;
+	struct rdm_worker_config wc = {.struct_size = sizeof(wc)};
+	if (rdm_worker_get_config(st->w, &wc) == 0)
+		out->spin_us = wc.spin_us;
 }
 
 static int helper_cpu_ns(void *state, uint64_t *ns)
