@@ -36,6 +36,10 @@ struct rdm_state {
 	struct rdm_region *r;
 	/* The worker thread's CPU clock (rdm_worker_get_thread()). */
 	clockid_t wclk;
+	/* The polling bound the worker reports (rdm_worker_get_config()),
+	 * read once at create: it never changes, and stats() runs between
+	 * requests. */
+	uint32_t spin_us;
 };
 
 static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t policy, uint32_t wflags,
@@ -57,9 +61,14 @@ static int make(const struct replay_geometry *g, struct rdm_backend *b, uint32_t
 	err = rdm_worker_create(&wc, &st->w);
 	if (err)
 		return err;
+	struct rdm_worker_config used = {.struct_size = sizeof(used)};
+
 	err = rdm_worker_get_thread(st->w, &th);
 	if (!err && pthread_getcpuclockid(th, &st->wclk) != 0)
 		err = -ESRCH;
+	if (!err)
+		err = rdm_worker_get_config(st->w, &used);
+	st->spin_us = used.spin_us;
 	if (err) {
 		rdm_worker_destroy(st->w);
 		return err;
@@ -155,9 +164,7 @@ static void stats(void *state, struct replay_strategy_stats *out)
 	out->remapped_bytes = ws.remapped_bytes;
 	out->deferred_bytes = ws.deferred_bytes;
 	out->deferred_peak_bytes = ws.deferred_peak_bytes;
-	struct rdm_worker_config wc = {.struct_size = sizeof(wc)};
-	if (rdm_worker_get_config(st->w, &wc) == 0)
-		out->spin_us = wc.spin_us;
+	out->spin_us = st->spin_us;
 }
 
 static int helper_cpu_ns(void *state, uint64_t *ns)
