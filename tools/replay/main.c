@@ -496,7 +496,8 @@ int main(int argc, char **argv)
 		usage_error("--spin-us: %" PRIu64 " is more than %d (1 s)", spin_us, REPLAY_MAX_SPIN_US);
 	if (sweep && spin_given)
 		usage_error("--spin-us sets the worker's polling for the latency replay; --sweep counts calls only");
-	be.spin_us = (uint32_t)spin_us;
+	/* Resolved here, once, for the worker, the rows and the JSON. */
+	be.spin_us = spin_given ? (uint32_t)spin_us : RDM_WORKER_DEFAULT_SPIN_US;
 	if (policy) {
 		char *copy = strdup(policy), *save = NULL;
 		bool want[MAX_STRATEGIES] = { false };
@@ -678,7 +679,7 @@ int main(int argc, char **argv)
 		.page_ns = be.page_ns ? be.page_ns : REPLAY_DEFAULT_PAGE_NS,
 		.sweep = sweep,
 		.gap_ns = be.gap_ns,
-		.spin_us = be.spin_us ? be.spin_us : RDM_WORKER_DEFAULT_SPIN_US,
+		.spin_us = be.spin_us,
 	};
 	if (json && replay_write_json(json, &info, res, nw, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err);

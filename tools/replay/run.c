@@ -16,7 +16,6 @@
 #include <unistd.h>
 
 #include <rdm/error.h>
-#include <rdm/worker.h>
 
 bool replay_progress_enabled;
 /* The line is shared by the --jobs threads. */
@@ -286,7 +285,7 @@ int replay_run_strategy(const struct replay_trace *t, const struct replay_strate
 		s->stats(state, &sst);
 	s->destroy(state);
 	/* What the worker ran with, as it says; the run's setting for the rest. */
-	out->spin_us = sst.spin_us ? sst.spin_us : be->spin_us ? be->spin_us : RDM_WORKER_DEFAULT_SPIN_US;
+	out->spin_us = sst.spin_us ? sst.spin_us : be->spin_us;
 	out->map_calls = bst.map_calls;
 	out->unmap_calls = bst.unmap_calls;
 	out->calls = bst.map_calls + bst.unmap_calls;

@@ -30,8 +30,8 @@ struct replay_backend_spec {
 	 * each request, as a guest does between virtio-mem requests (0: back
 	 * to back). Not a backend property, but every run is given this spec. */
 	uint64_t gap_ns;
-	/* --spin-us: passed to the rdm strategies as replay_geometry.spin_us
-	 * (rdm_worker_config.spin_us; 0 = the library's default). */
+	/* --spin-us, else RDM_WORKER_DEFAULT_SPIN_US: passed to the rdm
+	 * strategies as replay_geometry.spin_us (rdm_worker_config.spin_us). */
 	uint32_t spin_us;
 };
 
@@ -67,7 +67,7 @@ struct replay_result {
 	uint64_t gap_ns, gap_mean_ns;
 	/* The worker's polling bound: for an rdm strategy as its worker
 	 * reports it (rdm_worker_get_config()), for the others the run's
-	 * setting (--spin-us, else RDM_WORKER_DEFAULT_SPIN_US). */
+	 * setting (replay_backend_spec.spin_us). */
 	uint32_t spin_us;
 	uint64_t requests, failed_requests;
 	bool has_async;
