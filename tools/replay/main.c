@@ -401,7 +401,7 @@ int main(int argc, char **argv)
 	struct replay_trace_opts topts = { 0 };
 	struct replay_backend_spec be = { .kind = REPLAY_BACKEND_SIM, .container_fd = -1, .group_fd = -1 };
 	uint64_t scale = 1, seed = 1, jobs = 1, gap_us = 0, spin_us = 0;
-	bool gap_given = false, spin_given = false;
+	bool gap_given = false;
 	struct budget budget = { .kind = BUDGET_UNSET };
 	bool sweep = false;
 	struct point pts[MAX_POINTS];
@@ -448,8 +448,7 @@ int main(int argc, char **argv)
 			gap_given = true;
 			break;
 		case OPT_SPIN:
-			spin_us = parse_count("--spin-us", optarg, true);
-			spin_given = true;
+			spin_us = parse_count("--spin-us", optarg, true); /* > 0: 0 means not given */
 			break;
 		case OPT_LIST: print_list(all, nall); return 0;
 		case OPT_HELP: print_help(all, nall); return 0;
@@ -494,10 +493,10 @@ int main(int argc, char **argv)
 	be.gap_ns = gap_us * 1000u;
 	if (spin_us > REPLAY_MAX_SPIN_US)
 		usage_error("--spin-us: %" PRIu64 " is more than %d (1 s)", spin_us, REPLAY_MAX_SPIN_US);
-	if (sweep && spin_given)
+	if (sweep && spin_us)
 		usage_error("--spin-us sets the worker's polling for the latency replay; --sweep counts calls only");
 	/* Resolved here, once, for the worker, the rows and the JSON. */
-	be.spin_us = spin_given ? (uint32_t)spin_us : RDM_WORKER_DEFAULT_SPIN_US;
+	be.spin_us = spin_us ? (uint32_t)spin_us : RDM_WORKER_DEFAULT_SPIN_US;
 	if (policy) {
 		char *copy = strdup(policy), *save = NULL;
 		bool want[MAX_STRATEGIES] = { false };
