@@ -49,7 +49,9 @@
  * as worker_cpu_ns_per_change and, over the wall time per change, as
  * worker_busy - near 1 the stream is bound by the one thread that applies
  * every change (its idle polling counts too: it is CPU the worker took),
- * well below 1 by the producers or the handoff. One
+ * well below 1 by the producers or the handoff, and the process's context
+ * switches per 1,000 changes (getrusage; every thread, both paths): sleeps
+ * and preemptions, what threads sharing a CPU pay. One
  * repetition is PL_ROUNDS rounds, reported as their median; the
  * repetitions of rdm and of the direct path alternate (rdm, direct, rdm,
  * direct ...) so that outside load on a shared machine hits both alike, and
@@ -73,6 +75,7 @@
 
 #include <linux/perf_event.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 
 #include <rdm/backend.h>
@@ -119,7 +122,7 @@ struct samples {
 /* Per repetition (one registered copy of a case): the median over its
  * rounds of wall ns per change and of CPU ns per change. */
 struct pl_results {
-	struct samples ns, cpu_ns, worker_cpu_ns;
+	struct samples ns, cpu_ns, worker_cpu_ns, switches;
 };
 
 enum { ORDER_ASCENDING, ORDER_SCATTERED, NORDERS };
@@ -177,6 +180,17 @@ static uint64_t cpu_ns(void)
 {
 	/* Every thread of the process: producers, the worker, call_rcu. */
 	return clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+}
+
+/* Context switches of every thread of the process, voluntary (a sleep: a
+ * futex wait, a contended mutex) and involuntary (preempted). */
+static uint64_t switches(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return 0;
+	return (uint64_t)ru.ru_nvcsw + (uint64_t)ru.ru_nivcsw;
 }
 
 /* ------------------------------------------------------ the two paths */
@@ -421,10 +435,12 @@ static void *helper_main(void *arg)
 }
 
 /* One round on every producer; returns its wall time in ns, 0 on error, and
- * the process's CPU time in *cpu. */
-static uint64_t run_round(struct bench_case *c, struct rdm_producer *p0, uint64_t *cpu, char *msg, size_t msglen)
+ * the process's CPU time in *cpu and its context switches in *csw (the
+ * round's two barriers add a few per helper: noise next to thousands). */
+static uint64_t run_round(struct bench_case *c, struct rdm_producer *p0, uint64_t *cpu, uint64_t *csw, char *msg,
+			  size_t msglen)
 {
-	uint64_t c0 = cpu_ns(), t0 = now_ns();
+	uint64_t s0 = switches(), c0 = cpu_ns(), t0 = now_ns();
 	int err;
 
 	if (c->nprod > 1)
@@ -435,6 +451,7 @@ static uint64_t run_round(struct bench_case *c, struct rdm_producer *p0, uint64_
 	uint64_t t1 = now_ns();
 
 	*cpu = cpu_ns() - c0;
+	*csw = switches() - s0;
 	if (!err && atomic_load_explicit(&c->err, memory_order_relaxed)) {
 		snprintf(msg, msglen, "%s", c->msg);
 		err = -EIO;
@@ -486,9 +503,9 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod, int ord
 		}
 	}
 	/* Warm-up round (rings, links, allocations), untimed. */
-	uint64_t cpu;
+	uint64_t cpu, csw;
 
-	if (!err && started == nprod - 1 && !run_round(c, p0, &cpu, msg, sizeof(msg)))
+	if (!err && started == nprod - 1 && !run_round(c, p0, &cpu, &csw, msg, sizeof(msg)))
 		err = -EIO;
 	if (err)
 		rdm_bench_fail(b, msg);
@@ -496,7 +513,7 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod, int ord
 
 	uint64_t changes_per_round = (uint64_t)nprod * 2 * c->m;
 	struct pl_results *out = &pl_res[order][use_rdm][nprod];
-	struct samples *mine = calloc(3, sizeof(*mine)); /* wall, cpu, the worker's cpu */
+	struct samples *mine = calloc(4, sizeof(*mine)); /* wall, cpu, the worker's cpu, switches */
 	/* The worker thread's own CPU clock: how busy the one thread that
 	 * applies every change is (near the wall time: the stream is bound by
 	 * the worker, not by the producers or the handoff). */
@@ -507,7 +524,7 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod, int ord
 
 	while (!err && mine && rdm_bench_running(b)) {
 		uint64_t w0 = wclock ? clock_ns(wclk) : 0;
-		uint64_t ns = run_round(c, p0, &cpu, msg, sizeof(msg));
+		uint64_t ns = run_round(c, p0, &cpu, &csw, msg, sizeof(msg));
 		uint64_t w1 = wclock ? clock_ns(wclk) : 0;
 
 		if (!ns) {
@@ -516,6 +533,7 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod, int ord
 		}
 		add_sample(&mine[0], (double)ns / (double)changes_per_round);
 		add_sample(&mine[1], (double)cpu / (double)changes_per_round);
+		add_sample(&mine[3], 1000.0 * (double)csw / (double)changes_per_round);
 		if (wclock && w0 && w1 >= w0)
 			add_sample(&mine[2], (double)(w1 - w0) / (double)changes_per_round);
 	}
@@ -536,6 +554,7 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod, int ord
 
 		add_sample(&out->ns, ns);
 		add_sample(&out->cpu_ns, cns);
+		add_sample(&out->switches, median(&mine[3]));
 		if (mine[2].n) {
 			double wns = median(&mine[2]);
 
@@ -544,6 +563,7 @@ static void bench_pipeline(struct rdm_bench *b, bool use_rdm, int nprod, int ord
 		}
 		rdm_bench_set_counter(b, "ns_per_change", ns, RDM_BENCH_COUNTER_VALUE);
 		rdm_bench_set_counter(b, "cpu_ns_per_change", cns, RDM_BENCH_COUNTER_VALUE);
+		rdm_bench_set_counter(b, "switches_per_1k_changes", median(&mine[3]), RDM_BENCH_COUNTER_VALUE);
 	}
 	free(mine);
 
@@ -605,6 +625,10 @@ static void finish_order(int o)
 
 			printf(" worker_cpu_ns_per_change=%.1f worker_busy=%.2f", wns, wns / ns);
 		}
+		/* Context switches per 1,000 changes, every thread: sleeps and
+		 * preemptions, the price of threads that share a CPU. */
+		printf(" switches_per_1k_changes=%.2f direct_switches_per_1k_changes=%.2f", median(&r->switches),
+		       median(&d->switches));
 		/* The goals (issue 11), printed, never asserted. */
 		if (n == 1) {
 			print_goal("goal_ns_le_1.5x_direct", ns <= 1.5 * dns);
