@@ -1294,30 +1294,55 @@ static uintptr_t inner_copy(struct wctx *c, const uintptr_t *ch, unsigned level)
  * beyond the region, EMPTY, so such a node is never FULL. */
 static uintptr_t normalize(struct wctx *c, const uintptr_t *ch, unsigned level, uint64_t base, uintptr_t self)
 {
-	unsigned fan = fan_at(c->t, level);
+	unsigned fan = fan_at(c->t, level), cs = span_shift(level - 1);
 	bool all_empty = true, all_full = fan == FAN, small = true;
-	size_t total = 0;
+	/* Runs the children hold, and how many of them the merge below joins
+	 * (one at a boundary where a child's last run ends and the next
+	 * one's first begins): the merge gives exactly total - joins runs.
+	 * prev_end: where the previous child's last run ends (UINT64_MAX: it
+	 * had none; no child boundary is UINT64_MAX). */
+	size_t total = 0, joins = 0;
+	uint64_t prev_end = UINT64_MAX;
 
 	for (unsigned i = 0; i < fan; i++) {
 		uintptr_t v = ch[i];
+		uint64_t cb = base + ((uint64_t)i << cs);
 
 		all_empty &= v == EMPTY;
 		all_full &= v == FULL;
-		if (v == FULL)
+		if (v == FULL) {
 			total++;
-		else if (is_node(v) && tag_of(v) == T_EXT)
-			total += ((const struct rdm_tree_ext *)ptr_of(v))->n;
-		else if (is_node(v))
+			joins += prev_end == cb;
+			prev_end = cb + (UINT64_C(1) << cs);
+		} else if (is_node(v) && tag_of(v) == T_EXT) {
+			const struct rdm_tree_ext *x = ptr_of(v);
+
+			total += x->n;
+			joins += x->n > 0 && prev_end == cb && x->r[0] == cb;
+			prev_end = x->n > 0 ? x->r[2 * x->n - 1] : UINT64_MAX;
+		} else if (is_node(v)) {
 			small = false;
+		} else {
+			prev_end = UINT64_MAX;
+		}
+		/* Decided, as the whole scan would: neither EMPTY nor FULL
+		 * (both only turn false), and no collapse: `small` only turns
+		 * false, and total - joins only grows (a later child adds its
+		 * runs and joins at most one of them). The other children are
+		 * not read: a synchronous change's copy of an inner node over
+		 * extent leaves read all 64 headers here, ~30% of the change's
+		 * instructions. */
+		if (!all_empty && !all_full && (!small || total - joins > EXT_MAX))
+			return self != 0 ? self : inner_copy(c, ch, level);
 	}
 	if (all_empty)
 		return EMPTY;
 	if (all_full)
 		return FULL;
-	if (small && total <= EXT_MAX + FAN) {
-		/* Merge runs across child boundaries; collapse if few enough. */
+	if (small) {
+		/* Merge runs across child boundaries into one extent leaf: the
+		 * scan above left total - joins <= EXT_MAX (the merge's m). */
 		uint64_t r[2 * (EXT_MAX + FAN)];
-		unsigned cs = span_shift(level - 1);
 		size_t m = 0;
 
 		for (unsigned i = 0; i < fan; i++) {
