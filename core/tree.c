@@ -85,23 +85,27 @@
  * Node pool. A node no reader can reach any more is kept for reuse: one the
  * writer made and dropped before publishing (a failed step, an abort) at
  * once; a retired one after its grace period, handed back by the call_rcu
- * callback, which chains the batch's nodes through their first word (size
- * and alignment in the second) and pushes the chain with one release CAS
- * onto t->returned, and the emptied retire batch onto t->returned_batches.
- * The writer takes a whole list with one acquire exchange - when a size
- * class it needs is empty, and once per flush - into private free lists by
- * size class (RDM_TREE_POOL_CLASSES), and allocates from them first; the
+ * callback, which chains the batch's nodes through their first word, one
+ * chain per size class (RDM_TREE_POOL_CLASSES), and pushes each chain with
+ * one release CAS onto that class's stack t->returned[k], and the emptied
+ * retire batch onto t->returned_batches. The writer allocates from its
+ * private free list of the class, and when that is empty takes the class's
+ * whole stack with one acquire exchange as its new free list: no node is
+ * read before it is reused. (Taking one stack of every class and sorting
+ * it into the lists node by node missed the cache on each node twice, once
+ * there and once at reuse: 13% of a synchronous change's time, perf.) The
  * retire batch of the next flush is a handed-back one when one is large
- * enough. Synchronising edges: retire_cb()'s release CAS on returned (and
- * returned_batches) -> the acquire exchange in pool_take_returned() (and
+ * enough. Synchronising edges: retire_cb()'s release CAS on returned[k]
+ * (and returned_batches) -> the acquire exchange in pool_get() (and
  * take_batch(), rdm_tree_barrier_done()); the grace period before that is
  * retire_cb()'s as before. Neither end waits for the other: the callback
  * retries a CAS only against another callback's push, and the writer's
  * exchange always succeeds; a single consumer that takes everything has no
- * ABA problem. Bounds: the private pool keeps at most POOL_MAX = 4 MiB of
- * nodes (more is freed) and SPARES_MAX = 8 batches; the hand-back lists
- * hold at most what waited for a grace period (the backlog bound below)
- * until the writer's next flush. The pool and the lists are freed by
+ * ABA problem. Bounds: the pool, stacks included, holds about POOL_MAX =
+ * 4 MiB of nodes at most - the callback frees a chain that would pass it,
+ * the writer a node it would put past it; both read pool_bytes, which is
+ * behind by at most the writer's open version (pool_settle()) - and
+ * SPARES_MAX = 8 batches. The pool and the stacks are freed by
  * rdm_tree_barrier_done() (after rcu_barrier(), at destroy). Pooled and
  * handed-back bytes are not counted as allocated in rdm_mem (they are not
  * state); the quarantine test hook bypasses the pool. So a steady state of
@@ -209,8 +213,7 @@ struct rdm_retire_batch {
 	uintptr_t v[];
 };
 
-/* Bytes of nodes the writer's pool may keep (see "Node pool"). */
-#define POOL_MAX ((size_t)4 << 20)
+#define POOL_MAX RDM_TREE_POOL_MAX
 /* Emptied retire batches the writer keeps for reuse. */
 #define SPARES_MAX 8u
 
@@ -351,7 +354,10 @@ static void pool_keep(struct rdm_tree *t, void *p, size_t size, size_t align, bo
 	void **n = p;
 	unsigned k = pool_class(size, align);
 
-	if (t->pool_bytes + size > POOL_MAX || rdm_mem_quarantine_enabled()) {
+	/* Relaxed: a bound only (pool_bytes). */
+	if (atomic_load_explicit(&t->pool_bytes, memory_order_relaxed) + (size_t)t->pool_bytes_delta + size >
+		    POOL_MAX ||
+	    rdm_mem_quarantine_enabled()) {
 		if (!counted)
 			mem_count(t->mem, size);
 		rdm_mem_free(t->mem, p, size, align);
@@ -359,36 +365,42 @@ static void pool_keep(struct rdm_tree *t, void *p, size_t size, size_t align, bo
 	}
 	n[0] = t->pool[k];
 	t->pool[k] = n;
-	t->pool_bytes += size;
-	/* Relaxed: statistics only. */
+	t->pool_bytes_delta += (int64_t)size;
 	if (counted)
-		atomic_fetch_sub_explicit(&t->mem->cur, size, memory_order_relaxed);
+		t->pool_delta -= (int64_t)size;
+}
+
+/*
+ * The writer's pool traffic reaches the rdm_mem count here, once per
+ * published (or dropped) version, not per node: the count is shared with
+ * the call_rcu thread, so each node taken or put was an atomic RMW (and
+ * the peak's CAS) on a line that thread writes too, and the RMW waited
+ * for the miss on the pooled node's first word just before it. A
+ * synchronous change of 1..64 blocks took 3 nodes, and node_alloc() was
+ * ~11% of its time (perf, `rdm_populate`/`rdm_discard` toggles on a
+ * sparse 2^20-block region). The count, and so the peak, is exact at
+ * every publish and abort, and behind by at most the open version's nodes
+ * in between (statistics: no decision reads it).
+ */
+static void pool_settle(struct rdm_tree *t)
+{
+	int64_t d = t->pool_delta, pb = t->pool_bytes_delta;
+
+	t->pool_delta = t->pool_bytes_delta = 0;
+	if (d > 0)
+		mem_count(t->mem, (size_t)d);
+	else if (d < 0)
+		/* Relaxed: statistics only, as in rdm_mem_free(). */
+		atomic_fetch_sub_explicit(&t->mem->cur, (size_t)-d, memory_order_relaxed);
+	/* Relaxed: a bound only (pool_bytes); a wrap of the unsigned add is
+	 * the subtraction. */
+	if (pb != 0)
+		atomic_fetch_add_explicit(&t->pool_bytes, (size_t)pb, memory_order_relaxed);
 }
 
 static void pool_put(struct rdm_tree *t, void *p, size_t size, size_t align)
 {
 	pool_keep(t, p, size, align, true);
-}
-
-/* Writer: move every node the call_rcu thread handed back into the pool. */
-static void pool_take_returned(struct rdm_tree *t)
-{
-	uintptr_t *n;
-
-	/* Relaxed first: the common case is an empty list and no RMW. */
-	if (atomic_load_explicit(&t->returned, memory_order_relaxed) == 0)
-		return;
-	/* Acquire: pairs with the release CAS in retire_cb(); the chain links
-	 * it wrote (and the grace period it followed) happen before this
-	 * thread reuses the nodes. */
-	n = (uintptr_t *)atomic_exchange_explicit(&t->returned, 0, memory_order_acquire);
-	while (n != NULL) {
-		uintptr_t *next = (uintptr_t *)n[0];
-		size_t size = n[1] & ~(uintptr_t)1;
-
-		pool_keep(t, n, size, (n[1] & 1) ? NODE_ALIGN : 16, false);
-		n = next;
-	}
 }
 
 /* Writer: a pooled node of this size and alignment, or NULL. */
@@ -398,14 +410,23 @@ static void *pool_get(struct rdm_tree *t, size_t size, size_t align)
 	void **n = t->pool[k];
 
 	if (n == NULL) {
-		pool_take_returned(t);
-		n = t->pool[k];
+		/* Relaxed first: the common case is an empty stack and no RMW. */
+		if (atomic_load_explicit(&t->returned[k], memory_order_relaxed) == 0)
+			return NULL;
+		/* Acquire: pairs with the release CAS in retire_cb(); the chain
+		 * links it wrote (and the grace period it followed) happen
+		 * before this thread reuses the nodes. */
+		n = (void **)atomic_exchange_explicit(&t->returned[k], 0, memory_order_acquire);
 		if (n == NULL)
 			return NULL;
 	}
 	t->pool[k] = n[0];
-	t->pool_bytes -= size;
-	mem_count(t->mem, size);
+	t->pool_bytes_delta -= (int64_t)size;
+	t->pool_delta += (int64_t)size;
+	/* The next node of this class is read (its first word) and written
+	 * at the next take: start fetching it now. */
+	if (t->pool[k] != NULL)
+		__builtin_prefetch(t->pool[k], 1);
 	return n;
 }
 
@@ -425,13 +446,64 @@ static void pool_put_subtree(struct rdm_tree *t, uintptr_t v, bool node_only)
 	pool_put(t, ptr_of(v), node_bytes(t, v), node_align(v));
 }
 
-/* retire_cb: chain the nodes of one retire entry through their first word
- * (their second holds size | 1 if 64-aligned), children first. */
-static void chain_subtree(const struct rdm_tree *t, uintptr_t v, bool node_only, uintptr_t **head,
-			  uintptr_t **tail)
+/* retire_cb's chains, one per size class met (at most CHAINS_MAX at a time:
+ * a batch holds inner nodes, bitmaps and extent leaves of a few sizes). */
+#define CHAINS_MAX 8
+
+struct chains {
+	struct rdm_tree *t;
+	size_t handed; /* bytes pushed onto the stacks */
+	unsigned n;
+	struct {
+		unsigned k;
+		size_t bytes;
+		uintptr_t *head, *tail;
+	} c[CHAINS_MAX];
+};
+
+/* Push every chain onto its class's stack, or free it where the pool would
+ * pass POOL_MAX; the table is empty after. */
+static void chains_push(struct chains *cs)
 {
+	struct rdm_tree *t = cs->t;
+
+	for (unsigned i = 0; i < cs->n; i++) {
+		unsigned k = cs->c[i].k;
+		size_t size = (size_t)(k % 65) * 8, align = k >= 65 ? NODE_ALIGN : 16;
+		uintptr_t old;
+
+		/* Relaxed: a bound only (pool_bytes). */
+		if (atomic_load_explicit(&t->pool_bytes, memory_order_relaxed) + cs->c[i].bytes > POOL_MAX) {
+			for (uintptr_t *n = cs->c[i].head, *next; n != NULL; n = next) {
+				next = (uintptr_t *)n[0];
+				rdm_mem_free(t->mem, n, size, align);
+			}
+			continue;
+		}
+		/* Relaxed: a bound only. Counted before the push, so the
+		 * writer never settles the take of bytes not yet added. */
+		atomic_fetch_add_explicit(&t->pool_bytes, cs->c[i].bytes, memory_order_relaxed);
+		cs->handed += cs->c[i].bytes;
+		old = atomic_load_explicit(&t->returned[k], memory_order_relaxed);
+		do
+			cs->c[i].tail[0] = old;
+		/* Release: pairs with the acquire exchange in pool_get() and
+		 * rdm_tree_barrier_done(): the links written here happen
+		 * before the writer reads them. */
+		while (!atomic_compare_exchange_weak_explicit(&t->returned[k], &old, (uintptr_t)cs->c[i].head,
+							      memory_order_release, memory_order_relaxed));
+	}
+	cs->n = 0;
+}
+
+/* retire_cb: chain the nodes of one retire entry through their first word
+ * into the chain of their size class, children first. */
+static void chain_subtree(struct chains *cs, uintptr_t v, bool node_only)
+{
+	const struct rdm_tree *t = cs->t;
 	uintptr_t *n;
 	size_t size;
+	unsigned k, i;
 
 	if (!is_node(v))
 		return;
@@ -439,20 +511,29 @@ static void chain_subtree(const struct rdm_tree *t, uintptr_t v, bool node_only,
 		const uintptr_t *ch = ptr_of(v);
 		unsigned fan = fan_of(t, v);
 
-		for (unsigned i = 0; i < fan; i++)
-			chain_subtree(t, ch[i], false, head, tail);
+		for (unsigned j = 0; j < fan; j++)
+			chain_subtree(cs, ch[j], false);
 	}
 	n = ptr_of(v);
 	size = node_bytes(t, v);
-	/* Relaxed: statistics only; handed-back bytes are not state. */
-	atomic_fetch_sub_explicit(&t->mem->cur, size, memory_order_relaxed);
-	/* Every node has at least two words: extent leaves 24 bytes, inner
-	 * nodes at least 2 slots (a root level > 0 reaches at least two). */
-	n[1] = size | (node_align(v) == NODE_ALIGN ? 1u : 0u);
-	n[0] = (uintptr_t)*head;
-	*head = n;
-	if (*tail == NULL)
-		*tail = n;
+	k = pool_class(size, node_align(v));
+	for (i = 0; i < cs->n && cs->c[i].k != k; i++)
+		;
+	if (i == cs->n) {
+		if (cs->n == CHAINS_MAX) {
+			chains_push(cs);
+			i = 0;
+		}
+		cs->c[i].k = k;
+		cs->c[i].bytes = 0;
+		cs->c[i].head = cs->c[i].tail = NULL;
+		cs->n = i + 1;
+	}
+	n[0] = (uintptr_t)cs->c[i].head;
+	cs->c[i].head = n;
+	if (cs->c[i].tail == NULL)
+		cs->c[i].tail = n;
+	cs->c[i].bytes += size;
 }
 
 /* Free a handed-back or spare retire batch (not counted: see retire_cb()). */
@@ -528,10 +609,12 @@ void rdm_tree_init(struct rdm_tree *t, uint64_t nblocks, struct rdm_mem *mem)
 	atomic_init(&t->backlog, 0);
 	atomic_init(&t->versions, 0);
 	memset(t->pool, 0, sizeof(t->pool));
-	t->pool_bytes = 0;
+	atomic_init(&t->pool_bytes, 0);
+	t->pool_delta = t->pool_bytes_delta = 0;
+	for (unsigned k = 0; k < RDM_TREE_POOL_CLASSES; k++)
+		atomic_init(&t->returned[k], 0);
 	t->spares = NULL;
 	t->nspares = 0;
-	atomic_init(&t->returned, 0);
 	atomic_init(&t->returned_batches, NULL);
 	t->open = false;
 	t->leaf_words = NULL;
@@ -574,6 +657,7 @@ void rdm_tree_fini(struct rdm_tree *t)
 	t->undo = t->undo_inline;
 	t->undo_cap = RDM_TREE_UNDO_INLINE;
 	t->nundo = 0;
+	pool_settle(t);
 	/* The pool and spare batches are freed by rdm_tree_barrier_done(),
 	 * once no retire callback can hand anything back. */
 }
@@ -1657,8 +1741,10 @@ int rdm_tree_prepare_load(struct rdm_tree *t, rdm_tree_load_fn get, void *opaque
 
 void rdm_tree_abort(struct rdm_tree *t)
 {
-	if (!t->open)
+	if (!t->open) {
+		pool_settle(t);
 		return;
+	}
 	/* Every node of every step since the last publish: none is reachable
 	 * from the published version, and a node made by one step and replaced
 	 * by a later one is in both lists but freed here only. */
@@ -1672,6 +1758,7 @@ void rdm_tree_abort(struct rdm_tree *t)
 	t->leaf_words = NULL;
 	if (t->flat != NULL)
 		rdm_flat_abort(t->flat);
+	pool_settle(t);
 }
 
 void rdm_tree_publish(struct rdm_tree *t)
@@ -1693,6 +1780,7 @@ void rdm_tree_publish(struct rdm_tree *t)
 	 * writer again, only retired. */
 	t->fresh.n = 0;
 	t->open = false;
+	pool_settle(t);
 }
 
 uintptr_t rdm_tree_old_root(const struct rdm_tree *t)
@@ -1707,8 +1795,6 @@ static void retire_cb(struct rcu_head *head)
 	struct rdm_retire_batch *b =
 		(struct rdm_retire_batch *)(void *)((char *)head - offsetof(struct rdm_retire_batch, head));
 	struct rdm_tree *t;
-	uintptr_t *first = NULL, *last = NULL;
-	uintptr_t old;
 	struct rdm_retire_batch *ob;
 
 	/* Acquire: pairs with the release in rdm_tree_retire() (the hand-off to
@@ -1722,22 +1808,17 @@ static void retire_cb(struct rcu_head *head)
 			free_retired(t, b->v[i]);
 	} else {
 		/* Hand the nodes back to the writer's pool ("Node pool"). */
+		struct chains cs = { .t = t };
+
 		for (size_t i = 0; i < b->n; i++)
-			chain_subtree(t, b->v[i] & ~RETIRE_NODE_ONLY, (b->v[i] & RETIRE_NODE_ONLY) != 0, &first,
-				      &last);
+			chain_subtree(&cs, b->v[i] & ~RETIRE_NODE_ONLY, (b->v[i] & RETIRE_NODE_ONLY) != 0);
+		chains_push(&cs);
+		/* Relaxed: statistics only; handed-back bytes are not state
+		 * (freed ones left the count in rdm_mem_free()). */
+		atomic_fetch_sub_explicit(&t->mem->cur, cs.handed, memory_order_relaxed);
 	}
 	/* Relaxed: a bound the writer reads; nothing is ordered by it. */
 	atomic_fetch_sub_explicit(&t->backlog, b->bytes, memory_order_relaxed);
-	if (first != NULL) {
-		old = atomic_load_explicit(&t->returned, memory_order_relaxed);
-		do
-			last[0] = old;
-		/* Release: pairs with the acquire exchange in
-		 * pool_take_returned() and rdm_tree_barrier_done(): the links
-		 * written above happen before the writer reads them. */
-		while (!atomic_compare_exchange_weak_explicit(&t->returned, &old, (uintptr_t)first,
-							      memory_order_release, memory_order_relaxed));
-	}
 	/* Relaxed: statistics only; a handed-back batch is not state. */
 	atomic_fetch_sub_explicit(&t->mem->cur, batch_bytes(b->cap), memory_order_relaxed);
 	ob = atomic_load_explicit(&t->returned_batches, memory_order_relaxed);
@@ -1761,13 +1842,18 @@ void rdm_tree_barrier_done(struct rdm_tree *t)
 	rdm_tsan_acquire(&t->reclaimed);
 	/* Every retire callback has run (rcu_barrier()): free what they handed
 	 * back, and the pool. Acquire: pairs with retire_cb()'s release CASes. */
-	n = (uintptr_t *)atomic_exchange_explicit(&t->returned, 0, memory_order_acquire);
-	while (n != NULL) {
-		uintptr_t *next = (uintptr_t *)n[0];
+	for (unsigned k = 0; k < RDM_TREE_POOL_CLASSES; k++) {
+		size_t size = (size_t)(k % 65) * 8, align = k >= 65 ? NODE_ALIGN : 16;
 
-		mem_count(t->mem, n[1] & ~(uintptr_t)1);
-		rdm_mem_free(t->mem, n, n[1] & ~(uintptr_t)1, (n[1] & 1) ? NODE_ALIGN : 16);
-		n = next;
+		n = (uintptr_t *)atomic_exchange_explicit(&t->returned[k], 0, memory_order_acquire);
+		while (n != NULL) {
+			uintptr_t *next = (uintptr_t *)n[0];
+
+			/* Handed-back bytes were taken out of the count. */
+			mem_count(t->mem, size);
+			rdm_mem_free(t->mem, n, size, align);
+			n = next;
+		}
 	}
 	for (unsigned k = 0; k < RDM_TREE_POOL_CLASSES; k++) {
 		size_t size = (size_t)(k % 65) * 8, align = k >= 65 ? NODE_ALIGN : 16;
@@ -1781,7 +1867,8 @@ void rdm_tree_barrier_done(struct rdm_tree *t)
 		}
 		t->pool[k] = NULL;
 	}
-	t->pool_bytes = 0;
+	atomic_store_explicit(&t->pool_bytes, 0, memory_order_relaxed);
+	t->pool_delta = t->pool_bytes_delta = 0;
 	b = atomic_exchange_explicit(&t->returned_batches, NULL, memory_order_acquire);
 	while (b != NULL) {
 		struct rdm_retire_batch *next = b->next;
@@ -1845,6 +1932,7 @@ static void retire_now(struct rdm_tree *t)
 	t->retired.n = 0; /* keeps its capacity (freed by fini) */
 	t->retired_kept = 0;
 	t->retired_subtree = false;
+	pool_settle(t);
 }
 
 void rdm_tree_retire_later(struct rdm_tree *t)
@@ -1883,9 +1971,6 @@ void rdm_tree_retire_flush(struct rdm_tree *t)
 		retire_now(t);
 		return;
 	}
-	/* The writer is here once per batch: bring back what was reclaimed
-	 * meanwhile, so the hand-back list stays short. */
-	pool_take_returned(t);
 	b = take_batch(t, n);
 	if (b == NULL) {
 		size_t cap = 64;

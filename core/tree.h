@@ -65,6 +65,9 @@ struct rdm_flat;
 /* Node size classes: size / 8 (<= 64) for 16-aligned extent leaves, and
  * 65 + size / 8 for 64-aligned inner and bitmap nodes. */
 #define RDM_TREE_POOL_CLASSES 130
+/* Bytes of nodes the writer's pool may keep, its hand-back stacks included
+ * (tree.c, "Node pool"). */
+#define RDM_TREE_POOL_MAX ((size_t)4 << 20)
 
 struct rdm_tree {
 	/* Read by every query, written once per change (root) or never: the
@@ -123,13 +126,21 @@ struct rdm_tree {
 	/* The node pool (tree.c "Node pool"): writer-private free lists by
 	 * size class, and what the call_rcu thread hands back. */
 	void *pool[RDM_TREE_POOL_CLASSES];
-	size_t pool_bytes;
+	/* Bytes in the pool, the hand-back stacks included: retire_cb() adds
+	 * what it hands back, the writer its own puts and takes at
+	 * pool_settle() (relaxed: a bound only, POOL_MAX). */
+	atomic_size_t pool_bytes;
+	/* Writer-private, until pool_settle(): bytes taken from the pool less
+	 * bytes put back into it counted (the rdm_mem count's change), and
+	 * the change of pool_bytes. */
+	int64_t pool_delta, pool_bytes_delta;
 	struct rdm_retire_batch *spares; /* writer-private, at most SPARES_MAX */
 	unsigned nspares;
 	/* Lock-free hand-back from retire_cb (push: release CAS) to the
-	 * writer (take all: acquire exchange): reclaimed nodes chained through
-	 * their first word, and emptied retire batches. */
-	_Atomic(uintptr_t) returned;
+	 * writer (take all: acquire exchange): reclaimed nodes, one stack per
+	 * size class chained through their first word, and emptied retire
+	 * batches. */
+	_Atomic(uintptr_t) returned[RDM_TREE_POOL_CLASSES];
 	_Atomic(struct rdm_retire_batch *) returned_batches;
 	/* TSan sync objects (core/tsan.h): gp for the reader -> reclaim edge;
 	 * reclaimed for the edge from a finished retire callback to whoever frees

@@ -74,6 +74,87 @@ static void publish(struct rdm_tree *t)
 }
 
 /*
+ * The node pool (tree.c, "Node pool"): what a grace period returns comes
+ * back by size class, so a steady state of changes allocates no node; and
+ * a hand-back that would take the pool past RDM_TREE_POOL_MAX is freed.
+ */
+static void load_alternating(void *opaque, uint64_t first, uint64_t *words)
+{
+	(void)opaque;
+	(void)first;
+	for (unsigned i = 0; i < LEAF / 64; i++)
+		words[i] = UINT64_C(0x5555555555555555);
+}
+
+/* 200 ranges of 1..63 blocks spread over the region, each populated and
+ * discarded again, one version per change; the superseded nodes kept
+ * (rdm_tree_retire_later) and handed on once at the end, so that the pass
+ * allocates one retire batch at most and reuses none of its own nodes. */
+static void toggle_pass(struct rdm_tree *t, uint64_t n, const bool *o)
+{
+	for (uint64_t i = 0; i < 200; i++) {
+		/* Inside the gap of a 1024-block slot (blocks 200..1023). */
+		uint64_t s = (i * 7919) % (n / 1024) * 1024 + 200 + i * 37 % 700, e = s + 1 + i % 63;
+
+		REQUIRE(rdm_tree_prepare(t, s, e, true) == 0);
+		rdm_tree_publish(t);
+		rdm_tree_retire_later(t);
+		REQUIRE(rdm_tree_prepare(t, s, e, false) == 0);
+		rdm_tree_publish(t);
+		rdm_tree_retire_later(t);
+	}
+	rdm_tree_retire_flush(t);
+	CHECK(state_is(t, rdm_tree_snapshot(t), o, n, "after a toggle pass"));
+}
+
+static void test_pool(void)
+{
+	const uint64_t n = UINT64_C(1) << 20;
+	struct rdm_tree t;
+	struct rdm_mem m;
+	bool *o = calloc(n, 1);
+	size_t allocs;
+
+	REQUIRE(o);
+	tree_open(&t, &m, n);
+	/* A sparse state to change: every 1024-block slot's first 100 blocks. */
+	for (uint64_t b = 0; b < n; b += 1024) {
+		REQUIRE(rdm_tree_prepare(&t, b, b + 100, true) == 0);
+		oracle_set(o, b, b + 100, true);
+	}
+	publish(&t);
+	toggle_pass(&t, n, o);
+	/* Every node the pass retired back in the pool (the callbacks ran). */
+	rcu_barrier();
+	allocs = atomic_load(&m.allocs);
+	toggle_pass(&t, n, o);
+	CHECK(atomic_load(&m.allocs) == allocs);
+	if (atomic_load(&m.allocs) != allocs)
+		fprintf(stderr, "pool: the second pass allocated %zu nodes\n", atomic_load(&m.allocs) - allocs);
+	CHECK(atomic_load(&t.pool_bytes) <= RDM_TREE_POOL_MAX);
+	tree_close(&t);
+	CHECK(rdm_mem_current(&m) == 0);
+
+	/* Past the bound: one retired subtree of more than RDM_TREE_POOL_MAX
+	 * (2^25 + 2^13 blocks alternating: 8194 bitmap leaves of 512 B, and
+	 * their inner nodes), discarded whole: freed, not pooled. */
+	const uint64_t big = (UINT64_C(1) << 25) + 2 * LEAF;
+
+	tree_open(&t, &m, big);
+	REQUIRE(rdm_tree_prepare_load(&t, load_alternating, NULL) == 0);
+	publish(&t);
+	CHECK(rdm_mem_current(&m) > RDM_TREE_POOL_MAX);
+	REQUIRE(rdm_tree_prepare(&t, 0, big, false) == 0);
+	publish(&t);
+	rdm_tree_retire_flush(&t);
+	rcu_barrier();
+	CHECK(atomic_load(&t.pool_bytes) <= RDM_TREE_POOL_MAX);
+	tree_close(&t);
+	CHECK(rdm_mem_current(&m) == 0);
+	free(o);
+}
+
+/*
  * Directed: two fragmented bitmap leaves, published. Step 1 copies leaf 0
  * (now a node of the working version). Step 2 covers the end of leaf 0 and
  * the start of leaf 1: leaf 0 is written in place, then leaf 1's copy fails
@@ -523,6 +604,7 @@ int main(int argc, char **argv)
 	test_undo_in_place();
 	test_hot_leaf_steps();
 	test_leaf_cache();
+	test_pool();
 	for (uint64_t k = 0; k < 4; k++)
 		test_random(seed + k, 150, false);
 	for (uint64_t k = 0; k < 4; k++)
