@@ -19,7 +19,8 @@
  *    sim call, as QEMU holds the BQL while VFIO maps.
  * Cases: single (no writer), writer100k / writer500k (every writer limited
  * to that many changes per second; the achieved rate of each is printed),
- * writermax (flat out). One benchmark per case and state runs rounds of
+ * writermax (flat out); writer_alone (the writers' cost per change with no
+ * reader, see bench_writer_alone()). One benchmark per case and state runs rounds of
  * rdm, bitmap_mutex, rwlock in turn (interleaved: rdm for ROUND_QUERIES
  * queries, each peer for as long), so drift on a shared machine hits all of
  * them; --benchmark_repetitions adds rounds. The time Google Benchmark
@@ -521,6 +522,76 @@ static void bench_case(struct rdm_bench *b, void *arg)
 			      RDM_BENCH_COUNTER_VALUE);
 }
 
+/*
+ * writer_alone: the cost of one change itself, with no reader: the writer
+ * of each contender on the first CPU, the same toggle pairs (the writer
+ * thread's choice of gaps and lengths, from the same seed) for rdm and for
+ * the mutex peer in turn, WA_PAIRS pairs per round, each round one
+ * iteration. rdm's change is rdm_populate()/rdm_discard() on the region
+ * without a worker (its listener makes the sim call); the peer's locks,
+ * sets the bitmap and makes the same sim call. Prints ns per change, the
+ * median over rounds with min and max, and the ratio:
+ * SUMMARY state-writer state=<s> link=<l> rounds=<n> rdm_ns_per_change= (_min, _max)
+ *   bitmap_mutex_ns_per_change= (_min, _max) rdm_vs_mutex=<rdm ns / peer ns>
+ */
+#define WA_PAIRS 20000u
+
+static double wa_ns[NSTATE][2][MAX_SAMPLES];
+static unsigned wa_n[NSTATE];
+static int wa_args[NSTATE];
+
+/* WA_PAIRS toggle pairs from seed 7, as writer_main() picks them; seconds. */
+static double writer_pass(struct state *st, int cont)
+{
+	uint64_t seed = 7;
+	double t0 = now_s();
+
+	for (unsigned i = 0; i < WA_PAIRS; i++) {
+		const struct run *g = &st->gaps[rng_next(&seed) % st->ngaps];
+		uint64_t len = g->e - g->s, n, s;
+
+		n = 1 + rng_next(&seed) % (len < 64 ? len : 64);
+		s = g->s + rng_next(&seed) % (len - n + 1);
+		change(st, cont, s, s + n, true);
+		change(st, cont, s, s + n, false);
+	}
+	return now_s() - t0;
+}
+
+static void bench_writer_alone(struct rdm_bench *b, void *arg)
+{
+	int which = *(const int *)arg;
+	struct state *st;
+	cpu_set_t old;
+
+	go_multithreaded();
+	if (states[which] == NULL)
+		states[which] = build_state(which);
+	st = states[which];
+	find_cpus();
+	pthread_getaffinity_np(pthread_self(), sizeof(old), &old);
+	pin(pthread_self(), cpus[0]);
+	while (rdm_bench_running(b)) {
+		double rdm_s = writer_pass(st, C_RDM), peer_s;
+
+		rdm_bench_pause(b);
+		peer_s = writer_pass(st, C_MUTEX);
+		rdm_bench_resume(b);
+		if (wa_n[which] < MAX_SAMPLES) {
+			wa_ns[which][0][wa_n[which]] = rdm_s * 1e9 / (2.0 * WA_PAIRS);
+			wa_ns[which][1][wa_n[which]] = peer_s * 1e9 / (2.0 * WA_PAIRS);
+			wa_n[which]++;
+		}
+	}
+	pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
+	if (wa_n[which] > 0) {
+		rdm_bench_set_counter(b, "rdm_ns_per_change", wa_ns[which][0][wa_n[which] - 1],
+				      RDM_BENCH_COUNTER_VALUE);
+		rdm_bench_set_counter(b, "mutex_ns_per_change", wa_ns[which][1][wa_n[which] - 1],
+				      RDM_BENCH_COUNTER_VALUE);
+	}
+}
+
 /* frag1t: 1 TiB at 4 KiB blocks, every other block populated; memory only. */
 #ifndef RDM_BENCH_SHARED
 static const uint64_t alternating = UINT64_C(0x5555555555555555);
@@ -615,6 +686,19 @@ static void finish(void)
 			       r[C_RDM].peak, (unsigned long long)bitmap_bytes);
 		}
 	}
+	for (int s = 0; s < NSTATE; s++) {
+		double r[3], p[3];
+
+		if (wa_n[s] == 0)
+			continue;
+		stats(wa_ns[s][0], wa_n[s], r);
+		stats(wa_ns[s][1], wa_n[s], p);
+		printf("SUMMARY state-writer state=%s link=%s rounds=%u rdm_ns_per_change=%.1f "
+		       "rdm_ns_per_change_min=%.1f rdm_ns_per_change_max=%.1f bitmap_mutex_ns_per_change=%.1f "
+		       "bitmap_mutex_ns_per_change_min=%.1f bitmap_mutex_ns_per_change_max=%.1f rdm_vs_mutex=%.2f\n",
+		       state_names[s], LINK, wa_n[s], r[0], r[1], r[2], p[0], p[1], p[2],
+		       p[0] > 0 ? r[0] / p[0] : 0);
+	}
 	fflush(stdout);
 }
 
@@ -639,6 +723,21 @@ void rdm_bench_register_state(void)
 			def.iterations = ROUNDS;
 			rdm_bench_register(&def);
 		}
+	}
+	for (int s = 0; s < NSTATE; s++) {
+		static char wnames[NSTATE][64];
+		struct rdm_bench_def def = { 0 };
+
+		wa_args[s] = s;
+		snprintf(wnames[s], sizeof(wnames[s]), "state%s/writer_alone/%s", LINK[1] == 'h' ? "_shared" : "",
+			 state_names[s]);
+		def.name = wnames[s];
+		def.fn = bench_writer_alone;
+		def.arg = &wa_args[s];
+		def.threads = 1;
+		def.real_time = true;
+		def.iterations = ROUNDS;
+		rdm_bench_register(&def);
 	}
 #ifndef RDM_BENCH_SHARED
 	{
