@@ -454,7 +454,6 @@ static void pool_put_subtree(struct rdm_tree *t, uintptr_t v, bool node_only)
 
 struct chains {
 	struct rdm_tree *t;
-	size_t handed; /* bytes pushed onto the stacks */
 	unsigned n;
 	struct {
 		unsigned k;
@@ -482,10 +481,12 @@ static void chains_push(struct chains *cs)
 			}
 			continue;
 		}
-		/* Relaxed: a bound only. Counted before the push, so the
-		 * writer never settles the take of bytes not yet added. */
+		/* Both before the push, so that the writer never settles the
+		 * take of bytes not yet added (pool_settle()). Relaxed:
+		 * statistics only, handed-back bytes are not state; and a
+		 * bound only (pool_bytes). */
+		atomic_fetch_sub_explicit(&t->mem->cur, cs->c[i].bytes, memory_order_relaxed);
 		atomic_fetch_add_explicit(&t->pool_bytes, cs->c[i].bytes, memory_order_relaxed);
-		cs->handed += cs->c[i].bytes;
 		old = atomic_load_explicit(&t->returned[k], memory_order_relaxed);
 		do
 			cs->c[i].tail[0] = old;
@@ -1815,9 +1816,6 @@ static void retire_cb(struct rcu_head *head)
 		for (size_t i = 0; i < b->n; i++)
 			chain_subtree(&cs, b->v[i] & ~RETIRE_NODE_ONLY, (b->v[i] & RETIRE_NODE_ONLY) != 0);
 		chains_push(&cs);
-		/* Relaxed: statistics only; handed-back bytes are not state
-		 * (freed ones left the count in rdm_mem_free()). */
-		atomic_fetch_sub_explicit(&t->mem->cur, cs.handed, memory_order_relaxed);
 	}
 	/* Relaxed: a bound the writer reads; nothing is ordered by it. */
 	atomic_fetch_sub_explicit(&t->backlog, b->bytes, memory_order_relaxed);
