@@ -122,7 +122,7 @@
  *    RETIRE_BACKLOG_MAX = 8 MiB the writer waits for a grace period itself
  *    (synchronize_rcu) and frees its change's nodes at once. Measured on a
  *    loaded 2-core machine: peak minus steady 4.5-9 MiB in every writer case
- *    (was 11-28 MiB; 5.9-8.8 MiB after the hand-back by size class). The
+ *    (was 11-28 MiB; 5.3-8.7 MiB after the hand-back by size class). The
  *    writer held 500k changes/s beside a reader in every run since, and
  *    reached 873-929k flat out in the sparse state, 483-594k in the
  *    fragmented one (idle 2-core VM; 170-490k before, on a loaded one).
