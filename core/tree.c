@@ -330,6 +330,17 @@ static inline unsigned pool_class(size_t size, size_t align)
 	return (unsigned)(size / 8) + (align == NODE_ALIGN ? 65u : 0u);
 }
 
+/* The node size and alignment of class k (pool_class()'s inverse). */
+static inline size_t class_size(unsigned k)
+{
+	return (size_t)(k % 65) * 8;
+}
+
+static inline size_t class_align(unsigned k)
+{
+	return k >= 65 ? NODE_ALIGN : 16;
+}
+
 static inline size_t node_align(uintptr_t v)
 {
 	return tag_of(v) == T_EXT ? 16 : NODE_ALIGN;
@@ -470,7 +481,7 @@ static void chains_push(struct chains *cs)
 
 	for (unsigned i = 0; i < cs->n; i++) {
 		unsigned k = cs->c[i].k;
-		size_t size = (size_t)(k % 65) * 8, align = k >= 65 ? NODE_ALIGN : 16;
+		size_t size = class_size(k), align = class_align(k);
 		uintptr_t old;
 
 		/* Relaxed: a bound only (pool_bytes). */
@@ -1843,7 +1854,7 @@ void rdm_tree_barrier_done(struct rdm_tree *t)
 	/* Every retire callback has run (rcu_barrier()): free what they handed
 	 * back, and the pool. Acquire: pairs with retire_cb()'s release CASes. */
 	for (unsigned k = 0; k < RDM_TREE_POOL_CLASSES; k++) {
-		size_t size = (size_t)(k % 65) * 8, align = k >= 65 ? NODE_ALIGN : 16;
+		size_t size = class_size(k), align = class_align(k);
 
 		n = (uintptr_t *)atomic_exchange_explicit(&t->returned[k], 0, memory_order_acquire);
 		while (n != NULL) {
@@ -1856,7 +1867,7 @@ void rdm_tree_barrier_done(struct rdm_tree *t)
 		}
 	}
 	for (unsigned k = 0; k < RDM_TREE_POOL_CLASSES; k++) {
-		size_t size = (size_t)(k % 65) * 8, align = k >= 65 ? NODE_ALIGN : 16;
+		size_t size = class_size(k), align = class_align(k);
 
 		for (void **p = t->pool[k], **next; p != NULL; p = next) {
 			next = p[0];
