@@ -382,6 +382,19 @@ static void change(struct state *st, int cont, uint64_t s, uint64_t e, bool v)
 	}
 }
 
+/* One toggle pair: a gap, a length of 1..64 blocks inside it and a start,
+ * from *seed; populate, then discard again (the state keeps its shape). */
+static void toggle_pair(struct state *st, int cont, uint64_t *seed)
+{
+	const struct run *g = &st->gaps[rng_next(seed) % st->ngaps];
+	uint64_t len = g->e - g->s, n, s;
+
+	n = 1 + rng_next(seed) % (len < 64 ? len : 64);
+	s = g->s + rng_next(seed) % (len - n + 1);
+	change(st, cont, s, s + n, true);
+	change(st, cont, s, s + n, false);
+}
+
 static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
@@ -391,9 +404,6 @@ static void *writer_main(void *arg)
 
 	/* Relaxed: a stop request; the join orders everything else. */
 	while (!atomic_load_explicit(&w->stop, memory_order_relaxed)) {
-		const struct run *g;
-		uint64_t len, n, s;
-
 		t = now_s();
 		if (w->rate > 0 && (double)done >= (t - t0) * w->rate) {
 			struct timespec ts = { 0, 20000 };
@@ -401,12 +411,7 @@ static void *writer_main(void *arg)
 			nanosleep(&ts, NULL);
 			continue;
 		}
-		g = &st->gaps[rng_next(&seed) % st->ngaps];
-		len = g->e - g->s;
-		n = 1 + rng_next(&seed) % (len < 64 ? len : 64);
-		s = g->s + rng_next(&seed) % (len - n + 1);
-		change(st, w->cont, s, s + n, true);
-		change(st, w->cont, s, s + n, false);
+		toggle_pair(st, w->cont, &seed);
 		done += 2;
 	}
 	w->changes = done;
@@ -540,21 +545,14 @@ static double wa_ns[NSTATE][2][MAX_SAMPLES];
 static unsigned wa_n[NSTATE];
 static int wa_args[NSTATE];
 
-/* WA_PAIRS toggle pairs from seed 7, as writer_main() picks them; seconds. */
+/* WA_PAIRS toggle pairs from seed 7 (toggle_pair(), as writer_main()); seconds. */
 static double writer_pass(struct state *st, int cont)
 {
 	uint64_t seed = 7;
 	double t0 = now_s();
 
-	for (unsigned i = 0; i < WA_PAIRS; i++) {
-		const struct run *g = &st->gaps[rng_next(&seed) % st->ngaps];
-		uint64_t len = g->e - g->s, n, s;
-
-		n = 1 + rng_next(&seed) % (len < 64 ? len : 64);
-		s = g->s + rng_next(&seed) % (len - n + 1);
-		change(st, cont, s, s + n, true);
-		change(st, cont, s, s + n, false);
-	}
+	for (unsigned i = 0; i < WA_PAIRS; i++)
+		toggle_pair(st, cont, &seed);
 	return now_s() - t0;
 }
 
