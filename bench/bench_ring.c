@@ -31,10 +31,25 @@
  * pooled nodes by pointer. pingpong bounces one item over two queues.
  * Each (case, queue) runs RB_RUNS times (--benchmark_repetitions=N: N times,
  * under one benchmark name, for compare.py); the SUMMARY line gives the
- * medians of the first RB_MAX_RUNS.
+ * medians of the first RB_MAX_RUNS, and rdm's min and max.
  * The runs of one case are interleaved (round 1 of every queue, then round 2,
  * ...), so on a shared, unevenly loaded machine a burst of outside load hits
- * every queue's median alike instead of one queue's whole series.
+ * every queue's median alike instead of one queue's whole series. The
+ * paired ratio compares within a round: rdm's run over the best peer's run
+ * of the same round, whose median, min and max the SUMMARY line prints
+ * beside the ratio of the medians (vs_best_peer, which the goal verdict
+ * uses) - on a host whose speed drifts between rounds it is the steadier of
+ * the two.
+ * Regime: the harness counts the polls that found the queue empty (consumer)
+ * or full (producer) and relaxed, the same loop for every queue. Per item,
+ * they tell which regime a run was in: a consumer that keeps finding the
+ * queue empty runs right behind the producer, on the cache lines the
+ * producer is writing (each item then costs line transfers of its own); one
+ * that finds it non-empty reads lines the producer is done with. Single-item
+ * throughput follows that regime more than any instruction count, and it
+ * can flip from run to run on one host; the SUMMARY prints the median empty
+ * polls per item for rdm and for the best peer (rdm_empty_per_item=,
+ * peer_empty_per_item=) so a reader can see which regime each side ran in.
  */
 #define RB_RUNS 5
 #define RB_MAX_RUNS 256   /* runs kept per (case, queue) */
@@ -60,6 +75,7 @@ static const struct rb_case cases[] = {
 #define RB_NCASES (sizeof(cases) / sizeof(cases[0]))
 
 static double results[RB_NCASES][Q_COUNT][RB_MAX_RUNS];
+static double empties[RB_NCASES][Q_COUNT][RB_MAX_RUNS]; /* empty polls per item */
 static int nresults[RB_NCASES][Q_COUNT];
 static volatile uint64_t opaque_n_div = 1; /* keeps sizes opaque to the compiler */
 
@@ -88,6 +104,7 @@ struct rb_run {
 	uint64_t n;
 	void *queue[2];
 	uint64_t sum;
+	uint64_t empty_polls; /* consumer: pops that found nothing (the harness's count) */
 	_Atomic int ready;
 };
 
@@ -314,13 +331,14 @@ enum { rdm_size = 8, rdmrec_size = 40, rte_size = 8, rterec_size = 40 };
 	{                                                                            \
 		void *q = run->queue[0];                                             \
 		unsigned b = run->c->burst;                                          \
-		uint64_t n = run->n / opaque_n_div, sum = 0, got = 0;                \
+		uint64_t n = run->n / opaque_n_div, sum = 0, got = 0, empty = 0;     \
 		struct rdm_change_rec buf[32];                                       \
 		unsigned char *bp = (unsigned char *)buf;                            \
 		while (got < n) {                                                    \
 			unsigned m = b == 1 ? (pfx##_pop1(q, bp) ? 1u : 0u)          \
 					    : pfx##_popn(q, bp, b);                  \
 			if (!m) {                                                    \
+				empty++;                                             \
 				relax();                                             \
 				continue;                                            \
 			}                                                            \
@@ -336,6 +354,7 @@ enum { rdm_size = 8, rdmrec_size = 40, rte_size = 8, rterec_size = 40 };
 		if (is_wq_)                                                          \
 			wq_done(q, got);                                             \
 		run->sum = sum;                                                      \
+		run->empty_polls = empty;                                            \
 	}                                                                            \
 	static void pfx##_ping(struct rb_run *run)                                   \
 	{                                                                            \
@@ -472,7 +491,9 @@ static void *other_side(void *arg)
 	return NULL;
 }
 
-static double run_once(const struct rb_case *c, int q, const char **err)
+/* Items (round trips) per microsecond; *empty_per_item: the consumer's
+ * empty polls per item (0 for pingpong, which does not count them). */
+static double run_once(const struct rb_case *c, int q, double *empty_per_item, const char **err)
 {
 	struct rb_run run = {.c = c, .q = q, .n = c->n};
 	run.queue[0] = queue_new(q, c->rec);
@@ -500,6 +521,7 @@ static double run_once(const struct rb_case *c, int q, const char **err)
 		*err = "items lost or corrupted";
 	queue_free(q, run.queue[0]);
 	queue_free(q, run.queue[1]);
+	*empty_per_item = (double)run.empty_polls / (double)n;
 	/* Round trips per microsecond for pingpong, items otherwise. */
 	return (double)n * 1e3 / (double)(t1 - t0);
 }
@@ -513,15 +535,20 @@ static void bench_ring_case(struct rdm_bench *b, void *arg)
 	pin(0);
 	while (rdm_bench_running(b)) {
 		const char *err = NULL;
-		double mops = run_once(c, a->q, &err);
+		double empty;
+		double mops = run_once(c, a->q, &empty, &err);
 		if (err) {
 			rdm_bench_fail(b, err);
 			break;
 		}
 		int *k = &nresults[a->ci][a->q];
-		if (*k < RB_MAX_RUNS)
+		if (*k < RB_MAX_RUNS) {
+			empties[a->ci][a->q][*k] = empty;
 			results[a->ci][a->q][(*k)++] = mops;
+		}
 		rdm_bench_set_counter(b, "mops", mops, RDM_BENCH_COUNTER_VALUE);
+		if (c->burst)
+			rdm_bench_set_counter(b, "empty_per_item", empty, RDM_BENCH_COUNTER_VALUE);
 		rdm_bench_set_items(b, (int64_t)c->n);
 	}
 	pthread_setaffinity_np(pthread_self(), sizeof(saved), &saved);
@@ -533,23 +560,63 @@ static int cmp_double(const void *x, const void *y)
 	return (a > b) - (a < b);
 }
 
-static double median(size_t ci, int q)
+/* Median, min and max of k values (sorts v); -1 each when k == 0. */
+static void stats_of(double *v, int k, double *med, double *min, double *max)
 {
-	int k = nresults[ci][q];
-	if (k == 0)
-		return -1;
-	double v[RB_MAX_RUNS];
-	memcpy(v, results[ci][q], sizeof(double) * (size_t)k);
+	if (k == 0) {
+		*med = *min = *max = -1;
+		return;
+	}
 	qsort(v, (size_t)k, sizeof(double), cmp_double);
-	return k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
+	*med = k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
+	*min = v[0];
+	*max = v[k - 1];
 }
 
-static void fmt(char *buf, size_t len, double v)
+static double median_of(const double *src, int k)
+{
+	double v[RB_MAX_RUNS], med, min, max;
+	memcpy(v, src, sizeof(double) * (size_t)k);
+	stats_of(v, k, &med, &min, &max);
+	return med;
+}
+
+static double median(size_t ci, int q)
+{
+	return median_of(results[ci][q], nresults[ci][q]);
+}
+
+/*
+ * Round r's ratio: rdm's run over the best peer's run of round r (the peers
+ * that have one). Rounds are aligned because every queue of a case runs once
+ * per round, in the same order (rdm_bench_register_interleaved).
+ */
+static void paired_ratio(size_t ci, double *med, double *min, double *max)
+{
+	double v[RB_MAX_RUNS];
+	int k = 0;
+	for (int r = 0; r < nresults[ci][Q_RDM]; r++) {
+		double best = -1;
+		for (int q = Q_CK; q < Q_COUNT; q++)
+			if (r < nresults[ci][q] && results[ci][q][r] > best)
+				best = results[ci][q][r];
+		if (best > 0)
+			v[k++] = results[ci][Q_RDM][r] / best;
+	}
+	stats_of(v, k, med, min, max);
+}
+
+static void fmt_prec(char *buf, size_t len, double v, int prec)
 {
 	if (v < 0)
 		snprintf(buf, len, "na");
 	else
-		snprintf(buf, len, "%.2f", v);
+		snprintf(buf, len, "%.*f", prec, v);
+}
+
+static void fmt(char *buf, size_t len, double v)
+{
+	fmt_prec(buf, len, v, 2);
 }
 
 static void ring_summary(void)
@@ -573,15 +640,36 @@ static void ring_summary(void)
 		}
 #endif
 		double best = -1;
+		int best_q = -1;
 		for (int q = Q_CK; q < Q_COUNT; q++)
-			if (m[q] > best)
+			if (m[q] > best) {
 				best = m[q];
-		char s[Q_COUNT][32], ratio[32];
+				best_q = q;
+			}
+		char s[Q_COUNT][32], ratio[32], rmin[32], rmax[32], pr[3][32], emp[2][32];
 		for (int q = 0; q < Q_COUNT; q++)
 			fmt(s[q], sizeof(s[q]), m[q]);
 		fmt(ratio, sizeof(ratio), m[Q_RDM] >= 0 && best > 0 ? m[Q_RDM] / best : -1);
-		printf("SUMMARY ring case=%s rdm_mops=%s ck_mops=%s wfcq_mops=%s rte_mops=%s vs_best_peer=%s runs=%d",
-		       cases[ci].name, s[Q_RDM], s[Q_CK], s[Q_WFCQ], s[Q_RTE], ratio, nresults[ci][Q_RDM]);
+		double v[RB_MAX_RUNS], med, lo, hi;
+		int nr = nresults[ci][Q_RDM];
+		memcpy(v, results[ci][Q_RDM], sizeof(double) * (size_t)nr);
+		stats_of(v, nr, &med, &lo, &hi);
+		fmt(rmin, sizeof(rmin), lo);
+		fmt(rmax, sizeof(rmax), hi);
+		paired_ratio(ci, &med, &lo, &hi);
+		fmt(pr[0], sizeof(pr[0]), med);
+		fmt(pr[1], sizeof(pr[1]), lo);
+		fmt(pr[2], sizeof(pr[2]), hi);
+		fmt_prec(emp[0], sizeof(emp[0]), nr ? median_of(empties[ci][Q_RDM], nr) : -1, 4);
+		fmt_prec(emp[1], sizeof(emp[1]),
+			 best_q >= 0 && nresults[ci][best_q] ? median_of(empties[ci][best_q], nresults[ci][best_q]) : -1,
+			 4);
+		printf("SUMMARY ring case=%s rdm_mops=%s rdm_min=%s rdm_max=%s ck_mops=%s wfcq_mops=%s rte_mops=%s "
+		       "vs_best_peer=%s paired_ratio=%s paired_min=%s paired_max=%s",
+		       cases[ci].name, s[Q_RDM], rmin, rmax, s[Q_CK], s[Q_WFCQ], s[Q_RTE], ratio, pr[0], pr[1], pr[2]);
+		if (cases[ci].burst)
+			printf(" rdm_empty_per_item=%s peer_empty_per_item=%s", emp[0], emp[1]);
+		printf(" runs=%d", nr);
 		/* The goals of the earlier ring issue, printed, never asserted. */
 		double goal = !strcmp(cases[ci].name, "single") ? 1.7 : !strcmp(cases[ci].name, "burst32") ? 1.2 : 0;
 		if (goal > 0)
