@@ -40,9 +40,9 @@
  * beside the ratio of the medians (vs_best_peer, which the goal verdict
  * uses) - on a host whose speed drifts between rounds it is the steadier of
  * the two.
- * Regime: the harness counts the polls that found the queue empty (consumer)
- * or full (producer) and relaxed, the same loop for every queue. Per item,
- * they tell which regime a run was in: a consumer that keeps finding the
+ * Regime: the harness's consumer counts the polls that found the queue empty
+ * and relaxed, the same loop for every queue. Per item, they tell which
+ * regime a run was in: a consumer that keeps finding the
  * queue empty runs right behind the producer, on the cache lines the
  * producer is writing (each item then costs line transfers of its own); one
  * that finds it non-empty reads lines the producer is done with. Single-item
@@ -560,13 +560,15 @@ static int cmp_double(const void *x, const void *y)
 	return (a > b) - (a < b);
 }
 
-/* Median, min and max of k values (sorts v); -1 each when k == 0. */
-static void stats_of(double *v, int k, double *med, double *min, double *max)
+/* Median, min and max of the k values at src; -1 each when k == 0. */
+static void stats_of(const double *src, int k, double *med, double *min, double *max)
 {
+	double v[RB_MAX_RUNS];
 	if (k == 0) {
 		*med = *min = *max = -1;
 		return;
 	}
+	memcpy(v, src, sizeof(double) * (size_t)k);
 	qsort(v, (size_t)k, sizeof(double), cmp_double);
 	*med = k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
 	*min = v[0];
@@ -575,9 +577,8 @@ static void stats_of(double *v, int k, double *med, double *min, double *max)
 
 static double median_of(const double *src, int k)
 {
-	double v[RB_MAX_RUNS], med, min, max;
-	memcpy(v, src, sizeof(double) * (size_t)k);
-	stats_of(v, k, &med, &min, &max);
+	double med, min, max;
+	stats_of(src, k, &med, &min, &max);
 	return med;
 }
 
@@ -650,10 +651,9 @@ static void ring_summary(void)
 		for (int q = 0; q < Q_COUNT; q++)
 			fmt(s[q], sizeof(s[q]), m[q]);
 		fmt(ratio, sizeof(ratio), m[Q_RDM] >= 0 && best > 0 ? m[Q_RDM] / best : -1);
-		double v[RB_MAX_RUNS], med, lo, hi;
+		double med, lo, hi;
 		int nr = nresults[ci][Q_RDM];
-		memcpy(v, results[ci][Q_RDM], sizeof(double) * (size_t)nr);
-		stats_of(v, nr, &med, &lo, &hi);
+		stats_of(results[ci][Q_RDM], nr, &med, &lo, &hi); /* med is m[Q_RDM] */
 		fmt(rmin, sizeof(rmin), lo);
 		fmt(rmax, sizeof(rmax), hi);
 		paired_ratio(ci, &med, &lo, &hi);
